@@ -1,0 +1,52 @@
+"""The ``sculpt`` command line.
+
+Each sub-command lives in its own module of this package with two functions:
+``register(subparsers)`` adds its parser, ``run(args) -> int`` carries it out. Flags map
+one-to-one to estimator arguments where they set one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+
+#: Sub-command modules, in the order ``sculpt --help`` lists them.
+COMMANDS = ("reproduce",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sculpt",
+        description="Zero-day attack detection in network flows with latent sculpting "
+        "(Chhetri et al., arXiv:2512.22179).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        sub = module.register(subparsers)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sculpt`` script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad input is the user's to fix: say what is wrong, without a traceback.
+        print(f"sculpt {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sculpt {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

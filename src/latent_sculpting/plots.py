@@ -1,0 +1,112 @@
+"""Figures of a run, written as PNG files (matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+__all__ = ["plot_curves", "plot_latent", "plot_score_histograms", "save_figure"]
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Save to a temporary name, then rename, so a figure is never half-written."""
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_curves(
+    y_true: np.ndarray, scores_by_run: Mapping[str, np.ndarray], path: Path, title: str
+) -> Path:
+    """ROC and precision-recall curves, one line per run (seed or method)."""
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, scores in scores_by_run.items():
+        fpr, tpr, _ = roc_curve(y_true, scores)
+        roc_ax.plot(fpr, tpr, lw=1.5, label=name)
+        precision, recall, _ = precision_recall_curve(y_true, scores)
+        pr_ax.plot(recall, precision, lw=1.5, label=name)
+    roc_ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    roc_ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title=f"ROC: {title}")
+    pr_ax.axhline(np.mean(y_true), ls="--", c="grey", lw=1)
+    pr_ax.set(xlabel="recall", ylabel="precision", title=f"Precision-recall: {title}")
+    for ax in (roc_ax, pr_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right" if ax is roc_ax else "lower left")
+    return save_figure(fig, path)
+
+
+def plot_score_histograms(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    thresholds: Mapping[float, float],
+    path: Path,
+    *,
+    xlabel: str = "Stage-2 score (negative log-likelihood)",
+) -> Path:
+    """Histogram of the Stage-2 score per class, thresholds as vertical lines."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(str)
+    finite = np.isfinite(scores)
+    lo, hi = np.percentile(scores[finite], [0.5, 99.5]) if finite.any() else (0.0, 1.0)
+    bins = np.linspace(lo, hi, 60)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for label in sorted(np.unique(labels), key=lambda c: (c != "BENIGN", c)):
+        values = np.clip(scores[(labels == label) & finite], lo, hi)
+        ax.hist(values, bins=bins, histtype="step", lw=1.5, density=True,
+                label=f"{label} (n={len(values)})")
+    for i, (p, value) in enumerate(sorted(thresholds.items())):
+        if lo <= value <= hi:
+            ax.axvline(value, ls=":", c=plt.cm.Greys(0.4 + 0.12 * i), lw=1.2)
+            ax.text(value, ax.get_ylim()[1] * 0.97, f"P{p:g}", rotation=90, va="top",
+                    ha="right", fontsize=8)
+    ax.set(xlabel=xlabel, ylabel="density", title="Score distribution per class")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_latent(
+    codes: np.ndarray,
+    labels: np.ndarray,
+    path: Path,
+    *,
+    max_points: int = 5000,
+    seed: int = 0,
+    centers: Sequence[np.ndarray] = (),
+) -> Path:
+    """2-D projection of latent codes coloured by class (UMAP if installed, else PCA)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels).astype(str)
+    keep = rng.permutation(len(codes))[:max_points]
+    codes, labels = np.asarray(codes)[keep], labels[keep]
+    try:
+        import umap  # type: ignore[import-not-found]
+
+        reducer, method = umap.UMAP(n_components=2, random_state=seed), "UMAP"
+        xy = reducer.fit_transform(codes)
+        center_xy = reducer.transform(np.vstack(centers)) if len(centers) else None
+    except ImportError:
+        pca, method = PCA(n_components=2, random_state=seed).fit(codes), "PCA"
+        xy = pca.transform(codes)
+        center_xy = pca.transform(np.vstack(centers)) if len(centers) else None
+    fig, ax = plt.subplots(figsize=(8, 7))
+    for label in sorted(np.unique(labels), key=lambda c: (c != "BENIGN", c)):
+        mask = labels == label
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=4, alpha=0.6, label=f"{label} ({mask.sum()})")
+    if center_xy is not None:
+        ax.scatter(center_xy[:, 0], center_xy[:, 1], marker="X", s=160, c="black",
+                   label="centroids")
+    ax.set(title=f"Latent space ({method} projection)", xlabel=f"{method} 1",
+           ylabel=f"{method} 2")
+    ax.legend(fontsize=7, markerscale=3, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return save_figure(fig, path)

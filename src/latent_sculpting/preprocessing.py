@@ -1,0 +1,297 @@
+"""Feature preprocessing fitted on training rows only: transform, variance filter, scaling.
+
+Chhetri et al., "Latent Sculpting for Zero-Shot Generalization" (arXiv:2512.22179) standardise
+the CIC-IDS-2017 flow features before the encoder. This module adds the options the project
+compares (a signed ``log1p`` and a normal-output quantile transform for the heavy-tailed
+counters) and drops constant columns, which several CIC-IDS-2017 bulk and flag features are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.preprocessing import QuantileTransformer
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["FEATURE_TRANSFORMS", "SCALERS", "FeaturePreprocessor"]
+
+FEATURE_TRANSFORMS = ("none", "log1p", "quantile")
+SCALERS = ("standard", "minmax", "none")
+_STATE_VERSION = 1
+
+
+class FeaturePreprocessor(TransformerMixin, BaseEstimator):
+    """Transform, drop near-constant columns, then scale; fitted on training rows only.
+
+    Parameters
+    ----------
+    feature_transform : {"none", "log1p", "quantile"}, default "none"
+        ``"log1p"`` is signed, ``sign(x) * log1p(|x|)``, because CIC-IDS-2017 has negative
+        values (e.g. ``Fwd Header Length``, ``-1`` window sizes). ``"quantile"`` is scikit-learn's
+        :class:`~sklearn.preprocessing.QuantileTransformer` with normal output and at most 1000
+        quantiles. (Named ``feature_transform`` rather than ``transform`` so that it does not
+        shadow the :meth:`transform` method.)
+    scaler : {"standard", "minmax", "none"}, default "standard"
+        Standardisation (the paper's choice), min-max to [0, 1], or nothing.
+    variance_threshold : float, default 0.0
+        Columns whose variance after ``feature_transform`` is <= this, or that are constant on
+        the training rows, are dropped.
+    quantile_subsample : int, default 100_000
+        Rows used to estimate the quantiles.
+    random_state : int, default 0
+        Seed of the quantile subsample.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Columns expected by :meth:`transform`.
+    support_ : ndarray of shape (n_features_in_,), bool
+        Columns kept by the variance filter.
+    variances_ : ndarray of shape (n_features_in_,)
+        Column variances after ``feature_transform`` on the training rows.
+    center_ : ndarray of shape (n_kept,)
+        Subtracted before scaling (mean or minimum; zeros for ``scaler="none"``).
+    scale_ : ndarray of shape (n_kept,)
+        Divisor after centring (std or range; 1 where that is 0).
+    quantile_ : QuantileTransformer or None
+        The fitted quantile transform (``feature_transform="quantile"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0, 1.0, 5.0], [0.0, 3.0, 5.0]])
+    >>> pre = FeaturePreprocessor().fit(X)
+    >>> pre.support_.tolist()
+    [False, True, False]
+    >>> pre.transform(X).ravel().tolist()
+    [-1.0, 1.0]
+    """
+
+    def __init__(
+        self,
+        *,
+        feature_transform: str = "none",
+        scaler: str = "standard",
+        variance_threshold: float = 0.0,
+        quantile_subsample: int = 100_000,
+        random_state: int = 0,
+    ) -> None:
+        self.feature_transform = feature_transform
+        self.scaler = scaler
+        self.variance_threshold = variance_threshold
+        self.quantile_subsample = quantile_subsample
+        self.random_state = random_state
+
+    # ----------------------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        if self.feature_transform not in FEATURE_TRANSFORMS:
+            raise ValueError(
+                f"feature_transform must be one of {FEATURE_TRANSFORMS}, "
+                f"got {self.feature_transform!r}"
+            )
+        if self.scaler not in SCALERS:
+            raise ValueError(f"scaler must be one of {SCALERS}, got {self.scaler!r}")
+        if not self.variance_threshold >= 0:
+            raise ValueError(f"variance_threshold must be >= 0, got {self.variance_threshold!r}")
+        if self.quantile_subsample < 1:
+            raise ValueError(f"quantile_subsample must be >= 1, got {self.quantile_subsample!r}")
+
+    def _check_array(self, X: Any, *, fitting: bool) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_rows, n_features), got shape {X.shape}")
+        if not np.issubdtype(X.dtype, np.number) and X.dtype != bool:
+            raise ValueError(f"X must be numeric, got dtype {X.dtype}")
+        if not fitting and X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} columns, but FeaturePreprocessor was fitted with "
+                f"{self.n_features_in_}"
+            )
+        if fitting and X.shape[0] < 1:
+            raise ValueError(f"X has no rows, shape {X.shape}")
+        finite = np.isfinite(X)
+        if not finite.all():
+            row, col = np.argwhere(~finite)[0]
+            raise ValueError(
+                f"X contains NaN or inf (first at row {row}, column {col}: {X[row, col]}); "
+                "clean it first (latent_sculpting.data replaces them by 0)"
+            )
+        return X
+
+    def _apply_transform(self, X: np.ndarray) -> np.ndarray:
+        # float64 for the transform: CIC counters reach 1e8 and float32 would lose the low bits
+        # that distinguish near-constant columns.
+        X = np.asarray(X, dtype=np.float64)
+        if self.feature_transform == "log1p":
+            return np.sign(X) * np.log1p(np.abs(X))
+        if self.feature_transform == "quantile":
+            return self.quantile_.transform(X)
+        return X
+
+    # ----------------------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> FeaturePreprocessor:
+        """Fit on training rows only.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_rows, n_features)
+            Finite training features.
+        y : ignored
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            On an invalid parameter, non-2-D / empty / non-finite ``X``, or when every column
+            is dropped by the variance filter.
+        """
+        self._validate_params()
+        X = self._check_array(X, fitting=True)
+        self.n_features_in_ = int(X.shape[1])
+        self.quantile_ = None
+        if self.feature_transform == "quantile":
+            self.quantile_ = QuantileTransformer(
+                n_quantiles=int(min(1000, X.shape[0])),
+                output_distribution="normal",
+                subsample=int(self.quantile_subsample),
+                random_state=self.random_state,
+            ).fit(X.astype(np.float64))
+        Z = self._apply_transform(X)
+        self.variances_ = Z.var(axis=0)
+        # A constant column can show a variance of ~1e-30 from summation rounding, so constancy
+        # is tested exactly as well.
+        constant = Z.max(axis=0) == Z.min(axis=0)
+        self.support_ = (self.variances_ > self.variance_threshold) & ~constant
+        if not self.support_.any():
+            raise ValueError(
+                f"every column has variance <= variance_threshold={self.variance_threshold}; "
+                "nothing left to model"
+            )
+        Z = Z[:, self.support_]
+        if self.scaler == "standard":
+            center, scale = Z.mean(axis=0), Z.std(axis=0)
+        elif self.scaler == "minmax":
+            center = Z.min(axis=0)
+            scale = Z.max(axis=0) - center
+        else:
+            center, scale = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
+        # Kept columns are not constant, but a tiny spread may round to 0; dividing by 1 then
+        # leaves the column centred instead of producing inf.
+        scale[scale == 0] = 1.0
+        self.center_, self.scale_ = center, scale
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Transform, select and scale ``X``.
+
+        Returns
+        -------
+        ndarray of shape (n_rows, n_kept), float32
+
+        Raises
+        ------
+        ValueError
+            If ``X`` has the wrong number of columns or contains NaN / inf.
+        """
+        check_is_fitted(self, "support_")
+        X = self._check_array(X, fitting=False)
+        Z = self._apply_transform(X)[:, self.support_]
+        Z -= self.center_
+        Z /= self.scale_
+        return Z.astype(np.float32)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the kept columns (``x0``, ``x1``, ... unless ``input_features`` is given)."""
+        check_is_fitted(self, "support_")
+        if input_features is None:
+            input_features = [f"x{i}" for i in range(self.n_features_in_)]
+        names = np.asarray(input_features, dtype=object)
+        if names.shape != (self.n_features_in_,):
+            raise ValueError(
+                f"input_features has {names.size} names, expected {self.n_features_in_}"
+            )
+        return names[self.support_]
+
+    # ----------------------------------------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Fitted state as a JSON-able config and named arrays (no pickle).
+
+        Returns
+        -------
+        config : dict
+            Parameters, ``n_features_in_`` and a format version.
+        arrays : dict of str to ndarray
+            ``support``, ``variances``, ``center``, ``scale`` and, for the quantile transform,
+            ``quantiles`` and ``references``.
+        """
+        check_is_fitted(self, "support_")
+        config = {
+            "version": _STATE_VERSION,
+            "params": self.get_params(),
+            "n_features_in_": self.n_features_in_,
+        }
+        arrays = {
+            "support": self.support_.copy(),
+            "variances": self.variances_.copy(),
+            "center": self.center_.copy(),
+            "scale": self.scale_.copy(),
+        }
+        if self.quantile_ is not None:
+            arrays["quantiles"] = self.quantile_.quantiles_.copy()
+            arrays["references"] = self.quantile_.references_.copy()
+        return config, arrays
+
+    @classmethod
+    def from_state(
+        cls, config: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> FeaturePreprocessor:
+        """Rebuild a fitted preprocessor from :meth:`get_state` output.
+
+        Raises
+        ------
+        ValueError
+            If the state version is unknown or an array is missing or has the wrong shape.
+        """
+        if config.get("version") != _STATE_VERSION:
+            raise ValueError(f"unsupported FeaturePreprocessor state version {config.get('version')!r}")
+        pre = cls(**config["params"])
+        pre._validate_params()
+        needed = ["support", "variances", "center", "scale"]
+        if pre.feature_transform == "quantile":
+            needed += ["quantiles", "references"]
+        missing = [k for k in needed if k not in arrays]
+        if missing:
+            raise ValueError(f"FeaturePreprocessor state is missing arrays {missing}")
+        pre.n_features_in_ = int(config["n_features_in_"])
+        pre.support_ = np.asarray(arrays["support"]).astype(bool)
+        pre.variances_ = np.asarray(arrays["variances"], dtype=np.float64)
+        pre.center_ = np.asarray(arrays["center"], dtype=np.float64)
+        pre.scale_ = np.asarray(arrays["scale"], dtype=np.float64)
+        if pre.support_.shape != (pre.n_features_in_,) or pre.center_.shape != (
+            int(pre.support_.sum()),
+        ):
+            raise ValueError(
+                f"FeaturePreprocessor state shapes disagree: support {pre.support_.shape}, "
+                f"center {pre.center_.shape}, n_features_in_ {pre.n_features_in_}"
+            )
+        pre.quantile_ = None
+        if pre.feature_transform == "quantile":
+            quantiles = np.asarray(arrays["quantiles"], dtype=np.float64)
+            qt = QuantileTransformer(
+                n_quantiles=quantiles.shape[0],
+                output_distribution="normal",
+                subsample=int(pre.quantile_subsample),
+                random_state=pre.random_state,
+            )
+            # Restores exactly the fitted attributes QuantileTransformer.transform reads.
+            qt.quantiles_ = quantiles
+            qt.references_ = np.asarray(arrays["references"], dtype=np.float64)
+            qt.n_quantiles_ = quantiles.shape[0]
+            qt.n_features_in_ = pre.n_features_in_
+            pre.quantile_ = qt
+        return pre

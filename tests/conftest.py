@@ -1,0 +1,99 @@
+"""Shared fixtures for the data-layer tests: the vendored sample and ORIGINAL-schema files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from latent_sculpting.data import load_cicids2017, sample_path
+from latent_sculpting.data.schema import CANONICAL_FEATURES, IMPROVED_TO_CANONICAL
+
+# Original-release spelling of each canonical label (0x96 dash decoded as cp1252 en dash).
+ORIGINAL_LABELS = {
+    "Web Attack - Brute Force": "Web Attack \u2013 Brute Force",
+    "Web Attack - XSS": "Web Attack \u2013 XSS",
+    "Web Attack - SQL Injection": "Web Attack \u2013 Sql Injection",
+    "Botnet": "Bot",
+    "Portscan": "PortScan",
+    "DoS Slowloris": "DoS slowloris",
+}
+
+# Column order of the original MachineLearningCSV files (stripped names).
+ORIGINAL_COLUMNS = (
+    ["Destination Port"]
+    + list(CANONICAL_FEATURES[:55])
+    + ["Fwd Header Length.1"]
+    + list(CANONICAL_FEATURES[55:])
+    + ["Label"]
+)
+
+
+@pytest.fixture(scope="session")
+def sample_table():
+    """The vendored improved-release sample, loaded once per session."""
+    return load_cicids2017()
+
+
+@pytest.fixture(scope="session")
+def improved_rows() -> pd.DataFrame:
+    """A few real rows of the vendored sample (improved schema), covering several labels."""
+    frame = pd.read_parquet(sample_path() / "thursday.parquet")
+    picks = [frame[frame["Label"] == lab].head(3) for lab in frame["Label"].unique()]
+    return pd.concat(picks, ignore_index=True)
+
+
+def to_original_frame(improved: pd.DataFrame) -> pd.DataFrame:
+    """Rewrite improved-schema rows with original-release column names and labels."""
+    out = improved.rename(columns=IMPROVED_TO_CANONICAL)
+    out["Destination Port"] = out["Dst Port"]
+    out["Fwd Header Length.1"] = out["Fwd Header Length"]
+    out["Label"] = out["Label"].map(lambda s: ORIGINAL_LABELS.get(s, s))
+    return out[ORIGINAL_COLUMNS]
+
+
+def write_original_csv(path: Path, frame: pd.DataFrame, overrides: dict | None = None) -> Path:
+    """Write ``frame`` as the original release does: cp1252, leading spaces in the header.
+
+    ``overrides`` maps (row, column) to a raw text cell (e.g. ``"Infinity"``).
+    """
+    overrides = overrides or {}
+    header = ",".join(ORIGINAL_COLUMNS[:1] + [" " + c for c in ORIGINAL_COLUMNS[1:]])
+    lines = [header]
+    cols = list(frame.columns)
+    for i, row in enumerate(frame.itertuples(index=False)):
+        cells = [repr(v) if isinstance(v, float) else str(v) for v in row]
+        for (r, c), text in overrides.items():
+            if r == i:
+                cells[cols.index(c)] = text
+        lines.append(",".join(cells))
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp1252"))
+    return path
+
+
+@pytest.fixture
+def original_csv(tmp_path, improved_rows):
+    """An ORIGINAL-schema CSV made from real sample rows, with Infinity/NaN cells."""
+    frame = to_original_frame(improved_rows)
+    overrides = {
+        (0, "Flow Bytes/s"): "Infinity",
+        (0, "Flow Packets/s"): "Infinity",
+        (1, "Flow Bytes/s"): "NaN",
+        (1, "Flow Packets/s"): "NaN",
+        (2, "Flow Packets/s"): "-Infinity",
+    }
+    path = write_original_csv(tmp_path / "Thursday-WorkingHours.pcap_ISCX.csv", frame, overrides)
+    return path, frame, overrides
+
+
+@pytest.fixture(scope="session")
+def original_columns() -> list[str]:
+    """Stripped column names of an original MachineLearningCSV file (79)."""
+    return list(ORIGINAL_COLUMNS)
+
+
+@pytest.fixture(scope="session")
+def original_writer():
+    """``(to_original_frame, write_original_csv)`` helpers for tests that build their own files."""
+    return to_original_frame, write_original_csv
