@@ -82,7 +82,9 @@ def test_original_schema_loads_like_improved(original_csv, improved_rows, tmp_pa
     assert original.labels.tolist() == improved.labels.tolist()
     assert "Web Attack - Brute Force" in set(original.labels)
     assert list(original.identifiers.columns) == ["Destination Port"]
-    np.testing.assert_array_equal(original.identifiers["Destination Port"], improved_rows["Dst Port"])
+    np.testing.assert_array_equal(
+        original.identifiers["Destination Port"], improved_rows["Dst Port"]
+    )
 
     # Cells that were Infinity / NaN in the CSV become 0; everything else matches the parquet.
     changed = np.zeros(original.X.shape, dtype=bool)

@@ -47,7 +47,8 @@ def test_benign_fractions_and_train_keeps_all_seen_rows(sample_table, splits):
     assert splits.zero_shot.label_counts()[BENIGN] == reserved
     seen = n_benign - reserved + (56_277 - n_benign - 6371)
     test_total = len(splits.train) + sum(
-        v for v in zero_shot_splits(sample_table, balance=False).internal_test.label_counts().values()
+        v
+        for v in zero_shot_splits(sample_table, balance=False).internal_test.label_counts().values()
     )
     assert test_total == seen
     assert splits.train.label_counts()[BENIGN] == pytest.approx(0.8 * (n_benign - reserved), abs=2)

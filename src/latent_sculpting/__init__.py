@@ -5,14 +5,28 @@ a margin away; Stage 2 learns the exact density of benign codes with a Masked Au
 and flags flows of low likelihood (Chhetri, Thapa, Kumar, Chen, arXiv:2512.22179).
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("latent-sculpting")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-from .estimator import PERCENTILES, LatentSculpting
-from .presets import PRESETS, preset
+# Exported lazily, so that `import latent_sculpting.data` and `sculpt --help` do not pay for
+# importing torch.
+_EXPORTS = {
+    "LatentSculpting": "estimator",
+    "PERCENTILES": "estimator",
+    "PRESETS": "presets",
+    "preset": "presets",
+}
 
 __all__ = ["PERCENTILES", "PRESETS", "LatentSculpting", "__version__", "preset"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

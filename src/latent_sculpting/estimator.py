@@ -18,7 +18,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from .encoders import build_encoder
+from .fastpath import ENCODER_CHUNK, FLOW_CHUNK, FastMAF, reference_scoring, run_chunked
 from .flows import LatentDensity
 from .losses import build_loss
 from .preprocessing import FeaturePreprocessor
@@ -44,6 +45,9 @@ PERCENTILES = (85.0, 90.0, 95.0, 97.0, 99.0)
 # set; a fixed offset keeps each flow's score independent of the rest of its batch). Stage-2 NLLs
 # are clipped just below it.
 STAGE1_OFFSET = 1e12
+
+# Rows preprocessed and scored at a time by decision_function and score_details.
+_SCORE_BLOCK = 65_536
 
 _SCORES = ("two_stage", "nll", "combined")
 _CALIBRATIONS = ("train", "holdout")
@@ -480,7 +484,8 @@ class LatentSculpting(BaseEstimator):
         ``STAGE1_OFFSET`` plus its margin (distance to the benign centroid minus distance to the
         attack centroid), above every Stage-2 NLL.
         """
-        return self._score_codes(self._encode(self._transform(X)))
+        parts = [self._score_codes(self._encode(Z)) for Z in self._transform_blocks(X)]
+        return np.concatenate(parts)
 
     def predict(self, X: Any) -> np.ndarray:
         """1 for an attack, 0 for benign, at ``threshold_``."""
@@ -501,17 +506,21 @@ class LatentSculpting(BaseEstimator):
 
     def score_details(self, X: Any) -> dict[str, np.ndarray]:
         """Everything behind the score: NLL, centroid distances, the Stage-1 verdict and score."""
-        codes = self._encode(self._transform(X))
-        out = {"nll": self._nll(codes), "score": self._score_codes(codes)}
-        if self.stage1:
-            t = torch.as_tensor(codes, device=self.device_)
-            out["distance_benign"] = _sqdist(t, self.center_benign_).cpu().numpy()
-            out["distance_attack"] = _sqdist(t, self.center_attack_).cpu().numpy()
-            out["stage1_attack"] = out["distance_attack"] < out["distance_benign"]
-        return out
+        blocks = []
+        for Z in self._transform_blocks(X):
+            codes = self._encode(Z)
+            nll = self._nll(codes)
+            out = {"nll": nll, "score": self._score_codes(codes, nll)}
+            if self.stage1:
+                t = torch.as_tensor(codes, device=self.device_)
+                out["distance_benign"] = _sqdist(t, self.center_benign_).cpu().numpy()
+                out["distance_attack"] = _sqdist(t, self.center_attack_).cpu().numpy()
+                out["stage1_attack"] = out["distance_attack"] < out["distance_benign"]
+            blocks.append(out)
+        return {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
 
-    def _score_codes(self, codes: np.ndarray) -> np.ndarray:
-        nll = np.minimum(self._nll(codes), STAGE1_OFFSET / 2)
+    def _score_codes(self, codes: np.ndarray, nll: np.ndarray | None = None) -> np.ndarray:
+        nll = np.minimum(self._nll(codes) if nll is None else nll, STAGE1_OFFSET / 2)
         if self.score == "nll":
             return nll
         if self.score == "combined":
@@ -536,26 +545,51 @@ class LatentSculpting(BaseEstimator):
         check_is_fitted(self, "flow_")
         return self.preprocessor_.transform(self._check_X(X, fitting=False))
 
+    def _transform_blocks(self, X: Any) -> Iterator[np.ndarray]:
+        # Scaled features of _SCORE_BLOCK rows at a time, so that scoring's working memory
+        # (float64 transforms, activations, codes) stays bounded however large X is.
+        check_is_fitted(self, "flow_")
+        arr = self._check_X(X, fitting=False)
+        for start in range(0, max(len(arr), 1), _SCORE_BLOCK):
+            yield self.preprocessor_.transform(arr[start : start + _SCORE_BLOCK])
+
+    def _use_fastpath(self) -> bool:
+        return not (getattr(self, "_reference_scoring", False) or reference_scoring())
+
     @torch.inference_mode()
     def _encode_tensor(self, X: torch.Tensor, batch: int = 8192) -> torch.Tensor:
         if self.encoder_ is None:
             return X
         self.encoder_.eval()
+        if self._use_fastpath():
+            return run_chunked(self.encoder_, X, ENCODER_CHUNK)
         return torch.cat([self.encoder_(part) for part in X.split(batch)])
 
     def _encode(self, Z: np.ndarray) -> np.ndarray:
         if not self.stage1:
             return np.ascontiguousarray(Z, dtype=np.float32)
         codes = self._encode_tensor(torch.as_tensor(Z, device=self.device_))
-        return codes.cpu().numpy()
+        return codes.float().cpu().numpy()
 
     @torch.inference_mode()
     def _nll(self, codes: np.ndarray, batch: int = 8192) -> np.ndarray:
         t = torch.as_tensor(codes, device=self.device_)
-        parts = [self.flow_(part) for part in t.split(batch)]
-        nll = torch.cat(parts).double().cpu().numpy()
+        if self._use_fastpath():
+            nll = run_chunked(self._fast_flow(), t, FLOW_CHUNK).double().cpu().numpy()
+        else:
+            nll = torch.cat([self.flow_(part) for part in t.split(batch)]).double().cpu().numpy()
         # A code far outside the benign manifold can overflow to +inf; it is maximally anomalous.
         return np.nan_to_num(nll, nan=STAGE1_OFFSET / 2, posinf=STAGE1_OFFSET / 2)
+
+    def _fast_flow(self) -> FastMAF:
+        # FastMAF copies the masked weights, so rebuild it when the flow is replaced or its
+        # parameters change in place (training, load_state_dict bump their version counters).
+        key = (id(self.flow_), tuple(p._version for p in self.flow_.parameters()))
+        cached = getattr(self, "_fast_flow_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, FastMAF(self.flow_.maf).to(self.device_))
+            self._fast_flow_cache = cached
+        return cached[1]
 
     def _check_X(self, X: Any, *, fitting: bool) -> np.ndarray:
         columns = getattr(X, "columns", None)

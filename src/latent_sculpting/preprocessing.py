@@ -258,7 +258,9 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
             If the state version is unknown or an array is missing or has the wrong shape.
         """
         if config.get("version") != _STATE_VERSION:
-            raise ValueError(f"unsupported FeaturePreprocessor state version {config.get('version')!r}")
+            raise ValueError(
+                f"unsupported FeaturePreprocessor state version {config.get('version')!r}"
+            )
         pre = cls(**config["params"])
         pre._validate_params()
         needed = ["support", "variances", "center", "scale"]

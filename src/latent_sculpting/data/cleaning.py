@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,9 +112,12 @@ class CleaningReport:
         lines = [f"read {self.rows_read} rows from {len(self.files)} file(s)"]
         for name, info in self.files.items():
             lines.append(f"  {name}: {info.get('rows', 0)} rows, schema {info.get('schema')}")
+        groups: dict[tuple[str, ...], list[str]] = {}
         for name, cols in self.ignored_columns.items():
             if cols:
-                lines.append(f"  {name}: ignored columns {', '.join(cols)}")
+                groups.setdefault(tuple(cols), []).append(Path(name).name)
+        for cols, names in groups.items():
+            lines.append(f"  ignored columns in {', '.join(names)}: {', '.join(cols)}")
         if self.label_renames:
             lines.append("labels renamed to canonical:")
             lines += [f"  {k}: {v} rows" for k, v in sorted(self.label_renames.items())]
@@ -180,9 +184,7 @@ def replace_nonfinite(
     if policy not in NONFINITE_POLICIES:
         raise ValueError(f"nonfinite policy must be one of {NONFINITE_POLICIES}, got {policy!r}")
     if X.ndim != 2 or X.shape[1] != len(feature_names):
-        raise ValueError(
-            f"X has shape {X.shape} but {len(feature_names)} feature names were given"
-        )
+        raise ValueError(f"X has shape {X.shape} but {len(feature_names)} feature names were given")
     n, d = X.shape
     posinf = np.zeros(d, dtype=np.int64)
     neginf = np.zeros(d, dtype=np.int64)
@@ -217,9 +219,9 @@ def replace_nonfinite(
             report.nonfinite_rows_dropped += int(bad_rows.sum())
         else:
             names = list(feature_names)
-            _add_counts(report.posinf_replaced, dict(zip(names, posinf.tolist())))
-            _add_counts(report.neginf_replaced, dict(zip(names, neginf.tolist())))
-            _add_counts(report.nan_replaced, dict(zip(names, nan.tolist())))
+            _add_counts(report.posinf_replaced, dict(zip(names, posinf.tolist(), strict=True)))
+            _add_counts(report.neginf_replaced, dict(zip(names, neginf.tolist(), strict=True)))
+            _add_counts(report.nan_replaced, dict(zip(names, nan.tolist(), strict=True)))
             report.fill_values.update(fills)
     return None if bad_rows is None else ~bad_rows
 

@@ -290,9 +290,13 @@ def _cast_features(table: pa.Table, plan: _Plan) -> pa.Table:
     for i, name in enumerate(table.column_names):
         col = table.column(i)
         if name in plan.features and col.type != pa.float32():
-            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-                    or pa.types.is_boolean(col.type) or pa.types.is_string(col.type)
-                    or pa.types.is_large_string(col.type)):
+            if not (
+                pa.types.is_integer(col.type)
+                or pa.types.is_floating(col.type)
+                or pa.types.is_boolean(col.type)
+                or pa.types.is_string(col.type)
+                or pa.types.is_large_string(col.type)
+            ):
                 raise ValueError(
                     f"{plan.path}: feature column {normalize_column_name(name)!r} has "
                     f"non-numeric type {col.type}"
@@ -617,14 +621,16 @@ def _generic_plan(
             raise ValueError(f"{path}: no label column {label_column!r} among {columns}")
     dropped = {normalize_column_name(c).casefold() for c in drop}
     if _is_csv(path):
-        # Infer types from the whole file once; only the column types are kept from this read.
+        # Column types are inferred from the first block only (cheap); the full read then
+        # parses features as float32 and names any later non-numeric value.
         types = {label: pa.binary()} if label is not None else {}
-        sample = pacsv.read_csv(
+        reader = pacsv.open_csv(
             path,
             read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1),
             convert_options=pacsv.ConvertOptions(column_types=types, null_values=_NULL_VALUES),
         )
-        schema = sample.schema
+        schema = reader.schema
+        reader.close()
     else:
         schema = pq.read_schema(path)
     features: dict[str, str] = {}
@@ -633,8 +639,8 @@ def _generic_plan(
         if col == label:
             continue
         dtype = schema.field(col).type
-        numeric = pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_null(
-            dtype
+        numeric = (
+            pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_null(dtype)
         )
         if normalize_column_name(col).casefold() in dropped or not numeric:
             identifiers.append(col)

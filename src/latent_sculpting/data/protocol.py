@@ -144,9 +144,7 @@ def _stratified_sample(
     return np.sort(np.concatenate(chosen))
 
 
-def _balance(
-    labels: np.ndarray, rows: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def _balance(labels: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Subsample the larger of benign / attack in ``rows`` to the size of the smaller (1:1)."""
     is_benign = labels[rows] == BENIGN
     benign, attack = rows[is_benign], rows[~is_benign]

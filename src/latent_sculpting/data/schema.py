@@ -311,7 +311,10 @@ def canonical_labels(labels: Iterable[str], *, strict: bool = True) -> tuple[str
 
 
 def normalize_column_name(name: str) -> str:
-    """Strip a column name and collapse inner whitespace (``" Flow  Duration"`` -> ``"Flow Duration"``)."""
+    """Strip a column name, drop a BOM and collapse inner whitespace.
+
+    ``" Flow  Duration"`` becomes ``"Flow Duration"``.
+    """
     return _SPACE_RE.sub(" ", name.replace("\ufeff", "")).strip()
 
 

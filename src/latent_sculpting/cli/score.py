@@ -1,0 +1,135 @@
+"""``sculpt score``: score flow files with a saved model, in constant memory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "score",
+        help="score CSV/Parquet flow files with a saved model into Parquet or CSV",
+        description="Stream flow files in chunks through a saved model and write the input's "
+        "identifier columns with score, p_value, is_attack and flagged_by (and the label "
+        "column when the input has one) to a temporary file renamed into place at the end.",
+    )
+    parser.add_argument("model", help="model file written by `sculpt train`")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="FILE", help="CSV or Parquet files, or folders of them"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output .parquet or .csv file (local engine); output folder (ray engine)",
+    )
+    parser.add_argument(
+        "--batch-rows",
+        type=int,
+        default=65_536,
+        metavar="N",
+        help="rows scored at a time (default 65536)",
+    )
+    parser.add_argument(
+        "--label-column",
+        metavar="COL",
+        help="label column copied to the output when present (default: the "
+        "model's training label column)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): one process, one output file; ray: files "
+        "scored in parallel on a Ray cluster, one output per input",
+    )
+    parser.add_argument("--address", help="Ray cluster address (ray engine; default: local)")
+    parser.add_argument(
+        "--num-workers", type=int, metavar="N", help="Ray scoring workers (ray engine)"
+    )
+    parser.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="ray engine: stop at the first file that fails instead of "
+        "scoring the others (the local engine always stops, writing nothing)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_rows < 1:
+        raise ValueError(f"--batch-rows must be at least 1, got {args.batch_rows}")
+    if args.engine == "ray":
+        return _run_ray(args)
+    from ..estimator import LatentSculpting
+    from ..streaming import score_files
+
+    model = LatentSculpting.load(args.model, device=args.device)
+    summary = score_files(
+        model,
+        args.inputs,
+        args.output,
+        batch_rows=args.batch_rows,
+        label_column=args.label_column,
+        progress=not args.quiet,
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(
+        f"scored {summary['rows']:,} flows from {len(summary['files'])} file(s) in "
+        f"{summary['seconds']:.1f} s ({summary['rows_per_second']:,.0f} rows/s)\n"
+        f"flagged {summary['flagged']:,} ({100 * summary['flagged_share']:.2f} %): "
+        f"stage 1 {summary['flagged_by']['stage1']:,}, stage 2 "
+        f"{summary['flagged_by']['stage2']:,}"
+    )
+    if "labelled" in summary:
+        lab = summary["labelled"]
+        parts = []
+        if lab["benign_rows"]:
+            fpr = lab["benign_flagged"] / lab["benign_rows"]
+            parts.append(
+                f"benign flagged {lab['benign_flagged']:,}/{lab['benign_rows']:,} "
+                f"(FPR {100 * fpr:.2f} %)"
+            )
+        if lab["attack_rows"]:
+            tpr = lab["attack_flagged"] / lab["attack_rows"]
+            parts.append(
+                f"attacks flagged {lab['attack_flagged']:,}/{lab['attack_rows']:,} "
+                f"(recall {100 * tpr:.2f} %)"
+            )
+        print(f"labels ({lab['label_column']!r}): " + ", ".join(parts))
+    print(f"written to {summary['output']}")
+    return 0
+
+
+def _run_ray(args: argparse.Namespace) -> int:
+    try:
+        from ..ray_engine import score_with_ray
+    except ImportError as error:
+        raise ValueError(
+            f"--engine ray needs Ray: install latent-sculpting[ray] ({error})"
+        ) from None
+    try:
+        result = score_with_ray(
+            args.model,
+            args.inputs,
+            args.output,
+            address=args.address,
+            num_workers=args.num_workers,
+            batch_rows=args.batch_rows,
+            fail_fast=args.fail_fast,
+            progress=not args.quiet,
+        )
+    except ImportError as error:
+        # The engine imports Ray only when it runs; without it, say what to install.
+        raise ValueError(
+            f"--engine ray needs Ray: install latent-sculpting[ray] ({error})"
+        ) from None
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
+    return 0

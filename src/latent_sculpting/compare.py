@@ -1,0 +1,458 @@
+"""Every method on the identical zero-shot splits: ``sculpt compare`` (issue 5).
+
+The protocol, common to all methods (see ``docs/baselines.md``):
+
+1. The zero-shot splits of Chhetri et al. (arXiv:2512.22179) with one split seed for all methods
+   and model seeds (:func:`latent_sculpting.data.zero_shot_splits`).
+2. A share (``holdout``, default 20 %) of the benign training rows is held out from every
+   method's fit, drawn with the split seed, so all methods and seeds hold out the same rows.
+3. Each method is fitted on the remaining training rows: benign-only methods on their benign
+   rows, the others on benign rows and the known attacks.
+4. The threshold of every method is the ``percentile`` (default 95) of its scores on the
+   held-out benign rows, so every F1 comes from the same rule and the same nominal benign
+   false-positive rate. Classifiers are also reported at their native 0.5 probability, and our
+   detector at its preset's own threshold ("native" columns).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .baselines import DEFAULT_METHODS, Method, make_method, parse_method
+from .data import DEFAULT_WITHHELD, FlowTable, ZeroShotSplits, load_cicids2017, zero_shot_splits
+from .evaluation import aggregate, binary_metrics, per_class_recall
+from .experiment import PAPER, cap_per_class, sha256, write_json, write_text
+
+__all__ = [
+    "MethodFactory",
+    "calibration_holdout",
+    "compare",
+    "compare_markdown",
+    "limit_threads",
+    "load_table",
+    "run_config",
+]
+
+#: ``factory(name, random_state, shared) -> Method``; :func:`make_method` unless a caller
+#: (a test, say) wraps it.
+MethodFactory = Callable[[str, int | None, dict], Method]
+
+
+def calibration_holdout(
+    y: np.ndarray, fraction: float, seed: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the fitting rows and of the held-out benign calibration rows.
+
+    Parameters
+    ----------
+    y : array of {0, 1}
+        Targets of the training split.
+    fraction : float
+        Share of the benign rows held out, in (0, 1).
+    seed : int or None
+
+    Returns
+    -------
+    fit_rows, calibration_rows : ndarray of int64, sorted
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"holdout must be in (0, 1), got {fraction}")
+    y = np.asarray(y)
+    benign = np.random.default_rng(seed).permutation(np.flatnonzero(y == 0))
+    n_cal = int(round(fraction * len(benign)))
+    if n_cal < 20 or n_cal >= len(benign):
+        raise ValueError(
+            f"holdout={fraction} of {len(benign)} benign training rows gives {n_cal} calibration "
+            "rows; need at least 20 and some left to fit on (use more data or another holdout)"
+        )
+    calibration = np.sort(benign[:n_cal])
+    return np.setdiff1d(np.arange(len(y)), calibration), calibration
+
+
+@contextlib.contextmanager
+def limit_threads(n: int | None) -> Iterator[None]:
+    """Cap BLAS/OpenMP and torch threads at ``n`` for the block (None: leave them alone).
+
+    On a machine whose cores are shared, OpenMP workers that spin-wait for busy cores make
+    scikit-learn's histogram boosting and MLP many times slower than one thread is.
+    """
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, got {n}")
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def load_table(
+    data: str | Path | Sequence[str | Path] | None, max_per_class: int | None
+) -> FlowTable:
+    """The data of a run: the embedded sample by default, optionally capped per label."""
+    table = load_cicids2017(data)
+    if max_per_class is not None:
+        if max_per_class < 1:
+            raise ValueError(f"max_per_class must be at least 1, got {max_per_class}")
+        table = cap_per_class(table, max_per_class)
+    return table
+
+
+def run_config(table: FlowTable, **extra: Any) -> dict:
+    """Provenance of a run: data files with their sha256, versions, machine and date."""
+    return {
+        **extra,
+        "data_files": [{"path": str(p), "sha256": sha256(p)} for p in table.files],
+        "n_rows": len(table),
+        "n_features": len(table.feature_names),
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def method_info(method: Method) -> dict[str, str]:
+    return {
+        "library": method.library,
+        "trains_on": method.trains_on,
+        "feature_transform": method.feature_transform,
+    }
+
+
+def _evaluate(
+    method: Method, splits: ZeroShotSplits, calibration: np.ndarray, percentile: float
+) -> tuple[dict, np.ndarray]:
+    """Metrics of one fitted method at the common threshold and at its native one."""
+    start = time.perf_counter()
+    cal = method.decision_function(splits.train.X[calibration])
+    scores = {
+        name: method.decision_function(getattr(splits, name).X)
+        for name in ("internal_test", "zero_shot", "zero_shot_attacks")
+    }
+    score_seconds = time.perf_counter() - start
+    n_scored = len(calibration) + sum(len(getattr(splits, n)) for n in scores)
+    for name, values in {"calibration": cal, **scores}.items():
+        if not np.isfinite(values).all():
+            raise ValueError(f"{method.name} gave non-finite scores on the {name} rows")
+
+    def at(threshold: float) -> dict:
+        out = {
+            "known": binary_metrics(
+                splits.internal_test.y,
+                scores["internal_test"],
+                scores["internal_test"] > threshold,
+            ),
+            "zero_shot": binary_metrics(
+                splits.zero_shot.y, scores["zero_shot"], scores["zero_shot"] > threshold
+            ),
+        }
+        out["zero_shot"]["per_attack_recall"] = per_class_recall(
+            splits.zero_shot_attacks.labels, scores["zero_shot_attacks"] > threshold
+        )
+        return out
+
+    threshold = float(np.percentile(cal, percentile))
+    metrics = {**at(threshold), "threshold": threshold}
+    native = getattr(method, "native_threshold_", None)
+    if native is not None:
+        metrics["native"] = {**at(native), "threshold": float(native)}
+    metrics["seconds"] = {
+        "score": score_seconds,
+        "score_per_1k_rows": 1e3 * score_seconds / n_scored,
+    }
+    return metrics, scores["zero_shot"]
+
+
+def compare(
+    *,
+    data: str | Path | Sequence[str | Path] | None = None,
+    methods: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    percentile: float = 95.0,
+    holdout: float = 0.2,
+    split_seed: int | None = 42,
+    withheld: Sequence[str] = DEFAULT_WITHHELD,
+    out: str | Path | None = None,
+    max_per_class: int | None = None,
+    plots: bool = True,
+    verbose: bool = True,
+    threads: int | None = None,
+    factory: MethodFactory = make_method,
+    table: FlowTable | None = None,
+) -> dict:
+    """Fit every method on the same zero-shot splits, once per seed, and write the comparison.
+
+    Parameters
+    ----------
+    data : path or list of paths, optional
+        CIC-IDS-2017 files or folder; default the embedded sample.
+    methods : sequence of str, optional
+        Names for :func:`latent_sculpting.baselines.make_method`; default every baseline, the
+        presets ``paper-v1``, ``paper-v2``, ``default`` and the ablations of ``default``.
+    seeds : sequence of int
+        Model seeds.
+    percentile : float, default=95.0
+        Threshold: this percentile of each method's scores on the held-out benign rows.
+    holdout : float, default=0.2
+        Share of benign training rows held out of every fit for the threshold.
+    split_seed : int or None, default=42
+        Seed of the splits and of the holdout, fixed across seeds; None re-draws both per seed.
+    withheld : sequence of str
+        Attack classes withheld from training.
+    out : path, optional
+        Output folder; default ``runs/compare-<UTC time>``.
+    max_per_class : int, optional
+        Cap rows per label.
+    plots : bool, default=True
+    verbose : bool, default=True
+        A progress bar over method x seed.
+    threads : int, optional
+        Cap on BLAS/OpenMP/torch threads (see :func:`limit_threads`).
+    factory : callable, default=make_method
+        Builds each method; tests pass a wrapper that records what methods are fitted on.
+    table : FlowTable, optional
+        Data already loaded (``data`` and ``max_per_class`` are then ignored).
+
+    Returns
+    -------
+    dict
+        The content of ``compare.json``.
+    """
+    started = time.perf_counter()
+    if not 0 < percentile < 100:
+        raise ValueError(f"percentile must be in (0, 100), got {percentile}")
+    names = list(methods) if methods else list(DEFAULT_METHODS)
+    for name in names:
+        parse_method(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods must be distinct, got {names}")
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = Path(out) if out is not None else Path("runs") / f"compare-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    if table is None:
+        table = load_table(data, max_per_class)
+
+    per_seed: dict[str, list[dict]] = {name: [] for name in names}
+    info: dict[str, dict] = {}
+    curves: dict[str, np.ndarray] = {}
+    bar = tqdm(total=len(names) * len(seeds), desc="compare", unit="fit", disable=not verbose)
+    with limit_threads(threads):
+        for seed in seeds:
+            seed_of_split = seed if split_seed is None else split_seed
+            splits = zero_shot_splits(table, withheld=withheld, seed=seed_of_split)
+            fit_rows, calibration = calibration_holdout(splits.train.y, holdout, seed_of_split)
+            shared: dict = {}
+            for name in names:
+                bar.set_description(f"compare seed {seed}: {name}")
+                method = factory(name, seed, shared)
+                start = time.perf_counter()
+                method.fit(
+                    splits.train.X[fit_rows],
+                    splits.train.y[fit_rows],
+                    splits.train.labels[fit_rows],
+                )
+                fit_seconds = time.perf_counter() - start
+                metrics, zero_shot_scores = _evaluate(method, splits, calibration, percentile)
+                metrics["seconds"]["fit"] = fit_seconds
+                metrics["seed"] = seed
+                per_seed[name].append(metrics)
+                info[name] = {
+                    **method_info(method),
+                    "reused_fit": bool(getattr(method, "reused_fit_", False)),
+                }
+                if name not in curves:
+                    curves[name] = zero_shot_scores
+                bar.set_postfix(auroc=f"{metrics['zero_shot']['auroc']:.3f}")
+                bar.update()
+    bar.close()
+
+    summaries = {}
+    for name in names:
+        keep = ("known", "zero_shot", "native", "seconds")
+        summaries[name] = {
+            **info[name],
+            **aggregate([{k: m[k] for k in keep if k in m} for m in per_seed[name]]),
+            "per_seed": per_seed[name],
+        }
+    order = sorted(names, key=lambda n: -summaries[n]["zero_shot"]["auroc"]["mean"])
+    results = {
+        "methods": summaries,
+        "order": order,
+        "splits": splits.summary(),
+        "paper": PAPER,
+        "config": run_config(
+            table,
+            methods=names,
+            seeds=list(seeds),
+            percentile=percentile,
+            holdout=holdout,
+            split_seed=split_seed,
+            withheld=list(splits.withheld),
+            max_per_class=max_per_class,
+            threads=threads,
+            calibration_rows=len(calibration),
+            fit_rows=len(fit_rows),
+            seconds=time.perf_counter() - started,
+        ),
+    }
+    write_json(results, out / "compare.json")
+    write_text(compare_markdown(results), out / "compare.md")
+    if plots:
+        from .plots import plot_curves
+
+        plot_bars(results, out / "compare_bars.png")
+        plot_curves(
+            splits.zero_shot.y,
+            {n: curves[n] for n in order},
+            out / "compare_zero_shot_curves.png",
+            f"zero-shot set (seed {seeds[0]})",
+        )
+    if verbose:
+        tqdm.write(f"comparison in {out}/ (compare.json, compare.md, plots)")
+    return results
+
+
+def _fmt(stat: dict | None, digits: int = 3) -> str:
+    if stat is None or not np.isfinite(stat["mean"]):
+        return "–"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _pct(stat: dict | None) -> str:
+    if stat is None or not np.isfinite(stat["mean"]):
+        return "–"
+    return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+
+
+def compare_markdown(results: dict) -> str:
+    """The comparison table sorted by zero-shot AUROC, native-rule F1 and per-attack recall."""
+    cfg, methods = results["config"], results["methods"]
+    p = cfg["percentile"]
+    lines = [
+        "# `sculpt compare`",
+        "",
+        f"{len(cfg['seeds'])} seed(s) {cfg['seeds']}, split seed {cfg['split_seed']}, "
+        f"withheld: {', '.join(cfg['withheld'])}. Data: {cfg['n_rows']:,} rows from "
+        f"{len(cfg['data_files'])} file(s). Machine: {cfg['machine']}. Date: {cfg['date']}. "
+        f"Total time {cfg['seconds']:.0f} s.",
+        "",
+        f"Threshold of every method: P{p:g} of its scores on {cfg['calibration_rows']} benign "
+        f"training rows held out of every fit ({100 * cfg['holdout']:g} %); methods fit on the "
+        f"other {cfg['fit_rows']:,} training rows (benign-only methods on their benign rows). "
+        "Mean ± std over seeds; sorted by zero-shot AUROC.",
+        "",
+        "| method | trains on | features | known F1 | zero-shot F1 | zero-shot AUROC | AUPRC "
+        "| precision | recall | FPR | fit s | score s/1k |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in results["order"]:
+        m = methods[name]
+        zs = m["zero_shot"]
+        fit = m["seconds"]["fit"]["mean"]
+        fit_cell = "shared" if m.get("reused_fit") else f"{fit:.1f}"
+        lines.append(
+            f"| {name} | {m['trains_on']} | {m['feature_transform']} | {_fmt(m['known']['f1'])} "
+            f"| {_fmt(zs['f1'])} | {_fmt(zs['auroc'])} | {_fmt(zs['auprc'])} "
+            f"| {_fmt(zs['precision'])} | {_fmt(zs['recall'])} | {_fmt(zs['fpr'])} "
+            f"| {fit_cell} | {m['seconds']['score_per_1k_rows']['mean']:.3f} |"
+        )
+    native = [n for n in results["order"] if "native" in methods[n]]
+    if native:
+        lines += [
+            "",
+            "## At each method's native rule",
+            "",
+            "Classifiers at attack probability > 0.5 (what the paper's supervised baseline used); "
+            "our presets at their own threshold (the preset's percentile and calibration rule); "
+            "Stage 1 alone at margin > 0 (nearer the attack centroid).",
+            "",
+            "| method | threshold | known F1 | zero-shot F1 | zero-shot recall | zero-shot FPR |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name in native:
+            nat = methods[name]["native"]
+            lines.append(
+                f"| {name} | {nat['threshold']['mean']:.4g} | {_fmt(nat['known']['f1'])} "
+                f"| {_fmt(nat['zero_shot']['f1'])} | {_fmt(nat['zero_shot']['recall'])} "
+                f"| {_fmt(nat['zero_shot']['fpr'])} |"
+            )
+    attacks = list(
+        dict.fromkeys(
+            a for n in results["order"] for a in methods[n]["zero_shot"]["per_attack_recall"]
+        )
+    )
+    counts = results["splits"]["zero_shot_attacks"]
+    lines += [
+        "",
+        f"## Recall (%) per withheld attack class at P{p:g}",
+        "",
+        "| method | " + " | ".join(f"{a} (n={counts.get(a, 0)})" for a in attacks) + " |",
+        "|---|" + "---:|" * len(attacks),
+    ]
+    for name in results["order"]:
+        recall = methods[name]["zero_shot"]["per_attack_recall"]
+        lines.append(f"| {name} | " + " | ".join(_pct(recall.get(a)) for a in attacks) + " |")
+    lines += [
+        "",
+        "Paper (full CIC-IDS-2017): zero-shot F1 "
+        f"{results['paper']['zero_shot_f1']['mean']:.3f}, supervised MLP "
+        f"{results['paper']['supervised_mlp_zero_shot_f1']:.2f}, OCSVM "
+        f"{results['paper']['ocsvm_zero_shot_f1']:.2f}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_bars(results: dict, path: Path) -> Path:
+    """Zero-shot F1 and AUROC per method, mean with std error bars, in table order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plots import save_figure
+
+    order = results["order"]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 0.55 * len(order) + 3), 4.8), sharey=True)
+    for ax, metric, title in zip(
+        axes, ("f1", "auroc"), ("zero-shot F1", "zero-shot AUROC"), strict=True
+    ):
+        stats = [results["methods"][n]["zero_shot"][metric] for n in order]
+        ax.bar(
+            range(len(order)),
+            [s["mean"] for s in stats],
+            yerr=[s["std"] for s in stats],
+            capsize=3,
+            color="tab:blue",
+            alpha=0.8,
+        )
+        ax.set_xticks(range(len(order)), order, rotation=60, ha="right", fontsize=8)
+        ax.set(
+            title=f"{title} (P{results['config']['percentile']:g} of held-out benign)"
+            if metric == "f1"
+            else title,
+            ylim=(0, 1.05),
+        )
+        ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)

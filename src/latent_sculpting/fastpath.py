@@ -1,0 +1,129 @@
+"""The fast scoring path: the same math as the training modules, arranged for inference.
+
+Scoring is the hot loop of a detector that watches millions of flows, so the estimator scores
+through this module rather than through the modules as trained. Two choices, each
+picked by measurement on a 2-core CPU (``benchmarks/run.py``, figures in ``BENCHMARKS.md``):
+
+* **The MAF as plain masked matmuls.** zuko builds a lazy distribution object on every call,
+  multiplies every mask into its weight and evaluates the MADE outputs through generic
+  ``Transform`` objects. :class:`FastMAF` multiplies the masks in once, stacks the shift and
+  scale rows of each MADE output layer so that one matmul yields both, and accumulates the
+  log-determinant in place. The result equals zuko's ``log_prob`` to float rounding.
+* **Cache-sized chunks.** The encoders' activations at batch 4096 (the CNN-Transformer holds
+  4096 x 32 tokens x 256 FFN units, 134 MB) stream through memory several times per layer;
+  chunks of a few hundred rows keep them in the 2 MB-per-core L2 cache, which about halves the
+  encoder's time at the same FLOPs. Encoders run in eval mode under ``inference_mode``, so
+  ``nn.TransformerEncoderLayer`` takes PyTorch's fused attention path.
+
+Reduced precision (bf16 autocast) and int8 dynamic quantisation are measured by the benchmark
+but are not the default: the default must match the reference path within 1e-4.
+
+Set the environment variable ``LATENT_SCULPTING_REFERENCE_SCORING=1`` (or a model's private
+``_reference_scoring = True``) to score through the plain PyTorch modules instead; the
+equivalence tests and the benchmark use it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import nn
+
+__all__ = ["ENCODER_CHUNK", "FLOW_CHUNK", "FastMAF", "reference_scoring", "run_chunked"]
+
+#: Rows per chunk of the encoder and the flow; see the module docstring.
+ENCODER_CHUNK = 512
+FLOW_CHUNK = 1024
+
+_ENV = "LATENT_SCULPTING_REFERENCE_SCORING"
+
+
+def reference_scoring() -> bool:
+    """True when the environment asks for the plain PyTorch scoring path."""
+    return os.environ.get(_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+class FastMAF(nn.Module):
+    """Negative log-likelihood of a zuko MAF as plain masked matmuls (inference only).
+
+    Each MADE transform of zuko's MAF maps ``x`` to ``(shift, a)`` with a masked MLP, sets
+    ``log_scale = a / (1 + |a / log(slope)|)`` (zuko's ``MonotonicAffineTransform``) and
+    ``x <- x * exp(log_scale) + shift``; the log-density is the standard normal log-density of
+    the result plus the summed log-scales. This module computes exactly that, with the masks
+    multiplied into copies of the weights once, at construction.
+
+    Parameters
+    ----------
+    maf : zuko.flows.MAF
+        A MAF whose transforms are ``MaskedAutoregressiveTransform`` with the default
+        monotonic affine univariate transform and no context (what
+        :class:`~latent_sculpting.flows.LatentDensity` builds).
+
+    Raises
+    ------
+    TypeError
+        If a transform is of another kind.
+    """
+
+    def __init__(self, maf: nn.Module) -> None:
+        super().__init__()
+        from zuko.flows.autoregressive import MaskedAutoregressiveTransform
+        from zuko.transforms import MonotonicAffineTransform
+
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.depths: list[int] = []
+        features = None
+        for transform in maf.transform.transforms:
+            if not isinstance(transform, MaskedAutoregressiveTransform) or (
+                transform.univariate is not MonotonicAffineTransform
+            ):
+                raise TypeError(
+                    f"FastMAF handles masked affine autoregressive transforms only, got "
+                    f"{type(transform).__name__} with {getattr(transform, 'univariate', None)}"
+                )
+            layers = [m for m in transform.hyper if hasattr(m, "mask")]
+            others = [m for m in transform.hyper if not hasattr(m, "mask")]
+            if any(not isinstance(m, nn.ReLU) for m in others) or transform.total != 2:
+                raise TypeError("FastMAF expects ReLU MADEs with (shift, scale) outputs")
+            for i, layer in enumerate(layers):
+                weight = (layer.mask * layer.weight).detach().clone()
+                bias = layer.bias.detach().clone()
+                if i == len(layers) - 1:
+                    # zuko interleaves (shift_0, scale_0, shift_1, ...); put all shifts first.
+                    weight = torch.cat([weight[0::2], weight[1::2]])
+                    bias = torch.cat([bias[0::2], bias[1::2]])
+                self.weights.append(nn.Parameter(weight.contiguous(), requires_grad=False))
+                self.biases.append(nn.Parameter(bias, requires_grad=False))
+            self.depths.append(len(layers))
+            features = layers[-1].weight.shape[0] // 2
+        self.features = int(features)
+        self.log_slope = math.log(1e-3)  # zuko's MonotonicAffineTransform default slope
+        self.log_norm = 0.5 * self.features * math.log(2 * math.pi)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of each row of ``z``, shape ``(batch,)``."""
+        x = z
+        ladj = torch.zeros(len(z), dtype=z.dtype, device=z.device)
+        k = 0
+        for depth in self.depths:
+            h = x
+            for i in range(depth):
+                h = torch.addmm(self.biases[k], h, self.weights[k].t())
+                if i < depth - 1:
+                    h = torch.relu_(h)
+                k += 1
+            shift, a = h[:, : self.features], h[:, self.features :]
+            log_scale = a / (1 + (a / self.log_slope).abs())
+            x = torch.addcmul(shift, x, log_scale.exp())
+            ladj += log_scale.sum(dim=1)
+        return 0.5 * x.square().sum(dim=1) + self.log_norm - ladj
+
+
+def run_chunked(module: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``module(x)`` computed ``chunk`` rows at a time (rows must be independent)."""
+    if len(x) <= chunk:
+        return module(x)
+    return torch.cat([module(part) for part in x.split(chunk)])

@@ -1,0 +1,321 @@
+"""``sculpt train`` and ``sculpt score`` end to end on real rows of the embedded sample."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latent_sculpting import LatentSculpting
+from latent_sculpting.cli import main
+from latent_sculpting.data import iter_flow_batches, sample_path
+from latent_sculpting.scoring import OUTPUT_COLUMNS, score_frame
+
+
+@pytest.fixture(scope="module")
+def sample_rows() -> pd.DataFrame:
+    """Real improved-release rows from two days (all labels of each, capped)."""
+    frames = [pd.read_parquet(sample_path() / f"{day}.parquet") for day in ("tuesday", "friday")]
+    frame = pd.concat(frames, ignore_index=True)
+    parts = [
+        frame[frame["Label"] == label].sample(frac=1.0, random_state=0).head(70)
+        for label in sorted(frame["Label"].unique())
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def cic_model(tmp_path_factory, sample_rows):
+    folder = tmp_path_factory.mktemp("cic")
+    sample_rows.to_parquet(folder / "train.parquet")
+    out = folder / "model.sculpt"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(folder / "train.parquet"),
+            "--preset",
+            "fast",
+            "--target-fpr",
+            "0.1",
+            "--calibration-fraction",
+            "0.3",
+            "-o",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_train_cic_writes_a_model_with_its_training_summary(cic_model, sample_rows, capsys):
+    model = LatentSculpting.load(cic_model)
+    meta = model.metadata_
+    data = meta["training_data"]
+    assert data["format"] == "cicids2017"
+    assert data["rows"] == len(sample_rows)
+    assert data["label_counts"]["BENIGN"] == int((sample_rows["Label"] == "BENIGN").sum())
+    assert data["label_column"] == "Label" and data["benign_label"] == "BENIGN"
+    assert meta["target_fpr"] == 0.1 and model.target_fpr == 0.1
+    assert model.calibration == "holdout" and model.stage1
+    assert meta["feature_names"] == list(model.feature_names_in_)
+    assert meta["calibration_size"] == len(model.calibration_scores_) > 0
+
+
+def test_score_streams_in_chunks_with_the_numbers_of_score_frame(cic_model, sample_rows, tmp_path):
+    src = tmp_path / "flows.csv"
+    sample_rows.to_csv(src, index=False)
+    out = tmp_path / "scored.parquet"
+    assert (
+        main(["score", str(cic_model), str(src), "-o", str(out), "--batch-rows", "37", "--quiet"])
+        == 0
+    )
+    scored = pd.read_parquet(out)
+    assert len(scored) == len(sample_rows)
+    assert list(scored.columns[-5:]) == [*OUTPUT_COLUMNS, "Label"]
+    assert {"Src IP", "Dst Port", "Timestamp"} <= set(scored.columns)
+    assert "Flow Duration" not in scored.columns  # features are not copied
+
+    model = LatentSculpting.load(cic_model)
+    features, identifiers, labels = next(iter_flow_batches(src, 100_000))
+    expected = score_frame(model, features, identifiers)
+    np.testing.assert_allclose(scored["score"], expected["score"], rtol=1e-6)
+    np.testing.assert_array_equal(scored["is_attack"], expected["is_attack"])
+    np.testing.assert_array_equal(scored["flagged_by"], expected["flagged_by"])
+    assert scored["Label"].tolist() == labels.tolist()  # canonical labels ("Bot", ...)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flows.csv", "scored.parquet"]
+
+
+def test_score_writes_csv_and_several_inputs_with_source_file(cic_model, sample_rows, tmp_path):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.csv"
+    sample_rows.head(50).to_parquet(a)
+    sample_rows.tail(30).to_csv(b, index=False)
+    out = tmp_path / "out" / "scored.csv"
+    assert main(["score", str(cic_model), str(a), str(b), "-o", str(out), "--quiet"]) == 0
+    scored = pd.read_csv(out)
+    assert len(scored) == 80
+    assert scored["source_file"].value_counts().to_dict() == {"a.parquet": 50, "b.csv": 30}
+
+
+def test_score_missing_columns_fail_cleanly_and_write_nothing(
+    cic_model, sample_rows, tmp_path, capsys
+):
+    src = tmp_path / "broken.parquet"
+    sample_rows.drop(columns=["Flow Duration", "Flow IAT Mean"]).to_parquet(src)
+    out = tmp_path / "scored.parquet"
+    assert main(["score", str(cic_model), str(src), "-o", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "sculpt score: error:" in err and "Flow Duration" in err and "Flow IAT Mean" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.parquet"]
+
+
+@pytest.fixture(scope="module")
+def generic_table(sample_rows) -> pd.DataFrame:
+    """A non-CIC numeric flow table: real measurements under other names, its own labels."""
+    columns = [
+        "Flow Duration",
+        "Total Fwd Packet",
+        "Total Bwd packets",
+        "Flow Bytes/s",
+        "Flow Packets/s",
+        "Flow IAT Mean",
+        "Fwd Packet Length Max",
+        "Packet Length Mean",
+        "Bwd Packets/s",
+        "Idle Mean",
+    ]
+    frame = sample_rows[columns].copy()
+    frame.columns = [f"m{j}" for j in range(len(columns))]
+    frame.insert(0, "sensor", "edge-1")
+    frame.insert(1, "port", sample_rows["Dst Port"].to_numpy())
+    frame["verdict"] = np.where(sample_rows["Label"] == "BENIGN", "normal", "bad")
+    return frame
+
+
+def test_train_and_score_a_generic_table(generic_table, tmp_path, capsys):
+    src = tmp_path / "flows.csv"
+    generic_table.to_csv(src, index=False)
+    model_path = tmp_path / "m.sculpt"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(src),
+                "--label-column",
+                "verdict",
+                "--benign-label",
+                "normal",
+                "--drop",
+                "port",
+                "--preset",
+                "fast",
+                "--calibration-fraction",
+                "0.3",
+                "-o",
+                str(model_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "features: 10" in capsys.readouterr().out
+    model = LatentSculpting.load(model_path)
+    assert list(model.feature_names_in_) == [f"m{j}" for j in range(10)]
+    assert model.metadata_["training_data"]["format"] == "table"
+    assert model.metadata_["training_data"]["label_column"] == "verdict"
+
+    out = tmp_path / "scored.parquet"
+    assert main(["score", str(model_path), str(src), "-o", str(out), "--quiet"]) == 0
+    scored = pd.read_parquet(out)
+    assert list(scored.columns) == ["sensor", "port", *OUTPUT_COLUMNS, "verdict"]
+    expected = model.decision_function(generic_table[[f"m{j}" for j in range(10)]])
+    np.testing.assert_allclose(scored["score"], expected, rtol=1e-6)
+
+    bad = generic_table.astype({"m3": object})
+    bad.loc[5, "m3"] = "n/a-ish"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    assert (
+        main(
+            [
+                "score",
+                str(model_path),
+                str(tmp_path / "bad.csv"),
+                "-o",
+                str(tmp_path / "bad.parquet"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "'m3'" in err and "n/a-ish" in err
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_train_rejects_unknown_benign_label_and_drop_column(generic_table, tmp_path, capsys):
+    src = tmp_path / "flows.parquet"
+    generic_table.to_parquet(src)
+    args = [
+        "train",
+        "--data",
+        str(src),
+        "--label-column",
+        "verdict",
+        "--preset",
+        "fast",
+        "-o",
+        str(tmp_path / "m.sculpt"),
+        "--quiet",
+    ]
+    assert main(args) == 2
+    assert "'BENIGN' not found" in capsys.readouterr().err
+    assert main([*args, "--benign-label", "normal", "--drop", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "m.sculpt").exists()
+
+
+def test_train_refuses_a_target_fpr_the_calibration_set_cannot_support(
+    generic_table, tmp_path, capsys
+):
+    src = tmp_path / "flows.parquet"
+    generic_table.to_parquet(src)
+    code = main(
+        [
+            "train",
+            "--data",
+            str(src),
+            "--label-column",
+            "verdict",
+            "--benign-label",
+            "normal",
+            "--target-fpr",
+            "0.001",
+            "--preset",
+            "fast",
+            "-o",
+            str(tmp_path / "m.sculpt"),
+            "--quiet",
+        ]
+    )
+    assert code == 2
+    assert "needs at least 999 held-out benign flows" in capsys.readouterr().err
+
+
+def test_score_ray_engine_without_ray_says_how_to_install(cic_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "latent_sculpting.ray_engine", None)  # import fails
+    code = main(
+        ["score", str(cic_model), str(tmp_path), "-o", str(tmp_path / "out"), "--engine", "ray"]
+    )
+    assert code == 2
+    assert "latent-sculpting[ray]" in capsys.readouterr().err
+
+
+def test_target_fpr_holds_on_fresh_benign_flows(tmp_path, capsys):
+    """Split-conformal calibration: the false-alarm rate on new benign flows meets the target.
+
+    Real benign flows of the embedded sample (all five days) are split at random into a
+    training file (1,500 rows: 50 % fit Stage 2, 50 % = 750 calibrate) and fresh flows (the
+    other ~6,000), so fresh and calibration flows are exchangeable. Benign-only data trains
+    Stage 2 alone. Conformal theory gives E[FPR] <= alpha; for one calibration set the FPR is
+    Beta(n + 1 - k, k) with k = ceil((n + 1)(1 - alpha)), for n = 750, alpha = 0.05: mean 0.0505,
+    sd 0.008; the ~6,000 test flows add a binomial sd of 0.003. We allow alpha + 0.03 (about
+    3.5 sd of finite-sample slack) and check the rate is not trivially zero (alpha - 0.03).
+    """
+    alpha = 0.05
+    frame = pd.concat(
+        [pd.read_parquet(p) for p in sorted(sample_path().glob("*.parquet"))], ignore_index=True
+    )
+    benign = frame[frame["Label"] == "BENIGN"].sample(frac=1.0, random_state=1)
+    train, fresh = benign.iloc[:1500], benign.iloc[1500:]
+    train.to_parquet(tmp_path / "benign_train.parquet")
+    fresh.to_parquet(tmp_path / "benign_fresh.parquet")
+    model_path = tmp_path / "benign.sculpt"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "benign_train.parquet"),
+                "--preset",
+                "fast",
+                "--target-fpr",
+                str(alpha),
+                "--calibration-fraction",
+                "0.5",
+                "--seed",
+                "3",
+                "-o",
+                str(model_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "Stage 2 alone" in capsys.readouterr().err
+    model = LatentSculpting.load(model_path)
+    assert not model.stage1 and model.score == "nll"
+    assert len(model.calibration_scores_) == 750
+
+    out = tmp_path / "fresh.parquet"
+    assert (
+        main(
+            [
+                "score",
+                str(model_path),
+                str(tmp_path / "benign_fresh.parquet"),
+                "-o",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    scored = pd.read_parquet(out)
+    fpr = scored["is_attack"].mean()
+    assert alpha - 0.03 <= fpr <= alpha + 0.03, fpr
+    # p-values of fresh benign flows are (super-)uniform: P(p <= alpha) <= alpha + slack.
+    assert (scored["p_value"] <= alpha).mean() <= alpha + 0.03

@@ -1,0 +1,229 @@
+"""The HTTP service, started for real with uvicorn on a loopback port, queried with httpx."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latent_sculpting import LatentSculpting, preset
+from latent_sculpting.data import load_cicids2017, sample_path
+from latent_sculpting.experiment import cap_per_class
+from latent_sculpting.scoring import score_frame
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+from latent_sculpting.service import create_app  # noqa: E402
+
+MAX_BODY = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A fast two-stage model on a small real slice of the sample, saved and loaded back."""
+    table = cap_per_class(load_cicids2017(), 60, seed=0)
+    X = pd.DataFrame(table.X, columns=table.feature_names)
+    fitted = LatentSculpting(**{**preset("fast"), "calibration": "train"}, random_state=0)
+    fitted.fit(X, (table.labels != "BENIGN").astype(int), groups=table.labels)
+    fitted.metadata_ = {
+        "training_data": {"rows": len(X), "label_column": "Label", "benign_label": "BENIGN"},
+        "preset": "fast",
+    }
+    path = fitted.save(tmp_path_factory.mktemp("model") / "model.sculpt")
+    return LatentSculpting.load(path)
+
+
+@pytest.fixture(scope="module")
+def raw_rows():
+    """Real improved-release rows (raw column names, identifiers, labels) from one day."""
+    frame = pd.read_parquet(sample_path() / "friday.parquet")
+    return pd.concat(
+        [frame[frame["Label"] == lab].head(10) for lab in ("BENIGN", "DDoS", "Botnet")],
+        ignore_index=True,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    """The real uvicorn server in a thread on 127.0.0.1; yields its base URL."""
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(model, max_body_bytes=MAX_BODY),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the server did not start")
+        time.sleep(0.05)
+    yield url
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server, timeout=30) as c:
+        yield c
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return frame.to_dict(orient="records")
+
+
+def test_health_and_model_card(client, model):
+    assert client.get("/health").json() == {"status": "ok"}
+    card = client.get("/v1/model").json()
+    assert card["features"] == list(model.feature_names_in_)
+    assert card["threshold"] == pytest.approx(model.threshold_)
+    assert card["format_version"] == 1
+    assert card["training_data"]["label_column"] == "Label"
+    assert card["params"]["latent_dim"] == model.latent_dim
+
+
+def test_scores_raw_json_records_as_score_frame_does(client, model, raw_rows):
+    response = client.post("/v1/score", json=_records(raw_rows))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body) == len(raw_rows)
+    expected = _expected(model, raw_rows)
+    got = pd.DataFrame(body)
+    np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-6)
+    np.testing.assert_allclose(got["p_value"], expected["p_value"])
+    assert got["is_attack"].tolist() == expected["is_attack"].tolist()
+    assert got["flagged_by"].tolist() == expected["flagged_by"].tolist()
+    # Identifier fields are echoed, the label is not, features are not.
+    assert got["Src IP"].tolist() == raw_rows["Src IP"].tolist()
+    assert "Label" not in got and "Flow Duration" not in got
+
+
+def _expected(model, raw_rows):
+    from latent_sculpting.data import iter_flow_batches
+
+    # The data layer's own reading of the same rows is the reference.
+    path = _tmp_parquet(raw_rows)
+    features, identifiers, _ = next(iter_flow_batches(path, 10_000))
+    return score_frame(model, features, identifiers)
+
+
+def _tmp_parquet(frame):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "rows.parquet"
+    frame.to_parquet(path)
+    return path
+
+
+def test_flows_wrapper_and_csv_body_give_the_same_answer(client, raw_rows):
+    as_list = client.post("/v1/score", json=_records(raw_rows)).json()
+    wrapped = client.post("/v1/score", json={"flows": _records(raw_rows)}).json()
+    csv = client.post(
+        "/v1/score", content=raw_rows.to_csv(index=False), headers={"Content-Type": "text/csv"}
+    )
+    assert csv.status_code == 200, csv.text
+    for other in (wrapped, csv.json()):
+        assert [r["score"] for r in other] == pytest.approx([r["score"] for r in as_list])
+
+
+def test_canonical_feature_records_are_accepted(client, model, raw_rows):
+    features = _expected(model, raw_rows)  # reference scores
+    from latent_sculpting.data import iter_flow_batches
+
+    canon, _, _ = next(iter_flow_batches(_tmp_parquet(raw_rows), 10_000))
+    body = client.post("/v1/score", json=_records(canon)).json()
+    np.testing.assert_allclose([r["score"] for r in body], features["score"], rtol=1e-6)
+
+
+def test_missing_columns_get_422_naming_them(client, raw_rows):
+    broken = raw_rows.drop(columns=["Flow Duration", "Total Fwd Packet"])
+    response = client.post("/v1/score", json=_records(broken.head(3)))
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "Flow Duration" in detail["missing_columns"]
+    assert "Total Fwd Packets" in detail["missing_columns"]
+
+
+def test_non_numeric_values_get_422_naming_the_column(client, raw_rows):
+    records = _records(raw_rows.head(3))
+    records[1]["Flow Duration"] = "very long"
+    response = client.post("/v1/score", json=records)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "Flow Duration" in detail["non_numeric_columns"]
+    assert "very long" in detail["error"]
+
+
+def test_oversized_bodies_get_413_with_and_without_content_length(client, raw_rows):
+    big = pd.concat([raw_rows] * 200, ignore_index=True).to_csv(index=False)
+    assert len(big) > MAX_BODY
+    response = client.post("/v1/score", content=big, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 413
+
+    def chunks():  # chunked transfer: no Content-Length to check up front
+        for start in range(0, len(big), 32 * 1024):
+            yield big[start : start + 32 * 1024].encode()
+
+    response = client.post("/v1/score", content=chunks(), headers={"Content-Type": "text/csv"})
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        (b"{not json", "application/json", 400),
+        (b"", "application/json", 400),
+        (b"[1, 2, 3]", "application/json", 422),
+        (b'{"rows": []}', "application/json", 422),
+        (b"[]", "application/json", 422),
+        (b'a,b\n1,2,3,4\n"unterminated', "text/csv", 400),
+        (b"\xff\xfe\x00garbage", "text/csv", 400),
+        (b"<flows/>", "application/xml", 415),
+    ],
+)
+def test_malformed_bodies_get_4xx(client, content, content_type, status):
+    response = client.post("/v1/score", content=content, headers={"Content-Type": content_type})
+    assert response.status_code == status, response.text
+    assert "detail" in response.json()
+
+
+def test_burst_of_bad_requests_then_a_good_one(client, raw_rows):
+    bad = [
+        dict(content=b"{", headers={"Content-Type": "application/json"}),
+        dict(json=[{"x": 1}]),
+        dict(json=[{**_records(raw_rows.head(1))[0], "Flow Duration": [1, 2]}]),
+        dict(content=b"x" * (MAX_BODY + 1), headers={"Content-Type": "text/csv"}),
+        dict(content=b"a,b\n", headers={"Content-Type": "text/csv"}),
+    ]
+    for _ in range(10):
+        for kwargs in bad:
+            assert 400 <= client.post("/v1/score", **kwargs).status_code < 500
+    good = client.post("/v1/score", json=_records(raw_rows.head(2)))
+    assert good.status_code == 200
+    assert len(good.json()) == 2
+    assert client.get("/health").status_code == 200
+
+
+def test_create_app_refuses_bad_arguments(model):
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        create_app(model, max_body_bytes=0)
+    with pytest.raises(ValueError, match="not fitted"):
+        create_app(LatentSculpting())
