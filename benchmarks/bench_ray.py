@@ -81,7 +81,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         tmp = Path(tmp)
-        model_path = args.model or fit_model(tmp / "model.safetensors", args.seed)
+        model_path = args.model or fit_model(tmp / "model.sculpt", args.seed)
         if args.data is not None:
             inputs = sorted(args.data.glob("*.parquet")) + sorted(args.data.glob("*.csv"))
             data = str(args.data)

@@ -68,13 +68,17 @@ def fitted_models(quick: bool) -> tuple[dict[str, LatentSculpting], np.ndarray]:
     models = {}
     for name in PRESETS:
         params = {**preset(name), "epochs": 1, "flow_epochs": 1}
-        models[name] = LatentSculpting(**params, random_state=0).fit(small.X, y, groups=small.labels)
+        model = LatentSculpting(**params, random_state=0)
+        models[name] = model.fit(small.X, y, groups=small.labels)
     rng = np.random.default_rng(0)
     return models, table.X[rng.permutation(len(table))]
 
 
-def time_scoring(model: LatentSculpting, X: np.ndarray, batch: int, reference: bool) -> list:
-    """Seconds of each decision_function call over consecutive batches of ``X``."""
+def time_scoring(
+    model: LatentSculpting, X: np.ndarray, batch: int, reference: bool, budget: float = 3.0
+) -> list:
+    """Seconds of each decision_function call over consecutive batches of ``X``; stops after
+    ``budget`` seconds (at least 5 calls)."""
     model._reference_scoring = reference
     try:
         times = []
@@ -83,6 +87,8 @@ def time_scoring(model: LatentSculpting, X: np.ndarray, batch: int, reference: b
             t = time.perf_counter()
             model.decision_function(part)
             times.append(time.perf_counter() - t)
+            if len(times) >= 5 and sum(times) > budget:
+                break
         return times
     finally:
         del model._reference_scoring
@@ -107,7 +113,7 @@ def bench_scoring(models, X, repeats: int, quick: bool) -> dict:
             for _ in range(repeats):
                 for path in ("reference", "fast"):
                     times = time_scoring(model, rows, batch, path == "reference")
-                    rates[path].append(len(rows) / sum(times))
+                    rates[path].append(batch * len(times) / sum(times))
                     latencies[path] += times
             result[batch] = {path: median(rates[path]) for path in rates}
             if batch == 1:
@@ -149,9 +155,11 @@ def model_flops(model: LatentSculpting) -> dict:
 
 
 def matmul_rate(shapes, repeats: int) -> dict:
-    """fp32 torch.mm GFLOP/s at each (m, k, n); the median of ``repeats`` timed runs."""
+    """fp32 torch.mm GFLOP/s at each (m, k, n) and thread count; median of ``repeats`` runs."""
     rates = {}
-    for m, k, n in shapes:
+    saved = torch.get_num_threads()
+    for (m, k, n), threads in [(s, t) for s in shapes for t in sorted({1, saved})]:
+        torch.set_num_threads(threads)
         a, b = torch.randn(m, k), torch.randn(k, n)
         torch.mm(a, b)
         reps = max(1, int(2e9 / (2 * m * k * n)))
@@ -161,7 +169,8 @@ def matmul_rate(shapes, repeats: int) -> dict:
             for _ in range(reps):
                 torch.mm(a, b)
             times.append((time.perf_counter() - t) / reps)
-        rates[(m, k, n)] = 2 * m * k * n / median(times) / 1e9
+        rates[(m, k, n, threads)] = 2 * m * k * n / median(times) / 1e9
+    torch.set_num_threads(saved)
     return rates
 
 
@@ -172,17 +181,24 @@ def bench_flops(model: LatentSculpting, X: np.ndarray, repeats: int) -> dict:
     d, ffn = model.d_model, model.d_ffn
     hidden = model.flow_hidden
     # Shapes of the model's big matmuls at a 512-row chunk: QKV / FFN in and out / MAF layers.
-    shapes = [(512 * seq, d, 3 * d), (512 * seq, d, ffn), (512 * seq, ffn, d),
-              (1024, model.latent_dim, hidden), (1024, hidden, 2 * model.latent_dim)]
+    shapes = [
+        (512 * seq, d, 3 * d),
+        (512 * seq, d, ffn),
+        (512 * seq, ffn, d),
+        (1024, model.latent_dim, hidden),
+        (1024, hidden, 2 * model.latent_dim),
+    ]
     batch = X[:4096]
-    rates = {"reference": [], "fast": [], "fast+bf16": []}
+    rates = {"reference": [], "reference, 1 thread": [], "fast": [], "fast+bf16": []}
     mm = {}
-    for r in range(repeats):
+    saved = torch.get_num_threads()
+    for _ in range(repeats):
         # interleave the matmul measurement with the model runs so load changes hit both
         for key, value in matmul_rate(shapes, 1).items():
             mm.setdefault(key, []).append(value)
         for path in rates:
-            model._reference_scoring = path == "reference"
+            model._reference_scoring = path.startswith("reference")
+            torch.set_num_threads(1 if path == "reference, 1 thread" else saved)
             t = time.perf_counter()
             if path == "fast+bf16":
                 with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -190,13 +206,14 @@ def bench_flops(model: LatentSculpting, X: np.ndarray, repeats: int) -> dict:
             else:
                 model.decision_function(batch)
             rates[path].append(len(batch) / (time.perf_counter() - t))
+        torch.set_num_threads(saved)
         del model._reference_scoring
     mm = {key: median(v) for key, v in mm.items()}
     limit = max(mm.values())
     flows = {path: median(v) for path, v in rates.items()}
     return {
         "flops_per_flow": flops,
-        "matmul_gflops": {f"{m}x{k}x{n}": v for (m, k, n), v in mm.items()},
+        "matmul_gflops": {f"{m}x{k}x{n} ({t} thr)": v for (m, k, n, t), v in mm.items()},
         "limit_gflops": limit,
         "flows_per_s": flows,
         "share_of_limit": {p: f * flops["total"] / 1e9 / limit for p, f in flows.items()},
@@ -229,6 +246,37 @@ def bench_training(quick: bool) -> dict:
     return out
 
 
+def bench_reproduce(presets: list[str]) -> dict:
+    """Wall time of ``sculpt reproduce --seeds 0`` on the embedded sample, per preset."""
+    out = {}
+    for name in presets:
+        folder = Path("/tmp") / f"bench-reproduce-{name}"
+        command = [
+            "sculpt",
+            "reproduce",
+            "--preset",
+            name,
+            "--seeds",
+            "0",
+            "--no-plots",
+            "--quiet",
+            "--out",
+            str(folder),
+        ]
+        t = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        seconds = time.perf_counter() - t
+        results = json.loads((folder / "results.json").read_text())
+        stages = results["per_seed"][0]["seconds"]
+        out[name] = {
+            "wall_s": seconds,
+            "stages_s": stages,
+            "zero_shot_auroc": results["zero_shot"]["auroc"]["mean"],
+        }
+        print(f"  reproduce {name}: {out[name]}", file=sys.stderr)
+    return out
+
+
 _LOAD_CHILD = """
 import cProfile, json, pstats, resource, sys, time
 from latent_sculpting.data import load_cicids2017
@@ -255,8 +303,12 @@ def bench_loading(path: str, profile: bool) -> dict:
     if not files:
         raise SystemExit(f"no SYNTHETIC-*.csv under {path}; run benchmarks/make_scale_data.py")
     t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _LOAD_CHILD, path, "1" if profile else "0"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_CHILD, path, "1" if profile else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["process_s"] = time.perf_counter() - t
     result["bytes"] = sum(f.stat().st_size for f in files)
@@ -265,56 +317,94 @@ def bench_loading(path: str, profile: bool) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"Machine: {results['machine']}. Date: {results['date']}. "
-             f"Command: `{results['command']}`.", ""]
+    lines = [
+        f"Machine: {results['machine']}. Date: {results['date']}. Command: `{results['command']}`.",
+        "",
+    ]
     if "scoring" in results:
-        lines += ["### Scoring throughput (flows/s, end to end from raw features to scores)", "",
-                  "| preset | batch 1 ref | batch 1 fast | batch 64 ref | batch 64 fast | "
-                  "batch 4096 ref | batch 4096 fast | 4096 speed-up | p50 / p99 latency fast "
-                  "(ms) | max rel. diff |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "### Scoring throughput (flows/s, end to end from raw features to scores)",
+            "",
+            "| preset | batch 1 ref | batch 1 fast | batch 64 ref | batch 64 fast | "
+            "batch 4096 ref | batch 4096 fast | 4096 speed-up | p50 / p99 latency fast "
+            "(ms) | max rel. diff |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, r in results["scoring"].items():
             lat = r["latency_ms"]["fast"]
             cells = [f"{r[b][p]:,.0f}" for b in BATCHES for p in ("reference", "fast")]
-            lines.append(f"| {name} | " + " | ".join(cells) +
-                         f" | {r[4096]['fast'] / r[4096]['reference']:.2f}x"
-                         f" | {lat[0]:.2f} / {lat[1]:.2f} | {r['max_rel_diff']:.1e} |")
+            lines.append(
+                f"| {name} | "
+                + " | ".join(cells)
+                + f" | {r[4096]['fast'] / r[4096]['reference']:.2f}x"
+                f" | {lat[0]:.2f} / {lat[1]:.2f} | {r['max_rel_diff']:.1e} |"
+            )
         lines.append("")
     if "flops" in results:
         f = results["flops"]
-        lines += ["### paper-v1 against the machine's fp32 matmul rate (batch 4096, one run)", "",
-                  f"FLOPs per flow (FlopCounterMode): encoder "
-                  f"{f['flops_per_flow'].get('encoder', 0) / 1e6:.2f} M, flow "
-                  f"{f['flops_per_flow']['flow'] / 1e6:.2f} M, total "
-                  f"{f['flops_per_flow']['total'] / 1e6:.2f} M.", "",
-                  "fp32 torch.mm GFLOP/s at the model's shapes: " +
-                  ", ".join(f"{k}: {v:.0f}" for k, v in f["matmul_gflops"].items()) +
-                  f"; limit taken as the best, {f['limit_gflops']:.0f} GFLOP/s.", "",
-                  "| path | flows/s | share of matmul limit |", "|---|---|---|"]
+        lines += [
+            "### paper-v1 against the machine's fp32 matmul rate (batch 4096, one run)",
+            "",
+            f"FLOPs per flow (FlopCounterMode): encoder "
+            f"{f['flops_per_flow'].get('encoder', 0) / 1e6:.2f} M, flow "
+            f"{f['flops_per_flow']['flow'] / 1e6:.2f} M, total "
+            f"{f['flops_per_flow']['total'] / 1e6:.2f} M.",
+            "",
+            "fp32 torch.mm GFLOP/s at the model's shapes: "
+            + ", ".join(f"{k}: {v:.0f}" for k, v in f["matmul_gflops"].items())
+            + f"; limit taken as the best, {f['limit_gflops']:.0f} GFLOP/s.",
+            "",
+            "| path | flows/s | share of matmul limit |",
+            "|---|---|---|",
+        ]
         for path, v in f["flows_per_s"].items():
             lines.append(f"| {path} | {v:,.0f} | {f['share_of_limit'][path]:.0%} |")
         lines += ["", f"Fast path / eager: {f['fast_over_eager']:.2f}x.", ""]
     if "training" in results:
-        lines += ["### Training throughput (samples/s, one epoch per stage)", "",
-                  "| preset | Stage 1 rows | Stage 1 samples/s | Stage 2 rows | "
-                  "Stage 2 samples/s |", "|---|---|---|---|---|"]
+        lines += [
+            "### Training throughput (samples/s, one epoch per stage)",
+            "",
+            "| preset | Stage 1 rows | Stage 1 samples/s | Stage 2 rows | Stage 2 samples/s |",
+            "|---|---|---|---|---|",
+        ]
         for name, r in results["training"].items():
             s1 = f"{r['stage1_per_s']:,.0f}" if r["stage1_per_s"] else "-"
-            lines.append(f"| {name} | {r['stage1_rows']:,} | {s1} | {r['stage2_rows']:,} | "
-                         f"{r['stage2_per_s']:,.0f} |")
+            lines.append(
+                f"| {name} | {r['stage1_rows']:,} | {s1} | {r['stage2_rows']:,} | "
+                f"{r['stage2_per_s']:,.0f} |"
+            )
         d = results["training"]["default"]
         s1 = FULL_STAGE1_ROWS * d["epochs"] / d["stage1_per_s"]
         s2 = FULL_STAGE2_ROWS * d["flow_epochs"] / d["stage2_per_s"]
-        lines += ["", f"Full-scale default preset, extrapolated from these rates: Stage 1 "
-                  f"{FULL_STAGE1_ROWS:,} rows x {d['epochs']} epochs = {s1 / 60:.1f} min, "
-                  f"Stage 2 {FULL_STAGE2_ROWS:,} codes x {d['flow_epochs']} epochs = "
-                  f"{s2 / 60:.1f} min, total {(s1 + s2) / 60:.1f} min.", ""]
+        lines += [
+            "",
+            f"Full-scale default preset, extrapolated from these rates: Stage 1 "
+            f"{FULL_STAGE1_ROWS:,} rows x {d['epochs']} epochs = {s1 / 60:.1f} min, "
+            f"Stage 2 {FULL_STAGE2_ROWS:,} codes x {d['flow_epochs']} epochs = "
+            f"{s2 / 60:.1f} min, total {(s1 + s2) / 60:.1f} min.",
+            "",
+        ]
+    if "reproduce" in results:
+        lines += [
+            "### `sculpt reproduce --seeds 0` on the embedded sample (one seed)",
+            "",
+            "| preset | wall time (s) | seconds per stage | zero-shot AUROC |",
+            "|---|---|---|---|",
+        ]
+        for name, r in results["reproduce"].items():
+            stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stages_s"].items())
+            lines.append(f"| {name} | {r['wall_s']:.0f} | {stages} | {r['zero_shot_auroc']:.3f} |")
+        lines.append("")
     if "loading" in results:
         r = results["loading"]
-        lines += ["### Loading the SYNTHETIC 2.8 M-row original-schema scale test", "",
-                  f"{r['rows']:,} rows, {r['bytes'] / 2**30:.2f} GiB of CSV in 8 files: "
-                  f"load_cicids2017 {r['seconds']:.1f} s (process {r['process_s']:.1f} s), "
-                  f"peak RSS {r['peak_rss_gib']:.2f} GiB, features {r['dtype']}.", ""]
+        lines += [
+            "### Loading the SYNTHETIC 2.8 M-row original-schema scale test",
+            "",
+            f"{r['rows']:,} rows, {r['bytes'] / 2**30:.2f} GiB of CSV in 8 files: "
+            f"load_cicids2017 {r['seconds']:.1f} s (process {r['process_s']:.1f} s), "
+            f"peak RSS {r['peak_rss_gib']:.2f} GiB, features {r['dtype']}.",
+            "",
+        ]
         if r["top"]:
             lines += ["Profile (self seconds, cumulative seconds, function):", ""]
             lines += [f"- {tt:.1f} s / {ct:.1f} s `{fn}`" for tt, ct, fn in r["top"]] + [""]
@@ -324,8 +414,16 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and calls")
-    parser.add_argument("--sections", default="scoring,flops,training",
-                        help="comma-separated: scoring, flops, training, loading")
+    parser.add_argument(
+        "--sections",
+        default="scoring,flops,training",
+        help="comma-separated: scoring, flops, training, loading",
+    )
+    parser.add_argument(
+        "--reproduce-presets",
+        default="fast,default",
+        help="presets timed by the 'reproduce' section",
+    )
     parser.add_argument("--scale-data", default="/tmp/cicids2017-synthetic")
     parser.add_argument("--profile-loading", action="store_true")
     parser.add_argument("--repeats", type=int, default=None)
@@ -347,13 +445,17 @@ def main() -> None:
             results["scoring"] = bench_scoring(models, X, repeats, args.quick)
     if "training" in sections:
         results["training"] = bench_training(args.quick)
+    if "reproduce" in sections:
+        results["reproduce"] = bench_reproduce(args.reproduce_presets.split(","))
     if "loading" in sections:
         results["loading"] = bench_loading(args.scale_data, args.profile_loading)
     results["load_average_after"] = os.getloadavg()
     text = markdown(results)
-    text += (f"\nLoad average (1, 5, 15 min) before / after: "
-             f"{', '.join(f'{v:.1f}' for v in results['load_average'])} / "
-             f"{', '.join(f'{v:.1f}' for v in results['load_average_after'])}.\n")
+    text += (
+        f"\nLoad average (1, 5, 15 min) before / after: "
+        f"{', '.join(f'{v:.1f}' for v in results['load_average'])} / "
+        f"{', '.join(f'{v:.1f}' for v in results['load_average_after'])}.\n"
+    )
     print(text)
     if args.out:
         Path(args.out).write_text(text)

@@ -11,7 +11,7 @@ from latent_sculpting.encoders import (
 )
 
 
-@pytest.mark.parametrize("kind", ["cnn_transformer", "ft_transformer", "mlp"])
+@pytest.mark.parametrize("kind", ["cnn_transformer", "ft_transformer", "mlp", "bias_free"])
 def test_every_encoder_maps_rows_to_latent_codes_and_trains(kind):
     torch.manual_seed(0)
     encoder = build_encoder(
@@ -32,7 +32,11 @@ def test_cnn_transformer_follows_the_reference_layout():
     encoder = CNNTransformerEncoder(79)
     convs = [m for m in encoder.conv if isinstance(m, torch.nn.Conv1d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size[0]) for c in convs] == [
-        (1, 32, 2), (32, 16, 2), (16, 16, 2), (16, 16, 2), (16, 16, 2)
+        (1, 32, 2),
+        (32, 16, 2),
+        (16, 16, 2),
+        (16, 16, 2),
+        (16, 16, 2),
     ]
     # 79 features -> 74 positions after five kernel-2 convolutions -> 37 after max-pooling.
     assert encoder.position.shape == (1, 37, 64)
@@ -55,5 +59,6 @@ def test_bad_sizes_name_the_value():
     with pytest.raises(ValueError, match="d_hidden=0"):
         MLPEncoder(10, d_hidden=0)
     with pytest.raises(ValueError, match="unknown encoder"):
-        build_encoder("rnn", 10, latent_dim=2, d_model=4, n_heads=1, n_layers=1, d_ffn=4,
-                      dropout=0.0)
+        build_encoder(
+            "rnn", 10, latent_dim=2, d_model=4, n_heads=1, n_layers=1, d_ffn=4, dropout=0.0
+        )

@@ -15,10 +15,24 @@ WITHHELD = ["DoS slowloris", "DoS Slowhttptest", "Bot", "Infiltration"]
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
-    code = main([
-        "reproduce", "--preset", "fast", "--seeds", "0", "--epochs", "1", "--flow-epochs", "1",
-        "--max-per-class", "200", "--out", str(out), "--quiet",
-    ])
+    code = main(
+        [
+            "reproduce",
+            "--preset",
+            "fast",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--flow-epochs",
+            "1",
+            "--max-per-class",
+            "200",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     return out
 
@@ -32,8 +46,13 @@ def _leaves(obj):
 
 
 def test_reproduce_writes_results_markdown_and_plots(run_dir):
-    for name in ("results.json", "results.md", "zero_shot_curves.png", "score_histograms.png",
-                 "latent_projection.png"):
+    for name in (
+        "results.json",
+        "results.md",
+        "zero_shot_curves.png",
+        "score_histograms.png",
+        "latent_projection.png",
+    ):
         assert (run_dir / name).stat().st_size > 0, name
     assert not list(run_dir.glob(".*tmp*"))
 
@@ -60,8 +79,22 @@ def test_results_json_has_the_documented_keys_and_sane_metrics(run_dir):
 
 
 def test_reproduce_rejects_an_unknown_withheld_class(tmp_path, capsys):
-    code = main(["reproduce", "--preset", "fast", "--withhold", "Teleportation", "--seeds", "0",
-                 "--max-per-class", "50", "--out", str(tmp_path), "--quiet"])
+    code = main(
+        [
+            "reproduce",
+            "--preset",
+            "fast",
+            "--withhold",
+            "Teleportation",
+            "--seeds",
+            "0",
+            "--max-per-class",
+            "50",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     assert code == 2
     assert "Teleportation" in capsys.readouterr().err
 

@@ -29,8 +29,7 @@ def test_binary_sculpting_known_answer():
 
 @pytest.mark.parametrize("kind", ["dual_centroid", "binary_sculpting", "cross_entropy"])
 def test_single_class_batches_are_finite(kind):
-    loss_fn = build_loss(kind, latent_dim=2, alpha=0.1, beta=0.1, gamma=1.0, margin=5.0,
-                         radius=0.0)
+    loss_fn = build_loss(kind, latent_dim=2, alpha=0.1, beta=0.1, gamma=1.0, margin=5.0, radius=0.0)
     z = torch.randn(4, 2, requires_grad=True)
     for y in (torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)):
         loss = loss_fn(z, y)
@@ -38,9 +37,9 @@ def test_single_class_batches_are_finite(kind):
         loss.backward()
 
 
-@pytest.mark.parametrize("loss_fn", [
-    DualCentroidCompactnessLoss(), BinaryLatentSculptingLoss(), CrossEntropyLoss(2)
-])
+@pytest.mark.parametrize(
+    "loss_fn", [DualCentroidCompactnessLoss(), BinaryLatentSculptingLoss(), CrossEntropyLoss(2)]
+)
 def test_loss_falls_and_separates_two_toy_classes(loss_fn):
     torch.manual_seed(0)
     x = torch.cat([torch.randn(64, 5), torch.randn(64, 5) + 1.5])

@@ -253,6 +253,14 @@ def compare(
     if table is None:
         table = load_table(data, max_per_class)
 
+    config = {
+        "percentile": percentile,
+        "holdout": holdout,
+        "split_seed": split_seed,
+        "max_per_class": max_per_class,
+        "threads": threads,
+        "seeds": list(seeds),
+    }
     per_seed: dict[str, list[dict]] = {name: [] for name in names}
     info: dict[str, dict] = {}
     curves: dict[str, np.ndarray] = {}
@@ -285,8 +293,39 @@ def compare(
                     curves[name] = zero_shot_scores
                 bar.set_postfix(auroc=f"{metrics['zero_shot']['auroc']:.3f}")
                 bar.update()
+            # Checkpoint after every seed, so that a long run that is stopped keeps the seeds it
+            # finished (config["seeds_done"] says which).
+            done = seeds[: seeds.index(seed) + 1]
+            _write_results(out, table, names, per_seed, info, splits, done, started, config)
     bar.close()
+    results = _write_results(out, table, names, per_seed, info, splits, seeds, started, config)
+    if plots:
+        from .plots import plot_curves
 
+        plot_bars(results, out / "compare_bars.png")
+        plot_curves(
+            splits.zero_shot.y,
+            {n: curves[n] for n in results["order"]},
+            out / "compare_zero_shot_curves.png",
+            f"zero-shot set (seed {seeds[0]})",
+        )
+    if verbose:
+        tqdm.write(f"comparison in {out}/ (compare.json, compare.md, plots)")
+    return results
+
+
+def _write_results(
+    out: Path,
+    table: FlowTable,
+    names: list[str],
+    per_seed: dict[str, list[dict]],
+    info: dict[str, dict],
+    splits: Any,
+    seeds_done: Sequence[int],
+    started: float,
+    config: dict,
+) -> dict:
+    """Aggregate the seeds done so far and write compare.json and compare.md."""
     summaries = {}
     for name in names:
         keep = ("known", "zero_shot", "native", "seconds")
@@ -296,6 +335,7 @@ def compare(
             "per_seed": per_seed[name],
         }
     order = sorted(names, key=lambda n: -summaries[n]["zero_shot"]["auroc"]["mean"])
+    fit_rows, calibration = calibration_holdout(splits.train.y, config["holdout"], splits.seed)
     results = {
         "methods": summaries,
         "order": order,
@@ -304,13 +344,9 @@ def compare(
         "config": run_config(
             table,
             methods=names,
-            seeds=list(seeds),
-            percentile=percentile,
-            holdout=holdout,
-            split_seed=split_seed,
+            **config,
+            seeds_done=list(seeds_done),
             withheld=list(splits.withheld),
-            max_per_class=max_per_class,
-            threads=threads,
             calibration_rows=len(calibration),
             fit_rows=len(fit_rows),
             seconds=time.perf_counter() - started,
@@ -318,18 +354,6 @@ def compare(
     }
     write_json(results, out / "compare.json")
     write_text(compare_markdown(results), out / "compare.md")
-    if plots:
-        from .plots import plot_curves
-
-        plot_bars(results, out / "compare_bars.png")
-        plot_curves(
-            splits.zero_shot.y,
-            {n: curves[n] for n in order},
-            out / "compare_zero_shot_curves.png",
-            f"zero-shot set (seed {seeds[0]})",
-        )
-    if verbose:
-        tqdm.write(f"comparison in {out}/ (compare.json, compare.md, plots)")
     return results
 
 

@@ -19,7 +19,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["CNNTransformerEncoder", "FTTransformerEncoder", "MLPEncoder", "build_encoder"]
+__all__ = [
+    "BiasFreeEncoder",
+    "CNNTransformerEncoder",
+    "FTTransformerEncoder",
+    "MLPEncoder",
+    "build_encoder",
+]
 
 
 def _check_positive(**values: int) -> None:
@@ -88,9 +94,7 @@ class CNNTransformerEncoder(nn.Module):
         self.conv = nn.Sequential(*layers)
         self.project = nn.Linear(in_channels, d_model)
         self.position = nn.Parameter(torch.randn(1, seq_len, d_model))
-        block = nn.TransformerEncoderLayer(
-            d_model, n_heads, d_ffn, dropout, batch_first=True
-        )
+        block = nn.TransformerEncoderLayer(d_model, n_heads, d_ffn, dropout, batch_first=True)
         # enable_nested_tensor only pays off with padding masks, which tabular rows never have.
         self.transformer = nn.TransformerEncoder(block, n_layers, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.LayerNorm(d_model), nn.ReLU(), nn.Linear(d_model, latent_dim))
@@ -190,13 +194,55 @@ class MLPEncoder(nn.Module):
             )
             for _ in range(n_blocks)
         )
-        self.head = nn.Sequential(nn.LayerNorm(d_hidden), nn.ReLU(), nn.Linear(d_hidden, latent_dim))
+        self.head = nn.Sequential(
+            nn.LayerNorm(d_hidden), nn.ReLU(), nn.Linear(d_hidden, latent_dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.stem(x)
         for block in self.blocks:
             h = h + block(h)
         return self.head(h)
+
+
+class BiasFreeEncoder(nn.Module):
+    """A bias-free MLP with non-affine batch norm, the network of Deep SVDD / Deep SAD [3]_.
+
+    ``[Linear(bias=False) -> BatchNorm1d(affine=False) -> LeakyReLU] per hidden width ->
+    Linear(bias=False)``. Without bias terms no constant code is reachable, so pulling benign
+    codes together cannot collapse the whole space onto one point: codes of flows unlike anything
+    seen in training stay away from the benign centre, which is what zero-shot detection needs.
+    The Deep SVDD and Deep SAD baselines use this module too.
+
+    Parameters
+    ----------
+    n_features : int
+    latent_dim : int, default=32
+    hidden : sequence of int, default=(128, 64)
+        Widths of the hidden layers.
+
+    References
+    ----------
+    .. [3] Ruff et al. "Deep One-Class Classification." ICML 2018.
+    """
+
+    def __init__(
+        self, n_features: int, *, latent_dim: int = 32, hidden: Sequence[int] = (128, 64)
+    ) -> None:
+        super().__init__()
+        _check_positive(n_features=n_features, latent_dim=latent_dim)
+        layers: list[nn.Module] = []
+        width = n_features
+        for h in hidden:
+            _check_positive(hidden_width=h)
+            layers += [nn.Linear(width, h, bias=False), nn.BatchNorm1d(h, affine=False)]
+            layers.append(nn.LeakyReLU())
+            width = h
+        layers.append(nn.Linear(width, latent_dim, bias=False))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 def build_encoder(
@@ -213,7 +259,7 @@ def build_encoder(
     """Build a Stage-1 encoder from the estimator's flat hyperparameters.
 
     ``d_model`` is the Transformer width (``d_token`` for the FT-Transformer, the hidden width for
-    the MLP); ``n_layers`` counts Transformer layers or residual MLP blocks.
+    the MLPs); ``n_layers`` counts Transformer layers, residual MLP blocks or bias-free layers.
     """
     if kind == "cnn_transformer":
         return CNNTransformerEncoder(
@@ -239,6 +285,11 @@ def build_encoder(
         return MLPEncoder(
             n_features, latent_dim=latent_dim, d_hidden=d_model, n_blocks=n_layers, dropout=dropout
         )
+    if kind == "bias_free":
+        # Widths halve layer by layer, as in Deep SVDD's (128, 64).
+        hidden = [max(d_model >> i, latent_dim) for i in range(n_layers)]
+        return BiasFreeEncoder(n_features, latent_dim=latent_dim, hidden=hidden)
     raise ValueError(
-        f"unknown encoder {kind!r}; expected 'cnn_transformer', 'ft_transformer' or 'mlp'"
+        f"unknown encoder {kind!r}; expected 'cnn_transformer', 'ft_transformer', 'mlp' "
+        "or 'bias_free'"
     )

@@ -25,12 +25,19 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from .encoders import build_encoder
-from .fastpath import ENCODER_CHUNK, FLOW_CHUNK, FastMAF, reference_scoring, run_chunked
+from .fastpath import (
+    FLOW_CHUNK,
+    FastMAF,
+    encoder_chunk,
+    reference_scoring,
+    run_chunked,
+    scoring_threads,
+)
 from .flows import LatentDensity
 from .losses import build_loss
 from .preprocessing import FeaturePreprocessor
@@ -51,6 +58,7 @@ _SCORE_BLOCK = 65_536
 
 _SCORES = ("two_stage", "nll", "combined")
 _CALIBRATIONS = ("train", "holdout")
+_SELECTIONS = ("centroid_f1", "distance_auroc", "last")
 
 
 class LatentSculpting(BaseEstimator):
@@ -64,7 +72,7 @@ class LatentSculpting(BaseEstimator):
     stage1 : bool, default=True
         Train the sculpting encoder. ``False`` fits the flow directly on the scaled features
         (the "Stage 2 alone" ablation, and the only choice for benign-only data).
-    encoder : {"cnn_transformer", "ft_transformer", "mlp"}, default="cnn_transformer"
+    encoder : {"cnn_transformer", "ft_transformer", "mlp", "bias_free"}, default="cnn_transformer"
     latent_dim, d_model, n_heads, n_layers, d_ffn : int
         Encoder sizes; see :func:`latent_sculpting.encoders.build_encoder`.
     dropout : float, default=0.1
@@ -80,8 +88,11 @@ class LatentSculpting(BaseEstimator):
     grad_clip : float, default=1.0
         Gradient-norm clip for both stages.
     validation_fraction : float, default=0.1
-        Share of the Stage-1 training rows held out to pick the best epoch by the anomaly F1 of
-        the nearest-centroid rule.
+        Share of the Stage-1 training rows held out to pick the best epoch.
+    selection : {"centroid_f1", "distance_auroc", "last"}, default="centroid_f1"
+        How the best Stage-1 epoch is picked on the validation rows: the anomaly F1 of the
+        nearest-centroid rule (the reference code), the AUROC of the squared distance to the
+        benign centroid (what the Binary Latent Sculpting loss optimises), or the last epoch.
     undersample_benign : bool, default=True
         Undersample benign rows for Stage 1 to the size of the largest attack class (all benign
         training rows still go to Stage 2).
@@ -162,6 +173,7 @@ class LatentSculpting(BaseEstimator):
         epochs: int = 10,
         grad_clip: float = 1.0,
         validation_fraction: float = 0.1,
+        selection: str = "centroid_f1",
         undersample_benign: bool = True,
         flow_transforms: int = 16,
         flow_hidden: int = 512,
@@ -201,6 +213,7 @@ class LatentSculpting(BaseEstimator):
         self.epochs = epochs
         self.grad_clip = grad_clip
         self.validation_fraction = validation_fraction
+        self.selection = selection
         self.undersample_benign = undersample_benign
         self.flow_transforms = flow_transforms
         self.flow_hidden = flow_hidden
@@ -278,7 +291,7 @@ class LatentSculpting(BaseEstimator):
         return self
 
     def _validate_params(self) -> None:
-        choices = {"score": _SCORES, "calibration": _CALIBRATIONS}
+        choices = {"score": _SCORES, "calibration": _CALIBRATIONS, "selection": _SELECTIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -376,7 +389,7 @@ class LatentSculpting(BaseEstimator):
         X_val, y_val = torch.as_tensor(Z[val], device=self.device_), y[val]
         generator = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**31)))
 
-        best_f1, best_state, best_epoch = -1.0, None, 0
+        best_quality, best_state, best_epoch = -math.inf, None, 0
         losses, val_f1s = [], []
         bar = tqdm(range(self.epochs), desc="stage 1 (encoder)", disable=not self.verbose,
                    unit="epoch", leave=False)
@@ -385,6 +398,8 @@ class LatentSculpting(BaseEstimator):
             total, batches = 0.0, 0
             order = torch.randperm(len(train), generator=generator).to(self.device_)
             for batch in order.split(self.batch_size):
+                if len(batch) < 2:
+                    continue  # batch norm (bias_free encoder) needs two rows
                 xb = X_train[batch]
                 if self.input_noise > 0:
                     noise = torch.randn(xb.shape, generator=generator).to(self.device_)
@@ -399,11 +414,18 @@ class LatentSculpting(BaseEstimator):
             losses.append(total / batches)
 
             self._set_centroids(X_train, y_train)
-            pred = self._stage1_attack(self._encode_tensor(X_val)).cpu().numpy()
-            f1 = f1_score(y_val, pred, zero_division=0)
+            val_codes = self._encode_tensor(X_val)
+            f1 = f1_score(y_val, self._stage1_attack(val_codes).cpu().numpy(), zero_division=0)
             val_f1s.append(float(f1))
-            if f1 > best_f1:
-                best_f1, best_epoch = f1, epoch + 1
+            if self.selection == "centroid_f1":
+                quality = f1
+            elif self.selection == "distance_auroc":
+                distance = _sqdist(val_codes, self.center_benign_).cpu().numpy()
+                quality = roc_auc_score(y_val, distance)
+            else:
+                quality = epoch  # "last": every epoch beats the one before
+            if quality > best_quality:
+                best_quality, best_epoch = quality, epoch + 1
                 best_state = copy.deepcopy(self.encoder_.state_dict())
             bar.set_postfix(loss=f"{losses[-1]:.4f}", val_f1=f"{f1:.4f}")
         bar.close()
@@ -562,7 +584,8 @@ class LatentSculpting(BaseEstimator):
             return X
         self.encoder_.eval()
         if self._use_fastpath():
-            return run_chunked(self.encoder_, X, ENCODER_CHUNK)
+            with scoring_threads():
+                return run_chunked(self.encoder_, X, encoder_chunk(self.encoder_))
         return torch.cat([self.encoder_(part) for part in X.split(batch)])
 
     def _encode(self, Z: np.ndarray) -> np.ndarray:
@@ -575,7 +598,8 @@ class LatentSculpting(BaseEstimator):
     def _nll(self, codes: np.ndarray, batch: int = 8192) -> np.ndarray:
         t = torch.as_tensor(codes, device=self.device_)
         if self._use_fastpath():
-            nll = run_chunked(self._fast_flow(), t, FLOW_CHUNK).double().cpu().numpy()
+            with scoring_threads():
+                nll = run_chunked(self._fast_flow(), t, FLOW_CHUNK).double().cpu().numpy()
         else:
             nll = torch.cat([self.flow_(part) for part in t.split(batch)]).double().cpu().numpy()
         # A code far outside the benign manifold can overflow to +inf; it is maximally anomalous.

@@ -54,9 +54,7 @@ def per_class_recall(labels: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {str(c): float(pred[labels == c].mean()) for c in np.unique(labels)}
 
 
-def recall_at_fpr(
-    benign_scores: np.ndarray, attack_scores: np.ndarray, fpr: float
-) -> float:
+def recall_at_fpr(benign_scores: np.ndarray, attack_scores: np.ndarray, fpr: float) -> float:
     """Recall on ``attack_scores`` at the threshold that flags ``fpr`` of ``benign_scores``."""
     threshold = np.quantile(np.asarray(benign_scores, dtype=np.float64), 1 - fpr)
     return float((np.asarray(attack_scores) > threshold).mean())

@@ -1,7 +1,7 @@
 """The fast scoring path: the same math as the training modules, arranged for inference.
 
 Scoring is the hot loop of a detector that watches millions of flows, so the estimator scores
-through this module rather than through the modules as trained. Two choices, each
+through this module rather than through the modules as trained. Three choices, each
 picked by measurement on a 2-core CPU (``benchmarks/run.py``, figures in ``BENCHMARKS.md``):
 
 * **The MAF as plain masked matmuls.** zuko builds a lazy distribution object on every call,
@@ -11,9 +11,11 @@ picked by measurement on a 2-core CPU (``benchmarks/run.py``, figures in ``BENCH
   log-determinant in place. The result equals zuko's ``log_prob`` to float rounding.
 * **Cache-sized chunks.** The encoders' activations at batch 4096 (the CNN-Transformer holds
   4096 x 32 tokens x 256 FFN units, 134 MB) stream through memory several times per layer;
-  chunks of a few hundred rows keep them in the 2 MB-per-core L2 cache, which about halves the
-  encoder's time at the same FLOPs. Encoders run in eval mode under ``inference_mode``, so
-  ``nn.TransformerEncoderLayer`` takes PyTorch's fused attention path.
+  chunks of about 8k token rows (256 flows for the CNN-Transformer, 100 for the
+  FT-Transformer, 8192 for the MLP) keep them near the cache, which about doubles the
+  CNN-Transformer's single-thread rate at the same FLOPs. Encoders run in eval mode under
+  ``inference_mode``, so ``nn.TransformerEncoderLayer`` takes PyTorch's fused attention path.
+* **One intra-op thread** (see :func:`scoring_threads`).
 
 Reduced precision (bf16 autocast) and int8 dynamic quantisation are measured by the benchmark
 but are not the default: the default must match the reference path within 1e-4.
@@ -27,17 +29,32 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-__all__ = ["ENCODER_CHUNK", "FLOW_CHUNK", "FastMAF", "reference_scoring", "run_chunked"]
+__all__ = [
+    "FLOW_CHUNK",
+    "FastMAF",
+    "encoder_chunk",
+    "reference_scoring",
+    "run_chunked",
+    "scoring_threads",
+]
 
-#: Rows per chunk of the encoder and the flow; see the module docstring.
-ENCODER_CHUNK = 512
+#: Token rows per encoder chunk (rows x tokens per row); see the module docstring.
+ENCODER_TOKENS = 8192
+#: Rows per chunk of the flow.
 FLOW_CHUNK = 1024
 
 _ENV = "LATENT_SCULPTING_REFERENCE_SCORING"
+_THREADS_ENV = "LATENT_SCULPTING_SCORING_THREADS"
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_saved = 0
 
 
 def reference_scoring() -> bool:
@@ -127,3 +144,40 @@ def run_chunked(module: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
     if len(x) <= chunk:
         return module(x)
     return torch.cat([module(part) for part in x.split(chunk)])
+
+
+def encoder_chunk(encoder: nn.Module | None) -> int:
+    """Rows per chunk for ``encoder``: about :data:`ENCODER_TOKENS` token rows per chunk."""
+    tokens = 1
+    if hasattr(encoder, "position"):  # CNNTransformerEncoder: one token per pooled position
+        tokens = encoder.position.shape[1]
+    elif hasattr(encoder, "cls"):  # FTTransformerEncoder: one token per feature, plus CLS
+        tokens = encoder.weight.shape[0] + 1
+    return max(64, ENCODER_TOKENS // tokens)
+
+
+@contextmanager
+def scoring_threads() -> Iterator[None]:
+    """Run the enclosed scoring with ``LATENT_SCULPTING_SCORING_THREADS`` intra-op threads (1).
+
+    PyTorch's intra-op threads meet at a barrier after every operator; scoring runs hundreds of
+    small operators per chunk, and when another process holds a core the barrier waits for a
+    whole scheduler slice. On the shared 2-core benchmark machine two threads scored 2x to 50x
+    slower than one (``BENCHMARKS.md``). The setting is process-wide, so it is changed by the
+    first concurrent scorer and restored by the last.
+    """
+    global _threads_users, _threads_saved
+    wanted = int(os.environ.get(_THREADS_ENV, "1") or 1)
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+            if wanted != _threads_saved:
+                torch.set_num_threads(wanted)
+        _threads_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0 and torch.get_num_threads() != _threads_saved:
+                torch.set_num_threads(_threads_saved)

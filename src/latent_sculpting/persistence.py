@@ -58,7 +58,8 @@ def save_model(model: LatentSculpting, path: str | Path) -> Path:
         "n_features_in_": model.n_features_in_,
         "feature_names_in_": (
             [str(c) for c in model.feature_names_in_]
-            if hasattr(model, "feature_names_in_") else None
+            if hasattr(model, "feature_names_in_")
+            else None
         ),
         "thresholds_": {str(k): v for k, v in model.thresholds_.items()},
         "threshold_": model.threshold_,
@@ -107,7 +108,9 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LatentSculpting:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable model file (truncated or corrupt?): {error}")
+        raise ValueError(
+            f"{path} is not a readable model file (truncated or corrupt?): {error}"
+        ) from None
     if metadata.get("format") != FORMAT_NAME:
         raise ValueError(f"{path} is not a latent-sculpting model file")
     version = metadata.get("format_version")
@@ -146,9 +149,14 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LatentSculpting:
 
     if model.stage1:
         model.encoder_ = build_encoder(
-            params["encoder"], width, latent_dim=params["latent_dim"],
-            d_model=params["d_model"], n_heads=params["n_heads"], n_layers=params["n_layers"],
-            d_ffn=params["d_ffn"], dropout=params["dropout"],
+            params["encoder"],
+            width,
+            latent_dim=params["latent_dim"],
+            d_model=params["d_model"],
+            n_heads=params["n_heads"],
+            n_layers=params["n_layers"],
+            d_ffn=params["d_ffn"],
+            dropout=params["dropout"],
         )
         _load_state(model.encoder_, part("encoder."), path, "encoder")
         model.encoder_.to(model.device_).eval()
@@ -160,7 +168,9 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LatentSculpting:
         model.center_benign_ = model.center_attack_ = None
         latent = width
     model.flow_ = LatentDensity(
-        latent, transforms=params["flow_transforms"], hidden_features=params["flow_hidden"],
+        latent,
+        transforms=params["flow_transforms"],
+        hidden_features=params["flow_hidden"],
         hidden_layers=params["flow_hidden_layers"],
     )
     _load_state(model.flow_, part("flow."), path, "flow")
@@ -172,4 +182,6 @@ def _load_state(module: torch.nn.Module, state: dict, path: Path, name: str) -> 
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ValueError(f"{path}: the {name} weights do not match its configuration: {error}")
+        raise ValueError(
+            f"{path}: the {name} weights do not match its configuration: {error}"
+        ) from None

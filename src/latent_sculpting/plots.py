@@ -45,6 +45,10 @@ def plot_curves(
     return save_figure(fig, path)
 
 
+def _signed_log(values: np.ndarray) -> np.ndarray:
+    return np.sign(values) * np.log10(1 + np.abs(values))
+
+
 def plot_score_histograms(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -52,25 +56,60 @@ def plot_score_histograms(
     path: Path,
     *,
     xlabel: str = "Stage-2 score (negative log-likelihood)",
+    highlight: Sequence[str] = (),
 ) -> Path:
-    """Histogram of the Stage-2 score per class, thresholds as vertical lines."""
-    scores = np.asarray(scores, dtype=np.float64)
+    """Histogram of the score per class, thresholds as vertical lines.
+
+    Scores of attacks run to thousands of nats while benign ones sit near zero, so the x axis
+    is ``sign(s) log10(1 + |s|)``. Benign is filled grey; classes in ``highlight`` (the
+    withheld ones) are drawn bold.
+    """
+    scores = _signed_log(np.asarray(scores, dtype=np.float64))
     labels = np.asarray(labels).astype(str)
     finite = np.isfinite(scores)
     lo, hi = np.percentile(scores[finite], [0.5, 99.5]) if finite.any() else (0.0, 1.0)
-    bins = np.linspace(lo, hi, 60)
-    fig, ax = plt.subplots(figsize=(10, 5))
-    for label in sorted(np.unique(labels), key=lambda c: (c != "BENIGN", c)):
+    bins = np.linspace(lo, hi, 70)
+    highlight = set(highlight)
+    fig, ax = plt.subplots(figsize=(11, 5))
+    classes = sorted(np.unique(labels), key=lambda c: (c != "BENIGN", c not in highlight, c))
+    colours = plt.cm.tab20(np.linspace(0, 1, 20))
+    for i, label in enumerate(classes):
         values = np.clip(scores[(labels == label) & finite], lo, hi)
-        ax.hist(values, bins=bins, histtype="step", lw=1.5, density=True,
-                label=f"{label} (n={len(values)})")
-    for i, (p, value) in enumerate(sorted(thresholds.items())):
-        if lo <= value <= hi:
-            ax.axvline(value, ls=":", c=plt.cm.Greys(0.4 + 0.12 * i), lw=1.2)
-            ax.text(value, ax.get_ylim()[1] * 0.97, f"P{p:g}", rotation=90, va="top",
-                    ha="right", fontsize=8)
-    ax.set(xlabel=xlabel, ylabel="density", title="Score distribution per class")
-    ax.legend(fontsize=8)
+        name = f"{label} (n={len(values)}){' — withheld' if label in highlight else ''}"
+        if label == "BENIGN":
+            ax.hist(values, bins=bins, density=True, color="0.7", label=name)
+        else:
+            bold = label in highlight
+            ax.hist(
+                values,
+                bins=bins,
+                histtype="step",
+                density=True,
+                lw=2.2 if bold else 0.9,
+                color=colours[i % 20],
+                alpha=1.0 if bold else 0.6,
+                label=name,
+            )
+    for p, value in sorted(thresholds.items()):
+        x = float(_signed_log(np.asarray(value)))
+        if lo <= x <= hi:
+            ax.axvline(x, ls=":", c="black", lw=1)
+            ax.text(
+                x,
+                0.98,
+                f" P{p:g}",
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize=8,
+                transform=ax.get_xaxis_transform(),
+            )
+    ax.set(
+        xlabel=f"{xlabel}, sign(s)·log10(1 + |s|)",
+        ylabel="density",
+        title="Score distribution per class, with the percentile thresholds",
+    )
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
@@ -83,8 +122,12 @@ def plot_latent(
     max_points: int = 5000,
     seed: int = 0,
     centers: Sequence[np.ndarray] = (),
+    highlight: Sequence[str] = (),
 ) -> Path:
-    """2-D projection of latent codes coloured by class (UMAP if installed, else PCA)."""
+    """2-D projection of latent codes coloured by class (UMAP if installed, else PCA).
+
+    Classes in ``highlight`` (the withheld ones) are drawn as triangles on top.
+    """
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels).astype(str)
     keep = rng.permutation(len(codes))[:max_points]
@@ -99,14 +142,27 @@ def plot_latent(
         pca, method = PCA(n_components=2, random_state=seed).fit(codes), "PCA"
         xy = pca.transform(codes)
         center_xy = pca.transform(np.vstack(centers)) if len(centers) else None
-    fig, ax = plt.subplots(figsize=(8, 7))
-    for label in sorted(np.unique(labels), key=lambda c: (c != "BENIGN", c)):
+    fig, ax = plt.subplots(figsize=(9, 7))
+    highlight = set(highlight)
+    # Benign first, known attacks next, withheld ones last, so the zero-day classes stay visible.
+    classes = sorted(np.unique(labels), key=lambda c: (c != "BENIGN", c in highlight, c))
+    colours = plt.cm.tab20(np.linspace(0, 1, 20))
+    for i, label in enumerate(classes):
         mask = labels == label
-        ax.scatter(xy[mask, 0], xy[mask, 1], s=4, alpha=0.6, label=f"{label} ({mask.sum()})")
+        withheld = label in highlight
+        ax.scatter(
+            xy[mask, 0],
+            xy[mask, 1],
+            s=14 if withheld else 4,
+            alpha=0.7,
+            marker="^" if withheld else "o",
+            color="0.35" if label == "BENIGN" else colours[i % 20],
+            label=f"{label} ({mask.sum()}){' — withheld' if withheld else ''}",
+        )
     if center_xy is not None:
-        ax.scatter(center_xy[:, 0], center_xy[:, 1], marker="X", s=160, c="black",
-                   label="centroids")
-    ax.set(title=f"Latent space ({method} projection)", xlabel=f"{method} 1",
-           ylabel=f"{method} 2")
-    ax.legend(fontsize=7, markerscale=3, bbox_to_anchor=(1.02, 1), loc="upper left")
+        ax.scatter(
+            center_xy[:, 0], center_xy[:, 1], marker="X", s=90, c="black", label="Stage-1 centroids"
+        )
+    ax.set(title=f"Latent space ({method} projection)", xlabel=f"{method} 1", ylabel=f"{method} 2")
+    ax.legend(fontsize=7, markerscale=1.5, bbox_to_anchor=(1.02, 1), loc="upper left")
     return save_figure(fig, path)

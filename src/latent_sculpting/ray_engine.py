@@ -284,7 +284,7 @@ class _Scorer:
         payload = model_ref[0]
         data = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
         with tempfile.TemporaryDirectory(prefix="sculpt-model-") as tmp:
-            path = Path(tmp) / "model.safetensors"
+            path = Path(tmp) / "model.sculpt"
             path.write_bytes(data)
             self.model = LatentSculpting.load(path)
         self._score_frame = score_frame

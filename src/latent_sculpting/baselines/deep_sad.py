@@ -14,35 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-__all__ = ["DeepSAD", "DeepSADNet"]
+from ..encoders import BiasFreeEncoder
 
-
-class DeepSADNet(nn.Module):
-    """Bias-free MLP encoder ``phi``.
-
-    Ruff et al. [1]_ remove every bias term (and use batch norm without affine parameters) so
-    that the trivial solution ``phi(x) = c`` for all ``x`` cannot be reached by a constant
-    output.
-    """
-
-    def __init__(self, n_features: int, hidden: Sequence[int] = (128, 64), rep_dim: int = 32):
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = n_features
-        for h in hidden:
-            layers += [
-                nn.Linear(width, h, bias=False),
-                nn.BatchNorm1d(h, affine=False),
-                nn.LeakyReLU(),
-            ]
-            width = h
-        layers.append(nn.Linear(width, rep_dim, bias=False))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+__all__ = ["DeepSAD"]
 
 
 class DeepSAD:
@@ -80,7 +55,7 @@ class DeepSAD:
 
     Attributes
     ----------
-    net_ : DeepSADNet
+    net_ : latent_sculpting.encoders.BiasFreeEncoder
     center_ : torch.Tensor
     history_ : list of float
         Mean loss per epoch.
@@ -126,7 +101,7 @@ class DeepSAD:
         with torch.random.fork_rng(devices=[]):
             if self.random_state is not None:
                 torch.manual_seed(self.random_state)
-            self.net_ = DeepSADNet(X_t.shape[1], self.hidden, self.rep_dim)
+            self.net_ = BiasFreeEncoder(X_t.shape[1], latent_dim=self.rep_dim, hidden=self.hidden)
             self.center_ = self._initial_center(X_t[y_t == 0])
             optimizer = torch.optim.Adam(
                 self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay

@@ -9,43 +9,57 @@ from ..presets import PRESETS
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", nargs="+", metavar="PATH",
+        "--data",
+        nargs="+",
+        metavar="PATH",
         help="CIC-IDS-2017 folder or files, CSV or Parquet, original or improved release "
         "(default: the embedded sample)",
     )
     parser.add_argument(
-        "--withhold", nargs="+", metavar="LABEL",
+        "--withhold",
+        nargs="+",
+        metavar="LABEL",
         help="attack classes withheld from training (default: DoS slowloris, "
         "DoS Slowhttptest, Bot, Infiltration)",
     )
     parser.add_argument(
-        "--split-seed", type=int, default=42,
+        "--split-seed",
+        type=int,
+        default=42,
         help="seed of the data splits, fixed across model seeds (default 42); "
         "-1 re-draws the splits with each model seed",
     )
     parser.add_argument(
-        "--max-per-class", type=int, metavar="N",
+        "--max-per-class",
+        type=int,
+        metavar="N",
         help="use at most N random rows of each label (a quick stratified slice)",
     )
 
 
 def add_model_flags(parser: argparse.ArgumentParser, default_preset: str = "default") -> None:
     parser.add_argument(
-        "--preset", default=default_preset, choices=sorted(PRESETS),
+        "--preset",
+        default=default_preset,
+        choices=sorted(PRESETS),
         help=f"hyperparameter preset (default {default_preset})",
     )
     parser.add_argument("--epochs", type=int, help="Stage-1 epochs (overrides the preset)")
     parser.add_argument("--flow-epochs", type=int, help="Stage-2 epochs (overrides the preset)")
     parser.add_argument(
-        "--percentile", type=float,
+        "--percentile",
+        type=float,
         help="threshold percentile of benign calibration scores (overrides the preset)",
     )
 
 
 def model_overrides(args: argparse.Namespace) -> dict:
     overrides = {}
-    for flag, param in (("epochs", "epochs"), ("flow_epochs", "flow_epochs"),
-                        ("percentile", "percentile")):
+    for flag, param in (
+        ("epochs", "epochs"),
+        ("flow_epochs", "flow_epochs"),
+        ("percentile", "percentile"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[param] = value

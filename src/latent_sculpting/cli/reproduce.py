@@ -16,8 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_data_flags(parser)
     add_model_flags(parser)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="model seeds (default 0 1 2)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="model seeds (default 0 1 2)"
+    )
     parser.add_argument("--out", help="output folder (default runs/reproduce-PRESET-TIME)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -132,4 +133,12 @@ def _run_ray(args: argparse.Namespace) -> int:
         ) from None
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
+    failed = (result or {}).get("failed") or []
+    if failed:
+        # The other shards are written; a non-zero exit lets scripts notice the rest.
+        print(
+            f"sculpt score: {len(failed)} input file(s) failed; see the summary above",
+            file=sys.stderr,
+        )
+        return 1
     return 0
