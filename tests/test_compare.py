@@ -162,3 +162,47 @@ def test_cli_compare(tmp_path, capsys):
     assert data["methods"]["knn@none"]["feature_transform"] == "none"
     assert not (tmp_path / "compare_bars.png").exists()
     assert main(["compare", "--methods", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_merge_of_one_seed_runs_equals_the_two_seed_run(tmp_path):
+    def cli(seeds, out):
+        args = ["compare", "--max-per-class", "250", "--methods", "ecod", "knn", "--seeds"]
+        assert main([*args, *map(str, seeds), "--no-plots", "--quiet", "--out", str(out)]) == 0
+        return json.loads((out / "compare.json").read_text())
+
+    both = cli([0, 1], tmp_path / "both")
+    cli([0], tmp_path / "s0")
+    cli([1], tmp_path / "s1")
+    assert (
+        main(
+            [
+                "compare",
+                "--merge",
+                str(tmp_path / "s0"),
+                str(tmp_path / "s1"),
+                "--out",
+                str(tmp_path / "merged"),
+            ]
+        )
+        == 0
+    )
+    merged = json.loads((tmp_path / "merged" / "compare.json").read_text())
+    assert merged["config"]["seeds_done"] == [0, 1]
+    for name in ("ecod", "knn"):
+        assert merged["methods"][name]["zero_shot"]["auroc"] == pytest.approx(
+            both["methods"][name]["zero_shot"]["auroc"]
+        )
+    # The same seed twice, or runs of other methods, are refused.
+    assert (
+        main(
+            [
+                "compare",
+                "--merge",
+                str(tmp_path / "s0"),
+                str(tmp_path / "both"),
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )

@@ -16,11 +16,10 @@ The protocol, common to all methods (see ``docs/baselines.md``):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from .baselines import DEFAULT_METHODS, Method, make_method, parse_method
 from .data import DEFAULT_WITHHELD, FlowTable, ZeroShotSplits, load_cicids2017, zero_shot_splits
 from .evaluation import aggregate, binary_metrics, per_class_recall
 from .experiment import PAPER, cap_per_class, sha256, write_json, write_text
+from .threads import limit_threads
 
 __all__ = [
     "MethodFactory",
@@ -79,29 +79,6 @@ def calibration_holdout(
         )
     calibration = np.sort(benign[:n_cal])
     return np.setdiff1d(np.arange(len(y)), calibration), calibration
-
-
-@contextlib.contextmanager
-def limit_threads(n: int | None) -> Iterator[None]:
-    """Cap BLAS/OpenMP and torch threads at ``n`` for the block (None: leave them alone).
-
-    On a machine whose cores are shared, OpenMP workers that spin-wait for busy cores make
-    scikit-learn's histogram boosting and MLP many times slower than one thread is.
-    """
-    if n is None:
-        yield
-        return
-    if n < 1:
-        raise ValueError(f"threads must be at least 1, got {n}")
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def load_table(
@@ -480,3 +457,88 @@ def plot_bars(results: dict, path: Path) -> Path:
         )
         ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
+
+
+#: Configuration that must agree for compare runs to be merged.
+_MERGE_KEYS = ("methods", "percentile", "holdout", "split_seed", "withheld", "max_per_class")
+
+
+def merge_runs(runs: Sequence[str | Path], out: str | Path) -> dict:
+    """Merge compare runs made with different seeds (e.g. in parallel) into one comparison.
+
+    Each run's ``compare.json`` holds every method's per-seed metrics; merging concatenates them
+    and aggregates again, as if one call had fitted every seed. The runs must agree on the
+    methods, the protocol and the data (same files, same sha256), and no seed may appear twice.
+
+    Parameters
+    ----------
+    runs : sequence of paths
+        Output folders of ``sculpt compare``.
+    out : path
+        Folder for the merged ``compare.json``, ``compare.md`` and bar plot.
+
+    Raises
+    ------
+    ValueError
+        If fewer than two runs are given, or they differ in configuration, data or seeds.
+    FileNotFoundError
+        If a folder has no ``compare.json``.
+    """
+    import json
+
+    if len(runs) < 2:
+        raise ValueError(f"merge needs at least two compare runs, got {len(runs)}")
+    loaded = []
+    for run in runs:
+        path = Path(run) / "compare.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no compare.json in {run}")
+        loaded.append(json.loads(path.read_text()))
+    first = loaded[0]["config"]
+    for run, results in zip(runs[1:], loaded[1:], strict=True):
+        cfg = results["config"]
+        for key in _MERGE_KEYS:
+            if cfg.get(key) != first.get(key):
+                raise ValueError(
+                    f"cannot merge {run}: its {key}={cfg.get(key)!r} differs from "
+                    f"{runs[0]}'s {first.get(key)!r}"
+                )
+        if [f["sha256"] for f in cfg["data_files"]] != [f["sha256"] for f in first["data_files"]]:
+            raise ValueError(f"cannot merge {run}: it was run on other data files")
+    seeds = [s for results in loaded for s in results["config"].get("seeds_done", [])]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"cannot merge: seed(s) appear in more than one run: {seeds}")
+
+    summaries = {}
+    for name in first["methods"]:
+        per_seed = [m for results in loaded for m in results["methods"][name]["per_seed"]]
+        info = {
+            k: v
+            for k, v in loaded[0]["methods"][name].items()
+            if k not in ("known", "zero_shot", "native", "seconds", "per_seed")
+        }
+        keep = ("known", "zero_shot", "native", "seconds")
+        summaries[name] = {
+            **info,
+            **aggregate([{k: m[k] for k in keep if k in m} for m in per_seed]),
+            "per_seed": per_seed,
+        }
+    order = sorted(summaries, key=lambda n: -summaries[n]["zero_shot"]["auroc"]["mean"])
+    results = {
+        **loaded[0],
+        "methods": summaries,
+        "order": order,
+        "config": {
+            **first,
+            "seeds": sorted(seeds),
+            "seeds_done": sorted(seeds),
+            "merged_from": [str(r) for r in runs],
+            "seconds": sum(r["config"]["seconds"] for r in loaded),
+        },
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(results, out / "compare.json")
+    write_text(compare_markdown(results), out / "compare.md")
+    plot_bars(results, out / "compare_bars.png")
+    return results

@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, help="cap BLAS/OpenMP/torch threads (helps on shared cores)"
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="instead of fitting, merge compare runs made with other seeds (e.g. one seed per "
+        "machine) into --out",
+    )
     parser.add_argument("--out", help="output folder (default runs/compare-TIME)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,9 +58,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import compare
+    from ..compare import compare, merge_runs
     from ..data import DEFAULT_WITHHELD
 
+    if args.merge:
+        if not args.out:
+            raise ValueError("--merge needs --out, the folder for the merged comparison")
+        results = merge_runs(args.merge, args.out)
+        _print(results)
+        return 0
     results = compare(
         data=args.data,
         methods=args.methods,
@@ -68,10 +81,14 @@ def run(args: argparse.Namespace) -> int:
         verbose=not args.quiet,
         threads=args.threads,
     )
+    _print(results)
+    return 0
+
+
+def _print(results: dict) -> None:
     for name in results["order"]:
         zs = results["methods"][name]["zero_shot"]
         print(
             f"{name:18s} zero-shot AUROC {zs['auroc']['mean']:.3f} ± {zs['auroc']['std']:.3f}"
             f"  F1 {zs['f1']['mean']:.3f} ± {zs['f1']['std']:.3f}"
         )
-    return 0

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", help="output folder (default runs/reproduce-PRESET-TIME)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument(
+        "--threads", type=int, help="cap torch/BLAS threads (1 is fastest on a busy machine)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         max_per_class=args.max_per_class,
         plots=not args.no_plots,
         verbose=not args.quiet,
+        threads=args.threads,
     )
     zs, known = results["zero_shot"], results["known"]
     print(
