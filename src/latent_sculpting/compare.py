@@ -350,13 +350,16 @@ def compare_markdown(results: dict) -> str:
     """The comparison table sorted by zero-shot AUROC, native-rule F1 and per-attack recall."""
     cfg, methods = results["config"], results["methods"]
     p = cfg["percentile"]
+    done = cfg.get("seeds_done", cfg["seeds"])
+    partial = "" if sorted(done) == sorted(cfg["seeds"]) else f" (of {cfg['seeds']} asked)"
+    merged = f" Merged from {len(cfg['merged_from'])} runs." if cfg.get("merged_from") else ""
     lines = [
         "# `sculpt compare`",
         "",
-        f"{len(cfg['seeds'])} seed(s) {cfg['seeds']}, split seed {cfg['split_seed']}, "
+        f"{len(done)} seed(s) {done}{partial}, split seed {cfg['split_seed']}, "
         f"withheld: {', '.join(cfg['withheld'])}. Data: {cfg['n_rows']:,} rows from "
         f"{len(cfg['data_files'])} file(s). Machine: {cfg['machine']}. Date: {cfg['date']}. "
-        f"Total time {cfg['seconds']:.0f} s.",
+        f"Total time {cfg['seconds']:.0f} s.{merged}",
         "",
         f"Threshold of every method: P{p:g} of its scores on {cfg['calibration_rows']} benign "
         f"training rows held out of every fit ({100 * cfg['holdout']:g} %); methods fit on the "

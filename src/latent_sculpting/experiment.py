@@ -44,20 +44,23 @@ PAPER = {
 
 def write_json(obj: Any, path: Path) -> Path:
     """Write JSON to a temporary file in the same folder, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(obj, handle, indent=2, default=_json_default)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", path)
 
 
 def write_text(text: str, path: Path) -> Path:
     """Write text atomically (temporary file, then rename)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        # mkstemp makes the file private (0600); results are ordinary files (umask applies).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
