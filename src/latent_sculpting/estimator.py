@@ -274,8 +274,12 @@ class LatentSculpting(BaseEstimator):
 
             start = time.perf_counter()
             if self.stage1:
-                self._fit_stage1(Z[fit_index], y[fit_index],
-                                 None if groups_arr is None else groups_arr[fit_index], rng)
+                self._fit_stage1(
+                    Z[fit_index],
+                    y[fit_index],
+                    None if groups_arr is None else groups_arr[fit_index],
+                    rng,
+                )
             else:
                 self.encoder_ = None
                 self.center_benign_ = self.center_attack_ = None
@@ -391,8 +395,13 @@ class LatentSculpting(BaseEstimator):
 
         best_quality, best_state, best_epoch = -math.inf, None, 0
         losses, val_f1s = [], []
-        bar = tqdm(range(self.epochs), desc="stage 1 (encoder)", disable=not self.verbose,
-                   unit="epoch", leave=False)
+        bar = tqdm(
+            range(self.epochs),
+            desc="stage 1 (encoder)",
+            disable=not self.verbose,
+            unit="epoch",
+            leave=False,
+        )
         for epoch in bar:
             self.encoder_.train()
             total, batches = 0.0, 0
@@ -434,8 +443,11 @@ class LatentSculpting(BaseEstimator):
         self.encoder_.eval()
         self._set_centroids(X_train, y_train)
         self.history_.update(
-            stage1_loss=losses, stage1_val_f1=val_f1s, best_epoch=best_epoch,
-            n_stage1_train=int(len(train)), n_stage1_val=int(len(val)),
+            stage1_loss=losses,
+            stage1_val_f1=val_f1s,
+            best_epoch=best_epoch,
+            n_stage1_train=int(len(train)),
+            n_stage1_val=int(len(val)),
         )
 
     def _set_centroids(self, X: torch.Tensor, y: torch.Tensor) -> None:
@@ -454,8 +466,13 @@ class LatentSculpting(BaseEstimator):
         data = torch.as_tensor(codes, device=self.device_)
         generator = torch.Generator(device="cpu").manual_seed(int(torch.randint(2**31, ())))
         losses = []
-        bar = tqdm(range(self.flow_epochs), desc="stage 2 (flow)", disable=not self.verbose,
-                   unit="epoch", leave=False)
+        bar = tqdm(
+            range(self.flow_epochs),
+            desc="stage 2 (flow)",
+            disable=not self.verbose,
+            unit="epoch",
+            leave=False,
+        )
         for _ in bar:
             self.flow_.train()
             total, batches = 0.0, 0
@@ -479,8 +496,10 @@ class LatentSculpting(BaseEstimator):
         nll = self._nll(benign_codes)
         dist = self._benign_distance(benign_codes)
         self.score_stats_ = {
-            "nll_mean": float(nll.mean()), "nll_std": float(nll.std() + 1e-12),
-            "dist_mean": float(dist.mean()), "dist_std": float(dist.std() + 1e-12),
+            "nll_mean": float(nll.mean()),
+            "nll_std": float(nll.std() + 1e-12),
+            "dist_mean": float(dist.mean()),
+            "dist_std": float(dist.std() + 1e-12),
         }
         if Z_cal is None:
             # The paper: percentiles of the NLL of the benign codes the flow was trained on.
@@ -643,8 +662,7 @@ class LatentSculpting(BaseEstimator):
             self.n_features_in_ = arr.shape[1]
         elif arr.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"X has {arr.shape[1]} features, but the model was fitted on "
-                f"{self.n_features_in_}"
+                f"X has {arr.shape[1]} features, but the model was fitted on {self.n_features_in_}"
             )
         bad = ~np.isfinite(arr)
         if bad.any():
