@@ -614,20 +614,24 @@ def score_with_ray(
             context.execution_options.preserve_order = True
             context.enable_progress_bars = progress
             model_ref = ray.put(model_path.read_bytes())
+
+            def run(files: list) -> None:
+                _run_group(
+                    files,
+                    output_dir,
+                    model_ref,
+                    num_workers=num_workers,
+                    batch_rows=batch_rows,
+                    done=done,
+                    failed=failed,
+                    fail_fast=fail_fast,
+                    log=log,
+                )
+                _no_rows(files, done, failed, fail_fast, log)
+
             for group in groups.values():
                 try:
-                    _run_group(
-                        group,
-                        output_dir,
-                        model_ref,
-                        num_workers=num_workers,
-                        batch_rows=batch_rows,
-                        done=done,
-                        failed=failed,
-                        fail_fast=fail_fast,
-                        log=log,
-                    )
-                    _no_rows(group, done, failed, fail_fast, log)
+                    run(group)
                     continue
                 except _FailFast:
                     raise
@@ -640,23 +644,11 @@ def score_with_ray(
                     if str(item.path) in done or str(item.path) in failed:
                         continue
                     try:
-                        _run_group(
-                            [item],
-                            output_dir,
-                            model_ref,
-                            num_workers=num_workers,
-                            batch_rows=batch_rows,
-                            done=done,
-                            failed=failed,
-                            fail_fast=fail_fast,
-                            log=log,
-                        )
+                        run([item])
                     except _FailFast:
                         raise
                     except Exception as exc:  # noqa: BLE001 - reported by file name
                         _record_failure(item, exc, failed, fail_fast, log)
-                    else:
-                        _no_rows([item], done, failed, fail_fast, log)
     finally:
         if context is not None and saved is not None:
             context.execution_options.preserve_order, context.enable_progress_bars = saved
