@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -55,6 +57,10 @@ def test_reproduce_writes_results_markdown_and_plots(run_dir):
     ):
         assert (run_dir / name).stat().st_size > 0, name
     assert not list(run_dir.glob(".*tmp*"))
+    # Written through a private temporary file, but published with ordinary permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((run_dir / "results.json").stat().st_mode) == 0o666 & ~umask
 
 
 def test_results_json_has_the_documented_keys_and_sane_metrics(run_dir):

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
+from ._atomic import publish
 from .data import DEFAULT_WITHHELD, FlowTable, ZeroShotSplits, load_cicids2017, zero_shot_splits
 from .estimator import STAGE1_OFFSET, LatentSculpting
 from .evaluation import aggregate, binary_metrics, per_class_recall
@@ -53,11 +54,7 @@ def write_text(text: str, path: Path) -> Path:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        # mkstemp makes the file private (0600); results are ordinary files (umask applies).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ._atomic import publish
 from .encoders import build_encoder
 from .flows import LatentDensity
 from .preprocessing import FeaturePreprocessor
@@ -80,7 +81,7 @@ def save_model(model: LatentSculpting, path: str | Path) -> Path:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -26,6 +26,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ._atomic import publish
 from .data import iter_flow_batches, list_flow_files
 from .data.schema import BENIGN, LABEL_COLUMN, detect_schema, normalize_column_name
 from .estimator import LatentSculpting
@@ -273,7 +274,7 @@ class AtomicTableWriter:
             empty = pd.DataFrame({c: pd.Series(dtype=object) for c in OUTPUT_COLUMNS})
             self.write(empty)
         self._writer.close()
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
         return self.path
 
     def abort(self) -> None:
