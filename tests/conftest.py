@@ -1,4 +1,4 @@
-"""Shared fixtures for the data-layer tests: the vendored sample and ORIGINAL-schema files."""
+"""Shared fixtures: the vendored sample, ORIGINAL-schema files, a recording method factory."""
 
 from __future__ import annotations
 
@@ -97,3 +97,34 @@ def original_columns() -> list[str]:
 def original_writer():
     """``(to_original_frame, write_original_csv)`` helpers for tests that build their own files."""
     return to_original_frame, write_original_csv
+
+
+class RecordingMethod:
+    """Wraps a method and records the rows and labels it is fitted on."""
+
+    def __init__(self, inner, log: list) -> None:
+        self.inner, self.log = inner, log
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def fit(self, X, y, labels):
+        self.log.append({"name": self.inner.name, "X": X.copy(), "labels": set(labels)})
+        self.inner.fit(X, y, labels)
+        return self
+
+    def decision_function(self, X):
+        return self.inner.decision_function(X)
+
+
+@pytest.fixture(scope="module")
+def recording():
+    """A ``make_method`` factory whose methods log what they are fitted on, and that log."""
+    from latent_sculpting.baselines import make_method
+
+    log: list = []
+
+    def factory(name, seed, shared):
+        return RecordingMethod(make_method(name, seed, shared), log)
+
+    return factory, log

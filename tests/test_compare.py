@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from latent_sculpting.baselines import make_method
 from latent_sculpting.cli import main
 from latent_sculpting.compare import calibration_holdout, compare
 from latent_sculpting.data import zero_shot_splits
@@ -21,31 +20,10 @@ def tiny_table(sample_table):
     return cap_per_class(sample_table, 250)
 
 
-class RecordingMethod:
-    """Wraps a method and records the rows it is fitted on."""
-
-    def __init__(self, inner, log: list) -> None:
-        self.inner, self.log = inner, log
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def fit(self, X, y, labels):
-        self.log.append({"name": self.inner.name, "X": X.copy(), "labels": set(labels)})
-        self.inner.fit(X, y, labels)
-        return self
-
-    def decision_function(self, X):
-        return self.inner.decision_function(X)
-
-
 @pytest.fixture(scope="module")
-def run(tiny_table, tmp_path_factory):
+def run(tiny_table, tmp_path_factory, recording):
     out = tmp_path_factory.mktemp("compare")
-    log: list = []
-
-    def factory(name, seed, shared):
-        return RecordingMethod(make_method(name, seed, shared), log)
+    factory, log = recording
 
     results = compare(
         table=tiny_table,

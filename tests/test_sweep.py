@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from latent_sculpting.baselines import make_method
 from latent_sculpting.cli import main
 from latent_sculpting.experiment import cap_per_class
 from latent_sculpting.sweep import FAMILIES, sweep
@@ -20,31 +19,10 @@ def tiny_table(sample_table):
     return cap_per_class(sample_table, 200)
 
 
-class RecordingMethod:
-    """Wraps a method and records the labels of the rows it is fitted on."""
-
-    def __init__(self, inner, log: list) -> None:
-        self.inner, self.log = inner, log
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def fit(self, X, y, labels):
-        self.log.append({"name": self.inner.name, "labels": set(labels)})
-        self.inner.fit(X, y, labels)
-        return self
-
-    def decision_function(self, X):
-        return self.inner.decision_function(X)
-
-
 @pytest.fixture(scope="module")
-def run(tiny_table, tmp_path_factory):
+def run(tiny_table, tmp_path_factory, recording):
     out = tmp_path_factory.mktemp("sweep")
-    log: list = []
-
-    def factory(name, seed, shared):
-        return RecordingMethod(make_method(name, seed, shared), log)
+    factory, log = recording
 
     results = sweep(
         table=tiny_table,
