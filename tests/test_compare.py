@@ -184,3 +184,22 @@ def test_merge_of_one_seed_runs_equals_the_two_seed_run(tmp_path):
         )
         == 2
     )
+
+
+def test_parallel_seeds_give_the_sequential_results(tiny_table, tmp_path):
+    kwargs = {"table": tiny_table, "methods": ["knn", "fast"], "seeds": [0, 1], "threads": 1}
+    sequential = compare(**kwargs, out=tmp_path / "seq", verbose=False, plots=False)
+    parallel = compare(**kwargs, out=tmp_path / "par", verbose=False, plots=False, jobs=2)
+    assert parallel["config"]["jobs"] == 2
+    assert parallel["config"]["seeds_done"] == [0, 1]
+    for name in ("knn", "fast"):
+        for seq, par in zip(
+            sequential["methods"][name]["per_seed"],
+            parallel["methods"][name]["per_seed"],
+            strict=True,
+        ):
+            assert par["seed"] == seq["seed"]
+            assert par["zero_shot"]["auroc"] == pytest.approx(seq["zero_shot"]["auroc"], abs=1e-9)
+            assert par["threshold"] == pytest.approx(seq["threshold"], rel=1e-6)
+    assert (tmp_path / "par" / "seeds" / "seed-1" / "compare.json").is_file()
+    assert "2 at a time" in (tmp_path / "par" / "compare.md").read_text()

@@ -48,14 +48,14 @@ def fitted():
     return model, X, y, novel, fresh
 
 
-@pytest.mark.parametrize("score", ["two_stage", "combined"])
+@pytest.mark.parametrize("score", ["two_stage", "combined", "fisher"])
 def test_outliers_rank_above_every_inlier(score):
     X, y, _, fresh, outliers = toy(0)
     model = LatentSculpting(**{**TINY, "score": score}, random_state=0).fit(X, y)
     assert model.decision_function(outliers).min() > model.decision_function(fresh).max()
 
 
-@pytest.mark.parametrize("score", ["two_stage", "nll", "combined"])
+@pytest.mark.parametrize("score", ["two_stage", "nll", "combined", "fisher"])
 def test_every_score_ranks_known_and_novel_attacks_above_benign(score):
     X, y, novel, fresh, outliers = toy(1)
     model = LatentSculpting(**{**TINY, "score": score}, random_state=1).fit(X, y)
@@ -86,6 +86,32 @@ def test_save_load_gives_identical_scores(fitted, tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     assert loaded.get_params() == model.get_params()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_fused_model_saves_and_loads_every_channel(tmp_path):
+    X, y, novel, fresh, _ = toy(4)
+    model = LatentSculpting(**{**TINY, "score": "fisher"}, random_state=0).fit(X, y)
+    assert set(model.tails_) == {"nll", "forest"}
+    # The flow sees the sculpted code and the Deep SVDD embedding side by side.
+    first = model.flow_.maf.transform.transforms[0].hyper[0]
+    assert first.in_features == TINY["latent_dim"] + TINY["svdd_dim"]
+    details = model.score_details(np.vstack([fresh, novel]))
+    assert {"nll", "forest_probability", "score", "stage1_attack"} <= set(details)
+    loaded = LatentSculpting.load(model.save(tmp_path / "fused.sculpt"))
+    rows = np.vstack([X, novel, fresh])
+    np.testing.assert_array_equal(loaded.decision_function(rows), model.decision_function(rows))
+    np.testing.assert_array_equal(loaded.p_values(rows), model.p_values(rows))
+    # Held-out halves: tails on one, threshold on the other; no row is in both.
+    n_held_out = round(model.calibration_fraction * (y == 0).sum())
+    assert len(model.calibration_scores_) + len(model.tails_["nll"].reference_) == n_held_out
+
+
+def test_fused_score_needs_a_forest_and_held_out_calibration():
+    X, y, *_ = toy(5, n=100)
+    with pytest.raises(ValueError, match="forest_trees >= 1"):
+        LatentSculpting(**{**TINY, "score": "fisher", "forest_trees": 0}).fit(X, y)
+    with pytest.raises(ValueError, match="calibration='holdout'"):
+        LatentSculpting(**{**TINY, "score": "fisher", "calibration": "train"}).fit(X, y)
 
 
 def test_model_file_refuses_other_versions_and_truncation(fitted, tmp_path):

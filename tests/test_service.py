@@ -13,6 +13,7 @@ import pytest
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017, sample_path
 from latent_sculpting.experiment import cap_per_class
+from latent_sculpting.persistence import FORMAT_VERSION
 from latent_sculpting.scoring import score_frame
 
 pytest.importorskip("fastapi")
@@ -28,7 +29,9 @@ def model(tmp_path_factory):
     """A fast two-stage model on a small real slice of the sample, saved and loaded back."""
     table = cap_per_class(load_cicids2017(), 60, seed=0)
     X = pd.DataFrame(table.X, columns=table.feature_names)
-    fitted = LatentSculpting(**{**preset("fast"), "calibration": "train"}, random_state=0)
+    fitted = LatentSculpting(
+        **{**preset("fast"), "calibration": "train", "score": "nll"}, random_state=0
+    )
     fitted.fit(X, (table.labels != "BENIGN").astype(int), groups=table.labels)
     fitted.metadata_ = {
         "training_data": {"rows": len(X), "label_column": "Label", "benign_label": "BENIGN"},
@@ -94,7 +97,7 @@ def test_health_and_model_card(client, model):
     card = client.get("/v1/model").json()
     assert card["features"] == list(model.feature_names_in_)
     assert card["threshold"] == pytest.approx(model.threshold_)
-    assert card["format_version"] == 1
+    assert card["format_version"] == FORMAT_VERSION
     assert card["training_data"]["label_column"] == "Label"
     assert card["params"]["latent_dim"] == model.latent_dim
 

@@ -175,6 +175,7 @@ def compare(
     threads: int | None = None,
     factory: MethodFactory = make_method,
     table: FlowTable | None = None,
+    jobs: int = 1,
 ) -> dict:
     """Fit every method on the same zero-shot splits, once per seed, and write the comparison.
 
@@ -205,9 +206,14 @@ def compare(
     threads : int, optional
         Cap on BLAS/OpenMP/torch threads (see :func:`limit_threads`).
     factory : callable, default=make_method
-        Builds each method; tests pass a wrapper that records what methods are fitted on.
+        Builds each method from its name; tests pass a wrapper that records what methods are
+        fitted on, ``benchmarks/preset_search.py`` one that builds variants of a preset.
     table : FlowTable, optional
         Data already loaded (``data`` and ``max_per_class`` are then ignored).
+    jobs : int, default=1
+        Seeds fitted at once, each in its own process (``out/seeds/seed-K``), then merged with
+        :func:`merge_runs`; the results are those of a sequential run. ``threads`` (default:
+        the CPUs shared out) applies per process.
 
     Returns
     -------
@@ -218,17 +224,33 @@ def compare(
     if not 0 < percentile < 100:
         raise ValueError(f"percentile must be in (0, 100), got {percentile}")
     names = list(methods) if methods else list(DEFAULT_METHODS)
-    for name in names:
-        parse_method(name)
+    if factory is make_method:  # another factory knows its own names
+        for name in names:
+            parse_method(name)
     if len(set(names)) != len(names):
         raise ValueError(f"methods must be distinct, got {names}")
     if not seeds:
         raise ValueError("seeds must name at least one seed")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = Path(out) if out is not None else Path("runs") / f"compare-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
     if table is None:
         table = load_table(data, max_per_class)
+    if jobs > 1 and len(seeds) > 1:
+        common = {
+            "methods": names,
+            "percentile": percentile,
+            "holdout": holdout,
+            "split_seed": split_seed,
+            "withheld": withheld,
+            "max_per_class": max_per_class,
+            "threads": threads or max(1, (os.cpu_count() or 1) // min(jobs, len(seeds))),
+            "factory": factory,
+            "table": table,
+        }
+        return _compare_in_processes(common, list(seeds), jobs, out, plots, verbose, started)
 
     config = {
         "percentile": percentile,
@@ -288,6 +310,43 @@ def compare(
         )
     if verbose:
         tqdm.write(f"comparison in {out}/ (compare.json, compare.md, plots)")
+    return results
+
+
+def _compare_in_processes(
+    common: dict, seeds: list[int], jobs: int, out: Path, plots: bool, verbose: bool, started: float
+) -> dict:
+    """One process per seed (at most ``jobs`` at once), then one merged comparison in ``out``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    runs = [out / "seeds" / f"seed-{seed}" for seed in seeds]
+    # spawn, not fork: a forked child inherits torch's thread pools and OpenMP state.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [
+            # The first seed's run draws the score curves, as a sequential run does.
+            pool.submit(
+                compare, **common, seeds=[seed], out=run, plots=plots and i == 0, verbose=False
+            )
+            for i, (seed, run) in enumerate(zip(seeds, runs, strict=True))
+        ]
+        bar = tqdm(
+            total=len(futures), desc=f"compare ({jobs} jobs)", unit="seed", disable=not verbose
+        )
+        for future in as_completed(futures):
+            future.result()
+            bar.update()
+        bar.close()
+    results = merge_runs(runs, out, plots=plots)
+    results["config"].update(jobs=jobs, seconds=time.perf_counter() - started)
+    write_json(results, out / "compare.json")
+    write_text(compare_markdown(results), out / "compare.md")
+    curves = runs[0] / "compare_zero_shot_curves.png"
+    if plots and curves.is_file():
+        os.replace(curves, out / curves.name)
+    if verbose:
+        tqdm.write(f"comparison in {out}/ (compare.json, compare.md, plots; per seed in seeds/)")
     return results
 
 
@@ -353,6 +412,8 @@ def compare_markdown(results: dict) -> str:
     done = cfg.get("seeds_done", cfg["seeds"])
     partial = "" if sorted(done) == sorted(cfg["seeds"]) else f" (of {cfg['seeds']} asked)"
     merged = f" Merged from {len(cfg['merged_from'])} runs." if cfg.get("merged_from") else ""
+    if cfg.get("jobs"):
+        merged = f" Seeds fitted {cfg['jobs']} at a time, one process each."
     lines = [
         "# `sculpt compare`",
         "",
@@ -466,7 +527,7 @@ def plot_bars(results: dict, path: Path) -> Path:
 _MERGE_KEYS = ("methods", "percentile", "holdout", "split_seed", "withheld", "max_per_class")
 
 
-def merge_runs(runs: Sequence[str | Path], out: str | Path) -> dict:
+def merge_runs(runs: Sequence[str | Path], out: str | Path, *, plots: bool = True) -> dict:
     """Merge compare runs made with different seeds (e.g. in parallel) into one comparison.
 
     Each run's ``compare.json`` holds every method's per-seed metrics; merging concatenates them
@@ -479,6 +540,8 @@ def merge_runs(runs: Sequence[str | Path], out: str | Path) -> dict:
         Output folders of ``sculpt compare``.
     out : path
         Folder for the merged ``compare.json``, ``compare.md`` and bar plot.
+    plots : bool, default=True
+        Draw the bar plot.
 
     Raises
     ------
@@ -543,5 +606,6 @@ def merge_runs(runs: Sequence[str | Path], out: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_json(results, out / "compare.json")
     write_text(compare_markdown(results), out / "compare.md")
-    plot_bars(results, out / "compare_bars.png")
+    if plots:
+        plot_bars(results, out / "compare_bars.png")
     return results

@@ -29,6 +29,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from .deep_sad import DeepSAD
 from .encoders import build_encoder
 from .fastpath import (
     FLOW_CHUNK,
@@ -39,6 +40,8 @@ from .fastpath import (
     scoring_threads,
 )
 from .flows import LatentDensity
+from .forest import AttackForest
+from .fusion import TailPValue, fisher
 from .losses import build_loss
 from .preprocessing import FeaturePreprocessor
 
@@ -56,7 +59,7 @@ STAGE1_OFFSET = 1e12
 # Rows preprocessed and scored at a time by decision_function and score_details.
 _SCORE_BLOCK = 65_536
 
-_SCORES = ("two_stage", "nll", "combined")
+_SCORES = ("two_stage", "nll", "combined", "fisher")
 _CALIBRATIONS = ("train", "holdout")
 _SELECTIONS = ("centroid_f1", "distance_auroc", "last")
 
@@ -100,11 +103,29 @@ class LatentSculpting(BaseEstimator):
         MAF size: MADE transforms, hidden width, hidden layers per MADE.
     flow_lr : float, default=5e-4
     flow_epochs, flow_batch_size : int
-    score : {"two_stage", "nll", "combined"}, default="two_stage"
+    flow_standardize : bool, default=False
+        Standardise the flow's input (mean and std of the benign training inputs). Sculpted
+        codes have very unequal scales, attack directions pushed to the margin and benign ones
+        packed tight; the MAF's standard-normal base fits them in fewer epochs once scaled. The
+        paper's code feeds the raw codes.
+    svdd_dim : int, default=0
+        Width of a benign-only Deep SVDD embedding (:class:`~latent_sculpting.deep_sad.DeepSAD`
+        with ``eta=0``) appended to the latent code as the flow's input; 0 for none. Stage 1
+        keeps the directions that separate benign flows from the *known* attacks and squeezes
+        the rest; this channel keeps what it squeezed (docs/presets.md).
+    forest_trees : int, default=0
+        Trees of the random forest (:class:`~latent_sculpting.forest.AttackForest`) that
+        ``score="fisher"`` trains on the scaled features against the known attacks and fuses
+        with the flow; ignored by the other scores.
+    score : {"two_stage", "nll", "combined", "fisher"}, default="two_stage"
         ``"two_stage"`` is the paper's rule: Stage-1 attacks rank above every flow-scored row.
         ``"nll"`` uses the flow alone. ``"combined"`` adds the standardised NLL and the
         standardised squared distance to the benign centroid, both measured on benign training
-        codes.
+        codes. ``"fisher"`` turns the flow's NLL and the forest's attack probability into
+        p-values against held-out benign *reference* flows and adds their ``-log``
+        (:mod:`~latent_sculpting.fusion`); it needs ``forest_trees > 0`` and
+        ``calibration="holdout"``, whose held-out rows are then split in halves, one for the
+        reference and one for the threshold.
     percentile : float, default=95.0
         Percentile of benign calibration scores used as ``threshold_``.
     calibration : {"train", "holdout"}, default="train"
@@ -126,6 +147,13 @@ class LatentSculpting(BaseEstimator):
     preprocessor_ : FeaturePreprocessor
     encoder_ : torch.nn.Module or None
     flow_ : LatentDensity
+    flow_scaler_ : FeaturePreprocessor or None
+        The flow input's standardisation (``flow_standardize=True``).
+    svdd_ : DeepSAD or None
+        The benign-only embedding appended to the codes (``svdd_dim > 0``).
+    forest_ : AttackForest or None
+    tails_ : dict of str to TailPValue
+        For ``score="fisher"``: the p-value model of each channel (``"nll"``, ``"forest"``).
     center_benign_, center_attack_ : torch.Tensor or None
         Stage-1 centroids, from the Stage-1 training rows.
     thresholds_ : dict of float to float
@@ -181,6 +209,9 @@ class LatentSculpting(BaseEstimator):
         flow_lr: float = 5e-4,
         flow_epochs: int = 10,
         flow_batch_size: int = 512,
+        flow_standardize: bool = False,
+        svdd_dim: int = 0,
+        forest_trees: int = 0,
         score: str = "two_stage",
         percentile: float = 95.0,
         calibration: str = "train",
@@ -221,6 +252,9 @@ class LatentSculpting(BaseEstimator):
         self.flow_lr = flow_lr
         self.flow_epochs = flow_epochs
         self.flow_batch_size = flow_batch_size
+        self.flow_standardize = flow_standardize
+        self.svdd_dim = svdd_dim
+        self.forest_trees = forest_trees
         self.score = score
         self.percentile = percentile
         self.calibration = calibration
@@ -264,6 +298,13 @@ class LatentSculpting(BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(2**31)))
             fit_index, cal_index = self._calibration_split(y, rng)
+            ref_index = None
+            if self.score == "fisher":
+                # Half the held-out benign rows place each channel's p-values, half set the
+                # threshold: the threshold then stays a valid conformal one.
+                held_out = rng.permutation(cal_index)
+                half = len(held_out) // 2
+                ref_index, cal_index = np.sort(held_out[:half]), np.sort(held_out[half:])
 
             start = time.perf_counter()
             self.preprocessor_ = FeaturePreprocessor(
@@ -287,12 +328,64 @@ class LatentSculpting(BaseEstimator):
 
             start = time.perf_counter()
             benign = fit_index[y[fit_index] == 0]
+            oob = self._fit_side_channels(Z, y, benign, rng)
+            self.history_["seconds"]["side_channels"] = time.perf_counter() - start
+
+            start = time.perf_counter()
             codes = self._encode(Z[benign])
-            self._fit_stage2(codes)
+            self.flow_scaler_ = None
+            if self.flow_standardize:
+                inputs = self._flow_input(Z[benign], codes)
+                self.flow_scaler_ = FeaturePreprocessor(scaler="standard").fit(inputs)
+            self._fit_stage2(self._flow_input(Z[benign], codes))
             self.history_["seconds"]["stage2"] = time.perf_counter() - start
 
-            self._calibrate(codes, Z[cal_index] if cal_index is not None else None)
+            self.tails_ = {}
+            if ref_index is not None:
+                ref = self._channels(Z[ref_index], score=False, forest=oob[ref_index])
+                self.tails_ = {
+                    "nll": TailPValue().fit(ref["nll"]),
+                    "forest": TailPValue(min_scale=1 / self.forest_trees).fit(
+                        ref["forest_probability"]
+                    ),
+                }
+            self._calibrate(
+                Z[benign],
+                codes,
+                Z[cal_index] if cal_index is not None else None,
+                None if oob is None else oob[cal_index],
+            )
         return self
+
+    def _fit_side_channels(
+        self, Z: np.ndarray, y: np.ndarray, benign: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray | None:
+        """Fit the Deep SVDD embedding (on ``benign`` rows) and the forest (on every row).
+
+        Returns the forest's out-of-bag probability of every row (None without a forest).
+        Benign rows are the forest's minority class (a few thousand against tens of thousands
+        of attacks here), so it also learns from the held-out benign rows; their scores for
+        the tails and the threshold are out-of-bag votes, of trees that never saw them, as in
+        the jackknife+-after-bootstrap (Kim, Xu and Barber, NeurIPS 2020).
+        """
+        # Seeds are drawn only for the channels in use, so that presets without them draw
+        # exactly what they drew before these channels existed.
+        self.svdd_ = self.forest_ = None
+        if self.svdd_dim > 0:
+            seed = int(rng.integers(2**31))
+            self.svdd_ = DeepSAD(eta=0.0, rep_dim=self.svdd_dim, random_state=seed)
+            self.svdd_.fit(Z[benign])
+        if self.score != "fisher":
+            return None
+        seed = int(rng.integers(2**31))
+        self.forest_ = AttackForest(self.forest_trees, random_state=seed).fit(Z, y)
+        oob = self.forest_.oob_proba_
+        del self.forest_.oob_proba_  # fit-time only
+        # A row in every bootstrap sample has no out-of-bag vote (about 0.37**trees of rows).
+        missing = ~np.isfinite(oob)
+        if missing.any():
+            oob[missing] = self.forest_.predict_proba(Z[missing])
+        return oob
 
     def _validate_params(self) -> None:
         choices = {"score": _SCORES, "calibration": _CALIBRATIONS, "selection": _SELECTIONS}
@@ -303,6 +396,13 @@ class LatentSculpting(BaseEstimator):
             raise ValueError("score='two_stage' needs stage1=True; use score='nll'")
         if self.score == "combined" and not self.stage1:
             raise ValueError("score='combined' needs stage1=True; use score='nll'")
+        if self.score == "fisher" and self.forest_trees < 1:
+            raise ValueError(f"score='fisher' needs forest_trees >= 1, got {self.forest_trees}")
+        if self.score == "fisher" and self.calibration != "holdout":
+            raise ValueError("score='fisher' needs calibration='holdout' for its reference rows")
+        for name in ("svdd_dim", "forest_trees"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.percentile < 100:
             raise ValueError(f"percentile must be in (0, 100), got {self.percentile}")
         if self.target_fpr is not None and not 0 < self.target_fpr < 1:
@@ -492,8 +592,14 @@ class LatentSculpting(BaseEstimator):
         self.flow_.eval()
         self.history_["stage2_nll"] = losses
 
-    def _calibrate(self, benign_codes: np.ndarray, Z_cal: np.ndarray | None) -> None:
-        nll = self._nll(benign_codes)
+    def _calibrate(
+        self,
+        Z_benign: np.ndarray,
+        benign_codes: np.ndarray,
+        Z_cal: np.ndarray | None,
+        cal_forest: np.ndarray | None = None,
+    ) -> None:
+        nll = self._nll(self._flow_input(Z_benign, benign_codes))
         dist = self._benign_distance(benign_codes)
         self.score_stats_ = {
             "nll_mean": float(nll.mean()),
@@ -503,9 +609,9 @@ class LatentSculpting(BaseEstimator):
         }
         if Z_cal is None:
             # The paper: percentiles of the NLL of the benign codes the flow was trained on.
-            cal = nll if self.score != "combined" else self._score_codes(benign_codes)
+            cal = nll if self.score != "combined" else self._channels(Z_benign)["score"]
         else:
-            cal = self._score_codes(self._encode(Z_cal))
+            cal = self._channels(Z_cal, forest=cal_forest)["score"]
         self.calibration_scores_ = np.sort(cal.astype(np.float64))
         percentiles = sorted({*PERCENTILES, float(self.percentile)})
         self.thresholds_ = {
@@ -525,7 +631,7 @@ class LatentSculpting(BaseEstimator):
         ``STAGE1_OFFSET`` plus its margin (distance to the benign centroid minus distance to the
         attack centroid), above every Stage-2 NLL.
         """
-        parts = [self._score_codes(self._encode(Z)) for Z in self._transform_blocks(X)]
+        parts = [self._channels(Z)["score"] for Z in self._transform_blocks(X)]
         return np.concatenate(parts)
 
     def predict(self, X: Any) -> np.ndarray:
@@ -546,12 +652,11 @@ class LatentSculpting(BaseEstimator):
         return self._encode(self._transform(X))
 
     def score_details(self, X: Any) -> dict[str, np.ndarray]:
-        """Everything behind the score: NLL, centroid distances, the Stage-1 verdict and score."""
+        """Everything behind the score: NLL, forest probability, distances, verdicts, score."""
         blocks = []
         for Z in self._transform_blocks(X):
-            codes = self._encode(Z)
-            nll = self._nll(codes)
-            out = {"nll": nll, "score": self._score_codes(codes, nll)}
+            out = self._channels(Z)
+            codes = out.pop("codes")
             if self.stage1:
                 t = torch.as_tensor(codes, device=self.device_)
                 out["distance_benign"] = _sqdist(t, self.center_benign_).cpu().numpy()
@@ -560,10 +665,41 @@ class LatentSculpting(BaseEstimator):
             blocks.append(out)
         return {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
 
-    def _score_codes(self, codes: np.ndarray, nll: np.ndarray | None = None) -> np.ndarray:
-        nll = np.minimum(self._nll(codes) if nll is None else nll, STAGE1_OFFSET / 2)
+    def _channels(
+        self, Z: np.ndarray, *, score: bool = True, forest: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Codes, flow NLL, forest probability (with a forest) and score of scaled rows ``Z``.
+
+        ``forest`` replaces the forest's probabilities (its out-of-bag votes while fitting).
+        """
+        codes = self._encode(Z)
+        out = {"codes": codes, "nll": self._nll(self._flow_input(Z, codes))}
+        if forest is not None:
+            out["forest_probability"] = forest
+        elif getattr(self, "forest_", None) is not None:
+            out["forest_probability"] = self.forest_.predict_proba(Z)
+        if score:
+            out["score"] = self._score(codes, out)
+        return out
+
+    def _flow_input(self, Z: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        if getattr(self, "svdd_", None) is not None:
+            codes = np.hstack([codes, self.svdd_.transform(Z)])
+        if getattr(self, "flow_scaler_", None) is not None:
+            codes = self.flow_scaler_.transform(codes)
+        return codes
+
+    def _score(self, codes: np.ndarray, channels: dict[str, np.ndarray]) -> np.ndarray:
+        nll = np.minimum(channels["nll"], STAGE1_OFFSET / 2)
         if self.score == "nll":
             return nll
+        if self.score == "fisher":
+            return fisher(
+                [
+                    self.tails_["nll"].neg_log_p(nll),
+                    self.tails_["forest"].neg_log_p(channels["forest_probability"]),
+                ]
+            )
         if self.score == "combined":
             s = self.score_stats_
             dist = self._benign_distance(codes)

@@ -321,6 +321,9 @@ _SCORE_NOTES = {
     "(Stage 1 shapes the space; its nearest-centroid rule does not vote).",
     "combined": "Score: standardised Stage-2 NLL plus standardised squared distance to the "
     "benign centroid.",
+    "fisher": "Score: Fisher's sum of -log p-values of two channels, each against held-out "
+    "benign reference flows: the Stage-2 flow's NLL (of the sculpted code beside a benign-only "
+    "Deep SVDD embedding) and a random forest's known-attack probability.",
 }
 
 

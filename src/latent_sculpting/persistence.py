@@ -1,7 +1,9 @@
 """Safe model files: weights as tensors in one safetensors file, everything else as JSON.
 
 A ``.sculpt`` file is a safetensors file. Its tensors are the encoder's and the flow's state
-dicts, the Stage-1 centroids, the preprocessor's arrays and the sorted calibration scores; its
+dicts, the Stage-1 centroids, the preprocessor's arrays, the sorted calibration scores and, when
+the model has them, the flow input's scaling, the Deep SVDD channel's weights, the forest's node
+arrays and the fusion's reference scores; its
 string metadata holds the format name and version, the estimator's parameters and its fitted
 scalars as JSON. Loading parses JSON and copies tensors: nothing is unpickled, so a model file
 from an untrusted source cannot run code.
@@ -21,8 +23,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ._atomic import publish
+from .deep_sad import DeepSAD
 from .encoders import build_encoder
 from .flows import LatentDensity
+from .forest import AttackForest
+from .fusion import TailPValue
 from .preprocessing import FeaturePreprocessor
 
 if TYPE_CHECKING:
@@ -31,8 +36,11 @@ if TYPE_CHECKING:
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_model", "save_model"]
 
 FORMAT_NAME = "latent-sculpting"
-#: Bumped whenever the file layout changes; files of another version are refused.
-FORMAT_VERSION = 1
+#: Bumped whenever the file layout changes; files of other versions than READABLE are refused.
+FORMAT_VERSION = 2
+#: Version 2 added the optional Deep SVDD, forest and fusion parts; a version-1 file is a
+#: version-2 file without them.
+READABLE_VERSIONS = (1, 2)
 
 
 def save_model(model: LatentSculpting, path: str | Path) -> Path:
@@ -54,6 +62,21 @@ def save_model(model: LatentSculpting, path: str | Path) -> Path:
     pre_config, pre_arrays = model.preprocessor_.get_state()
     for key, value in pre_arrays.items():
         tensors["preprocessor." + key] = torch.from_numpy(np.ascontiguousarray(value).copy())
+    parts: dict[str, dict] = {}
+    if getattr(model, "flow_scaler_", None) is not None:
+        parts["flow_scaler"], scaler_arrays = model.flow_scaler_.get_state()
+        for key, value in scaler_arrays.items():
+            tensors[f"flow_scaler.{key}"] = torch.from_numpy(np.ascontiguousarray(value).copy())
+    if getattr(model, "svdd_", None) is not None:
+        parts["svdd"], svdd_tensors = model.svdd_.get_state()
+        tensors.update({f"svdd.{k}": v.cpu().contiguous() for k, v in svdd_tensors.items()})
+    if getattr(model, "forest_", None) is not None:
+        parts["forest"], forest_arrays = model.forest_.get_state()
+        tensors.update({f"forest.{k}": torch.from_numpy(v) for k, v in forest_arrays.items()})
+    parts["tails"] = {}
+    for name, tail in getattr(model, "tails_", {}).items():
+        parts["tails"][name], tail_arrays = tail.get_state()
+        tensors.update({f"tail.{name}.{k}": torch.from_numpy(v) for k, v in tail_arrays.items()})
 
     fitted = {
         "n_features_in_": model.n_features_in_,
@@ -67,6 +90,7 @@ def save_model(model: LatentSculpting, path: str | Path) -> Path:
         "score_stats_": model.score_stats_,
         "history_": model.history_,
         "preprocessor": pre_config,
+        **parts,
         "extra": getattr(model, "metadata_", {}),
     }
     metadata = {
@@ -115,11 +139,11 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LatentSculpting:
     if metadata.get("format") != FORMAT_NAME:
         raise ValueError(f"{path} is not a latent-sculpting model file")
     version = metadata.get("format_version")
-    if version != str(FORMAT_VERSION):
+    if version not in [str(v) for v in READABLE_VERSIONS]:
         raise ValueError(
-            f"{path} has model format version {version}; this package reads version "
-            f"{FORMAT_VERSION}. Refit the model, or use the package version that wrote it "
-            f"({metadata.get('package_version')})"
+            f"{path} has model format version {version}; this package reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. Refit the model, or use the package "
+            f"version that wrote it ({metadata.get('package_version')})"
         )
     try:
         params = json.loads(metadata["params"])
@@ -168,6 +192,24 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LatentSculpting:
         model.encoder_ = None
         model.center_benign_ = model.center_attack_ = None
         latent = width
+    try:
+        model.svdd_ = model.forest_ = model.flow_scaler_ = None
+        if "svdd" in fitted:
+            model.svdd_ = DeepSAD.from_state(fitted["svdd"], part("svdd."))
+            latent += model.svdd_.rep_dim
+        if "flow_scaler" in fitted:
+            arrays = {k: v.numpy() for k, v in part("flow_scaler.").items()}
+            model.flow_scaler_ = FeaturePreprocessor.from_state(fitted["flow_scaler"], arrays)
+            latent = int(np.sum(model.flow_scaler_.support_))
+        if "forest" in fitted:
+            arrays = {k: v.numpy() for k, v in part("forest.").items()}
+            model.forest_ = AttackForest.from_state(fitted["forest"], arrays)
+        model.tails_ = {
+            name: TailPValue.from_state(config, {"reference": tensors[f"tail.{name}.reference"]})
+            for name, config in fitted.get("tails", {}).items()
+        }
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{path}: damaged flow input or fusion channels: {error!r}") from None
     model.flow_ = LatentDensity(
         latent,
         transforms=params["flow_transforms"],

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..deep_sad import DeepSAD
 from ..presets import PRESETS
 from .base import EstimatorMethod, Method, preserve_global_rng
-from .deep_sad import DeepSAD
 from .ecod import InductiveECOD
 from .sculpting import ABLATIONS, SculptingMethod
 

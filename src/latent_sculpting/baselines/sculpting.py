@@ -20,11 +20,16 @@ __all__ = ["ABLATIONS", "SculptingMethod"]
 ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "stage1": ({}, "Stage 1 alone: nearest-centroid margin d(benign) - d(attack)"),
     "stage2": (
-        {"stage1": False, "score": "nll"},
-        "Stage 2 alone: the flow on the scaled features, no encoder",
+        {"stage1": False, "score": "nll", "svdd_dim": 0},
+        "Stage 2 alone: the flow on the scaled features, no encoder, no other channel",
     ),
-    "ce": ({"loss": "cross_entropy"}, "encoder trained with plain cross-entropy, then the flow"),
+    "ce": ({"loss": "cross_entropy"}, "encoder trained with plain cross-entropy"),
     "nosep": ({"gamma": 0.0}, "sculpting loss without its separation term (gamma = 0)"),
+    "noforest": (
+        {"score": "nll"},
+        "no forest: the flow's NLL alone (on the sculpted code and the Deep SVDD embedding)",
+    ),
+    "nosvdd": ({"svdd_dim": 0}, "no Deep SVDD embedding beside the sculpted code"),
 }
 
 

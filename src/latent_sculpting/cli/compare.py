@@ -45,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--threads", type=int, help="cap BLAS/OpenMP/torch threads (helps on shared cores)"
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="seeds fitted at once, one process each, then merged (default 1)",
+    )
+    parser.add_argument(
         "--merge",
         nargs="+",
         metavar="RUN_DIR",
@@ -80,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         verbose=not args.quiet,
         threads=args.threads,
+        jobs=args.jobs,
     )
     _print(results)
     return 0

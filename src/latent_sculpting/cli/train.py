@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             "sculpt train: warning: no attack rows in the data; fitting Stage 2 alone "
             "(stage1=False, score='nll'): the model flags flows that are unlikely under the "
-            "benign density, without a known-attack rule",
+            "benign density, without a known-attack rule or forest",
             file=sys.stderr,
         )
         params.update(stage1=False, score="nll")

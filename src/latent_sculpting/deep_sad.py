@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..encoders import BiasFreeEncoder
+from .encoders import BiasFreeEncoder
 
 __all__ = ["DeepSAD"]
 
@@ -134,9 +134,34 @@ class DeepSAD:
         return center
 
     @torch.no_grad()
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Squared distance of ``phi(x)`` to the centre; higher is more anomalous."""
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """The embedding ``phi(x)`` of each row, float32 of shape (n_samples, rep_dim)."""
         self.net_.eval()
         X_t = torch.as_tensor(np.asarray(X, dtype=np.float32))
-        parts = [(self.net_(part) - self.center_).pow(2).sum(dim=1) for part in X_t.split(8192)]
-        return torch.cat(parts).double().numpy()
+        return torch.cat([self.net_(part) for part in X_t.split(8192)]).numpy()
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Squared distance of ``phi(x)`` to the centre; higher is more anomalous."""
+        codes = torch.from_numpy(self.transform(X))
+        return (codes - self.center_).pow(2).sum(dim=1).double().numpy()
+
+    def get_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """Fitted state as a JSON-able config and named tensors (no pickle)."""
+        config = {"n_features": self.net_.net[0].in_features, "hidden": list(self.hidden)}
+        config["rep_dim"] = self.rep_dim
+        tensors = {"center": self.center_.detach().clone()}
+        tensors.update({f"net.{k}": v.detach().clone() for k, v in self.net_.state_dict().items()})
+        return config, tensors
+
+    @classmethod
+    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> DeepSAD:
+        """Rebuild a fitted model from :meth:`get_state` output (scoring only)."""
+        model = cls(hidden=tuple(config["hidden"]), rep_dim=config["rep_dim"])
+        model.net_ = BiasFreeEncoder(
+            config["n_features"], latent_dim=config["rep_dim"], hidden=model.hidden
+        )
+        state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
+        model.net_.load_state_dict(state, strict=True)
+        model.net_.eval()
+        model.center_ = tensors["center"]
+        return model
