@@ -43,6 +43,13 @@ FAMILIES = {
         "calibration": "holdout",
     },
     "no_stage1": {"stage1": False, "score": "nll", "flow_hidden_layers": 2},
+    "fused": {
+        "encoder": "mlp",
+        "d_model": 32,
+        "n_layers": 1,
+        "score": "fisher",
+        "calibration": "holdout",
+    },
 }
 
 
