@@ -334,10 +334,11 @@ class LatentSculpting(BaseEstimator):
             start = time.perf_counter()
             codes = self._encode(Z[benign])
             self.flow_scaler_ = None
+            inputs = self._flow_input(Z[benign], codes)
             if self.flow_standardize:
-                inputs = self._flow_input(Z[benign], codes)
                 self.flow_scaler_ = FeaturePreprocessor(scaler="standard").fit(inputs)
-            self._fit_stage2(self._flow_input(Z[benign], codes))
+                inputs = self.flow_scaler_.transform(inputs)
+            self._fit_stage2(inputs)
             self.history_["seconds"]["stage2"] = time.perf_counter() - start
 
             self.tails_ = {}
@@ -350,8 +351,8 @@ class LatentSculpting(BaseEstimator):
                     ),
                 }
             self._calibrate(
-                Z[benign],
                 codes,
+                inputs,
                 Z[cal_index] if cal_index is not None else None,
                 None if oob is None else oob[cal_index],
             )
@@ -594,12 +595,14 @@ class LatentSculpting(BaseEstimator):
 
     def _calibrate(
         self,
-        Z_benign: np.ndarray,
         benign_codes: np.ndarray,
+        benign_inputs: np.ndarray,
         Z_cal: np.ndarray | None,
         cal_forest: np.ndarray | None = None,
     ) -> None:
-        nll = self._nll(self._flow_input(Z_benign, benign_codes))
+        # Thresholds from the held-out rows Z_cal, or, without them, from the benign training
+        # rows, whose codes and flow inputs fit has already computed.
+        nll = self._nll(benign_inputs)
         dist = self._benign_distance(benign_codes)
         self.score_stats_ = {
             "nll_mean": float(nll.mean()),
@@ -609,7 +612,7 @@ class LatentSculpting(BaseEstimator):
         }
         if Z_cal is None:
             # The paper: percentiles of the NLL of the benign codes the flow was trained on.
-            cal = nll if self.score != "combined" else self._channels(Z_benign)["score"]
+            cal = nll if self.score != "combined" else self._score(benign_codes, {"nll": nll})
         else:
             cal = self._channels(Z_cal, forest=cal_forest)["score"]
         self.calibration_scores_ = np.sort(cal.astype(np.float64))
