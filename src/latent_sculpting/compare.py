@@ -338,10 +338,8 @@ def _compare_in_processes(
             future.result()
             bar.update()
         bar.close()
-    results = merge_runs(runs, out, plots=plots)
-    results["config"].update(jobs=jobs, seconds=time.perf_counter() - started)
-    write_json(results, out / "compare.json")
-    write_text(compare_markdown(results), out / "compare.md")
+    config = {"jobs": jobs, "seconds": time.perf_counter() - started}
+    results = merge_runs(runs, out, plots=plots, config=config)
     curves = runs[0] / "compare_zero_shot_curves.png"
     if plots and curves.is_file():
         os.replace(curves, out / curves.name)
@@ -527,7 +525,9 @@ def plot_bars(results: dict, path: Path) -> Path:
 _MERGE_KEYS = ("methods", "percentile", "holdout", "split_seed", "withheld", "max_per_class")
 
 
-def merge_runs(runs: Sequence[str | Path], out: str | Path, *, plots: bool = True) -> dict:
+def merge_runs(
+    runs: Sequence[str | Path], out: str | Path, *, plots: bool = True, config: dict | None = None
+) -> dict:
     """Merge compare runs made with different seeds (e.g. in parallel) into one comparison.
 
     Each run's ``compare.json`` holds every method's per-seed metrics; merging concatenates them
@@ -542,6 +542,9 @@ def merge_runs(runs: Sequence[str | Path], out: str | Path, *, plots: bool = Tru
         Folder for the merged ``compare.json``, ``compare.md`` and bar plot.
     plots : bool, default=True
         Draw the bar plot.
+    config : dict, optional
+        Entries that replace the merged ``config``'s (``compare(jobs=...)`` passes its job
+        count and wall time, where a merge of separate runs sums their times).
 
     Raises
     ------
@@ -600,6 +603,7 @@ def merge_runs(runs: Sequence[str | Path], out: str | Path, *, plots: bool = Tru
             "seeds_done": sorted(seeds),
             "merged_from": [str(r) for r in runs],
             "seconds": sum(r["config"]["seconds"] for r in loaded),
+            **(config or {}),
         },
     }
     out = Path(out)
