@@ -105,11 +105,11 @@ class DriftReference:
         if not isinstance(self.n_bins, int | np.integer) or self.n_bins < 2:
             raise ValueError(f"n_bins must be an integer >= 2, got {self.n_bins!r}")
         names = _check_names(feature_names)
-        X = _check_features(X, names)
+        # Edges are stored as float32, the features' type; a value beyond its range is refused.
+        X = _check_features(_check_features(X, names).astype(np.float32, copy=False), names)
         if len(X) < self.n_bins:
             raise ValueError(f"need at least n_bins={self.n_bins} rows to fit bins, got {len(X)}")
         self.target_fpr_ = _check_fpr(target_fpr)
-        X = X.astype(np.float32, copy=False)
         minimum, maximum = X.min(axis=0), X.max(axis=0)
         edges = [_equal_frequency_edges(X[:, j], self.n_bins) for j in range(X.shape[1])]
         self.feature_names_ = names
@@ -297,7 +297,8 @@ class DriftReport:
     feature_names : list of str
     psi, psi_p_value : ndarray of shape (n_features,)
         Population stability index per feature, and the chi-squared p-value of
-        ``psi * n m / (n + m)`` on ``bins - 1`` degrees of freedom (1 for a one-bin feature).
+        ``psi * n m / (n + m)`` on ``bins - 1`` degrees of freedom (1 for a one-bin feature,
+        whose PSI is 0).
     out_of_range_share, out_of_range_p_value : ndarray of shape (n_features,)
         Share of flows outside the feature's training range, and the exchangeability p-value of
         that many: with ``n`` training and ``m`` new flows exchangeable, ``k`` of the new ones
@@ -396,8 +397,8 @@ class DriftMonitor:
         Fitted on the detector's benign training features.
     psi_threshold : float, default=0.25
         PSI above which a feature has moved: the customary "significant shift" level of credit
-        scoring (Siddiqi 2006; below 0.1 "no change", 0.1-0.25 "some change"). A feature
-        multiplied by 10 or a distribution moved by a quarter of its spread lies far above it.
+        scoring (Siddiqi 2006; below 0.1 "no change", 0.1-0.25 "some change"), about what
+        moving a normal feature's mean by half its standard deviation gives.
     out_of_range_threshold : float, default=0.01
         Share of flows outside a feature's training range above which it has moved. For new
         flows exchangeable with the ``n`` training flows the expected share is at most
@@ -405,10 +406,11 @@ class DriftMonitor:
         and catches changes in features that were constant in training (one bin, PSI 0).
     fpr_factor : float, default=2.0
         The flag rate must exceed ``fpr_factor * target_fpr``: a doubling of false alarms is
-        the smallest change worth acting on, and for a model calibrated on at least
-        ``10 / target_fpr`` benign flows the realised rate of a fixed threshold rarely reaches
-        it on exchangeable traffic (with fewer calibration flows it can, and the warning is then
-        true of that model).
+        the smallest change worth acting on. On exchangeable traffic the realised rate of a
+        split-conformal threshold reaches twice the target for fewer than 0.5 % of models
+        calibrated on ``10 / target_fpr`` benign flows (its law is ``Beta(n + 1 - k, k)``), but
+        for 13.5 % of those calibrated on the fewest that are allowed, ``1 / target_fpr - 1``;
+        the warning is then true of that model.
     alpha : float, default=1e-3
         Significance of every test: the binomial test of the flag rate, and each feature's PSI
         and out-of-range tests at ``alpha / n_features``. A report may be asked for often (a
@@ -649,16 +651,15 @@ def _build_report(monitor: DriftMonitor, counts: _Counts) -> DriftReport:
     ):
         hits = [j for j in order if moved[j]]
         if hits:
-            listed = ", ".join(f"{names[j]} ({values[j]})" for j in hits[:3])
-            more = f" and {len(hits) - 3} more" if len(hits) > 3 else ""
-            reasons.append(f"{label} on {len(hits)} feature(s): {listed}{more}")
+            listed = _listing([f"{names[j]} ({values[j]})" for j in hits])
+            reasons.append(f"{label} on {len(hits)} feature(s): {listed}")
     if fpr_exceeded:
         consequence = (
             f"false-alarm rate will exceed the target: {_pct(share)} of flows flagged "
             f"against a {_pct(target)} target"
         )
     elif feature_drifted.any():
-        moved_names = ", ".join(names[j] for j in order if feature_drifted[j])
+        moved_names = _listing([names[j] for j in order if feature_drifted[j]])
         consequence = (
             f"traffic no longer looks like the training traffic ({moved_names}); the "
             f"{_pct(target)} false-alarm target is not guaranteed for it: recalibrate or "
@@ -777,6 +778,11 @@ def _check_fpr(target_fpr: Any) -> float:
     if not 0 < target_fpr < 1:
         raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
     return float(target_fpr)
+
+
+def _listing(items: list[str], shown: int = 3) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
 
 
 def _pct(share: float) -> str:
