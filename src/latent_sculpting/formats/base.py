@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from ..errors import FlowInputError
+
 __all__ = ["FlowFormat", "normalize_column_name"]
 
 _SPACE_RE = re.compile(r"\s+")
@@ -51,6 +53,10 @@ class FlowFormat:
     categorical_columns : tuple of str or None
         Canonical names of categorical feature columns; None lets
         :func:`~latent_sculpting.flowspec.fit_spec` infer them (text columns).
+    numeric_columns : tuple of str or None
+        Canonical names of the numeric feature columns when the format fixes them (every other
+        column is then an identifier, the label or left out); None lets
+        :func:`~latent_sculpting.flowspec.fit_spec` infer them from the column types.
     ignored_columns : dict of str to str
         Canonical column name -> why it is neither a feature nor an identifier (it is left out,
         and the reason is reported).
@@ -64,6 +70,7 @@ class FlowFormat:
     benign_label: str | None = None
     identifier_columns: tuple[str, ...] = ()
     categorical_columns: tuple[str, ...] | None = None
+    numeric_columns: tuple[str, ...] | None = None
     ignored_columns: Mapping[str, str] = {}
     engineered: tuple[str, ...] = ()
 
@@ -74,6 +81,7 @@ class FlowFormat:
 
     def canonical_columns(self, columns: Sequence[str], *, source: object = "input") -> dict:
         """Map each raw column name to its canonical name (whitespace normalised by default).
+        Applied to canonical names it changes nothing.
 
         Raises
         ------
@@ -81,9 +89,13 @@ class FlowFormat:
             If two raw columns map to the same canonical name (the message names them and
             ``source``).
         """
-        rename = {c: normalize_column_name(c) for c in columns}
-        _check_unique(rename, source)
-        return rename
+        _check_unique([(c, normalize_column_name(c)) for c in columns], source)
+        return {c: normalize_column_name(c) for c in columns}
+
+    def ignored(self, canonical: Sequence[str]) -> dict[str, str]:
+        """Why each of these canonical columns is left out (neither feature nor identifier)."""
+        keys = {k.casefold(): v for k, v in self.ignored_columns.items()}
+        return {c: keys[c.casefold()] for c in canonical if c.casefold() in keys}
 
     def labels(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Canonical label strings of a label column (object array); null stays None."""
@@ -114,13 +126,16 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _check_unique(rename: Mapping[str, str], source: object) -> None:
+def _check_unique(pairs: Sequence[tuple[str, str]], source: object) -> None:
+    """Refuse two raw columns that name the same canonical column."""
     seen: dict[str, str] = {}
-    for raw, canonical in rename.items():
+    for raw, canonical in pairs:
         key = canonical.casefold()
         if key in seen:
-            raise ValueError(
-                f"{source}: columns {seen[key]!r} and {raw!r} are the same column "
-                f"({canonical!r}) once whitespace and case are ignored; remove one"
+            same = "twice" if seen[key] == raw else f"as {seen[key]!r} and {raw!r}"
+            raise FlowInputError(
+                f"{source}: column {canonical!r} appears {same} (whitespace and case "
+                "ignored); remove one",
+                column=canonical,
             )
         seen[key] = raw

@@ -8,7 +8,7 @@ name, and hands it to one module per syntax:
 syntax     module
 ========== ===================================================================================
 parquet    :mod:`.parquet` (``PAR1`` magic)
-csv        :mod:`.csv` (comma-separated text with a header line; BOM and cp1252 tolerated)
+csv        :mod:`.delimited` (comma-separated text with a header line; BOM and cp1252 tolerated)
 zeek       :mod:`.zeek` (Zeek's own tab-separated log with ``#fields``/``#types``, or its JSON
            lines)
 pcap       :mod:`.pcap` (pcap/pcapng packet captures, turned into flows by nfstream)
@@ -24,7 +24,9 @@ is the business of :mod:`latent_sculpting.formats`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from importlib import import_module
 from pathlib import Path
+from types import ModuleType
 
 import pyarrow as pa
 
@@ -115,9 +117,7 @@ def sniff(path: PathLike) -> str:
                 f"(e.g. `{'gunzip' if kind == 'gzip' else kind + ' -d'}`)",
                 path=path,
             )
-    from . import zeek
-
-    if zeek.sniff(head):
+    if _module("zeek").sniff(head):
         return "zeek"
     if b"\x00" in head:
         raise FlowInputError(
@@ -126,10 +126,12 @@ def sniff(path: PathLike) -> str:
     return "csv"
 
 
-def _module(syntax: str):  # noqa: ANN202 - one of the syntax modules
-    from . import csv, parquet, pcap, zeek
+_MODULES = {"parquet": "parquet", "csv": "delimited", "zeek": "zeek", "pcap": "pcap"}
 
-    return {"parquet": parquet, "csv": csv, "zeek": zeek, "pcap": pcap}[syntax]
+
+def _module(syntax: str) -> ModuleType:
+    # Imported on first use: reading a CSV file should not pay for the packet-capture stack.
+    return import_module(f".{_MODULES[syntax]}", __name__)
 
 
 def read_columns(path: PathLike) -> list[str]:

@@ -1,10 +1,10 @@
-"""Cleaning of CIC-IDS-2017 flow features: non-finite values and engineered features.
+"""What reading flows changed: non-finite values, and the report that counts every change.
 
 Chhetri et al., "Latent Sculpting for Zero-Shot Generalization" (arXiv:2512.22179), replace the
-``Infinity`` / ``NaN`` values of the original release (in ``Flow Bytes/s`` and
-``Flow Packets/s``, from zero-duration flows) by 0 and add two engineered features, forward
-bytes per packet and forward packets per second. Every step here is counted in a
-:class:`CleaningReport` so that nothing is changed or dropped silently.
+``Infinity`` / ``NaN`` values of CIC-IDS-2017's original release (in ``Flow Bytes/s`` and
+``Flow Packets/s``, from zero-duration flows) by 0; a missing cell (Zeek's unset ``-``, an empty
+CSV cell) is a NaN and is treated the same way. Every replacement, rename and dropped row is
+counted in a :class:`CleaningReport`, so that nothing is changed or dropped silently.
 """
 
 from __future__ import annotations
@@ -16,14 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .schema import ENGINEERED_FEATURES
 
-__all__ = [
-    "NONFINITE_POLICIES",
-    "CleaningReport",
-    "engineered_features",
-    "replace_nonfinite",
-]
+__all__ = ["NONFINITE_POLICIES", "CleaningReport", "replace_nonfinite"]
 
 NONFINITE_POLICIES = ("zero", "median", "drop")
 
@@ -224,47 +218,3 @@ def replace_nonfinite(
             _add_counts(report.nan_replaced, dict(zip(names, nan.tolist(), strict=True)))
             report.fill_values.update(fills)
     return None if bad_rows is None else ~bad_rows
-
-
-def engineered_features(
-    total_fwd_bytes: np.ndarray,
-    total_fwd_packets: np.ndarray,
-    flow_duration_us: np.ndarray,
-    *,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Compute the paper's two engineered features.
-
-    Chhetri et al. (arXiv:2512.22179) add forward bytes per packet and forward packets per
-    second to the CIC-IDS-2017 features. They are returned in the order of
-    :data:`~latent_sculpting.data.schema.ENGINEERED_FEATURES`:
-
-    * ``"Fwd Bytes/Packet (engineered)"`` = ``Total Length of Fwd Packets / Total Fwd Packets``,
-      0 when there are no forward packets;
-    * ``"Fwd Packets/s (engineered)"`` = ``Total Fwd Packets / (Flow Duration / 1e6)``
-      (``Flow Duration`` is in microseconds), 0 when the duration is <= 0.
-
-    Parameters
-    ----------
-    total_fwd_bytes, total_fwd_packets, flow_duration_us : ndarray of shape (n_rows,)
-        The canonical columns ``Total Length of Fwd Packets``, ``Total Fwd Packets`` and
-        ``Flow Duration``.
-    out : ndarray of shape (n_rows, 2), optional
-        Where to write the result (e.g. two columns of a preallocated float32 matrix).
-
-    Returns
-    -------
-    ndarray of shape (n_rows, 2)
-        float32 unless ``out`` has another dtype.
-    """
-    if out is None:
-        out = np.empty((len(total_fwd_packets), len(ENGINEERED_FEATURES)), dtype=np.float32)
-    packets = np.asarray(total_fwd_packets, dtype=np.float64)
-    seconds = np.asarray(flow_duration_us, dtype=np.float64) / 1e6
-    # The zero guards are the paper's choice; they also keep a zero-duration flow from producing
-    # exactly the inf values that the original release is criticised for.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        has_packets = packets > 0
-        out[:, 0] = np.where(has_packets, np.asarray(total_fwd_bytes, np.float64) / packets, 0.0)
-        out[:, 1] = np.where(seconds > 0, packets / seconds, 0.0)
-    return out
