@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from latent_sculpting.data import load_cicids2017, sample_path
-from latent_sculpting.data.schema import CANONICAL_FEATURES, IMPROVED_TO_CANONICAL
+from latent_sculpting.formats.cicids2017 import CANONICAL_FEATURES, IMPROVED_TO_CANONICAL
 
 # Original-release spelling of each canonical label (0x96 dash decoded as cp1252 en dash).
 ORIGINAL_LABELS = {

@@ -24,6 +24,9 @@ class FlowInputError(ValueError):
         The offending column.
     missing : list of str
         Columns the model needs that the records lack.
+    syntax : bool
+        The records are not readable at all (malformed text, not the file type it claims),
+        as opposed to readable records with a bad value or column.
     """
 
     def __init__(
@@ -34,12 +37,14 @@ class FlowInputError(ValueError):
         line: int | None = None,
         column: str | None = None,
         missing: list[str] | None = None,
+        syntax: bool = False,
     ) -> None:
         super().__init__(message)
         self.path = None if path is None else Path(path)
         self.line = line
         self.column = column
         self.missing = list(missing or [])
+        self.syntax = syntax
 
 
 class ModelFileError(ValueError):

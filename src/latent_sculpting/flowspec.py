@@ -35,6 +35,8 @@ from .readers.parquet import cast_column
 
 __all__ = [
     "MISSING",
+    "legacy_spec",
+    "model_spec",
     "OTHER",
     "Categorical",
     "FlowBatch",
@@ -110,8 +112,10 @@ class FlowSpec:
 
     @property
     def n_features(self) -> int:
-        return len(self.numeric) + len(self.engineered) + sum(
-            len(c.values) + 1 for c in self.categorical
+        return (
+            len(self.numeric)
+            + len(self.engineered)
+            + sum(len(c.values) + 1 for c in self.categorical)
         )
 
     def required_columns(self) -> list[str]:
@@ -131,8 +135,7 @@ class FlowSpec:
         for cat in self.categorical:
             shown = ", ".join(cat.values[:12]) + (" ..." if len(cat.values) > 12 else "")
             lines.append(
-                f"categorical feature {cat.column!r}: {len(cat.values)} values + {OTHER} "
-                f"({shown})"
+                f"categorical feature {cat.column!r}: {len(cat.values)} values + {OTHER} ({shown})"
             )
         if self.identifiers:
             lines.append(f"identifiers (kept, never features): {', '.join(self.identifiers)}")
@@ -147,7 +150,9 @@ class FlowSpec:
             "format": self.format,
             "numeric": list(self.numeric),
             "engineered": list(self.engineered),
-            "categorical": [{"column": c.column, "values": list(c.values)} for c in self.categorical],
+            "categorical": [
+                {"column": c.column, "values": list(c.values)} for c in self.categorical
+            ],
             "identifiers": list(self.identifiers),
             "label_column": self.label_column,
             "benign_label": self.benign_label,
@@ -233,6 +238,60 @@ def spec_for_features(names: Sequence[str]) -> FlowSpec:
     return FlowSpec(format="table", numeric=tuple(str(n) for n in names))
 
 
+def model_spec(model: Any) -> FlowSpec:
+    """A fitted model's input spec: the one it was trained with, else (fitted on a plain
+    DataFrame) a numeric table of its feature names.
+
+    Raises
+    ------
+    ValueError
+        If the model was fitted on an array, without feature names.
+    """
+    spec = getattr(model, "spec_", None)
+    if spec is not None:
+        return spec
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        raise ValueError(
+            "the model was fitted without feature names (on an array), so records cannot be "
+            "matched to its features; fit it on a DataFrame"
+        )
+    return spec_for_features(names)
+
+
+def legacy_spec(names: Sequence[str], extra: Mapping[str, Any]) -> FlowSpec:
+    """The spec of a model file written before specs were stored (format version 2)."""
+    from .formats.cicids2017 import (
+        BENIGN,
+        CANONICAL_FEATURES,
+        ENGINEERED_FEATURES,
+        IDENTIFIER_COLUMNS,
+    )
+
+    names = [str(n) for n in names]
+    canonical = set(CANONICAL_FEATURES) | set(ENGINEERED_FEATURES)
+    training = extra.get("training_data") or {}
+    if set(names) <= canonical and set(names) & set(CANONICAL_FEATURES):
+        numeric = tuple(n for n in names if n in set(CANONICAL_FEATURES))
+        engineered = tuple(n for n in names if n in set(ENGINEERED_FEATURES))
+        if list(numeric) + list(engineered) == names:
+            return FlowSpec(
+                format="cicids2017",
+                numeric=numeric,
+                engineered=engineered,
+                identifiers=IDENTIFIER_COLUMNS,
+                label_column="Label",
+                benign_label=BENIGN,
+            )
+    label = training.get("label_column")
+    return FlowSpec(
+        format="table",
+        numeric=tuple(names),
+        label_column=label if isinstance(label, str) else None,
+        benign_label=training.get("benign_label") if isinstance(label, str) else None,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Fitting
 
@@ -243,6 +302,7 @@ def fit_spec(
     format: str | FlowFormat = "auto",
     label_column: str | None = None,
     benign_label: str | None = None,
+    unlabelled: bool = False,
     drop: Iterable[str] = (),
     keep: Iterable[str] = (),
     engineered: bool = True,
@@ -263,6 +323,9 @@ def fit_spec(
         Default: the format's; None for a format without one means unlabelled.
     benign_label : str, optional
         Default: the format's. Needed when there is a label column.
+    unlabelled : bool, default False
+        Every record is benign: no label column is read, even one the format names (it is
+        left out, and reported so).
     drop : iterable of str
         Columns that must not be features (kept as identifiers).
     keep : iterable of str
@@ -295,12 +358,17 @@ def fit_spec(
     names = table.column_names
     by_key = {n.casefold(): n for n in names}
 
-    label = _find(by_key, label_column or fmt.label_column)
+    if unlabelled and label_column is not None:
+        raise ValueError("unlabelled data has no label column; drop one of the two options")
+    label = None if unlabelled else _find(by_key, label_column or fmt.label_column)
     if label_column is not None and label is None:
         raise FlowInputError(
             f"{source}: no label column {label_column!r} among {names}", column=label_column
         )
     benign = benign_label if benign_label is not None else fmt.benign_label
+    if benign is not None:
+        # Spelt as the format spells labels (CIC-IDS-2017: "benign" is "BENIGN").
+        benign = fmt.labels(pa.array([benign]))[0]
     if label is not None and benign is None:
         raise FlowInputError(
             f"{source}: name the benign label of column {label!r} (--benign-label)"
@@ -326,6 +394,9 @@ def fit_spec(
         key = name.casefold()
         column = table.column(name)
         if name == label:
+            continue
+        if unlabelled and fmt.label_column and key == fmt.label_column.casefold():
+            dropped.append((name, "the label column, ignored: the data is declared unlabelled"))
             continue
         if key in drop_keys:
             identifiers.append(name)
@@ -358,6 +429,10 @@ def fit_spec(
                 f"{_shown(missing)}",
                 missing=missing,
             )
+    # Identifiers the format knows travel to the output whenever a scored file has them, even
+    # if these training records lacked them (one CIC-IDS-2017 release has other ones).
+    known = {c.casefold() for c in identifiers}
+    identifiers += [c for c in fmt.identifier_columns if c.casefold() not in known]
     derived = tuple(fmt.engineered) if engineered else ()
     if derived:
         needed = [c for c in fmt.needs() if c not in names]
@@ -556,11 +631,11 @@ def encode(
                 column=names[col],
             )
     else:
-        replace_nonfinite(X[:, :start], names[:start], policy="zero", report=report)
+        replace_nonfinite(X[:, :start], names[:start], report=report)
     for cat in spec.categorical:
         width = len(cat.values) + 1
         text = _as_text(records.column(raw_of[cat.column.casefold()]))
-        codes = pd.Categorical(text, categories=list(cat.values)).codes.astype(np.int64)
+        codes = pd.Index(cat.values, dtype=object).get_indexer(text).astype(np.int64)
         codes[codes < 0] = len(cat.values)  # unseen and rare values: the (other) indicator
         block = X[:, start : start + width]
         block[:] = 0.0
@@ -626,4 +701,3 @@ def _numbers(
             column=name,
         )
     return values
-

@@ -26,6 +26,7 @@ from ._atomic import publish
 from .deep_sad import DeepSAD
 from .encoders import build_encoder
 from .flows import LatentDensity
+from .flowspec import FlowSpec, legacy_spec, model_spec
 from .forest import AttackForest
 from .fusion import TailPValue
 from .preprocessing import FeaturePreprocessor
@@ -91,7 +92,8 @@ def save_model(model: LatentSculpting, path: str | Path) -> Path:
         "history_": model.history_,
         "preprocessor": pre_config,
         **parts,
-        "extra": getattr(model, "metadata_", {}),
+        "spec": model_spec(model).to_dict() if hasattr(model, "feature_names_in_") else None,
+        "training_info": getattr(model, "training_info_", {}),
     }
     metadata = {
         "format": FORMAT_NAME,
@@ -160,7 +162,15 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LatentSculpting:
     model.threshold_ = fitted["threshold_"]
     model.score_stats_ = fitted["score_stats_"]
     model.history_ = fitted["history_"]
-    model.metadata_ = fitted.get("extra", {})
+    model.training_info_ = fitted.get("training_info") or {}
+    try:
+        if fitted.get("spec") is not None:
+            model.spec_ = FlowSpec.from_dict(fitted["spec"])
+        elif fitted["feature_names_in_"] is not None:
+            # Written before the spec was stored: rebuild it from the feature names.
+            model.spec_ = legacy_spec(fitted["feature_names_in_"], fitted.get("extra") or {})
+    except ValueError as error:
+        raise ValueError(f"{path}: damaged input spec: {error}") from None
     model.calibration_scores_ = tensors.pop("calibration_scores").numpy()
     pre_arrays = {
         key.removeprefix("preprocessor."): tensors.pop(key).numpy()

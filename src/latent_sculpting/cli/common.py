@@ -37,6 +37,55 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_input_flags(parser: argparse.ArgumentParser) -> None:
+    """How training records are read: their format, label, and which columns are features."""
+    from ..formats import FORMATS
+
+    names = ", ".join(f"{name} ({fmt.description})" for name, fmt in FORMATS.items())
+    parser.add_argument(
+        "--format",
+        choices=("auto", *FORMATS),
+        default="auto",
+        help=f"what the records are: {names}; auto (default): detected from the columns",
+    )
+    parser.add_argument(
+        "--label-column", metavar="COL", help="label column (default: the format's, e.g. Label)"
+    )
+    parser.add_argument(
+        "--benign-label",
+        metavar="LABEL",
+        help="label of benign flows (default: the format's, e.g. BENIGN); every other label "
+        "is an attack",
+    )
+    parser.add_argument(
+        "--unlabeled",
+        action="store_true",
+        help="the data has no labels: every flow is benign (a label column is ignored)",
+    )
+    parser.add_argument(
+        "--drop",
+        nargs="+",
+        default=[],
+        metavar="COL",
+        help="columns that must not be features (kept as identifiers)",
+    )
+    parser.add_argument(
+        "--keep",
+        nargs="+",
+        default=[],
+        metavar="COL",
+        help="columns to use as features although their name reads like an identifier",
+    )
+    parser.add_argument(
+        "--max-categories",
+        type=int,
+        default=32,
+        metavar="N",
+        help="most frequent values of a text column that get their own indicator feature "
+        "(default 32; the rest share one)",
+    )
+
+
 def add_model_flags(parser: argparse.ArgumentParser, default_preset: str = "default") -> None:
     parser.add_argument(
         "--preset",

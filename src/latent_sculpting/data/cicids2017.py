@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import FlowInputError
 from ..formats.cicids2017 import ATTEMPTED_SUFFIX, BENIGN
 from .table import FlowTable, read_flows
 
@@ -76,7 +77,7 @@ def load_cicids2017(
         keep_identifiers=True,
     )
     if table.labels is None:
-        raise ValueError(f"{table.files[0]}: no 'Label' column")
+        raise FlowInputError(f"{table.files[0]}: no 'Label' column", path=table.files[0])
     table = _apply_attempted(table, attempted)
     if not keep_identifiers:
         table.identifiers = pd.DataFrame(index=pd.RangeIndex(len(table)))

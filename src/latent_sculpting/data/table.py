@@ -71,6 +71,10 @@ class FlowTable:
             raise ValueError("this FlowTable has no labels with a benign label")
         return (self.labels != self.spec.benign_label).astype(np.int64)
 
+    def frame(self) -> pd.DataFrame:
+        """``X`` as a DataFrame with the feature names (no copy)."""
+        return pd.DataFrame(self.X, columns=self.feature_names, copy=False)
+
     def label_counts(self) -> dict[str, int]:
         """Rows per label, most frequent first.
 
@@ -122,9 +126,7 @@ def read_records(
         The format (detected from the first file when ``format="auto"``).
     """
     files = list_flow_files(paths)
-    fmt = (
-        detect_format(read_columns(files[0])) if format == "auto" else get_format(format)
-    )
+    fmt = detect_format(read_columns(files[0])) if format == "auto" else get_format(format)
     tables, sizes = [], []
     for path in files:
         parts = list(iter_batches(path))
@@ -154,6 +156,7 @@ def read_flows(
     format: str = "auto",
     label_column: str | None = None,
     benign_label: str | None = None,
+    unlabelled: bool = False,
     drop: Iterable[str] = (),
     keep: Iterable[str] = (),
     engineered: bool = True,
@@ -190,6 +193,7 @@ def read_flows(
             format=fmt,
             label_column=label_column,
             benign_label=benign_label,
+            unlabelled=unlabelled,
             drop=drop,
             keep=keep,
             engineered=engineered,

@@ -100,9 +100,7 @@ class FlowFormat:
     def labels(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Canonical label strings of a label column (object array); null stays None."""
         values = column.to_pylist()
-        return np.asarray(
-            [None if v is None else _text(v).strip() for v in values], dtype=object
-        )
+        return np.asarray([None if v is None else _text(v).strip() for v in values], dtype=object)
 
     def derive(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Engineered features from the (float64) numeric columns named in :meth:`needs`."""

@@ -362,6 +362,18 @@ def engineered_features(
     return out
 
 
+def _closest_rename(columns: Sequence[str]) -> dict[str, str]:
+    """Raw -> canonical name of every feature column, under the release the columns match
+    best (missing features are left for the caller to report by name)."""
+    folded = {normalize_column_name(c).casefold(): c for c in columns}
+    best: dict[str, str] = {}
+    for table in SCHEMAS.values():
+        rename = {folded[k.casefold()]: v for k, v in table.items() if k.casefold() in folded}
+        if len(rename) > len(best):
+            best = rename
+    return best
+
+
 _IDENTIFIER_KEYS = {c.casefold() for c in IDENTIFIER_COLUMNS}
 _DUPLICATE_KEYS = {c.casefold() for c in ORIGINAL_DUPLICATE_COLUMNS}
 _EXTRA_REASON = "not in the original release (the paper's data), so not a model feature"
@@ -390,7 +402,7 @@ class CICIDS2017Format(FlowFormat):
         """Canonical feature names for the release's spelling; identifiers, the label and other
         columns keep their (whitespace-normalised) names; the original release's duplicated
         ``Fwd Header Length.1`` is left out."""
-        _, rename = detect_schema(columns, source=source)
+        rename = _closest_rename(columns)
         pairs = []
         for raw in columns:
             if raw in rename:

@@ -15,18 +15,24 @@ from .base import FlowFormat
 
 __all__ = ["TABLE", "GenericTable", "looks_like_identifier"]
 
-# Whole words in a column name that mark it as identifying a flow rather than describing it.
-_IDENTIFIER_WORDS = re.compile(
-    r"(^|[\s_.\-/])(id|uid|ip|ips|ipv4|ipv6|addr|address|mac|port|sport|dport|timestamp|"
-    r"time|date|datetime|ts|stime|ltime|host|hostname|src[\s_]?ip|dst[\s_]?ip|srcip|dstip|"
-    r"flow[\s_]?id|saddr|daddr)($|[\s_.\-/])",
+# A column name that, as a whole, names a flow's endpoints, time or row: ``Src IP``,
+# ``dst_port``, ``id.orig_h``, ``IPV4_SRC_ADDR``, ``Timestamp``, ``id``. Anchored at both ends, so
+# that features *about* ports or addresses (``ct_src_dport_ltm``, ``is_sm_ips_ports``) are not
+# mistaken for them.
+_SIDE = r"(?:src|dst|source|destination|orig|resp|client|server|s|d|sa|da|local|remote)"
+_WHAT = r"(?:ip|ips|ipv4|ipv6|ip[\s_.]?addr|addr|address|port|mac|h|p|host|hostname)"
+_IDENTIFIER_NAME = re.compile(
+    rf"^(?:id|uid|ts|te|timestamp|time|date|datetime|stime|ltime|flow[\s_.]?id|row[\s_.]?id|"
+    rf"(?:id[\s_.])?{_SIDE}[\s_.]?{_WHAT}|"
+    rf"(?:ipv4|ipv6|l4|ip)[\s_.]?{_SIDE}[\s_.]?(?:addr|address|port)?|"
+    rf"{_WHAT}[\s_.]?{_SIDE}|src|dst|sport|dport|dsport|sa|da)$",
     re.IGNORECASE,
 )
 
 
 def looks_like_identifier(name: str) -> bool:
     """Whether a column name reads like an identifier (``Src IP``, ``dst_port``, ``ts``, ``id``)."""
-    return bool(_IDENTIFIER_WORDS.search(name))
+    return bool(_IDENTIFIER_NAME.match(name.strip()))
 
 
 class GenericTable(FlowFormat):

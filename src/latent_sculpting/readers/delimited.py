@@ -11,9 +11,11 @@ over the file (only on that error path).
 from __future__ import annotations
 
 import csv
+import io
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,7 +23,7 @@ import pyarrow.csv as pacsv
 
 from ..errors import FlowInputError
 
-__all__ = ["NULL_TOKENS", "batches", "columns", "decode"]
+__all__ = ["NULL_TOKENS", "batches", "columns", "decode", "parse_bytes"]
 
 #: Spellings of a missing value in every text input (CSV cells, and JSON strings).
 NULL_TOKENS = ("", "NaN", "nan", "NAN", "NA", "N/A", "null", "NULL", "None")
@@ -51,19 +53,24 @@ def columns(path: Path) -> list[str]:
     """
     with path.open("rb") as handle:
         line = handle.readline(_MAX_HEADER_BYTES)
+    return _header(line, path)
+
+
+def _header(line: bytes, path: object) -> list[str]:
+    where = {"path": path} if isinstance(path, Path) else {}
     if not line.strip():
-        raise FlowInputError(f"{path}: file is empty (no header line)", path=path, line=1)
+        raise FlowInputError(f"{path}: empty (no header line)", line=1, **where)
     if not line.endswith(b"\n") and len(line) >= _MAX_HEADER_BYTES:
-        raise FlowInputError(f"{path}: header line longer than 1 MiB", path=path, line=1)
+        raise FlowInputError(f"{path}: header line longer than 1 MiB", line=1, **where)
     names = next(csv.reader([decode(line).rstrip("\r\n")]))
     seen: set[str] = set()
     for name in names:
         if name in seen:
             raise FlowInputError(
                 f"{path}: column {name!r} appears twice in the header; remove one",
-                path=path,
                 line=1,
                 column=name,
+                **where,
             )
         seen.add(name)
     return names
@@ -88,7 +95,34 @@ def batches(
     read = pacsv.ReadOptions(
         column_names=names, skip_rows=1, block_size=_block_size(path, batch_rows)
     )
-    convert = pacsv.ConvertOptions(
+    try:
+        reader = pacsv.open_csv(path, read_options=read, convert_options=_convert(types))
+        for batch in reader:
+            yield _valid_text(batch)
+    except pa.ArrowInvalid as error:
+        raise _explain(path, names, types, error, lambda: path.open("rb")) from None
+
+
+def parse_bytes(
+    data: bytes, types: Mapping[str, pa.DataType], *, source: str = "the request"
+) -> pa.Table:
+    """A whole CSV text (e.g. a request body) as one table, with the conventions of files."""
+    names = _header(data.split(b"\n", 1)[0] + b"\n", source)
+    unknown = [c for c in types if c not in names]
+    if unknown:
+        raise ValueError(f"{source}: types given for columns not in the header: {unknown}")
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1)
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data), read_options=read, convert_options=_convert(types)
+        )
+    except pa.ArrowInvalid as error:
+        raise _explain(source, names, types, error, lambda: io.BytesIO(data)) from None
+    return pa.Table.from_batches([_valid_text(b) for b in table.to_batches()], table.schema)
+
+
+def _convert(types: Mapping[str, pa.DataType]) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
         column_types=dict(types),
         null_values=list(NULL_TOKENS),
         strings_can_be_null=True,
@@ -97,12 +131,6 @@ def batches(
         # than failing the whole read.
         check_utf8=False,
     )
-    try:
-        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
-        for batch in reader:
-            yield _valid_text(batch)
-    except pa.ArrowInvalid as error:
-        raise _explain(path, names, types, error) from None
 
 
 def _valid_text(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -121,7 +149,11 @@ def _valid_text(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _explain(
-    path: Path, names: list[str], types: Mapping[str, pa.DataType], error: Exception
+    path: object,
+    names: list[str],
+    types: Mapping[str, pa.DataType],
+    error: Exception,
+    reopen: Callable[[], IO[bytes]],
 ) -> FlowInputError:
     """The line and value behind a pyarrow conversion or parse error."""
     text = str(error)
@@ -131,24 +163,26 @@ def _explain(
         line = re.search(r"[Rr]ow #(\d+)", text)
         where = f", near line {int(line.group(1)) + 1}" if line else ""
         return FlowInputError(
-            f"{path}{where}: not a readable CSV file ({text.splitlines()[0]})", path=path
+            f"{path}{where}: not readable CSV ({text.splitlines()[0]})",
+            path=path if isinstance(path, Path) else None,
+            syntax=True,
         )
     index, value = int(match.group(1)), match.group(2)
     column = names[index]
-    line_no = _find_line(path, index, value)
+    line_no = _find_line(reopen, index, value)
     where = f", line {line_no}" if line_no else ""
     wanted = types.get(column)
     kind = "a number" if wanted is not None and pa.types.is_floating(wanted) else str(wanted)
     return FlowInputError(
         f"{path}{where}, column {column.strip()!r}: {value!r} is not {kind}",
-        path=path,
+        path=path if isinstance(path, Path) else None,
         line=line_no,
         column=column.strip(),
     )
 
 
-def _find_line(path: Path, index: int, value: str) -> int | None:
-    with path.open("rb") as handle:
+def _find_line(reopen: Callable[[], IO[bytes]], index: int, value: str) -> int | None:
+    with reopen() as handle:
         text = (decode(raw) for raw in handle)
         for line_no, row in enumerate(csv.reader(text), start=1):
             if line_no > 1 and len(row) > index and row[index] == value:

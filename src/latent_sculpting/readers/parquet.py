@@ -66,8 +66,7 @@ def batches(
             yield batch
     except (pa.ArrowInvalid, OSError) as error:
         raise FlowInputError(
-            f"{path}: Parquet data unreadable after row {offset} (truncated or corrupt?): "
-            f"{error}",
+            f"{path}: Parquet data unreadable after row {offset} (truncated or corrupt?): {error}",
             path=path,
             line=offset + 1,
         ) from None
