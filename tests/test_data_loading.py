@@ -229,7 +229,7 @@ def test_empty_and_header_only_files(tmp_path, original_columns):
 def test_file_matching_neither_release(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("x,y,Label\n1,2,BENIGN\n")
-    with pytest.raises(ValueError, match=r"other\.csv.*neither.*'Flow Duration'"):
+    with pytest.raises(ValueError, match=r"other\.csv: 76 feature column.*cicids2017.*'Flow Duration'"):
         load_cicids2017(path)
 
 
