@@ -202,3 +202,17 @@ def test_without_nfstream_the_message_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "nfstream", None)
     with pytest.raises(ImportError, match=r"latent-sculpting\[capture\]"):
         pcap.columns()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs to narrow the affinity",
+)
+def test_affinity_guard_restores_a_narrowed_affinity():
+    kept = os.sched_getaffinity(0)
+    with pcap._kept_affinity() as restore:
+        os.sched_setaffinity(0, {min(kept)})  # what nfstream does to its caller
+        restore()
+        assert os.sched_getaffinity(0) == kept
+        os.sched_setaffinity(0, {min(kept)})
+    assert os.sched_getaffinity(0) == kept
