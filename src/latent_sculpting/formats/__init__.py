@@ -11,12 +11,15 @@ from collections.abc import Sequence
 
 from .base import FlowFormat, normalize_column_name
 from .cicids2017 import CICIDS2017
+from .netflow import NETFLOW
+from .nfstream import NFSTREAM
 from .table import TABLE
+from .zeek import ZEEK
 
 __all__ = ["FORMATS", "FlowFormat", "detect_format", "get_format", "normalize_column_name"]
 
 #: Registered formats, in the order auto-detection tries them (the generic table last).
-FORMATS: dict[str, FlowFormat] = {f.name: f for f in (CICIDS2017, TABLE)}
+FORMATS: dict[str, FlowFormat] = {f.name: f for f in (CICIDS2017, ZEEK, NETFLOW, NFSTREAM, TABLE)}
 
 
 def get_format(name: str) -> FlowFormat:
