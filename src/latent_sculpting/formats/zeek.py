@@ -109,7 +109,7 @@ class ZeekConn(FlowFormat):
         for raw, canonical in rename.items():
             if canonical.casefold() in _DETAILED:
                 rename[raw] = "detailed-label"
-        _check_unique(rename, source)
+        _check_unique(list(rename.items()), source)
         return rename
 
     def labels(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
