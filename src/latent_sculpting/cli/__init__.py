@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .. import __version__
 
 #: Sub-command modules, in the order ``sculpt --help`` lists them.
-COMMANDS = ("reproduce", "train", "score", "serve", "report", "compare", "sweep")
+COMMANDS = ("reproduce", "train", "score", "serve", "report", "benchmark", "compare", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

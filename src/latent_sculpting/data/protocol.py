@@ -13,7 +13,7 @@ pass the model seed to the estimator, not here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +70,8 @@ class ZeroShotSplits:
     ----------
     train : Split
         All seen training rows (benign and seen attacks). Stage 2 (the benign density) needs
-        every benign training row, so nothing is undersampled here (the estimator undersamples for Stage 1).
+        every benign training row, so nothing is undersampled here (the estimator undersamples
+        for Stage 1).
     internal_test : Split
         Held-out seen rows, balanced 1:1 benign:attack.
     zero_shot : Split
