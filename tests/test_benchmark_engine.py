@@ -96,6 +96,7 @@ def test_methods_fit_on_the_fitting_rows_and_threshold_on_held_out_benign(cic, t
     realised = (score(rows.test_benign) > record["threshold"]["0.01"]).mean()
     assert record["realised_fpr"]["0.01"] == pytest.approx(realised)
     assert FOLD_KEYS <= set(record)
+    assert record["rows"] == {k: len(getattr(rows, k)) for k in record["rows"]}
 
     # The mistake of the old compare: thresholds from the benign *test* rows. The check above
     # sees it.
@@ -256,4 +257,5 @@ def test_cli_compare_and_sweep_are_views_of_the_engine(tmp_path, capsys):
     data = json.loads((tmp_path / "s" / "benchmark.json").read_text())
     assert {r["fold"] for r in data["folds"]} == {"Bot", "DDoS"}
     assert main(["compare", "--methods", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert main(["sweep", "--families", "Ghost", "--out", str(tmp_path / "g")]) == 2
     assert main(["benchmark", "--data", "nonsense", "--out", str(tmp_path / "y")]) == 2

@@ -219,22 +219,22 @@ def plot_critical_difference(
     ranks = np.array([mean_rank[m] for m in names])
     k = len(names)
     lo, hi = 1, max(k, int(np.ceil(ranks.max())))
-    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.32 * k))
+    half = (k + 1) // 2
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.3 * half))
     ax.set_xlim(lo - 0.3, hi + 0.3)
     ax.set_ylim(0, 1)
     ax.axis("off")
-    top = 0.85
+    top = 0.72
     ax.hlines(top, lo, hi, color="black", lw=1)
     for r in range(lo, hi + 1):
         ax.vlines(r, top, top + 0.03, color="black", lw=1)
         ax.text(r, top + 0.05, str(r), ha="center", va="bottom", fontsize=8)
-    ax.hlines(top + 0.13, lo, lo + cd, color="black", lw=2)
-    ax.text(lo + cd / 2, top + 0.15, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
-    step = 0.7 / max(1, k)
-    half = (k + 1) // 2
+    ax.hlines(0.93, lo, lo + cd, color="black", lw=2)
+    ax.text(lo + cd + 0.05, 0.93, f"CD = {cd:.2f}", ha="left", va="center", fontsize=8)
+    step = (top - 0.2) / max(1, half)
     for i, (name, rank) in enumerate(zip(names, ranks, strict=True)):
         left = i < half
-        y = top - 0.1 - step * (i if left else k - 1 - i)
+        y = top - 0.15 - step * (i if left else k - 1 - i)
         x_text = lo - 0.2 if left else hi + 0.2
         ax.plot([rank, rank, x_text], [top, y, y], color="black", lw=0.8)
         ax.text(
@@ -254,8 +254,8 @@ def plot_critical_difference(
         if j > i and not any(a <= i and j <= b for a, b in groups):
             groups.append((i, j))
     for g, (i, j) in enumerate(groups):
-        y = top - 0.04 - 0.03 * g
+        y = top - 0.05 - 0.04 * g
         ax.hlines(y, ranks[i] - 0.03, ranks[j] + 0.03, color="tab:red", lw=3)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, pad=2)
     return save_figure(fig, path)

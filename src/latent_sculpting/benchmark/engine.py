@@ -188,6 +188,7 @@ def run_unit(
         "siblings": list(fold.siblings),
         "split_seed": seed,
         "prevalence": prevalence,
+        # Rows used, after the duplicates of fitting rows were removed (counted beside).
         "rows": rows.counts(),
         "duplicates_removed": dict(rows.duplicates),
         "n_features": spec.n_features,
@@ -415,6 +416,13 @@ def benchmark(
     out.mkdir(parents=True, exist_ok=True)
 
     loaded = _resolve_datasets(datasets, data, max_per_class)
+    if families is not None:
+        known = {f for d in loaded for f in d.family_map()}
+        unknown = [f for f in families if f not in known]
+        if unknown:
+            raise ValueError(
+                f"no dataset run has the family {unknown}; families: {', '.join(sorted(known))}"
+            )
     units: list[tuple[Dataset, Fold, int]] = []
     skipped: dict[str, dict[str, str]] = {}
     for dataset in loaded:
