@@ -21,9 +21,9 @@ from latent_sculpting.baselines import (
     parse_method,
     preserve_global_rng,
 )
-from latent_sculpting.compare import limit_threads
 from latent_sculpting.data import zero_shot_splits
 from latent_sculpting.experiment import cap_per_class
+from latent_sculpting.threads import limit_threads
 
 FAST_METHODS = ["fast", "fast-stage1", "fast-stage2", "fast-ce", "fast-nosep"]
 

@@ -332,6 +332,8 @@ def _fmt(stat: dict | float | None, pct: bool = False) -> str:
         return "–"
     if isinstance(stat, dict):
         mean, std = stat["mean"], stat["std"]
+        if not np.isfinite(std):  # one seed: the sample std is undefined
+            return f"{100 * mean:.1f} %" if pct else f"{mean:.3f}"
         if pct:
             return f"{100 * mean:.1f} % ± {100 * std:.1f}"
         return f"{mean:.3f} ± {std:.3f}"

@@ -335,6 +335,8 @@ def _stat(stat: Any, pct: bool = False) -> str:
         mean, std = stat.get("mean"), stat.get("std", 0.0)
         if mean is None:
             return "–"
+        if std is None or std != std:  # one seed: the sample std is undefined (NaN)
+            return f"{100 * mean:.1f} %" if pct else f"{mean:.3f}"
         return f"{100 * mean:.1f} % ± {100 * std:.1f}" if pct else f"{mean:.3f} ± {std:.3f}"
     return f"{100 * stat:.1f} %" if pct else f"{stat:.3f}"
 
