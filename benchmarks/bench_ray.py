@@ -76,8 +76,8 @@ def main() -> None:
 
     import ray
 
-    from latent_sculpting.engines.ray import score_with_ray
     from latent_sculpting.engines.local import score_files
+    from latent_sculpting.engines.ray import score_with_ray
 
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         tmp = Path(tmp)

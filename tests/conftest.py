@@ -133,10 +133,10 @@ def recording():
 @pytest.fixture(scope="session")
 def shared_data():
     """The folder of the datasets that do not ship with the package (``../shared/data`` beside
-    the repository, or ``$SCULPT_DATA_DIR``); skips when it is absent."""
-    import os
+    the repository, or ``$SCULPT_SHARED/data``); skips when it is absent."""
+    from shared_files import SHARED
 
-    root = Path(os.environ.get("SCULPT_DATA_DIR", Path(__file__).parents[1] / ".." / "shared/data"))
+    root = SHARED / "data"
     if not (root / "unsw_nb15").is_dir() or not (root / "iot23_zeek").is_dir():
-        pytest.skip(f"the shared datasets are not at {root.resolve()} (set SCULPT_DATA_DIR)")
+        pytest.skip(f"the shared datasets are not at {root.resolve()} (set SCULPT_SHARED)")
     return root.resolve()

@@ -1,5 +1,5 @@
 """The project's shared real data for tests: ``../shared`` beside the repository (or the folder
-``$LATENT_SCULPTING_SHARED`` names). A test that needs a file skips when it is absent."""
+``$SCULPT_SHARED`` names). A test that needs a file skips when it is absent."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("LATENT_SCULPTING_SHARED") or ROOT.parent / "shared")
+SHARED = Path(os.environ.get("SCULPT_SHARED") or ROOT.parent / "shared")
 
 
 def shared(*parts: str) -> Path:

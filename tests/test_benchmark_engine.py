@@ -225,7 +225,7 @@ def test_summary_is_the_sample_std_over_split_seeds(cic, tmp_path):
 
 
 def test_cli_benchmark_end_to_end_on_every_dataset(shared_data, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("SCULPT_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("SCULPT_SHARED", str(shared_data.parent))
     args = ["benchmark", "--max-per-class", "60", "--methods", "ecod", "knn", "--split-seeds",
             "0", "1", "--quiet", "--no-plots", "--out", str(tmp_path)]  # fmt: skip
     assert main(args) == 0

@@ -182,10 +182,7 @@ def test_unlabelled_records_score_but_do_not_train(tmp_path, improved_rows, samp
 def test_any_table_numeric_text_and_identifier_columns(tmp_path):
     path = tmp_path / "generic.csv"
     path.write_text(
-        "Src Port,a,b,proto,Label\n"
-        "80,1.5,Infinity,tcp,ok\n"
-        "443,2,3,udp,bad\n"
-        "53,4,5,tcp,ok\n"
+        "Src Port,a,b,proto,Label\n80,1.5,Infinity,tcp,ok\n443,2,3,udp,bad\n53,4,5,tcp,ok\n"
     )
     table = read_flows(path, label_column="Label", benign_label="ok")
     spec = table.spec
@@ -229,7 +226,9 @@ def test_empty_and_header_only_files(tmp_path, original_columns):
 def test_file_matching_neither_release(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("x,y,Label\n1,2,BENIGN\n")
-    with pytest.raises(ValueError, match=r"other\.csv: 76 feature column.*cicids2017.*'Flow Duration'"):
+    with pytest.raises(
+        ValueError, match=r"other\.csv: 76 feature column.*cicids2017.*'Flow Duration'"
+    ):
         load_cicids2017(path)
 
 
@@ -259,7 +258,9 @@ def test_a_value_beyond_float32_is_an_error_not_an_infinity(tmp_path, improved_r
     rows.loc[2, "Flow IAT Max"] = 1e39
     path = tmp_path / "huge.parquet"
     rows.to_parquet(path)
-    with pytest.raises(FlowInputError, match=r"huge\.parquet, row 3, column 'Flow IAT Max'.*float32"):
+    with pytest.raises(
+        FlowInputError, match=r"huge\.parquet, row 3, column 'Flow IAT Max'.*float32"
+    ):
         load_cicids2017(path)
 
 

@@ -82,9 +82,7 @@ def test_encode_one_hot_other_and_missing():
         }
     )
     batch = encode(spec, new)
-    np.testing.assert_array_equal(
-        batch.X[:, 2:], [[0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 0, 0]]
-    )
+    np.testing.assert_array_equal(batch.X[:, 2:], [[0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 0, 0]])
     assert batch.labels is None and batch.identifiers.num_columns == 0
     # A value seen often enough in training that is "missing" gets its own indicator.
     spec2 = FlowSpec("table", ("bytes",), categorical=(Categorical("proto", (MISSING,)),))

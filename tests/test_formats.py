@@ -127,9 +127,7 @@ def test_labelled_log_canonical_labels_and_counts():
     assert collections.Counter(labels) == {"Malicious": 719, "Benign": 44, "Unknown": 3}
     detailed = ZEEK.labels(table.column("detailedlabel"))
     assert sum(v is None for v in detailed) == 3  # (empty) -> ''
-    with pytest.raises(
-        ValueError, match="appears as 'detailedlabel' and 'detailed-label'"
-    ):
+    with pytest.raises(ValueError, match="appears as 'detailedlabel' and 'detailed-label'"):
         ZEEK.canonical_columns(["ts", "detailedlabel", "detailed-label"], source="x.log")
 
 

@@ -172,8 +172,9 @@ def test_non_numeric_values_get_422_naming_the_column(client, raw_rows):
     records[1]["Flow Duration"] = "very long"
     response = client.post("/v1/score", json=records)
     assert response.status_code == 422
-    assert "record 1 field 'Flow Duration': 'very long' is not a number" in (
-        response.json()["detail"]["error"]
+    assert (
+        "record 1 field 'Flow Duration': 'very long' is not a number"
+        in (response.json()["detail"]["error"])
     )
 
 
@@ -291,7 +292,9 @@ def test_a_value_beyond_float32_is_refused_not_scored_as_zero(client, raw_rows):
     ],
 )
 def test_hostile_json_gets_a_clear_4xx(client, content, status, message):
-    response = client.post("/v1/score", content=content, headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/v1/score", content=content, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == status, response.text
     assert message in response.text
     assert client.get("/health").status_code == 200  # and the connection is still usable

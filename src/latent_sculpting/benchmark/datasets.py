@@ -39,15 +39,15 @@ __all__ = [
 
 PathLike = str | Path
 
-#: Where the benchmark looks for the datasets that do not ship with the package: the
-#: ``SCULPT_DATA_DIR`` environment variable, else ``../shared/data`` (relative to the working
-#: directory: the repository's checkout sits beside ``shared/``).
-DATA_DIR_VARIABLE = "SCULPT_DATA_DIR"
+#: Where the benchmark looks for the datasets that do not ship with the package: ``data/``
+#: inside the folder the ``SCULPT_SHARED`` environment variable names, else ``../shared/data``
+#: (relative to the working directory: the repository's checkout sits beside ``shared/``).
+SHARED_VARIABLE = "SCULPT_SHARED"
 
 
 def data_root() -> Path:
-    """The folder holding one sub-folder per dataset (see :data:`DATA_DIR_VARIABLE`)."""
-    return Path(os.environ.get(DATA_DIR_VARIABLE, "../shared/data"))
+    """The folder holding one sub-folder per dataset (see :data:`SHARED_VARIABLE`)."""
+    return Path(os.environ.get(SHARED_VARIABLE, "../shared")) / "data"
 
 
 class DatasetAdapter:
@@ -325,6 +325,8 @@ class IoT23Adapter(DatasetAdapter):
     name = "iot-23"
     title = "IoT-23 (Zeek conn.log)"
     folder = "iot23_zeek"
+    # The zeek format knows conn.log's roles; the lists below are what the adapter checks.
+    format = "zeek"
     benign = "Benign"
     identifiers = (
         "ts",
@@ -530,8 +532,8 @@ def load_dataset(
     if isinstance(where, (str, Path)) and not Path(where).exists():
         raise FileNotFoundError(
             f"{adapter.title} not found at {where}; download {adapter.download}, then pass "
-            f"--data {adapter.name}=PATH (or set {DATA_DIR_VARIABLE} to the folder that holds "
-            f"{adapter.folder}/)"
+            f"--data {adapter.name}=PATH (or set {SHARED_VARIABLE} to the folder whose data/ "
+            f"holds {adapter.folder}/)"
         )
     records, _, files, _ = read_records(where, format=adapter.format)
     source = files[0] if len(files) == 1 else f"{adapter.title} ({len(files)} files)"

@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=PATH",
         help="where a dataset's files are, e.g. unsw-nb15=~/data/unsw (default: the embedded "
-        "CIC-IDS-2017 sample; the others under $SCULPT_DATA_DIR or ../shared/data)",
+        "CIC-IDS-2017 sample; the others under $SCULPT_SHARED/data or ../shared/data)",
     )
     parser.add_argument(
         "--protocols",
