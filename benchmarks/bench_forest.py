@@ -14,7 +14,7 @@ Evaluators:
 - ``sklearn predict_proba``: ``RandomForestClassifier.predict_proba`` with ``n_jobs=1``.
 - ``numpy levels``: every tree and row at once, one array pass per level of the deepest tree.
 - ``numba row walk``: each row down each tree, branching at every node, as scikit-learn does.
-- ``numba block levels``: ``AttackForest.predict_proba``, the library's kernel.
+- ``numba block levels (ours)``: ``AttackForest.predict_proba``, the library's kernel.
 - ``treelite GTIL``: ``treelite.gtil.predict`` with ``nthread=1`` on
   ``treelite.sklearn.import_model`` of the same forest (skipped when treelite is not installed;
   ``pip install treelite==4.8.1``).
@@ -79,7 +79,7 @@ def main() -> int:
         "sklearn predict_proba": lambda rows: forest.predict_proba(rows)[:, 1],
         "numpy levels": _numpy_levels(arrays),
         "numba row walk": _numba_row_walk(ours),
-        "numba block levels": ours.predict_proba,
+        "numba block levels (ours)": ours.predict_proba,
     }
     try:
         import treelite
