@@ -48,5 +48,9 @@ class FlowInputError(ValueError):
 
 
 class ModelFileError(ValueError):
-    """A model file that is not a valid latent-sculpting model: truncated, foreign, tampered
-    or inconsistent. Raised before anything in the file is used."""
+    """A model file, or the state read from one, is damaged or was not written by this library.
+
+    The message names the part, the position and the offending value, e.g. ``forest tree 3
+    node 17: left child 1000000000 outside the tree (nodes 0-210)``. Raised before anything in
+    the file is used.
+    """
