@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .estimator import conformal_p_values
+from .explain import Explainer
 from .flowspec import FlowBatch, model_spec
 
 __all__ = ["OUTPUT_COLUMNS", "ScoreTally", "Scorer"]
@@ -81,14 +82,19 @@ class Scorer:
     ----------
     model : LatentSculpting
         A fitted detector; its ``spec_`` describes the records.
+    explainer : Explainer, optional
+        Adds an ``explanation`` column: for each flagged flow its top features with their
+        values and how unusual each is among benign training flows
+        (:mod:`latent_sculpting.explain`), empty for the others.
 
     Attributes
     ----------
     tally : ScoreTally
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, *, explainer: Explainer | None = None) -> None:
         self.model = model
+        self.explainer = explainer
         self.spec = model_spec(model)
         self.tally = ScoreTally()
 
@@ -96,8 +102,8 @@ class Scorer:
         """Identifier columns, then ``score`` (higher = more anomalous), ``p_value``
         (split-conformal, against benign calibration flows), ``is_attack`` (``score >
         threshold_``), ``flagged_by`` (``"stage1"`` when the Stage-1 nearest-centroid rule calls
-        the flow an attack, ``"stage2"`` when only the score threshold does, ``""`` for benign)
-        and, when the records carry it, the label column."""
+        the flow an attack, ``"stage2"`` when only the score threshold does, ``""`` for benign),
+        ``explanation`` with an explainer, and, when the records carry it, the label column."""
         details = self.model.score_details(batch.X)
         score = details["score"]
         is_attack = score > self.model.threshold_
@@ -108,9 +114,19 @@ class Scorer:
         out["p_value"] = conformal_p_values(self.model.calibration_scores_, score)
         out["is_attack"] = is_attack
         out["flagged_by"] = flagged_by
+        if self.explainer is not None:
+            out["explanation"] = self._explanations(batch.X, score, is_attack)
         benign = None
         if batch.labels is not None:
             out[self.spec.label_column] = batch.labels
             benign = np.asarray(batch.labels == self.spec.benign_label, dtype=bool)
         self.tally.add(is_attack, flagged_by, benign)
         return out
+
+    def _explanations(self, X: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+        text = np.full(len(score), "", dtype=object)
+        rows = np.flatnonzero(flagged)
+        if len(rows):
+            found = self.explainer.explain(X[rows], score[rows], batch_rows=len(score))
+            text[rows] = [e.text() for e in found]
+        return text
