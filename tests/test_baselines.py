@@ -69,6 +69,8 @@ def test_make_method_applies_transform_and_ablation():
     assert make_method("paper-v1-nosep").params["gamma"] == 0.0
     assert make_method("default-ce").params["loss"] == "cross_entropy"
     assert make_method("paper-v2@quantile").params["feature_transform"] == "quantile"
+    # Every preset with every ablation is a valid set of parameters.
+    assert all(make_method(name) for name in method_names())
 
 
 class _Recorder:

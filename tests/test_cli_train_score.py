@@ -297,7 +297,7 @@ def test_target_fpr_holds_on_fresh_benign_flows(tmp_path, capsys):
     )
     assert "Stage 2 alone" in capsys.readouterr().err
     model = LatentSculpting.load(model_path)
-    assert not model.stage1 and model.score == "nll"
+    assert not model.stage1 and model.score == "nll" and model.forest_trees == 0
     assert len(model.calibration_scores_) == 750
 
     out = tmp_path / "fresh.parquet"

@@ -1,4 +1,4 @@
-"""Every method on the identical zero-shot splits: ``sculpt compare`` (issue 5).
+"""Every method on the identical zero-shot splits: ``sculpt compare``.
 
 The protocol, common to all methods (see ``docs/baselines.md``):
 

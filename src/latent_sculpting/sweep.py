@@ -1,4 +1,4 @@
-"""Leave-one-attack-family-out: ``sculpt sweep`` (issue 5).
+"""Leave-one-attack-family-out: ``sculpt sweep``.
 
 For each attack family in turn, every class of the family is withheld
 (:func:`latent_sculpting.data.zero_shot_splits`), each method is fitted on benign flows and the

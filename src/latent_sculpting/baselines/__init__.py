@@ -1,4 +1,4 @@
-"""Baselines and ablations compared with latent sculpting under one protocol (issue 5).
+"""Baselines and ablations compared with latent sculpting under one protocol.
 
 Every method is a :class:`Method`: fitted on raw flow features with 0/1 targets and canonical
 labels, scoring with higher = more anomalous. :func:`make_method` builds one from its name;

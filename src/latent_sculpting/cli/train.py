@@ -134,11 +134,11 @@ def run(args: argparse.Namespace) -> int:
     if benign_only:
         print(
             "sculpt train: warning: no attack rows in the data; fitting Stage 2 alone "
-            "(stage1=False, score='nll'): the model flags flows that are unlikely under the "
-            "benign density, without a known-attack rule or forest",
+            "(stage1=False, score='nll', forest_trees=0): the model flags flows that are "
+            "unlikely under the benign density, without a known-attack rule or forest",
             file=sys.stderr,
         )
-        params.update(stage1=False, score="nll")
+        params.update(stage1=False, score="nll", forest_trees=0)
     if args.calibration is not None:
         params["calibration"] = args.calibration
     if args.target_fpr is not None:
