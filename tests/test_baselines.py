@@ -73,6 +73,15 @@ def test_make_method_applies_transform_and_ablation():
     assert all(make_method(name) for name in method_names())
 
 
+def test_make_method_applies_overrides_before_the_ablation():
+    assert make_method("default", overrides={"forest_trees": 7}).params["forest_trees"] == 7
+    noforest = make_method("default-noforest", overrides={"forest_trees": 7, "epochs": 1})
+    assert noforest.params["forest_trees"] == 0 and noforest.params["epochs"] == 1
+    assert make_method("knn", overrides={"epochs": 1}).feature_transform == "log1p"
+    with pytest.raises(ValueError, match="method default: .*score='nll'"):
+        make_method("default", overrides={"score": "nll"})
+
+
 class _Recorder:
     """A stand-in model that records what it was fitted on."""
 

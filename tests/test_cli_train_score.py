@@ -153,8 +153,10 @@ def test_train_and_score_a_generic_table(generic_table, tmp_path, capsys):
                 "port",
                 "--preset",
                 "fast",
-                "--calibration-fraction",
-                "0.3",
+                "--set",
+                "calibration_fraction=0.3",
+                "--set",
+                "forest_trees=12",
                 "-o",
                 str(model_path),
                 "--quiet",
@@ -164,6 +166,8 @@ def test_train_and_score_a_generic_table(generic_table, tmp_path, capsys):
     )
     assert "features: 10" in capsys.readouterr().out
     model = LatentSculpting.load(model_path)
+    assert model.calibration_fraction == 0.3 and model.forest_trees == 12
+    assert model.channels_["forest"].n_trees == 12
     assert list(model.feature_names_in_) == [f"m{j}" for j in range(10)]
     assert model.metadata_["training_data"]["format"] == "table"
     assert model.metadata_["training_data"]["label_column"] == "verdict"

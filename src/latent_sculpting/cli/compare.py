@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_flags
+from .common import add_data_flags, add_set_flags, method_factory
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="instead of fitting, merge compare runs made with other seeds (e.g. one seed per "
         "machine) into --out",
     )
+    add_set_flags(parser, "for every preset among --methods, before its ablation")
     parser.add_argument("--out", help="output folder (default runs/compare-TIME)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -64,18 +65,23 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..baselines import DEFAULT_METHODS
     from ..compare import compare, merge_runs
     from ..data import DEFAULT_WITHHELD
 
+    if args.merge and args.settings:
+        raise ValueError("--merge fits nothing: --set has no effect with it")
     if args.merge:
         if not args.out:
             raise ValueError("--merge needs --out, the folder for the merged comparison")
         results = merge_runs(args.merge, args.out)
         _print(results)
         return 0
+    methods = args.methods or list(DEFAULT_METHODS)
+    factory = method_factory(args, methods)
     results = compare(
         data=args.data,
-        methods=args.methods,
+        methods=methods,
         seeds=args.seeds,
         percentile=args.percentile,
         holdout=args.holdout,
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         verbose=not args.quiet,
         threads=args.threads,
         jobs=args.jobs,
+        factory=factory,
     )
     _print(results)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_flags
+from .common import add_data_flags, add_set_flags, method_factory
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, help="cap BLAS/OpenMP/torch threads (helps on shared cores)"
     )
+    add_set_flags(parser, "for every preset among --methods, before its ablation")
     parser.add_argument("--out", help="output folder (default runs/sweep-TIME)")
     parser.add_argument("--no-plots", action="store_true", help="skip the heat map")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         verbose=not args.quiet,
         threads=args.threads,
+        factory=method_factory(args, args.methods),
     )
     for family, entry in results["families"].items():
         cells = "  ".join(

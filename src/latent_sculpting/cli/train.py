@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import add_model_flags, model_overrides
+from .common import add_aliases, add_model_flags, check_model, model_overrides
 
 FORMATS = ("auto", "cicids2017", "table")
 
@@ -70,14 +70,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         choices=("train", "holdout"),
         help="where thresholds and p-values come from: benign flows held out from training "
         "(holdout) or the benign training flows (train, the paper); default: the preset's, "
-        "holdout whenever --target-fpr is given",
+        "holdout whenever --target-fpr is given (same as --set calibration=...)",
     )
     parser.add_argument(
         "--calibration-fraction",
         type=float,
-        default=0.2,
         metavar="F",
-        help="share of benign flows held out for calibration (default 0.2)",
+        help="share of benign flows held out for calibration (default: the preset's, 0.2; "
+        "same as --set calibration_fraction=F)",
     )
     parser.add_argument(
         "--max-per-class",
@@ -86,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="train on at most N random rows of each label (a quick slice)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", default="auto", help="torch device (default auto)")
+    parser.add_argument("--device", help="torch device (default auto; same as --set device=...)")
     parser.add_argument(
         "-o",
         "--output",
@@ -95,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="model file to write (e.g. model.sculpt)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_aliases(parser, ("calibration", "calibration_fraction", "device"))
     return parser
 
 
@@ -103,6 +104,14 @@ def run(args: argparse.Namespace) -> int:
     from ..data import list_flow_files, sample_path
 
     started = time.perf_counter()
+    overrides = model_overrides(args)
+    if args.target_fpr is not None:
+        if overrides.get("calibration") == "train":
+            raise ValueError(
+                "--target-fpr needs held-out calibration flows; drop --calibration train"
+            )
+        overrides.update(calibration="holdout", target_fpr=args.target_fpr)
+    check_model(args.preset, overrides)
     files = list_flow_files(args.data if args.data else sample_path())
     fmt = _resolve_format(args.format, files)
     table = _load(fmt, files, args)
@@ -123,13 +132,8 @@ def run(args: argparse.Namespace) -> int:
             )
         y = (labels != benign_label).astype(np.int64)
 
-    params = {**_preset(args.preset), **model_overrides(args)}
-    params.update(
-        random_state=args.seed,
-        device=args.device,
-        verbose=not args.quiet,
-        calibration_fraction=args.calibration_fraction,
-    )
+    params = {**_preset(args.preset), **overrides}
+    params.update(random_state=args.seed, verbose=not args.quiet)
     benign_only = not y.any()
     if benign_only:
         print(
@@ -139,16 +143,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         params.update(stage1=False, score="nll", forest_trees=0)
-    if args.calibration is not None:
-        params["calibration"] = args.calibration
-    if args.target_fpr is not None:
-        if args.calibration == "train":
-            raise ValueError(
-                "--target-fpr needs held-out calibration flows; drop --calibration train"
-            )
-        params.update(calibration="holdout", target_fpr=args.target_fpr)
-    if params.get("calibration") == "holdout":
-        _check_calibration_size(int((y == 0).sum()), args.calibration_fraction, args.target_fpr)
+    if params["calibration"] == "holdout":
+        _check_calibration_size(
+            int((y == 0).sum()), params["calibration_fraction"], args.target_fpr
+        )
 
     frame = _frame(table)
     model = LatentSculpting(**params)
@@ -257,8 +255,6 @@ def _frame(table: Any) -> Any:
 
 def _check_calibration_size(n_benign: int, fraction: float, target_fpr: float | None) -> None:
     """Refuse before fitting when too few benign flows would be held out for calibration."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"--calibration-fraction must be in (0, 1), got {fraction}")
     n_cal = int(round(fraction * n_benign))
     if target_fpr is not None and 0 < target_fpr < 1:
         # Split conformal needs (n + 1)(1 - alpha) <= n, i.e. n >= 1/alpha - 1 calibration flows.
