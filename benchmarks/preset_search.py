@@ -28,7 +28,7 @@ from latent_sculpting.benchmark import DATASETS, benchmark
 #: name -> arguments that replace the default preset's.
 VARIANTS: dict[str, dict] = {
     "default": {},
-    "no forest (flow NLL alone)": {"score": "nll"},
+    "no forest (flow NLL alone)": {"score": "nll", "forest_trees": 0},
     "no Deep SVDD channel": {"svdd_dim": 0},
     "flow input not standardised": {"flow_standardize": False},
     "forest of 300 trees": {"forest_trees": 300},
@@ -37,15 +37,14 @@ VARIANTS: dict[str, dict] = {
     "dual-centroid loss (v1)": {"loss": "dual_centroid"},
     "no separation term (gamma 0)": {"gamma": 0.0},
     "epoch by centroid F1 (v1)": {"selection": "centroid_f1"},
-    "last epoch": {"selection": "last"},
     "margin 20": {"margin": 20.0},
     "latent 16": {"latent_dim": 16},
-    "bias-free (Deep SVDD) encoder": {"encoder": "bias_free", "d_model": 128},
     "flow 8 x 256, 40 epochs": {"flow_transforms": 8, "flow_hidden": 256, "flow_epochs": 40},
     "Stage 2 alone (no encoder, no other channel)": {
         "stage1": False,
         "score": "nll",
         "svdd_dim": 0,
+        "forest_trees": 0,
     },
 }
 

@@ -152,8 +152,10 @@ def test_train_and_score_a_generic_table(generic_table, tmp_path, capsys):
                 "port",
                 "--preset",
                 "fast",
-                "--calibration-fraction",
-                "0.3",
+                "--set",
+                "calibration_fraction=0.3",
+                "--set",
+                "forest_trees=12",
                 "-o",
                 str(model_path),
                 "--quiet",
@@ -167,6 +169,8 @@ def test_train_and_score_a_generic_table(generic_table, tmp_path, capsys):
     names = [f"m{j}" for j in range(10)]
     assert list(model.feature_names_in_) == [*names, "sensor=edge-1", "sensor=(other)"]
     assert model.spec_.format == "table" and model.spec_.label_column == "verdict"
+    assert model.calibration_fraction == 0.3 and model.forest_trees == 12
+    assert model.channels_["forest"].n_trees == 12
 
     out = tmp_path / "scored.parquet"
     assert main(["score", str(model_path), str(src), "-o", str(out), "--quiet"]) == 0
@@ -300,7 +304,7 @@ def test_target_fpr_holds_on_fresh_benign_flows(tmp_path, capsys):
     )
     assert "benign density alone" in capsys.readouterr().err
     model = LatentSculpting.load(model_path)
-    assert not model.stage1 and model.score == "nll"
+    assert not model.stage1 and model.score == "nll" and model.forest_trees == 0
     assert len(model.calibration_scores_) == 750
 
     out = tmp_path / "fresh.parquet"

@@ -25,7 +25,13 @@ def reproduce_run(tmp_path_factory):
         max_per_class=120,
         out=out,
         verbose=False,
-        overrides={"calibration": "train", "score": "nll", "epochs": 1, "flow_epochs": 1},
+        overrides={
+            "calibration": "train",
+            "score": "nll",
+            "forest_trees": 0,
+            "epochs": 1,
+            "flow_epochs": 1,
+        },
     )
     return out
 

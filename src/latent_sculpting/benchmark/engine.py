@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -101,9 +102,12 @@ def _checkpoint(out: Path, fold: Fold, seed: int, method: str) -> Path:
     )
 
 
-def _key(dataset: Dataset, fold: Fold, seed: int, method: str) -> str:
+def _key(
+    dataset: Dataset, fold: Fold, seed: int, method: str, overrides: Mapping | None = None
+) -> str:
     """What a checkpoint was computed from: a rerun reuses it only when all of it agrees."""
     content = {
+        "overrides": dict(overrides or {}),
         "version": CHECKPOINT_VERSION,
         "dataset": dataset.name,
         "sha256": dataset.sha256,
@@ -137,8 +141,12 @@ def run_unit(
     *,
     out: Path,
     factory: MethodFactory = make_method,
+    overrides: Mapping | None = None,
 ) -> list[dict]:
     """One fold for one split seed: every method fitted, scored and measured, checkpointed.
+
+    ``overrides`` are the parameters ``factory`` applies to our presets (``--set``): part of
+    each checkpoint's key.
 
     The split seed also seeds the models, so each seed re-draws every split and every fit.
 
@@ -153,7 +161,7 @@ def run_unit(
         If the fold's roles overlap, a withheld or sibling class reaches the fitting rows, or an
         evaluation row copies a fitting row.
     """
-    keys = {m: _key(dataset, fold, seed, m) for m in methods}
+    keys = {m: _key(dataset, fold, seed, m, overrides) for m in methods}
     done = {m: _read_checkpoint(_checkpoint(out, fold, seed, m), keys[m]) for m in methods}
     if all(r is not None for r in done.values()):
         return [done[m] for m in methods]
@@ -252,14 +260,22 @@ def run_unit(
 _WORKER: dict = {}
 
 
-def _init_worker(datasets: dict[str, Dataset], factory: MethodFactory, threads: int) -> None:
-    _WORKER.update(datasets=datasets, factory=factory, threads=threads)
+def _init_worker(
+    datasets: dict[str, Dataset], factory: MethodFactory, threads: int, overrides: Mapping | None
+) -> None:
+    _WORKER.update(datasets=datasets, factory=factory, threads=threads, overrides=overrides)
 
 
 def _run_in_worker(dataset: str, fold: Fold, seed: int, methods: list[str], out: Path) -> list:
     with limit_threads(_WORKER["threads"]):
         return run_unit(
-            _WORKER["datasets"][dataset], fold, seed, methods, out=out, factory=_WORKER["factory"]
+            _WORKER["datasets"][dataset],
+            fold,
+            seed,
+            methods,
+            out=out,
+            factory=_WORKER["factory"],
+            overrides=_WORKER["overrides"],
         )
 
 
@@ -341,6 +357,7 @@ def benchmark(
     plots: bool = True,
     verbose: bool = True,
     factory: MethodFactory = make_method,
+    overrides: Mapping[str, Any] | None = None,
     command: Sequence[str] | None = None,
     title: str = "sculpt benchmark",
 ) -> dict:
@@ -381,6 +398,9 @@ def benchmark(
     verbose : bool, default True
         A progress bar over folds.
     factory : callable, default make_method
+    overrides : mapping, optional
+        Estimator parameters applied to each of our presets among ``methods`` (``--set``);
+        part of every checkpoint's key and recorded in the configuration.
     command : sequence of str, optional
         The command line to record (default ``sys.argv``).
     title : str
@@ -403,6 +423,11 @@ def benchmark(
     if factory is make_method:  # another factory knows its own names
         for name in methods:
             parse_method(name)
+    overrides = dict(overrides or {})
+    if overrides:
+        factory = partial(factory, overrides=overrides)
+        for name in methods:
+            factory(name, 0, None)  # a parameter that does not fit fails before any data
     split_seeds = list(split_seeds)
     if not split_seeds or len(set(split_seeds)) != len(split_seeds):
         raise ValueError(f"split_seeds must name distinct seeds, got {split_seeds}")
@@ -444,10 +469,12 @@ def benchmark(
         with limit_threads(threads):
             for dataset, fold, seed in units:
                 bar.set_description(f"{dataset.name}: {fold.name} (seed {seed})")
-                records += run_unit(dataset, fold, seed, methods, out=out, factory=factory)
+                records += run_unit(
+                    dataset, fold, seed, methods, out=out, factory=factory, overrides=overrides
+                )
                 bar.update()
     else:
-        records = _run_parallel(units, methods, out, factory, jobs, threads, bar)
+        records = _run_parallel(units, methods, out, factory, jobs, threads, bar, overrides)
     bar.close()
 
     info["load_average_end"] = list(os.getloadavg())
@@ -456,6 +483,7 @@ def benchmark(
         "title": title,
         "datasets": [d.name for d in loaded],
         "methods": methods,
+        "overrides": overrides,
         "reference": reference,
         "split_seeds": split_seeds,
         "protocols": list(protocols),
@@ -492,6 +520,7 @@ def _run_parallel(
     jobs: int,
     threads: int | None,
     bar: Any,
+    overrides: Mapping | None = None,
 ) -> list[dict]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -505,7 +534,7 @@ def _run_parallel(
         max_workers=jobs,
         mp_context=context,
         initializer=_init_worker,
-        initargs=(datasets, factory, threads),
+        initargs=(datasets, factory, threads, overrides),
     ) as pool:
         futures = {
             pool.submit(_run_in_worker, d.name, fold, seed, methods, out): i

@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .common import add_set_flags, model_overrides
+
 
 def add_run_flags(
     parser: argparse.ArgumentParser, *, methods: Sequence[str], seeds: Sequence[int]
@@ -59,6 +61,7 @@ def add_run_flags(
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_set_flags(parser, "applied to each of our detector's presets among --methods")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -159,7 +162,7 @@ def run_view(args: argparse.Namespace, **fixed) -> dict:
             kwargs["methods"] = args.methods
         if args.split_seeds:
             kwargs["split_seeds"] = args.split_seeds
-        results = benchmark(**kwargs)
+        results = benchmark(**kwargs, overrides=model_overrides(args))
     _print(results)
     return results
 

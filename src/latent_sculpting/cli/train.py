@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import add_input_flags, add_model_flags, model_overrides
+from .common import add_aliases, add_input_flags, add_model_flags, check_model, model_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,14 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         choices=("train", "holdout"),
         help="where thresholds and p-values come from: benign flows held out from training "
         "(holdout) or the benign training flows (train, the paper); default: the preset's, "
-        "holdout whenever --target-fpr is given",
+        "holdout whenever --target-fpr is given (same as --set calibration=...)",
     )
     parser.add_argument(
         "--calibration-fraction",
         type=float,
-        default=0.2,
         metavar="F",
-        help="share of benign flows held out for calibration (default 0.2)",
+        help="share of benign flows held out for calibration (default: the preset's, 0.2; "
+        "same as --set calibration_fraction=F)",
     )
     parser.add_argument(
         "--max-per-class",
@@ -60,11 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="train on at most N random rows of each label (a quick slice)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", default="auto", help="torch device (default auto)")
+    parser.add_argument("--device", help="torch device (default auto; same as --set device=...)")
     parser.add_argument(
         "-o", "--output", required=True, metavar="MODEL", help="model file to write"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_aliases(parser, ("calibration", "calibration_fraction", "device"))
     return parser
 
 
@@ -75,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
     from ..readers import list_flow_files
 
     started = time.perf_counter()
+    overrides = model_overrides(args)
+    if args.target_fpr is not None:
+        if overrides.get("calibration") == "train":
+            raise ValueError(
+                "--target-fpr needs held-out calibration flows; drop --calibration train"
+            )
+        overrides.update(calibration="holdout", target_fpr=args.target_fpr)
+    check_model(args.preset, overrides)
     files = list_flow_files(args.data if args.data else sample_path())
     check_output(args.output, inputs=files, what="model file")
     if args.max_per_class is not None and args.max_per_class < 1:
@@ -108,31 +117,20 @@ def run(args: argparse.Namespace) -> int:
             )
         y = table.y
 
-    params = {**_preset(args.preset), **model_overrides(args)}
-    params.update(
-        random_state=args.seed,
-        device=args.device,
-        verbose=not args.quiet,
-        calibration_fraction=args.calibration_fraction,
-    )
+    params = {**_preset(args.preset), **overrides}
+    params.update(random_state=args.seed, verbose=not args.quiet)
     benign_only = not y.any()
     if benign_only:
         print(
             "sculpt train: warning: no attack rows in the data; fitting the benign density "
-            "alone (stage1=False, score='nll'), without a known-attack channel",
+            "alone (stage1=False, score='nll', forest_trees=0), without a known-attack channel",
             file=sys.stderr,
         )
-        params.update(stage1=False, score="nll", svdd_dim=0, forest_trees=0)
-    if args.calibration is not None:
-        params["calibration"] = args.calibration
-    if args.target_fpr is not None:
-        if args.calibration == "train":
-            raise ValueError(
-                "--target-fpr needs held-out calibration flows; drop --calibration train"
-            )
-        params.update(calibration="holdout", target_fpr=args.target_fpr)
-    if params.get("calibration") == "holdout":
-        _check_calibration_size(int((y == 0).sum()), args.calibration_fraction, args.target_fpr)
+        params.update(stage1=False, score="nll", forest_trees=0)
+    if params["calibration"] == "holdout":
+        _check_calibration_size(
+            int((y == 0).sum()), params["calibration_fraction"], args.target_fpr
+        )
 
     model = LatentSculpting(**params)
     model.fit(table.frame(), y, groups=labels if labels is not None and not benign_only else None)
