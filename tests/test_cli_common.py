@@ -73,9 +73,9 @@ def test_a_parameter_set_twice_or_by_a_disagreeing_alias_is_refused():
         ["train", "-o", "m", "--epochs", "3", "--set", "epochs=3", "--calibration-fraction", "0.3"]
     )
     assert model_overrides(args) == {"epochs": 3, "calibration_fraction": 0.3}
-    # compare's --percentile is its own threshold, not the model parameter.
-    args = build_parser().parse_args(["compare", "--percentile", "90"])
-    assert model_overrides(args) == {}
+    # compare and benchmark take --set too, and apply it to our presets only.
+    args = build_parser().parse_args(["compare", "--set", "forest_trees=7"])
+    assert model_overrides(args) == {"forest_trees": 7}
 
 
 def test_a_combination_is_checked_with_the_preset():

@@ -50,8 +50,7 @@ def case(request, tmp_path_factory):
     if request.param == "table":
         assert [c.column for c in table.spec.categorical] == ["proto"]
     model = LatentSculpting(**preset("fast"), random_state=0)
-    model.fit(table.frame(), table.y, groups=table.labels)
-    model.spec_ = table.spec
+    model.fit(table.frame(), table.y, groups=table.labels, spec=table.spec)
     return model.save(folder / "model.sculpt"), data
 
 

@@ -356,12 +356,12 @@ def test_the_child_index_that_crashed_scoring_is_refused_in_a_model_file(tmp_pat
     with safe_open(str(path), framework="pt") as opened:
         metadata = opened.metadata()
     tensors = load_file(path)
-    tensors["forest.left_child"][0] = 10**9
+    tensors["channel.forest.left_child"][0] = 10**9
     save_file(tensors, path, metadata=metadata)
     with pytest.raises(ValueError, match="forest tree 0 node 0: left child 1000000000 outside"):
         LatentSculpting.load(path)
-    tensors["forest.left_child"][0] = 1
-    tensors["forest.feature"][0] = 999
+    tensors["channel.forest.left_child"][0] = 1
+    tensors["channel.forest.feature"][0] = 999
     save_file(tensors, path, metadata=metadata)
     with pytest.raises(ValueError, match="forest tree 0 node 0: feature 999 outside 0-3"):
         LatentSculpting.load(path)

@@ -21,8 +21,7 @@ from latent_sculpting.experiment import cap_per_class
 def model_path(tmp_path_factory):
     table = cap_per_class(load_cicids2017(), 150, seed=0)
     model = LatentSculpting(**preset("fast"), random_state=0)
-    model.fit(table.frame(), table.y, groups=table.labels)
-    model.spec_ = table.spec
+    model.fit(table.frame(), table.y, groups=table.labels, spec=table.spec)
     return model.save(tmp_path_factory.mktemp("model") / "m.sculpt")
 
 

@@ -39,8 +39,7 @@ def model_path(tmp_path_factory):
     )
     model = LatentSculpting(**preset("fast"), random_state=0)
     part = table.subset(rows)
-    model.fit(part.frame(), part.y)
-    model.spec_ = table.spec
+    model.fit(part.frame(), part.y, spec=table.spec)
     return model.save(tmp_path_factory.mktemp("model") / "model.safetensors")
 
 

@@ -1,4 +1,4 @@
-"""Every preset gives the scores saved in tests/data/reference_scores.npz (see reference_scores.py)."""
+"""Every preset gives the scores saved in tests/data/reference_scores.npz (reference_scores.py)."""
 
 import numpy as np
 import pytest

@@ -33,8 +33,7 @@ def model(tmp_path_factory):
         **{**preset("fast"), "calibration": "train", "score": "nll", "forest_trees": 0},
         random_state=0,
     )
-    fitted.fit(X, table.y, groups=table.labels)
-    fitted.spec_ = table.spec
+    fitted.fit(X, table.y, groups=table.labels, spec=table.spec)
     fitted.training_info_ = {"rows": len(X), "files": ["/secret/place/train.parquet"]}
     path = fitted.save(tmp_path_factory.mktemp("model") / "model.sculpt")
     return LatentSculpting.load(path)

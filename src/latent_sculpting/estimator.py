@@ -42,6 +42,7 @@ from .calibration import (
 from .channels import SIDE_CHANNELS, enabled_channels
 from .deep_sad import DeepSAD
 from .fastpath import FastMAF, encode, reference_scoring
+from .flowspec import FlowSpec, spec_for_features
 from .fusion import FUSIONS
 from .params import PARAMETER_CONSTRAINTS, check_params
 from .persistence import load_model, save_model
@@ -261,7 +262,14 @@ class LatentSculpting(BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X: Any, y: Any = None, *, groups: Sequence[str] | None = None) -> LatentSculpting:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        groups: Sequence[str] | None = None,
+        spec: FlowSpec | None = None,
+    ) -> LatentSculpting:
         """Fit both stages, the side channels, the score rule and the thresholds.
 
         Parameters
@@ -275,6 +283,10 @@ class LatentSculpting(BaseEstimator):
         groups : array-like of str, optional
             Attack class of each row. Only used to undersample benign rows for Stage 1 to the
             size of the largest attack class; without it all attacks count as one class.
+        spec : FlowSpec, optional
+            How flow records became ``X`` (:func:`latent_sculpting.flowspec.fit_spec`); stored
+            as ``spec_`` so that files and requests are read as the training data was. Without
+            it, a DataFrame's columns are taken as a plain numeric table's.
 
         Returns
         -------
@@ -283,10 +295,19 @@ class LatentSculpting(BaseEstimator):
         self._validate_params()
         X, y, groups_arr, names = check_fit_data(X, y, groups, stage1=self.stage1)
         self.n_features_in_ = X.shape[1]
+        if spec is not None:
+            if names is not None and list(names) != spec.feature_names:
+                raise ValueError("X's columns are not the features of the spec given")
+            if spec.n_features != X.shape[1]:
+                raise ValueError(f"the spec has {spec.n_features} features, X {X.shape[1]}")
+            names = np.asarray(spec.feature_names, dtype=object)
         if names is not None:
             self.feature_names_in_ = names
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+            self.spec_ = spec if spec is not None else spec_for_features(names)
+        else:
+            for name in ("feature_names_in_", "spec_"):
+                if hasattr(self, name):
+                    delattr(self, name)
         self.device_ = torch.device(
             ("cuda" if torch.cuda.is_available() else "cpu")
             if self.device == "auto"

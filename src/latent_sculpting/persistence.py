@@ -32,6 +32,7 @@ from .channels import SIDE_CHANNELS, enabled_channels
 from .deep_sad import DeepSAD
 from .encoders import ENCODER_SIZES, build_encoder
 from .flows import LatentDensity
+from .flowspec import FlowSpec, legacy_spec
 from .fusion import FUSIONS
 from .params import PARAMETER_CONSTRAINTS, check_params
 from .preprocessing import FeaturePreprocessor
@@ -85,7 +86,8 @@ def save_model(model: Any, path: str | Path) -> Path:
         "thresholds_": {str(k): v for k, v in model.thresholds_.items()},
         "threshold_": model.threshold_,
         "history_": model.history_,
-        "extra": getattr(model, "metadata_", {}),
+        "spec": model.spec_.to_dict() if hasattr(model, "spec_") else None,
+        "training_info": getattr(model, "training_info_", {}),
     }
     if model.encoder_ is not None:
         put("encoder.", model.encoder_.state_dict())
@@ -240,15 +242,27 @@ def _fitted_parts(
     def arrays(prefix: str) -> dict[str, np.ndarray]:
         return {k: v.numpy() for k, v in part(prefix).items()}
 
-    out: dict[str, Any] = {"device_": device, "metadata_": fitted.get("extra", {})}
-    name = "thresholds"
+    out: dict[str, Any] = {"device_": device}
+    name = "input spec"
     try:
+        info = fitted.get("training_info", {})
+        if not isinstance(info, dict):
+            raise ValueError("training_info must be an object")
+        out["training_info_"] = info
+        if fitted.get("spec") is not None:
+            out["spec_"] = FlowSpec.from_dict(fitted["spec"])
+        elif fitted.get("feature_names_in_") is not None:
+            # Written before specs were stored (format 1, 2): rebuilt from the feature names.
+            out["spec_"] = legacy_spec(fitted["feature_names_in_"], fitted.get("extra") or {})
+        name = "thresholds"
         out["n_features_in_"] = int(fitted["n_features_in_"])
         names = fitted["feature_names_in_"]
         if names is not None:
             if len(names) != out["n_features_in_"]:
                 raise ValueError(f"{len(names)} feature names for {out['n_features_in_']} features")
             out["feature_names_in_"] = np.asarray([str(n) for n in names], dtype=object)
+            if "spec_" in out and out["spec_"].feature_names != list(out["feature_names_in_"]):
+                raise ValueError("the input spec's features are not the model's")
         out["thresholds_"] = {float(k): float(v) for k, v in fitted["thresholds_"].items()}
         out["threshold_"] = float(fitted["threshold_"])
         out["history_"] = dict(fitted["history_"])

@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
         )
 
     model = LatentSculpting(**params)
-    model.fit(table.frame(), y, groups=labels if labels is not None and not benign_only else None)
-    model.spec_ = spec
+    groups = labels if labels is not None and not benign_only else None
+    model.fit(table.frame(), y, groups=groups, spec=spec)
     counts = table.label_counts() if labels is not None else {"(unlabelled, benign)": len(table)}
     model.training_info_ = {
         "files": [f.name for f in table.files],
