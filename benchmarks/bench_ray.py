@@ -4,7 +4,7 @@ Uses the issue-7 scale set when given (``--data``, e.g. the files written by
 ``benchmarks/make_scale_data.py``); otherwise writes a SYNTHETIC set by resampling the embedded
 improved CIC-IDS-2017 sample with replacement (``--rows`` rows over ``--files`` Parquet files).
 Both engines score the same files with the same model; the local engine writes one file
-(``streaming.score_files``), the Ray engine one shard per input (``ray_engine.score_with_ray``)
+(``engines.local.score_files``), the Ray engine one shard per input (``engines.ray.score_with_ray``)
 on a local Ray instance bound to 127.0.0.1. Ray's start-up is timed separately: on a running
 cluster it is paid once, not per job.
 
@@ -76,8 +76,8 @@ def main() -> None:
 
     import ray
 
-    from latent_sculpting.ray_engine import score_with_ray
-    from latent_sculpting.streaming import score_files
+    from latent_sculpting.engines.local import score_files
+    from latent_sculpting.engines.ray import score_with_ray
 
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         tmp = Path(tmp)

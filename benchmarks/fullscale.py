@@ -21,6 +21,7 @@ import torch
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017
+from latent_sculpting.stage2 import STAGE2_PARAMETERS, fit_flow
 
 FULL_STAGE1_ROWS = 620_000
 FULL_STAGE2_ROWS = 1_450_000
@@ -46,7 +47,7 @@ def main() -> None:
         model.fit(X, y, groups=labels)
         s1 = model.history_["n_stage1_train"] / model.history_["seconds"]["stage1"]
         t = time.perf_counter()
-        model._fit_stage2(codes)
+        fit_flow(codes, **{k: params[k] for k in STAGE2_PARAMETERS}, device=model.device_)
         s2 = len(codes) / (time.perf_counter() - t)
         e1, e2 = preset(args.preset)["epochs"], preset(args.preset)["flow_epochs"]
         m1 = FULL_STAGE1_ROWS * e1 / s1 / 60

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from latent_sculpting.data import load_cicids2017, sample_path
-from latent_sculpting.data.schema import CANONICAL_FEATURES, IMPROVED_TO_CANONICAL
+from latent_sculpting.formats.cicids2017 import CANONICAL_FEATURES, IMPROVED_TO_CANONICAL
 
 # Original-release spelling of each canonical label (0x96 dash decoded as cp1252 en dash).
 ORIGINAL_LABELS = {
@@ -128,3 +128,15 @@ def recording():
         return RecordingMethod(make_method(name, seed, shared), log)
 
     return factory, log
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The folder of the datasets that do not ship with the package (``../shared/data`` beside
+    the repository, or ``$SCULPT_SHARED/data``); skips when it is absent."""
+    from shared_files import SHARED
+
+    root = SHARED / "data"
+    if not (root / "unsw_nb15").is_dir() or not (root / "iot23_zeek").is_dir():
+        pytest.skip(f"the shared datasets are not at {root.resolve()} (set SCULPT_SHARED)")
+    return root.resolve()

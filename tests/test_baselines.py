@@ -21,9 +21,9 @@ from latent_sculpting.baselines import (
     parse_method,
     preserve_global_rng,
 )
-from latent_sculpting.compare import limit_threads
 from latent_sculpting.data import zero_shot_splits
 from latent_sculpting.experiment import cap_per_class
+from latent_sculpting.threads import limit_threads
 
 FAST_METHODS = ["fast", "fast-stage1", "fast-stage2", "fast-ce", "fast-nosep"]
 
@@ -69,6 +69,17 @@ def test_make_method_applies_transform_and_ablation():
     assert make_method("paper-v1-nosep").params["gamma"] == 0.0
     assert make_method("default-ce").params["loss"] == "cross_entropy"
     assert make_method("paper-v2@quantile").params["feature_transform"] == "quantile"
+    # Every preset with every ablation is a valid set of parameters.
+    assert all(make_method(name) for name in method_names())
+
+
+def test_make_method_applies_overrides_before_the_ablation():
+    assert make_method("default", overrides={"forest_trees": 7}).params["forest_trees"] == 7
+    noforest = make_method("default-noforest", overrides={"forest_trees": 7, "epochs": 1})
+    assert noforest.params["forest_trees"] == 0 and noforest.params["epochs"] == 1
+    assert make_method("knn", overrides={"epochs": 1}).feature_transform == "log1p"
+    with pytest.raises(ValueError, match="method default: .*score='nll'"):
+        make_method("default", overrides={"score": "nll"})
 
 
 class _Recorder:

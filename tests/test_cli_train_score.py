@@ -11,7 +11,7 @@ import pytest
 from latent_sculpting import LatentSculpting
 from latent_sculpting.cli import main
 from latent_sculpting.data import iter_flow_batches, sample_path
-from latent_sculpting.scoring import OUTPUT_COLUMNS, score_frame
+from latent_sculpting.scoring import OUTPUT_COLUMNS, Scorer
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +53,18 @@ def cic_model(tmp_path_factory, sample_rows):
 
 def test_train_cic_writes_a_model_with_its_training_summary(cic_model, sample_rows, capsys):
     model = LatentSculpting.load(cic_model)
-    meta = model.metadata_
-    data = meta["training_data"]
-    assert data["format"] == "cicids2017"
-    assert data["rows"] == len(sample_rows)
-    assert data["label_counts"]["BENIGN"] == int((sample_rows["Label"] == "BENIGN").sum())
-    assert data["label_column"] == "Label" and data["benign_label"] == "BENIGN"
-    assert meta["target_fpr"] == 0.1 and model.target_fpr == 0.1
+    info = model.training_info_
+    assert model.spec_.format == "cicids2017"
+    assert info["rows"] == len(sample_rows) and info["files"] == ["train.parquet"]
+    assert info["label_counts"]["BENIGN"] == int((sample_rows["Label"] == "BENIGN").sum())
+    assert model.spec_.label_column == "Label" and model.spec_.benign_label == "BENIGN"
+    assert model.target_fpr == 0.1
     assert model.calibration == "holdout" and model.stage1
-    assert meta["feature_names"] == list(model.feature_names_in_)
-    assert meta["calibration_size"] == len(model.calibration_scores_) > 0
+    assert model.spec_.feature_names == list(model.feature_names_in_)
+    assert len(model.calibration_scores_) > 0
 
 
-def test_score_streams_in_chunks_with_the_numbers_of_score_frame(cic_model, sample_rows, tmp_path):
+def test_score_streams_in_chunks_with_the_numbers_of_one_batch(cic_model, sample_rows, tmp_path):
     src = tmp_path / "flows.csv"
     sample_rows.to_csv(src, index=False)
     out = tmp_path / "scored.parquet"
@@ -80,12 +79,12 @@ def test_score_streams_in_chunks_with_the_numbers_of_score_frame(cic_model, samp
     assert "Flow Duration" not in scored.columns  # features are not copied
 
     model = LatentSculpting.load(cic_model)
-    features, identifiers, labels = next(iter_flow_batches(src, 100_000))
-    expected = score_frame(model, features, identifiers)
+    (batch,) = iter_flow_batches(model.spec_, src, 100_000)
+    expected = Scorer(model).score(batch)
     np.testing.assert_allclose(scored["score"], expected["score"], rtol=1e-6)
     np.testing.assert_array_equal(scored["is_attack"], expected["is_attack"])
     np.testing.assert_array_equal(scored["flagged_by"], expected["flagged_by"])
-    assert scored["Label"].tolist() == labels.tolist()  # canonical labels ("Bot", ...)
+    assert scored["Label"].tolist() == batch.labels.tolist()  # canonical labels ("Bot", ...)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flows.csv", "scored.parquet"]
 
 
@@ -153,8 +152,10 @@ def test_train_and_score_a_generic_table(generic_table, tmp_path, capsys):
                 "port",
                 "--preset",
                 "fast",
-                "--calibration-fraction",
-                "0.3",
+                "--set",
+                "calibration_fraction=0.3",
+                "--set",
+                "forest_trees=12",
                 "-o",
                 str(model_path),
                 "--quiet",
@@ -162,17 +163,21 @@ def test_train_and_score_a_generic_table(generic_table, tmp_path, capsys):
         )
         == 0
     )
-    assert "features: 10" in capsys.readouterr().out
+    # Ten measurements, and the text column "sensor" as a categorical feature (one value).
+    assert "features: 12" in capsys.readouterr().out
     model = LatentSculpting.load(model_path)
-    assert list(model.feature_names_in_) == [f"m{j}" for j in range(10)]
-    assert model.metadata_["training_data"]["format"] == "table"
-    assert model.metadata_["training_data"]["label_column"] == "verdict"
+    names = [f"m{j}" for j in range(10)]
+    assert list(model.feature_names_in_) == [*names, "sensor=edge-1", "sensor=(other)"]
+    assert model.spec_.format == "table" and model.spec_.label_column == "verdict"
+    assert model.calibration_fraction == 0.3 and model.forest_trees == 12
+    assert model.channels_["forest"].n_trees == 12
 
     out = tmp_path / "scored.parquet"
     assert main(["score", str(model_path), str(src), "-o", str(out), "--quiet"]) == 0
     scored = pd.read_parquet(out)
-    assert list(scored.columns) == ["sensor", "port", *OUTPUT_COLUMNS, "verdict"]
-    expected = model.decision_function(generic_table[[f"m{j}" for j in range(10)]])
+    assert list(scored.columns) == ["port", *OUTPUT_COLUMNS, "verdict"]
+    expected_X = generic_table[names].assign(**{"sensor=edge-1": 1.0, "sensor=(other)": 0.0})
+    expected = model.decision_function(expected_X.to_numpy(np.float32))
     np.testing.assert_allclose(scored["score"], expected, rtol=1e-6)
 
     bad = generic_table.astype({"m3": object})
@@ -212,6 +217,8 @@ def test_train_rejects_unknown_benign_label_and_drop_column(generic_table, tmp_p
         "--quiet",
     ]
     assert main(args) == 2
+    assert "name the benign label of column 'verdict'" in capsys.readouterr().err
+    assert main([*args, "--benign-label", "BENIGN"]) == 2
     assert "'BENIGN' not found" in capsys.readouterr().err
     assert main([*args, "--benign-label", "normal", "--drop", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
@@ -246,7 +253,7 @@ def test_train_refuses_a_target_fpr_the_calibration_set_cannot_support(
 
 
 def test_score_ray_engine_without_ray_says_how_to_install(cic_model, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "latent_sculpting.ray_engine", None)  # import fails
+    monkeypatch.setitem(sys.modules, "latent_sculpting.engines.ray", None)  # import fails
     code = main(
         ["score", str(cic_model), str(tmp_path), "-o", str(tmp_path / "out"), "--engine", "ray"]
     )
@@ -295,9 +302,9 @@ def test_target_fpr_holds_on_fresh_benign_flows(tmp_path, capsys):
         )
         == 0
     )
-    assert "Stage 2 alone" in capsys.readouterr().err
+    assert "benign density alone" in capsys.readouterr().err
     model = LatentSculpting.load(model_path)
-    assert not model.stage1 and model.score == "nll"
+    assert not model.stage1 and model.score == "nll" and model.forest_trees == 0
     assert len(model.calibration_scores_) == 750
 
     out = tmp_path / "fresh.parquet"

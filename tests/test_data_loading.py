@@ -1,4 +1,4 @@
-"""Loading both CIC-IDS-2017 releases into the canonical table; cleaning; bad input."""
+"""Reading flow files into tables: both CIC-IDS-2017 releases, any table, batches, bad input."""
 
 import numpy as np
 import pandas as pd
@@ -6,16 +6,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from latent_sculpting.cleaning import CleaningReport, replace_nonfinite
 from latent_sculpting.data import (
     CANONICAL_FEATURES,
     ENGINEERED_FEATURES,
     IDENTIFIER_COLUMNS,
     iter_flow_batches,
     load_cicids2017,
-    load_flow_table,
+    read_flows,
     sample_path,
 )
-from latent_sculpting.data.cleaning import CleaningReport, engineered_features, replace_nonfinite
+from latent_sculpting.errors import FlowInputError
 
 # SOURCE.md, "Rows per label per file", after canonical renaming.
 SOURCE_COUNTS = {
@@ -58,34 +59,26 @@ def test_vendored_sample_matches_source_md(sample_table):
     ]  # fmt: skip
     assert np.bincount(table.source).tolist() == [16808, 1838, 8855, 8365, 20411]
     assert table.report.rows_read == table.report.rows_out == 56_277
-    assert table.report.label_renames["'Botnet' -> 'Bot'"] == 736
-    assert "renamed" in str(table.report)
+    assert table.spec.format == "cicids2017" and table.spec.benign_label == "BENIGN"
+    # The improved-only columns are left out, each with its reason.
+    assert dict(table.spec.dropped)["ICMP Type"].startswith("not in the original release")
+    assert table.y.sum() == 56_277 - 7492
 
 
-def test_engineered_features_known_answers():
-    out = engineered_features(
-        np.array([100.0, 0.0, 60.0]), np.array([4.0, 0.0, 3.0]), np.array([2e6, 5.0, 0.0])
-    )
-    np.testing.assert_allclose(out, [[25.0, 2.0], [0.0, 0.0], [20.0, 0.0]])
-    assert out.dtype == np.float32
-
-
-def test_original_schema_loads_like_improved(original_csv, improved_rows, tmp_path):
+def test_original_release_loads_like_improved(original_csv, improved_rows, tmp_path):
     path, frame, overrides = original_csv
     original = load_cicids2017(path)
     improved_file = tmp_path / "improved.parquet"
     improved_rows.to_parquet(improved_file)
     improved = load_cicids2017(improved_file)
 
-    assert original.report.files[str(path)]["schema"] == "original"
     assert original.feature_names == improved.feature_names
     assert original.labels.tolist() == improved.labels.tolist()
-    assert "Web Attack - Brute Force" in set(original.labels)
+    assert "Web Attack - Brute Force" in set(original.labels)  # the cp1252 dash decoded
     assert list(original.identifiers.columns) == ["Destination Port"]
     np.testing.assert_array_equal(
         original.identifiers["Destination Port"], improved_rows["Dst Port"]
     )
-
     # Cells that were Infinity / NaN in the CSV become 0; everything else matches the parquet.
     changed = np.zeros(original.X.shape, dtype=bool)
     for (row, col), _ in overrides.items():
@@ -98,24 +91,8 @@ def test_original_schema_loads_like_improved(original_csv, improved_rows, tmp_pa
     assert report.neginf_replaced == {"Flow Packets/s": 1}
     assert report.nan_replaced == {"Flow Bytes/s": 1, "Flow Packets/s": 1}
     assert report.values_replaced == 5
-    assert report.ignored_columns[str(path)] == ["Fwd Header Length.1"]
     assert "+inf replaced by 0" in str(report)
     assert report.to_dict()["values_replaced"] == 5
-
-
-def test_nonfinite_drop_and_median(original_csv):
-    path, frame, _ = original_csv
-    dropped = load_cicids2017(path, nonfinite="drop")
-    assert len(dropped) == len(frame) - 3
-    assert dropped.report.nonfinite_rows_dropped == 3
-    assert dropped.report.rows_out == len(frame) - 3
-
-    median = load_cicids2017(path, nonfinite="median")
-    j = median.feature_names.index("Flow Bytes/s")
-    finite = frame["Flow Bytes/s"].to_numpy()[2:]  # rows 0 and 1 are Infinity / NaN
-    assert median.X[0, j] == pytest.approx(np.median(finite.astype(np.float32)), rel=1e-6)
-    with pytest.raises(ValueError, match="'mean'"):
-        load_cicids2017(path, nonfinite="mean")
 
 
 def test_replace_nonfinite_counts_in_place():
@@ -127,7 +104,7 @@ def test_replace_nonfinite_counts_in_place():
     assert report.nan_replaced == {"a": 1}
 
 
-def test_list_of_files_mixing_schemas(original_csv):
+def test_list_of_files_mixing_releases(original_csv):
     path, frame, _ = original_csv
     table = load_cicids2017([path, sample_path() / "monday.parquet"])
     assert len(table) == len(frame) + 1838
@@ -160,56 +137,69 @@ def test_unknown_label_is_kept_with_a_warning(tmp_path, improved_rows):
     with pytest.warns(UserWarning, match="'Zeus Botnet v2'"):
         table = load_cicids2017(path)
     assert table.labels[1] == "Zeus Botnet v2"
-    assert table.report.unknown_labels == {"Zeus Botnet v2": 1}
+
+
+def test_a_missing_label_is_an_error_naming_the_row(tmp_path, improved_rows):
+    rows = improved_rows.copy()
+    rows.loc[3, "Label"] = None
+    path = tmp_path / "nolabel.parquet"
+    rows.to_parquet(path)
+    with pytest.raises(FlowInputError, match=r"nolabel\.parquet, row 4: missing label"):
+        load_cicids2017(path)
 
 
 def test_subset_and_label_counts(sample_table):
     part = sample_table.subset(sample_table.labels == "Heartbleed")
     assert len(part) == 11 and part.label_counts() == {"Heartbleed": 11}
-    assert len(part.identifiers) == 11
+    assert len(part.identifiers) == 11 and part.spec is sample_table.spec
     assert len(sample_table.subset([0, 5, 7])) == 3
 
 
-def test_iter_flow_batches_matches_full_load(original_csv, tmp_path):
+def test_iter_flow_batches_matches_full_load(original_csv):
     path, frame, _ = original_csv
     full = load_cicids2017(path)
-    batches = list(iter_flow_batches(path, batch_rows=4))
-    assert [len(f) for f, _, _ in batches] == [4] * (len(frame) // 4) + (
-        [len(frame) % 4] if len(frame) % 4 else []
-    )
-    features = pd.concat([f for f, _, _ in batches], ignore_index=True)
-    assert list(features.columns) == full.feature_names
-    assert (features.dtypes == np.float32).all()
-    np.testing.assert_array_equal(features.to_numpy(), full.X)
-    assert np.concatenate([lab for _, _, lab in batches]).tolist() == full.labels.tolist()
+    batches = list(iter_flow_batches(full.spec, path, batch_rows=4))
+    assert sum(len(b) for b in batches) == len(frame)
+    X = np.concatenate([b.X for b in batches])
+    np.testing.assert_array_equal(X, full.X)
+    assert np.concatenate([b.labels for b in batches]).tolist() == full.labels.tolist()
 
-    parquet_batches = list(iter_flow_batches(sample_path() / "monday.parquet", batch_rows=1000))
-    assert [len(f) for f, _, _ in parquet_batches] == [1000, 838]
-    assert "Src IP" in parquet_batches[0][1].columns
+    monday = sample_path() / "monday.parquet"
+    parquet = list(iter_flow_batches(full.spec, monday, batch_rows=1000))
+    assert [len(b) for b in parquet] == [1000, 838]
+    assert "Src IP" in parquet[0].identifiers.column_names
 
 
-def test_iter_flow_batches_without_labels(tmp_path, improved_rows):
+def test_unlabelled_records_score_but_do_not_train(tmp_path, improved_rows, sample_table):
     path = tmp_path / "unlabeled.parquet"
     improved_rows.drop(columns=["Label"]).to_parquet(path)
-    (features, identifiers, labels), *_ = iter_flow_batches(path)
-    assert labels is None and len(features) == len(improved_rows)
-    with pytest.raises(ValueError, match=r"unlabeled\.parquet.*'Label'"):
+    (batch,) = iter_flow_batches(sample_table.spec, path)
+    assert batch.labels is None and len(batch) == len(improved_rows)
+    with pytest.raises(FlowInputError, match=r"'Label'"):
         load_cicids2017(path)
 
 
-def test_load_flow_table_generic(tmp_path):
+def test_any_table_numeric_text_and_identifier_columns(tmp_path):
     path = tmp_path / "generic.csv"
-    path.write_text("port,a,b,host,Label\n80,1.5,Infinity,x,ok\n443,2,3,y,bad\n")
-    table = load_flow_table(path, drop=["port"])
-    assert table.feature_names == ["a", "b"]
-    np.testing.assert_array_equal(table.X, np.array([[1.5, 0.0], [2.0, 3.0]], np.float32))
-    assert table.labels.tolist() == ["ok", "bad"]
-    assert list(table.identifiers.columns) == ["port", "host"]
+    path.write_text(
+        "Src Port,a,b,proto,Label\n80,1.5,Infinity,tcp,ok\n443,2,3,udp,bad\n53,4,5,tcp,ok\n"
+    )
+    table = read_flows(path, label_column="Label", benign_label="ok")
+    spec = table.spec
+    assert spec.format == "table"
+    assert spec.numeric == ("a", "b") and spec.identifiers == ("Src Port",)
+    assert [c.column for c in spec.categorical] == ["proto"]
+    # "tcp" and "udp" are seen fewer than min_count=5 times: both share the (other) indicator.
+    assert table.feature_names == ["a", "b", "proto=(other)"]
+    np.testing.assert_array_equal(table.X[:, :2], [[1.5, 0.0], [2.0, 3.0], [4.0, 5.0]])
+    assert table.labels.tolist() == ["ok", "bad", "ok"] and table.y.tolist() == [0, 1, 0]
     assert table.report.posinf_replaced == {"b": 1}
-    unlabeled = load_flow_table(path, label_column=None, drop=["port"])
-    assert unlabeled.labels is None
-    with pytest.raises(ValueError, match="'class'"):
-        load_flow_table(path, label_column="class")
+    unlabelled = read_flows(path, unlabelled=True, drop=["Label"])
+    assert unlabelled.labels is None
+    with pytest.raises(FlowInputError, match="'class'"):
+        read_flows(path, label_column="class", benign_label="ok")
+    with pytest.raises(FlowInputError, match="benign"):
+        read_flows(path, label_column="Label")
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -218,58 +208,77 @@ def test_load_flow_table_generic(tmp_path):
 def test_missing_and_empty_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_cicids2017(tmp_path / "nowhere")
-    with pytest.raises(ValueError, match="no \\*.csv or \\*.parquet"):
+    with pytest.raises(FlowInputError, match="holds no flow file"):
         load_cicids2017(tmp_path)
 
 
 def test_empty_and_header_only_files(tmp_path, original_columns):
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
-    with pytest.raises(ValueError, match=r"empty\.csv.*empty"):
+    with pytest.raises(FlowInputError, match=r"empty\.csv.*empty"):
         load_cicids2017(empty)
     header = tmp_path / "header.csv"
     header.write_text(",".join(original_columns) + "\n")
-    with pytest.raises(ValueError, match=r"header\.csv.*no data rows"):
+    with pytest.raises(FlowInputError, match=r"header\.csv.*no data rows"):
         load_cicids2017(header)
 
 
-def test_file_without_label_column(tmp_path, original_writer, improved_rows):
-    to_original, write = original_writer
-    frame = to_original(improved_rows).drop(columns=["Label"])
-    path = tmp_path / "nolabel.csv"
-    path.write_text(frame.to_csv(index=False))
-    with pytest.raises(ValueError, match=r"nolabel\.csv.*no 'Label' column"):
-        load_cicids2017(path)
-
-
-def test_file_matching_neither_schema(tmp_path):
+def test_file_matching_neither_release(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("x,y,Label\n1,2,BENIGN\n")
-    with pytest.raises(ValueError, match=r"other\.csv.*neither.*'Flow Duration'"):
+    with pytest.raises(
+        ValueError, match=r"other\.csv: 76 feature column.*cicids2017.*'Flow Duration'"
+    ):
         load_cicids2017(path)
 
 
-def test_non_numeric_feature_value_csv(tmp_path, original_writer, improved_rows):
+def test_non_numeric_feature_value_csv_names_the_line(tmp_path, original_writer, improved_rows):
     to_original, write = original_writer
     path = write(tmp_path / "bad.csv", to_original(improved_rows), {(2, "Flow IAT Max"): "12abc"})
-    with pytest.raises(ValueError, match=r"bad\.csv.*'12abc'.*'Flow IAT Max'"):
+    with pytest.raises(FlowInputError, match=r"bad\.csv.*'Flow IAT Max'.*'12abc'"):
         load_cicids2017(path)
-    with pytest.raises(ValueError, match=r"bad\.csv.*'12abc'.*'Flow IAT Max'"):
-        list(iter_flow_batches(path, batch_rows=2))
+    spec = load_cicids2017(sample_path() / "monday.parquet").spec
+    with pytest.raises(FlowInputError, match=r"bad\.csv, line 4, column 'Flow IAT Max'"):
+        list(iter_flow_batches(spec, path, batch_rows=2))
 
 
-def test_non_numeric_feature_value_parquet(tmp_path, improved_rows):
+def test_non_numeric_feature_value_parquet_names_the_row(tmp_path, improved_rows):
     rows = improved_rows.copy()
     rows["Flow IAT Max"] = rows["Flow IAT Max"].astype(str)
     rows.loc[1, "Flow IAT Max"] = "oops"
     path = tmp_path / "bad.parquet"
     pq.write_table(pa.Table.from_pandas(rows), path)
-    with pytest.raises(ValueError, match=r"bad\.parquet.*'oops'.*'Flow IAT Max'"):
+    with pytest.raises(FlowInputError, match=r"bad\.parquet, row 2, column 'Flow IAT Max'.*oops"):
         load_cicids2017(path)
 
 
-def test_unsupported_suffix(tmp_path):
-    path = tmp_path / "flows.json"
-    path.write_text("{}")
-    with pytest.raises(ValueError, match=r"'\.json'"):
+def test_a_value_beyond_float32_is_an_error_not_an_infinity(tmp_path, improved_rows):
+    rows = improved_rows.copy()
+    rows["Flow IAT Max"] = rows["Flow IAT Max"].astype(float)
+    rows.loc[2, "Flow IAT Max"] = 1e39
+    path = tmp_path / "huge.parquet"
+    rows.to_parquet(path)
+    with pytest.raises(
+        FlowInputError, match=r"huge\.parquet, row 3, column 'Flow IAT Max'.*float32"
+    ):
         load_cicids2017(path)
+
+
+def test_compressed_content_is_named(tmp_path):
+    import gzip
+
+    path = tmp_path / "flows.csv"
+    path.write_bytes(gzip.compress(b"a,b\n1,2\n"))
+    with pytest.raises(FlowInputError, match=r"flows\.csv: gzip-compressed.*gunzip"):
+        read_flows(path, unlabelled=True)
+
+
+def test_duplicated_columns_are_named(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("a,b,a\n1,2,3\n")
+    with pytest.raises(FlowInputError, match=r"dup\.csv: column 'a' appears twice"):
+        read_flows(path, unlabelled=True)
+    frame = pd.DataFrame({"a": [1.0], " a": [2.0]})
+    frame.to_parquet(tmp_path / "dup.parquet")
+    with pytest.raises(FlowInputError, match="'a' appears"):
+        read_flows(tmp_path / "dup.parquet", unlabelled=True)

@@ -6,8 +6,6 @@ import pytest
 from latent_sculpting.data import (
     BENIGN,
     DEFAULT_WITHHELD,
-    stage1_train,
-    undersample_benign,
     zero_shot_splits,
 )
 
@@ -97,23 +95,3 @@ def test_withheld_aliases_and_errors(sample_table):
         zero_shot_splits(sample_table, withheld=["BENIGN"])
     with pytest.raises(ValueError, match="test_fraction must be in"):
         zero_shot_splits(sample_table, test_fraction=1.5)
-
-
-def test_undersample_benign():
-    labels = np.array(["BENIGN"] * 50 + ["A"] * 10 + ["B"] * 4, dtype=object)
-    idx = undersample_benign(labels, seed=0)
-    picked = labels[idx]
-    assert (picked == "BENIGN").sum() == 10 and (picked == "A").sum() == 10
-    assert (picked == "B").sum() == 4
-    np.testing.assert_array_equal(idx, undersample_benign(labels, seed=0))
-    assert (labels[undersample_benign(labels, seed=0, ratio=2.5)] == "BENIGN").sum() == 25
-    with pytest.raises(ValueError, match="ratio must be > 0, got 0"):
-        undersample_benign(labels, seed=0, ratio=0)
-
-
-def test_stage1_train_keeps_table_indices(splits):
-    stage1 = stage1_train(splits)
-    counts = stage1.label_counts()
-    largest_attack = max(v for k, v in splits.train.label_counts().items() if k != BENIGN)
-    assert counts[BENIGN] == min(splits.train.label_counts()[BENIGN], largest_attack)
-    assert set(stage1.index) <= set(splits.train.index)

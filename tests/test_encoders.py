@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from latent_sculpting.encoders import (
+    ENCODERS,
     CNNTransformerEncoder,
     FTTransformerEncoder,
     MLPEncoder,
@@ -11,7 +12,7 @@ from latent_sculpting.encoders import (
 )
 
 
-@pytest.mark.parametrize("kind", ["cnn_transformer", "ft_transformer", "mlp", "bias_free"])
+@pytest.mark.parametrize("kind", ENCODERS)
 def test_every_encoder_maps_rows_to_latent_codes_and_trains(kind):
     torch.manual_seed(0)
     encoder = build_encoder(

@@ -117,5 +117,9 @@ def test_per_class_recall_and_aggregate():
     recall = per_class_recall(np.array(["Bot", "Bot", "DDoS"]), np.array([1, 0, 1]))
     assert recall == {"Bot": 0.5, "DDoS": 1.0}
     agg = aggregate([{"f1": 0.8, "x": {"a": 1.0}}, {"f1": 0.9, "x": {"a": 3.0}}])
-    assert agg["f1"]["mean"] == pytest.approx(0.85) and agg["f1"]["std"] == pytest.approx(0.05)
-    assert agg["x"]["a"] == {"mean": 2.0, "std": 1.0}
+    # Sample std (ddof=1): sqrt(((0.8 - 0.85)^2 + (0.9 - 0.85)^2) / 1).
+    assert agg["f1"]["mean"] == pytest.approx(0.85)
+    assert agg["f1"]["std"] == pytest.approx(0.05 * np.sqrt(2))
+    assert agg["x"]["a"] == {"mean": 2.0, "std": pytest.approx(np.sqrt(2))}
+    one = aggregate([{"f1": 0.8}])["f1"]
+    assert one["mean"] == 0.8 and np.isnan(one["std"])

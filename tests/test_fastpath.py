@@ -26,6 +26,7 @@ FAMILIES = {
         "n_layers": 1,
         "d_ffn": 32,
         "score": "two_stage",
+        "forest_trees": 0,
     },
     "ft_transformer": {
         "encoder": "ft_transformer",
@@ -34,15 +35,17 @@ FAMILIES = {
         "n_layers": 1,
         "d_ffn": 16,
         "score": "two_stage",
+        "forest_trees": 0,
     },
     "mlp": {
         "encoder": "mlp",
         "d_model": 32,
         "n_layers": 1,
-        "score": "combined",
+        "score": "nll",
+        "forest_trees": 0,
         "calibration": "holdout",
     },
-    "no_stage1": {"stage1": False, "score": "nll", "flow_hidden_layers": 2},
+    "no_stage1": {"stage1": False, "score": "nll", "forest_trees": 0, "flow_hidden_layers": 2},
     "fused": {
         "encoder": "mlp",
         "d_model": 32,

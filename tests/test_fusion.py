@@ -1,63 +1,62 @@
-"""Tail p-values, Fisher's fusion and the forest channel of the ``default`` preset."""
+"""The score rules of ``score``, Fisher's combination, and the forest of the ``default`` preset."""
 
 import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 from latent_sculpting.forest import AttackForest
-from latent_sculpting.fusion import TailPValue, fisher
-
-
-def test_tail_p_value_is_empirical_below_the_tail_and_exponential_above():
-    reference = np.arange(1.0, 101.0)  # 1 .. 100
-    tail = TailPValue(tail=0.1).fit(reference[::-1])
-    assert tail.threshold_ == 91.0
-    assert tail.scale_ == pytest.approx(4.5)  # mean of 0 .. 9
-    # Below the tail: -log((1 + #{ref >= s}) / (n + 1)), exactly.
-    for s, at_least in ((0.5, 100), (50.0, 51), (90.0, 11)):
-        assert tail.neg_log_p(np.array([s]))[0] == pytest.approx(-np.log((1 + at_least) / 101))
-    # Continuous at u, then rising by 1 per scale.
-    at_u = -np.log((1 + 10) / 101)
-    above = tail.neg_log_p(np.array([91.0, 91.0 + 1e-9, 95.5, 1000.0]))
-    assert above[0] == pytest.approx(at_u)
-    assert above[1] == pytest.approx(at_u, abs=1e-8)
-    assert above[2] == pytest.approx(at_u + 1.0)
-    assert above[3] == pytest.approx(np.log(101) + 5.0)  # the extrapolation's cap
-
-
-def test_tail_p_value_is_monotone_and_finite_even_for_tied_references():
-    rng = np.random.default_rng(0)
-    tail = TailPValue().fit(rng.exponential(size=500))
-    grid = np.linspace(-1, 50, 2001)
-    values = tail.neg_log_p(grid)
-    assert np.all(np.diff(values) >= 0)
-    in_tail = (grid > tail.threshold_) & (values < np.log(501) + tail.max_extrapolation)
-    assert np.all(np.diff(values[in_tail][:-1]) > 0)  # no ties in the tail below its cap
-    tied = TailPValue().fit(np.zeros(100))  # a forest that calls every benign flow 0
-    out = tied.neg_log_p(np.array([0.0, 1e-6, 0.01, 1.0]))
-    assert np.all(np.isfinite(out)) and out[0] < out[1] < out[2] == out[3]
-    assert out[3] == pytest.approx(np.log(101) + 5.0)  # capped extrapolation
-    # With a floor at one vote of a 10-tree forest, each vote costs one nat.
-    voted = TailPValue(min_scale=0.1).fit(np.zeros(100)).neg_log_p(np.array([0.1, 0.3]))
-    np.testing.assert_allclose(voted, [1.0, 3.0])
-
-
-def test_tail_p_value_state_round_trip_and_bad_input():
-    tail = TailPValue().fit(np.random.default_rng(1).normal(size=200))
-    copy = TailPValue.from_state(*tail.get_state())
-    grid = np.linspace(-5, 10, 101)
-    np.testing.assert_array_equal(copy.neg_log_p(grid), tail.neg_log_p(grid))
-    with pytest.raises(ValueError, match="at least 10"):
-        TailPValue().fit(np.ones(5))
-    with pytest.raises(ValueError, match="finite"):
-        TailPValue().fit(np.r_[np.ones(20), np.inf])
-    with pytest.raises(ValueError, match="tail must be"):
-        TailPValue(tail=1.5)
+from latent_sculpting.fusion import (
+    FUSIONS,
+    NLL_CAP,
+    STAGE1_OFFSET,
+    FisherFusion,
+    NLLFusion,
+    TwoStageFusion,
+    fisher,
+)
 
 
 def test_fisher_adds_neg_log_p_values():
     a, b = np.array([0.1, 2.0]), np.array([3.0, 0.5])
     np.testing.assert_array_equal(fisher([a, b]), [3.1, 2.5])
+
+
+def test_nll_rule_clips_and_two_stage_rule_ranks_stage1_attacks_first():
+    scores = {
+        "nll": np.array([3.0, np.inf, 50.0, 1e13]),
+        "distance_benign": np.array([1.0, 1.0, 9.0, 2.0], dtype=np.float32),
+        "distance_attack": np.array([4.0, 4.0, 1.0, 5.0], dtype=np.float32),
+    }
+    np.testing.assert_array_equal(NLLFusion().combine(scores), [3.0, NLL_CAP, 50.0, NLL_CAP])
+    two_stage = TwoStageFusion().combine(scores)
+    np.testing.assert_array_equal(two_stage, [3.0, NLL_CAP, STAGE1_OFFSET + 8.0, NLL_CAP])
+    assert two_stage[2] > two_stage[[0, 1, 3]].max()  # the Stage-1 attack outranks all
+
+
+def test_fisher_rule_fits_a_tail_per_channel_and_round_trips():
+    rng = np.random.default_rng(0)
+    reference = {"nll": rng.normal(size=200), "forest": rng.uniform(0, 0.2, size=200)}
+    reference["distance_benign"] = rng.normal(size=200)  # not a channel of the rule
+    fusion = FisherFusion().fit(reference, {"forest": 0.1})
+    assert list(fusion.tails_) == ["nll", "forest"] and fusion.tails_["forest"].min_scale == 0.1
+    new = {"nll": np.array([0.0, 5.0]), "forest": np.array([0.0, 0.9])}
+    expected = fusion.tails_["nll"].neg_log_p(new["nll"]) + fusion.tails_["forest"].neg_log_p(
+        new["forest"]
+    )
+    np.testing.assert_allclose(fusion.combine(new), expected)
+    assert fusion.combine(new)[1] > fusion.combine(new)[0]
+    config, arrays = fusion.get_state()
+    restored = FisherFusion.from_state(config, arrays)
+    np.testing.assert_array_equal(restored.combine(new), fusion.combine(new))
+    with pytest.raises(ValueError, match="'nll' tail"):
+        FisherFusion.from_state({"tails": {"forest": config["tails"]["forest"]}}, arrays)
+
+
+def test_every_rule_declares_what_it_needs():
+    assert set(FUSIONS) == {"two_stage", "nll", "fisher"}
+    assert FUSIONS["two_stage"].needs_stage1 and not FUSIONS["fisher"].needs_stage1
+    assert FUSIONS["fisher"].needs_reference and FUSIONS["fisher"].uses_side_channels
+    assert not (FUSIONS["nll"].needs_reference or FUSIONS["nll"].uses_side_channels)
 
 
 def _toy(seed=0):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from latent_sculpting.losses import (
+    LOSSES,
     BinaryLatentSculptingLoss,
     CrossEntropyLoss,
     DualCentroidCompactnessLoss,
@@ -23,13 +24,13 @@ def test_binary_sculpting_known_answer():
     z = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 1.0], [4.0, 0.0]])
     y = torch.tensor([0, 0, 1, 1])
     # centre (1, 0); benign distances 1, 1; attack distances 1 and 9 against margin 5.
-    loss = BinaryLatentSculptingLoss(radius=0.5, margin=5.0, attack_weight=2.0)(z, y)
-    assert loss.item() == pytest.approx(0.5 + 2.0 * (4 + 0) / 2)
+    loss = BinaryLatentSculptingLoss(margin=5.0, attack_weight=2.0)(z, y)
+    assert loss.item() == pytest.approx(1.0 + 2.0 * (4 + 0) / 2)
 
 
-@pytest.mark.parametrize("kind", ["dual_centroid", "binary_sculpting", "cross_entropy"])
+@pytest.mark.parametrize("kind", LOSSES)
 def test_single_class_batches_are_finite(kind):
-    loss_fn = build_loss(kind, latent_dim=2, alpha=0.1, beta=0.1, gamma=1.0, margin=5.0, radius=0.0)
+    loss_fn = build_loss(kind, latent_dim=2, alpha=0.1, beta=0.1, gamma=1.0, margin=5.0)
     z = torch.randn(4, 2, requires_grad=True)
     for y in (torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)):
         loss = loss_fn(z, y)
@@ -59,3 +60,8 @@ def test_loss_falls_and_separates_two_toy_classes(loss_fn):
     nearer_attack = (z - c_a).pow(2).sum(1) < (z - c_b).pow(2).sum(1)
     accuracy = (nearer_attack.long() == y).float().mean().item()
     assert accuracy > 0.85
+
+
+def test_unknown_loss_names_the_choices():
+    with pytest.raises(ValueError, match="unknown loss 'huber'.*dual_centroid"):
+        build_loss("huber", latent_dim=2, alpha=0.1, beta=0.1, gamma=1.0, margin=5.0)

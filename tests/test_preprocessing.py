@@ -19,7 +19,7 @@ def data():
 
 
 @pytest.mark.parametrize("feature_transform", ["none", "log1p", "quantile"])
-@pytest.mark.parametrize("scaler", ["standard", "minmax", "none"])
+@pytest.mark.parametrize("scaler", ["standard", "none"])
 def test_zero_variance_dropped_and_state_round_trip(data, feature_transform, scaler):
     pre = FeaturePreprocessor(feature_transform=feature_transform, scaler=scaler).fit(data)
     assert pre.n_features_in_ == 5
@@ -30,9 +30,6 @@ def test_zero_variance_dropped_and_state_round_trip(data, feature_transform, sca
     if scaler == "standard":
         np.testing.assert_allclose(Z.mean(axis=0), 0, atol=1e-5)
         np.testing.assert_allclose(Z.std(axis=0), 1, atol=1e-4)
-    elif scaler == "minmax":
-        np.testing.assert_allclose(Z.min(axis=0), 0, atol=1e-6)
-        np.testing.assert_allclose(Z.max(axis=0), 1, atol=1e-6)
 
     config, arrays = pre.get_state()
     config = json.loads(json.dumps(config))  # must be JSON-able
@@ -84,7 +81,7 @@ def test_errors(data):
 
 
 def test_sklearn_compatible(data):
-    pre = FeaturePreprocessor(feature_transform="quantile", scaler="minmax")
+    pre = FeaturePreprocessor(feature_transform="quantile", scaler="none")
     assert clone(pre).get_params() == pre.get_params()
     Z = pre.fit_transform(data)
     assert Z.shape == (400, 4)

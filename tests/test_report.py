@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from latent_sculpting.cli import main
 from latent_sculpting.experiment import reproduce
-from latent_sculpting.report import markdown_to_html, render_report
+from latent_sculpting.report import markdown_to_html, render_alerts, render_report
 
 IMG = '<img src="data:image/png;base64,'
 
@@ -23,7 +25,13 @@ def reproduce_run(tmp_path_factory):
         max_per_class=120,
         out=out,
         verbose=False,
-        overrides={"calibration": "train", "score": "nll", "epochs": 1, "flow_epochs": 1},
+        overrides={
+            "calibration": "train",
+            "score": "nll",
+            "forest_trees": 0,
+            "epochs": 1,
+            "flow_epochs": 1,
+        },
     )
     return out
 
@@ -103,3 +111,83 @@ def test_markdown_tables_and_code_blocks():
     assert "<h3>T</h3>" in html
     assert '<td>x</td><td class="num">1</td>' in html
     assert "<pre>&lt;x&gt;</pre>" in html
+
+
+# ---------------------------------------------------------------------------- alerts page
+
+HOSTILE = '<script>alert("x")</script>'
+
+
+def _scored(n: int = 40) -> pd.DataFrame:
+    """A file as `sculpt score` writes it, with hostile identifiers and feature names."""
+    rng = np.random.default_rng(0)
+    score = rng.permutation(np.arange(n, dtype=float))
+    flagged = score >= n / 2
+    flagged[score == n - 1] = False  # the highest score, not flagged: never shown
+    return pd.DataFrame(
+        {
+            "Src IP": [f"10.0.0.{i}" for i in range(n)],
+            "Flow ID": [
+                HOSTILE if i == int(np.argmax(score * flagged)) else f"f{i}" for i in range(n)
+            ],
+            "score": score,
+            "p_value": 1 / (score + 2),
+            "is_attack": flagged,
+            "flagged_by": np.where(flagged, "stage2", ""),
+            "explanation": np.where(
+                flagged,
+                '<img src=x onerror="alert(1)"> 7 (above every benign value, median 0); '
+                "SYN Flag Count 1 (above 99.5 % of benign, median 0)",
+                "",
+            ),
+            "Label": np.where(flagged, "Bot & co", "BENIGN"),
+        }
+    )
+
+
+def test_alerts_page_lists_the_top_flagged_flows_escaped(tmp_path):
+    frame = _scored()
+    scored = tmp_path / "scored.parquet"
+    frame.to_parquet(scored)
+    page = render_alerts(scored, top=5, batch_rows=7)  # the best rows span several batches
+    assert "40 flows, 19 flagged (47.50%); the 5 highest-scoring flagged flows" in page
+    ranks = re.findall(r"<tr><td class=\"num\">(\d+)</td><td class=\"num\">(\d+)</td>", page)
+    top = frame[frame["is_attack"]].nlargest(5, "score")
+    assert [int(row) for _, row in ranks] == [i + 1 for i in top.index]  # rows of the file
+    assert [int(rank) for rank, _ in ranks] == [1, 2, 3, 4, 5]
+    assert "<th>Src IP</th><th>Flow ID</th><th>Label</th><th>explanation</th>" in page
+    assert "<script" not in page and "<img" not in page
+    assert '<td>&lt;script&gt;alert("x")&lt;/script&gt;</td>' in page
+    assert '&lt;img src=x onerror="alert(1)"&gt; 7' in page
+    assert "median 0);<br>SYN Flag Count 1" in page
+    assert "Bot &amp; co" in page
+    _no_external_references(page)
+
+
+def test_alerts_page_of_a_csv_through_the_cli(tmp_path, capsys):
+    scored = tmp_path / "scored.csv"
+    _scored().drop(columns="explanation").to_csv(scored, index=False)
+    assert main(["report", str(scored), "--top", "3"]) == 0
+    page = (tmp_path / "scored-alerts.html").read_text()
+    assert page.count("<tr><td") == 3
+    assert "scored without explanations" in page
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored-alerts.html", "scored.csv"]
+
+
+def test_alerts_page_refuses_what_is_not_a_scored_file(tmp_path, capsys):
+    scored = tmp_path / "scored.csv"
+    frame = _scored()
+    frame.drop(columns="score").to_csv(scored, index=False)
+    assert main(["report", str(scored)]) == 2
+    assert "no column 'score'; pass a file `sculpt score` wrote" in capsys.readouterr().err
+    frame["is_attack"] = frame["is_attack"].astype(str)
+    frame.loc[12, "is_attack"] = "maybe"
+    frame.to_csv(scored, index=False)
+    assert main(["report", str(scored)]) == 2
+    assert "row 13, column 'is_attack': 'maybe' is not true or false" in capsys.readouterr().err
+    assert main(["report", str(scored), "-o", str(scored)]) == 2
+    assert "is also an input" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--top", "3"]) == 2
+    assert "--top is for a scored file" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="top must be a positive integer"):
+        render_alerts(scored, top=0)

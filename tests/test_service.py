@@ -13,8 +13,7 @@ import pytest
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017, sample_path
 from latent_sculpting.experiment import cap_per_class
-from latent_sculpting.persistence import FORMAT_VERSION
-from latent_sculpting.scoring import score_frame
+from latent_sculpting.scoring import Scorer
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -22,6 +21,7 @@ uvicorn = pytest.importorskip("uvicorn")
 from latent_sculpting.service import create_app  # noqa: E402
 
 MAX_BODY = 256 * 1024
+TOKEN = "s3cret-token-of-some-length"
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +30,11 @@ def model(tmp_path_factory):
     table = cap_per_class(load_cicids2017(), 60, seed=0)
     X = pd.DataFrame(table.X, columns=table.feature_names)
     fitted = LatentSculpting(
-        **{**preset("fast"), "calibration": "train", "score": "nll"}, random_state=0
+        **{**preset("fast"), "calibration": "train", "score": "nll", "forest_trees": 0},
+        random_state=0,
     )
-    fitted.fit(X, (table.labels != "BENIGN").astype(int), groups=table.labels)
-    fitted.metadata_ = {
-        "training_data": {"rows": len(X), "label_column": "Label", "benign_label": "BENIGN"},
-        "preset": "fast",
-    }
+    fitted.fit(X, table.y, groups=table.labels, spec=table.spec)
+    fitted.training_info_ = {"rows": len(X), "files": ["/secret/place/train.parquet"]}
     path = fitted.save(tmp_path_factory.mktemp("model") / "model.sculpt")
     return LatentSculpting.load(path)
 
@@ -62,7 +60,7 @@ def server(model):
     """The real uvicorn server in a thread on 127.0.0.1; yields its base URL."""
     port = _free_port()
     config = uvicorn.Config(
-        create_app(model, max_body_bytes=MAX_BODY),
+        create_app(model, token=TOKEN, limits={"max_body_bytes": MAX_BODY}),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -84,7 +82,8 @@ def server(model):
 
 @pytest.fixture
 def client(server):
-    with httpx.Client(base_url=server, timeout=30) as c:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=server, timeout=30, headers=headers) as c:
         yield c
 
 
@@ -95,14 +94,16 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def test_health_and_model_card(client, model):
     assert client.get("/health").json() == {"status": "ok"}
     card = client.get("/v1/model").json()
-    assert card["features"] == list(model.feature_names_in_)
+    assert card["input"]["format"] == "cicids2017"
+    assert card["input"]["label_column"] == "Label"
     assert card["threshold"] == pytest.approx(model.threshold_)
-    assert card["format_version"] == FORMAT_VERSION
-    assert card["training_data"]["label_column"] == "Label"
     assert card["params"]["latent_dim"] == model.latent_dim
+    # File names only: the service does not reveal where its host keeps the training data.
+    assert card["training_data"]["files"] == ["train.parquet"]
+    assert "/secret" not in str(card)
 
 
-def test_scores_raw_json_records_as_score_frame_does(client, model, raw_rows):
+def test_scores_raw_json_records_as_sculpt_score_does(client, model, raw_rows):
     response = client.post("/v1/score", json=_records(raw_rows))
     assert response.status_code == 200, response.text
     body = response.json()
@@ -113,18 +114,18 @@ def test_scores_raw_json_records_as_score_frame_does(client, model, raw_rows):
     np.testing.assert_allclose(got["p_value"], expected["p_value"])
     assert got["is_attack"].tolist() == expected["is_attack"].tolist()
     assert got["flagged_by"].tolist() == expected["flagged_by"].tolist()
-    # Identifier fields are echoed, the label is not, features are not.
+    # Identifier fields and the (canonical) label are echoed as `sculpt score` does; features
+    # are not.
     assert got["Src IP"].tolist() == raw_rows["Src IP"].tolist()
-    assert "Label" not in got and "Flow Duration" not in got
+    assert got["Label"].tolist() == expected["Label"].tolist() and "Flow Duration" not in got
 
 
 def _expected(model, raw_rows):
     from latent_sculpting.data import iter_flow_batches
 
     # The data layer's own reading of the same rows is the reference.
-    path = _tmp_parquet(raw_rows)
-    features, identifiers, _ = next(iter_flow_batches(path, 10_000))
-    return score_frame(model, features, identifiers)
+    (batch,) = iter_flow_batches(model.spec_, _tmp_parquet(raw_rows), 10_000)
+    return Scorer(model).score(batch)
 
 
 def _tmp_parquet(frame):
@@ -151,7 +152,8 @@ def test_canonical_feature_records_are_accepted(client, model, raw_rows):
     features = _expected(model, raw_rows)  # reference scores
     from latent_sculpting.data import iter_flow_batches
 
-    canon, _, _ = next(iter_flow_batches(_tmp_parquet(raw_rows), 10_000))
+    (batch,) = iter_flow_batches(model.spec_, _tmp_parquet(raw_rows), 10_000)
+    canon = batch.frame()[list(model.spec_.numeric)]  # engineered features are derived
     body = client.post("/v1/score", json=_records(canon)).json()
     np.testing.assert_allclose([r["score"] for r in body], features["score"], rtol=1e-6)
 
@@ -170,9 +172,10 @@ def test_non_numeric_values_get_422_naming_the_column(client, raw_rows):
     records[1]["Flow Duration"] = "very long"
     response = client.post("/v1/score", json=records)
     assert response.status_code == 422
-    detail = response.json()["detail"]
-    assert "Flow Duration" in detail["non_numeric_columns"]
-    assert "very long" in detail["error"]
+    assert (
+        "record 1 field 'Flow Duration': 'very long' is not a number"
+        in (response.json()["detail"]["error"])
+    )
 
 
 def test_oversized_bodies_get_413_with_and_without_content_length(client, raw_rows):
@@ -226,7 +229,80 @@ def test_burst_of_bad_requests_then_a_good_one(client, raw_rows):
 
 
 def test_create_app_refuses_bad_arguments(model):
-    with pytest.raises(ValueError, match="max_body_bytes"):
-        create_app(model, max_body_bytes=0)
+    with pytest.raises(ValueError, match="positive"):
+        create_app(model, limits={"max_body_bytes": 0})
+    with pytest.raises(ValueError, match="unknown limits"):
+        create_app(model, limits={"max_beers": 3})
+    with pytest.raises(ValueError, match="16 characters"):
+        create_app(model, token="short")
     with pytest.raises(ValueError, match="not fitted"):
         create_app(LatentSculpting())
+
+
+# ------------------------------------------------------------------ hostile requests
+
+
+def test_a_token_is_required_except_for_health(server, raw_rows):
+    with httpx.Client(base_url=server, timeout=30) as anonymous:
+        assert anonymous.get("/health").status_code == 200
+        for response in (
+            anonymous.get("/v1/model"),
+            anonymous.post("/v1/score", json=_records(raw_rows.head(1))),
+            anonymous.post(
+                "/v1/score", json=[], headers={"Authorization": "Bearer " + "x" * len(TOKEN)}
+            ),
+        ):
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_no_interactive_docs_and_no_schema_unless_asked(client):
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 404
+
+
+def test_a_record_lacking_a_field_is_refused_not_imputed(client, raw_rows):
+    records = _records(raw_rows.head(3))
+    del records[1]["Flow Duration"]
+    response = client.post("/v1/score", json=records)
+    assert response.status_code == 422
+    assert "record 1 lacks field 'Flow Duration'" in response.json()["detail"]["error"]
+    records = _records(raw_rows.head(3))
+    records[2]["Flow IAT Max"] = None
+    response = client.post("/v1/score", json=records)
+    assert response.status_code == 422
+    assert "record 2 field 'Flow IAT Max': None is not a number" in response.text
+
+
+def test_a_value_beyond_float32_is_refused_not_scored_as_zero(client, raw_rows):
+    records = _records(raw_rows.head(2))
+    records[1]["Flow IAT Max"] = 1e39
+    response = client.post("/v1/score", json=records)
+    assert response.status_code == 422
+    assert "record 2, column 'Flow IAT Max'" in response.json()["detail"]["error"]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "message"),
+    [
+        (b"[" * 1000 + b"]" * 1000, 400, "nested deeper"),
+        (b'[{"Flow Duration": ' + b"9" * 400 + b"}]", 400, "a number of 400 characters"),
+        (b'[{"Flow Duration": NaN}]', 400, "NaN is not valid JSON"),
+        (b'{"flows": [{"a": 1}], "more": 2}', 422, "list of flow objects"),
+    ],
+)
+def test_hostile_json_gets_a_clear_4xx(client, content, status, message):
+    response = client.post(
+        "/v1/score", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    assert message in response.text
+    assert client.get("/health").status_code == 200  # and the connection is still usable
+
+
+def test_a_record_with_too_many_fields_is_refused_quickly(client):
+    record = {f"k{i}": i for i in range(300_000)}
+    started = time.perf_counter()
+    response = client.post("/v1/score", json=[record])
+    assert response.status_code in (413, 422)
+    assert time.perf_counter() - started < 5

@@ -18,7 +18,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 # importing torch.
 _EXPORTS = {
     "LatentSculpting": "estimator",
-    "PERCENTILES": "estimator",
+    "PERCENTILES": "calibration",
     "PRESETS": "presets",
     "preset": "presets",
 }

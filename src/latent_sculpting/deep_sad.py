@@ -1,5 +1,8 @@
 """Deep SAD, and Deep SVDD as its special case without labelled anomalies, in torch.
 
+Two users: the ``deep-svdd`` and ``deep-sad`` baselines of ``sculpt compare``, and the
+``default`` preset's benign-only embedding beside the sculpted code (``svdd_dim``).
+
 References
 ----------
 .. [1] Ruff, Vandermeulen, Goernitz, Deecke, Siddiqui, Binder, Müller, Kloft. "Deep One-Class
@@ -14,10 +17,49 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
-from .encoders import BiasFreeEncoder
+from .training import train_epochs
 
-__all__ = ["DeepSAD"]
+__all__ = ["BiasFreeEncoder", "DeepSAD"]
+
+
+class BiasFreeEncoder(nn.Module):
+    """A bias-free MLP with non-affine batch norm, the network of Deep SVDD / Deep SAD [1]_.
+
+    ``[Linear(bias=False) -> BatchNorm1d(affine=False) -> LeakyReLU] per hidden width ->
+    Linear(bias=False)``. Without bias terms no constant code is reachable, so pulling benign
+    codes together cannot collapse the whole space onto one point: codes of flows unlike anything
+    seen in training stay away from the benign centre, which is what zero-shot detection needs.
+
+    Parameters
+    ----------
+    n_features : int
+    latent_dim : int, default=32
+    hidden : sequence of int, default=(128, 64)
+        Widths of the hidden layers.
+    """
+
+    def __init__(
+        self, n_features: int, *, latent_dim: int = 32, hidden: Sequence[int] = (128, 64)
+    ) -> None:
+        super().__init__()
+        if n_features < 1 or latent_dim < 1 or any(h < 1 for h in hidden):
+            raise ValueError(
+                "n_features, latent_dim and the hidden widths must be positive, got "
+                f"{n_features=}, {latent_dim=}, {hidden=}"
+            )
+        layers: list[nn.Module] = []
+        width = n_features
+        for h in hidden:
+            layers += [nn.Linear(width, h, bias=False), nn.BatchNorm1d(h, affine=False)]
+            layers.append(nn.LeakyReLU())
+            width = h
+        layers.append(nn.Linear(width, latent_dim, bias=False))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 class DeepSAD:
@@ -55,7 +97,7 @@ class DeepSAD:
 
     Attributes
     ----------
-    net_ : latent_sculpting.encoders.BiasFreeEncoder
+    net_ : BiasFreeEncoder
     center_ : torch.Tensor
     history_ : list of float
         Mean loss per epoch.
@@ -106,21 +148,21 @@ class DeepSAD:
             optimizer = torch.optim.Adam(
                 self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay
             )
-            self.history_ = []
-            for _ in range(self.epochs):
-                self.net_.train()
-                total, batches = 0.0, 0
-                for batch in torch.randperm(len(X_t)).split(self.batch_size):
-                    if len(batch) < 2:
-                        continue  # batch norm needs two rows
-                    dist = (self.net_(X_t[batch]) - self.center_).pow(2).sum(dim=1)
-                    attack = y_t[batch] == 1
-                    loss = torch.where(attack, self.eta / (dist + self.eps), dist).mean()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total, batches = total + loss.item(), batches + 1
-                self.history_.append(total / max(batches, 1))
+
+            def batch_loss(batch: torch.Tensor) -> torch.Tensor:
+                dist = (self.net_(X_t[batch]) - self.center_).pow(2).sum(dim=1)
+                attack = y_t[batch] == 1
+                return torch.where(attack, self.eta / (dist + self.eps), dist).mean()
+
+            self.history_ = train_epochs(
+                batch_loss,
+                optimizer,
+                modules=[self.net_],
+                n_rows=len(X_t),
+                batch_size=self.batch_size,
+                epochs=self.epochs,
+                min_batch_rows=2,  # batch norm needs two rows
+            )
         self.net_.eval()
         return self
 
@@ -155,13 +197,25 @@ class DeepSAD:
 
     @classmethod
     def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> DeepSAD:
-        """Rebuild a fitted model from :meth:`get_state` output (scoring only)."""
-        model = cls(hidden=tuple(config["hidden"]), rep_dim=config["rep_dim"])
+        """Rebuild a fitted model from :meth:`get_state` output (scoring only).
+
+        Raises
+        ------
+        ValueError
+            If the centre is missing or not of length ``rep_dim``.
+        RuntimeError
+            If the network's tensors do not match its configuration.
+        """
+        model = cls(hidden=tuple(int(h) for h in config["hidden"]), rep_dim=int(config["rep_dim"]))
         model.net_ = BiasFreeEncoder(
-            config["n_features"], latent_dim=config["rep_dim"], hidden=model.hidden
+            int(config["n_features"]), latent_dim=model.rep_dim, hidden=model.hidden
         )
         state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
         model.net_.load_state_dict(state, strict=True)
         model.net_.eval()
-        model.center_ = tensors["center"]
+        center = tensors.get("center")
+        if center is None or tuple(center.shape) != (model.rep_dim,):
+            shape = None if center is None else tuple(center.shape)
+            raise ValueError(f"Deep SVDD centre must have shape ({model.rep_dim},), got {shape}")
+        model.center_ = center
         return model

@@ -2,7 +2,7 @@
 
 Every encoder here is a pure :class:`torch.nn.Module`: ``forward`` maps a float tensor of shape
 ``(batch, n_features)`` to ``(batch, latent_dim)``. Training loops, devices and I/O live in
-:mod:`latent_sculpting.estimator`.
+:mod:`latent_sculpting.stage1` and :mod:`latent_sculpting.training`.
 
 References
 ----------
@@ -20,12 +20,20 @@ import torch
 from torch import nn
 
 __all__ = [
-    "BiasFreeEncoder",
+    "ENCODERS",
     "CNNTransformerEncoder",
     "FTTransformerEncoder",
     "MLPEncoder",
     "build_encoder",
 ]
+
+
+#: Stage-1 encoders :func:`build_encoder` accepts.
+ENCODERS = ("cnn_transformer", "ft_transformer", "mlp")
+#: The estimator's parameters that size an encoder (:func:`build_encoder`'s keywords).
+ENCODER_SIZES = ("latent_dim", "d_model", "n_heads", "n_layers", "d_ffn", "dropout")
+#: Encoders whose ``d_model`` is split over ``n_heads`` attention heads.
+ATTENTION_ENCODERS = ("cnn_transformer", "ft_transformer")
 
 
 def _check_positive(**values: int) -> None:
@@ -160,8 +168,8 @@ class MLPEncoder(nn.Module):
     """A residual MLP encoder: the fast encoder of the default preset.
 
     ``Linear -> [LayerNorm -> Linear -> GELU -> Dropout -> Linear] x n_blocks (residual) ->
-    LayerNorm -> ReLU -> Linear``. It costs about a hundredth of the CNN-Transformer per flow,
-    which is what lets the default preset score tens of thousands of flows per second on a CPU.
+    LayerNorm -> ReLU -> Linear``. Its cost per flow is a small fraction of the
+    CNN-Transformer's (``BENCHMARKS.md``), which is what makes the default preset fast to score.
 
     Parameters
     ----------
@@ -205,46 +213,6 @@ class MLPEncoder(nn.Module):
         return self.head(h)
 
 
-class BiasFreeEncoder(nn.Module):
-    """A bias-free MLP with non-affine batch norm, the network of Deep SVDD / Deep SAD [3]_.
-
-    ``[Linear(bias=False) -> BatchNorm1d(affine=False) -> LeakyReLU] per hidden width ->
-    Linear(bias=False)``. Without bias terms no constant code is reachable, so pulling benign
-    codes together cannot collapse the whole space onto one point: codes of flows unlike anything
-    seen in training stay away from the benign centre, which is what zero-shot detection needs.
-    The Deep SVDD and Deep SAD baselines use this module too.
-
-    Parameters
-    ----------
-    n_features : int
-    latent_dim : int, default=32
-    hidden : sequence of int, default=(128, 64)
-        Widths of the hidden layers.
-
-    References
-    ----------
-    .. [3] Ruff et al. "Deep One-Class Classification." ICML 2018.
-    """
-
-    def __init__(
-        self, n_features: int, *, latent_dim: int = 32, hidden: Sequence[int] = (128, 64)
-    ) -> None:
-        super().__init__()
-        _check_positive(n_features=n_features, latent_dim=latent_dim)
-        layers: list[nn.Module] = []
-        width = n_features
-        for h in hidden:
-            _check_positive(hidden_width=h)
-            layers += [nn.Linear(width, h, bias=False), nn.BatchNorm1d(h, affine=False)]
-            layers.append(nn.LeakyReLU())
-            width = h
-        layers.append(nn.Linear(width, latent_dim, bias=False))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
 def build_encoder(
     kind: str,
     n_features: int,
@@ -259,7 +227,7 @@ def build_encoder(
     """Build a Stage-1 encoder from the estimator's flat hyperparameters.
 
     ``d_model`` is the Transformer width (``d_token`` for the FT-Transformer, the hidden width for
-    the MLPs); ``n_layers`` counts Transformer layers, residual MLP blocks or bias-free layers.
+    the MLP); ``n_layers`` counts Transformer layers or residual MLP blocks.
     """
     if kind == "cnn_transformer":
         return CNNTransformerEncoder(
@@ -285,11 +253,4 @@ def build_encoder(
         return MLPEncoder(
             n_features, latent_dim=latent_dim, d_hidden=d_model, n_blocks=n_layers, dropout=dropout
         )
-    if kind == "bias_free":
-        # Widths halve layer by layer, as in Deep SVDD's (128, 64).
-        hidden = [max(d_model >> i, latent_dim) for i in range(n_layers)]
-        return BiasFreeEncoder(n_features, latent_dim=latent_dim, hidden=hidden)
-    raise ValueError(
-        f"unknown encoder {kind!r}; expected 'cnn_transformer', 'ft_transformer', 'mlp' "
-        "or 'bias_free'"
-    )
+    raise ValueError(f"unknown encoder {kind!r}; expected one of {ENCODERS}")

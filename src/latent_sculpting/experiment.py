@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._atomic import publish
 from .data import DEFAULT_WITHHELD, FlowTable, ZeroShotSplits, load_cicids2017, zero_shot_splits
-from .estimator import STAGE1_OFFSET, LatentSculpting
+from .estimator import LatentSculpting
 from .evaluation import aggregate, binary_metrics, per_class_recall
+from .fusion import STAGE1_OFFSET
 from .presets import preset as get_preset
 from .threads import limit_threads
 
@@ -287,21 +288,18 @@ def _plots(
         "zero-shot set",
     )
     labels = np.concatenate([zs.labels, splits.internal_test.labels])
-    nll = np.concatenate([details["zero_shot"]["nll"], details["internal_test"]["nll"]])
-    scale = "score" if model.score == "combined" else "nll"
-    values = (
-        nll
-        if scale == "nll"
-        else np.concatenate([details["zero_shot"]["score"], details["internal_test"]["score"]])
-    )
+    # The thresholds are on the score; the two-stage score puts Stage-1 attacks at 1e12 and up,
+    # off any useful scale, and its thresholds are on the NLL of the other flows.
+    key = "nll" if model.score == "two_stage" else "score"
     plot_score_histograms(
-        values,
+        np.concatenate([details["zero_shot"][key], details["internal_test"][key]]),
         labels,
         model.thresholds_,
         out / "score_histograms.png",
-        xlabel="Stage-2 score (negative log-likelihood)"
-        if scale == "nll"
-        else "combined score (standardised NLL + distance)",
+        xlabel={
+            "nll": "Stage-2 score (negative log-likelihood)",
+            "score": f"score ({model.score})",
+        }[key],
         highlight=splits.withheld,
     )
     codes = model.transform(np.concatenate([zs.X, splits.internal_test.X]))
@@ -319,8 +317,6 @@ _SCORE_NOTES = {
     "the paper's evaluation does.",
     "nll": "Score: the Stage-2 flow's negative log-likelihood of the sculpted latent code "
     "(Stage 1 shapes the space; its nearest-centroid rule does not vote).",
-    "combined": "Score: standardised Stage-2 NLL plus standardised squared distance to the "
-    "benign centroid.",
     "fisher": "Score: Fisher's sum of -log p-values of two channels, each against held-out "
     "benign reference flows: the Stage-2 flow's NLL (of the sculpted code beside a benign-only "
     "Deep SVDD embedding) and a random forest's known-attack probability.",
@@ -332,6 +328,8 @@ def _fmt(stat: dict | float | None, pct: bool = False) -> str:
         return "–"
     if isinstance(stat, dict):
         mean, std = stat["mean"], stat["std"]
+        if not np.isfinite(std):  # one seed: the sample std is undefined
+            return f"{100 * mean:.1f} %" if pct else f"{mean:.3f}"
         if pct:
             return f"{100 * mean:.1f} % ± {100 * std:.1f}"
         return f"{mean:.3f} ± {std:.3f}"

@@ -1,21 +1,20 @@
 """The fast scoring path: the same math as the training modules, arranged for inference.
 
 Scoring is the hot loop of a detector that watches millions of flows, so the estimator scores
-through this module rather than through the modules as trained. Three choices, each
-picked by measurement on a 2-core CPU (``benchmarks/run.py``, figures in ``BENCHMARKS.md``):
+through this module rather than through the modules as trained. Three choices, each picked by
+measurement (``benchmarks/run.py``; the figures are in ``BENCHMARKS.md``):
 
 * **The MAF as plain masked matmuls.** zuko builds a lazy distribution object on every call,
   multiplies every mask into its weight and evaluates the MADE outputs through generic
   ``Transform`` objects. :class:`FastMAF` multiplies the masks in once, stacks the shift and
   scale rows of each MADE output layer so that one matmul yields both, and accumulates the
   log-determinant in place. The result equals zuko's ``log_prob`` to float rounding.
-* **Cache-sized chunks.** The encoders' activations at batch 4096 (the CNN-Transformer holds
-  4096 x 32 tokens x 256 FFN units, 134 MB) stream through memory several times per layer;
-  chunks of about 8k token rows (256 flows for the CNN-Transformer, 100 for the
-  FT-Transformer, 8192 for the MLP) keep them near the cache, which about doubles the
-  CNN-Transformer's single-thread rate at the same FLOPs. Encoders run in eval mode under
-  ``inference_mode``, so ``nn.TransformerEncoderLayer`` takes PyTorch's fused attention path.
-* **One intra-op thread** (see :func:`scoring_threads`).
+* **Cache-sized chunks.** The encoders' activations at large batches (the CNN-Transformer holds
+  a batch x 32 tokens x 256 FFN units) stream through memory several times per layer; chunks of
+  about 8k token rows (256 flows for the CNN-Transformer, 100 for the FT-Transformer, 8192 for
+  the MLP) keep them near the cache. Encoders run in eval mode under ``inference_mode``, so
+  ``nn.TransformerEncoderLayer`` takes PyTorch's fused attention path.
+* **One intra-op thread** (:func:`latent_sculpting.threads.scoring_threads`).
 
 Reduced precision (bf16 autocast) and int8 dynamic quantisation are measured by the benchmark
 but are not the default: the default must match the reference path within 1e-4.
@@ -29,32 +28,30 @@ from __future__ import annotations
 
 import math
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from .threads import scoring_threads
+
 __all__ = [
     "FLOW_CHUNK",
     "FastMAF",
+    "encode",
     "encoder_chunk",
+    "flow_nll",
     "reference_scoring",
     "run_chunked",
-    "scoring_threads",
 ]
 
 #: Token rows per encoder chunk (rows x tokens per row); see the module docstring.
 ENCODER_TOKENS = 8192
 #: Rows per chunk of the flow.
 FLOW_CHUNK = 1024
+#: Rows per batch of the reference path.
+REFERENCE_BATCH = 8192
 
 _ENV = "LATENT_SCULPTING_REFERENCE_SCORING"
-_THREADS_ENV = "LATENT_SCULPTING_SCORING_THREADS"
-_threads_lock = threading.Lock()
-_threads_users = 0
-_threads_saved = 0
 
 
 def reference_scoring() -> bool:
@@ -156,28 +153,22 @@ def encoder_chunk(encoder: nn.Module | None) -> int:
     return max(64, ENCODER_TOKENS // tokens)
 
 
-@contextmanager
-def scoring_threads() -> Iterator[None]:
-    """Run the enclosed scoring with ``LATENT_SCULPTING_SCORING_THREADS`` intra-op threads (1).
+@torch.inference_mode()
+def encode(encoder: nn.Module, X: torch.Tensor, *, fast: bool) -> torch.Tensor:
+    """Latent codes of ``X`` with ``encoder`` in eval mode: chunked (``fast``) or in one pass
+    of :data:`REFERENCE_BATCH`-row batches (the reference path)."""
+    encoder.eval()
+    if fast:
+        with scoring_threads():
+            return run_chunked(encoder, X, encoder_chunk(encoder))
+    return torch.cat([encoder(part) for part in X.split(REFERENCE_BATCH)])
 
-    PyTorch's intra-op threads meet at a barrier after every operator; scoring runs hundreds of
-    small operators per chunk, and when another process holds a core the barrier waits for a
-    whole scheduler slice. On the shared 2-core benchmark machine two threads scored 2x to 50x
-    slower than one (``BENCHMARKS.md``). The setting is process-wide, so it is changed by the
-    first concurrent scorer and restored by the last.
-    """
-    global _threads_users, _threads_saved
-    wanted = int(os.environ.get(_THREADS_ENV, "1") or 1)
-    with _threads_lock:
-        if _threads_users == 0:
-            _threads_saved = torch.get_num_threads()
-            if wanted != _threads_saved:
-                torch.set_num_threads(wanted)
-        _threads_users += 1
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_users -= 1
-            if _threads_users == 0 and torch.get_num_threads() != _threads_saved:
-                torch.set_num_threads(_threads_saved)
+
+@torch.inference_mode()
+def flow_nll(flow: nn.Module, X: torch.Tensor, *, fast_flow: FastMAF | None) -> torch.Tensor:
+    """Negative log-likelihood of each row of ``X``: through ``fast_flow`` (a :class:`FastMAF`
+    of ``flow``) when given, else through ``flow`` itself."""
+    if fast_flow is not None:
+        with scoring_threads():
+            return run_chunked(fast_flow, X, FLOW_CHUNK)
+    return torch.cat([flow(part) for part in X.split(REFERENCE_BATCH)])

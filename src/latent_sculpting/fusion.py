@@ -1,116 +1,178 @@
-"""Put scores of different kinds on one scale, and fuse them: Fisher's method on tail p-values.
+"""How channel scores combine into the detector's score: the ``score`` parameter's rules.
 
-The ``default`` preset scores a flow twice, by the flow's negative log-likelihood and by a
-forest's attack probability (docs/presets.md). The two live on unrelated scales, so each becomes
-a p-value against benign *reference* flows held out of every fit, and the fused score is
-Fisher's statistic ``sum_k -log p_k`` (Fisher 1925): higher is more anomalous, and a flow
-extreme in either channel is extreme in the sum.
+Every rule reads a dict of per-flow channel scores: ``"nll"`` (the Stage-2 flow's negative
+log-likelihood), with Stage 1 ``"distance_benign"`` and ``"distance_attack"`` (squared
+distances of the code to the two centroids), and one entry per side channel
+(:mod:`latent_sculpting.channels`, e.g. ``"forest"``). It maps them to one score, higher for
+more anomalous.
 
-An empirical p-value stops at ``1 / (n + 1)``: every flow beyond the largest reference score
-would tie, and the attacks that matter most are exactly there. Above the reference's upper
-decile the tail is therefore an exponential fitted to the excesses, the peaks-over-threshold
-model of extreme value theory with shape 0 (Pickands 1975; Balkema and de Haan 1974), as SPOT
-uses for streaming anomaly thresholds (Siffer et al., KDD 2017). It keeps ``-log p`` continuous
-and strictly increasing in the score, so ranks within the tail survive the fusion. The
-extrapolation is trusted only so far (``max_extrapolation`` nats beyond the smallest empirical
-p-value): without a bound, one channel's wildest scores (a benign flow the density finds
-bizarre) would outvote everything the other channel says, and on the zero-shot protocol the
-bound raised the fused AUPRC from 0.989 to 0.992 (docs/presets.md).
+``"nll"``
+    The flow alone.
+``"two_stage"``
+    The paper's rule [1]_: a flow nearer the attack centroid is an attack and ranks above every
+    flow the flow model scores.
+``"fisher"``
+    The flow and every side channel, each turned into ``-log p`` against benign *reference*
+    flows held out of every fit (:class:`~latent_sculpting.calibration.TailPValue`), summed:
+    Fisher's statistic (Fisher 1925). The channels live on unrelated scales; p-values put them
+    on one, and a flow extreme in any channel is extreme in the sum. The fused score is itself
+    thresholded on a *separate* benign calibration split, so the detector's conformal guarantee
+    does not depend on how well the tail model fits.
 
-The fused score is itself thresholded on a *separate* benign calibration split, so the
-detector's conformal guarantee does not depend on how well the tail model fits.
+A new rule is a class with ``fit``, ``combine``, ``get_state`` and ``from_state`` registered in
+:data:`FUSIONS`.
+
+References
+----------
+.. [1] Chhetri, Thapa, Kumar, Chen. arXiv:2512.22179.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["TailPValue", "fisher"]
+from .calibration import TailPValue
+
+__all__ = [
+    "FUSIONS",
+    "NLL_CAP",
+    "STAGE1_OFFSET",
+    "FisherFusion",
+    "Fusion",
+    "NLLFusion",
+    "TwoStageFusion",
+    "fisher",
+]
+
+# Scores of flows that Stage 1 already calls attacks start here, so that they rank above every
+# Stage-2 score (the paper's AUROC does the same with "max Stage-2 score + 1" over the evaluated
+# set; a fixed offset keeps each flow's score independent of the rest of its batch).
+STAGE1_OFFSET = 1e12
+#: Stage-2 NLLs are clipped here, just below :data:`STAGE1_OFFSET`; a code so far outside the
+#: benign manifold that its NLL overflows is maximally anomalous.
+NLL_CAP = STAGE1_OFFSET / 2
 
 
-class TailPValue:
-    """``-log p`` of scores against benign reference scores, with an exponential upper tail.
+class Fusion:
+    """Base of the rules: what each needs, and no fitted state.
 
-    Parameters
-    ----------
-    tail : float, default=0.1
-        Share of the reference scores, the highest, whose excesses fit the exponential tail.
-    max_extrapolation : float, default=5.0
-        ``-log p`` stops at ``log(n + 1) + max_extrapolation``: p-values go at most
-        ``exp(max_extrapolation)`` times below the smallest one ``n`` references can show.
-    min_scale : float, default=0.0
-        Floor of the tail's scale, for scores with a natural resolution. A forest that gives
-        nearly every benign reference flow probability 0 leaves no excesses to fit; with the
-        floor at one tree's vote, each further tree voting "attack" divides the p-value by e.
+    Subclasses override :meth:`combine`, and :meth:`fit`, :meth:`get_state` and
+    :meth:`from_state` when they learn from reference rows.
+    """
+
+    #: Whether the rule is fitted on benign reference rows (then held out of every fit).
+    needs_reference: ClassVar[bool] = False
+    #: Whether the rule reads side channels (then at least one must be on; and a side channel
+    #: is refused under a rule that would ignore it).
+    uses_side_channels: ClassVar[bool] = False
+    #: Whether the rule reads the Stage-1 distances (then ``stage1=True`` is required).
+    needs_stage1: ClassVar[bool] = False
+
+    def fit(self, reference: Mapping[str, np.ndarray], resolution: Mapping[str, float]) -> Any:
+        """Fit on the channel scores of benign reference rows (a no-op here).
+
+        ``resolution`` names the side channels, each with the smallest step between its scores
+        that means something.
+        """
+        return self
+
+    def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The score of each flow from its channel scores."""
+        raise NotImplementedError
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Fitted state as a JSON-able config and named arrays (no pickle)."""
+        return {}, {}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
+        """Rebuild from :meth:`get_state` output."""
+        return cls()
+
+
+def clipped_nll(scores: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The flow's NLL, clipped at :data:`NLL_CAP`."""
+    return np.minimum(scores["nll"], NLL_CAP)
+
+
+class NLLFusion(Fusion):
+    """The flow's NLL alone."""
+
+    def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        return clipped_nll(scores)
+
+
+class TwoStageFusion(Fusion):
+    """The paper's two-stage rule: Stage-1 attacks score ``STAGE1_OFFSET`` plus their margin
+    ``distance_benign - distance_attack``, every other flow its NLL."""
+
+    needs_stage1 = True
+
+    def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        d_b = scores["distance_benign"].astype(np.float64)
+        d_a = scores["distance_attack"].astype(np.float64)
+        return np.where(d_a < d_b, STAGE1_OFFSET + (d_b - d_a), clipped_nll(scores))
+
+
+class FisherFusion(Fusion):
+    """Fisher's sum of tail ``-log p`` of the flow's NLL and of every side channel.
 
     Attributes
     ----------
-    reference_ : numpy.ndarray
-        Sorted reference scores.
-    threshold_ : float
-        ``u``, the score where the tail starts.
-    scale_ : float
-        Mean excess over ``u`` of the reference scores above it (the exponential's MLE).
+    tails_ : dict of str to TailPValue
+        The p-value model of each channel, ``"nll"`` first, fitted on reference scores.
     """
 
-    def __init__(
-        self, tail: float = 0.1, max_extrapolation: float = 5.0, min_scale: float = 0.0
-    ) -> None:
-        if not 0 < tail < 1:
-            raise ValueError(f"tail must be in (0, 1), got {tail}")
-        if not max_extrapolation >= 0:
-            raise ValueError(f"max_extrapolation must be >= 0, got {max_extrapolation}")
-        if not min_scale >= 0:
-            raise ValueError(f"min_scale must be >= 0, got {min_scale}")
-        self.tail = tail
-        self.max_extrapolation = max_extrapolation
-        self.min_scale = min_scale
+    needs_reference = True
+    uses_side_channels = True
 
-    def fit(self, reference: np.ndarray) -> TailPValue:
-        reference = np.sort(np.asarray(reference, dtype=np.float64))
-        if reference.ndim != 1 or len(reference) < 10:
-            raise ValueError(f"need at least 10 reference scores, got {len(reference)}")
-        if not np.isfinite(reference).all():
-            raise ValueError("reference scores must be finite")
-        self.reference_ = reference
-        self.threshold_ = float(reference[int((1 - self.tail) * len(reference))])
-        excess = reference[reference >= self.threshold_] - self.threshold_
-        # A tail of ties has no spread; a small scale keeps -log p finite and increasing.
-        spread = float(reference[-1] - reference[0])
-        self.scale_ = max(float(excess.mean()), self.min_scale, 1e-6 * (spread + 1.0))
+    def fit(
+        self, reference: Mapping[str, np.ndarray], resolution: Mapping[str, float]
+    ) -> FisherFusion:
+        """Fit a tail on the reference scores of the flow's NLL and of each side channel in
+        ``resolution``, whose value floors the channel's tail scale."""
+        self.tails_ = {"nll": TailPValue().fit(reference["nll"])}
+        for name, step in resolution.items():
+            self.tails_[name] = TailPValue(min_scale=step).fit(reference[name])
         return self
 
-    def neg_log_p(self, scores: np.ndarray) -> np.ndarray:
-        """``-log p``: empirical below ``threshold_``, ``-log p(u) + (s - u) / scale_`` above.
-
-        The empirical p-value is ``(1 + #{reference >= s}) / (n + 1)``; at ``s = u`` both
-        pieces agree, so the result is continuous. The tail stops rising at
-        ``log(n + 1) + max_extrapolation``.
-        """
-        scores = np.asarray(scores, dtype=np.float64)
-        n = len(self.reference_)
-        at_least = n - np.searchsorted(self.reference_, scores, side="left")
-        empirical = np.log(n + 1) - np.log1p(at_least)
-        at_u = n - np.searchsorted(self.reference_, self.threshold_, side="left")
-        tail = np.log(n + 1) - np.log1p(at_u) + (scores - self.threshold_) / self.scale_
-        tail = np.minimum(tail, np.log(n + 1) + self.max_extrapolation)
-        return np.where(scores > self.threshold_, tail, empirical)
+    def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        clipped = {**scores, "nll": clipped_nll(scores)}
+        return fisher([tail.neg_log_p(clipped[name]) for name, tail in self.tails_.items()])
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        config = {"tail": self.tail, "max_extrapolation": self.max_extrapolation}
-        config["min_scale"] = self.min_scale
-        config.update(threshold_=self.threshold_, scale_=self.scale_)
-        return config, {"reference": self.reference_}
+        config: dict[str, Any] = {"tails": {}}
+        arrays = {}
+        for name, tail in self.tails_.items():
+            config["tails"][name], tail_arrays = tail.get_state()
+            arrays.update({f"{name}.{key}": value for key, value in tail_arrays.items()})
+        return config, arrays
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> TailPValue:
-        model = cls(config["tail"], config["max_extrapolation"], config["min_scale"])
-        model.reference_ = np.asarray(arrays["reference"], dtype=np.float64)
-        model.threshold_ = float(config["threshold_"])
-        model.scale_ = float(config["scale_"])
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> FisherFusion:
+        model = cls()
+        model.tails_ = {}
+        for name, tail_config in config["tails"].items():
+            tail_arrays = {
+                key.removeprefix(f"{name}."): value
+                for key, value in arrays.items()
+                if key.startswith(f"{name}.")
+            }
+            model.tails_[name] = TailPValue.from_state(tail_config, tail_arrays)
+        if "nll" not in model.tails_:
+            raise ValueError(f"Fisher fusion state lacks the 'nll' tail: {sorted(model.tails_)}")
         return model
+
+
+#: ``score`` parameter value -> rule.
+FUSIONS: dict[str, type[Fusion]] = {
+    "two_stage": TwoStageFusion,
+    "nll": NLLFusion,
+    "fisher": FisherFusion,
+}
 
 
 def fisher(neg_log_ps: list[np.ndarray]) -> np.ndarray:

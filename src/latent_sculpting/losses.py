@@ -18,11 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "LOSSES",
     "BinaryLatentSculptingLoss",
     "CrossEntropyLoss",
     "DualCentroidCompactnessLoss",
     "build_loss",
 ]
+
+#: Names :func:`build_loss` accepts.
+LOSSES = ("dual_centroid", "binary_sculpting", "cross_entropy")
 
 
 def _squared_distance(z: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
@@ -73,36 +77,32 @@ class DualCentroidCompactnessLoss(nn.Module):
 class BinaryLatentSculptingLoss(nn.Module):
     r"""Binary Latent Sculpting loss of the paper's later version [1]_.
 
-    Benign codes are pulled into a hypersphere of squared radius ``radius`` around the batch
-    benign centroid :math:`c`; every attack code is pushed, one by one, beyond a squared distance
-    ``margin`` from it:
+    Benign codes are pulled towards the batch benign centroid :math:`c`; every attack code is
+    pushed, one by one, beyond a squared distance ``margin`` from it:
 
     .. math::
-        \overline{\max(0, \lVert z_b - c \rVert^2 - r)}
+        \overline{\lVert z_b - c \rVert^2}
         + \lambda \,\overline{\max(0, m - \lVert z_a - c \rVert^2)}
 
     NOTE[DIFF]: the later version's text is not available to us. Its description (a hypersphere
-    around one centre, a hinge on each attack's distance to it) is implemented literally; the
-    per-sample hinge is what separates it from the first version, whose hinge acts on the attack
-    *centroid* only and so lets individual attacks sit inside the benign cluster. The centre is
-    the batch benign centroid, as in the first version, rather than a fixed Deep-SAD centre [2]_,
-    so the objective stays translation invariant and needs no initialisation pass.
+    around one centre, a hinge on each attack's distance to it) is implemented literally, with
+    the sphere's radius at 0; the per-sample hinge is what separates it from the first version,
+    whose hinge acts on the attack *centroid* only and so lets individual attacks sit inside the
+    benign cluster. The centre is the batch benign centroid, as in the first version, rather
+    than a fixed Deep-SAD centre [2]_, so the objective stays translation invariant and needs no
+    initialisation pass.
 
     Parameters
     ----------
-    radius : float, default=0.0
-        Squared radius inside which benign codes are not pulled further.
     margin : float, default=5.0
         Squared distance that each attack code must exceed.
     attack_weight : float, default=1.0
         :math:`\lambda`, the weight of the attack hinge.
     """
 
-    def __init__(
-        self, *, radius: float = 0.0, margin: float = 5.0, attack_weight: float = 1.0
-    ) -> None:
+    def __init__(self, *, margin: float = 5.0, attack_weight: float = 1.0) -> None:
         super().__init__()
-        self.radius, self.margin, self.attack_weight = radius, margin, attack_weight
+        self.margin, self.attack_weight = margin, attack_weight
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         benign, attack = z[y == 0], z[y == 1]
@@ -110,7 +110,7 @@ class BinaryLatentSculptingLoss(nn.Module):
             # Without benign codes there is no centre to push away from.
             return z.sum() * 0.0
         center = benign.mean(dim=0)
-        loss = F.relu(_squared_distance(benign, center) - self.radius).mean()
+        loss = _squared_distance(benign, center).mean()
         if len(attack):
             push = F.relu(self.margin - _squared_distance(attack, center)).mean()
             loss = loss + self.attack_weight * push
@@ -120,7 +120,7 @@ class BinaryLatentSculptingLoss(nn.Module):
 class CrossEntropyLoss(nn.Module):
     """Plain binary cross-entropy through a linear probe on the latent code.
 
-    The ablation of issue 5: the same encoder trained as an ordinary classifier, so that the flow
+    An ablation: the same encoder trained as an ordinary classifier, so that the flow
     sees a latent space shaped by classification rather than by sculpting. The probe is this
     module's only parameter and is optimised with the encoder.
 
@@ -145,15 +145,12 @@ def build_loss(
     beta: float,
     gamma: float,
     margin: float,
-    radius: float,
 ) -> nn.Module:
     """Build a Stage-1 loss from the estimator's flat hyperparameters."""
     if kind == "dual_centroid":
         return DualCentroidCompactnessLoss(alpha=alpha, beta=beta, gamma=gamma, margin=margin)
     if kind == "binary_sculpting":
-        return BinaryLatentSculptingLoss(radius=radius, margin=margin, attack_weight=gamma)
+        return BinaryLatentSculptingLoss(margin=margin, attack_weight=gamma)
     if kind == "cross_entropy":
         return CrossEntropyLoss(latent_dim)
-    raise ValueError(
-        f"unknown loss {kind!r}; expected 'dual_centroid', 'binary_sculpting' or 'cross_entropy'"
-    )
+    raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")

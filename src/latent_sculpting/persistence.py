@@ -1,12 +1,17 @@
 """Safe model files: weights as tensors in one safetensors file, everything else as JSON.
 
 A ``.sculpt`` file is a safetensors file. Its tensors are the encoder's and the flow's state
-dicts, the Stage-1 centroids, the preprocessor's arrays, the sorted calibration scores and, when
-the model has them, the flow input's scaling, the Deep SVDD channel's weights, the forest's node
-arrays and the fusion's reference scores; its
-string metadata holds the format name and version, the estimator's parameters and its fitted
-scalars as JSON. Loading parses JSON and copies tensors: nothing is unpickled, so a model file
-from an untrusted source cannot run code.
+dicts (``encoder.*``, ``flow.*``), the Stage-1 centroids, the preprocessor's arrays, the sorted
+calibration scores and, when the model has them, the flow input's scaling (``flow_scaler.*``),
+the Deep SVDD embedding (``svdd.*``), each side channel's arrays (``channel.<name>.*``) and the
+score rule's (``fusion.*``, the reference scores of Fisher's tails). Its string metadata holds
+the format name and version, the estimator's parameters and its fitted scalars and part
+configurations as JSON. Loading parses JSON and copies tensors, and checks every part against
+the parameters before use: nothing is unpickled, so a model file from an untrusted source cannot
+run code.
+
+This module reads a file into checked parameters and fitted attributes;
+:meth:`LatentSculpting.load` assembles the estimator from them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,62 +28,55 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ._atomic import publish
+from .channels import SIDE_CHANNELS, enabled_channels
 from .deep_sad import DeepSAD
-from .encoders import build_encoder
+from .encoders import ENCODER_SIZES, build_encoder
 from .flows import LatentDensity
-from .forest import AttackForest
-from .fusion import TailPValue
+from .flowspec import FlowSpec, legacy_spec
+from .fusion import FUSIONS
+from .params import PARAMETER_CONSTRAINTS, check_params
 from .preprocessing import FeaturePreprocessor
 
-if TYPE_CHECKING:
-    from .estimator import LatentSculpting
-
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_model", "save_model"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "READABLE_VERSIONS", "load_model", "save_model"]
 
 FORMAT_NAME = "latent-sculpting"
 #: Bumped whenever the file layout changes; files of other versions than READABLE are refused.
-FORMAT_VERSION = 2
-#: Version 2 added the optional Deep SVDD, forest and fusion parts; a version-1 file is a
-#: version-2 file without them.
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: Version 2 added the Deep SVDD, forest and fusion parts; version 3 stores side channels and
+#: the score rule generically (``channel.<name>.*``, ``fusion.*``) and drops the parameters and
+#: statistics of removed options. Versions 1 and 2 are read by translating them (see
+#: :func:`_upgrade`).
+READABLE_VERSIONS = (1, 2, 3)
+
+#: Parameters added after format 1, with the value a model without them was fitted with.
+_ADDED = {"selection": "centroid_f1", "flow_standardize": False, "svdd_dim": 0, "forest_trees": 0}
+#: Options that versions 1 and 2 allowed and this version does not.
+_REMOVED = {
+    "score": {"combined"},
+    "selection": {"last"},
+    "encoder": {"bias_free"},
+    "scaler": {"minmax"},
+}
 
 
-def save_model(model: LatentSculpting, path: str | Path) -> Path:
-    """Write ``model`` to ``path``: to a temporary file first, then renamed into place."""
+def save_model(model: Any, path: str | Path) -> Path:
+    """Write the fitted ``model`` (a LatentSculpting) to ``path``: to a temporary file first,
+    then renamed into place."""
     from . import __version__
 
     if not hasattr(model, "flow_"):
         raise ValueError("the model is not fitted; call fit before save")
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
-    for prefix, module in (("encoder.", model.encoder_), ("flow.", model.flow_)):
-        if module is not None:
-            for key, value in module.state_dict().items():
-                tensors[prefix + key] = value.detach().cpu().contiguous().clone()
-    if model.stage1:
-        tensors["center_benign"] = model.center_benign_.detach().cpu().clone()
-        tensors["center_attack"] = model.center_attack_.detach().cpu().clone()
-    tensors["calibration_scores"] = torch.from_numpy(model.calibration_scores_.copy())
-    pre_config, pre_arrays = model.preprocessor_.get_state()
-    for key, value in pre_arrays.items():
-        tensors["preprocessor." + key] = torch.from_numpy(np.ascontiguousarray(value).copy())
-    parts: dict[str, dict] = {}
-    if getattr(model, "flow_scaler_", None) is not None:
-        parts["flow_scaler"], scaler_arrays = model.flow_scaler_.get_state()
-        for key, value in scaler_arrays.items():
-            tensors[f"flow_scaler.{key}"] = torch.from_numpy(np.ascontiguousarray(value).copy())
-    if getattr(model, "svdd_", None) is not None:
-        parts["svdd"], svdd_tensors = model.svdd_.get_state()
-        tensors.update({f"svdd.{k}": v.cpu().contiguous() for k, v in svdd_tensors.items()})
-    if getattr(model, "forest_", None) is not None:
-        parts["forest"], forest_arrays = model.forest_.get_state()
-        tensors.update({f"forest.{k}": torch.from_numpy(v) for k, v in forest_arrays.items()})
-    parts["tails"] = {}
-    for name, tail in getattr(model, "tails_", {}).items():
-        parts["tails"][name], tail_arrays = tail.get_state()
-        tensors.update({f"tail.{name}.{k}": torch.from_numpy(v) for k, v in tail_arrays.items()})
 
-    fitted = {
+    def put(prefix: str, arrays: dict[str, Any]) -> None:
+        for key, value in arrays.items():
+            value = (
+                value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
+            )
+            tensors[prefix + key] = value.detach().cpu().contiguous().clone()
+
+    fitted: dict[str, Any] = {
         "n_features_in_": model.n_features_in_,
         "feature_names_in_": (
             [str(c) for c in model.feature_names_in_]
@@ -87,17 +85,35 @@ def save_model(model: LatentSculpting, path: str | Path) -> Path:
         ),
         "thresholds_": {str(k): v for k, v in model.thresholds_.items()},
         "threshold_": model.threshold_,
-        "score_stats_": model.score_stats_,
         "history_": model.history_,
-        "preprocessor": pre_config,
-        **parts,
-        "extra": getattr(model, "metadata_", {}),
+        "spec": model.spec_.to_dict() if hasattr(model, "spec_") else None,
+        "training_info": getattr(model, "training_info_", {}),
     }
+    if model.encoder_ is not None:
+        put("encoder.", model.encoder_.state_dict())
+        put("", {"center_benign": model.center_benign_, "center_attack": model.center_attack_})
+    put("flow.", model.flow_.state_dict())
+    put("", {"calibration_scores": model.calibration_scores_})
+    fitted["preprocessor"], arrays = model.preprocessor_.get_state()
+    put("preprocessor.", arrays)
+    if model.flow_scaler_ is not None:
+        fitted["flow_scaler"], arrays = model.flow_scaler_.get_state()
+        put("flow_scaler.", arrays)
+    if model.svdd_ is not None:
+        fitted["svdd"], arrays = model.svdd_.get_state()
+        put("svdd.", arrays)
+    fitted["channels"] = {}
+    for name, channel in model.channels_.items():
+        fitted["channels"][name], arrays = channel.get_state()
+        put(f"channel.{name}.", arrays)
+    fitted["fusion"], arrays = model.fusion_.get_state()
+    put("fusion.", arrays)
+
     metadata = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
         "package_version": __version__,
-        "params": json.dumps(model.get_params()),
+        "params": json.dumps(model.get_params(deep=False)),
         "fitted": json.dumps(fitted),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,19 +128,25 @@ def save_model(model: LatentSculpting, path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path, *, device: str = "cpu") -> LatentSculpting:
-    """Read a model written by :func:`save_model`.
+def load_model(path: str | Path, *, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a model written by :func:`save_model` (or by a version that wrote format 1 or 2).
+
+    Returns
+    -------
+    params : dict
+        The estimator's parameters, checked as ``fit`` checks them.
+    fitted : dict
+        Fitted attributes by name (``encoder_``, ``flow_``, ``threshold_``, ...), on ``device``.
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is not a latent-sculpting model, is truncated or corrupt, or was written in
-        another format version.
+        If the file is not a latent-sculpting model, is truncated or corrupt, was written in
+        another format version, uses an option this version removed, or a part disagrees with
+        the parameters.
     """
-    from .estimator import LatentSculpting
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
@@ -150,81 +172,177 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LatentSculpting:
         fitted = json.loads(metadata["fitted"])
     except (KeyError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} has damaged metadata: {error}") from None
+    if not isinstance(params, dict) or not isinstance(fitted, dict):
+        raise ValueError(f"{path} has damaged metadata: parameters and state must be objects")
+    if int(version) < 3:
+        params, fitted, tensors = _upgrade(params, fitted, tensors, path)
+    unknown = sorted(set(params) ^ set(PARAMETER_CONSTRAINTS))
+    if unknown:
+        raise ValueError(f"{path}: parameters missing or unknown to this version: {unknown}")
+    try:
+        check_params(params)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return params, _fitted_parts(params, fitted, tensors, path, torch.device(device))
 
-    model = LatentSculpting(**params)
-    model.device_ = torch.device(device)
-    model.n_features_in_ = fitted["n_features_in_"]
-    if fitted["feature_names_in_"] is not None:
-        model.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
-    model.thresholds_ = {float(k): v for k, v in fitted["thresholds_"].items()}
-    model.threshold_ = fitted["threshold_"]
-    model.score_stats_ = fitted["score_stats_"]
-    model.history_ = fitted["history_"]
-    model.metadata_ = fitted.get("extra", {})
-    model.calibration_scores_ = tensors.pop("calibration_scores").numpy()
-    pre_arrays = {
-        key.removeprefix("preprocessor."): tensors.pop(key).numpy()
-        for key in [k for k in tensors if k.startswith("preprocessor.")]
-    }
-    model.preprocessor_ = FeaturePreprocessor.from_state(fitted["preprocessor"], pre_arrays)
-    width = int(np.sum(model.preprocessor_.support_))
+
+def _upgrade(
+    params: dict[str, Any], fitted: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a format 1 or 2 file as format 3.
+
+    Parameters added since format 1 take the value such a model had; ``radius`` (the Binary Latent
+    Sculpting sphere, only ever 0) is gone; a ``forest_trees`` that the score ignored, so that no
+    forest was fitted, reads as 0; the forest and Fisher's tails
+    move to the generic side-channel and score-rule parts. A model that used a removed option
+    cannot be read.
+    """
+    params = {**_ADDED, **params}
+    for name, removed in _REMOVED.items():
+        if params.get(name) in removed:
+            raise ValueError(
+                f"{path} was fitted with {name}={params[name]!r}, an option this version no "
+                f"longer has; refit it, or use the package version that wrote it"
+            )
+    radius = params.pop("radius", 0.0)
+    if radius != 0.0:
+        raise ValueError(
+            f"{path} was fitted with radius={radius}; this version's loss has no radius. "
+            "Refit it, or use the package version that wrote it"
+        )
+    if "forest" not in fitted and params.get("score") != "fisher":
+        params["forest_trees"] = 0
+    fitted = dict(fitted)
+    tensors = dict(tensors)
+    fitted["channels"] = {}
+    if "forest" in fitted:
+        config = {"n_trees": params.get("forest_trees"), "forest": fitted.pop("forest")}
+        fitted["channels"]["forest"] = config
+        for key in [k for k in tensors if k.startswith("forest.")]:
+            tensors["channel.forest." + key.removeprefix("forest.")] = tensors.pop(key)
+    tails = fitted.pop("tails", {})
+    fitted["fusion"] = {"tails": tails} if tails else {}
+    for name in tails:
+        tensors[f"fusion.{name}.reference"] = tensors.pop(f"tail.{name}.reference")
+    return params, fitted, tensors
+
+
+def _fitted_parts(
+    params: dict[str, Any],
+    fitted: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    path: Path,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Every fitted attribute, each part checked against the parameters."""
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
-    if model.stage1:
-        model.encoder_ = build_encoder(
-            params["encoder"],
-            width,
-            latent_dim=params["latent_dim"],
-            d_model=params["d_model"],
-            n_heads=params["n_heads"],
-            n_layers=params["n_layers"],
-            d_ffn=params["d_ffn"],
-            dropout=params["dropout"],
+    def arrays(prefix: str) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in part(prefix).items()}
+
+    out: dict[str, Any] = {"device_": device}
+    name = "input spec"
+    try:
+        info = fitted.get("training_info", {})
+        if not isinstance(info, dict):
+            raise ValueError("training_info must be an object")
+        out["training_info_"] = info
+        if fitted.get("spec") is not None:
+            out["spec_"] = FlowSpec.from_dict(fitted["spec"])
+        elif fitted.get("feature_names_in_") is not None:
+            # Written before specs were stored (format 1, 2): rebuilt from the feature names.
+            out["spec_"] = legacy_spec(fitted["feature_names_in_"], fitted.get("extra") or {})
+        name = "thresholds"
+        out["n_features_in_"] = int(fitted["n_features_in_"])
+        names = fitted["feature_names_in_"]
+        if names is not None:
+            if len(names) != out["n_features_in_"]:
+                raise ValueError(f"{len(names)} feature names for {out['n_features_in_']} features")
+            out["feature_names_in_"] = np.asarray([str(n) for n in names], dtype=object)
+            if "spec_" in out and out["spec_"].feature_names != list(out["feature_names_in_"]):
+                raise ValueError("the input spec's features are not the model's")
+        out["thresholds_"] = {float(k): float(v) for k, v in fitted["thresholds_"].items()}
+        out["threshold_"] = float(fitted["threshold_"])
+        out["history_"] = dict(fitted["history_"])
+        cal = tensors["calibration_scores"].numpy().astype(np.float64)
+        if cal.ndim != 1 or len(cal) == 0 or np.any(np.diff(cal) < 0):
+            raise ValueError(f"calibration scores must be sorted, 1-D, non-empty: {cal.shape}")
+        out["calibration_scores_"] = cal
+
+        name = "preprocessor"
+        pre = FeaturePreprocessor.from_state(fitted["preprocessor"], arrays("preprocessor."))
+        if pre.n_features_in_ != out["n_features_in_"]:
+            raise ValueError(f"{pre.n_features_in_} columns, model {out['n_features_in_']}")
+        out["preprocessor_"] = pre
+        width = int(np.sum(pre.support_))
+
+        name = "encoder"
+        out["encoder_"] = out["center_benign_"] = out["center_attack_"] = None
+        if params["stage1"]:
+            sizes = {name: params[name] for name in ENCODER_SIZES}
+            encoder = build_encoder(params["encoder"], width, **sizes)
+            encoder.load_state_dict(part("encoder."), strict=True)
+            out["encoder_"] = encoder.to(device).eval()
+            for key in ("center_benign", "center_attack"):
+                center = tensors[key]
+                if tuple(center.shape) != (params["latent_dim"],):
+                    raise ValueError(f"{key} has shape {tuple(center.shape)}")
+                out[key + "_"] = center.to(device)
+        inputs = params["latent_dim"] if params["stage1"] else width
+
+        name = "Deep SVDD embedding"
+        out["svdd_"] = None
+        if ("svdd" in fitted) != (params["svdd_dim"] > 0):
+            raise ValueError(f"present={'svdd' in fitted}, but svdd_dim={params['svdd_dim']}")
+        if params["svdd_dim"] > 0:
+            svdd = DeepSAD.from_state(fitted["svdd"], part("svdd."))
+            if svdd.rep_dim != params["svdd_dim"]:
+                raise ValueError(f"width {svdd.rep_dim}, but svdd_dim={params['svdd_dim']}")
+            out["svdd_"] = svdd
+            inputs += svdd.rep_dim
+
+        name = "flow input scaling"
+        out["flow_scaler_"] = None
+        if ("flow_scaler" in fitted) != params["flow_standardize"]:
+            raise ValueError(f"present={'flow_scaler' in fitted}, but flow_standardize is not")
+        if params["flow_standardize"]:
+            scaler = FeaturePreprocessor.from_state(fitted["flow_scaler"], arrays("flow_scaler."))
+            if scaler.n_features_in_ != inputs:
+                raise ValueError(f"{scaler.n_features_in_} columns for {inputs} flow inputs")
+            out["flow_scaler_"] = scaler
+            inputs = int(np.sum(scaler.support_))
+
+        name = "flow"
+        flow = LatentDensity(
+            inputs,
+            transforms=params["flow_transforms"],
+            hidden_features=params["flow_hidden"],
+            hidden_layers=params["flow_hidden_layers"],
         )
-        _load_state(model.encoder_, part("encoder."), path, "encoder")
-        model.encoder_.to(model.device_).eval()
-        model.center_benign_ = tensors["center_benign"].to(model.device_)
-        model.center_attack_ = tensors["center_attack"].to(model.device_)
-        latent = params["latent_dim"]
-    else:
-        model.encoder_ = None
-        model.center_benign_ = model.center_attack_ = None
-        latent = width
-    try:
-        model.svdd_ = model.forest_ = model.flow_scaler_ = None
-        if "svdd" in fitted:
-            model.svdd_ = DeepSAD.from_state(fitted["svdd"], part("svdd."))
-            latent += model.svdd_.rep_dim
-        if "flow_scaler" in fitted:
-            arrays = {k: v.numpy() for k, v in part("flow_scaler.").items()}
-            model.flow_scaler_ = FeaturePreprocessor.from_state(fitted["flow_scaler"], arrays)
-            latent = int(np.sum(model.flow_scaler_.support_))
-        if "forest" in fitted:
-            arrays = {k: v.numpy() for k, v in part("forest.").items()}
-            model.forest_ = AttackForest.from_state(fitted["forest"], arrays)
-        model.tails_ = {
-            name: TailPValue.from_state(config, {"reference": tensors[f"tail.{name}.reference"]})
-            for name, config in fitted.get("tails", {}).items()
-        }
-    except (KeyError, RuntimeError, ValueError) as error:
-        raise ValueError(f"{path}: damaged flow input or fusion channels: {error!r}") from None
-    model.flow_ = LatentDensity(
-        latent,
-        transforms=params["flow_transforms"],
-        hidden_features=params["flow_hidden"],
-        hidden_layers=params["flow_hidden_layers"],
-    )
-    _load_state(model.flow_, part("flow."), path, "flow")
-    model.flow_.to(model.device_).eval()
-    return model
+        flow.load_state_dict(part("flow."), strict=True)
+        out["flow_"] = flow.to(device).eval()
 
+        name = "side channels"
+        stored = list(fitted.get("channels", {}))
+        if stored != enabled_channels(params):
+            raise ValueError(f"stored {stored}, parameters ask for {enabled_channels(params)}")
+        out["channels_"] = {}
+        for channel_name in stored:
+            name = f"{channel_name} channel"
+            config = fitted["channels"][channel_name]
+            channel = SIDE_CHANNELS[channel_name].from_state(
+                config, arrays(f"channel.{channel_name}.")
+            )
+            out["channels_"][channel_name] = channel
 
-def _load_state(module: torch.nn.Module, state: dict, path: Path, name: str) -> None:
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(
-            f"{path}: the {name} weights do not match its configuration: {error}"
-        ) from None
+        name = "score rule"
+        fusion = FUSIONS[params["score"]].from_state(fitted["fusion"], arrays("fusion."))
+        tails = getattr(fusion, "tails_", None)
+        if tails is not None and list(tails) != ["nll", *stored]:
+            raise ValueError(f"tails of {list(tails)}, channels {['nll', *stored]}")
+        out["fusion_"] = fusion
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path}: damaged {name}: {error!r}") from None
+    return out

@@ -13,7 +13,14 @@ import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-__all__ = ["plot_curves", "plot_latent", "plot_score_histograms", "save_figure"]
+__all__ = [
+    "plot_critical_difference",
+    "plot_curves",
+    "plot_latent",
+    "plot_recall_heatmap",
+    "plot_score_histograms",
+    "save_figure",
+]
 
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
@@ -165,4 +172,90 @@ def plot_latent(
         )
     ax.set(title=f"Latent space ({method} projection)", xlabel=f"{method} 1", ylabel=f"{method} 2")
     ax.legend(fontsize=7, markerscale=1.5, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return save_figure(fig, path)
+
+
+def plot_recall_heatmap(results: Mapping, path: Path, *, fpr: str = "0.01") -> Path:
+    """Withheld family x method: recall at a benign false-positive rate, mean over split seeds,
+    from a ``benchmark.json`` result set."""
+    methods = list(results["config"]["methods"])
+    per = {(p["dataset"], p["fold"], p["method"]): p for p in results["per_fold"]}
+    folds = list(dict.fromkeys((r["dataset"], r["fold"]) for r in results["folds"]))
+    grid = np.full((len(folds), len(methods)), np.nan)
+    for i, fold in enumerate(folds):
+        for j, method in enumerate(methods):
+            stat = per.get((*fold, method), {}).get(f"recall@{fpr}") or {}
+            if stat.get("mean") is not None:
+                grid[i, j] = stat["mean"]
+    fig, ax = plt.subplots(figsize=(3 + 1.1 * len(methods), 1.2 + 0.38 * len(folds)))
+    image = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+    ax.set_yticks(range(len(folds)), [f"{d}: {f}" for d, f in folds], fontsize=8)
+    for i in range(len(folds)):
+        for j in range(len(methods)):
+            if np.isfinite(grid[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if grid[i, j] < 0.6 else "black",
+                )
+    ax.set_title(f"Recall of the withheld family at {100 * float(fpr):g} % benign FPR")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_critical_difference(
+    mean_rank: Mapping[str, float], cd: float, path: Path, *, title: str = ""
+) -> Path:
+    """Critical-difference diagram (Demšar 2006): methods on a rank axis, best on the left; a
+    bar joins methods whose mean ranks differ by less than the Nemenyi critical difference
+    ``cd`` (not significantly different)."""
+    names = sorted(mean_rank, key=lambda m: mean_rank[m])
+    ranks = np.array([mean_rank[m] for m in names])
+    k = len(names)
+    lo, hi = 1, max(k, int(np.ceil(ranks.max())))
+    half = (k + 1) // 2
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.3 * half))
+    ax.set_xlim(lo - 0.3, hi + 0.3)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    top = 0.72
+    ax.hlines(top, lo, hi, color="black", lw=1)
+    for r in range(lo, hi + 1):
+        ax.vlines(r, top, top + 0.03, color="black", lw=1)
+        ax.text(r, top + 0.05, str(r), ha="center", va="bottom", fontsize=8)
+    ax.hlines(0.93, lo, lo + cd, color="black", lw=2)
+    ax.text(lo + cd + 0.05, 0.93, f"CD = {cd:.2f}", ha="left", va="center", fontsize=8)
+    step = (top - 0.2) / max(1, half)
+    for i, (name, rank) in enumerate(zip(names, ranks, strict=True)):
+        left = i < half
+        y = top - 0.15 - step * (i if left else k - 1 - i)
+        x_text = lo - 0.2 if left else hi + 0.2
+        ax.plot([rank, rank, x_text], [top, y, y], color="black", lw=0.8)
+        ax.text(
+            x_text,
+            y,
+            f"{name} ({rank:.2f})",
+            ha="right" if left else "left",
+            va="center",
+            fontsize=8,
+        )
+    # Maximal groups of consecutive methods within one critical difference of each other.
+    groups = []
+    for i in range(k):
+        j = i
+        while j + 1 < k and ranks[j + 1] - ranks[i] < cd:
+            j += 1
+        if j > i and not any(a <= i and j <= b for a, b in groups):
+            groups.append((i, j))
+    for g, (i, j) in enumerate(groups):
+        y = top - 0.05 - 0.04 * g
+        ax.hlines(y, ranks[i] - 0.03, ranks[j] + 0.03, color="tab:red", lw=3)
+    if title:
+        ax.set_title(title, fontsize=9, pad=2)
     return save_figure(fig, path)

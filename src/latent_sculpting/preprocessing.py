@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 __all__ = ["FEATURE_TRANSFORMS", "SCALERS", "FeaturePreprocessor"]
 
 FEATURE_TRANSFORMS = ("none", "log1p", "quantile")
-SCALERS = ("standard", "minmax", "none")
+SCALERS = ("standard", "none")
 _STATE_VERSION = 1
 
 
@@ -33,8 +33,8 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
         :class:`~sklearn.preprocessing.QuantileTransformer` with normal output and at most 1000
         quantiles. (Named ``feature_transform`` rather than ``transform`` so that it does not
         shadow the :meth:`transform` method.)
-    scaler : {"standard", "minmax", "none"}, default "standard"
-        Standardisation (the paper's choice), min-max to [0, 1], or nothing.
+    scaler : {"standard", "none"}, default "standard"
+        Standardisation (the paper's choice) or nothing.
     variance_threshold : float, default 0.0
         Columns whose variance after ``feature_transform`` is <= this, or that are constant on
         the training rows, are dropped.
@@ -52,9 +52,9 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
     variances_ : ndarray of shape (n_features_in_,)
         Column variances after ``feature_transform`` on the training rows.
     center_ : ndarray of shape (n_kept,)
-        Subtracted before scaling (mean or minimum; zeros for ``scaler="none"``).
+        Subtracted before scaling (the mean; zeros for ``scaler="none"``).
     scale_ : ndarray of shape (n_kept,)
-        Divisor after centring (std or range; 1 where that is 0).
+        Divisor after centring (the std, 1 where that is 0; ones for ``scaler="none"``).
     quantile_ : QuantileTransformer or None
         The fitted quantile transform (``feature_transform="quantile"``).
 
@@ -175,9 +175,6 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
         Z = Z[:, self.support_]
         if self.scaler == "standard":
             center, scale = Z.mean(axis=0), Z.std(axis=0)
-        elif self.scaler == "minmax":
-            center = Z.min(axis=0)
-            scale = Z.max(axis=0) - center
         else:
             center, scale = np.zeros(Z.shape[1]), np.ones(Z.shape[1])
         # Kept columns are not constant, but a tiny spread may round to 0; dividing by 1 then

@@ -2,12 +2,14 @@
 
 A preset is a flat dictionary of constructor arguments, so ``LatentSculpting(**preset(name))``
 builds the detector and every value shows up in ``get_params()``, the CLI's ``--preset`` and the
-``config`` block of results files.
+``config`` block of results files. Each preset names *every* parameter but the run settings
+(``random_state``, ``device``, ``verbose``), so that a change of a constructor default never
+changes a preset; the constructor's defaults are the ``default`` preset.
 
 ``paper-v1``
     The first version of the paper as its official notebook runs it [1]_: 1D-CNN + Transformer
     encoder, Dual-Centroid Compactness Loss, a 16 x 512 MAF, threshold at the 95th percentile of
-    benign training NLL (the paper's strongest first-version row, zero-shot F1 0.87).
+    benign training NLL (the paper's strongest first-version row).
 ``paper-v2``
     The later version [1]_: an FT-Transformer encoder and the Binary Latent Sculpting loss, the
     same MAF, 85th-percentile threshold. Its text is not available to us; every choice where it
@@ -52,6 +54,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 512,
         "epochs": 10,
         "grad_clip": 1.0,
+        "validation_fraction": 0.1,
+        "selection": "centroid_f1",
         "undersample_benign": True,
         "flow_transforms": 16,
         "flow_hidden": 512,
@@ -59,9 +63,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "flow_lr": 5e-4,
         "flow_epochs": 10,
         "flow_batch_size": 512,
+        "flow_standardize": False,
+        "svdd_dim": 0,
+        "forest_trees": 0,
         "score": "two_stage",
         "percentile": 95.0,
         "calibration": "train",
+        "calibration_fraction": 0.2,
+        "target_fpr": None,
     },
 }
 
@@ -75,7 +84,6 @@ PRESETS["paper-v2"] = {
     "loss": "binary_sculpting",
     "gamma": 1.0,
     "margin": 5.0,
-    "radius": 0.0,
     "percentile": 85.0,
 }
 
@@ -86,7 +94,8 @@ PRESETS["default"] = {
     # CIC counters span ten orders of magnitude; standardising them raw leaves most flows in a
     # sliver near the mean. The signed log1p spreads them out (quantile: worse).
     "feature_transform": "log1p",
-    # A residual MLP encodes as well as the CNN-Transformer here at a hundredth of its cost.
+    # A residual MLP encodes as well as the CNN-Transformer here, at a small fraction of its
+    # cost (BENCHMARKS.md).
     "encoder": "mlp",
     "d_model": 256,
     "n_layers": 2,

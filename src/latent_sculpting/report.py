@@ -1,4 +1,5 @@
-"""One self-contained HTML page for a run folder (``sculpt reproduce``, ``sculpt compare``, ...).
+"""One self-contained HTML page for a run folder (``sculpt reproduce``, ``sculpt compare``, ...)
+or for the top alerts of a scored file (``sculpt score``).
 
 The page has no external assets: CSS is inline and every PNG is embedded as a base64 data URI,
 so it can be mailed or archived as one file. A ``reproduce`` run (``results.json``) gets a
@@ -6,6 +7,8 @@ layout of its own: the headline beside the paper, every percentile threshold, St
 recall per withheld attack class, the plots with captions, the splits and the configuration.
 Any other run folder is rendered generically: each ``*.md`` file converted to HTML (its tables
 become HTML tables), each ``*.json`` without a Markdown twin shown as text, every PNG embedded.
+A scored file's page (:func:`render_alerts`) is one table of its highest-scoring flagged flows
+with their explanations; every value in it comes from the file and is escaped.
 """
 
 from __future__ import annotations
@@ -13,12 +16,25 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_to_html", "render_report", "write_report"]
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .errors import FlowInputError
+
+__all__ = [
+    "markdown_to_html",
+    "render_alerts",
+    "render_report",
+    "write_alerts",
+    "write_report",
+]
 
 #: Captions of the figures ``sculpt reproduce`` writes, in page order.
 REPRODUCE_FIGURES = {
@@ -116,17 +132,172 @@ def render_report(run_dir: str | Path) -> str:
     if rest:
         body.append("<h2>Figures</h2>")
         body += [_figure(p, p.stem.replace("_", " ")) for p in rest]
+    return _page(title, f"Run folder <code>{html.escape(str(run_dir))}</code>", body)
+
+
+def _page(title: str, source: str, body: list[str]) -> str:
+    """The whole page: ``source`` (HTML) says what it reports on."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>"
         f"<h1>{html.escape(title)}</h1>"
-        f'<p class="meta">Run folder <code>{html.escape(str(run_dir))}</code>; report made '
+        f'<p class="meta">{source}; report made '
         f"{stamp} by <code>sculpt report</code> (latent-sculpting, arXiv:2512.22179).</p>"
         + "\n".join(body)
         + "</main></body></html>\n"
     )
+
+
+# ---------------------------------------------------------------------------- scored files
+
+#: Columns of a scored file shown in their own place, not among the flow's other columns.
+_ALERT_COLUMNS = ("score", "p_value", "is_attack", "flagged_by", "explanation")
+
+
+def write_alerts(
+    scored: str | Path, output: str | Path, *, top: int = 50, batch_rows: int = 65_536
+) -> Path:
+    """Render the top alerts of ``scored`` (:func:`render_alerts`) and write the page to
+    ``output`` (temporary file, then rename).
+
+    Raises
+    ------
+    ValueError
+        If ``output`` is a folder, the scored file itself or not writable, or as
+        :func:`render_alerts`.
+    """
+    from .experiment import write_text
+    from .outputs import check_output
+
+    output = check_output(output, inputs=[scored], what="report")
+    return write_text(render_alerts(scored, top=top, batch_rows=batch_rows), output)
+
+
+def render_alerts(scored: str | Path, *, top: int = 50, batch_rows: int = 65_536) -> str:
+    """The HTML page of the ``top`` highest-scoring flagged flows of a scored file.
+
+    The file (Parquet or CSV, as ``sculpt score`` writes it) is read ``batch_rows`` rows at a
+    time, keeping only the best ``top`` rows, so its size does not matter. Each alert shows its
+    row in the file, score, p-value, which rule flagged it, the file's other columns
+    (identifiers, labels) and its explanation when the file has one.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    FlowInputError
+        If it is not a readable table, or a ``score`` or ``is_attack`` value is missing or not
+        what it should be (row and column named).
+    ValueError
+        If it lacks the ``score`` or ``is_attack`` column, or ``top`` is not positive.
+    """
+    from .readers import iter_batches, read_columns
+
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be a positive integer, got {top!r}")
+    path = Path(scored)
+    if not path.is_file():
+        raise FileNotFoundError(f"scored file not found: {path}")
+    names = read_columns(path)
+    missing = [c for c in ("score", "is_attack") if c not in names]
+    if missing:
+        raise ValueError(
+            f"{path}: no column {' or '.join(repr(c) for c in missing)}; pass a file "
+            "`sculpt score` wrote"
+        )
+    best = None
+    rows = flagged = 0
+    for batch in iter_batches(path, batch_rows, types={"score": pa.float64()}):
+        frame = batch.to_pandas()
+        flags = _flags(frame["is_attack"], path, rows)
+        score = frame["score"].to_numpy()
+        bad = np.flatnonzero(np.isnan(score))
+        if len(bad):
+            raise FlowInputError(
+                f"{path}, row {rows + bad[0] + 1}, column 'score': missing value",
+                path=path,
+                line=rows + int(bad[0]) + 1,
+                column="score",
+            )
+        picked = frame[flags]
+        picked.insert(0, "(row)", rows + 1 + np.flatnonzero(flags))
+        rows += len(frame)
+        flagged += int(flags.sum())
+        best = picked if best is None else pd.concat([best, picked], ignore_index=True)
+        best = best.sort_values(["score", "(row)"], ascending=[False, True], kind="stable")
+        best = best.head(top)
+
+    shown = 0 if best is None else len(best)
+    share = f" ({flagged / rows:.2%})" if rows else ""
+    body = [
+        f"<p>{rows:,} flows, {flagged:,} flagged{share}; the {shown:,} highest-scoring flagged "
+        "flows, highest first. The score is higher for more anomalous flows; the p-value is the "
+        "share of benign calibration flows scoring at least as high.</p>"
+    ]
+    if shown:
+        others = [c for c in best.columns if c not in _ALERT_COLUMNS and c != "(row)"]
+        has_explanation = "explanation" in best.columns
+        header = ["#", "row", "score", "p-value", "flagged by", *others]
+        if has_explanation:
+            header.append("explanation")
+        table = []
+        for rank, record in enumerate(best.to_dict(orient="records"), start=1):
+            cells = [
+                str(rank),
+                str(record["(row)"]),
+                f"{record['score']:.4g}",
+                _cell_number(record.get("p_value")),
+                _cell_text(record.get("flagged_by")),
+                *(_cell_text(record[c]) for c in others),
+            ]
+            if has_explanation:
+                parts = _cell_text(record["explanation"]).split("; ")
+                cells.append(_Raw(";<br>".join(html.escape(p, quote=False) for p in parts)))
+            table.append(cells)
+        body.append(_table(header, table))
+        if not has_explanation:
+            body.append(
+                '<p class="meta">The file has no <code>explanation</code> column: it was scored '
+                "without explanations.</p>"
+            )
+    return _page(
+        f"Top alerts: {path.name}", f"Scored file <code>{html.escape(str(path))}</code>", body
+    )
+
+
+def _flags(values: pd.Series, path: Path, offset: int) -> np.ndarray:
+    """``is_attack`` as booleans: Parquet's booleans, or CSV's true/false text."""
+    if values.dtype == bool:
+        return values.to_numpy()
+    text = values.astype("string").str.strip().str.lower()
+    known = text.isin(["true", "false", "1", "0"]).fillna(False).to_numpy(dtype=bool)
+    if not known.all():
+        row = int(np.flatnonzero(~known)[0])
+        raise FlowInputError(
+            f"{path}, row {offset + row + 1}, column 'is_attack': {values.iloc[row]!r} is not "
+            "true or false",
+            path=path,
+            line=offset + row + 1,
+            column="is_attack",
+        )
+    return text.isin(["true", "1"]).to_numpy(dtype=bool)
+
+
+def _cell_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _cell_number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    try:
+        return f"{float(value):.3g}"
+    except (TypeError, ValueError):
+        return str(value)
 
 
 # ---------------------------------------------------------------------------- reproduce runs
@@ -335,6 +506,8 @@ def _stat(stat: Any, pct: bool = False) -> str:
         mean, std = stat.get("mean"), stat.get("std", 0.0)
         if mean is None:
             return "–"
+        if std is None or std != std:  # one seed: the sample std is undefined (NaN)
+            return f"{100 * mean:.1f} %" if pct else f"{mean:.3f}"
         return f"{100 * mean:.1f} % ± {100 * std:.1f}" if pct else f"{mean:.3f} ± {std:.3f}"
     return f"{100 * stat:.1f} %" if pct else f"{stat:.3f}"
 

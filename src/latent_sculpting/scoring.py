@@ -1,64 +1,132 @@
-"""Scoring a batch of flows into an output table: the unit shared by every scoring engine.
+"""Scoring a batch of flows: the one scorer every engine shares.
 
-``sculpt score`` (local, streaming), the HTTP service and the Ray engine all call
-:func:`score_frame`, so a flow gets the same columns and the same numbers whichever way it is
-scored.
+``sculpt score`` (one process), the Ray engine (one actor per worker) and the HTTP service all
+turn records into a :class:`~latent_sculpting.flowspec.FlowBatch` and hand it to a
+:class:`Scorer`, so a flow gets the same columns and the same numbers whichever way it is
+scored, and the flag counts of a run are kept in one place (:class:`ScoreTally`).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .estimator import LatentSculpting, conformal_p_values
+from .estimator import conformal_p_values
+from .explain import Explainer
+from .flowspec import FlowBatch, model_spec
 
-__all__ = ["OUTPUT_COLUMNS", "score_frame"]
+__all__ = ["OUTPUT_COLUMNS", "ScoreTally", "Scorer"]
 
 #: Columns appended to the input's identifier columns, in order.
 OUTPUT_COLUMNS = ("score", "p_value", "is_attack", "flagged_by")
 
 
-def score_frame(
-    model: LatentSculpting, features: Any, identifiers: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """Score one batch of flows.
+@dataclass
+class ScoreTally:
+    """Counts over every batch a scorer has seen (a run's summary).
+
+    ``benign_*``/``attack_*`` count rows whose label was benign/an attack, when the records
+    carried labels.
+    """
+
+    rows: int = 0
+    flagged: int = 0
+    flagged_stage1: int = 0
+    flagged_stage2: int = 0
+    labelled_rows: int = 0
+    benign_rows: int = 0
+    benign_flagged: int = 0
+    attack_rows: int = 0
+    attack_flagged: int = 0
+
+    def add(self, is_attack: np.ndarray, flagged_by: np.ndarray, benign: np.ndarray | None) -> None:
+        self.rows += len(is_attack)
+        self.flagged += int(is_attack.sum())
+        self.flagged_stage1 += int((flagged_by == "stage1").sum())
+        self.flagged_stage2 += int((flagged_by == "stage2").sum())
+        if benign is not None:
+            self.labelled_rows += len(benign)
+            self.benign_rows += int(benign.sum())
+            self.benign_flagged += int((is_attack & benign).sum())
+            self.attack_rows += int((~benign).sum())
+            self.attack_flagged += int((is_attack & ~benign).sum())
+
+    def merge(self, other: ScoreTally) -> None:
+        for key, value in asdict(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rows": self.rows,
+            "flagged": self.flagged,
+            "flagged_share": self.flagged / self.rows if self.rows else 0.0,
+            "flagged_by": {"stage1": self.flagged_stage1, "stage2": self.flagged_stage2},
+        }
+        if self.labelled_rows:
+            out["labelled"] = {
+                "benign_rows": self.benign_rows,
+                "benign_flagged": self.benign_flagged,
+                "attack_rows": self.attack_rows,
+                "attack_flagged": self.attack_flagged,
+            }
+        return out
+
+
+class Scorer:
+    """Scores batches of flows with one fitted model and tallies the verdicts.
 
     Parameters
     ----------
     model : LatentSculpting
-        A fitted detector.
-    features : DataFrame or array of shape (n, n_features)
-        Raw flow features; a DataFrame is matched to the model's feature names.
-    identifiers : DataFrame, optional
-        Identifier columns of the same rows (IPs, ports, timestamp, ...), copied to the output.
+        A fitted detector; its ``spec_`` describes the records.
+    explainer : Explainer, optional
+        Adds an ``explanation`` column: for each flagged flow its top features with their
+        values and how unusual each is among benign training flows
+        (:mod:`latent_sculpting.explain`), empty for the others.
 
-    Returns
-    -------
-    DataFrame
-        ``identifiers`` followed by ``score`` (higher = more anomalous), ``p_value``
-        (split-conformal, against benign calibration flows), ``is_attack`` (``score >
-        threshold_``) and ``flagged_by`` (``"stage1"`` when the Stage-1 nearest-centroid rule
-        calls the flow an attack, ``"stage2"`` when only the score threshold does, ``""`` for
-        benign).
+    Attributes
+    ----------
+    tally : ScoreTally
     """
-    details = model.score_details(features)
-    score = details["score"]
-    is_attack = score > model.threshold_
-    stage1 = details.get("stage1_attack", np.zeros(len(score), dtype=bool))
-    flagged_by = np.where(is_attack & stage1, "stage1", np.where(is_attack, "stage2", ""))
-    out = (
-        identifiers.reset_index(drop=True).copy()
-        if identifiers is not None
-        else pd.DataFrame(index=pd.RangeIndex(len(score)))
-    )
-    if len(out) != len(score):
-        raise ValueError(
-            f"identifiers has {len(out)} rows but features has {len(score)}; they must align"
-        )
-    out["score"] = score
-    out["p_value"] = conformal_p_values(model.calibration_scores_, score)
-    out["is_attack"] = is_attack
-    out["flagged_by"] = flagged_by
-    return out
+
+    def __init__(self, model: Any, *, explainer: Explainer | None = None) -> None:
+        self.model = model
+        self.explainer = explainer
+        self.spec = model_spec(model)
+        self.tally = ScoreTally()
+
+    def score(self, batch: FlowBatch) -> pd.DataFrame:
+        """Identifier columns, then ``score`` (higher = more anomalous), ``p_value``
+        (split-conformal, against benign calibration flows), ``is_attack`` (``score >
+        threshold_``), ``flagged_by`` (``"stage1"`` when the Stage-1 nearest-centroid rule calls
+        the flow an attack, ``"stage2"`` when only the score threshold does, ``""`` for benign),
+        ``explanation`` with an explainer, and, when the records carry it, the label column."""
+        details = self.model.score_details(batch.X)
+        score = details["score"]
+        is_attack = score > self.model.threshold_
+        stage1 = details.get("stage1_attack", np.zeros(len(score), dtype=bool))
+        flagged_by = np.where(is_attack & stage1, "stage1", np.where(is_attack, "stage2", ""))
+        out = batch.identifiers.to_pandas()
+        out["score"] = score
+        out["p_value"] = conformal_p_values(self.model.calibration_scores_, score)
+        out["is_attack"] = is_attack
+        out["flagged_by"] = flagged_by
+        if self.explainer is not None:
+            out["explanation"] = self._explanations(batch.X, score, is_attack)
+        benign = None
+        if batch.labels is not None:
+            out[self.spec.label_column] = batch.labels
+            benign = np.asarray(batch.labels == self.spec.benign_label, dtype=bool)
+        self.tally.add(is_attack, flagged_by, benign)
+        return out
+
+    def _explanations(self, X: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+        text = np.full(len(score), "", dtype=object)
+        rows = np.flatnonzero(flagged)
+        if len(rows):
+            found = self.explainer.explain(X[rows], score[rows], batch_rows=len(score))
+            text[rows] = [e.text() for e in found]
+        return text

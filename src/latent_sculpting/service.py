@@ -1,149 +1,380 @@
 """An HTTP scoring service for one fitted model (FastAPI; run it with uvicorn).
 
-``POST /v1/score`` takes flow records as JSON (a list of objects, or ``{"flows": [...]}``) or as a
-CSV body (``Content-Type: text/csv``) and answers one object per flow with ``score``,
-``p_value``, ``is_attack`` and ``flagged_by``, plus the flow's identifier fields when it has any.
-Flows are scored by :func:`latent_sculpting.scoring.score_frame`, so the numbers are those of
-``sculpt score``. ``GET /v1/model`` describes the model; ``GET /health`` answers when it is up.
+``POST /v1/score`` takes flow records as JSON (a list of objects, or ``{"flows": [...]}``) or
+as a CSV body (``Content-Type: text/csv``) and answers one object per flow with ``score``,
+``p_value``, ``is_attack`` and ``flagged_by``, plus the flow's identifier fields when it has
+any. Records go through the model's :class:`~latent_sculpting.flowspec.FlowSpec` and the one
+:class:`~latent_sculpting.scoring.Scorer`, so the numbers are those of ``sculpt score``.
+``GET /v1/model`` describes the model; ``GET /health`` answers when it is up.
 
-Bad requests get a 4xx answer and never stop the service: missing or non-numeric feature
-columns a 422 naming them, bodies over the size limit a 413, malformed JSON or CSV a 400.
+Requests are untrusted (docs/security.md): every limit below is checked before the work it
+bounds, and a bad request gets a 4xx answer naming the record and field, never a 500 and never
+a guess. A record that lacks a field the model needs, or holds null in a numeric one, is refused
+(422): the service does not impute. Limits: body size (413), flows per request (413), fields per
+record (422), JSON nesting depth and number length (400). An optional bearer token guards every
+endpoint but ``/health``. The OpenAPI schema is served only when asked for, and no page that
+loads scripts from elsewhere is ever served.
 """
 
 from __future__ import annotations
 
-import io
+import datetime
+import hmac
 import json
+import logging
 import math
+import re
 import threading
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, Request
+import pyarrow as pa
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from .estimator import LatentSculpting
-from .inputs import FlowInputError, model_inputs
-from .scoring import score_frame
+from .errors import FlowInputError
+from .flowspec import encode, model_spec
+from .formats import get_format
+from .readers.delimited import parse_bytes
+from .scoring import Scorer
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "MAX_FLOWS_PER_REQUEST", "create_app", "model_card"]
+__all__ = ["LIMITS", "create_app", "model_card"]
 
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-#: Flows per request; larger batches belong to ``sculpt score``.
-MAX_FLOWS_PER_REQUEST = 100_000
+logger = logging.getLogger(__name__)
+
+#: Documented request limits (docs/security.md); ``create_app`` takes overrides.
+LIMITS = {
+    "max_body_bytes": 10 * 1024 * 1024,
+    "max_flows": 100_000,
+    "max_fields_per_record": 1_024,
+    "max_json_depth": 8,
+    "max_number_digits": 64,
+}
 
 
-class _RequestError(Exception):
+class RequestError(Exception):
+    """A request the service refuses: status code and a JSON-able detail."""
+
     def __init__(self, status: int, detail: Any) -> None:
         super().__init__(str(detail))
         self.status = status
         self.detail = detail
 
 
-def model_card(model: LatentSculpting) -> dict[str, Any]:
-    """What ``GET /v1/model`` answers: features, threshold, calibration, training data, versions."""
-    from . import __version__
-    from .persistence import FORMAT_NAME, FORMAT_VERSION
+def model_card(model: Any) -> dict[str, Any]:
+    """What ``GET /v1/model`` answers: input spec, threshold, calibration, provenance.
 
-    meta = dict(getattr(model, "metadata_", None) or {})
-    params = model.get_params()
+    File names of the training data are reported without their folders: a service must not
+    reveal its host's paths.
+    """
+    from . import __version__
+
+    info = dict(getattr(model, "training_info_", None) or {})
+    if "files" in info:
+        info["files"] = [str(name).replace("\\", "/").rsplit("/", 1)[-1] for name in info["files"]]
     threshold = float(model.threshold_)
+    params = model.get_params()
     return {
-        "features": [str(c) for c in getattr(model, "feature_names_in_", [])],
+        "input": model_spec(model).to_dict(),
         "n_features": int(model.n_features_in_),
         "threshold": threshold if math.isfinite(threshold) else None,
         "target_fpr": model.target_fpr,
         "percentile": model.percentile,
-        "calibration": model.calibration,
         "calibration_size": int(len(model.calibration_scores_)),
-        "stage1": bool(model.stage1),
         "score": model.score,
-        "training_data": meta.get("training_data"),
-        "created": meta.get("created"),
-        "trained_with_package_version": meta.get("package_version"),
+        "training_data": info or None,
         "package_version": __version__,
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "preset": meta.get("preset"),
         "params": {k: v for k, v in params.items() if k not in ("verbose", "device")},
     }
 
 
-def create_app(model: LatentSculpting, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+def create_app(
+    model: Any,
+    *,
+    token: str | None = None,
+    openapi: bool = False,
+    limits: dict[str, int] | None = None,
+) -> FastAPI:
     """Build the service around a fitted ``model``.
 
     Parameters
     ----------
     model : LatentSculpting
-        Fitted, with feature names (``sculpt train`` models always have them).
-    max_body_bytes : int, default 10 MiB
-        Request bodies longer than this get a 413 before they are parsed.
+        Fitted, with an input spec (``sculpt train`` models always have one).
+    token : str, optional
+        Require ``Authorization: Bearer <token>`` on every endpoint but ``/health``.
+    openapi : bool, default False
+        Serve the OpenAPI schema at ``/openapi.json`` (no interactive page either way).
+    limits : dict, optional
+        Overrides of :data:`LIMITS`.
 
     Returns
     -------
     FastAPI
         Serve it with ``uvicorn.run(app, host="127.0.0.1", port=8000)``.
     """
-    if max_body_bytes < 1:
-        raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+    limits = {**LIMITS, **(limits or {})}
+    unknown = set(limits) - set(LIMITS)
+    if unknown:
+        raise ValueError(f"unknown limits {sorted(unknown)}; known: {sorted(LIMITS)}")
+    if any(int(v) < 1 for v in limits.values()):
+        raise ValueError(f"limits must be positive, got {limits}")
+    if token is not None and len(token) < 16:
+        raise ValueError("a bearer token must have at least 16 characters")
     if not hasattr(model, "flow_"):
         raise ValueError("the model is not fitted")
     card = model_card(model)
-    training = card["training_data"] or {}
-    label_column = training.get("label_column")
+    parser = RecordParser(model_spec(model), limits)
+    scorer = Scorer(model)
     # torch modules are not documented thread-safe for concurrent forward passes; FastAPI runs
-    # sync endpoints in a thread pool, so scoring is serialised.
+    # blocking work in a thread pool, so scoring is serialised.
     lock = threading.Lock()
+    expected = None if token is None else f"Bearer {token}".encode()
 
     app = FastAPI(
         title="latent-sculpting",
-        description="Zero-day attack detection in network flows (arXiv:2512.22179).",
+        description="Zero-day attack detection in network flows.",
         version=card["package_version"],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if openapi else None,
     )
 
-    @app.exception_handler(_RequestError)
-    async def _request_error(request: Request, error: _RequestError) -> JSONResponse:
-        return JSONResponse(status_code=error.status, content={"detail": error.detail})
+    def authorize(request: Request) -> None:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise RequestError(401, "missing or wrong bearer token")
+
+    @app.exception_handler(RequestError)
+    async def _refused(request: Request, error: RequestError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return JSONResponse(
+            status_code=error.status, content={"detail": error.detail}, headers=headers
+        )
 
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", dependencies=[Depends(authorize)])
     def describe() -> dict[str, Any]:
         return card
 
-    @app.post("/v1/score")
+    @app.post(
+        "/v1/score",
+        dependencies=[Depends(authorize)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _json_schema(parser.spec)},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            }
+        },
+    )
     async def score(request: Request) -> JSONResponse:
-        body = await _read_body(request, max_body_bytes)
-        frame = _parse(body, request.headers.get("content-type", ""))
-        try:
-            inputs = model_inputs(model, frame, label_column=label_column)
-        except FlowInputError as error:
-            detail: dict[str, Any] = {"error": str(error)}
-            if error.missing:
-                detail["missing_columns"] = error.missing
-            if error.non_numeric:
-                detail["non_numeric_columns"] = error.non_numeric
-            raise _RequestError(422, detail) from None
-        except ValueError as error:
-            raise _RequestError(422, {"error": str(error)}) from None
-        # Scoring holds the GIL for short stretches only; run it off the event loop so /health
-        # stays responsive during a large batch.
-        import anyio.to_thread
+        body = await _read_body(request, limits["max_body_bytes"])
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        records = parser.parse(body, kind)
 
         def _score() -> pd.DataFrame:
             with lock:
-                return score_frame(model, inputs.features, inputs.identifiers)
+                return scorer.score(parser.encode(records))
 
         try:
             scored = await anyio.to_thread.run_sync(_score)
-        except ValueError as error:
-            raise _RequestError(422, {"error": str(error)}) from None
-        return JSONResponse(content=_records(scored))
+            return JSONResponse(content=_records(scored))
+        except RequestError:
+            raise
+        except Exception:  # noqa: BLE001 - a bug must not reach the client as a traceback
+            logger.exception("scoring failed")
+            return JSONResponse(status_code=500, content={"detail": "internal error"})
 
+    app.state.scorer = scorer
     return app
+
+
+class RecordParser:
+    """Turns a request body into a checked Arrow table of the model's raw columns."""
+
+    def __init__(self, spec: Any, limits: dict[str, int]) -> None:
+        self.spec = spec
+        self.limits = limits
+        self.format = get_format(spec.format)
+        required = spec.required_columns()
+        self.numeric = [c for c in required if c not in {k.column for k in spec.categorical}]
+        self.required = required
+
+    # -- bodies --------------------------------------------------------------------------------
+
+    def parse(self, body: bytes, kind: str) -> pa.Table:
+        if not body.strip():
+            raise RequestError(400, "empty request body; send flows as JSON or CSV")
+        if kind in ("text/csv", "application/csv"):
+            return self._csv(body)
+        if kind in ("application/json", "") or kind.endswith("+json"):
+            return self._json(body)
+        raise RequestError(
+            415, f"unsupported Content-Type {kind!r}; use application/json or text/csv"
+        )
+
+    def _json(self, body: bytes) -> pa.Table:
+        digits = self.limits["max_number_digits"]
+
+        def number(text: str) -> float | int:
+            if len(text) > digits:
+                raise RequestError(400, f"a number of {len(text)} characters; at most {digits}")
+            return float(text) if any(c in text for c in ".eE") else int(text)
+
+        def constant(text: str) -> None:
+            raise RequestError(400, f"{text} is not valid JSON; send numbers, or null")
+
+        if _nesting(body) > self.limits["max_json_depth"]:
+            raise RequestError(400, f"JSON nested deeper than {self.limits['max_json_depth']}")
+        try:
+            data = json.loads(body, parse_int=number, parse_float=number, parse_constant=constant)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+            raise RequestError(400, f"malformed JSON body: {error}") from None
+        if isinstance(data, dict) and set(data) == {"flows"}:
+            data = data["flows"]
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise RequestError(422, 'JSON body must be a list of flow objects or {"flows": [...]}')
+        self._check_count(len(data))
+        return self._table(data)
+
+    def _csv(self, body: bytes) -> pa.Table:
+        try:
+            header = body.split(b"\n", 1)[0].decode("utf-8", "replace")
+            names = [c.strip().strip('"') for c in header.split(",")]
+            rename = self.format.canonical_columns(names, source="the request")
+            wanted = {raw for raw, canon in rename.items() if canon in self.numeric}
+            table = parse_bytes(body, {c: pa.float64() for c in wanted}, source="the request")
+        except FlowInputError as error:
+            raise RequestError(400 if error.syntax else 422, {"error": str(error)}) from None
+        self._check_count(table.num_rows)
+        if table.num_columns > self.limits["max_fields_per_record"]:
+            raise RequestError(
+                422, f"{table.num_columns} columns; at most {self.limits['max_fields_per_record']}"
+            )
+        return table
+
+    def _check_count(self, n: int) -> None:
+        if n == 0:
+            raise RequestError(422, "no flows in the request")
+        if n > self.limits["max_flows"]:
+            raise RequestError(413, f"{n} flows in one request; at most {self.limits['max_flows']}")
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _table(self, records: list[dict]) -> pa.Table:
+        limit = self.limits["max_fields_per_record"]
+        keys: dict[str, None] = {}
+        for i, record in enumerate(records):
+            if len(record) > limit:
+                raise RequestError(422, f"record {i}: {len(record)} fields; at most {limit}")
+            keys.update(dict.fromkeys(record))
+        try:
+            rename = self.format.canonical_columns(list(keys), source="the request")
+        except FlowInputError as error:
+            raise RequestError(422, {"error": str(error)}) from None
+        raw_of = {canon.casefold(): raw for raw, canon in rename.items()}
+        missing_everywhere = [c for c in self.required if c.casefold() not in raw_of]
+        if missing_everywhere:
+            raise RequestError(
+                422,
+                {
+                    "error": f"{len(missing_everywhere)} field(s) the model needs are missing",
+                    "missing_columns": missing_everywhere,
+                },
+            )
+        problems = []
+        for i, record in enumerate(records):
+            for column in self.required:
+                raw = raw_of[column.casefold()]
+                if raw not in record:
+                    problems.append(f"record {i} lacks field {raw!r}")
+                    continue
+                value = record[raw]
+                if column in self.numeric and not _is_number(value):
+                    problems.append(f"record {i} field {raw!r}: {value!r} is not a number")
+                elif isinstance(value, list | dict):
+                    problems.append(f"record {i} field {raw!r}: not a single value")
+                if len(problems) >= 10:
+                    break
+            if len(problems) >= 10:
+                break
+        if problems:
+            raise RequestError(422, {"error": "; ".join(problems)})
+        columns = {}
+        numeric_raw = {raw_of[c.casefold()] for c in self.numeric}
+        for raw in keys:
+            values = [r.get(raw) for r in records]
+            if raw in numeric_raw:
+                columns[raw] = pa.array([_to_float(v) for v in values], pa.float64())
+            elif any(isinstance(v, list | dict) for v in values):
+                continue  # not a column the model or the output uses
+            else:
+                columns[raw] = pa.array(
+                    [None if v is None else str(v) for v in values], pa.string()
+                )
+        return pa.table(columns)
+
+    def encode(self, table: pa.Table) -> Any:
+        try:
+            return encode(self.spec, table, source="the request")
+        except FlowInputError as error:
+            detail: dict[str, Any] = {"error": str(error).replace("row ", "record ", 1)}
+            if error.missing:
+                detail["missing_columns"] = error.missing
+            raise RequestError(422, detail) from None
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, int | float):
+        return True
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def _to_float(value: Any) -> float:
+    # Python ints of any size become floats here; one beyond float32's range is then refused
+    # by encode with its record and field.
+    try:
+        return float(value)
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _nesting(body: bytes) -> int:
+    """Deepest bracket nesting outside strings: checked before ``json.loads`` recurses, in C
+    speed (a regex drops the strings, numpy counts the brackets)."""
+    bare = np.frombuffer(_STRING.sub(b"", body), dtype=np.uint8)
+    step = np.isin(bare, (0x5B, 0x7B)).astype(np.int64) - np.isin(bare, (0x5D, 0x7D))
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _json_schema(spec: Any) -> dict[str, Any]:
+    categorical = {c.column for c in spec.categorical}
+    properties = {
+        name: {"type": "string"} if name in categorical else {"type": "number"}
+        for name in spec.required_columns()
+    }
+    record = {"type": "object", "properties": properties, "required": list(properties)}
+    return {"type": "array", "items": record, "minItems": 1}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -152,49 +383,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
         try:
             size = int(declared)
         except ValueError:
-            raise _RequestError(400, "invalid Content-Length header") from None
+            raise RequestError(400, "invalid Content-Length header") from None
         if size > limit:
-            raise _RequestError(413, f"request body of {size} bytes exceeds the {limit}-byte limit")
+            raise RequestError(413, f"request body of {size} bytes exceeds the {limit}-byte limit")
     chunks, total = [], 0
     # Also count while reading: a chunked body has no Content-Length to check up front.
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise _RequestError(413, f"request body exceeds the {limit}-byte limit")
+            raise RequestError(413, f"request body exceeds the {limit}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _parse(body: bytes, content_type: str) -> pd.DataFrame:
-    kind = content_type.split(";")[0].strip().lower()
-    if not body.strip():
-        raise _RequestError(400, "empty request body; send flows as JSON or CSV")
-    if kind in ("text/csv", "application/csv"):
-        try:
-            frame = pd.read_csv(io.BytesIO(body), skipinitialspace=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-            raise _RequestError(400, f"malformed CSV body: {error}") from None
-    elif kind in ("application/json", "") or kind.endswith("+json"):
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise _RequestError(400, f"malformed JSON body: {error}") from None
-        if isinstance(data, dict) and "flows" in data:
-            data = data["flows"]
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise _RequestError(422, 'JSON body must be a list of flow objects or {"flows": [...]}')
-        frame = pd.DataFrame.from_records(data)
-    else:
-        raise _RequestError(
-            415, f"unsupported Content-Type {kind!r}; use application/json or text/csv"
-        )
-    if len(frame) == 0:
-        raise _RequestError(422, "no flows in the request")
-    if len(frame) > MAX_FLOWS_PER_REQUEST:
-        raise _RequestError(
-            413, f"{len(frame)} flows in one request; at most {MAX_FLOWS_PER_REQUEST}"
-        )
-    return frame
 
 
 def _records(scored: pd.DataFrame) -> list[dict[str, Any]]:
@@ -207,5 +406,9 @@ def _records(scored: pd.DataFrame) -> list[dict[str, Any]]:
                 value = value.item()
             if isinstance(value, float) and not math.isfinite(value):
                 value = None
+            elif isinstance(value, datetime.date | datetime.time):
+                value = value.isoformat()
+            elif not isinstance(value, str | int | float | bool | type(None)):
+                value = str(value)
             record[key] = value
     return records

@@ -1,4 +1,4 @@
-"""Baselines and ablations compared with latent sculpting under one protocol (issue 5).
+"""Baselines and ablations compared with latent sculpting under one protocol.
 
 Every method is a :class:`Method`: fitted on raw flow features with 0/1 targets and canonical
 labels, scoring with higher = more anomalous. :func:`make_method` builds one from its name;
@@ -159,7 +159,13 @@ def parse_method(spec: str) -> tuple[str, str | None]:
     return name, transform or None
 
 
-def make_method(spec: str, random_state: int | None = None, shared: dict | None = None) -> Method:
+def make_method(
+    spec: str,
+    random_state: int | None = None,
+    shared: dict | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+) -> Method:
     """A fresh, unfitted method from its name.
 
     Parameters
@@ -174,11 +180,15 @@ def make_method(spec: str, random_state: int | None = None, shared: dict | None 
     shared : dict, optional
         Fitted models shared between configurations of our detector within one seed (see
         :class:`SculptingMethod`).
+    overrides : dict, optional
+        Estimator arguments that replace a preset's (the command line's ``--set``), before
+        the ablation's and the transform's; baselines ignore them.
 
     Raises
     ------
     ValueError
-        If the name or the transform is unknown; the message lists the valid ones.
+        If the name or the transform is unknown (the message lists the valid ones), or the
+        detector's arguments do not fit together.
     """
     name, transform = parse_method(spec)
     if name in BASELINES:
@@ -193,7 +203,7 @@ def make_method(spec: str, random_state: int | None = None, shared: dict | None 
             **extra,
         )
     base, ablation = (name, None) if name in PRESETS else name.rsplit("-", 1)
-    params = dict(PRESETS[base])
+    params = {**PRESETS[base], **(overrides or {})}
     if ablation is not None:
         params.update(ABLATIONS[ablation][0])
     if transform is not None:

@@ -1,10 +1,11 @@
 """The method interface shared by baselines and our detector, and a wrapper for library models.
 
-Every method of ``sculpt compare`` and ``sculpt sweep`` is fitted on the same rows and scored by
-the same code, so the only thing that differs between methods is the method. A method says what
-it trains on (benign flows only, or benign flows and labelled known attacks), which heavy-tail
-transform it applies before standard scaling, and gives a continuous anomaly score, higher for
-more anomalous flows. Thresholds are set outside the method (see :mod:`latent_sculpting.compare`).
+Every method of ``sculpt benchmark`` (and its views ``compare`` and ``sweep``) is fitted on the
+same rows and scored by the same code, so the only thing that differs between methods is the
+method. A method says what it trains on (benign flows only, or benign flows and labelled known
+attacks), which heavy-tail transform it applies before standard scaling, and gives a continuous
+anomaly score, higher for more anomalous flows. Thresholds are set outside the method (see
+:mod:`latent_sculpting.benchmark`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ TRAINS_ON = ("benign", "benign+attacks")
 
 @runtime_checkable
 class Method(Protocol):
-    """What ``compare`` and ``sweep`` need from a detector.
+    """What the benchmark engine needs from a detector.
 
     Attributes
     ----------

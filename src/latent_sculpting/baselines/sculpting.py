@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..estimator import LatentSculpting
+from ..params import check_params
 
 __all__ = ["ABLATIONS", "SculptingMethod"]
 
@@ -20,13 +21,13 @@ __all__ = ["ABLATIONS", "SculptingMethod"]
 ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "stage1": ({}, "Stage 1 alone: nearest-centroid margin d(benign) - d(attack)"),
     "stage2": (
-        {"stage1": False, "score": "nll", "svdd_dim": 0},
+        {"stage1": False, "score": "nll", "svdd_dim": 0, "forest_trees": 0},
         "Stage 2 alone: the flow on the scaled features, no encoder, no other channel",
     ),
     "ce": ({"loss": "cross_entropy"}, "encoder trained with plain cross-entropy"),
     "nosep": ({"gamma": 0.0}, "sculpting loss without its separation term (gamma = 0)"),
     "noforest": (
-        {"score": "nll"},
+        {"score": "nll", "forest_trees": 0},
         "no forest: the flow's NLL alone (on the sculpted code and the Deep SVDD embedding)",
     ),
     "nosvdd": ({"svdd_dim": 0}, "no Deep SVDD embedding beside the sculpted code"),
@@ -40,7 +41,7 @@ class SculptingMethod:
     ----------
     name : str
     params : dict
-        Estimator arguments (a preset, possibly with overrides).
+        Estimator arguments (a preset, possibly with overrides), checked here, before any fit.
     stage1_only : bool, default=False
         Score with the Stage-1 nearest-centroid margin ``distance_benign - distance_attack`` of
         the fitted model instead of its decision function; its native rule is ``margin > 0``.
@@ -74,6 +75,10 @@ class SculptingMethod:
     ) -> None:
         if stage1_only and not params.get("stage1", True):
             raise ValueError(f"{name}: stage1_only needs stage1=True, got params {params}")
+        try:
+            check_params(LatentSculpting(**params, random_state=random_state).get_params())
+        except ValueError as error:
+            raise ValueError(f"method {name}: {error}") from None
         self.name = name
         self.params = dict(params)
         self.stage1_only = stage1_only

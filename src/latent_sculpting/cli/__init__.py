@@ -15,7 +15,17 @@ from collections.abc import Sequence
 from .. import __version__
 
 #: Sub-command modules, in the order ``sculpt --help`` lists them.
-COMMANDS = ("reproduce", "train", "score", "serve", "report", "compare", "sweep")
+COMMANDS = (
+    "reproduce",
+    "train",
+    "score",
+    "serve",
+    "extract",
+    "report",
+    "benchmark",
+    "compare",
+    "sweep",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,10 +1,28 @@
-"""Flags shared by several sub-commands."""
+"""Flags shared by several sub-commands: the data, the preset, and every model parameter.
+
+Model options are not declared one by one: ``--set NAME=VALUE`` reaches every parameter of
+:class:`~latent_sculpting.LatentSculpting`, its value parsed to the parameter's type from the
+estimator's constraint table (:mod:`latent_sculpting.params`) and checked, with the preset's
+other values, before any data is read. ``--list-params`` prints that table. A few frequent
+options keep their own flags as aliases of ``--set``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..presets import PRESETS
+
+#: Parameters that ``--set`` does not reach, and the flag that does.
+NOT_SETTABLE = {
+    "random_state": "--seed (train) or --seeds",
+    "verbose": "--quiet",
+}
+#: Alias flags of ``--set`` that :func:`add_model_flags` adds (each named as its parameter).
+ALIASES = ("epochs", "flow_epochs", "percentile")
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -37,30 +55,286 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_input_flags(parser: argparse.ArgumentParser) -> None:
+    """How training records are read: their format, label, and which columns are features."""
+    from ..formats import FORMATS
+
+    names = ", ".join(f"{name} ({fmt.description})" for name, fmt in FORMATS.items())
+    parser.add_argument(
+        "--format",
+        choices=("auto", *FORMATS),
+        default="auto",
+        help=f"what the records are: {names}; auto (default): detected from the columns",
+    )
+    parser.add_argument(
+        "--label-column", metavar="COL", help="label column (default: the format's, e.g. Label)"
+    )
+    parser.add_argument(
+        "--benign-label",
+        metavar="LABEL",
+        help="label of benign flows (default: the format's, e.g. BENIGN); every other label "
+        "is an attack",
+    )
+    parser.add_argument(
+        "--unlabeled",
+        action="store_true",
+        help="the data has no labels: every flow is benign (a label column is ignored)",
+    )
+    parser.add_argument(
+        "--drop",
+        nargs="+",
+        default=[],
+        metavar="COL",
+        help="columns that must not be features (kept as identifiers)",
+    )
+    parser.add_argument(
+        "--keep",
+        nargs="+",
+        default=[],
+        metavar="COL",
+        help="columns to use as features although their name reads like an identifier",
+    )
+    parser.add_argument(
+        "--max-categories",
+        type=int,
+        default=32,
+        metavar="N",
+        help="most frequent values of a text column that get their own indicator feature "
+        "(default 32; the rest share one)",
+    )
+
+
 def add_model_flags(parser: argparse.ArgumentParser, default_preset: str = "default") -> None:
+    """``--preset``, the alias flags, ``--set`` and ``--list-params``."""
     parser.add_argument(
         "--preset",
         default=default_preset,
         choices=sorted(PRESETS),
         help=f"hyperparameter preset (default {default_preset})",
     )
-    parser.add_argument("--epochs", type=int, help="Stage-1 epochs (overrides the preset)")
-    parser.add_argument("--flow-epochs", type=int, help="Stage-2 epochs (overrides the preset)")
+    parser.add_argument("--epochs", type=int, help="Stage-1 epochs (same as --set epochs=N)")
+    parser.add_argument(
+        "--flow-epochs", type=int, help="Stage-2 epochs (same as --set flow_epochs=N)"
+    )
     parser.add_argument(
         "--percentile",
         type=float,
-        help="threshold percentile of benign calibration scores (overrides the preset)",
+        help="threshold percentile of benign calibration scores (same as --set percentile=P)",
+    )
+    add_set_flags(parser, "on top of --preset")
+    add_aliases(parser, ALIASES)
+
+
+def add_aliases(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """Declare flags of ``parser`` (destination = parameter name) as aliases of ``--set``."""
+    known = parser.get_default("_set_aliases") or ()
+    parser.set_defaults(_set_aliases=(*known, *names))
+
+
+def add_set_flags(parser: argparse.ArgumentParser, where: str) -> None:
+    """``--set NAME=VALUE`` (repeatable) and ``--list-params``."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        dest="settings",
+        help=f"set any model parameter, {where} (repeatable, e.g. --set forest_trees=300 "
+        "--set flow_standardize=false); --list-params lists them",
+    )
+    parser.add_argument(
+        "--list-params",
+        action=_ListParams,
+        help="list every model parameter: allowed values and its value in each preset",
     )
 
 
-def model_overrides(args: argparse.Namespace) -> dict:
-    overrides = {}
-    for flag, param in (
-        ("epochs", "epochs"),
-        ("flow_epochs", "flow_epochs"),
-        ("percentile", "percentile"),
-    ):
-        value = getattr(args, flag, None)
+def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Parameters given by ``--set`` and the alias flags, each parsed and checked.
+
+    Raises
+    ------
+    ValueError
+        On an unknown name (the message lists the valid ones), a value of the wrong type or
+        outside the allowed ones, or a parameter given twice.
+    """
+    overrides = parse_settings(args.settings)
+    for name in getattr(args, "_set_aliases", ()):
+        value = getattr(args, name)
         if value is not None:
-            overrides[param] = value
+            if name in overrides and overrides[name] != value:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} {value} and --set {name}={overrides[name]} "
+                    "disagree; give one"
+                )
+            overrides[name] = value
     return overrides
+
+
+def method_factory(args: argparse.Namespace, methods: Sequence[str]) -> Callable[..., Any]:
+    """The factory of ``compare`` and ``sweep`` methods: ``make_method``, with ``--set`` applied
+    to our detector's presets (baselines have parameters of their own).
+
+    Every method is built once here, so that a bad name or parameter stops the command before
+    any data is read.
+
+    Raises
+    ------
+    ValueError
+        As :func:`model_overrides`; on an unknown method; when the parameters do not fit
+        together for one of the methods; or with ``--set`` but none of our presets among them.
+    """
+    from functools import partial
+
+    from ..baselines import SculptingMethod, make_method
+
+    overrides = model_overrides(args)
+    factory = partial(make_method, overrides=overrides) if overrides else make_method
+    built = [factory(name, 0, None) for name in methods]
+    if overrides and not any(isinstance(method, SculptingMethod) for method in built):
+        raise ValueError(
+            f"--set sets parameters of our detector's presets, and none of {list(methods)} is one"
+        )
+    return factory
+
+
+def check_model(preset: str, overrides: dict[str, Any]) -> None:
+    """Check a preset with ``overrides`` as ``fit`` would, before any data is read.
+
+    Raises
+    ------
+    ValueError
+        If the parameters do not fit together (the message says how).
+    """
+    from ..estimator import LatentSculpting
+    from ..params import check_params
+
+    check_params(LatentSculpting(**{**PRESETS[preset], **overrides}).get_params())
+
+
+def parse_settings(settings: Sequence[str]) -> dict[str, Any]:
+    """``["name=value", ...]`` to parameters, each value of its parameter's type and checked.
+
+    Raises
+    ------
+    ValueError
+        As :func:`model_overrides`.
+    """
+    from sklearn.utils._param_validation import validate_parameter_constraints
+
+    from ..params import PARAMETER_CONSTRAINTS
+
+    valid = [n for n in PARAMETER_CONSTRAINTS if n not in NOT_SETTABLE]
+    out: dict[str, Any] = {}
+    for item in settings:
+        name, sep, text = item.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or not name:
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. --set epochs=5")
+        if name in NOT_SETTABLE:
+            raise ValueError(f"--set {name}: use {NOT_SETTABLE[name]} instead")
+        if name not in PARAMETER_CONSTRAINTS:
+            raise ValueError(
+                f"--set {item!r}: unknown parameter {name!r}; valid names: {', '.join(valid)} "
+                "(--list-params shows their values)"
+            )
+        if name in out:
+            raise ValueError(f"--set gives {name} twice")
+        constraints = PARAMETER_CONSTRAINTS[name]
+        value = _parse(text, constraints)
+        try:
+            validate_parameter_constraints({name: constraints}, {name: value}, caller_name="--set")
+        except ValueError:
+            raise ValueError(f"--set {name}={text}: {name} takes {describe(constraints)}") from None
+        out[name] = value
+    return out
+
+
+def describe(constraints: list) -> str:
+    """What a parameter's constraint list accepts, briefly: ``int >= 1``, ``a | b``, ..."""
+    from numbers import Integral
+
+    from sklearn.utils._param_validation import Interval, StrOptions
+
+    parts = []
+    for c in constraints:
+        if c is None:
+            parts.append("none")
+        elif c == "boolean":
+            parts.append("true | false")
+        elif isinstance(c, StrOptions):
+            parts.append(" | ".join(sorted(c.options)))
+        elif isinstance(c, Interval):
+            kind = "int" if c.type is Integral else "float"
+            low = None if c.left is None else f"{c.left:g}"
+            high = None if c.right is None else f"{c.right:g}"
+            if high is None:
+                parts.append(f"{kind} {'>=' if c.closed in ('left', 'both') else '>'} {low}")
+            else:
+                left = "[" if c.closed in ("left", "both") else "("
+                right = "]" if c.closed in ("right", "both") else ")"
+                parts.append(f"{kind} in {left}{low}, {high}{right}")
+        else:
+            parts.append("auto or a torch device")
+    return " or ".join(parts)
+
+
+def _parse(text: str, constraints: list) -> Any:
+    """``text`` as the type the constraints name (left as text when it parses as none)."""
+    from numbers import Integral
+
+    from sklearn.utils._param_validation import Interval
+
+    if None in constraints and text.lower() in ("none", "null"):
+        return None
+    for c in constraints:
+        if c == "boolean":
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+        elif isinstance(c, Interval):
+            try:
+                return int(text) if c.type is Integral else float(text)
+            except ValueError:
+                continue
+    return text
+
+
+def parameter_table() -> str:
+    """Every parameter ``--set`` reaches, what it accepts, and its value in each preset."""
+    from ..estimator import LatentSculpting
+    from ..params import PARAMETER_CONSTRAINTS
+
+    names = ["default", *sorted(n for n in PRESETS if n != "default")]
+    values = {p: LatentSculpting(**PRESETS[p]).get_params() for p in names}
+    rows = [["parameter", "accepts", *names]]
+    for name, constraints in PARAMETER_CONSTRAINTS.items():
+        if name not in NOT_SETTABLE:
+            shown = [_show(values[p][name]) for p in names]
+            rows.append([name, describe(constraints), *shown])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    skipped = "; ".join(f"{n}: {flag}" for n, flag in NOT_SETTABLE.items())
+    return "\n".join([*lines, "", f"set elsewhere: {skipped}"])
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class _ListParams(argparse.Action):
+    """Print :func:`parameter_table` and exit, like ``--help``."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(parameter_table())
+        parser.exit()

@@ -1,4 +1,4 @@
-"""``sculpt report``: one self-contained HTML page for a run folder."""
+"""``sculpt report``: one self-contained HTML page for a run folder or a scored file."""
 
 from __future__ import annotations
 
@@ -8,14 +8,28 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "report",
-        help="render a run folder (reproduce, compare, ...) as one self-contained HTML page",
+        help="render a run folder (reproduce, compare, ...) or the top alerts of a scored file "
+        "as one self-contained HTML page",
         description="Write one HTML file with the run's tables and every PNG plot embedded "
         "(no external assets): a reproduce run gets its headline beside the paper, every "
-        "threshold, per-attack recall and the plots; other runs their Markdown tables and plots.",
+        "threshold, per-attack recall and the plots; other runs their Markdown tables and plots. "
+        "Given a file `sculpt score` wrote, the page is a table of its highest-scoring flagged "
+        "flows with their explanations.",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="folder a run wrote")
     parser.add_argument(
-        "-o", "--output", metavar="HTML", help="page to write (default RUN_DIR/report.html)"
+        "run_dir", metavar="RUN_DIR|SCORED", help="folder a run wrote, or a scored file"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="HTML",
+        help="page to write (default RUN_DIR/report.html, or SCORED's name with -alerts.html)",
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        metavar="N",
+        help="alerts shown for a scored file (default 50)",
     )
     return parser
 
@@ -23,9 +37,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..report import write_report
+    from ..report import write_alerts, write_report
 
-    output = Path(args.output) if args.output else Path(args.run_dir) / "report.html"
-    path = write_report(args.run_dir, output)
+    source = Path(args.run_dir)
+    if source.is_file():
+        output = (
+            Path(args.output) if args.output else source.with_name(f"{source.stem}-alerts.html")
+        )
+        path = write_alerts(source, output, top=50 if args.top is None else args.top)
+    else:
+        if args.top is not None:
+            raise ValueError(f"--top is for a scored file; {source} is not a file")
+        output = Path(args.output) if args.output else source / "report.html"
+        path = write_report(source, output)
     print(f"report written to {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_flags, add_model_flags, model_overrides
+from .common import add_data_flags, add_model_flags, check_model, model_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,13 +32,15 @@ def run(args: argparse.Namespace) -> int:
     from ..data import DEFAULT_WITHHELD
     from ..experiment import reproduce
 
+    overrides = model_overrides(args)
+    check_model(args.preset, overrides)
     results = reproduce(
         data=args.data,
         preset=args.preset,
         seeds=args.seeds,
         split_seed=None if args.split_seed == -1 else args.split_seed,
         withheld=args.withhold or DEFAULT_WITHHELD,
-        overrides=model_overrides(args),
+        overrides=overrides,
         out=args.out,
         max_per_class=args.max_per_class,
         plots=not args.no_plots,

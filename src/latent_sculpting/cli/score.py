@@ -10,15 +10,14 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "score",
-        help="score CSV/Parquet flow files with a saved model into Parquet or CSV",
-        description="Stream flow files in chunks through a saved model and write the input's "
-        "identifier columns with score, p_value, is_attack and flagged_by (and the label "
-        "column when the input has one) to a temporary file renamed into place at the end.",
+        help="score flow files with a saved model into Parquet or CSV",
+        description="Stream flow files (CSV, Parquet, Zeek logs, packet captures; read as the "
+        "model was trained) in chunks through a saved model and write the input's identifier "
+        "columns with score, p_value, is_attack and flagged_by (and the label column when the "
+        "input has one) to a temporary file renamed into place at the end.",
     )
     parser.add_argument("model", help="model file written by `sculpt train`")
-    parser.add_argument(
-        "inputs", nargs="+", metavar="FILE", help="CSV or Parquet files, or folders of them"
-    )
+    parser.add_argument("inputs", nargs="+", metavar="FILE", help="flow files, or folders of them")
     parser.add_argument(
         "-o",
         "--output",
@@ -31,12 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=65_536,
         metavar="N",
         help="rows scored at a time (default 65536)",
-    )
-    parser.add_argument(
-        "--label-column",
-        metavar="COL",
-        help="label column copied to the output when present (default: the "
-        "model's training label column)",
     )
     parser.add_argument(
         "--engine",
@@ -66,17 +59,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-rows must be at least 1, got {args.batch_rows}")
     if args.engine == "ray":
         return _run_ray(args)
+    from ..engines.local import score_files
     from ..estimator import LatentSculpting
-    from ..streaming import score_files
 
     model = LatentSculpting.load(args.model, device=args.device)
     summary = score_files(
-        model,
-        args.inputs,
-        args.output,
-        batch_rows=args.batch_rows,
-        label_column=args.label_column,
-        progress=not args.quiet,
+        model, args.inputs, args.output, batch_rows=args.batch_rows, progress=not args.quiet
     )
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -110,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_ray(args: argparse.Namespace) -> int:
     try:
-        from ..ray_engine import score_with_ray
+        from ..engines.ray import score_with_ray
     except ImportError as error:
         raise ValueError(
             f"--engine ray needs Ray: install latent-sculpting[ray] ({error})"

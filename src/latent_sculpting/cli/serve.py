@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
+
+TOKEN_ENV = "SCULPT_TOKEN"
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,6 +32,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="MB",
         help="largest request body in MiB; larger ones get 413 (default 10)",
     )
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="require `Authorization: Bearer TOKEN` on every endpoint but /health (at least 16 "
+        f"characters; default: the {TOKEN_ENV} environment variable, which keeps it out of "
+        "the process list)",
+    )
+    parser.add_argument(
+        "--openapi",
+        action="store_true",
+        help="serve the OpenAPI schema at /openapi.json (no interactive page is ever served)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
@@ -51,15 +66,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     if args.max_body_mb <= 0:
         raise ValueError(f"--max-body-mb must be positive, got {args.max_body_mb}")
-    if not _is_loopback(args.host):
-        # The service has no authentication: say so when it is reachable from other machines.
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if token is None and not _is_loopback(args.host):
         print(
-            f"sculpt serve: warning: listening on {args.host}, reachable from other machines; "
-            "the service has no authentication, put it behind a proxy that has",
+            f"sculpt serve: warning: listening on {args.host}, reachable from other machines, "
+            f"without a token; set {TOKEN_ENV} (or --token) or put it behind a proxy that "
+            "authenticates",
             file=sys.stderr,
         )
     model = LatentSculpting.load(args.model, device=args.device)
-    app = create_app(model, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    app = create_app(
+        model,
+        token=token,
+        openapi=args.openapi,
+        limits={"max_body_bytes": int(args.max_body_mb * 1024 * 1024)},
+    )
     print(f"serving {args.model} on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -1,82 +1,55 @@
-"""``sculpt sweep``: leave one attack family out, for our detector and the strongest baselines."""
+"""``sculpt sweep``: each attack family of one dataset withheld in turn.
+
+A view of ``sculpt benchmark`` (one dataset, the ``families`` protocol): the same engine, folds,
+thresholds, statistics and files.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import add_data_flags
+#: Our default preset and the two strongest baselines of ``sculpt compare`` on the sample.
+SWEEP_METHODS = ("default", "knn", "rf")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..sweep import DEFAULT_SWEEP_METHODS, FAMILIES
+    from ..benchmark import DATASETS
+    from .benchmark import add_run_flags
 
     parser = subparsers.add_parser(
         "sweep",
-        help="withhold each attack family in turn; write sweep.json, sweep.md and a heat map",
-        description="For each attack family (" + ", ".join(FAMILIES) + "), train on benign "
-        "flows and every other family, and report the family's recall at a fixed benign "
-        "false-positive rate and its AUROC (see docs/baselines.md). --withhold is ignored: "
-        "each fold withholds one family.",
-    )
-    add_data_flags(parser)
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        default=list(DEFAULT_SWEEP_METHODS),
-        metavar="NAME",
-        help=f"methods (default {' '.join(DEFAULT_SWEEP_METHODS)}; any name of sculpt compare)",
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="model seeds (default 0)")
-    parser.add_argument(
-        "--families",
-        nargs="+",
-        metavar="FAMILY",
-        choices=sorted(FAMILIES),
-        help="only these families (default all)",
+        help="withhold each attack family of one dataset in turn; write benchmark.json, "
+        "benchmark.md and a heat map",
+        description="For each attack family, train on benign flows and every other family and "
+        "report the family's recall at 5 %, 1 % and 0.1 % benign false positives and its AUROC: "
+        "sculpt benchmark restricted to one dataset (see docs/protocol.md).",
     )
     parser.add_argument(
-        "--fpr",
-        type=float,
-        default=0.01,
-        help="benign false-positive rate of the threshold (default 0.01)",
+        "--dataset",
+        choices=list(DATASETS),
+        default="cicids2017",
+        help="the dataset (default cicids2017)",
     )
     parser.add_argument(
-        "--holdout",
-        type=float,
-        default=0.2,
-        help="share of benign training rows held out of every fit (default 0.2)",
+        "--data", nargs="+", metavar="PATH", help="its folder or files (default: its own place)"
     )
     parser.add_argument(
-        "--threads", type=int, help="cap BLAS/OpenMP/torch threads (helps on shared cores)"
+        "--families", nargs="+", metavar="FAMILY", help="only these families (default all)"
     )
-    parser.add_argument("--out", help="output folder (default runs/sweep-TIME)")
-    parser.add_argument("--no-plots", action="store_true", help="skip the heat map")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_flags(parser, methods=SWEEP_METHODS, seeds=(0, 1, 2))
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sweep import FAMILIES, sweep
+    from .benchmark import run_view
 
-    families = None if not args.families else {f: FAMILIES[f] for f in args.families}
-    results = sweep(
-        data=args.data,
-        methods=args.methods,
-        seeds=args.seeds,
-        families=families,
-        fpr=args.fpr,
-        holdout=args.holdout,
-        split_seed=None if args.split_seed == -1 else args.split_seed,
-        out=args.out,
-        max_per_class=args.max_per_class,
-        plots=not args.no_plots,
-        verbose=not args.quiet,
-        threads=args.threads,
+    args.methods = args.methods or list(SWEEP_METHODS)
+    run_view(
+        args,
+        datasets=[args.dataset],
+        data={args.dataset: args.data} if args.data else None,
+        protocols=["families"],
+        families=args.families,
+        title="sculpt sweep",
     )
-    for family, entry in results["families"].items():
-        cells = "  ".join(
-            f"{m} {s['recall']['mean']:.2f}/{s['auroc']['mean']:.3f}"
-            for m, s in entry["methods"].items()
-        )
-        print(f"{family:14s} recall/AUROC  {cells}")
     return 0

@@ -1,37 +1,25 @@
-"""CIC-IDS-2017 data layer: canonical schema, loading, cleaning and the zero-shot protocol.
+"""Datasets and protocols: flow files read into tables, CIC-IDS-2017, the zero-shot splits.
 
 See ``docs/data.md`` and Chhetri et al., "Latent Sculpting for Zero-Shot Generalization"
 (arXiv:2512.22179).
 """
 
-from .cleaning import CleaningReport, engineered_features, replace_nonfinite
-from .loading import (
-    FlowTable,
-    iter_flow_batches,
-    list_flow_files,
-    load_cicids2017,
-    load_flow_table,
-    sample_path,
-)
-from .protocol import (
-    DEFAULT_WITHHELD,
-    Split,
-    ZeroShotSplits,
-    stage1_train,
-    undersample_benign,
-    zero_shot_splits,
-)
-from .schema import (
+from ..cleaning import CleaningReport
+from ..formats.cicids2017 import (
     BENIGN,
     CANONICAL_FEATURES,
     CANONICAL_LABELS,
     ENGINEERED_FEATURES,
     IDENTIFIER_COLUMNS,
     canonical_label,
-    detect_schema,
 )
+from ..readers import list_flow_files
+from .cicids2017 import ATTEMPTED_POLICIES, load_cicids2017, sample_path
+from .protocol import DEFAULT_WITHHELD, Split, ZeroShotSplits, zero_shot_splits
+from .table import FlowTable, iter_flow_batches, read_flows
 
 __all__ = [
+    "ATTEMPTED_POLICIES",
     "BENIGN",
     "CANONICAL_FEATURES",
     "CANONICAL_LABELS",
@@ -43,15 +31,10 @@ __all__ = [
     "Split",
     "ZeroShotSplits",
     "canonical_label",
-    "detect_schema",
-    "engineered_features",
     "iter_flow_batches",
     "list_flow_files",
     "load_cicids2017",
-    "load_flow_table",
-    "replace_nonfinite",
+    "read_flows",
     "sample_path",
-    "stage1_train",
-    "undersample_benign",
     "zero_shot_splits",
 ]

@@ -13,21 +13,19 @@ pass the model seed to the estimator, not here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .loading import FlowTable
-from .schema import ATTEMPTED_SUFFIX, BENIGN, canonical_labels
+from ..formats.cicids2017 import ATTEMPTED_SUFFIX, BENIGN, canonical_labels
+from .table import FlowTable
 
 __all__ = [
     "DEFAULT_WITHHELD",
     "Split",
     "ZeroShotSplits",
-    "stage1_train",
-    "undersample_benign",
     "zero_shot_splits",
 ]
 
@@ -72,7 +70,8 @@ class ZeroShotSplits:
     ----------
     train : Split
         All seen training rows (benign and seen attacks). Stage 2 (the benign density) needs
-        every benign training row, so nothing is undersampled here; see :func:`stage1_train`.
+        every benign training row, so nothing is undersampled here (the estimator undersamples
+        benign rows for Stage 1 itself).
     internal_test : Split
         Held-out seen rows, balanced 1:1 benign:attack.
     zero_shot : Split
@@ -263,64 +262,3 @@ def zero_shot_splits(
         feature_names=list(table.feature_names),
         seed=seed,
     )
-
-
-def undersample_benign(
-    labels: Sequence[str] | np.ndarray, *, seed: int, ratio: float = 1.0
-) -> np.ndarray:
-    """Indices of a Stage-1 training set with benign rows undersampled.
-
-    Chhetri et al. (arXiv:2512.22179) train Stage 1 (the sculpted encoder) on a set where
-    benign rows are undersampled to the size of the largest attack class; ``ratio`` scales that
-    target. All attack rows are kept.
-
-    Parameters
-    ----------
-    labels : array-like of str
-        Canonical labels of the candidate rows.
-    seed : int
-        Seed of the draw.
-    ratio : float, default 1.0
-        Benign rows kept = ``min(n_benign, round(ratio * largest attack class))``.
-
-    Returns
-    -------
-    ndarray of int64
-        Sorted positions into ``labels``.
-
-    Raises
-    ------
-    ValueError
-        If ``ratio`` <= 0 or there are no attack rows.
-    """
-    if not ratio > 0:
-        raise ValueError(f"ratio must be > 0, got {ratio!r}")
-    labels = np.asarray(labels, dtype=object)
-    is_benign = labels == BENIGN
-    if is_benign.all():
-        raise ValueError("undersample_benign needs attack rows; every label is BENIGN")
-    attack_counts = pd.Series(labels[~is_benign], dtype=object).value_counts()
-    target = min(int(is_benign.sum()), int(round(ratio * int(attack_counts.iloc[0]))))
-    rng = np.random.default_rng(seed)
-    benign = rng.choice(np.flatnonzero(is_benign), size=target, replace=False)
-    return np.sort(np.concatenate([benign, np.flatnonzero(~is_benign)])).astype(np.int64)
-
-
-def stage1_train(splits: ZeroShotSplits, *, seed: int | None = None, ratio: float = 1.0) -> Split:
-    """``splits.train`` with benign undersampled for Stage 1 (see :func:`undersample_benign`).
-
-    Parameters
-    ----------
-    splits : ZeroShotSplits
-    seed : int, optional
-        Seed of the draw; defaults to ``splits.seed``.
-    ratio : float, default 1.0
-
-    Returns
-    -------
-    Split
-        Its ``index`` still refers to rows of the original table.
-    """
-    train = splits.train
-    pos = undersample_benign(train.labels, seed=splits.seed if seed is None else seed, ratio=ratio)
-    return Split(X=train.X[pos], y=train.y[pos], labels=train.labels[pos], index=train.index[pos])

@@ -1,17 +1,23 @@
-"""Canonical schema: feature names, aliases, labels, schema detection."""
+"""The CIC-IDS-2017 format: feature names, aliases, labels, release detection, derived features."""
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from latent_sculpting.data import sample_path
-from latent_sculpting.data.schema import (
+from latent_sculpting.errors import FlowInputError
+from latent_sculpting.formats import detect_format
+from latent_sculpting.formats.cicids2017 import (
     CANONICAL_FEATURES,
     CANONICAL_LABELS,
+    CICIDS2017,
     IDENTIFIER_COLUMNS,
     IMPROVED_TO_CANONICAL,
     canonical_label,
     canonical_labels,
     detect_schema,
+    engineered_features,
 )
 
 
@@ -80,3 +86,37 @@ def test_canonical_labels_rejects_unknown_names():
     assert canonical_labels(["botnet", "Bot", "DoS Slowloris"]) == ("Bot", "DoS slowloris")
     with pytest.raises(ValueError, match="'Zeus'"):
         canonical_labels(["Zeus"])
+
+
+def test_engineered_features_known_answers():
+    out = engineered_features(
+        np.array([100.0, 0.0, 60.0]), np.array([4.0, 0.0, 3.0]), np.array([2e6, 5.0, 0.0])
+    )
+    np.testing.assert_allclose(out, [[25.0, 2.0], [0.0, 0.0], [20.0, 0.0]])
+    assert out.dtype == np.float32
+
+
+def test_format_is_detected_and_maps_either_release_to_canonical_names(original_columns):
+    improved = pq.read_schema(sample_path() / "monday.parquet").names
+    assert detect_format(improved) is CICIDS2017
+    assert detect_format([" " + c for c in original_columns]) is CICIDS2017
+    assert detect_format(["a", "b", "Label"]).name == "table"
+    rename = CICIDS2017.canonical_columns([" " + c for c in original_columns])
+    assert rename[" Flow Duration"] == "Flow Duration"
+    assert not any(v == "Fwd Header Length.1" for v in rename.values())  # the duplicate column
+    # Canonical names map to themselves, so records already renamed read the same.
+    canonical = list(rename.values())
+    assert CICIDS2017.canonical_columns(canonical) == {c: c for c in canonical}
+
+
+def test_the_same_column_twice_is_refused(original_columns):
+    columns = list(original_columns) + [" Flow Duration"]
+    with pytest.raises(FlowInputError, match="'Flow Duration' appears"):
+        CICIDS2017.canonical_columns(columns)
+
+
+def test_labels_are_canonical_and_unknown_ones_warned():
+    raw = pa.array(["Botnet", "Web Attack \x96 XSS", None, "Zeus"])
+    with pytest.warns(UserWarning, match="'Zeus'"):
+        labels = CICIDS2017.labels(raw)
+    assert labels.tolist() == ["Bot", "Web Attack - XSS", None, "Zeus"]

@@ -1,41 +1,39 @@
-"""Canonical CIC-IDS-2017 feature names, column aliases and the label vocabulary.
+"""CIC-IDS-2017 flow records (CICFlowMeter features), in either public release.
 
-Two public releases of CIC-IDS-2017 are in use:
-
-* the ORIGINAL ``MachineLearningCSV`` / ``MachineLearningCVE`` release (Sharafaldin et al.,
-  2018), used by Chhetri et al., "Latent Sculpting for Zero-Shot Generalization"
-  (arXiv:2512.22179);
-* the IMPROVED release (Engelen, Rimmer & Joosen, WTMC 2021), re-extracted with a fixed
-  CICFlowMeter and relabelled; the vendored sample comes from it.
-
-Both are mapped to one canonical feature set (the 76 flow features the two releases share,
-named as in the original release with leading spaces stripped) and one canonical label
-vocabulary (the original labels, with an ASCII ``" - "`` dash in the web-attack names, plus the
-improved-only ``"Infiltration - Portscan"``).
+Two releases are in use: the ORIGINAL ``MachineLearningCSV`` release (Sharafaldin et al., 2018),
+used by Chhetri et al., "Latent Sculpting for Zero-Shot Generalization" (arXiv:2512.22179), and
+the IMPROVED re-extraction of Engelen, Rimmer and Joosen (WTMC 2021), from which the embedded
+sample comes. Both map to one canonical feature set (the 76 flow features the releases share,
+named as in the original release with leading spaces stripped), the paper's two engineered
+features, and one canonical label vocabulary. Each file's release is detected from its header,
+so a model trained on one release scores files of the other.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .base import FlowFormat, _check_unique, _text, normalize_column_name
 
 __all__ = [
+    "ATTEMPTED_SUFFIX",
     "BENIGN",
     "CANONICAL_FEATURES",
     "CANONICAL_LABELS",
+    "CICIDS2017",
     "ENGINEERED_FEATURES",
     "IDENTIFIER_COLUMNS",
-    "IMPROVED_EXTRA_FEATURES",
-    "IMPROVED_TO_CANONICAL",
-    "SCHEMAS",
     "LABEL_COLUMN",
-    "ORIGINAL_DUPLICATE_COLUMNS",
-    "ATTEMPTED_SUFFIX",
     "canonical_label",
     "canonical_labels",
     "detect_schema",
-    "normalize_column_name",
+    "engineered_features",
 ]
 
 LABEL_COLUMN = "Label"
@@ -176,13 +174,6 @@ IDENTIFIER_COLUMNS: tuple[str, ...] = (
 #: ``Fwd Header Length``); dropped on load.
 ORIGINAL_DUPLICATE_COLUMNS: tuple[str, ...] = ("Fwd Header Length.1",)
 
-#: Names of the two engineered features appended by
-#: :func:`latent_sculpting.data.cleaning.add_engineered_features`.
-ENGINEERED_FEATURES: tuple[str, ...] = (
-    "Fwd Bytes/Packet (engineered)",
-    "Fwd Packets/s (engineered)",
-)
-
 #: Canonical label vocabulary: the original release's labels (ASCII dash in web attacks) plus
 #: the improved-only ``Infiltration - Portscan``, which is an attack class, never benign.
 CANONICAL_LABELS: tuple[str, ...] = (
@@ -203,6 +194,23 @@ CANONICAL_LABELS: tuple[str, ...] = (
     "Web Attack - XSS",
     "Web Attack - Sql Injection",
 )
+
+# Improved-release spellings (and a few common ones from other copies) of canonical labels,
+
+#: The paper's two engineered features, appended after the canonical ones.
+ENGINEERED_FEATURES: tuple[str, ...] = (
+    "Fwd Bytes/Packet (engineered)",
+    "Fwd Packets/s (engineered)",
+)
+
+# Per release: the file's spelling of each canonical feature -> canonical name.
+SCHEMAS: dict[str, dict[str, str]] = {
+    "original": {name: name for name in CANONICAL_FEATURES},
+    "improved": {
+        **{name: name for name in CANONICAL_FEATURES if name not in IMPROVED_TO_CANONICAL.values()},
+        **IMPROVED_TO_CANONICAL,
+    },
+}
 
 # Improved-release spellings (and a few common ones from other copies) of canonical labels,
 # before normalisation; matching is then case-, dash- and whitespace-insensitive.
@@ -243,11 +251,6 @@ def canonical_label(label: str) -> str | None:
     recognised. Improved-release "attempted" labels (``"<class> - Attempted"``) map to
     ``"<canonical class> - Attempted"``.
 
-    Parameters
-    ----------
-    label : str
-        Raw label as read from a file.
-
     Returns
     -------
     str or None
@@ -277,18 +280,6 @@ def canonical_label(label: str) -> str | None:
 def canonical_labels(labels: Iterable[str], *, strict: bool = True) -> tuple[str, ...]:
     """Canonicalise user-given class names (e.g. the withheld classes of the protocol).
 
-    Parameters
-    ----------
-    labels : iterable of str
-        Canonical names or aliases.
-    strict : bool, default True
-        Raise on an unknown name; otherwise keep it stripped.
-
-    Returns
-    -------
-    tuple of str
-        Canonical names, in input order, without duplicates.
-
     Raises
     ------
     ValueError
@@ -310,41 +301,14 @@ def canonical_labels(labels: Iterable[str], *, strict: bool = True) -> tuple[str
     return tuple(out)
 
 
-def normalize_column_name(name: str) -> str:
-    """Strip a column name, drop a BOM and collapse inner whitespace.
-
-    ``" Flow  Duration"`` becomes ``"Flow Duration"``.
-    """
-    return _SPACE_RE.sub(" ", name.replace("\ufeff", "")).strip()
-
-
-# Per release: the file's spelling of each canonical feature -> canonical name.
-SCHEMAS: dict[str, dict[str, str]] = {
-    "original": {name: name for name in CANONICAL_FEATURES},
-    "improved": {
-        **{name: name for name in CANONICAL_FEATURES if name not in IMPROVED_TO_CANONICAL.values()},
-        **IMPROVED_TO_CANONICAL,
-    },
-}
-
-
 def detect_schema(columns: Sequence[str], *, source: object = "<columns>") -> tuple[str, dict]:
-    """Detect which CIC-IDS-2017 release a file's columns come from.
-
-    Parameters
-    ----------
-    columns : sequence of str
-        Column names as read (leading spaces allowed; matching is whitespace- and
-        case-insensitive).
-    source : object
-        Name of the file, used in the error message.
+    """Which CIC-IDS-2017 release a file's columns come from.
 
     Returns
     -------
     schema : {"original", "improved"}
-        The detected release.
     rename : dict
-        Maps each raw column name that holds a canonical feature to its canonical name.
+        Each raw column name that holds a canonical feature -> its canonical name.
 
     Raises
     ------
@@ -369,3 +333,122 @@ def detect_schema(columns: Sequence[str], *, source: object = "<columns>") -> tu
         f"{source}: columns match neither the original nor the improved CIC-IDS-2017 schema; "
         f"closest is {schema!r}, which is missing {len(missing)} column(s): {shown}{more}"
     )
+
+
+def engineered_features(
+    total_fwd_bytes: np.ndarray,
+    total_fwd_packets: np.ndarray,
+    flow_duration_us: np.ndarray,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """The paper's two engineered features, in the order of :data:`ENGINEERED_FEATURES`.
+
+    * ``"Fwd Bytes/Packet (engineered)"`` = ``Total Length of Fwd Packets / Total Fwd Packets``,
+      0 when there are no forward packets;
+    * ``"Fwd Packets/s (engineered)"`` = ``Total Fwd Packets / (Flow Duration / 1e6)``
+      (``Flow Duration`` is in microseconds), 0 when the duration is <= 0.
+    """
+    if out is None:
+        out = np.empty((len(total_fwd_packets), len(ENGINEERED_FEATURES)), dtype=np.float32)
+    packets = np.asarray(total_fwd_packets, dtype=np.float64)
+    seconds = np.asarray(flow_duration_us, dtype=np.float64) / 1e6
+    # The zero guards are the paper's choice; they also keep a zero-duration flow from producing
+    # exactly the inf values that the original release is criticised for.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        has_packets = packets > 0
+        out[:, 0] = np.where(has_packets, np.asarray(total_fwd_bytes, np.float64) / packets, 0.0)
+        out[:, 1] = np.where(seconds > 0, packets / seconds, 0.0)
+    return out
+
+
+def _closest_rename(columns: Sequence[str]) -> dict[str, str]:
+    """Raw -> canonical name of every feature column, under the release the columns match
+    best (missing features are left for the caller to report by name)."""
+    folded = {normalize_column_name(c).casefold(): c for c in columns}
+    best: dict[str, str] = {}
+    for table in SCHEMAS.values():
+        rename = {folded[k.casefold()]: v for k, v in table.items() if k.casefold() in folded}
+        if len(rename) > len(best):
+            best = rename
+    return best
+
+
+_IDENTIFIER_KEYS = {c.casefold() for c in IDENTIFIER_COLUMNS}
+_DUPLICATE_KEYS = {c.casefold() for c in ORIGINAL_DUPLICATE_COLUMNS}
+_EXTRA_REASON = "not in the original release (the paper's data), so not a model feature"
+
+
+class CICIDS2017Format(FlowFormat):
+    """CICFlowMeter records of CIC-IDS-2017, original or improved release."""
+
+    name = "cicids2017"
+    description = "CIC-IDS-2017 CSV/Parquet (CICFlowMeter), original or improved release"
+    label_column = LABEL_COLUMN
+    benign_label = BENIGN
+    identifier_columns = IDENTIFIER_COLUMNS
+    categorical_columns = ()
+    numeric_columns = CANONICAL_FEATURES
+    engineered = ENGINEERED_FEATURES
+
+    def matches(self, columns: Sequence[str]) -> bool:
+        try:
+            detect_schema(columns)
+        except ValueError:
+            return False
+        return True
+
+    def canonical_columns(self, columns: Sequence[str], *, source: object = "input") -> dict:
+        """Canonical feature names for the release's spelling; identifiers, the label and other
+        columns keep their (whitespace-normalised) names; the original release's duplicated
+        ``Fwd Header Length.1`` is left out."""
+        rename = _closest_rename(columns)
+        pairs = []
+        for raw in columns:
+            if raw in rename:
+                pairs.append((raw, rename[raw]))
+            elif normalize_column_name(raw).casefold() not in _DUPLICATE_KEYS:
+                pairs.append((raw, normalize_column_name(raw)))
+        _check_unique(pairs, source)
+        return dict(pairs)
+
+    def ignored(self, canonical: Sequence[str]) -> dict[str, str]:
+        """Why each column that is neither feature, identifier nor label is left out."""
+        features = set(CANONICAL_FEATURES)
+        out = {}
+        for name in canonical:
+            key = name.casefold()
+            if name in features or key in _IDENTIFIER_KEYS or key == LABEL_COLUMN.casefold():
+                continue
+            out[name] = _EXTRA_REASON
+        return out
+
+    def labels(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Canonical labels; an unknown label is kept as its own (attack) class, with a warning."""
+        encoded = column.dictionary_encode()
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.combine_chunks()
+        mapped = []
+        for raw in encoded.dictionary.to_pylist():
+            text = _text(raw)
+            label = canonical_label(text)
+            if label is None:
+                label = text.strip()
+                warnings.warn(
+                    f"unknown label {label!r}: kept as its own (attack) class, not benign",
+                    stacklevel=3,
+                )
+            mapped.append(label)
+        lookup = np.asarray(mapped + [None], dtype=object)
+        indices = encoded.indices.fill_null(len(mapped)).to_numpy(zero_copy_only=False)
+        return lookup[indices]
+
+    def needs(self) -> tuple[str, ...]:
+        return ("Total Length of Fwd Packets", "Total Fwd Packets", "Flow Duration")
+
+    def derive(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = engineered_features(*(columns[name] for name in self.needs()))
+        return {name: out[:, j] for j, name in enumerate(ENGINEERED_FEATURES)}
+
+
+CICIDS2017 = CICIDS2017Format()

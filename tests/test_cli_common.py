@@ -1,0 +1,125 @@
+"""The shared model flags: --set reaches every parameter, typed and checked; --list-params."""
+
+import argparse
+
+import pytest
+
+from latent_sculpting.baselines import SculptingMethod, make_method
+from latent_sculpting.cli import build_parser, main
+from latent_sculpting.cli.common import (
+    NOT_SETTABLE,
+    check_model,
+    describe,
+    method_factory,
+    model_overrides,
+    parameter_table,
+    parse_settings,
+)
+from latent_sculpting.params import PARAMETER_CONSTRAINTS
+
+
+def test_values_are_parsed_to_each_parameters_type():
+    parsed = parse_settings(
+        [
+            "epochs=3",
+            "lr=1e-3",
+            "flow_standardize=false",
+            "undersample_benign=Yes",
+            "score=nll",
+            "target_fpr=none",
+            "device=cpu",
+            " margin = 7 ",
+        ]
+    )
+    assert parsed == {
+        "epochs": 3,
+        "lr": 1e-3,
+        "flow_standardize": False,
+        "undersample_benign": True,
+        "score": "nll",
+        "target_fpr": None,
+        "device": "cpu",
+        "margin": 7.0,
+    }
+    assert type(parsed["epochs"]) is int and type(parsed["margin"]) is float
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("epochs", "expected NAME=VALUE"),
+        ("epoch=3", "unknown parameter 'epoch'; valid names: feature_transform, "),
+        ("epochs=3.5", "epochs takes int >= 1"),
+        ("epochs=0", "epochs takes int >= 1"),
+        ("score=combined", "score takes fisher | nll | two_stage"),
+        ("flow_standardize=maybe", "flow_standardize takes true | false"),
+        ("target_fpr=1.5", r"target_fpr takes float in \(0, 1\) or none"),
+        ("random_state=3", "use --seed"),
+        ("verbose=true", "use --quiet"),
+    ],
+)
+def test_bad_settings_say_what_is_accepted(setting, message):
+    with pytest.raises(ValueError, match=message):
+        parse_settings([setting])
+
+
+def test_a_parameter_set_twice_or_by_a_disagreeing_alias_is_refused():
+    with pytest.raises(ValueError, match="gives epochs twice"):
+        parse_settings(["epochs=2", "epochs=3"])
+    args = build_parser().parse_args(["train", "-o", "m", "--epochs", "3", "--set", "epochs=4"])
+    with pytest.raises(ValueError, match="--epochs 3 and --set epochs=4 disagree"):
+        model_overrides(args)
+    args = build_parser().parse_args(
+        ["train", "-o", "m", "--epochs", "3", "--set", "epochs=3", "--calibration-fraction", "0.3"]
+    )
+    assert model_overrides(args) == {"epochs": 3, "calibration_fraction": 0.3}
+    # compare and benchmark take --set too, and apply it to our presets only.
+    args = build_parser().parse_args(["compare", "--set", "forest_trees=7"])
+    assert model_overrides(args) == {"forest_trees": 7}
+
+
+def test_a_combination_is_checked_with_the_preset():
+    check_model("default", {"score": "nll", "forest_trees": 0})
+    with pytest.raises(ValueError, match="forest_trees=100 fits a forest channel"):
+        check_model("default", {"score": "nll"})
+
+
+def test_every_settable_parameter_is_listed_with_its_preset_values():
+    table = parameter_table()
+    header, *rows = table.splitlines()
+    assert header.split()[:3] == ["parameter", "accepts", "default"]
+    listed = {row.split()[0] for row in rows if row and not row.startswith("set elsewhere")}
+    assert listed == set(PARAMETER_CONSTRAINTS) - set(NOT_SETTABLE)
+    assert any(row.split()[:2] == ["forest_trees", "int"] for row in rows)
+    assert describe(PARAMETER_CONSTRAINTS["percentile"]) == "float in (0, 100)"
+
+
+@pytest.mark.parametrize("command", ["train", "reproduce", "compare", "sweep"])
+def test_every_model_building_command_has_set_and_list_params(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args([command, "--list-params"])
+    assert stop.value.code == 0
+    assert "forest_trees" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    assert "--list-params lists them" in " ".join(capsys.readouterr().out.split())
+
+
+def test_bad_settings_stop_a_command_before_it_reads_data(capsys, tmp_path):
+    code = main(["reproduce", "--set", "score=nll", "--data", str(tmp_path / "absent")])
+    assert code == 2
+    assert "forest_trees=100 fits a forest channel" in capsys.readouterr().err
+
+
+def test_compare_and_sweep_apply_settings_to_presets_before_ablations():
+    args = argparse.Namespace(settings=["forest_trees=30", "epochs=1"])
+    factory = method_factory(args, ["knn", "default", "default-noforest"])
+    assert factory("default", 0, None).params["forest_trees"] == 30
+    ablated = factory("default-noforest", 0, None)
+    assert isinstance(ablated, SculptingMethod)
+    assert ablated.params["forest_trees"] == 0 and ablated.params["epochs"] == 1
+    assert method_factory(argparse.Namespace(settings=[]), ["knn"]) is make_method
+    with pytest.raises(ValueError, match="none of \\['knn'\\] is one"):
+        method_factory(args, ["knn"])
+    with pytest.raises(ValueError, match="method default: .*score='nll'"):
+        method_factory(argparse.Namespace(settings=["score=nll"]), ["default"])

@@ -1,0 +1,163 @@
+"""FlowSpec: column roles, categorical vocabularies, encoding, persistence of the spec."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from latent_sculpting.cleaning import CleaningReport
+from latent_sculpting.errors import FlowInputError
+from latent_sculpting.flowspec import (
+    MISSING,
+    Categorical,
+    FlowSpec,
+    encode,
+    fit_spec,
+    legacy_spec,
+)
+
+
+def records(n=20):
+    rng = np.random.default_rng(0)
+    return pa.table(
+        {
+            "ts": np.arange(n, dtype=float),
+            "src_ip": [f"10.0.0.{i % 3}" for i in range(n)],
+            "bytes": rng.integers(0, 1000, n),
+            "duration": rng.random(n),
+            "proto": ["tcp"] * 12 + ["udp"] * 6 + [None, "icmp"],
+            "label": ["normal"] * 15 + ["scan"] * 5,
+        }
+    )
+
+
+def test_roles_of_every_column_with_reasons():
+    spec = fit_spec(records(), label_column="label", benign_label="normal")
+    assert spec.format == "table"
+    assert spec.numeric == ("bytes", "duration")
+    assert spec.identifiers == ("ts", "src_ip")
+    assert [(c.column, c.values) for c in spec.categorical] == [("proto", ("tcp", "udp"))]
+    assert spec.feature_names == ["bytes", "duration", "proto=tcp", "proto=udp", "proto=(other)"]
+    reasons = dict(spec.dropped)
+    assert "identifier" in reasons["ts"] and "identifier" in reasons["src_ip"]
+    assert "'proto'" in spec.summary() and "left out 'ts'" in spec.summary()
+
+
+def test_drop_keep_and_vocabulary_limits():
+    spec = fit_spec(
+        records(),
+        label_column="label",
+        benign_label="normal",
+        drop=["duration"],
+        keep=["ts"],
+        max_categories=1,
+        min_count=1,
+    )
+    assert spec.numeric == ("ts", "bytes") and "duration" in spec.identifiers
+    assert spec.categorical[0].values == ("tcp",)
+    with pytest.raises(FlowInputError, match=r"--drop names no column: \['nope'\]"):
+        fit_spec(records(), label_column="label", benign_label="normal", drop=["nope"])
+
+
+def test_a_text_cell_in_a_numeric_column_is_an_error_not_a_dropped_column():
+    table = records().set_column(2, "bytes", pa.array([str(i) for i in range(19)] + ["12abc"]))
+    with pytest.raises(FlowInputError, match=r"'bytes' holds numbers and text.*'12abc'"):
+        fit_spec(table, label_column="label", benign_label="normal")
+
+
+def test_an_all_empty_column_is_left_out_with_its_reason():
+    table = records().append_column("empty", pa.nulls(20))
+    spec = fit_spec(table, label_column="label", benign_label="normal")
+    assert dict(spec.dropped)["empty"] == "empty in every row"
+
+
+def test_encode_one_hot_other_and_missing():
+    spec = fit_spec(records(), label_column="label", benign_label="normal")
+    new = pa.table(
+        {
+            "bytes": [1, 2, 3, 4],
+            "duration": [0.5, 0.5, 0.5, 0.5],
+            "proto": ["udp", "sctp", None, "tcp"],
+        }
+    )
+    batch = encode(spec, new)
+    np.testing.assert_array_equal(batch.X[:, 2:], [[0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 0, 0]])
+    assert batch.labels is None and batch.identifiers.num_columns == 0
+    # A value seen often enough in training that is "missing" gets its own indicator.
+    spec2 = FlowSpec("table", ("bytes",), categorical=(Categorical("proto", (MISSING,)),))
+    assert encode(spec2, new).X[:, 1:].tolist() == [[0, 1], [0, 1], [1, 0], [0, 1]]
+
+
+def test_encode_errors_name_row_and_column():
+    spec = fit_spec(records(), label_column="label", benign_label="normal")
+    base = {"bytes": [1.0, 2.0], "duration": [0.1, 0.2], "proto": ["tcp", "tcp"]}
+    with pytest.raises(FlowInputError, match=r"2 column\(s\).*'bytes', 'duration'") as error:
+        encode(spec, pa.table({"proto": ["tcp"]}))
+    assert error.value.missing == ["bytes", "duration"]
+    huge = pa.table({**base, "bytes": [1.0, 1e39]})
+    with pytest.raises(FlowInputError, match=r"req, row 7, column 'bytes'.*float32"):
+        encode(spec, huge, source="req", offset=5)
+    text = pa.table({**base, "duration": ["0.5", "fast"]})
+    with pytest.raises(FlowInputError, match=r"row 2, column 'duration': 'fast' is not a number"):
+        encode(spec, text)
+    flags = pa.table({**base, "bytes": [True, False]})
+    with pytest.raises(FlowInputError, match="'bytes' holds bool"):
+        encode(spec, flags)
+    unlabeled = pa.table({**base, "label": ["normal", None]})
+    with pytest.raises(FlowInputError, match=r"row 2: missing label"):
+        encode(spec, unlabeled, require_labels=True)
+
+
+def test_nonfinite_and_missing_values_become_zero_counted_or_refused():
+    spec = fit_spec(records(), label_column="label", benign_label="normal")
+    table = pa.table(
+        {"bytes": [np.inf, None, 3.0], "duration": [0.1, np.nan, -np.inf], "proto": ["tcp"] * 3}
+    )
+    report = CleaningReport()
+    X = encode(spec, table, report=report).X
+    np.testing.assert_array_equal(X[:, :2], np.float32([[0, 0.1], [0, 0], [3, 0]]))
+    assert report.posinf_replaced == {"bytes": 1} and report.nan_replaced == {
+        "bytes": 1,
+        "duration": 1,
+    }
+    strict = fit_spec(records(), label_column="label", benign_label="normal", nonfinite="error")
+    with pytest.raises(FlowInputError, match=r"row 1, column 'bytes': missing or non-finite"):
+        encode(strict, table)
+
+
+def test_the_spec_survives_json_and_a_tampered_one_is_refused():
+    spec = fit_spec(records(), label_column="label", benign_label="normal")
+    again = FlowSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec
+    good = spec.to_dict()
+    for key, value, message in [
+        ("format", "pcap-magic", "unknown format"),
+        ("numeric", "bytes", "'numeric' must be a list"),
+        ("numeric", ["bytes", 3], "not a column name"),
+        ("numeric", ["x"] * 20_000, "at most"),
+        ("categorical", [{"column": "proto"}], "'values' must be a list"),
+        ("nonfinite", "median", "nonfinite must be one of"),
+        ("engineered", ["Fwd Bytes/Packet (engineered)"], "derives no feature"),
+        ("numeric", ["bytes", "bytes"], "not unique"),
+        ("label_column", 5, "'label_column' must be a string"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            FlowSpec.from_dict({**good, key: value})
+    with pytest.raises(ValueError, match="must be an object"):
+        FlowSpec.from_dict([1, 2])
+
+
+def test_legacy_model_files_get_a_spec_from_their_feature_names(sample_table):
+    spec = legacy_spec(sample_table.feature_names, {})
+    assert spec.format == "cicids2017" and spec.feature_names == sample_table.feature_names
+    table = legacy_spec(["a", "b"], {"training_data": {"label_column": "y", "benign_label": "0"}})
+    assert (table.format, table.numeric, table.label_column) == ("table", ("a", "b"), "y")
+
+
+def test_the_benign_label_is_spelt_as_the_format_spells_labels(sample_table):
+    from latent_sculpting.data import sample_path
+    from latent_sculpting.data.table import read_records
+
+    recs, *_ = read_records(sample_path() / "monday.parquet", format="cicids2017")
+    assert fit_spec(recs, benign_label="benign").benign_label == "BENIGN"
