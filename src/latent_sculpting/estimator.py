@@ -41,6 +41,8 @@ from .calibration import (
 )
 from .channels import SIDE_CHANNELS, enabled_channels
 from .deep_sad import DeepSAD
+from .drift import DriftReference
+from .explain import BenignProfile, spec_categorical
 from .fastpath import FastMAF, encode, reference_scoring
 from .flowspec import FlowSpec, spec_for_features
 from .fusion import FUSIONS
@@ -355,7 +357,22 @@ class LatentSculpting(BaseEstimator):
             self.thresholds_, self.threshold_ = thresholds(
                 self.calibration_scores_, self.percentile, self.target_fpr
             )
+        with self._timed("benign_profile"):
+            self._describe_benign(X[y == 0])
         return self
+
+    def _describe_benign(self, X_benign: np.ndarray) -> None:
+        """What benign training traffic looks like, feature by feature, in raw units: the
+        bins that scoring compares new traffic with (drift) and the quantiles that explain an
+        alert. Neither takes part in the score."""
+        names = [str(n) for n in getattr(self, "feature_names_in_", range(self.n_features_in_))]
+        target = self.target_fpr if self.target_fpr is not None else 1 - self.percentile / 100
+        self.drift_reference_ = DriftReference().fit(
+            X_benign, feature_names=names, target_fpr=target
+        )
+        spec = getattr(self, "spec_", None)
+        categorical = spec_categorical(spec) if spec is not None else None
+        self.benign_profile_ = BenignProfile().fit(X_benign, names, categorical=categorical)
 
     def _fit_stage1(
         self, Z: np.ndarray, y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator

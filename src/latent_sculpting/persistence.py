@@ -30,7 +30,9 @@ from safetensors.torch import save_file
 from ._atomic import publish
 from .channels import SIDE_CHANNELS, enabled_channels
 from .deep_sad import DeepSAD
+from .drift import DriftReference
 from .encoders import ENCODER_SIZES, build_encoder
+from .explain import BenignProfile
 from .flows import LatentDensity
 from .flowspec import FlowSpec, legacy_spec
 from .fusion import FUSIONS
@@ -57,6 +59,11 @@ _REMOVED = {
     "encoder": {"bias_free"},
     "scaler": {"minmax"},
 }
+
+
+#: Descriptions of benign training traffic saved beside the score's parts (model files
+#: written before they existed load without them: no drift report, no explanations).
+_BENIGN_PARTS = {"drift_reference": "drift_reference_", "benign_profile": "benign_profile_"}
 
 
 def save_model(model: Any, path: str | Path) -> Path:
@@ -108,6 +115,10 @@ def save_model(model: Any, path: str | Path) -> Path:
         put(f"channel.{name}.", arrays)
     fitted["fusion"], arrays = model.fusion_.get_state()
     put("fusion.", arrays)
+    for name, attribute in _BENIGN_PARTS.items():
+        if getattr(model, attribute, None) is not None:
+            fitted[name], arrays = getattr(model, attribute).get_state()
+            put(f"{name}.", arrays)
 
     metadata = {
         "format": FORMAT_NAME,
@@ -343,6 +354,18 @@ def _fitted_parts(
         if tails is not None and list(tails) != ["nll", *stored]:
             raise ValueError(f"tails of {list(tails)}, channels {['nll', *stored]}")
         out["fusion_"] = fusion
+
+        for part_name, attribute in _BENIGN_PARTS.items():
+            name = part_name.replace("_", " ")
+            out[attribute] = None
+            if part_name in fitted:
+                cls = DriftReference if part_name == "drift_reference" else BenignProfile
+                described = cls.from_state(fitted[part_name], arrays(f"{part_name}."))
+                if list(described.feature_names_) != [
+                    str(n) for n in out.get("feature_names_in_", range(out["n_features_in_"]))
+                ]:
+                    raise ValueError("its features are not the model's")
+                out[attribute] = described
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"{path}: damaged {name}: {error!r}") from None
     return out
