@@ -89,6 +89,18 @@ def fit_channels(X, y, seed, names, ref_rows):
             k = int(name[3:] or 5)
             nn = NearestNeighbors(n_neighbors=k).fit(scale(benign))
             out[name] = lambda A, m=nn, k=k: m.kneighbors(scale(A), k)[0][:, -1]
+        elif name.startswith("proto"):
+            from sklearn.cluster import MiniBatchKMeans
+
+            k = int(name[5:])
+            Zb = scale(benign)
+            centers = (
+                MiniBatchKMeans(min(k, len(Zb)), random_state=seed, n_init=3, batch_size=4096)
+                .fit(Zb)
+                .cluster_centers_.astype(np.float32)
+            )
+            nn = NearestNeighbors(n_neighbors=1).fit(centers)
+            out[name] = lambda A, m=nn: m.kneighbors(scale(A), 1)[0][:, 0]
         elif name == "maf":
             from latent_sculpting.stage2 import fit_flow, negative_log_likelihood
 
@@ -255,6 +267,76 @@ def cmd_fit(args):
                         run_fold(dataset, fold, seed, args.channels, out)
 
 
+WEIGHTS = (0.0, 0.5, 1.0)
+
+
+def weighted(logs, weights):
+    return {p: sum(w * lg[p] for w, lg in zip(weights, logs, strict=True)) for p in PARTS[1:]}
+
+
+def learned(paths, channels):
+    """Weights learned on the other validation folds of the same test fold, applied to this one.
+
+    For validation fold (F, G) the weights are those that score best on the folds (F, G'),
+    G' != G: folds in which G is a known family, so G's detection never informs the choice.
+    This is what an estimator learning its weights from pseudo-zero-day folds of its own
+    training families would do.
+    """
+    import pandas as pd
+
+    grid = [w for w in itertools.product(WEIGHTS, repeat=len(channels)) if any(w)]
+    per_fold = {}
+    logs_of = {}
+    for path in paths:
+        arrays = dict(np.load(path))
+        logs = [p_scores(arrays, c, RESOLUTION.get(c)) for c in channels]
+        logs_of[path] = logs
+        rows = []
+        for w in grid:
+            s = weighted(logs, w)
+            m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
+            rows.append((m["auroc"] + m["recall_at_fpr"]["0.01"]) / 2)
+        per_fold[path] = np.asarray(rows)
+    out = []
+    for path in paths:
+        others = [per_fold[q] for q in paths if q != path]
+        if not others:
+            continue
+        best = grid[int(np.argmax(np.mean(others, axis=0)))]
+        s = weighted(logs_of[path], best)
+        m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
+        out.append(
+            {
+                "fold": path.stem,
+                "weights": best,
+                "auroc": m["auroc"],
+                **{f"r{k}": m["recall_at_fpr"][k] for k in ("0.05", "0.01", "0.001")},
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def cmd_learned(args):
+    import pandas as pd
+
+    out = Path(args.out)
+    frames = []
+    for dataset_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        groups: dict[str, list[Path]] = {}
+        for path in sorted(dataset_dir.glob("*.npz")):
+            groups.setdefault(path.stem.split("___")[0], []).append(path)
+        for outer, paths in groups.items():
+            frame = learned(paths, args.channels)
+            frame["dataset"], frame["outer"] = dataset_dir.name, outer
+            frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    cols = ["auroc", "r0.05", "r0.01", "r0.001"]
+    print("learned weights over", "+".join(args.channels), f"({len(frame)} folds)")
+    print(frame[cols].mean().round(3).to_string())
+    print(frame.groupby("dataset")[cols].mean().round(3).to_string())
+    print(frame["weights"].astype(str).value_counts().head(10).to_string())
+
+
 def cmd_rank(args):
     out = Path(args.out)
     results = []
@@ -279,11 +361,11 @@ def cmd_rank(args):
     frame = pd.DataFrame(results)
     metric_cols = ["auroc", "r0.05", "r0.01", "r0.001"]
     table = frame.groupby("design")[metric_cols].mean()
-    table["score"] = table[["auroc", "r0.01", "r0.001"]].mean(1)
+    table["score"] = table[["auroc", "r0.01", "r0.001"]].mean(axis=1)
     print(table.sort_values("score", ascending=False).head(args.top).round(3).to_string())
     for name, part in frame.groupby("dataset"):
         t = part.groupby("design")[metric_cols].mean()
-        t["score"] = t[["auroc", "r0.01", "r0.001"]].mean(1)
+        t["score"] = t[["auroc", "r0.01", "r0.001"]].mean(axis=1)
         print(f"\n{name} ({part['fold'].nunique()} folds)")
         print(t.sort_values("score", ascending=False).head(10).round(3).to_string())
 
@@ -302,9 +384,12 @@ def main() -> None:
     rank.add_argument("--channels", nargs="+", default=["rf", "knn5", "knn1", "maf", "svdd", "hgb", "sculpt"])
     rank.add_argument("--top", type=int, default=25)
     rank.add_argument("--out", default="runs/channel-search")
+    learn = sub.add_parser("learned")
+    learn.add_argument("--channels", nargs="+", default=["rf", "hgb", "knn1", "maf"])
+    learn.add_argument("--out", default="runs/channel-search")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()}")
-    {"fit": cmd_fit, "rank": cmd_rank}[args.command](args)
+    {"fit": cmd_fit, "rank": cmd_rank, "learned": cmd_learned}[args.command](args)
 
 
 if __name__ == "__main__":
