@@ -43,7 +43,9 @@ def score_files(
     model : LatentSculpting
         A fitted detector; its ``spec_`` says how records become features.
     inputs : path or list of paths
-        Files or folders of any syntax :mod:`latent_sculpting.readers` reads.
+        Files or folders of any syntax :mod:`latent_sculpting.readers` reads. With more than
+        one file, a first column ``source_file`` names each row's file, unless the records
+        carry a ``source_file`` identifier of their own (``sculpt extract`` output).
     output : path
         ``.parquet`` (or ``.pq``) or ``.csv``; written to a temporary name, then renamed.
         Checked before any work: not a folder, not an input, in a writable folder.
@@ -84,7 +86,9 @@ def score_files(
         ):
             for path in files:
                 for scored in _scored_batches(scorer, path, batch_rows):
-                    if len(files) > 1:
+                    # Records that name their source already (sculpt extract's output) keep
+                    # their own, finer source_file.
+                    if len(files) > 1 and "source_file" not in scored.columns:
                         scored.insert(0, "source_file", path.name)
                     out.write(scored, source=path)
                     bar.update(len(scored))
