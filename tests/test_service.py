@@ -306,3 +306,34 @@ def test_a_record_with_too_many_fields_is_refused_quickly(client):
     response = client.post("/v1/score", json=[record])
     assert response.status_code in (413, 422)
     assert time.perf_counter() - started < 5
+
+
+def test_flagged_flows_carry_their_explanation_and_others_null(client, model, raw_rows):
+    body = client.post("/v1/score", json=_records(raw_rows)).json()
+    expected = _expected(model, raw_rows)
+    flagged = [r for r in body if r["is_attack"]]
+    assert flagged and len(flagged) < len(body)  # both kinds in the request
+    for record in body:
+        if not record["is_attack"]:
+            assert record["explanation"] is None
+            continue
+        reasons = record["explanation"]
+        assert 1 <= len(reasons) <= 3
+        for reason in reasons:
+            assert {"feature", "value", "benign_median", "benign_percentile", "text"} <= set(reason)
+            assert reason["feature"] in model.benign_profile_.units_
+            assert reason["text"].startswith(reason["feature"])
+    # The same features and text as the scorer's column for the same batch.
+    texts = ["; ".join(r["text"] for r in e) if e else "" for e in (r["explanation"] for r in body)]
+    assert texts == expected["explanation"].tolist()
+    assert client.get("/v1/model").json()["explanations"] is True
+
+
+def test_explain_false_leaves_the_field_out(client, raw_rows):
+    plain = client.post("/v1/score", params={"explain": "false"}, json=_records(raw_rows))
+    assert plain.status_code == 200
+    assert all("explanation" not in r for r in plain.json())
+    explained = client.post("/v1/score", json=_records(raw_rows)).json()
+    assert [r["score"] for r in plain.json()] == [r["score"] for r in explained]
+    bad = client.post("/v1/score", params={"explain": "maybe"}, json=_records(raw_rows))
+    assert bad.status_code == 400 and "explain='maybe'" in bad.text

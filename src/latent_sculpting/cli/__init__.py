@@ -21,6 +21,7 @@ COMMANDS = (
     "score",
     "serve",
     "extract",
+    "export",
     "report",
     "benchmark",
     "compare",

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..data.table import iter_flow_batches
 from ..outputs import TABLE_SUFFIXES, AtomicTableWriter, check_output, terminate_cleanly
 from ..readers import list_flow_files, sniff
-from ..scoring import OUTPUT_COLUMNS, Scorer
+from ..scoring import Scorer
 
 __all__ = ["score_file_into", "score_files"]
 
@@ -34,6 +34,7 @@ def score_files(
     *,
     batch_rows: int = 65_536,
     progress: bool = True,
+    explain: bool = True,
 ) -> dict[str, Any]:
     """Score flow files into one Parquet or CSV file, in constant memory.
 
@@ -42,7 +43,9 @@ def score_files(
     model : LatentSculpting
         A fitted detector; its ``spec_`` says how records become features.
     inputs : path or list of paths
-        Files or folders of any syntax :mod:`latent_sculpting.readers` reads.
+        Files or folders of any syntax :mod:`latent_sculpting.readers` reads. With more than
+        one file, a first column ``source_file`` names each row's file, unless the records
+        carry a ``source_file`` identifier of their own (``sculpt extract`` output).
     output : path
         ``.parquet`` (or ``.pq``) or ``.csv``; written to a temporary name, then renamed.
         Checked before any work: not a folder, not an input, in a writable folder.
@@ -50,12 +53,16 @@ def score_files(
         Rows scored at a time; memory is bounded by a few batches.
     progress : bool, default True
         A tqdm progress bar (rows and rows/s) on stderr.
+    explain : bool, default True
+        An ``explanation`` column for flagged flows (:class:`~latent_sculpting.scoring.Scorer`),
+        when the model holds a benign profile.
 
     Returns
     -------
     dict
         ``rows``, ``flagged``, ``flagged_share``, ``flagged_by``, ``files``, ``output``,
-        ``seconds``, ``rows_per_second`` and, when inputs are labelled, ``labelled``.
+        ``seconds``, ``rows_per_second``, ``explained`` (whether the output has an
+        ``explanation`` column) and, when inputs are labelled, ``labelled``.
 
     Raises
     ------
@@ -67,16 +74,21 @@ def score_files(
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     files = list_flow_files(inputs)
     output = check_output(output, inputs=files, suffixes=TABLE_SUFFIXES)
-    scorer = Scorer(model)
+    scorer = Scorer(model, explain=explain)
     started = time.perf_counter()
     bar = tqdm(
         total=_known_rows(files), unit="rows", unit_scale=True, desc="scoring", disable=not progress
     )
     try:
-        with terminate_cleanly(), AtomicTableWriter(output, empty_columns=OUTPUT_COLUMNS) as out:
+        with (
+            terminate_cleanly(),
+            AtomicTableWriter(output, empty_columns=scorer.output_columns) as out,
+        ):
             for path in files:
                 for scored in _scored_batches(scorer, path, batch_rows):
-                    if len(files) > 1:
+                    # Records that name their source already (sculpt extract's output) keep
+                    # their own, finer source_file.
+                    if len(files) > 1 and "source_file" not in scored.columns:
                         scored.insert(0, "source_file", path.name)
                     out.write(scored, source=path)
                     bar.update(len(scored))
@@ -93,13 +105,14 @@ def score_files(
         output=str(output),
         seconds=seconds,
         rows_per_second=rows / seconds if seconds > 0 else 0.0,
+        explained=scorer.explainer is not None,
     )
     return summary
 
 
 def score_file_into(scorer: Scorer, path: Path, output: Path, batch_rows: int) -> int:
     """Score one file into one Parquet file (atomically); the rows written."""
-    with AtomicTableWriter(output, empty_columns=OUTPUT_COLUMNS) as out:
+    with AtomicTableWriter(output, empty_columns=scorer.output_columns) as out:
         for scored in _scored_batches(scorer, path, batch_rows):
             out.write(scored, source=path)
         return out.rows
