@@ -173,16 +173,23 @@ class TailPValue:
         return self
 
     def neg_log_p(self, scores: np.ndarray) -> np.ndarray:
-        """``-log p``: empirical below ``threshold_``, ``-log p(u) + (s - u) / scale_`` above.
+        """``-log p``: interpolated empirical below ``threshold_``, ``-log p(u) + (s - u) /
+        scale_`` above; continuous and non-decreasing in the score everywhere.
 
-        The empirical p-value is ``(1 + #{reference >= s}) / (n + 1)``; at ``s = u`` both
-        pieces agree, so the result is continuous. The tail stops rising at
-        ``log(n + 1) + max_extrapolation``.
+        At a reference score ``r`` the empirical p-value is ``(1 + #{reference >= r}) /
+        (n + 1)``; between two consecutive distinct reference scores the count is interpolated
+        linearly. A step function would let a rounding difference of one ulp in a channel's
+        score (a matrix product summed in another order in another batch) move a flow's score
+        by a whole reference rank; interpolated, the score moves by as little as its input
+        did, so scores do not depend on the batch a flow is scored in. At ``s = u`` both pieces
+        agree. The tail stops rising at ``log(n + 1) + max_extrapolation``.
         """
         scores = np.asarray(scores, dtype=np.float64)
         n = len(self.reference_)
-        at_least = n - np.searchsorted(self.reference_, scores, side="left")
-        empirical = np.log(n + 1) - np.log1p(at_least)
+        values, first = np.unique(self.reference_, return_index=True)
+        # first[j] = how many reference scores lie strictly below values[j].
+        below = np.interp(scores, values, first.astype(np.float64))
+        empirical = np.log(n + 1) - np.log1p(n - below)
         at_u = n - np.searchsorted(self.reference_, self.threshold_, side="left")
         tail = np.log(n + 1) - np.log1p(at_u) + (scores - self.threshold_) / self.scale_
         tail = np.minimum(tail, np.log(n + 1) + self.max_extrapolation)

@@ -22,7 +22,13 @@ import numpy as np
 
 from .forest import AttackForest
 
-__all__ = ["SIDE_CHANNELS", "ForestChannel", "SideChannel", "enabled_channels"]
+__all__ = [
+    "SIDE_CHANNELS",
+    "ForestChannel",
+    "NeighbourChannel",
+    "SideChannel",
+    "enabled_channels",
+]
 
 
 class SideChannel(Protocol):
@@ -36,6 +42,9 @@ class SideChannel(Protocol):
     parameter: ClassVar[str]
     #: Smallest step between its scores that means something (floors the fusion's tail scale).
     resolution: float
+    #: Whether it learns from known attacks (then a pseudo-zero-day fold refits it without the
+    #: held-out family); a benign-only channel is reused as fitted.
+    supervised: ClassVar[bool]
 
     def __init__(self, size: int, *, random_state: int | None = None) -> None:
         """``size`` is the value of :attr:`parameter`, ``random_state`` a seed of its own."""
@@ -53,6 +62,94 @@ class SideChannel(Protocol):
 
     @classmethod
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> SideChannel: ...
+
+
+class NeighbourChannel:
+    """Distance to the nearest benign prototype: a benign-only channel for what no known attack
+    resembles.
+
+    The prototypes are the centres of a k-means clustering of the benign training rows (all the
+    rows when there are no more than ``n_prototypes``), in the scaled feature space. A flow far
+    from every benign prototype is unlike benign traffic whatever it resembles; on validation
+    folds this catches the families a supervised channel misses (a port scan or an
+    infiltration that looks like no known attack; docs/presets.md). Prototypes rather than every
+    benign row bound the model file and the scoring cost (one matrix product with
+    ``n_prototypes`` rows per flow).
+
+    Parameters
+    ----------
+    n_prototypes : int
+    random_state : int or None, default=None
+
+    Attributes
+    ----------
+    prototypes_ : numpy.ndarray of shape (n_prototypes, n_features), float32
+    """
+
+    name = "knn"
+    column = "knn_distance"
+    parameter = "knn_prototypes"
+    #: Learns from benign rows only: it needs no refit when an attack family is held out, and
+    #: adapting to a new network's benign traffic refits it.
+    supervised = False
+    resolution = 0.0
+    #: Rows scored per matrix product (bounds the distance block to a few MiB).
+    _BLOCK = 1024
+
+    def __init__(self, n_prototypes: int, *, random_state: int | None = None) -> None:
+        self.n_prototypes = n_prototypes
+        self.random_state = random_state
+
+    def fit(self, Z: np.ndarray, y: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+        keep = np.ones(len(y), dtype=bool)
+        keep[held_out] = False
+        benign = np.asarray(Z[keep & (y == 0)], dtype=np.float32)
+        if len(benign) == 0:
+            raise ValueError("the neighbour channel needs benign rows to fit on")
+        if len(benign) <= self.n_prototypes:
+            self.prototypes_ = np.unique(benign, axis=0)
+        else:
+            from sklearn.cluster import MiniBatchKMeans
+
+            kmeans = MiniBatchKMeans(
+                self.n_prototypes, random_state=self.random_state, n_init=3, batch_size=4096
+            ).fit(benign)
+            self.prototypes_ = kmeans.cluster_centers_.astype(np.float32)
+        self._norms = (self.prototypes_.astype(np.float64) ** 2).sum(axis=1)
+        return self.score(Z[held_out])
+
+    def score(self, Z: np.ndarray) -> np.ndarray:
+        Z = np.asarray(Z, dtype=np.float32)
+        P = self.prototypes_
+        out = np.empty(len(Z))
+        for start in range(0, len(Z), self._BLOCK):
+            block = Z[start : start + self._BLOCK]
+            # |z - p|^2 = |z|^2 - 2 z.p + |p|^2, the product in float32 (BLAS), the sums in
+            # float64; clipped at 0 against rounding.
+            cross = (block @ P.T).astype(np.float64)
+            d2 = (block.astype(np.float64) ** 2).sum(axis=1)[:, None] - 2 * cross + self._norms
+            out[start : start + self._BLOCK] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        return out
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"n_prototypes": self.n_prototypes}, {"prototypes": self.prototypes_}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> NeighbourChannel:
+        n = int(config["n_prototypes"])
+        prototypes = np.asarray(arrays.get("prototypes"))
+        if n < 1:
+            raise ValueError(f"neighbour channel needs n_prototypes >= 1, got {n}")
+        if prototypes.ndim != 2 or not 0 < len(prototypes) <= n:
+            raise ValueError(
+                f"neighbour prototypes have shape {prototypes.shape}, at most {n} rows"
+            )
+        if prototypes.dtype != np.float32 or not np.isfinite(prototypes).all():
+            raise ValueError("neighbour prototypes must be finite float32")
+        channel = cls(n)
+        channel.prototypes_ = prototypes
+        channel._norms = (prototypes.astype(np.float64) ** 2).sum(axis=1)
+        return channel
 
 
 class ForestChannel:
@@ -76,6 +173,7 @@ class ForestChannel:
     name = "forest"
     column = "forest_probability"
     parameter = "forest_trees"
+    supervised = True
 
     def __init__(self, n_trees: int, *, random_state: int | None = None) -> None:
         self.n_trees = n_trees
@@ -115,7 +213,10 @@ class ForestChannel:
 
 
 #: Every side channel, in the order they are fitted (which fixes the order of seed draws).
-SIDE_CHANNELS: dict[str, type[SideChannel]] = {ForestChannel.name: ForestChannel}
+SIDE_CHANNELS: dict[str, type[SideChannel]] = {
+    ForestChannel.name: ForestChannel,
+    NeighbourChannel.name: NeighbourChannel,
+}
 
 
 def enabled_channels(params: Mapping[str, Any]) -> list[str]:

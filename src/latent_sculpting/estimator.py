@@ -45,6 +45,7 @@ from .drift import DriftReference
 from .explain import BenignProfile, spec_categorical
 from .fastpath import FastMAF, encode, reference_scoring
 from .flowspec import FlowSpec, spec_for_features
+from .folds import pseudo_zero_day_folds
 from .fusion import FUSIONS
 from .params import PARAMETER_CONSTRAINTS, check_params
 from .persistence import load_model, save_model
@@ -114,12 +115,22 @@ class LatentSculpting(BaseEstimator):
         Trees of the random forest side channel (:class:`~latent_sculpting.channels.ForestChannel`)
         trained on the scaled features against the known attacks; 0 for none. Only
         ``score="fisher"`` uses it, and it needs one.
-    score : {"two_stage", "nll", "fisher"}, default="fisher"
+    stack_folds : int, default=0
+        Most known attack families the ``"stacked"`` rule holds out in turn to learn its
+        weights (:mod:`latent_sculpting.folds`); 0 with any other rule.
+    knn_prototypes : int, default=0
+        Benign prototypes of the neighbour side channel
+        (:class:`~latent_sculpting.channels.NeighbourChannel`): the distance of a flow's scaled
+        features to the nearest k-means centre of the benign training rows; 0 for none.
+    score : {"two_stage", "nll", "fisher", "stacked"}, default="fisher"
         The rule of :mod:`latent_sculpting.fusion`. ``"two_stage"`` is the paper's: Stage-1
         attacks rank above every flow-scored row. ``"nll"`` uses the flow alone. ``"fisher"``
         turns the flow's NLL and each side channel's score into p-values against held-out benign
         *reference* flows and adds their ``-log``; it needs ``calibration="holdout"``, whose
         held-out rows are then split in halves, one for the reference and one for the threshold.
+        ``"stacked"`` weights that sum per channel, the weights learned on pseudo-zero-day
+        folds (each known attack family in ``groups`` held out in turn; at most
+        ``stack_folds`` of them, the largest); it needs ``stage1=False``.
     percentile : float, default=95.0
         Percentile of benign calibration scores used as ``threshold_``.
     calibration : {"train", "holdout"}, default="holdout"
@@ -208,6 +219,8 @@ class LatentSculpting(BaseEstimator):
         flow_standardize: bool = True,
         svdd_dim: int = 32,
         forest_trees: int = 100,
+        knn_prototypes: int = 0,
+        stack_folds: int = 0,
         score: str = "fisher",
         percentile: float = 95.0,
         calibration: str = "holdout",
@@ -250,6 +263,8 @@ class LatentSculpting(BaseEstimator):
         self.flow_standardize = flow_standardize
         self.svdd_dim = svdd_dim
         self.forest_trees = forest_trees
+        self.knn_prototypes = knn_prototypes
+        self.stack_folds = stack_folds
         self.score = score
         self.percentile = percentile
         self.calibration = calibration
@@ -346,7 +361,16 @@ class LatentSculpting(BaseEstimator):
             if self.fusion_.needs_reference:
                 side = {name: scores[:n_ref] for name, scores in out_of_sample.items()}
                 resolution = {name: c.resolution for name, c in self.channels_.items()}
-                self.fusion_.fit(self._channel_scores(Z[reference], side), resolution)
+                reference_scores = self._channel_scores(Z[reference], side)
+                if self.fusion_.needs_folds:
+                    with self._timed("folds"):
+                        folds = pseudo_zero_day_folds(
+                            self, Z, y, groups_arr, fit_rows, reference, reference_scores
+                        )
+                    self.fusion_.fit(reference_scores, resolution, folds)
+                    self.history_["fusion_weights"] = dict(self.fusion_.weights_)
+                else:
+                    self.fusion_.fit(reference_scores, resolution)
             if self.calibration == "train":
                 # The paper: the flow's NLL of the benign rows it was trained on.
                 cal = self._nll(benign_inputs)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..channels import SIDE_CHANNELS
 from ..estimator import LatentSculpting
 from ..params import check_params
 
@@ -84,7 +85,11 @@ class SculptingMethod:
         self.stage1_only = stage1_only
         self.random_state = random_state
         self.shared = shared
-        self.trains_on = "benign+attacks" if self.params.get("stage1", True) else "benign"
+        supervised = self.params.get("stage1", True) or any(
+            self.params.get(cls.parameter, 0) > 0 and cls.supervised
+            for cls in SIDE_CHANNELS.values()
+        )
+        self.trains_on = "benign+attacks" if supervised else "benign"
         self.feature_transform = self.params.get("feature_transform", "none")
         self.native_threshold_: float | None = None
 
