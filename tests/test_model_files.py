@@ -18,15 +18,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors import safe_open
+from hostile_models import every_part_model, read_model_file, training_table
 from safetensors.torch import save_file
 
-from latent_sculpting import LatentSculpting, preset
+from latent_sculpting import LatentSculpting
 from latent_sculpting.cli import main
-from latent_sculpting.data import load_cicids2017, sample_path
+from latent_sculpting.data import sample_path
 from latent_sculpting.encoders import build_encoder
 from latent_sculpting.errors import ModelFileError
-from latent_sculpting.experiment import cap_per_class
 from latent_sculpting.flows import LatentDensity
 from latent_sculpting.persistence import (
     MAX_INFO_BYTES,
@@ -41,16 +40,12 @@ FLOW = "flow.maf.transform.transforms.0.hyper."
 
 @pytest.fixture(scope="module")
 def table():
-    return cap_per_class(load_cicids2017(), 150, seed=0)
+    return training_table()
 
 
 @pytest.fixture(scope="module")
 def valid(tmp_path_factory, table):
-    """A model of the fast preset with every part: encoder, Deep SVDD, flow scaling, forest,
-    Fisher's tails, spec, drift reference and benign profile."""
-    model = LatentSculpting(**preset("fast"), random_state=0)
-    model.fit(table.frame(), table.y, groups=table.labels, spec=table.spec)
-    return model.save(tmp_path_factory.mktemp("model") / "valid.sculpt")
+    return every_part_model(tmp_path_factory.mktemp("model"), table)
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +55,10 @@ def flows_csv(tmp_path_factory):
     return path
 
 
-def read(path):
-    with safe_open(str(path), "pt") as handle:
-        return dict(handle.metadata()), {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-
-
 def tamper(source, target, edit):
     """A copy of ``source`` after ``edit(params, fitted, tensors)`` changed its parts; the edit
     may return metadata strings to write as they are."""
-    meta, tensors = read(source)
+    meta, tensors = read_model_file(source)
     params, fitted = json.loads(meta["params"]), json.loads(meta["fitted"])
     raw = edit(params, fitted, tensors) or {}
     meta.update(params=json.dumps(params), fitted=json.dumps(fitted))
@@ -437,3 +427,15 @@ def test_loading_leaves_the_random_state_alone(valid):
     before = torch.get_rng_state()
     LatentSculpting.load(valid)
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_a_file_the_system_refuses_is_exit_code_2(valid, flows_csv, tmp_path, capsys, monkeypatch):
+    import latent_sculpting.engines.local as local
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "o.parquet"))
+
+    monkeypatch.setattr(local, "score_files", full_disk)
+    assert main(["score", str(valid), str(flows_csv), "-o", str(tmp_path / "o.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and err.count("\n") == 1

@@ -322,12 +322,14 @@ def _metadata(metadata: dict[str, str], path: Path) -> tuple[int, dict, dict]:
         raise ModelFileError(f"{path} is not a latent-sculpting model file")
     version = metadata.get("format_version")
     if version not in [str(v) for v in READABLE_VERSIONS]:
-        shown = _one_line(version[:20]) if isinstance(version, str) else version
+        shown = version[:20] if isinstance(version, str) else version
         package = str(metadata.get("package_version"))[:40]
         raise ModelFileError(
-            f"{path} has model format version {shown}; this package reads versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))}. Refit the model, or use the package "
-            f"version that wrote it ({package})"
+            _one_line(
+                f"{path} has model format version {shown}; this package reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}. Refit the model, or use the "
+                f"package version that wrote it ({package})"
+            )
         )
     unknown = sorted(set(metadata) - _METADATA - _METADATA_OPTIONAL)
     missing = sorted(_METADATA - set(metadata))
