@@ -191,3 +191,31 @@ def test_alerts_page_refuses_what_is_not_a_scored_file(tmp_path, capsys):
     assert "--top is for a scored file" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top must be a positive integer"):
         render_alerts(scored, top=0)
+
+
+def test_links_out_of_the_run_folder_are_refused(tmp_path, capsys):
+    secret = tmp_path / "outside" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:secret-marker:/root:/bin/bash\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.md").write_text("# A run\n\nfine\n")
+    (run / "copy.md").symlink_to(run / "results.md")  # inside to inside: followed
+    assert "fine" in render_report(run)
+    (run / "notes.md").symlink_to(secret)
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.md is a link to" in err and "outside the run folder" in err
+    assert "secret-marker" not in err and not out.exists()
+    # The same through a linked folder, a linked figure, and a folder named like a file.
+    (run / "notes.md").unlink()
+    (run / "plot.png").symlink_to(secret)
+    with pytest.raises(ValueError, match="plot.png is a link to"):
+        render_report(run)
+    (run / "plot.png").unlink()
+    (tmp_path / "latest").symlink_to(run, target_is_directory=True)
+    assert "fine" in render_report(tmp_path / "latest")
+    (run / "folder.json").mkdir()
+    with pytest.raises(ValueError, match="folder.json is not a regular file"):
+        render_report(run)
