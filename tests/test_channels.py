@@ -1,10 +1,11 @@
-"""Side channels: the forest's out-of-sample scores, its state, and the registry."""
+"""Side channels: the forest's out-of-sample scores, its state, and the registry (the boosted
+trees' channel is tested in test_boost.py)."""
 
 import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from latent_sculpting.channels import SIDE_CHANNELS, ForestChannel, enabled_channels
+from latent_sculpting.channels import SIDE_CHANNELS, BoostChannel, ForestChannel, enabled_channels
 
 
 def toy(seed=0):
@@ -48,6 +49,9 @@ def test_forest_state_round_trips_and_is_checked():
 
 
 def test_registry_and_switches():
-    assert SIDE_CHANNELS == {"forest": ForestChannel}
+    # The forest first: its seed is drawn first, as before the booster existed.
+    assert list(SIDE_CHANNELS.items()) == [("forest", ForestChannel), ("boost", BoostChannel)]
     assert enabled_channels({"forest_trees": 0}) == []
     assert enabled_channels({"forest_trees": 3}) == ["forest"]
+    assert enabled_channels({"forest_trees": 0, "boost_iter": 5}) == ["boost"]
+    assert enabled_channels({"forest_trees": 3, "boost_iter": 5}) == ["forest", "boost"]

@@ -52,6 +52,9 @@ READABLE_VERSIONS = (1, 2, 3)
 
 #: Parameters added after format 1, with the value a model without them was fitted with.
 _ADDED = {"selection": "centroid_f1", "flow_standardize": False, "svdd_dim": 0, "forest_trees": 0}
+#: Parameters added to format 3 after it was first written, with the value a model without them
+#: was fitted with (a side channel that did not exist was off).
+_ADDED_IN_3 = {"boost_iter": 0}
 #: Options that versions 1 and 2 allowed and this version does not.
 _REMOVED = {
     "score": {"combined"},
@@ -187,6 +190,7 @@ def load_model(path: str | Path, *, device: str = "cpu") -> tuple[dict[str, Any]
         raise ValueError(f"{path} has damaged metadata: parameters and state must be objects")
     if int(version) < 3:
         params, fitted, tensors = _upgrade(params, fitted, tensors, path)
+    params = {**_ADDED_IN_3, **params}
     unknown = sorted(set(params) ^ set(PARAMETER_CONSTRAINTS))
     if unknown:
         raise ValueError(f"{path}: parameters missing or unknown to this version: {unknown}")
