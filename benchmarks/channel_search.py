@@ -242,9 +242,7 @@ def evaluate(arrays, design):
         s = {p: arrays[f"{channels[0]}/{p}"] for p in PARTS[1:]}
     else:
         s = combine(arrays, channels, rule)
-    m = fold_metrics(
-        s["calibration"], s["test_benign"], s["test_attack"], prevalence=float("nan")
-    )
+    m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=float("nan"))
     return {
         "auroc": m["auroc"],
         **{f"r{k}": m["recall_at_fpr"][k] for k in ("0.05", "0.01", "0.001")},
@@ -351,7 +349,8 @@ def cmd_rank(args):
                     "dataset": path.parent.name,
                     "fold": path.stem,
                     "outer": outer,
-                    "design": "+".join(design[0]) + ("" if len(design[0]) == 1 else f":{design[1]}"),
+                    "design": "+".join(design[0])
+                    + ("" if len(design[0]) == 1 else f":{design[1]}"),
                     **evaluate(arrays, design),
                 }
             )
@@ -381,7 +380,9 @@ def main() -> None:
     fit.add_argument("--test", action="store_true", help="the test folds (for the final table)")
     fit.add_argument("--out", default="runs/channel-search")
     rank = sub.add_parser("rank")
-    rank.add_argument("--channels", nargs="+", default=["rf", "knn5", "knn1", "maf", "svdd", "hgb", "sculpt"])
+    rank.add_argument(
+        "--channels", nargs="+", default=["rf", "knn5", "knn1", "maf", "svdd", "hgb", "sculpt"]
+    )
     rank.add_argument("--top", type=int, default=25)
     rank.add_argument("--out", default="runs/channel-search")
     learn = sub.add_parser("learned")

@@ -1,4 +1,5 @@
-"""Side channels: the forest's out-of-sample scores, its state, and the registry."""
+"""Side channels: the forest's out-of-sample scores, its state, and the registry (the boosted
+trees' channel is tested in test_boost.py)."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from latent_sculpting.channels import (
     SIDE_CHANNELS,
+    BoostChannel,
     ForestChannel,
     NeighbourChannel,
     enabled_channels,
@@ -53,7 +55,11 @@ def test_forest_state_round_trips_and_is_checked():
 
 
 def test_registry_and_switches():
-    assert SIDE_CHANNELS == {"forest": ForestChannel, "knn": NeighbourChannel}
+    assert SIDE_CHANNELS == {
+        "forest": ForestChannel,
+        "boost": BoostChannel,
+        "knn": NeighbourChannel,
+    }
     assert enabled_channels({"forest_trees": 0}) == []
     assert enabled_channels({"forest_trees": 3}) == ["forest"]
     assert enabled_channels({"forest_trees": 3, "knn_prototypes": 8}) == ["forest", "knn"]

@@ -10,7 +10,8 @@ Adding one (a kNN distance on the scaled features, say) takes the class, its ent
 **Held-out rows.** The rules are fitted and thresholded on benign rows held out of every fit, so
 ``fit`` returns *out-of-sample* scores for them: a channel that learns from them too (the
 forest, for which benign flows are the minority class worth every row) must score them with a
-model that did not see them.
+model that did not see them (the forest's out-of-bag votes); one that has no such votes (the
+boosted trees) is fitted without them.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from .boost import AttackBooster
 from .forest import AttackForest
 
 __all__ = [
     "SIDE_CHANNELS",
+    "BoostChannel",
     "ForestChannel",
     "NeighbourChannel",
     "SideChannel",
@@ -212,9 +215,60 @@ class ForestChannel:
         return channel
 
 
+class BoostChannel:
+    """Boosted trees' known-attack log-odds (:class:`~latent_sculpting.boost.AttackBooster`).
+
+    Boosting has no out-of-bag votes: every tree is fitted to the errors of all the trees
+    before it, on every training row. So the booster is fitted on every row but the held-out
+    ones, as every part of the model but the forest is, and scores those out of sample.
+
+    Parameters
+    ----------
+    n_iter : int
+        Boosting iterations at most (``max_iter``; early stopping may keep fewer).
+    random_state : int or None, default=None
+
+    Attributes
+    ----------
+    booster_ : AttackBooster
+    """
+
+    name = "boost"
+    column = "boost_logit"
+    parameter = "boost_iter"
+    #: Log-odds are continuous: no step between them is too small to mean something.
+    resolution = 0.0
+
+    def __init__(self, n_iter: int, *, random_state: int | None = None) -> None:
+        self.n_iter = n_iter
+        self.random_state = random_state
+
+    def fit(self, Z: np.ndarray, y: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+        train = np.ones(len(Z), dtype=bool)
+        train[held_out] = False
+        booster = AttackBooster(self.n_iter, random_state=self.random_state)
+        self.booster_ = booster.fit(Z[train], y[train])
+        return self.booster_.decision_function(Z[held_out])
+
+    def score(self, Z: np.ndarray) -> np.ndarray:
+        return self.booster_.decision_function(Z)
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The booster's state; its ``max_iter`` is the channel's ``n_iter``."""
+        return self.booster_.get_state()
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoostChannel:
+        booster = AttackBooster.from_state(config, arrays)
+        channel = cls(booster.max_iter)
+        channel.booster_ = booster
+        return channel
+
+
 #: Every side channel, in the order they are fitted (which fixes the order of seed draws).
 SIDE_CHANNELS: dict[str, type[SideChannel]] = {
     ForestChannel.name: ForestChannel,
+    BoostChannel.name: BoostChannel,
     NeighbourChannel.name: NeighbourChannel,
 }
 

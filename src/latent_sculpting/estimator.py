@@ -115,6 +115,11 @@ class LatentSculpting(BaseEstimator):
         Trees of the random forest side channel (:class:`~latent_sculpting.channels.ForestChannel`)
         trained on the scaled features against the known attacks; 0 for none. Only
         ``score="fisher"`` uses it, and it needs one.
+    boost_iter : int, default=0
+        Boosting iterations at most of the gradient-boosted trees side channel
+        (:class:`~latent_sculpting.channels.BoostChannel`, scikit-learn's histogram gradient
+        boosting, binary, against the known attacks; its score is the log-odds); 0 for none.
+        Only ``score="fisher"`` uses it; the booster is fitted without the held-out rows.
     stack_folds : int, default=0
         Most known attack families the ``"stacked"`` rule holds out in turn to learn its
         weights (:mod:`latent_sculpting.folds`); 0 with any other rule.
@@ -160,7 +165,7 @@ class LatentSculpting(BaseEstimator):
         The flow input's standardisation (``flow_standardize=True``).
     flow_ : LatentDensity
     channels_ : dict of str to side channel
-        The side channels that are on (``"forest"``), by name.
+        The side channels that are on (``"forest"``, ``"boost"``), by name.
     fusion_ : latent_sculpting.fusion.Fusion
         The fitted score rule (for ``"fisher"``, the tails of each channel).
     thresholds_ : dict of float to float
@@ -219,6 +224,7 @@ class LatentSculpting(BaseEstimator):
         flow_standardize: bool = True,
         svdd_dim: int = 32,
         forest_trees: int = 100,
+        boost_iter: int = 0,
         knn_prototypes: int = 0,
         stack_folds: int = 0,
         score: str = "fisher",
@@ -263,6 +269,7 @@ class LatentSculpting(BaseEstimator):
         self.flow_standardize = flow_standardize
         self.svdd_dim = svdd_dim
         self.forest_trees = forest_trees
+        self.boost_iter = boost_iter
         self.knn_prototypes = knn_prototypes
         self.stack_folds = stack_folds
         self.score = score

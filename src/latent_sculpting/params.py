@@ -76,6 +76,7 @@ PARAMETER_CONSTRAINTS: dict[str, list] = {
     "flow_standardize": ["boolean"],
     "svdd_dim": _ints(0),
     "forest_trees": _ints(0),
+    "boost_iter": _ints(0),
     "knn_prototypes": _ints(0),
     "stack_folds": _ints(0),
     "score": [StrOptions(set(FUSIONS))],

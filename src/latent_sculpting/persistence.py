@@ -100,10 +100,17 @@ _SIZE_CAPS = {
     "svdd_dim": MAX_WIDTH,
     **dict.fromkeys(("n_layers", "flow_transforms", "flow_hidden_layers"), MAX_LAYERS),
     "forest_trees": MAX_TREES,
+    "boost_iter": MAX_TREES,
+    # Prototypes are rows of the scaled features: a million of them is far beyond any use.
+    "knn_prototypes": 1 << 20,
+    "stack_folds": 1 << 10,
 }
 
 #: Parameters added after format 1, with the value a model without them was fitted with.
 _ADDED = {"selection": "centroid_f1", "flow_standardize": False, "svdd_dim": 0, "forest_trees": 0}
+#: Parameters added to format 3 after it was first written, with the value a model without them
+#: was fitted with (a side channel that did not exist was off).
+_ADDED_IN_3 = {"boost_iter": 0, "knn_prototypes": 0, "stack_folds": 0}
 #: Options that versions 1 and 2 allowed and this version does not.
 _REMOVED = {
     "score": {"combined"},
@@ -236,6 +243,7 @@ def load_model(path: str | Path, *, device: str = "cpu") -> tuple[dict[str, Any]
     version, params, fitted = _metadata(metadata, path)
     if version < 3:
         params, fitted, tensors = _upgrade(params, fitted, tensors, path)
+    params = {**_ADDED_IN_3, **params}
     part = "parameters"
     try:
         _check_params(params)

@@ -66,6 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "flow_standardize": False,
         "svdd_dim": 0,
         "forest_trees": 0,
+        "boost_iter": 0,
         "knn_prototypes": 0,
         "stack_folds": 0,
         "score": "two_stage",
