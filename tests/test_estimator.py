@@ -89,7 +89,9 @@ def test_fitted_state_thresholds_and_predict(fitted):
     assert pred[len(fresh) :].mean() == 1.0
     assert pred[: len(fresh)].mean() < 0.3
     assert model.channels_ == {} and model.svdd_ is not None
-    assert set(model.history_["seconds"]) == {"preprocess", "stage1", "side_channels", "stage2"}
+    assert set(model.history_["seconds"]) == {
+        "preprocess", "stage1", "side_channels", "stage2", "benign_profile"
+    }  # fmt: skip
 
 
 def test_fused_model_has_every_channel_and_its_details():
