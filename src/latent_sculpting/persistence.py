@@ -61,7 +61,7 @@ from .explain import BenignProfile
 from .flows import LatentDensity
 from .flowspec import MAX_NAME_LENGTH, FlowSpec, legacy_spec
 from .forest import MAX_FEATURES, MAX_TREES
-from .fusion import FUSIONS, FisherFusion
+from .fusion import FUSIONS, FisherFusion, StackedFusion
 from .params import PARAMETER_CONSTRAINTS, check_params
 from .preprocessing import FEATURE_TRANSFORMS, SCALERS, FeaturePreprocessor
 
@@ -925,14 +925,27 @@ _TAIL = {"tail", "max_extrapolation", "min_scale", "threshold_", "scale_"}
 
 
 def _fusion(score: str, config: Any, arrays: dict[str, np.ndarray], channels: list[str]) -> Any:
-    """The score rule; Fisher's tails, one per channel, must be those their references give."""
+    """The score rule; Fisher's tails, one per channel, must be those their references give;
+    the stacked rule's weights one of its allowed values per tail."""
     cls = FUSIONS[score]
-    if cls is not FisherFusion:
+    if not issubclass(cls, FisherFusion):
         _object(config, "its config", set())
         if arrays:
             raise ModelFileError(f"score={score!r} has no arrays, got {_few(sorted(arrays))}")
         return cls.from_state(config, arrays)
-    tails = _object(config, "its config", {"tails"})["tails"]
+    if cls is StackedFusion:
+        stacked = _object(config, "its config", {"tails", "fpr", "weights", "fold_scores"})
+        _number(stacked["fpr"], "its fpr")
+        if not 0 < stacked["fpr"] < 1:
+            raise ModelFileError(f"its fpr {stacked['fpr']!r} is not in (0, 1)")
+        scores = stacked["fold_scores"]
+        if not isinstance(scores, list) or len(scores) > _SIZE_CAPS["stack_folds"]:
+            raise ModelFileError(f"its fold scores {_shown(scores)} are not a short list")
+        for value in scores:
+            _number(value, "a fold score")
+        tails = stacked["tails"]
+    else:
+        tails = _object(config, "its config", {"tails"})["tails"]
     if not isinstance(tails, dict) or list(tails) != ["nll", *channels]:
         shown = list(tails) if isinstance(tails, dict) else _shown(tails)
         raise ModelFileError(f"tails of {shown}, channels {['nll', *channels]}")
@@ -940,9 +953,11 @@ def _fusion(score: str, config: Any, arrays: dict[str, np.ndarray], channels: li
     if set(arrays) != expected:
         raise ModelFileError(f"arrays {_few(sorted(arrays))}, expected {sorted(expected)}")
     for name, tail in tails.items():
-        tail = _object(tail, f"the {name} tail", _TAIL)
+        tail = _object(tail, f"the {name} tail", _TAIL, {"interpolate"})
         for key in _TAIL:
             _number(tail[key], f"the {name} tail's {key}")
+        if not isinstance(tail.get("interpolate", False), bool):
+            raise ModelFileError(f"the {name} tail's interpolate is not true or false")
         _array(arrays, f"{name}.reference", np.float64, (None,))
     fusion = cls.from_state(config, arrays)
     for name, tail in fusion.tails_.items():
