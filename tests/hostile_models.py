@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from small import FUSED_FAST
 
-from latent_sculpting import LatentSculpting, preset
+from latent_sculpting import LatentSculpting
 from latent_sculpting.data import load_cicids2017
 from latent_sculpting.experiment import cap_per_class
 
@@ -21,7 +22,7 @@ def every_part_model(folder: Path, table=None) -> Path:
     """A model of the fast preset with every part (encoder, Deep SVDD, flow scaling, forest,
     Fisher's tails, spec, drift reference, benign profile), saved in ``folder``."""
     table = training_table() if table is None else table
-    model = LatentSculpting(**preset("fast"), random_state=0)
+    model = LatentSculpting(**FUSED_FAST, random_state=0)
     model.fit(table.frame(), table.y, groups=table.labels, spec=table.spec)
     return model.save(folder / "model.sculpt")
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from sklearn.ensemble import HistGradientBoostingClassifier
+from small import FUSED_FAST
 from test_forest import fit_width, load_mutated
 from threadpoolctl import threadpool_limits
 
@@ -258,7 +259,7 @@ def boosted():
 
             patch.setattr(owner, name, wrapper)
         X, y = _flows()
-        params = {**preset("fast"), "score": "fisher", "boost_iter": 50, "forest_trees": 0}
+        params = {**FUSED_FAST, "score": "fisher", "boost_iter": 50, "forest_trees": 0}
         with limit_threads(1):
             model = LatentSculpting(**params, random_state=0, device="cpu").fit(X, y)
     return model, X, log
@@ -300,7 +301,7 @@ def test_an_estimator_with_a_boost_channel_saves_loads_and_scores_identically(bo
 def test_a_format_3_file_written_before_boost_iter_existed_loads(tmp_path):
     X, y = _flows(2)
     with limit_threads(1):
-        model = LatentSculpting(**{**preset("fast"), "forest_trees": 5}, random_state=0)
+        model = LatentSculpting(**{**FUSED_FAST, "forest_trees": 5}, random_state=0)
         model.fit(X, y)
     path = model.save(tmp_path / "model.sculpt")
     with safe_open(str(path), framework="pt") as opened:
@@ -317,9 +318,10 @@ def test_a_format_3_file_written_before_boost_iter_existed_loads(tmp_path):
 def test_boost_iter_is_checked_with_the_other_parameters():
     params = LatentSculpting(**preset("default")).get_params()
     check_params({**params, "boost_iter": 20})
+    nll = {**params, "knn_prototypes": 0, "stack_folds": 0, "score": "nll"}
     with pytest.raises(ValueError, match="boost_iter=20 fits a boost channel that score='nll'"):
-        check_params({**params, "boost_iter": 20, "forest_trees": 0, "score": "nll"})
+        check_params({**nll, "boost_iter": 20})
     with pytest.raises(ValueError, match="'boost_iter' parameter"):
         check_params({**params, "boost_iter": -1})
     with pytest.raises(ValueError, match="forest_trees >= 1 or boost_iter >= 1"):
-        check_params({**params, "forest_trees": 0})
+        check_params({**params, "boost_iter": 0, "knn_prototypes": 0})

@@ -63,7 +63,9 @@ def test_registry_and_switches():
     assert enabled_channels({"forest_trees": 0}) == []
     assert enabled_channels({"forest_trees": 3}) == ["forest"]
     assert enabled_channels({"forest_trees": 3, "knn_prototypes": 8}) == ["forest", "knn"]
-    assert ForestChannel.supervised and not NeighbourChannel.supervised
+    assert ForestChannel.supervised and BoostChannel.supervised
+    assert not NeighbourChannel.supervised
+    assert all(isinstance(cls.supervised, bool) for cls in SIDE_CHANNELS.values())
 
 
 def test_neighbour_distance_known_answers_and_held_out_rows_unused():

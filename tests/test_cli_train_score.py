@@ -62,7 +62,7 @@ def test_train_cic_writes_a_model_with_its_training_summary(cic_model, sample_ro
     assert info["label_counts"]["BENIGN"] == int((sample_rows["Label"] == "BENIGN").sum())
     assert model.spec_.label_column == "Label" and model.spec_.benign_label == "BENIGN"
     assert model.target_fpr == 0.1
-    assert model.calibration == "holdout" and model.stage1
+    assert model.calibration == "holdout" and model.score == "stacked"
     assert model.spec_.feature_names == list(model.feature_names_in_)
     assert len(model.calibration_scores_) > 0
 
@@ -272,12 +272,14 @@ def test_target_fpr_holds_on_fresh_benign_flows(tmp_path, capsys):
     """Split-conformal calibration: the false-alarm rate on new benign flows meets the target.
 
     Real benign flows of the embedded sample (all five days) are split at random into a
-    training file (1,500 rows: 50 % fit Stage 2, 50 % = 750 calibrate) and fresh flows (the
-    other ~6,000), so fresh and calibration flows are exchangeable. Benign-only data trains
-    Stage 2 alone. Conformal theory gives E[FPR] <= alpha; for one calibration set the FPR is
-    Beta(n + 1 - k, k) with k = ceil((n + 1)(1 - alpha)), for n = 750, alpha = 0.05: mean 0.0505,
-    sd 0.008; the ~6,000 test flows add a binomial sd of 0.003. We allow alpha + 0.03 (about
-    3.5 sd of finite-sample slack) and check the rate is not trivially zero (alpha - 0.03).
+    training file (1,500 rows: 50 % fit the benign channels, 50 % held out: 375 place the tails
+    of Fisher's sum, 375 calibrate) and fresh flows (the other ~6,000), so fresh and
+    calibration flows are exchangeable. Benign-only data trains the benign side alone (the flow
+    and the prototype distance). Conformal theory gives E[FPR] <= alpha; for one calibration set
+    the FPR is Beta(n + 1 - k, k) with k = ceil((n + 1)(1 - alpha)), for n = 375, alpha = 0.05:
+    mean 0.048, sd 0.011; the ~6,000 test flows add a binomial sd of 0.003. We allow alpha + 0.03
+    (about 2.7 sd of finite-sample slack) and check the rate is not trivially zero
+    (alpha - 0.03).
     """
     alpha = 0.05
     frame = pd.concat(
@@ -309,10 +311,12 @@ def test_target_fpr_holds_on_fresh_benign_flows(tmp_path, capsys):
         )
         == 0
     )
-    assert "benign density alone" in capsys.readouterr().err
+    assert "fitting the benign side alone" in capsys.readouterr().err
     model = LatentSculpting.load(model_path)
-    assert not model.stage1 and model.score == "nll" and model.forest_trees == 0
-    assert len(model.calibration_scores_) == 750
+    assert not model.stage1 and model.score == "fisher" and model.boost_iter == 0
+    assert list(model.channels_) == ["knn"]  # benign-only: no supervised channel
+    # 750 held out: half place the tails of Fisher's sum, half set the threshold.
+    assert len(model.calibration_scores_) == 375
 
     out = tmp_path / "fresh.parquet"
     assert (

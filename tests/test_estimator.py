@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
+from small import FUSED_FAST
 
 import latent_sculpting.estimator as estimator_module
 from latent_sculpting import LatentSculpting, preset
@@ -19,7 +20,7 @@ from latent_sculpting.stage2 import flow_inputs
 
 # Small and quick, but trained enough (about 100 steps a stage) to separate the toy classes.
 TINY = {
-    **preset("fast"),
+    **FUSED_FAST,
     # Pinned here rather than inherited, so that tuning the presets cannot move these tests.
     "score": "two_stage",
     "forest_trees": 0,

@@ -42,7 +42,8 @@ def test_ordinary_captures_train_a_benign_only_model_that_explains(example):
     assert len(flows) == 233  # 5 flows of the shared captures, 228 of tests/data/pcaps
     assert flows["source_file"].map(lambda p: Path(p).name).nunique() == 11
     model = LatentSculpting.load(example / "ordinary.sculpt")
-    assert not model.stage1 and model.score == "nll" and not model.channels_
+    # Benign-only data: the flow and the distance to benign prototypes, Fisher's sum.
+    assert not model.stage1 and model.score == "fisher" and list(model.channels_) == ["knn"]
     assert model.spec_.format == "nfstream" and model.benign_profile_.n_samples_ == 233
 
 
@@ -55,9 +56,10 @@ def test_every_shared_capture_is_scored_in_one_command(example):
     explained = scored["explanation"].to_numpy() != ""
     np.testing.assert_array_equal(explained, flagged)
     share = scored.groupby("source_file")["is_attack"].mean()
-    # The scans' flows are unlike the ordinary ones; the model's own captures are not flagged.
+    # The scans' flows are unlike the ordinary ones; the model's own captures (5 flows) are
+    # flagged far less (a 5 % threshold on 233 flows leaves room for one).
     assert all(share[name] > 0.8 for name in SCANS)
-    assert share[list(ORDINARY_SHARED)].max() == 0.0
+    assert scored[scored["source_file"].isin(ORDINARY_SHARED)]["is_attack"].sum() <= 1
     # Each alert names features and where their values stand among benign ones.
     reasons = scored.loc[flagged, "explanation"].str.split("; ")
     assert reasons.map(len).min() >= 1 and reasons.map(len).max() == 3

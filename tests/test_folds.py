@@ -14,6 +14,7 @@ STACKED = {
     "score": "stacked",
     "stack_folds": 8,
     "forest_trees": 10,
+    "boost_iter": 0,
     "knn_prototypes": 32,
 }
 

@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from sklearn.ensemble import RandomForestClassifier
+from small import FUSED_FAST
 
-from latent_sculpting import LatentSculpting, preset
+from latent_sculpting import LatentSculpting
 from latent_sculpting.errors import ModelFileError
 from latent_sculpting.forest import MAX_DEPTH, MAX_FEATURES, MAX_TREES, AttackForest
 from latent_sculpting.preprocessing import FeaturePreprocessor
@@ -351,7 +352,7 @@ def test_the_child_index_that_crashed_scoring_is_refused_in_a_model_file(tmp_pat
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(size=(300, 4)), rng.normal(size=(150, 4)) + 6]).astype(np.float32)
     y = np.r_[np.zeros(300), np.ones(150)].astype(int)
-    model = LatentSculpting(**{**preset("fast"), "forest_trees": 5}, random_state=0).fit(X, y)
+    model = LatentSculpting(**{**FUSED_FAST, "forest_trees": 5}, random_state=0).fit(X, y)
     path = model.save(tmp_path / "model.sculpt")
     with safe_open(str(path), framework="pt") as opened:
         metadata = opened.metadata()

@@ -7,7 +7,9 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from small import FUSED_FAST
 
+from latent_sculpting import preset
 from latent_sculpting.cli import main
 from latent_sculpting.experiment import reproduce
 from latent_sculpting.report import markdown_to_html, render_alerts, render_report
@@ -20,12 +22,13 @@ def reproduce_run(tmp_path_factory):
     """A real reproduce run on a stratified slice of the embedded sample (one seed, fast)."""
     out = tmp_path_factory.mktemp("run")
     reproduce(
-        preset="fast",
+        preset="fused",
         seeds=[0],
         max_per_class=120,
         out=out,
         verbose=False,
         overrides={
+            **{k: v for k, v in FUSED_FAST.items() if v != preset("fused")[k]},
             "calibration": "train",
             "score": "nll",
             "forest_trees": 0,

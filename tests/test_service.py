@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latent_sculpting import LatentSculpting, preset
+from latent_sculpting import LatentSculpting
 from latent_sculpting.data import load_cicids2017, sample_path
 from latent_sculpting.experiment import cap_per_class
 from latent_sculpting.scoring import Scorer
@@ -18,6 +18,8 @@ from latent_sculpting.scoring import Scorer
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
+from small import FUSED_FAST  # noqa: E402
+
 from latent_sculpting.service import create_app  # noqa: E402
 
 MAX_BODY = 256 * 1024
@@ -30,7 +32,7 @@ def model(tmp_path_factory):
     table = cap_per_class(load_cicids2017(), 60, seed=0)
     X = pd.DataFrame(table.X, columns=table.feature_names)
     fitted = LatentSculpting(
-        **{**preset("fast"), "calibration": "train", "score": "nll", "forest_trees": 0},
+        **{**FUSED_FAST, "calibration": "train", "score": "nll", "forest_trees": 0},
         random_state=0,
     )
     fitted.fit(X, table.y, groups=table.labels, spec=table.spec)

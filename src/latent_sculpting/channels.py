@@ -234,6 +234,7 @@ class BoostChannel:
     """
 
     name = "boost"
+    supervised = True
     column = "boost_logit"
     parameter = "boost_iter"
     #: Log-odds are continuous: no step between them is too small to mean something.

@@ -68,7 +68,11 @@ MethodFactory = Callable[[str, int | None, dict], Method]
 #: Methods of a full run: our default, its flow channel alone, and every baseline.
 BENCHMARK_METHODS: tuple[str, ...] = (
     "default",
-    "default-noforest",
+    "default-noboost",
+    "default-noknn",
+    "default-fisher",
+    "default-sculpt",
+    "fused",
     "rf",
     "hgb",
     "mlp",
@@ -89,7 +93,7 @@ QUICK: dict[str, Any] = {
 }
 
 #: Bumped when a change makes old checkpoints mean something else.
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 def _slug(text: str) -> str:
