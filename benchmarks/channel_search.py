@@ -414,9 +414,14 @@ def cmd_report(args):
 
     def table(part, title):
         t = part.groupby("design")[cols].mean().sort_values("auroc", ascending=False)
-        body = ["| design | AUROC | recall 5 % | 1 % | 0.1 % |", "|---|---:|---:|---:|---:|"]
+        # Not every channel was cached on every dataset: the count says which means compare.
+        n = part.groupby("design")["fold"].nunique()
+        body = [
+            "| design | folds | AUROC | recall 5 % | 1 % | 0.1 % |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for name, r in t.iterrows():
-            body.append(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+            body.append(f"| {name} | {n[name]} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
         return [f"### {title}", "", *body, ""]
 
     lines += table(frame, f"All folds ({frame['fold'].nunique()})")
