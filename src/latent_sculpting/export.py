@@ -23,22 +23,26 @@ Deep SVDD embedding       bias-free ``MatMul``, ``BatchNormalization`` (running 
 flow input                ``Concat`` and the flow's standardisation (:func:`flow_input`)
 Stage 2                   the MAF's negative log-likelihood from its masked weights, as
                           :class:`~latent_sculpting.fastpath.FastMAF` computes it (:func:`maf_nll`)
-side channels             one function each, in :data:`CHANNEL_EXPORTERS`: the forest as one
-                          ``ai.onnx.ml`` ``TreeEnsemble`` over float64 inputs (:func:`forest`)
+side channels             one function each, in :data:`CHANNEL_EXPORTERS`: the forest and the
+                          boosted trees as one ``ai.onnx.ml`` ``TreeEnsemble`` each over float64
+                          inputs (:func:`forest`, :func:`boost`), the distance to the nearest
+                          benign prototype (:func:`neighbours`)
 score rule                one function each, in :data:`FUSION_EXPORTERS`: Fisher's sum of tail
-                          ``-log p`` (an unrolled binary search stands for ``searchsorted``, then
-                          the exponential tail), the paper's two-stage rule, the NLL alone
+                          ``-log p`` and its weighted form (``stacked``), each tail an unrolled
+                          binary search standing for ``searchsorted`` then the interpolated (or
+                          stepped) empirical piece and the exponential tail
+                          (:func:`tail_neg_log_p`); the paper's two-stage rule; the NLL alone
 p-value and verdict       the conformal p-value (the same search) and ``score > threshold_``
 ========================= =======================================================================
 
 We write the graph ourselves rather than tracing the modules with ``torch.onnx.export``: the
-score is mostly not torch (the forest, the tails, the searches), the default exporter of torch 2.9
-and later needs ``onnxscript``, and a graph built from validated arrays is exact by
-construction where a trace is only as good as the trace. The forest is not converted by
-skl2onnx or hummingbird either: the model holds plain node arrays, not a scikit-learn forest,
-and ``TreeEnsemble`` with float64 thresholds and weights reproduces its float32-against-float64
-comparisons and its float64 leaf sums exactly, which the float32 ``TreeEnsembleClassifier``
-that those converters write does not.
+score is mostly not torch (the trees, the prototypes, the tails, the searches), the default
+exporter of torch 2.9 and later needs ``onnxscript``, and a graph built from validated arrays
+is exact by construction where a trace is only as good as the trace. The trees are not converted by
+skl2onnx or hummingbird either: the model holds plain node arrays, not scikit-learn estimators,
+and ``TreeEnsemble`` with float64 thresholds and weights reproduces their comparisons and
+their float64 leaf sums exactly, which the float32 ``TreeEnsembleClassifier`` and
+``TreeEnsembleRegressor`` that those converters write do not.
 
 Not exported (an :class:`ExportError` names the part): the quantile feature transform, the
 CNN-Transformer and FT-Transformer encoders of the paper presets, and any side channel or score
@@ -545,8 +549,8 @@ def to_onnx(model: Any, *, channel_outputs: bool = False) -> onnx.ModelProto:
     channel_outputs : bool, default False
         Also output each channel's score (float64, ``[rows]``), as
         :meth:`LatentSculpting.score_details` names them: ``nll``, each side channel's column
-        (``forest_probability``) and, with Stage 1, ``distance_benign`` and
-        ``distance_attack``.
+        (``boost_logit``, ``knn_distance``, ``forest_probability``) and, with Stage 1,
+        ``distance_benign`` and ``distance_attack``.
 
     Returns
     -------
