@@ -20,7 +20,7 @@ flags. Prints:
 
 Usage::
 
-    python benchmarks/bench_explain.py                      # default preset (fit ~20-60 s)
+    python benchmarks/bench_explain.py                      # default preset (fit a few minutes)
     python benchmarks/bench_explain.py --preset fast        # quick
     python benchmarks/bench_explain.py --model model.sculpt # a model fitted on the same split
 """
@@ -59,6 +59,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
 
     splits = zero_shot_splits(load_cicids2017(), seed=42)
     train = splits.train
@@ -181,20 +182,20 @@ def main() -> int:
         )
     tails = getattr(model.fusion_, "tails_", {})
     if "nll" in tails:
+        weights = getattr(model.fusion_, "weights_", dict.fromkeys(tails, 1.0))
         print("\nWhich channel keeps a flow above the threshold after the reset:\n")
         print(
-            "| features reset | density beyond its tail threshold | "
-            + " | ".join(f"{c} beyond its tail threshold" for c in tails if c != "nll")
+            "| features reset | "
+            + " | ".join(f"{name} (weight {weights[name]:g}) beyond its tail" for name in tails)
             + " |"
         )
-        print("|---|---:|" + "---:|" * (len(tails) - 1))
+        print("|---|" + "---:|" * len(tails))
         for name in ("model-guided", "model-guided, greedy over every feature"):
             details = model.score_details(profile.reset(X, named[name]))
-            cells = [f"{np.mean(details['nll'] > tails['nll'].threshold_):.1%}"]
-            for channel, tail in tails.items():
-                if channel != "nll":
-                    column = model.channels_[channel].column
-                    cells.append(f"{np.mean(details[column] > tail.threshold_):.1%}")
+            cells = [
+                f"{np.mean(details[_column(model, c)] > tail.threshold_):.1%}"
+                for c, tail in tails.items()
+            ]
             print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"\n## Cost (scoring the {n:,} flows: {scoring:.3g} s)\n")
     print("Explanation time over the time of scoring the batch the flagged flows came from.\n")
@@ -204,10 +205,11 @@ def main() -> int:
         print(f"| {name} | {ratio:.2f} | {variants:.1f} |")
     if args.diagnose:
         _diagnose(model, profile, X, s, args.k)
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    before, after = (", ".join(f"{v:.2f}" for v in load) for load in (load_before, os.getloadavg()))
     print(
         f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); load average (1, 5, 15 min) {load}."
+        f"({torch.get_num_threads()} threads); load average (1, 5, 15 min) {before} at the "
+        f"start, {after} at the end."
     )
     return 0
 
@@ -232,25 +234,32 @@ def _diagnose(model, profile: BenignProfile, X: np.ndarray, s: np.ndarray, k: in
         profile, X[pick], model.decision_function, scores=s[pick], k=30, n_candidates=every
     )
     print(f"Greedy path over all features, {len(pick)} flagged flows:\n")
-    print(
-        "| features reset | below threshold | density beyond its tail | forest beyond its tail "
-        "| median forest probability |"
-    )
-    print("|---:|---:|---:|---:|---:|")
     tails = getattr(model.fusion_, "tails_", {})
+    weights = getattr(model.fusion_, "weights_", dict.fromkeys(tails, 1.0))
+    columns = {name: _column(model, name) for name in tails}
+    print(
+        "| features reset | below threshold | "
+        + " | ".join(f"{name} (weight {weights[name]:g}) beyond its tail" for name in tails)
+        + " | "
+        + " | ".join(f"median {columns[name]}" for name in tails if name != "nll")
+        + " |"
+    )
+    print("|---:|---:|" + "---:|" * (2 * len(tails) - 1))
     for count in (3, 5, 10, 20, 30):
         units = _units(profile, [type(e)(e.reasons[:count]) for e in found], count)
         details = model.score_details(profile.reset(X[pick], units))
-        below = np.mean(details["score"] <= threshold)
-        cells = ["–", "–", "–"]
-        if "nll" in tails and "forest_probability" in details:
-            forest = details["forest_probability"]
-            cells = [
-                f"{np.mean(details['nll'] > tails['nll'].threshold_):.0%}",
-                f"{np.mean(forest > tails['forest'].threshold_):.0%}",
-                f"{np.median(forest):.3f}",
-            ]
-        print(f"| {count} | {below:.0%} | " + " | ".join(cells) + " |")
+        cells = [f"{np.mean(details['score'] <= threshold):.0%}"]
+        cells += [
+            f"{np.mean(details[columns[name]] > tail.threshold_):.0%}"
+            for name, tail in tails.items()
+        ]
+        cells += [f"{np.median(details[columns[name]]):.3g}" for name in tails if name != "nll"]
+        print(f"| {count} | " + " | ".join(cells) + " |")
+
+
+def _column(model, name: str) -> str:  # noqa: ANN001
+    """The :meth:`score_details` column of a fused channel (``nll``, or a side channel's)."""
+    return "nll" if name == "nll" else model.channels_[name].column
 
 
 class _Counter:
