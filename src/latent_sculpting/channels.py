@@ -7,6 +7,12 @@ and hands its scores to the ``score`` rule (:mod:`latent_sculpting.fusion`) unde
 Adding one (a kNN distance on the scaled features, say) takes the class, its entry in
 :data:`SIDE_CHANNELS`, and its parameter in the estimator and the presets.
 
+**Benign-describing channels.** A channel that learns only what benign traffic looks like (a
+kNN distance to benign flows, say) sets ``describes_benign = True``: adapting a model to another
+network (:mod:`latent_sculpting.adapt`) then refits it, like the flow, on that network's benign
+flows, calling ``fit`` with benign rows only. A channel that learns attacks (the forest) keeps
+``False`` and is kept as it is.
+
 **Held-out rows.** The rules are fitted and thresholded on benign rows held out of every fit, so
 ``fit`` returns *out-of-sample* scores for them: a channel that learns from them too (the
 forest, for which benign flows are the minority class worth every row) must score them with a
@@ -36,6 +42,9 @@ class SideChannel(Protocol):
     parameter: ClassVar[str]
     #: Smallest step between its scores that means something (floors the fusion's tail scale).
     resolution: float
+    #: Whether it learns only benign traffic, so that adapting the model to another network
+    #: refits it on that network's benign flows (:mod:`latent_sculpting.adapt`).
+    describes_benign: ClassVar[bool]
 
     def __init__(self, size: int, *, random_state: int | None = None) -> None:
         """``size`` is the value of :attr:`parameter`, ``random_state`` a seed of its own."""
@@ -76,6 +85,7 @@ class ForestChannel:
     name = "forest"
     column = "forest_probability"
     parameter = "forest_trees"
+    describes_benign = False
 
     def __init__(self, n_trees: int, *, random_state: int | None = None) -> None:
         self.n_trees = n_trees

@@ -3,7 +3,9 @@
 ``sculpt score`` (one process), the Ray engine (one actor per worker) and the HTTP service all
 turn records into a :class:`~latent_sculpting.flowspec.FlowBatch` and hand it to a
 :class:`Scorer`, so a flow gets the same columns and the same numbers whichever way it is
-scored, and the flag counts of a run are kept in one place (:class:`ScoreTally`).
+scored, and the flag counts of a run are kept in one place (:class:`ScoreTally`). A scorer
+given a :class:`~latent_sculpting.drift.DriftMonitor` (:func:`drift_monitor`) also counts what
+it scores against the model's benign training traffic, for the drift report.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .drift import DriftMonitor, RollingDriftMonitor
 from .estimator import conformal_p_values
 from .explain import Explainer
 from .flowspec import FlowBatch, model_spec
 
-__all__ = ["OUTPUT_COLUMNS", "ScoreTally", "Scorer"]
+__all__ = ["OUTPUT_COLUMNS", "ScoreTally", "Scorer", "drift_monitor", "drift_summary"]
 
 #: Columns appended to the input's identifier columns, in order.
 OUTPUT_COLUMNS = ("score", "p_value", "is_attack", "flagged_by")
@@ -86,15 +89,27 @@ class Scorer:
         Adds an ``explanation`` column: for each flagged flow its top features with their
         values and how unusual each is among benign training flows
         (:mod:`latent_sculpting.explain`), empty for the others.
+    drift : DriftMonitor, optional
+        Counts every scored flow's features and flag (:func:`drift_monitor`). When the records
+        carry labels, only the flows labelled benign are counted: the question is whether
+        *benign* traffic still looks like the benign training traffic, and attacks are meant to
+        differ and to be flagged.
 
     Attributes
     ----------
     tally : ScoreTally
     """
 
-    def __init__(self, model: Any, *, explainer: Explainer | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        explainer: Explainer | None = None,
+        drift: DriftMonitor | None = None,
+    ) -> None:
         self.model = model
         self.explainer = explainer
+        self.drift = drift
         self.spec = model_spec(model)
         self.tally = ScoreTally()
 
@@ -121,6 +136,9 @@ class Scorer:
             out[self.spec.label_column] = batch.labels
             benign = np.asarray(batch.labels == self.spec.benign_label, dtype=bool)
         self.tally.add(is_attack, flagged_by, benign)
+        if self.drift is not None:
+            counted = slice(None) if benign is None else benign
+            self.drift.update(batch.X[counted], is_attack[counted])
         return out
 
     def _explanations(self, X: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> np.ndarray:
@@ -130,3 +148,39 @@ class Scorer:
             found = self.explainer.explain(X[rows], score[rows], batch_rows=len(score))
             text[rows] = [e.text() for e in found]
         return text
+
+
+def drift_monitor(model: Any, *, window: int | None = None) -> DriftMonitor | None:
+    """A drift monitor against ``model``'s benign training traffic (its ``drift_reference_``).
+
+    Parameters
+    ----------
+    model : LatentSculpting
+    window : int, optional
+        Report on the last ``window`` flows only (:class:`RollingDriftMonitor`, for a service);
+        None: on every flow counted.
+
+    Returns
+    -------
+    DriftMonitor or None
+        None when the model file predates drift bins.
+    """
+    reference = getattr(model, "drift_reference_", None)
+    if reference is None:
+        return None
+    if window is None:
+        return DriftMonitor(reference)
+    return RollingDriftMonitor(reference, window=window)
+
+
+def drift_summary(monitor: DriftMonitor, *, rows: int, labelled_rows: int) -> dict[str, Any]:
+    """The monitor's report as JSON-able dict, saying which of the ``rows`` scored flows it
+    counted (all of them, or, of the ``labelled_rows`` that carried labels, the benign ones)."""
+    out = monitor.report().to_dict()
+    if labelled_rows == 0:
+        out["counted"] = "all flows"
+    elif labelled_rows == rows:
+        out["counted"] = "flows labelled benign"
+    else:
+        out["counted"] = "flows labelled benign, and every flow of the unlabelled inputs"
+    return out

@@ -5,7 +5,9 @@ as a CSV body (``Content-Type: text/csv``) and answers one object per flow with 
 ``p_value``, ``is_attack`` and ``flagged_by``, plus the flow's identifier fields when it has
 any. Records go through the model's :class:`~latent_sculpting.flowspec.FlowSpec` and the one
 :class:`~latent_sculpting.scoring.Scorer`, so the numbers are those of ``sculpt score``.
-``GET /v1/model`` describes the model; ``GET /health`` answers when it is up.
+``GET /v1/model`` describes the model; ``GET /v1/drift`` compares the last flows scored with the
+model's benign training traffic (:mod:`latent_sculpting.drift`, over a rolling window; a change
+of verdict is also logged); ``GET /health`` answers when it is up.
 
 Requests are untrusted (docs/security.md): every limit below is checked before the work it
 bounds, and a bad request gets a 4xx answer naming the record and field, never a 500 and never
@@ -38,7 +40,7 @@ from .errors import FlowInputError
 from .flowspec import encode, model_spec
 from .formats import get_format
 from .readers.delimited import parse_bytes
-from .scoring import Scorer
+from .scoring import Scorer, drift_monitor, drift_summary
 
 __all__ = ["LIMITS", "create_app", "model_card"]
 
@@ -96,6 +98,7 @@ def create_app(
     token: str | None = None,
     openapi: bool = False,
     limits: dict[str, int] | None = None,
+    drift_window: int = 10_000,
 ) -> FastAPI:
     """Build the service around a fitted ``model``.
 
@@ -109,6 +112,8 @@ def create_app(
         Serve the OpenAPI schema at ``/openapi.json`` (no interactive page either way).
     limits : dict, optional
         Overrides of :data:`LIMITS`.
+    drift_window : int, default 10000
+        Flows the drift report of ``GET /v1/drift`` covers: the most recent ones.
 
     Returns
     -------
@@ -125,9 +130,12 @@ def create_app(
         raise ValueError("a bearer token must have at least 16 characters")
     if not hasattr(model, "flow_"):
         raise ValueError("the model is not fitted")
+    if not isinstance(drift_window, int) or drift_window < 10:
+        raise ValueError(f"drift_window must be an integer >= 10, got {drift_window!r}")
     card = model_card(model)
     parser = RecordParser(model_spec(model), limits)
-    scorer = Scorer(model)
+    scorer = Scorer(model, drift=drift_monitor(model, window=drift_window))
+    drifted = [False]  # the last verdict, to log changes only
     # torch modules are not documented thread-safe for concurrent forward passes; FastAPI runs
     # blocking work in a thread pool, so scoring is serialised.
     lock = threading.Lock()
@@ -163,6 +171,26 @@ def create_app(
     def describe() -> dict[str, Any]:
         return card
 
+    @app.get("/v1/drift", dependencies=[Depends(authorize)])
+    def drift() -> dict[str, Any]:
+        if scorer.drift is None:
+            raise RequestError(
+                404, "this model file has no drift bins (an older version wrote it); retrain it"
+            )
+        tally = scorer.tally
+        report = drift_summary(scorer.drift, rows=tally.rows, labelled_rows=tally.labelled_rows)
+        return {**report, "window": drift_window}
+
+    def check_drift() -> None:
+        # A change of verdict goes to the log, where an operator watching it sees it.
+        if scorer.drift is None:
+            return
+        report = scorer.drift.report()
+        if report.drifted != drifted[0]:
+            drifted[0] = report.drifted
+            log = logger.warning if report.drifted else logger.info
+            log("%s", report)
+
     @app.post(
         "/v1/score",
         dependencies=[Depends(authorize)],
@@ -183,7 +211,9 @@ def create_app(
 
         def _score() -> pd.DataFrame:
             with lock:
-                return scorer.score(parser.encode(records))
+                scored = scorer.score(parser.encode(records))
+                check_drift()
+                return scored
 
         try:
             scored = await anyio.to_thread.run_sync(_score)
