@@ -228,16 +228,14 @@ def _refit_densities(
 
 def _drift_summary(model: Any, X: np.ndarray, flags: np.ndarray) -> dict[str, Any] | None:
     """The drift verdict on the new flows against the model's benign training traffic, before
-    adapting: whether they differ, which features moved, what it meant for false alarms."""
+    adapting: whether they differ, which features moved (the largest PSI first), what it meant
+    for false alarms."""
     reference = getattr(model, "drift_reference_", None)
     if reference is None:
         return None
     report = DriftMonitor(reference).update(X, flags).report()
-    moved = [
-        name
-        for name in report.top_features
-        if report.feature_drifted[report.feature_names.index(name)]
-    ]
+    order = np.lexsort((-report.out_of_range_share, -report.psi))
+    moved = [report.feature_names[j] for j in order if report.feature_drifted[j]]
     return {
         "drifted": report.drifted,
         "flagged_share": report.flagged_share,

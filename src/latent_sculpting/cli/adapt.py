@@ -157,17 +157,22 @@ def describe_adaptation(model: Any, record: dict[str, Any]) -> str:
     ]
     drift = record.get("drift_before")
     if drift is not None:
-        moved = ", ".join(drift["moved_features"]) or "none"
+        moved = drift["moved_features"]
+        shown = ", ".join(moved[:5]) + (f" and {len(moved) - 5} more" if len(moved) > 5 else "")
         verdict = "unlike" if drift["drifted"] else "like"
         lines.append(
-            f"drift check before: they look {verdict} the training traffic (moved most: {moved})"
+            f"drift check before: they look {verdict} the training traffic (features moved: "
+            f"{shown or 'none'})"
         )
-    lines.append(
-        f"threshold: {record['threshold_before']} -> {model.threshold_:.6g} (split-conformal "
-        f"on {record['calibration_rows']:,} held-out flows)"
+    old = record["threshold_before"]
+    rule = (
+        "split-conformal"
         if model.target_fpr is not None
-        else f"threshold: {record['threshold_before']} -> {model.threshold_:.6g} "
-        f"(P{model.percentile:g} of {record['calibration_rows']:,} held-out flows)"
+        else f"P{model.percentile:g} of the scores of"
+    )
+    lines.append(
+        f"threshold: {'inf' if old is None else f'{old:.6g}'} -> {model.threshold_:.6g} "
+        f"({rule} on {record['calibration_rows']:,} held-out flows)"
     )
     return "\n".join(lines)
 
