@@ -73,8 +73,10 @@ def adapt(
     Returns
     -------
     model
-        The same model, adapted. ``model.training_info_["adaptations"]`` gains a record: rows,
-        how they were split, the date, and how many of them the model flagged before.
+        The same model, adapted; its ``calibration`` parameter becomes ``"holdout"``.
+        ``model.training_info_["adaptations"]`` gains a record: rows, how they were split, how
+        many of them the model flagged before and the drift verdict on them, the old and new
+        threshold, the seed and the date.
 
     Raises
     ------

@@ -9,7 +9,8 @@ still are, from the features and flags alone:
   rate. A few KB; saved with the model through :meth:`~DriftReference.get_state`.
 - :class:`DriftMonitor` accumulates bin counts of scored batches in ``O(features x bins)``
   memory; :class:`RollingDriftMonitor` keeps the same counts for the last flows only, for a
-  long-running service. Both are thread-safe.
+  long-running service. Both are thread-safe; a monitor's counts travel between processes as
+  JSON (:meth:`~DriftMonitor.get_counts`, :meth:`~DriftMonitor.add_counts`).
 - :class:`DriftReport`: the population stability index (PSI) and the share outside the training
   range per feature, the flagged share against the target with a one-sided binomial test, a
   verdict, the features that moved most and what it means in plain words.

@@ -6,8 +6,9 @@ as a CSV body (``Content-Type: text/csv``) and answers one object per flow with 
 any. Records go through the model's :class:`~latent_sculpting.flowspec.FlowSpec` and the one
 :class:`~latent_sculpting.scoring.Scorer`, so the numbers are those of ``sculpt score``.
 ``GET /v1/model`` describes the model; ``GET /v1/drift`` compares the last flows scored with the
-model's benign training traffic (:mod:`latent_sculpting.drift`, over a rolling window; a change
-of verdict is also logged); ``GET /health`` answers when it is up.
+model's benign training traffic (:mod:`latent_sculpting.drift`, over a rolling window; the
+verdict is looked at after every tenth of the window and logged when it changes); ``GET /health``
+answers when it is up.
 
 Requests are untrusted (docs/security.md): every limit below is checked before the work it
 bounds, and a bad request gets a 4xx answer naming the record and field, never a 500 and never
@@ -135,7 +136,8 @@ def create_app(
     card = model_card(model)
     parser = RecordParser(model_spec(model), limits)
     scorer = Scorer(model, drift=drift_monitor(model, window=drift_window))
-    drifted = [False]  # the last verdict, to log changes only
+    # The verdict is looked at again after every tenth of the window, and logged when it changed.
+    verdict = {"drifted": False, "rows": 0}
     # torch modules are not documented thread-safe for concurrent forward passes; FastAPI runs
     # blocking work in a thread pool, so scoring is serialised.
     lock = threading.Lock()
@@ -182,12 +184,12 @@ def create_app(
         return {**report, "window": drift_window}
 
     def check_drift() -> None:
-        # A change of verdict goes to the log, where an operator watching it sees it.
-        if scorer.drift is None:
+        if scorer.drift is None or scorer.tally.rows - verdict["rows"] < drift_window // 10:
             return
+        verdict["rows"] = scorer.tally.rows
         report = scorer.drift.report()
-        if report.drifted != drifted[0]:
-            drifted[0] = report.drifted
+        if report.drifted != verdict["drifted"]:
+            verdict["drifted"] = report.drifted
             log = logger.warning if report.drifted else logger.info
             log("%s", report)
 

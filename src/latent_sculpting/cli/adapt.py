@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         required=True,
         metavar="FLOWS",
         help="benign flow files or folders of the new network, in the model's input format "
-        "(about 1,000 flows or more)",
+        "(about 1,000 flows or more). The new threshold keeps the model's false-alarm target for "
+        "future benign flows of that network if they are exchangeable with these: the same mix "
+        "of devices, services and times, as if drawn at random from the same period",
     )
     parser.add_argument(
         "-o", "--output", required=True, metavar="NEW_MODEL", help="adapted model file to write"

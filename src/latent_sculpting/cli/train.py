@@ -42,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="benign flows of the network the model is for, when the training data comes from "
         "elsewhere (a public dataset, another site): half of them are trained on with the "
         "data, half are held out to set the threshold, the fusion's references and the "
-        "drift bins, so that --target-fpr holds on that network. Every one is learned as "
-        "benign",
+        "drift bins, so that --target-fpr holds for future benign flows of that network that "
+        "are exchangeable with these (the same mix of devices, services and times). Every one "
+        "is learned as benign",
     )
     add_benign_flags(parser)
     add_model_flags(parser)
