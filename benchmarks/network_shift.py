@@ -334,7 +334,7 @@ def commit() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new", type=int, default=1000, help="benign flows adapted on")
-    parser.add_argument("--draws", type=int, default=5, help="draws of those flows per case")
+    parser.add_argument("--draws", type=int, default=3, help="draws of those flows per case")
     parser.add_argument("--repeats", type=int, default=10, help="false-warning repeats")
     parser.add_argument("--attack-cap", type=int, default=2000, help="attacks per class, part 3")
     parser.add_argument("--targets", nargs="+", help="IoT-23 target captures (default: all)")
