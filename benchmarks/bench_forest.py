@@ -55,10 +55,7 @@ def main() -> int:
         parser.error("--trees, --repeats and --batches must be positive")
     load_before = os.getloadavg()
 
-    table = load_cicids2017()
-    pre = FeaturePreprocessor(feature_transform="log1p", scaler="standard")
-    X = np.ascontiguousarray(pre.fit_transform(table.X), dtype=np.float32)
-    y = (table.labels != "BENIGN").astype(int)
+    X, y = sample()
     forest = RandomForestClassifier(args.trees, n_jobs=1, oob_score=True, random_state=args.seed)
     started = time.perf_counter()
     with warnings.catch_warnings():
@@ -92,35 +89,64 @@ def main() -> int:
     except ImportError:
         print("treelite is not installed: GTIL skipped (pip install treelite==4.8.1)")
 
+    with threadpool_limits(1):
+        compare(
+            candidates,
+            X,
+            lambda rows: forest.predict_proba(rows)[:, 1],
+            args.batches,
+            args.repeats,
+            baseline="sklearn Tree.predict",
+        )
+    load_after = os.getloadavg()
+    print(f"\nload average (1, 5, 15 min): before {load_before}, after {load_after}")
+    return 0
+
+
+def sample() -> tuple[np.ndarray, np.ndarray]:
+    """The embedded sample's features after signed log1p and standard scaling (float32, as the
+    estimator scores them), and its 0 (benign) / 1 (attack) targets."""
+    table = load_cicids2017()
+    pre = FeaturePreprocessor(feature_transform="log1p", scaler="standard")
+    X = np.ascontiguousarray(pre.fit_transform(table.X), dtype=np.float32)
+    return X, (table.labels != "BENIGN").astype(int)
+
+
+def compare(
+    candidates: dict[str, Callable[[np.ndarray], np.ndarray]],
+    X: np.ndarray,
+    reference: Callable[[np.ndarray], np.ndarray],
+    batches: list[int],
+    repeats: int,
+    baseline: str,
+) -> None:
+    """Print flows/s of each candidate on batches of ``X``'s rows (the best of ``repeats``
+    calls), its ratio to the ``baseline`` candidate's, and whether it equals ``reference``."""
     print(
         f"\n{platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
         f"numba {numba.__version__}, one thread\n"
     )
-    print("| evaluator | batch | flows/s | vs sklearn Tree.predict | equal to sklearn |")
+    print(f"| evaluator | batch | flows/s | vs {baseline} | equal to sklearn |")
     print("|---|---:|---:|---:|---|")
-    with threadpool_limits(1):
-        for batch in args.batches:
-            rows = np.ascontiguousarray(np.resize(X, (batch, X.shape[1])))
-            expected = forest.predict_proba(rows)[:, 1]
-            exact = {}
+    for batch in batches:
+        rows = np.ascontiguousarray(np.resize(X, (batch, X.shape[1])))
+        expected = reference(rows)
+        exact = {}
+        for name, predict in candidates.items():
+            predict(rows[:64])  # compile, warm caches
+            exact[name] = np.array_equal(predict(rows), expected)
+        # Round robin, so that a burst of load from elsewhere hits every evaluator alike.
+        best = dict.fromkeys(candidates, np.inf)
+        for _ in range(repeats):
             for name, predict in candidates.items():
-                predict(rows[:64])  # compile, warm caches
-                exact[name] = np.array_equal(predict(rows), expected)
-            # Round robin, so that a burst of load from elsewhere hits every evaluator alike.
-            best = dict.fromkeys(candidates, np.inf)
-            for _ in range(args.repeats):
-                for name, predict in candidates.items():
-                    started = time.perf_counter()
-                    predict(rows)
-                    best[name] = min(best[name], time.perf_counter() - started)
-            baseline = batch / best["sklearn Tree.predict"]
-            for name in candidates:
-                rate = batch / best[name]
-                equal = "yes" if exact[name] else "NO"
-                print(f"| {name} | {batch} | {rate:,.0f} | {rate / baseline:.2f} | {equal} |")
-    load_after = os.getloadavg()
-    print(f"\nload average (1, 5, 15 min): before {load_before}, after {load_after}")
-    return 0
+                started = time.perf_counter()
+                predict(rows)
+                best[name] = min(best[name], time.perf_counter() - started)
+        base = batch / best[baseline]
+        for name in candidates:
+            rate = batch / best[name]
+            equal = "yes" if exact[name] else "NO"
+            print(f"| {name} | {batch} | {rate:,.0f} | {rate / base:.2f} | {equal} |")
 
 
 def _tree_predict(forest: RandomForestClassifier) -> Callable[[np.ndarray], np.ndarray]:
@@ -185,7 +211,7 @@ def _row_walk(X, roots, children, features, thresholds, nan_left, share, out):
 
 def _numba_row_walk(forest: AttackForest) -> Callable[[np.ndarray], np.ndarray]:
     """Each row down each tree with a branch per node, on the library's kernel arrays."""
-    roots, _, children, features, thresholds, nan_left, share = forest._walk_arrays
+    roots, _, children, features, thresholds, nan_left, share = forest.trees_._kernel_arrays
     roots, children, features = (a.astype(np.int64) for a in (roots, children, features))
 
     def predict(rows: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017, zero_shot_splits
 
 PATH = Path(__file__).parent / "data" / "reference_scores.npz"
-PRESET_NAMES = ("paper-v1", "paper-v2", "default", "fast")
+PRESET_NAMES = ("paper-v1", "paper-v2", "fused", "default", "fast")
 N_TRAIN, N_SCORE = 2500, 600
 # The paper presets train for 10 + 10 epochs; 2 + 2 keep their every code path at a tenth of
 # the time, which is what a refactor needs checked.

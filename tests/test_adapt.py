@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
+from small import FUSED_FAST
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.adapt import MIN_FIT_ROWS, min_benign_rows
 from latent_sculpting.calibration import conformal_threshold
+from latent_sculpting.channels import NeighbourChannel
 from latent_sculpting.cli import main
 from latent_sculpting.data import BENIGN, load_cicids2017, read_flows, sample_path
 
@@ -39,41 +42,69 @@ def data(slower_network):
     late_benign = rng.permutation(np.flatnonzero(late & (table.labels == BENIGN)))
     frame = table.frame()
     new = slower_network(frame.iloc[late_benign])
+    attacks = frame[table.labels != BENIGN].iloc[:2000].reset_index(drop=True)
     return {
         "table": table,
         "X": frame.iloc[train].reset_index(drop=True),
         "y": table.y[train],
         "groups": table.labels[train],
-        "attacks": frame[table.labels != BENIGN].iloc[:2000].reset_index(drop=True),
+        "attacks": attacks,
+        # The same attacks as the slower network shows them: its attacks.
+        "new_attacks": slower_network(attacks),
         "adapt": new.iloc[:1000].reset_index(drop=True),
         "fresh": new.iloc[1000:].reset_index(drop=True),
     }
 
 
-@pytest.fixture(scope="module")
-def fitted(data):
-    model = LatentSculpting(**{**preset("fast"), "target_fpr": TARGET}, random_state=0)
-    return model.fit(data["X"], data["y"], groups=data["groups"], spec=data["table"].spec)
+#: The configurations adapted: today's default (no Stage 1; boosted trees and the distance to
+#: benign prototypes beside the flow, the stacked rule) and the previous one (Stage 1, Deep
+#: SVDD, a forest, Fisher's rule), both small.
+CONFIGS = {"default": preset("fast"), "fused": FUSED_FAST}
 
 
 @pytest.fixture(scope="module")
-def adapted(fitted, data):
-    return copy.deepcopy(fitted).adapt(data["adapt"], random_state=1)
+def models(data):
+    """Each configuration fitted on the training rows (target 5 %)."""
+    out = {}
+    for name, params in CONFIGS.items():
+        model = LatentSculpting(**{**params, "target_fpr": TARGET}, random_state=0)
+        out[name] = model.fit(data["X"], data["y"], groups=data["groups"], spec=data["table"].spec)
+    return out
 
 
+@pytest.fixture(scope="module")
+def fitted(models):
+    return models["default"]
+
+
+@pytest.fixture(scope="module")
+def adapted_models(models, data):
+    return {
+        name: copy.deepcopy(m).adapt(data["adapt"], random_state=1) for name, m in models.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def adapted(adapted_models):
+    return adapted_models["default"]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
 def test_adapt_recalibrates_the_threshold_on_held_out_flows_of_the_new_network(
-    fitted, adapted, data
+    config, models, adapted_models, data
 ):
+    fitted, adapted = models[config], adapted_models[config]
     before = fitted.predict(data["fresh"]).mean()
     after = adapted.predict(data["fresh"]).mean()
-    # The slower network breaks the promise; after adapting it holds on flows not adapted on:
-    # with 250 calibration flows the realised rate is Beta(12, 239) (mean 0.048, sd 0.013).
-    assert before > 4 * TARGET
+    # The slower network breaks the promise (over twice the target); after adapting it holds
+    # on flows not adapted on: with 250 calibration flows the realised rate is Beta(12, 239)
+    # (mean 0.048, sd 0.013).
+    assert before > 2 * TARGET
     assert after <= TARGET + 0.04
     record = adapted.training_info_["adaptations"][-1]
     assert (record["rows"], record["fit_rows"]) == (1000, 500)
     assert (record["reference_rows"], record["calibration_rows"]) == (250, 250)
-    assert record["flagged_before"] == int(fitted.predict(data["adapt"]).sum()) > 4 * TARGET * 1000
+    assert record["flagged_before"] == int(fitted.predict(data["adapt"]).sum()) > 2 * TARGET * 1000
     assert record["drift_before"]["drifted"] and "Flow Duration" in record["drift_before"][
         "moved_features"]  # fmt: skip
     # The threshold is the split-conformal one of the held-out calibration scores.
@@ -87,7 +118,43 @@ def test_adapt_recalibrates_the_threshold_on_held_out_flows_of_the_new_network(
     assert adapted.drift_reference_.maximum_[j] == data["adapt"]["Flow Duration"].max()
 
 
-def test_adapt_keeps_what_the_model_learned_about_attacks(fitted, adapted, data):
+def _tails(model):
+    return {name: tail.get_state() for name, tail in model.fusion_.tails_.items()}
+
+
+def test_adapt_keeps_what_the_default_learned_about_attacks(fitted, adapted, data):
+    np.testing.assert_array_equal(fitted.preprocessor_.transform(data["attacks"]),
+                                  adapted.preprocessor_.transform(data["attacks"]))  # fmt: skip
+    Z = fitted.preprocessor_.transform(data["attacks"])
+    # The supervised channel and the weights learned on held-out attack families are kept ...
+    assert fitted.channels_["boost"].supervised and adapted.channels_["boost"] is not None
+    np.testing.assert_array_equal(
+        fitted.channels_["boost"].score(Z), adapted.channels_["boost"].score(Z)
+    )
+    assert fitted.fusion_.weights_ != dict.fromkeys(fitted.fusion_.weights_, 1.0)  # learned
+    assert adapted.fusion_.weights_ == fitted.fusion_.weights_
+    assert adapted.fusion_.fold_scores_ == fitted.fusion_.fold_scores_
+    # ... and what describes benign traffic is refit: the flow, the benign prototypes, the tails.
+    assert not fitted.channels_["knn"].supervised
+    assert adapted.flow_ is not fitted.flow_
+    assert not np.array_equal(
+        fitted.score_details(data["attacks"])["nll"], adapted.score_details(data["attacks"])["nll"]
+    )
+    assert not np.array_equal(
+        fitted.channels_["knn"].prototypes_, adapted.channels_["knn"].prototypes_
+    )
+    for name in ("nll", "boost", "knn"):
+        assert repr(_tails(fitted)[name]) != repr(_tails(adapted)[name]), name
+    # The new network's attacks still rank above its benign flows.
+    fresh, attacks = adapted.decision_function(data["fresh"]), adapted.decision_function(
+        data["new_attacks"])  # fmt: skip
+    y = np.r_[np.zeros(len(fresh)), np.ones(len(attacks))]
+    assert roc_auc_score(y, np.r_[fresh, attacks]) > 0.9
+
+
+def test_adapt_keeps_what_the_fused_model_learned_about_attacks(models, adapted_models, data):
+    fitted, adapted = models["fused"], adapted_models["fused"]
+
     def state(module):
         return {k: v.clone() for k, v in module.state_dict().items()}
 
@@ -95,8 +162,6 @@ def test_adapt_keeps_what_the_model_learned_about_attacks(fitted, adapted, data)
         assert torch.equal(value, state(adapted.encoder_)[key]), key
     assert torch.equal(fitted.center_attack_, adapted.center_attack_)
     assert torch.equal(fitted.center_benign_, adapted.center_benign_)
-    np.testing.assert_array_equal(fitted.preprocessor_.transform(data["attacks"]),
-                                  adapted.preprocessor_.transform(data["attacks"]))  # fmt: skip
     Z = fitted.preprocessor_.transform(data["attacks"])
     np.testing.assert_array_equal(
         fitted.channels_["forest"].score(Z), adapted.channels_["forest"].score(Z)
@@ -107,7 +172,7 @@ def test_adapt_keeps_what_the_model_learned_about_attacks(fitted, adapted, data)
         fitted.score_details(data["attacks"])["nll"], adapted.score_details(data["attacks"])["nll"]
     )
     # Known attacks are still caught: the forest's knowledge carries over.
-    assert adapted.predict(data["attacks"]).mean() > 0.9
+    assert adapted.predict(data["new_attacks"]).mean() > 0.9
 
 
 def test_adapt_is_deterministic_and_survives_save_and_load(fitted, adapted, data, tmp_path):
@@ -137,12 +202,12 @@ def test_refit_false_keeps_every_fitted_part_and_recalibrates(fitted, data):
 
 
 class BenignDistance:
-    """A benign-describing side channel: squared distance to the mean of its benign rows."""
+    """A benign-only side channel: squared distance to the mean of its benign rows."""
 
     name = "distance"
     column = "distance"
     parameter = "forest_trees"
-    describes_benign = True
+    supervised = False
     resolution = 0.0
     fitted_on: ClassVar[list[int]] = []
 
@@ -159,8 +224,8 @@ class BenignDistance:
         return ((Z - self.mean_) ** 2).sum(axis=1)
 
 
-def test_the_flow_and_a_benign_describing_channel_are_refit_on_the_fit_rows_only(fitted, data):
-    model = copy.deepcopy(fitted)
+def test_the_flow_and_a_benign_only_channel_are_refit_on_the_fit_rows_only(models, data):
+    model = copy.deepcopy(models["fused"])
     Z = model.preprocessor_.transform(data["X"][data["y"] == 0])
     old = BenignDistance(1)
     old.fit(Z, np.zeros(len(Z)), np.arange(0))
@@ -176,6 +241,26 @@ def test_the_flow_and_a_benign_describing_channel_are_refit_on_the_fit_rows_only
     assert channel is not old and BenignDistance.fitted_on == [500] and flow_rows == [500]
     assert list(model.fusion_.tails_) == ["nll", "forest", "distance"]
     assert model.predict(data["fresh"]).mean() <= TARGET + 0.04
+
+
+def test_the_neighbour_channel_is_refit_on_benign_fit_rows_only(fitted, data, monkeypatch):
+    seen = []
+    fit = NeighbourChannel.fit
+
+    def spy(self, Z, y, held_out):
+        seen.append((len(Z) - len(held_out), int(y.sum())))
+        return fit(self, Z, y, held_out)
+
+    monkeypatch.setattr(NeighbourChannel, "fit", spy)
+    model = copy.deepcopy(fitted).adapt(data["adapt"], random_state=0)
+    assert seen == [(500, 0)]
+    # Its prototypes are centres of those rows (more rows than prototypes): inside their range.
+    Z = model.preprocessor_.transform(data["adapt"])
+    prototypes = model.channels_["knn"].prototypes_
+    assert prototypes.shape == fitted.channels_["knn"].prototypes_.shape
+    slack = 1e-4 * (1 + np.abs(Z).max(axis=0))  # k-means sums in float32
+    assert (prototypes >= Z.min(axis=0) - slack).all()
+    assert (prototypes <= Z.max(axis=0) + slack).all()
 
 
 def test_too_few_flows_are_refused_with_how_many_are_needed(fitted, data):

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from small import FUSED_FAST
 
+from latent_sculpting import preset
 from latent_sculpting.baselines import (
     BASELINES,
     DeepSAD,
@@ -25,7 +27,7 @@ from latent_sculpting.data import zero_shot_splits
 from latent_sculpting.experiment import cap_per_class
 from latent_sculpting.threads import limit_threads
 
-FAST_METHODS = ["fast", "fast-stage1", "fast-stage2", "fast-ce", "fast-nosep"]
+FAST_METHODS = ["fast", "fast-stage2", "fast-noboost", "fast-noknn", "fast-fisher", "fast-forest"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,9 @@ def test_every_method_gives_finite_non_constant_scores(name, tiny_splits):
 def test_method_names_parse_and_reject():
     assert parse_method("knn@none") == ("knn", "none")
     assert parse_method("paper-v1-stage2") == ("paper-v1-stage2", None)
-    assert {"knn", "rf", "paper-v1", "paper-v2", "default", "default-stage1"} <= set(method_names())
+    assert {"knn", "rf", "paper-v1", "paper-v2", "default", "fused-stage1"} <= set(method_names())
+    # An ablation that does not apply to a preset is no method: the default has no Stage 1.
+    assert "default-stage1" not in method_names() and "paper-v1-noboost" not in method_names()
     with pytest.raises(ValueError, match="unknown method 'svm'"):
         parse_method("svm")
     with pytest.raises(ValueError, match="unknown feature transform 'log'"):
@@ -66,17 +70,19 @@ def test_make_method_applies_transform_and_ablation():
     assert isinstance(stage2, SculptingMethod)
     assert stage2.params["stage1"] is False and stage2.params["score"] == "nll"
     assert stage2.trains_on == "benign"
+    assert make_method("default").trains_on == "benign+attacks"  # the booster sees attacks
     assert make_method("paper-v1-nosep").params["gamma"] == 0.0
-    assert make_method("default-ce").params["loss"] == "cross_entropy"
+    assert make_method("fused-ce").params["loss"] == "cross_entropy"
+    assert make_method("default-noknn").params["knn_prototypes"] == 0
     assert make_method("paper-v2@quantile").params["feature_transform"] == "quantile"
     # Every preset with every ablation is a valid set of parameters.
     assert all(make_method(name) for name in method_names())
 
 
 def test_make_method_applies_overrides_before_the_ablation():
-    assert make_method("default", overrides={"forest_trees": 7}).params["forest_trees"] == 7
-    noforest = make_method("default-noforest", overrides={"forest_trees": 7, "epochs": 1})
-    assert noforest.params["forest_trees"] == 0 and noforest.params["epochs"] == 1
+    assert make_method("default", overrides={"boost_iter": 7}).params["boost_iter"] == 7
+    noboost = make_method("default-noboost", overrides={"boost_iter": 7, "flow_epochs": 1})
+    assert noboost.params["boost_iter"] == 0 and noboost.params["flow_epochs"] == 1
     assert make_method("knn", overrides={"epochs": 1}).feature_transform == "log1p"
     with pytest.raises(ValueError, match="method default: .*score='nll'"):
         make_method("default", overrides={"score": "nll"})
@@ -139,10 +145,11 @@ def test_stage1_ablation_reuses_the_fitted_preset(tiny_splits):
     train = tiny_splits.train
     shared: dict = {}
     with limit_threads(1):
-        full = make_method("fast", random_state=0, shared=shared).fit(
+        small = {k: v for k, v in FUSED_FAST.items() if v != preset("fused")[k]}
+        full = make_method("fused", random_state=0, shared=shared, overrides=small).fit(
             train.X, train.y, train.labels
         )
-        stage1 = make_method("fast-stage1", random_state=0, shared=shared).fit(
+        stage1 = make_method("fused-stage1", random_state=0, shared=shared, overrides=small).fit(
             train.X, train.y, train.labels
         )
     assert stage1.model_ is full.model_ and stage1.reused_fit_

@@ -71,6 +71,25 @@ def test_tail_p_value_is_empirical_below_the_tail_and_exponential_above():
     assert above[3] == pytest.approx(np.log(101) + 5.0)  # the extrapolation's cap
 
 
+def test_tail_p_value_interpolates_between_reference_scores():
+    tail = TailPValue(tail=0.1).fit(np.arange(1.0, 101.0))
+    # Halfway between the references 50 and 51, half a flow fewer is at least as high.
+    assert tail.neg_log_p(np.array([50.5]))[0] == pytest.approx(-np.log((1 + 50.5) / 101))
+
+
+def test_a_rounding_difference_moves_the_tail_p_value_by_a_rounding_difference():
+    # A score computed in another batch can differ in its last bits (a matrix product summed
+    # in another order). A step function turns that into a jump of a whole reference rank; the
+    # interpolated one moves by about as little as the score did.
+    rng = np.random.default_rng(3)
+    reference = rng.normal(size=500)
+    tail = TailPValue().fit(reference)
+    at = np.sort(reference)[:450]  # below the tail, exactly on reference scores
+    nudged = np.nextafter(at, np.inf)
+    jump = np.abs(tail.neg_log_p(nudged) - tail.neg_log_p(at))
+    assert jump.max() < 1e-9
+
+
 def test_tail_p_value_is_monotone_and_finite_even_for_tied_references():
     rng = np.random.default_rng(0)
     tail = TailPValue().fit(rng.exponential(size=500))

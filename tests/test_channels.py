@@ -1,10 +1,17 @@
-"""Side channels: the forest's out-of-sample scores, its state, and the registry."""
+"""Side channels: the forest's out-of-sample scores, its state, and the registry (the boosted
+trees' channel is tested in test_boost.py)."""
 
 import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from latent_sculpting.channels import SIDE_CHANNELS, ForestChannel, enabled_channels
+from latent_sculpting.channels import (
+    SIDE_CHANNELS,
+    BoostChannel,
+    ForestChannel,
+    NeighbourChannel,
+    enabled_channels,
+)
 
 
 def toy(seed=0):
@@ -48,6 +55,51 @@ def test_forest_state_round_trips_and_is_checked():
 
 
 def test_registry_and_switches():
-    assert SIDE_CHANNELS == {"forest": ForestChannel}
+    assert SIDE_CHANNELS == {
+        "forest": ForestChannel,
+        "boost": BoostChannel,
+        "knn": NeighbourChannel,
+    }
     assert enabled_channels({"forest_trees": 0}) == []
     assert enabled_channels({"forest_trees": 3}) == ["forest"]
+    assert enabled_channels({"forest_trees": 3, "knn_prototypes": 8}) == ["forest", "knn"]
+    assert ForestChannel.supervised and BoostChannel.supervised
+    assert not NeighbourChannel.supervised
+    assert all(isinstance(cls.supervised, bool) for cls in SIDE_CHANNELS.values())
+
+
+def test_neighbour_distance_known_answers_and_held_out_rows_unused():
+    Z = np.array([[0, 0], [3, 4], [10, 10], [0, 1], [5, 5]], dtype=np.float32)
+    y = np.array([0, 0, 1, 0, 0])
+    channel = NeighbourChannel(8)
+    # Rows 3 and 4 are held out: their distances are to the prototypes (rows 0 and 1) alone.
+    held = channel.fit(Z, y, np.array([3, 4]))
+    assert sorted(map(tuple, channel.prototypes_)) == [(0.0, 0.0), (3.0, 4.0)]
+    np.testing.assert_allclose(held, [1.0, np.hypot(2, 1)])
+    np.testing.assert_allclose(channel.score(np.array([[3, 4], [6, 8]], np.float32)), [0.0, 5.0])
+
+
+def test_neighbour_prototypes_are_k_means_centres_when_benign_rows_are_many():
+    rng = np.random.default_rng(0)
+    Z = np.vstack([rng.normal(size=(300, 3)) + c for c in ([0, 0, 0], [20, 0, 0])])
+    channel = NeighbourChannel(2, random_state=0)
+    channel.fit(Z.astype(np.float32), np.zeros(600, int), np.array([], int))
+    centres = np.sort(channel.prototypes_[:, 0])
+    np.testing.assert_allclose(centres, [0, 20], atol=0.5)
+
+
+def test_neighbour_state_round_trips_and_is_checked():
+    Z = np.random.default_rng(1).normal(size=(50, 4)).astype(np.float32)
+    channel = NeighbourChannel(16, random_state=0)
+    channel.fit(Z, np.zeros(50, int), np.arange(5))
+    config, arrays = channel.get_state()
+    again = NeighbourChannel.from_state(config, arrays)
+    np.testing.assert_array_equal(again.score(Z), channel.score(Z))
+    for bad, message in (
+        ({"prototypes": arrays["prototypes"][0]}, "shape"),
+        ({"prototypes": arrays["prototypes"].astype(np.float64)}, "float32"),
+        ({"prototypes": np.full((2, 4), np.nan, np.float32)}, "finite"),
+        ({"prototypes": np.zeros((17, 4), np.float32)}, "at most 16"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            NeighbourChannel.from_state(config, bad)

@@ -79,8 +79,11 @@ def test_a_parameter_set_twice_or_by_a_disagreeing_alias_is_refused():
 
 
 def test_a_combination_is_checked_with_the_preset():
-    check_model("default", {"score": "nll", "forest_trees": 0})
+    check_model("fused", {"score": "nll", "forest_trees": 0})
+    check_model("default", {"score": "fisher", "stack_folds": 0})
     with pytest.raises(ValueError, match="forest_trees=100 fits a forest channel"):
+        check_model("fused", {"score": "nll"})
+    with pytest.raises(ValueError, match="boost_iter=100 fits a boost channel"):
         check_model("default", {"score": "nll"})
 
 
@@ -108,16 +111,16 @@ def test_every_model_building_command_has_set_and_list_params(command, capsys):
 def test_bad_settings_stop_a_command_before_it_reads_data(capsys, tmp_path):
     code = main(["reproduce", "--set", "score=nll", "--data", str(tmp_path / "absent")])
     assert code == 2
-    assert "forest_trees=100 fits a forest channel" in capsys.readouterr().err
+    assert "boost_iter=100 fits a boost channel" in capsys.readouterr().err
 
 
 def test_compare_and_sweep_apply_settings_to_presets_before_ablations():
-    args = argparse.Namespace(settings=["forest_trees=30", "epochs=1"])
-    factory = method_factory(args, ["knn", "default", "default-noforest"])
-    assert factory("default", 0, None).params["forest_trees"] == 30
-    ablated = factory("default-noforest", 0, None)
+    args = argparse.Namespace(settings=["boost_iter=30", "flow_epochs=1"])
+    factory = method_factory(args, ["knn", "default", "default-noboost"])
+    assert factory("default", 0, None).params["boost_iter"] == 30
+    ablated = factory("default-noboost", 0, None)
     assert isinstance(ablated, SculptingMethod)
-    assert ablated.params["forest_trees"] == 0 and ablated.params["epochs"] == 1
+    assert ablated.params["boost_iter"] == 0 and ablated.params["flow_epochs"] == 1
     assert method_factory(argparse.Namespace(settings=[]), ["knn"]) is make_method
     with pytest.raises(ValueError, match="none of \\['knn'\\] is one"):
         method_factory(args, ["knn"])

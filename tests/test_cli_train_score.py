@@ -6,6 +6,9 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 from latent_sculpting import LatentSculpting
@@ -59,7 +62,7 @@ def test_train_cic_writes_a_model_with_its_training_summary(cic_model, sample_ro
     assert info["label_counts"]["BENIGN"] == int((sample_rows["Label"] == "BENIGN").sum())
     assert model.spec_.label_column == "Label" and model.spec_.benign_label == "BENIGN"
     assert model.target_fpr == 0.1
-    assert model.calibration == "holdout" and model.stage1
+    assert model.calibration == "holdout" and model.score == "stacked"
     assert model.spec_.feature_names == list(model.feature_names_in_)
     assert len(model.calibration_scores_) > 0
 
@@ -74,7 +77,11 @@ def test_score_streams_in_chunks_with_the_numbers_of_one_batch(cic_model, sample
     )
     scored = pd.read_parquet(out)
     assert len(scored) == len(sample_rows)
-    assert list(scored.columns[-5:]) == [*OUTPUT_COLUMNS, "Label"]
+    assert list(scored.columns[-6:]) == [*OUTPUT_COLUMNS, "explanation", "Label"]
+    # Flagged flows are explained, the others get an empty string.
+    flagged = scored["is_attack"].to_numpy()
+    assert flagged.any() and (scored["explanation"][flagged] != "").all()
+    assert (scored["explanation"][~flagged] == "").all()
     assert {"Src IP", "Dst Port", "Timestamp"} <= set(scored.columns)
     assert "Flow Duration" not in scored.columns  # features are not copied
 
@@ -179,7 +186,7 @@ def test_train_and_score_a_generic_table(generic_table, tmp_path, capsys):
     out = tmp_path / "scored.parquet"
     assert main(["score", str(model_path), str(src), "-o", str(out), "--quiet"]) == 0
     scored = pd.read_parquet(out)
-    assert list(scored.columns) == ["port", *OUTPUT_COLUMNS, "verdict"]
+    assert list(scored.columns) == ["port", *OUTPUT_COLUMNS, "explanation", "verdict"]
     expected_X = generic_table[names].assign(**{"sensor=edge-1": 1.0, "sensor=(other)": 0.0})
     expected = model.decision_function(expected_X.to_numpy(np.float32))
     np.testing.assert_allclose(scored["score"], expected, rtol=1e-6)
@@ -269,12 +276,14 @@ def test_target_fpr_holds_on_fresh_benign_flows(tmp_path, capsys):
     """Split-conformal calibration: the false-alarm rate on new benign flows meets the target.
 
     Real benign flows of the embedded sample (all five days) are split at random into a
-    training file (1,500 rows: 50 % fit Stage 2, 50 % = 750 calibrate) and fresh flows (the
-    other ~6,000), so fresh and calibration flows are exchangeable. Benign-only data trains
-    Stage 2 alone. Conformal theory gives E[FPR] <= alpha; for one calibration set the FPR is
-    Beta(n + 1 - k, k) with k = ceil((n + 1)(1 - alpha)), for n = 750, alpha = 0.05: mean 0.0505,
-    sd 0.008; the ~6,000 test flows add a binomial sd of 0.003. We allow alpha + 0.03 (about
-    3.5 sd of finite-sample slack) and check the rate is not trivially zero (alpha - 0.03).
+    training file (1,500 rows: 50 % fit the benign channels, 50 % held out: 375 place the tails
+    of Fisher's sum, 375 calibrate) and fresh flows (the other ~6,000), so fresh and
+    calibration flows are exchangeable. Benign-only data trains the benign side alone (the flow
+    and the prototype distance). Conformal theory gives E[FPR] <= alpha; for one calibration set
+    the FPR is Beta(n + 1 - k, k) with k = ceil((n + 1)(1 - alpha)), for n = 375, alpha = 0.05:
+    mean 0.048, sd 0.011; the ~6,000 test flows add a binomial sd of 0.003. We allow alpha + 0.03
+    (about 2.7 sd of finite-sample slack) and check the rate is not trivially zero
+    (alpha - 0.03).
     """
     alpha = 0.05
     frame = pd.concat(
@@ -306,10 +315,12 @@ def test_target_fpr_holds_on_fresh_benign_flows(tmp_path, capsys):
         )
         == 0
     )
-    assert "benign density alone" in capsys.readouterr().err
+    assert "fitting the benign side alone" in capsys.readouterr().err
     model = LatentSculpting.load(model_path)
-    assert not model.stage1 and model.score == "nll" and model.forest_trees == 0
-    assert len(model.calibration_scores_) == 750
+    assert not model.stage1 and model.score == "fisher" and model.boost_iter == 0
+    assert list(model.channels_) == ["knn"]  # benign-only: no supervised channel
+    # 750 held out: half place the tails of Fisher's sum, half set the threshold.
+    assert len(model.calibration_scores_) == 375
 
     out = tmp_path / "fresh.parquet"
     assert (
@@ -330,3 +341,51 @@ def test_target_fpr_holds_on_fresh_benign_flows(tmp_path, capsys):
     assert alpha - 0.03 <= fpr <= alpha + 0.03, fpr
     # p-values of fresh benign flows are (super-)uniform: P(p <= alpha) <= alpha + slack.
     assert (scored["p_value"] <= alpha).mean() <= alpha + 0.03
+
+
+def test_the_explanation_column_is_text_even_when_nothing_is_flagged(
+    cic_model, sample_rows, tmp_path
+):
+    src = tmp_path / "flows.parquet"
+    sample_rows.to_parquet(src)
+    everything = tmp_path / "all.parquet"
+    assert main(["score", str(cic_model), str(src), "-o", str(everything), "--quiet"]) == 0
+    quiet = sample_rows[~pd.read_parquet(everything)["is_attack"].to_numpy()]
+    quiet.to_parquet(src)
+    for name in ("quiet.parquet", "quiet.csv"):
+        out = tmp_path / name
+        assert main(["score", str(cic_model), str(src), "-o", str(out), "--quiet"]) == 0
+        if name.endswith(".csv"):
+            # Written quoted (""): text to a reader that honours quotes.
+            options = pacsv.ConvertOptions(quoted_strings_can_be_null=False)
+            table = pacsv.read_csv(out, convert_options=options)
+        else:
+            table = pq.read_table(out)
+        assert not any(table["is_attack"].to_pylist())
+        assert table.schema.field("explanation").type in (pa.string(), pa.large_string())
+        assert set(table["explanation"].to_pylist()) == {""}
+
+
+def test_no_explain_and_a_model_without_profile_score_without_the_column(
+    cic_model, sample_rows, tmp_path, capsys
+):
+    src = tmp_path / "flows.parquet"
+    sample_rows.to_parquet(src)
+    out = tmp_path / "plain.parquet"
+    assert main(["score", str(cic_model), str(src), "-o", str(out), "--quiet", "--no-explain"]) == 0
+    plain = pd.read_parquet(out)
+    assert "explanation" not in plain.columns
+    assert "note" not in capsys.readouterr().err
+
+    # A model file written before benign profiles existed: scored, no column, one note.
+    old = LatentSculpting.load(cic_model)
+    old.benign_profile_ = None
+    old_path = old.save(tmp_path / "old.sculpt")
+    assert LatentSculpting.load(old_path).benign_profile_ is None
+    out = tmp_path / "old.parquet"
+    assert main(["score", str(old_path), str(src), "-o", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("no benign profile") == 1 and "sculpt score: note:" in err
+    scored = pd.read_parquet(out)
+    assert "explanation" not in scored.columns
+    pd.testing.assert_frame_equal(scored, plain)

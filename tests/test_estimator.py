@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
+from small import FUSED_FAST
 
 import latent_sculpting.estimator as estimator_module
 from latent_sculpting import LatentSculpting, preset
@@ -19,7 +20,7 @@ from latent_sculpting.stage2 import flow_inputs
 
 # Small and quick, but trained enough (about 100 steps a stage) to separate the toy classes.
 TINY = {
-    **preset("fast"),
+    **FUSED_FAST,
     # Pinned here rather than inherited, so that tuning the presets cannot move these tests.
     "score": "two_stage",
     "forest_trees": 0,
@@ -89,7 +90,9 @@ def test_fitted_state_thresholds_and_predict(fitted):
     assert pred[len(fresh) :].mean() == 1.0
     assert pred[: len(fresh)].mean() < 0.3
     assert model.channels_ == {} and model.svdd_ is not None
-    assert set(model.history_["seconds"]) == {"preprocess", "stage1", "side_channels", "stage2"}
+    assert set(model.history_["seconds"]) == {
+        "preprocess", "stage1", "side_channels", "stage2", "benign_profile"
+    }  # fmt: skip
 
 
 def test_fused_model_has_every_channel_and_its_details():
@@ -318,3 +321,21 @@ def test_forest_scores_held_out_rows_out_of_bag(spied):
     scores = model._channel_scores(Z[calibration], {"forest": oob[calibration]})
     expected = np.sort(model.fusion_.combine(scores))
     np.testing.assert_allclose(model.calibration_scores_, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fast", "default"])
+def test_a_flow_scores_the_same_alone_or_in_any_batch(name, sample_table):
+    """Scores do not depend on the batch a flow arrives in (one request, one file chunk)."""
+    from latent_sculpting.experiment import cap_per_class
+
+    table = cap_per_class(sample_table, 150, seed=0)
+    params = {**preset(name), "epochs": 2, "flow_epochs": 2}
+    model = LatentSculpting(**params, random_state=0).fit(table.X, table.y, groups=table.labels)
+    X = table.X[::3][:500]
+    together = model.decision_function(X)
+    alone = np.concatenate([model.decision_function(X[i : i + 1]) for i in range(len(X))])
+    shuffled = np.empty_like(together)
+    order = np.random.default_rng(0).permutation(len(X))
+    shuffled[order] = model.decision_function(X[order])
+    np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(shuffled, together, rtol=1e-5, atol=1e-6)

@@ -19,7 +19,7 @@ from latent_sculpting.explain import (
     spec_categorical,
 )
 from latent_sculpting.flowspec import Categorical, FlowBatch, FlowSpec
-from latent_sculpting.scoring import Scorer
+from latent_sculpting.scoring import NO_PROFILE, OUTPUT_COLUMNS, Scorer
 
 NAMES = ["Flow Duration", "SYN Flag Count", "proto=tcp", "proto=udp", "proto=(other)"]
 PROTO = {"proto": ["proto=tcp", "proto=udp", "proto=(other)"]}
@@ -373,6 +373,32 @@ def test_scorer_adds_an_explanation_for_flagged_flows_only(benign):
     assert out["explanation"][2] == "proto = (other) (never in benign flows, usually tcp)"
     plain = Scorer(model).score(FlowBatch(X, model.spec_.feature_names, ids))
     pd.testing.assert_frame_equal(plain, out.drop(columns="explanation"))
+
+
+def test_a_scorer_explains_with_the_models_own_profile_by_default(benign):
+    model = ToyModel(BenignProfile().fit(benign, NAMES))
+    X = np.vstack([row(500), row(1000, syn=1), row(499, proto="(other)")])
+    batch = FlowBatch(X, model.spec_.feature_names, pa.table({"flow": ["a", "b", "c"]}))
+    # Without a profile (a model file from before profiles): no column, and the reason.
+    scorer = Scorer(model)
+    assert scorer.explainer is None and scorer.explain_missing == NO_PROFILE
+    assert "explanation" not in scorer.score(batch).columns
+    assert Scorer(model, explain=False).explain_missing is None
+
+    model.benign_profile_ = BenignProfile().fit(benign, NAMES, categorical=PROTO)
+    scorer = Scorer(model)
+    assert scorer.explain_missing is None
+    assert scorer.output_columns == (*OUTPUT_COLUMNS, "explanation")
+    out, found = scorer.score_explained(batch)
+    assert found[0] is None and out["explanation"][0] == ""
+    assert [e.text() for e in found[1:]] == out["explanation"][1:].tolist()
+    assert found[2].features == ["proto"]
+    # Per call, and per scorer.
+    assert "explanation" not in scorer.score(batch, explain=False).columns
+    assert scorer.score_explained(batch, explain=False)[1] is None
+    plain = Scorer(model, explain=False)
+    assert plain.explainer is None and plain.output_columns == OUTPUT_COLUMNS
+    pd.testing.assert_frame_equal(plain.score(batch), out.drop(columns="explanation"))
 
 
 # ---------------------------------------------------------------------------- a real model

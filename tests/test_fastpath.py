@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 import torch
+from small import FUSED_FAST
 
-from latent_sculpting import LatentSculpting, preset
+from latent_sculpting import LatentSculpting
 from latent_sculpting.fastpath import FastMAF, run_chunked
 from latent_sculpting.flows import LatentDensity
 
 # One epoch a stage: the models only need non-trivial weights, not a good fit.
 TINY = {
-    **preset("fast"),
+    **FUSED_FAST,
     "feature_transform": "none",
     "epochs": 1,
     "flow_epochs": 1,

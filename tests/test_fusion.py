@@ -11,6 +11,7 @@ from latent_sculpting.fusion import (
     STAGE1_OFFSET,
     FisherFusion,
     NLLFusion,
+    StackedFusion,
     TwoStageFusion,
     fisher,
 )
@@ -53,7 +54,8 @@ def test_fisher_rule_fits_a_tail_per_channel_and_round_trips():
 
 
 def test_every_rule_declares_what_it_needs():
-    assert set(FUSIONS) == {"two_stage", "nll", "fisher"}
+    assert set(FUSIONS) == {"two_stage", "nll", "fisher", "stacked"}
+    assert FUSIONS["stacked"].needs_folds and not FUSIONS["fisher"].needs_folds
     assert FUSIONS["two_stage"].needs_stage1 and not FUSIONS["fisher"].needs_stage1
     assert FUSIONS["fisher"].needs_reference and FUSIONS["fisher"].uses_side_channels
     assert not (FUSIONS["nll"].needs_reference or FUSIONS["nll"].uses_side_channels)
@@ -91,3 +93,45 @@ def test_forest_refuses_bad_input_and_damaged_state():
     arrays["offsets"] = arrays["offsets"][:-1]
     with pytest.raises(ValueError, match="inconsistent"):
         AttackForest.from_state(config, arrays)
+
+
+def _fold(rng, signal: str, n=300):
+    """Reference (benign) and attack scores of two channels; only ``signal`` sees the attack."""
+    benign = {"nll": rng.normal(size=n), "knn": rng.normal(size=n)}
+    attack = {"nll": rng.normal(size=80), "knn": rng.normal(size=80)}
+    attack[signal] = attack[signal] + 6
+    return {"reference": benign, "attack": attack}
+
+
+def test_stacked_weights_keep_the_channel_that_sees_held_out_families():
+    rng = np.random.default_rng(0)
+    reference = {"nll": rng.normal(size=300), "knn": rng.normal(size=300)}
+    folds = [_fold(rng, "knn") for _ in range(3)]
+    rule = StackedFusion().fit(reference, {"knn": 0.0}, folds)
+    # The flow's NLL only adds benign noise to the sum: it is dropped or halved.
+    assert rule.weights_["knn"] == 1.0 and rule.weights_["nll"] < 1.0
+    assert len(rule.fold_scores_) == 3 and min(rule.fold_scores_) > 0.9
+    mixed = [_fold(rng, "knn"), _fold(rng, "nll")]
+    both = StackedFusion().fit(reference, {"knn": 0.0}, mixed)
+    assert both.weights_ == {"nll": 1.0, "knn": 1.0}  # each catches a family: keep both
+    plain = StackedFusion().fit(reference, {"knn": 0.0}, [])
+    assert plain.weights_ == {"nll": 1.0, "knn": 1.0}  # no fold: Fisher's sum
+
+
+def test_stacked_rule_combines_with_its_weights_and_round_trips():
+    rng = np.random.default_rng(1)
+    reference = {"nll": rng.normal(size=300), "knn": rng.normal(size=300)}
+    rule = StackedFusion().fit(reference, {"knn": 0.0}, [_fold(rng, "knn"), _fold(rng, "knn")])
+    scores = {"nll": rng.normal(size=20), "knn": rng.normal(size=20)}
+    expected = sum(rule.weights_[k] * rule.tails_[k].neg_log_p(scores[k]) for k in ("nll", "knn"))
+    np.testing.assert_allclose(rule.combine(scores), expected)
+    config, arrays = rule.get_state()
+    again = StackedFusion.from_state(config, arrays)
+    np.testing.assert_array_equal(again.combine(scores), rule.combine(scores))
+    for weights, message in (
+        ({"nll": 0.0, "knn": 0.0}, "all zero"),
+        ({"nll": 0.7, "knn": 1.0}, "weight of 'nll'"),
+        ({"knn": 1.0}, "do not match"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            StackedFusion.from_state({**config, "weights": weights}, arrays)

@@ -8,8 +8,8 @@ from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.params import PARAMETER_CONSTRAINTS, RUN_PARAMETERS, check_params
 
 
-def params(**change):
-    return LatentSculpting(**{**preset("default"), **change}).get_params()
+def params(base="fused", **change):
+    return LatentSculpting(**{**preset(base), **change}).get_params()
 
 
 def test_every_constructor_parameter_has_constraints():
@@ -21,6 +21,8 @@ def test_every_constructor_parameter_has_constraints():
 
 def test_a_valid_set_passes_and_one_bad_value_names_parameter_and_value():
     check_params(params())
+    check_params(params("default"))
+    check_params(params("default", score="fisher", stack_folds=0))
     check_params(params(score="nll", forest_trees=0, target_fpr=0.05, random_state=3))
     with pytest.raises(ValueError, match="'svdd_dim' parameter.*Got -1 instead"):
         check_params(params(svdd_dim=-1))

@@ -7,7 +7,9 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from small import FUSED_FAST
 
+from latent_sculpting import preset
 from latent_sculpting.cli import main
 from latent_sculpting.experiment import reproduce
 from latent_sculpting.report import markdown_to_html, render_alerts, render_report
@@ -20,12 +22,13 @@ def reproduce_run(tmp_path_factory):
     """A real reproduce run on a stratified slice of the embedded sample (one seed, fast)."""
     out = tmp_path_factory.mktemp("run")
     reproduce(
-        preset="fast",
+        preset="fused",
         seeds=[0],
         max_per_class=120,
         out=out,
         verbose=False,
         overrides={
+            **{k: v for k, v in FUSED_FAST.items() if v != preset("fused")[k]},
             "calibration": "train",
             "score": "nll",
             "forest_trees": 0,
@@ -191,3 +194,31 @@ def test_alerts_page_refuses_what_is_not_a_scored_file(tmp_path, capsys):
     assert "--top is for a scored file" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top must be a positive integer"):
         render_alerts(scored, top=0)
+
+
+def test_links_out_of_the_run_folder_are_refused(tmp_path, capsys):
+    secret = tmp_path / "outside" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:secret-marker:/root:/bin/bash\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.md").write_text("# A run\n\nfine\n")
+    (run / "copy.md").symlink_to(run / "results.md")  # inside to inside: followed
+    assert "fine" in render_report(run)
+    (run / "notes.md").symlink_to(secret)
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.md is a link to" in err and "outside the run folder" in err
+    assert "secret-marker" not in err and not out.exists()
+    # The same through a linked folder, a linked figure, and a folder named like a file.
+    (run / "notes.md").unlink()
+    (run / "plot.png").symlink_to(secret)
+    with pytest.raises(ValueError, match="plot.png is a link to"):
+        render_report(run)
+    (run / "plot.png").unlink()
+    (tmp_path / "latest").symlink_to(run, target_is_directory=True)
+    assert "fine" in render_report(tmp_path / "latest")
+    (run / "folder.json").mkdir()
+    with pytest.raises(ValueError, match="folder.json is not a regular file"):
+        render_report(run)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latent_sculpting import LatentSculpting, preset
+from latent_sculpting import LatentSculpting
 from latent_sculpting.data import load_cicids2017, sample_path
 from latent_sculpting.experiment import cap_per_class
 from latent_sculpting.scoring import Scorer
@@ -18,6 +18,8 @@ from latent_sculpting.scoring import Scorer
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
+from small import FUSED_FAST  # noqa: E402
+
 from latent_sculpting.service import create_app  # noqa: E402
 
 MAX_BODY = 256 * 1024
@@ -30,7 +32,7 @@ def model(tmp_path_factory):
     table = cap_per_class(load_cicids2017(), 60, seed=0)
     X = pd.DataFrame(table.X, columns=table.feature_names)
     fitted = LatentSculpting(
-        **{**preset("fast"), "calibration": "train", "score": "nll", "forest_trees": 0},
+        **{**FUSED_FAST, "calibration": "train", "score": "nll", "forest_trees": 0},
         random_state=0,
     )
     fitted.fit(X, table.y, groups=table.labels, spec=table.spec)
@@ -306,3 +308,34 @@ def test_a_record_with_too_many_fields_is_refused_quickly(client):
     response = client.post("/v1/score", json=[record])
     assert response.status_code in (413, 422)
     assert time.perf_counter() - started < 5
+
+
+def test_flagged_flows_carry_their_explanation_and_others_null(client, model, raw_rows):
+    body = client.post("/v1/score", json=_records(raw_rows)).json()
+    expected = _expected(model, raw_rows)
+    flagged = [r for r in body if r["is_attack"]]
+    assert flagged and len(flagged) < len(body)  # both kinds in the request
+    for record in body:
+        if not record["is_attack"]:
+            assert record["explanation"] is None
+            continue
+        reasons = record["explanation"]
+        assert 1 <= len(reasons) <= 3
+        for reason in reasons:
+            assert {"feature", "value", "benign_median", "benign_percentile", "text"} <= set(reason)
+            assert reason["feature"] in model.benign_profile_.units_
+            assert reason["text"].startswith(reason["feature"])
+    # The same features and text as the scorer's column for the same batch.
+    texts = ["; ".join(r["text"] for r in e) if e else "" for e in (r["explanation"] for r in body)]
+    assert texts == expected["explanation"].tolist()
+    assert client.get("/v1/model").json()["explanations"] is True
+
+
+def test_explain_false_leaves_the_field_out(client, raw_rows):
+    plain = client.post("/v1/score", params={"explain": "false"}, json=_records(raw_rows))
+    assert plain.status_code == 200
+    assert all("explanation" not in r for r in plain.json())
+    explained = client.post("/v1/score", json=_records(raw_rows)).json()
+    assert [r["score"] for r in plain.json()] == [r["score"] for r in explained]
+    bad = client.post("/v1/score", params={"explain": "maybe"}, json=_records(raw_rows))
+    assert bad.status_code == 400 and "explain='maybe'" in bad.text

@@ -6,13 +6,14 @@ exchangeable with those, and the false-alarm rate promised by ``target_fpr`` no 
 This module owns :func:`adapt`, behind :meth:`LatentSculpting.adapt
 <latent_sculpting.LatentSculpting.adapt>`, which splits the model's parts in two:
 
-- **kept**, what the model learned about attacks: the feature preprocessor (the scale the
-  encoder and the forest read), the Stage-1 encoder and centroids, and every side channel that
-  learns from attacks (the random forest);
+- **kept**, what the model learned about attacks: the feature preprocessor (the scale every
+  part reads), the Stage-1 encoder and centroids, every side channel that learns from attacks
+  (``supervised = True`` in :mod:`latent_sculpting.channels`: the random forest, the boosted
+  trees) and the stacked rule's channel weights (learned on held-out attack families);
 - **refit on the new benign flows**: the Deep SVDD embedding, the flow and its input scaling
-  (the benign density), every side channel that declares itself benign-describing
-  (``describes_benign = True``, :mod:`latent_sculpting.channels`), the fusion's tail
-  references, the conformal calibration, the drift bins and the benign profile.
+  (the benign density), every benign-only side channel (``supervised = False``: the distance
+  to benign prototypes), the fusion's tails, the conformal calibration, the drift bins and the
+  benign profile.
 
 The new flows are split at random into rows the densities are fitted on and rows held out of
 every fit; the held-out rows place the fusion's tails and set the threshold, so the threshold is
@@ -60,7 +61,7 @@ def adapt(
         Raw features of flows of the new network, all declared benign: an attack among them is
         learned as normal traffic. A DataFrame's columns are matched by name.
     refit : bool, default=True
-        Refit the benign densities (Deep SVDD, flow, benign-describing side channels) on part of
+        Refit the benign densities (Deep SVDD, flow, benign-only side channels) on part of
         the rows. ``False`` keeps every fitted part and only recalibrates on all the rows: the
         fusion's tails, the threshold, the drift bins and the benign profile (for a model
         already trained on flows of this network, ``sculpt train --benign-extra``).
@@ -114,11 +115,12 @@ def adapt(
             if name not in side:  # kept: it never saw these rows
                 side[name] = channel.score(Z[held])
         n_ref = len(reference)
-        model.fusion_ = FUSIONS[model.score]()
         if model.fusion_.needs_reference:
+            # The tails only: the stacked rule's weights were learned on held-out attack
+            # families, which the new benign flows say nothing about.
             resolution = {name: c.resolution for name, c in model.channels_.items()}
             at_ref = {name: scores[:n_ref] for name, scores in side.items()}
-            model.fusion_.fit(model._channel_scores(Z[reference], at_ref), resolution)
+            model.fusion_.fit_tails(model._channel_scores(Z[reference], at_ref), resolution)
         at_cal = {name: scores[n_ref:] for name, scores in side.items()}
         calibration = model.fusion_.combine(model._channel_scores(Z[held_out], at_cal))
     model.calibration_scores_ = np.sort(calibration.astype(np.float64))
@@ -208,8 +210,8 @@ def _split(
 def _refit_densities(
     model: Any, Z: np.ndarray, fit_rows: np.ndarray, held_out: np.ndarray, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """Refit the Deep SVDD embedding, the flow and every benign-describing side channel on the
-    scaled rows ``Z[fit_rows]``; the channels' out-of-sample scores of ``Z[held_out]``."""
+    """Refit the Deep SVDD embedding, the flow and every benign-only side channel on the
+    scaled rows ``Z[fit_rows]``; those channels' out-of-sample scores of ``Z[held_out]``."""
     if model.svdd_ is not None:
         model.svdd_ = DeepSAD(
             eta=0.0, rep_dim=model.svdd_dim, random_state=int(rng.integers(2**31))
@@ -217,7 +219,7 @@ def _refit_densities(
     scores = {}
     rows = np.r_[fit_rows, held_out]
     for name, channel in model.channels_.items():
-        if channel.describes_benign:
+        if not channel.supervised:
             fresh = type(channel)(
                 getattr(model, channel.parameter), random_state=int(rng.integers(2**31))
             )

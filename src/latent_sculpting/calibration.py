@@ -145,7 +145,12 @@ class TailPValue:
     """
 
     def __init__(
-        self, tail: float = 0.1, max_extrapolation: float = 5.0, min_scale: float = 0.0
+        self,
+        tail: float = 0.1,
+        max_extrapolation: float = 5.0,
+        min_scale: float = 0.0,
+        *,
+        interpolate: bool = True,
     ) -> None:
         if not 0 < tail < 1:
             raise ValueError(f"tail must be in (0, 1), got {tail}")
@@ -156,6 +161,7 @@ class TailPValue:
         self.tail = tail
         self.max_extrapolation = max_extrapolation
         self.min_scale = min_scale
+        self.interpolate = interpolate
 
     def fit(self, reference: np.ndarray) -> TailPValue:
         """Fit on benign reference scores (at least 10, finite)."""
@@ -173,16 +179,26 @@ class TailPValue:
         return self
 
     def neg_log_p(self, scores: np.ndarray) -> np.ndarray:
-        """``-log p``: empirical below ``threshold_``, ``-log p(u) + (s - u) / scale_`` above.
+        """``-log p``: interpolated empirical below ``threshold_``, ``-log p(u) + (s - u) /
+        scale_`` above; continuous and non-decreasing in the score everywhere.
 
-        The empirical p-value is ``(1 + #{reference >= s}) / (n + 1)``; at ``s = u`` both
-        pieces agree, so the result is continuous. The tail stops rising at
-        ``log(n + 1) + max_extrapolation``.
+        At a reference score ``r`` the empirical p-value is ``(1 + #{reference >= r}) /
+        (n + 1)``; between two consecutive distinct reference scores the count is interpolated
+        linearly. A step function would let a rounding difference of one ulp in a channel's
+        score (a matrix product summed in another order in another batch) move a flow's score
+        by a whole reference rank; interpolated, the score moves by as little as its input
+        did, so scores do not depend on the batch a flow is scored in. At ``s = u`` both pieces
+        agree. The tail stops rising at ``log(n + 1) + max_extrapolation``.
         """
         scores = np.asarray(scores, dtype=np.float64)
         n = len(self.reference_)
-        at_least = n - np.searchsorted(self.reference_, scores, side="left")
-        empirical = np.log(n + 1) - np.log1p(at_least)
+        if self.interpolate:
+            values, first = np.unique(self.reference_, return_index=True)
+            # first[j] = how many reference scores lie strictly below values[j].
+            below = np.interp(scores, values, first.astype(np.float64))
+        else:  # model files written before the interpolation keep their steps
+            below = np.searchsorted(self.reference_, scores, side="left")
+        empirical = np.log(n + 1) - np.log1p(n - below)
         at_u = n - np.searchsorted(self.reference_, self.threshold_, side="left")
         tail = np.log(n + 1) - np.log1p(at_u) + (scores - self.threshold_) / self.scale_
         tail = np.minimum(tail, np.log(n + 1) + self.max_extrapolation)
@@ -192,7 +208,7 @@ class TailPValue:
         """Fitted state as a JSON-able config and named arrays (no pickle)."""
         config = {"tail": self.tail, "max_extrapolation": self.max_extrapolation}
         config["min_scale"] = self.min_scale
-        config.update(threshold_=self.threshold_, scale_=self.scale_)
+        config.update(threshold_=self.threshold_, scale_=self.scale_, interpolate=self.interpolate)
         return config, {"reference": self.reference_}
 
     @classmethod
@@ -205,7 +221,16 @@ class TailPValue:
             If the reference is not a sorted, finite 1-D array of at least 10 scores, or the
             scale is not positive.
         """
-        model = cls(config["tail"], config["max_extrapolation"], config["min_scale"])
+        # A tail saved before the interpolation existed has no "interpolate": it kept its steps.
+        interpolate = config.get("interpolate", False)
+        if not isinstance(interpolate, bool):
+            raise ValueError(f"tail's interpolate must be true or false, got {interpolate!r}")
+        model = cls(
+            config["tail"],
+            config["max_extrapolation"],
+            config["min_scale"],
+            interpolate=interpolate,
+        )
         reference = np.asarray(arrays["reference"], dtype=np.float64)
         if reference.ndim != 1 or len(reference) < 10 or not np.isfinite(reference).all():
             raise ValueError(

@@ -7,16 +7,18 @@ and hands its scores to the ``score`` rule (:mod:`latent_sculpting.fusion`) unde
 Adding one (a kNN distance on the scaled features, say) takes the class, its entry in
 :data:`SIDE_CHANNELS`, and its parameter in the estimator and the presets.
 
-**Benign-describing channels.** A channel that learns only what benign traffic looks like (a
-kNN distance to benign flows, say) sets ``describes_benign = True``: adapting a model to another
-network (:mod:`latent_sculpting.adapt`) then refits it, like the flow, on that network's benign
-flows, calling ``fit`` with benign rows only. A channel that learns attacks (the forest) keeps
-``False`` and is kept as it is.
+**Supervised or benign-only.** A channel that learns from known attacks (the forest, the
+boosted trees) sets ``supervised = True``; one that learns only what benign traffic looks like
+(the distance to benign prototypes) sets ``False``. A pseudo-zero-day fold
+(:mod:`latent_sculpting.folds`) refits only the supervised ones; adapting a model to another
+network (:mod:`latent_sculpting.adapt`) refits only the others, like the flow, on that
+network's benign flows (``fit`` then sees benign rows only), and keeps the supervised ones.
 
 **Held-out rows.** The rules are fitted and thresholded on benign rows held out of every fit, so
 ``fit`` returns *out-of-sample* scores for them: a channel that learns from them too (the
 forest, for which benign flows are the minority class worth every row) must score them with a
-model that did not see them.
+model that did not see them (the forest's out-of-bag votes); one that has no such votes (the
+boosted trees) is fitted without them.
 """
 
 from __future__ import annotations
@@ -26,9 +28,17 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from .boost import AttackBooster
 from .forest import AttackForest
 
-__all__ = ["SIDE_CHANNELS", "ForestChannel", "SideChannel", "enabled_channels"]
+__all__ = [
+    "SIDE_CHANNELS",
+    "BoostChannel",
+    "ForestChannel",
+    "NeighbourChannel",
+    "SideChannel",
+    "enabled_channels",
+]
 
 
 class SideChannel(Protocol):
@@ -42,9 +52,10 @@ class SideChannel(Protocol):
     parameter: ClassVar[str]
     #: Smallest step between its scores that means something (floors the fusion's tail scale).
     resolution: float
-    #: Whether it learns only benign traffic, so that adapting the model to another network
-    #: refits it on that network's benign flows (:mod:`latent_sculpting.adapt`).
-    describes_benign: ClassVar[bool]
+    #: Whether it learns from known attacks (then a pseudo-zero-day fold refits it without the
+    #: held-out family); a benign-only channel is reused as fitted there, and refitted on a new
+    #: network's benign flows by :mod:`latent_sculpting.adapt`.
+    supervised: ClassVar[bool]
 
     def __init__(self, size: int, *, random_state: int | None = None) -> None:
         """``size`` is the value of :attr:`parameter`, ``random_state`` a seed of its own."""
@@ -62,6 +73,94 @@ class SideChannel(Protocol):
 
     @classmethod
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> SideChannel: ...
+
+
+class NeighbourChannel:
+    """Distance to the nearest benign prototype: a benign-only channel for what no known attack
+    resembles.
+
+    The prototypes are the centres of a k-means clustering of the benign training rows (all the
+    rows when there are no more than ``n_prototypes``), in the scaled feature space. A flow far
+    from every benign prototype is unlike benign traffic whatever it resembles; on validation
+    folds this catches the families a supervised channel misses (a port scan or an
+    infiltration that looks like no known attack; docs/presets.md). Prototypes rather than every
+    benign row bound the model file and the scoring cost (one matrix product with
+    ``n_prototypes`` rows per flow).
+
+    Parameters
+    ----------
+    n_prototypes : int
+    random_state : int or None, default=None
+
+    Attributes
+    ----------
+    prototypes_ : numpy.ndarray of shape (n_prototypes, n_features), float32
+    """
+
+    name = "knn"
+    column = "knn_distance"
+    parameter = "knn_prototypes"
+    #: Learns from benign rows only: it needs no refit when an attack family is held out, and
+    #: adapting to a new network's benign traffic refits it.
+    supervised = False
+    resolution = 0.0
+    #: Rows scored per matrix product (bounds the distance block to a few MiB).
+    _BLOCK = 1024
+
+    def __init__(self, n_prototypes: int, *, random_state: int | None = None) -> None:
+        self.n_prototypes = n_prototypes
+        self.random_state = random_state
+
+    def fit(self, Z: np.ndarray, y: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+        keep = np.ones(len(y), dtype=bool)
+        keep[held_out] = False
+        benign = np.asarray(Z[keep & (y == 0)], dtype=np.float32)
+        if len(benign) == 0:
+            raise ValueError("the neighbour channel needs benign rows to fit on")
+        if len(benign) <= self.n_prototypes:
+            self.prototypes_ = np.unique(benign, axis=0)
+        else:
+            from sklearn.cluster import MiniBatchKMeans
+
+            kmeans = MiniBatchKMeans(
+                self.n_prototypes, random_state=self.random_state, n_init=3, batch_size=4096
+            ).fit(benign)
+            self.prototypes_ = kmeans.cluster_centers_.astype(np.float32)
+        self._norms = (self.prototypes_.astype(np.float64) ** 2).sum(axis=1)
+        return self.score(Z[held_out])
+
+    def score(self, Z: np.ndarray) -> np.ndarray:
+        Z = np.asarray(Z, dtype=np.float32)
+        P = self.prototypes_
+        out = np.empty(len(Z))
+        for start in range(0, len(Z), self._BLOCK):
+            block = Z[start : start + self._BLOCK]
+            # |z - p|^2 = |z|^2 - 2 z.p + |p|^2, the product in float32 (BLAS), the sums in
+            # float64; clipped at 0 against rounding.
+            cross = (block @ P.T).astype(np.float64)
+            d2 = (block.astype(np.float64) ** 2).sum(axis=1)[:, None] - 2 * cross + self._norms
+            out[start : start + self._BLOCK] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        return out
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"n_prototypes": self.n_prototypes}, {"prototypes": self.prototypes_}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> NeighbourChannel:
+        n = int(config["n_prototypes"])
+        prototypes = np.asarray(arrays.get("prototypes"))
+        if n < 1:
+            raise ValueError(f"neighbour channel needs n_prototypes >= 1, got {n}")
+        if prototypes.ndim != 2 or not 0 < len(prototypes) <= n:
+            raise ValueError(
+                f"neighbour prototypes have shape {prototypes.shape}, at most {n} rows"
+            )
+        if prototypes.dtype != np.float32 or not np.isfinite(prototypes).all():
+            raise ValueError("neighbour prototypes must be finite float32")
+        channel = cls(n)
+        channel.prototypes_ = prototypes
+        channel._norms = (prototypes.astype(np.float64) ** 2).sum(axis=1)
+        return channel
 
 
 class ForestChannel:
@@ -85,7 +184,7 @@ class ForestChannel:
     name = "forest"
     column = "forest_probability"
     parameter = "forest_trees"
-    describes_benign = False
+    supervised = True
 
     def __init__(self, n_trees: int, *, random_state: int | None = None) -> None:
         self.n_trees = n_trees
@@ -124,8 +223,63 @@ class ForestChannel:
         return channel
 
 
+class BoostChannel:
+    """Boosted trees' known-attack log-odds (:class:`~latent_sculpting.boost.AttackBooster`).
+
+    Boosting has no out-of-bag votes: every tree is fitted to the errors of all the trees
+    before it, on every training row. So the booster is fitted on every row but the held-out
+    ones, as every part of the model but the forest is, and scores those out of sample.
+
+    Parameters
+    ----------
+    n_iter : int
+        Boosting iterations at most (``max_iter``; early stopping may keep fewer).
+    random_state : int or None, default=None
+
+    Attributes
+    ----------
+    booster_ : AttackBooster
+    """
+
+    name = "boost"
+    supervised = True
+    column = "boost_logit"
+    parameter = "boost_iter"
+    #: Log-odds are continuous: no step between them is too small to mean something.
+    resolution = 0.0
+
+    def __init__(self, n_iter: int, *, random_state: int | None = None) -> None:
+        self.n_iter = n_iter
+        self.random_state = random_state
+
+    def fit(self, Z: np.ndarray, y: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+        train = np.ones(len(Z), dtype=bool)
+        train[held_out] = False
+        booster = AttackBooster(self.n_iter, random_state=self.random_state)
+        self.booster_ = booster.fit(Z[train], y[train])
+        return self.booster_.decision_function(Z[held_out])
+
+    def score(self, Z: np.ndarray) -> np.ndarray:
+        return self.booster_.decision_function(Z)
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The booster's state; its ``max_iter`` is the channel's ``n_iter``."""
+        return self.booster_.get_state()
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoostChannel:
+        booster = AttackBooster.from_state(config, arrays)
+        channel = cls(booster.max_iter)
+        channel.booster_ = booster
+        return channel
+
+
 #: Every side channel, in the order they are fitted (which fixes the order of seed draws).
-SIDE_CHANNELS: dict[str, type[SideChannel]] = {ForestChannel.name: ForestChannel}
+SIDE_CHANNELS: dict[str, type[SideChannel]] = {
+    ForestChannel.name: ForestChannel,
+    BoostChannel.name: BoostChannel,
+    NeighbourChannel.name: NeighbourChannel,
+}
 
 
 def enabled_channels(params: Mapping[str, Any]) -> list[str]:

@@ -45,6 +45,7 @@ from .drift import DriftReference
 from .explain import BenignProfile, spec_categorical
 from .fastpath import FastMAF, encode, reference_scoring
 from .flowspec import FlowSpec, spec_for_features
+from .folds import pseudo_zero_day_folds
 from .fusion import FUSIONS
 from .params import PARAMETER_CONSTRAINTS, check_params
 from .persistence import load_model, save_model
@@ -114,12 +115,27 @@ class LatentSculpting(BaseEstimator):
         Trees of the random forest side channel (:class:`~latent_sculpting.channels.ForestChannel`)
         trained on the scaled features against the known attacks; 0 for none. Only
         ``score="fisher"`` uses it, and it needs one.
-    score : {"two_stage", "nll", "fisher"}, default="fisher"
+    boost_iter : int, default=0
+        Boosting iterations at most of the gradient-boosted trees side channel
+        (:class:`~latent_sculpting.channels.BoostChannel`, scikit-learn's histogram gradient
+        boosting, binary, against the known attacks; its score is the log-odds); 0 for none.
+        Only ``score="fisher"`` uses it; the booster is fitted without the held-out rows.
+    stack_folds : int, default=0
+        Most known attack families the ``"stacked"`` rule holds out in turn to learn its
+        weights (:mod:`latent_sculpting.folds`); 0 with any other rule.
+    knn_prototypes : int, default=0
+        Benign prototypes of the neighbour side channel
+        (:class:`~latent_sculpting.channels.NeighbourChannel`): the distance of a flow's scaled
+        features to the nearest k-means centre of the benign training rows; 0 for none.
+    score : {"two_stage", "nll", "fisher", "stacked"}, default="fisher"
         The rule of :mod:`latent_sculpting.fusion`. ``"two_stage"`` is the paper's: Stage-1
         attacks rank above every flow-scored row. ``"nll"`` uses the flow alone. ``"fisher"``
         turns the flow's NLL and each side channel's score into p-values against held-out benign
         *reference* flows and adds their ``-log``; it needs ``calibration="holdout"``, whose
         held-out rows are then split in halves, one for the reference and one for the threshold.
+        ``"stacked"`` weights that sum per channel, the weights learned on pseudo-zero-day
+        folds (each known attack family in ``groups`` held out in turn; at most
+        ``stack_folds`` of them, the largest); it needs ``stage1=False``.
     percentile : float, default=95.0
         Percentile of benign calibration scores used as ``threshold_``.
     calibration : {"train", "holdout"}, default="holdout"
@@ -149,7 +165,7 @@ class LatentSculpting(BaseEstimator):
         The flow input's standardisation (``flow_standardize=True``).
     flow_ : LatentDensity
     channels_ : dict of str to side channel
-        The side channels that are on (``"forest"``), by name.
+        The side channels that are on (``"forest"``, ``"boost"``), by name.
     fusion_ : latent_sculpting.fusion.Fusion
         The fitted score rule (for ``"fisher"``, the tails of each channel).
     thresholds_ : dict of float to float
@@ -177,7 +193,7 @@ class LatentSculpting(BaseEstimator):
         *,
         feature_transform: str = "log1p",
         scaler: str = "standard",
-        stage1: bool = True,
+        stage1: bool = False,
         encoder: str = "mlp",
         latent_dim: int = 32,
         d_model: int = 256,
@@ -205,10 +221,13 @@ class LatentSculpting(BaseEstimator):
         flow_lr: float = 5e-4,
         flow_epochs: int = 20,
         flow_batch_size: int = 512,
-        flow_standardize: bool = True,
-        svdd_dim: int = 32,
-        forest_trees: int = 100,
-        score: str = "fisher",
+        flow_standardize: bool = False,
+        svdd_dim: int = 0,
+        forest_trees: int = 0,
+        boost_iter: int = 100,
+        knn_prototypes: int = 1024,
+        stack_folds: int = 8,
+        score: str = "stacked",
         percentile: float = 95.0,
         calibration: str = "holdout",
         calibration_fraction: float = 0.2,
@@ -250,6 +269,9 @@ class LatentSculpting(BaseEstimator):
         self.flow_standardize = flow_standardize
         self.svdd_dim = svdd_dim
         self.forest_trees = forest_trees
+        self.boost_iter = boost_iter
+        self.knn_prototypes = knn_prototypes
+        self.stack_folds = stack_folds
         self.score = score
         self.percentile = percentile
         self.calibration = calibration
@@ -346,7 +368,16 @@ class LatentSculpting(BaseEstimator):
             if self.fusion_.needs_reference:
                 side = {name: scores[:n_ref] for name, scores in out_of_sample.items()}
                 resolution = {name: c.resolution for name, c in self.channels_.items()}
-                self.fusion_.fit(self._channel_scores(Z[reference], side), resolution)
+                reference_scores = self._channel_scores(Z[reference], side)
+                if self.fusion_.needs_folds:
+                    with self._timed("folds"):
+                        folds = pseudo_zero_day_folds(
+                            self, Z, y, groups_arr, fit_rows, reference, reference_scores
+                        )
+                    self.fusion_.fit(reference_scores, resolution, folds)
+                    self.history_["fusion_weights"] = dict(self.fusion_.weights_)
+                else:
+                    self.fusion_.fit(reference_scores, resolution)
             if self.calibration == "train":
                 # The paper: the flow's NLL of the benign rows it was trained on.
                 cal = self._nll(benign_inputs)
@@ -450,9 +481,10 @@ class LatentSculpting(BaseEstimator):
     ) -> LatentSculpting:
         """Adapt the fitted model to another network from benign flows of that network.
 
-        Keeps what the model learned about attacks (preprocessor, Stage 1, the forest) and
-        refits what describes benign traffic (Deep SVDD, the flow, the fusion's tails, the
-        conformal threshold on held-out rows, drift bins, benign profile); see
+        Keeps what the model learned about attacks (preprocessor, Stage 1, the supervised side
+        channels, the stacked rule's weights) and refits what describes benign traffic (Deep
+        SVDD, the flow, the benign-only side channels, the fusion's tails, the conformal
+        threshold on held-out rows, drift bins, benign profile); see
         :func:`latent_sculpting.adapt.adapt` for the parameters. Every row is learned as
         benign: an attack among them will not be flagged afterwards.
 

@@ -317,9 +317,12 @@ _SCORE_NOTES = {
     "the paper's evaluation does.",
     "nll": "Score: the Stage-2 flow's negative log-likelihood of the sculpted latent code "
     "(Stage 1 shapes the space; its nearest-centroid rule does not vote).",
-    "fisher": "Score: Fisher's sum of -log p-values of two channels, each against held-out "
-    "benign reference flows: the Stage-2 flow's NLL (of the sculpted code beside a benign-only "
-    "Deep SVDD embedding) and a random forest's known-attack probability.",
+    "fisher": "Score: Fisher's sum of -log p-values of the channels, each against held-out "
+    "benign reference flows: the Stage-2 flow's NLL and each side channel's score.",
+    "stacked": "Score: a weighted sum of -log p-values of the channels (the flow's NLL on the "
+    "scaled features, gradient-boosted trees against the known attacks, the distance to benign "
+    "prototypes), each against held-out benign reference flows, the weights learned on "
+    "pseudo-zero-day folds of the training families.",
 }
 
 

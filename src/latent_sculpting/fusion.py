@@ -19,6 +19,14 @@ more anomalous.
     thresholded on a *separate* benign calibration split, so the detector's conformal guarantee
     does not depend on how well the tail model fits.
 
+``"stacked"``
+    As ``"fisher"``, with one weight per channel (0, 1/2 or 1) learned on pseudo-zero-day
+    folds of the training data: each known attack family held out in turn, the supervised
+    channels refitted without it, and the weights kept that best separate the held-out families
+    from the benign reference flows (:class:`StackedFusion`). A channel that sees what only it
+    sees keeps its full weight; one that only adds benign noise at low false-positive rates is
+    down-weighted or dropped, per data set rather than once for all.
+
 A new rule is a class with ``fit``, ``combine``, ``get_state`` and ``from_state`` registered in
 :data:`FUSIONS`.
 
@@ -29,7 +37,8 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,6 +52,7 @@ __all__ = [
     "FisherFusion",
     "Fusion",
     "NLLFusion",
+    "StackedFusion",
     "TwoStageFusion",
     "fisher",
 ]
@@ -70,6 +80,9 @@ class Fusion:
     uses_side_channels: ClassVar[bool] = False
     #: Whether the rule reads the Stage-1 distances (then ``stage1=True`` is required).
     needs_stage1: ClassVar[bool] = False
+    #: Whether the rule learns from pseudo-zero-day folds (each known family held out in turn,
+    #: the supervised channels refitted without it); ``fit`` then takes ``folds``.
+    needs_folds: ClassVar[bool] = False
 
     def fit(self, reference: Mapping[str, np.ndarray], resolution: Mapping[str, float]) -> Any:
         """Fit on the channel scores of benign reference rows (a no-op here).
@@ -134,6 +147,14 @@ class FisherFusion(Fusion):
     ) -> FisherFusion:
         """Fit a tail on the reference scores of the flow's NLL and of each side channel in
         ``resolution``, whose value floors the channel's tail scale."""
+        return self.fit_tails(reference, resolution)
+
+    def fit_tails(
+        self, reference: Mapping[str, np.ndarray], resolution: Mapping[str, float]
+    ) -> FisherFusion:
+        """Fit only the tails, as :meth:`fit` does, and keep whatever else the rule learned
+        (the stacked rule's weights): the tails describe benign traffic, and adapting a model
+        to another network (:mod:`latent_sculpting.adapt`) refits them on its benign flows."""
         self.tails_ = {"nll": TailPValue().fit(reference["nll"])}
         for name, step in resolution.items():
             self.tails_[name] = TailPValue(min_scale=step).fit(reference[name])
@@ -167,11 +188,126 @@ class FisherFusion(Fusion):
         return model
 
 
+class StackedFusion(FisherFusion):
+    """Fisher's sum with a learned weight per channel: ``sum_k w_k (-log p_k)``.
+
+    Parameters
+    ----------
+    fpr : float, default=0.01
+        The false-positive rate whose recall, with the AUROC, scores a weighting on a fold.
+
+    Attributes
+    ----------
+    tails_ : dict of str to TailPValue
+    weights_ : dict of str to float
+        Each channel's weight; all 1 (plain Fisher) when no fold could be formed.
+    fold_scores_ : list of float
+        Mean criterion of the chosen weighting per fold (for the model's history).
+    """
+
+    needs_folds = True
+    #: The weights each channel may take; a weighting of all zeros is not allowed.
+    WEIGHTS = (1.0, 0.5, 0.0)
+
+    def __init__(self, fpr: float = 0.01) -> None:
+        self.fpr = fpr
+
+    def fit(
+        self,
+        reference: Mapping[str, np.ndarray],
+        resolution: Mapping[str, float],
+        folds: Sequence[Mapping[str, Mapping[str, np.ndarray]]] = (),
+    ) -> StackedFusion:
+        """Fit the tails on ``reference`` and choose the weights on ``folds``.
+
+        Each fold is ``{"reference": {channel: scores}, "attack": {channel: scores}}``: every
+        channel's scores of the benign reference flows and of one held-out family's flows, by
+        channels that never saw that family. Each fold's scores are put on its own tails (a
+        supervised channel refitted without the family has its own scale). A weighting scores
+        ``(AUROC + recall at fpr) / 2`` on a fold, the threshold being the benign reference
+        flows' ``1 - fpr`` quantile; the weighting with the best mean over folds wins, the
+        earlier in :meth:`grid` order on ties (all ones, plain Fisher, first).
+        """
+        super().fit(reference, resolution)
+        names = list(self.tails_)
+        grid = self.grid(len(names))
+        self.weights_ = dict.fromkeys(names, 1.0)
+        self.fold_scores_ = []
+        if not folds:
+            return self
+        table = np.zeros((len(folds), len(grid)))
+        for i, fold in enumerate(folds):
+            benign, attack = [], []
+            for name in names:
+                step = resolution.get(name, 0.0) if name != "nll" else 0.0
+                tail = TailPValue(min_scale=step).fit(_clip(name, fold["reference"][name]))
+                benign.append(tail.neg_log_p(_clip(name, fold["reference"][name])))
+                attack.append(tail.neg_log_p(_clip(name, fold["attack"][name])))
+            B, A = np.vstack(benign), np.vstack(attack)
+            for j, weights in enumerate(grid):
+                w = np.asarray(weights)[:, None]
+                table[i, j] = _criterion((w * B).sum(0), (w * A).sum(0), self.fpr)
+        best = int(np.argmax(table.mean(axis=0)))
+        self.weights_ = dict(zip(names, map(float, grid[best]), strict=True))
+        self.fold_scores_ = [float(v) for v in table[:, best]]
+        return self
+
+    @classmethod
+    def grid(cls, n: int) -> list[tuple[float, ...]]:
+        """Every weighting of ``n`` channels, all ones first, none all zeros."""
+        return [w for w in itertools.product(cls.WEIGHTS, repeat=n) if any(w)]
+
+    def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
+        clipped = {**scores, "nll": clipped_nll(scores)}
+        total = np.zeros(len(clipped["nll"]))
+        for name, tail in self.tails_.items():
+            if self.weights_[name]:
+                total += self.weights_[name] * tail.neg_log_p(clipped[name])
+        return total
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        config, arrays = super().get_state()
+        config.update(fpr=self.fpr, weights=self.weights_, fold_scores=self.fold_scores_)
+        return config, arrays
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> StackedFusion:
+        plain = FisherFusion.from_state(config, arrays)
+        model = cls(float(config["fpr"]))
+        model.tails_ = plain.tails_
+        weights = config["weights"]
+        if not isinstance(weights, dict) or set(weights) != set(model.tails_):
+            raise ValueError(f"stacked fusion weights {weights!r} do not match its channels")
+        for name, value in weights.items():
+            if value not in cls.WEIGHTS:
+                raise ValueError(f"stacked fusion weight of {name!r} is {value!r}")
+        if not any(weights.values()):
+            raise ValueError("stacked fusion weights are all zero")
+        model.weights_ = {name: float(value) for name, value in weights.items()}
+        model.fold_scores_ = [float(v) for v in config.get("fold_scores", [])]
+        return model
+
+
+def _clip(name: str, scores: np.ndarray) -> np.ndarray:
+    return np.minimum(scores, NLL_CAP) if name == "nll" else np.asarray(scores)
+
+
+def _criterion(benign: np.ndarray, attack: np.ndarray, fpr: float) -> float:
+    """``(AUROC + recall at fpr) / 2`` of attack scores against benign ones."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.zeros(len(benign)), np.ones(len(attack))]
+    auroc = roc_auc_score(y, np.r_[benign, attack])
+    threshold = np.quantile(benign, 1 - fpr)
+    return (auroc + float(np.mean(attack > threshold))) / 2
+
+
 #: ``score`` parameter value -> rule.
 FUSIONS: dict[str, type[Fusion]] = {
     "two_stage": TwoStageFusion,
     "nll": NLLFusion,
     "fisher": FisherFusion,
+    "stacked": StackedFusion,
 }
 
 

@@ -76,6 +76,9 @@ PARAMETER_CONSTRAINTS: dict[str, list] = {
     "flow_standardize": ["boolean"],
     "svdd_dim": _ints(0),
     "forest_trees": _ints(0),
+    "boost_iter": _ints(0),
+    "knn_prototypes": _ints(0),
+    "stack_folds": _ints(0),
     "score": [StrOptions(set(FUSIONS))],
     "percentile": _reals(0, 100, closed="neither"),
     "calibration": [StrOptions(set(CALIBRATIONS))],
@@ -129,6 +132,18 @@ def check_params(params: Mapping[str, Any], *, caller: str = "LatentSculpting") 
                 f"{parameter}={params[parameter]} fits a {name} channel that score={score!r} "
                 f"does not use: set {parameter}=0, or score='fisher'"
             )
+    if params["stack_folds"] and not fusion.needs_folds:
+        problems.append(
+            f"stack_folds={params['stack_folds']} holds out families for a rule that learns "
+            f"from them; score={score!r} does not: set stack_folds=0, or score='stacked'"
+        )
+    if fusion.needs_folds and params["stage1"]:
+        # Stage 1 learns from the known attacks, so every pseudo-zero-day fold would have to
+        # refit it (and the flow on its codes) without the held-out family.
+        problems.append(
+            f"score={score!r} learns its weights on folds that refit the supervised channels; "
+            "Stage 1 is supervised too and is not refitted per fold: set stage1=False"
+        )
     if params["target_fpr"] is not None and params["calibration"] != "holdout":
         problems.append(
             f"target_fpr={params['target_fpr']} needs calibration='holdout': the conformal "

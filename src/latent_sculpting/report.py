@@ -95,6 +95,7 @@ def render_report(run_dir: str | Path) -> str:
     pngs = sorted(run_dir.glob("*.png"))
     if not (markdown or json_files or pngs):
         raise ValueError(f"{run_dir} holds no .md, .json or .png files to report")
+    _check_inside(run_dir, [*markdown, *json_files, *pngs])
 
     body: list[str] = []
     shown_png: set[str] = set()
@@ -133,6 +134,24 @@ def render_report(run_dir: str | Path) -> str:
         body.append("<h2>Figures</h2>")
         body += [_figure(p, p.stem.replace("_", " ")) for p in rest]
     return _page(title, f"Run folder <code>{html.escape(str(run_dir))}</code>", body)
+
+
+def _check_inside(run_dir: Path, paths: list[Path]) -> None:
+    """Refuse a run folder whose files to report lead out of it.
+
+    A run folder may come from someone else, and its page is made to be mailed: a link
+    ``notes.md -> ~/.ssh/id_rsa`` must not put the target in it. Links between files inside
+    the folder are followed; the folder itself may be a link.
+    """
+    root = run_dir.resolve()
+    for path in paths:
+        target = path.resolve()
+        if not target.is_relative_to(root):
+            raise ValueError(
+                f"{path} is a link to {target}, outside the run folder; refusing to read it"
+            )
+        if not target.is_file():
+            raise ValueError(f"{path} is not a regular file; refusing to read it")
 
 
 def _page(title: str, source: str, body: list[str]) -> str:

@@ -3,7 +3,9 @@
 ``sculpt score`` (one process), the Ray engine (one actor per worker) and the HTTP service all
 turn records into a :class:`~latent_sculpting.flowspec.FlowBatch` and hand it to a
 :class:`Scorer`, so a flow gets the same columns and the same numbers whichever way it is
-scored, and the flag counts of a run are kept in one place (:class:`ScoreTally`). A scorer
+scored, and the flag counts of a run are kept in one place (:class:`ScoreTally`). By default
+each flagged flow is explained (:mod:`latent_sculpting.explain`) with the benign profile the
+model file holds; a model written before profiles existed scores without explanations. A scorer
 given a :class:`~latent_sculpting.drift.DriftMonitor` (:func:`drift_monitor`) also counts what
 it scores against the model's benign training traffic, for the drift report.
 """
@@ -18,13 +20,37 @@ import pandas as pd
 
 from .drift import DriftMonitor, RollingDriftMonitor
 from .estimator import conformal_p_values
-from .explain import Explainer
+from .explain import Explainer, Explanation
 from .flowspec import FlowBatch, model_spec
 
-__all__ = ["OUTPUT_COLUMNS", "ScoreTally", "Scorer", "drift_monitor", "drift_summary"]
+__all__ = [
+    "NO_PROFILE",
+    "OUTPUT_COLUMNS",
+    "ScoreTally",
+    "Scorer",
+    "default_explainer",
+    "drift_monitor",
+    "drift_summary",
+]
 
-#: Columns appended to the input's identifier columns, in order.
+#: Columns appended to the input's identifier columns, in order; ``explanation`` follows them
+#: when flows are explained.
 OUTPUT_COLUMNS = ("score", "p_value", "is_attack", "flagged_by")
+#: Why a model cannot explain its alerts.
+NO_PROFILE = (
+    "the model file holds no benign profile (it was written before explanations existed): "
+    "flows are scored without explanations; train it again to get them"
+)
+
+
+def default_explainer(model: Any) -> Explainer | None:
+    """The model's own explainer: its ``benign_profile_`` and its ``decision_function``, with
+    :class:`~latent_sculpting.explain.Explainer`'s defaults; None when the model has no profile
+    (a model file written before profiles existed)."""
+    profile = getattr(model, "benign_profile_", None)
+    if profile is None:
+        return None
+    return Explainer(profile, model.decision_function)
 
 
 @dataclass
@@ -85,10 +111,14 @@ class Scorer:
     ----------
     model : LatentSculpting
         A fitted detector; its ``spec_`` describes the records.
+    explain : bool, default True
+        Add an ``explanation`` column: for each flagged flow its top features with their values
+        and how unusual each is among benign training flows (:mod:`latent_sculpting.explain`),
+        an empty string for the others. Needs the model's ``benign_profile_``; without one (a
+        model file written before profiles existed) there is no column and
+        :attr:`explain_missing` says why.
     explainer : Explainer, optional
-        Adds an ``explanation`` column: for each flagged flow its top features with their
-        values and how unusual each is among benign training flows
-        (:mod:`latent_sculpting.explain`), empty for the others.
+        The explainer to use instead of :func:`default_explainer` (implies ``explain``).
     drift : DriftMonitor, optional
         Counts every scored flow's features and flag (:func:`drift_monitor`). When the records
         carry labels, only the flows labelled benign are counted: the question is whether
@@ -98,27 +128,50 @@ class Scorer:
     Attributes
     ----------
     tally : ScoreTally
+    explainer : Explainer or None
+        What explains flagged flows; None when flows are not explained.
+    explain_missing : str or None
+        :data:`NO_PROFILE` when explanations were asked for and the model cannot give them.
     """
 
     def __init__(
         self,
         model: Any,
         *,
+        explain: bool = True,
         explainer: Explainer | None = None,
         drift: DriftMonitor | None = None,
     ) -> None:
         self.model = model
+        self.explain_missing = None
+        if explainer is None and explain:
+            explainer = default_explainer(model)
+            if explainer is None:
+                self.explain_missing = NO_PROFILE
         self.explainer = explainer
         self.drift = drift
         self.spec = model_spec(model)
         self.tally = ScoreTally()
 
-    def score(self, batch: FlowBatch) -> pd.DataFrame:
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """The columns :meth:`score` appends to the identifiers (before the label column)."""
+        return OUTPUT_COLUMNS + (("explanation",) if self.explainer is not None else ())
+
+    def score(self, batch: FlowBatch, *, explain: bool = True) -> pd.DataFrame:
         """Identifier columns, then ``score`` (higher = more anomalous), ``p_value``
         (split-conformal, against benign calibration flows), ``is_attack`` (``score >
         threshold_``), ``flagged_by`` (``"stage1"`` when the Stage-1 nearest-centroid rule calls
         the flow an attack, ``"stage2"`` when only the score threshold does, ``""`` for benign),
-        ``explanation`` with an explainer, and, when the records carry it, the label column."""
+        ``explanation`` when the scorer explains and ``explain`` is true (text for flagged
+        flows, ``""`` for the others), and, when the records carry it, the label column."""
+        return self.score_explained(batch, explain=explain)[0]
+
+    def score_explained(
+        self, batch: FlowBatch, *, explain: bool = True
+    ) -> tuple[pd.DataFrame, list[Explanation | None] | None]:
+        """:meth:`score`, and the explanation of each row (None for a row not flagged); None
+        instead of the list when flows are not explained."""
         details = self.model.score_details(batch.X)
         score = details["score"]
         is_attack = score > self.model.threshold_
@@ -129,8 +182,12 @@ class Scorer:
         out["p_value"] = conformal_p_values(self.model.calibration_scores_, score)
         out["is_attack"] = is_attack
         out["flagged_by"] = flagged_by
-        if self.explainer is not None:
-            out["explanation"] = self._explanations(batch.X, score, is_attack)
+        found = None
+        if self.explainer is not None and explain:
+            found = self._explanations(batch.X, score, is_attack)
+            out["explanation"] = np.array(
+                ["" if e is None else e.text() for e in found], dtype=object
+            )
         benign = None
         if batch.labels is not None:
             out[self.spec.label_column] = batch.labels
@@ -139,15 +196,18 @@ class Scorer:
         if self.drift is not None:
             counted = slice(None) if benign is None else benign
             self.drift.update(batch.X[counted], is_attack[counted])
-        return out
+        return out, found
 
-    def _explanations(self, X: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> np.ndarray:
-        text = np.full(len(score), "", dtype=object)
+    def _explanations(
+        self, X: np.ndarray, score: np.ndarray, flagged: np.ndarray
+    ) -> list[Explanation | None]:
+        found: list[Explanation | None] = [None] * len(score)
         rows = np.flatnonzero(flagged)
         if len(rows):
-            found = self.explainer.explain(X[rows], score[rows], batch_rows=len(score))
-            text[rows] = [e.text() for e in found]
-        return text
+            explained = self.explainer.explain(X[rows], score[rows], batch_rows=len(score))
+            for row, explanation in zip(rows.tolist(), explained, strict=True):
+                found[row] = explanation
+        return found
 
 
 def drift_monitor(model: Any, *, window: int | None = None) -> DriftMonitor | None:

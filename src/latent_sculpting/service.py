@@ -2,8 +2,11 @@
 
 ``POST /v1/score`` takes flow records as JSON (a list of objects, or ``{"flows": [...]}``) or
 as a CSV body (``Content-Type: text/csv``) and answers one object per flow with ``score``,
-``p_value``, ``is_attack`` and ``flagged_by``, plus the flow's identifier fields when it has
-any. Records go through the model's :class:`~latent_sculpting.flowspec.FlowSpec` and the one
+``p_value``, ``is_attack``, ``flagged_by`` and ``explanation`` (for a flagged flow, its top
+features: each a ``{feature, value, benign_median, benign_percentile, tail, score_drop, text}``
+object, :meth:`~latent_sculpting.explain.FeatureReason.to_dict`; null for the others;
+``?explain=false`` leaves the field out), plus the flow's identifier fields when it has any.
+Records go through the model's :class:`~latent_sculpting.flowspec.FlowSpec` and the one
 :class:`~latent_sculpting.scoring.Scorer`, so the numbers are those of ``sculpt score``.
 ``GET /v1/model`` describes the model; ``GET /v1/drift`` compares the last flows scored with the
 model's benign training traffic (:mod:`latent_sculpting.drift`, over a rolling window; the
@@ -87,6 +90,7 @@ def model_card(model: Any) -> dict[str, Any]:
         "percentile": model.percentile,
         "calibration_size": int(len(model.calibration_scores_)),
         "score": model.score,
+        "explanations": getattr(model, "benign_profile_", None) is not None,
         "training_data": info or None,
         "package_version": __version__,
         "params": {k: v for k, v in params.items() if k not in ("verbose", "device")},
@@ -136,6 +140,8 @@ def create_app(
     card = model_card(model)
     parser = RecordParser(model_spec(model), limits)
     scorer = Scorer(model, drift=drift_monitor(model, window=drift_window))
+    if scorer.explain_missing:
+        logger.warning("%s", scorer.explain_missing)
     # The verdict is looked at again after every tenth of the window, and logged when it changed.
     verdict = {"drifted": False, "rows": 0}
     # torch modules are not documented thread-safe for concurrent forward passes; FastAPI runs
@@ -207,19 +213,28 @@ def create_app(
         },
     )
     async def score(request: Request) -> JSONResponse:
+        explain = _explain_flag(request.query_params.get("explain"))
         body = await _read_body(request, limits["max_body_bytes"])
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         records = parser.parse(body, kind)
 
-        def _score() -> pd.DataFrame:
+        def _score() -> tuple[pd.DataFrame, list | None]:
             with lock:
-                scored = scorer.score(parser.encode(records))
+                scored = scorer.score_explained(parser.encode(records), explain=explain)
                 check_drift()
                 return scored
 
         try:
-            scored = await anyio.to_thread.run_sync(_score)
-            return JSONResponse(content=_records(scored))
+            scored, found = await anyio.to_thread.run_sync(_score)
+            answer = _records(scored)
+            if found is not None:
+                for record, explanation in zip(answer, found, strict=True):
+                    record["explanation"] = (
+                        None
+                        if explanation is None
+                        else [reason.to_dict() for reason in explanation.reasons]
+                    )
+            return JSONResponse(content=answer)
         except RequestError:
             raise
         except Exception:  # noqa: BLE001 - a bug must not reach the client as a traceback
@@ -363,6 +378,18 @@ class RecordParser:
             if error.missing:
                 detail["missing_columns"] = error.missing
             raise RequestError(422, detail) from None
+
+
+def _explain_flag(value: str | None) -> bool:
+    """The ``explain`` query parameter: absent or true/1/yes explains, false/0/no does not."""
+    if value is None:
+        return True
+    text = value.strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise RequestError(400, f"explain={value!r}; use explain=true or explain=false")
 
 
 def _is_number(value: Any) -> bool:

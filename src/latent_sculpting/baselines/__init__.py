@@ -8,6 +8,7 @@ labels, scoring with higher = more anomalous. :func:`make_method` builds one fro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -130,15 +131,41 @@ DEFAULT_METHODS: tuple[str, ...] = (
     *BASELINES,
     "paper-v1",
     "paper-v2",
+    "fused",
     "default",
-    *(f"default-{ablation}" for ablation in ABLATIONS),
+    *(f"default-{a}" for a in ("noboost", "noknn", "fisher", "forest", "sculpt")),
 )
 
 
 def method_names() -> list[str]:
-    """Every name :func:`make_method` accepts (before an optional ``@transform``)."""
-    presets = [p for p in PRESETS]
-    return [*BASELINES, *presets, *(f"{p}-{a}" for p in presets for a in ABLATIONS)]
+    """Every name :func:`make_method` accepts (before an optional ``@transform``): the
+    baselines, the presets, and each preset with each ablation that applies to it (one whose
+    parameters fit together: Stage 1 alone needs a preset with Stage 1, say)."""
+    return [*BASELINES, *PRESETS, *_ablated()]
+
+
+#: Ablations of Stage 1's training or its rule: meaningless for a preset without Stage 1.
+_NEEDS_STAGE1 = ("stage1", "ce", "nosep")
+
+
+@functools.cache
+def _ablated() -> tuple[str, ...]:
+    from ..estimator import LatentSculpting
+    from ..params import check_params
+
+    names = []
+    for name, params in PRESETS.items():
+        for ablation, (change, _) in ABLATIONS.items():
+            if ablation in _NEEDS_STAGE1 and not params["stage1"]:
+                continue
+            if ablation not in _NEEDS_STAGE1 and {**params, **change} == params:
+                continue  # changes nothing: no method of its own
+            try:
+                check_params(LatentSculpting(**{**params, **change}).get_params())
+            except ValueError:
+                continue
+            names.append(f"{name}-{ablation}")
+    return tuple(names)
 
 
 def parse_method(spec: str) -> tuple[str, str | None]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..channels import SIDE_CHANNELS
 from ..estimator import LatentSculpting
 from ..params import check_params
 
@@ -19,18 +20,44 @@ __all__ = ["ABLATIONS", "SculptingMethod"]
 
 #: Ablations of a preset: estimator arguments that replace the preset's, and what each removes.
 ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
+    # Of the paper presets (and "fused"): the parts of the two-stage design.
     "stage1": ({}, "Stage 1 alone: nearest-centroid margin d(benign) - d(attack)"),
     "stage2": (
-        {"stage1": False, "score": "nll", "svdd_dim": 0, "forest_trees": 0},
+        {
+            "stage1": False,
+            "score": "nll",
+            "svdd_dim": 0,
+            "forest_trees": 0,
+            "boost_iter": 0,
+            "knn_prototypes": 0,
+            "stack_folds": 0,
+        },
         "Stage 2 alone: the flow on the scaled features, no encoder, no other channel",
     ),
     "ce": ({"loss": "cross_entropy"}, "encoder trained with plain cross-entropy"),
     "nosep": ({"gamma": 0.0}, "sculpting loss without its separation term (gamma = 0)"),
-    "noforest": (
-        {"score": "nll", "forest_trees": 0},
-        "no forest: the flow's NLL alone (on the sculpted code and the Deep SVDD embedding)",
+    # Of the default: each of its parts removed or replaced in turn.
+    "noboost": ({"boost_iter": 0}, "without the gradient-boosted trees"),
+    "noknn": ({"knn_prototypes": 0}, "without the distance to benign prototypes"),
+    "fisher": (
+        {"score": "fisher", "stack_folds": 0},
+        "the same channels summed with equal weights (Fisher), no learned weights",
     ),
-    "nosvdd": ({"svdd_dim": 0}, "no Deep SVDD embedding beside the sculpted code"),
+    "forest": (
+        {"boost_iter": 0, "forest_trees": 100},
+        "a random forest instead of the gradient-boosted trees",
+    ),
+    "sculpt": (
+        {
+            "stage1": True,
+            "svdd_dim": 32,
+            "flow_standardize": True,
+            "score": "fisher",
+            "stack_folds": 0,
+        },
+        "the flow on the sculpted code (Stage 1) and a Deep SVDD embedding, equal weights "
+        "(learned weights would need Stage 1 refitted per fold)",
+    ),
 }
 
 
@@ -84,7 +111,11 @@ class SculptingMethod:
         self.stage1_only = stage1_only
         self.random_state = random_state
         self.shared = shared
-        self.trains_on = "benign+attacks" if self.params.get("stage1", True) else "benign"
+        supervised = self.params.get("stage1", True) or any(
+            self.params.get(cls.parameter, 0) > 0 and cls.supervised
+            for cls in SIDE_CHANNELS.values()
+        )
+        self.trains_on = "benign+attacks" if supervised else "benign"
         self.feature_transform = self.params.get("feature_transform", "none")
         self.native_threshold_: float | None = None
 

@@ -22,6 +22,7 @@ COMMANDS = (
     "serve",
     "adapt",
     "extract",
+    "export",
     "report",
     "benchmark",
     "compare",
@@ -50,8 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        # Bad input is the user's to fix: say what is wrong, without a traceback.
+    except (ValueError, OSError) as error:
+        # Bad input (a damaged model file is a ModelFileError, a ValueError) is the user's to
+        # fix, and so is a file the system will not read or write (missing, no permission, a
+        # full disk): say what is wrong, without a traceback.
         print(f"sculpt {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

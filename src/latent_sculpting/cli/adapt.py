@@ -20,10 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "adapt",
         help="adapt a saved model to another network from benign flows of that network",
-        description="Keep what MODEL learned about attacks (Stage 1, the random forest) and "
-        "refit what describes benign traffic (the benign density, the fusion's references, "
-        "the conformal threshold, the drift bins) on flows of the new network that you "
-        "declare benign. The new threshold is split-conformal on part of those flows, held "
+        description="Keep what MODEL learned about attacks (Stage 1, the random forest, the "
+        "boosted trees, the stacked rule's weights) and refit what describes benign traffic "
+        "(the benign density, the distance to benign prototypes, the fusion's references, the "
+        "conformal threshold, the drift bins) on flows of the new network that you declare "
+        "benign. The new threshold is split-conformal on part of those flows, held "
         f"out of every fit. Warning: {LEARNED_AS_BENIGN}.",
     )
     parser.add_argument("model", help="model file written by `sculpt train` (or `sculpt adapt`)")

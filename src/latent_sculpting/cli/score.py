@@ -14,10 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="score flow files with a saved model into Parquet or CSV",
         description="Stream flow files (CSV, Parquet, Zeek logs, packet captures; read as the "
         "model was trained) in chunks through a saved model and write the input's identifier "
-        "columns with score, p_value, is_attack and flagged_by (and the label column when the "
-        "input has one) to a temporary file renamed into place at the end. The scored flows "
-        "are compared with the model's benign training traffic: a verdict on stderr, the "
-        "report in OUTPUT.drift.json (local engine) or the run's summary (ray engine).",
+        "columns with score, p_value, is_attack, flagged_by and explanation (the top features "
+        "of each flagged flow, with their values and how unusual each is among benign "
+        "training flows; and the label column when the input has one) to a temporary file "
+        "renamed into place at the end. The scored flows are compared with the model's benign "
+        "training traffic: a verdict on stderr, the report in OUTPUT.drift.json (local engine) "
+        "or the run's summary (ray engine).",
     )
     parser.add_argument("model", help="model file written by `sculpt train`")
     parser.add_argument("inputs", nargs="+", metavar="FILE", help="flow files, or folders of them")
@@ -51,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="ray engine: stop at the first file that fails instead of "
         "scoring the others (the local engine always stops, writing nothing)",
     )
+    parser.add_argument(
+        "--no-explain",
+        dest="explain",
+        action="store_false",
+        help="no explanation column (explaining costs at most about as much again as scoring)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -68,17 +76,26 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_rows < 1:
         raise ValueError(f"--batch-rows must be at least 1, got {args.batch_rows}")
     if args.engine == "ray":
+        if not args.explain:
+            raise ValueError(
+                "--no-explain is for the local engine; the ray engine explains the flagged "
+                "flows of every model that holds a benign profile"
+            )
         return _run_ray(args)
     from ..engines.local import score_files
     from ..estimator import LatentSculpting
+    from ..scoring import NO_PROFILE, default_explainer
 
     model = LatentSculpting.load(args.model, device=args.device)
+    if args.explain and default_explainer(model) is None:
+        print(f"sculpt score: note: {args.model}: {NO_PROFILE}", file=sys.stderr)
     summary = score_files(
         model,
         args.inputs,
         args.output,
         batch_rows=args.batch_rows,
         progress=not args.quiet,
+        explain=args.explain,
         drift=not args.no_drift,
     )
     if not args.no_drift:

@@ -88,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from .. import LatentSculpting, __version__
+    from ..channels import SIDE_CHANNELS
     from ..data import read_flows, sample_path
     from ..outputs import check_output
     from ..readers import list_flow_files
@@ -149,12 +150,14 @@ def run(args: argparse.Namespace) -> int:
     params.update(random_state=args.seed, verbose=not args.quiet)
     benign_only = not y.any()
     if benign_only:
+        params = _benign_only(params)
+        kept = [c.name for c in SIDE_CHANNELS.values() if params[c.parameter] > 0]
         print(
-            "sculpt train: warning: no attack rows in the data; fitting the benign density "
-            "alone (stage1=False, score='nll', forest_trees=0), without a known-attack channel",
+            "sculpt train: warning: no attack rows in the data; fitting the benign side alone "
+            f"(the flow{''.join(' and the ' + c + ' channel' for c in kept)}, "
+            f"score={params['score']!r}), without a known-attack channel",
             file=sys.stderr,
         )
-        params.update(stage1=False, score="nll", forest_trees=0)
     if params["calibration"] == "holdout":
         _check_calibration_size(
             int((y == 0).sum()), params["calibration_fraction"], args.target_fpr
@@ -229,6 +232,12 @@ def _cap(table: Any, n: int, seed: int) -> Any:
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(table), size=min(n, len(table)), replace=False)
     return table.subset(np.sort(rows))
+
+
+def _benign_only(params: dict) -> dict:
+    from ..presets import benign_only
+
+    return benign_only(params)
 
 
 def _preset(name: str) -> dict:

@@ -23,7 +23,7 @@ from ..data.table import iter_flow_batches
 from ..experiment import write_json
 from ..outputs import TABLE_SUFFIXES, AtomicTableWriter, check_output, terminate_cleanly
 from ..readers import list_flow_files, sniff
-from ..scoring import OUTPUT_COLUMNS, Scorer, drift_monitor, drift_summary
+from ..scoring import Scorer, drift_monitor, drift_summary
 
 __all__ = ["DRIFT_SUFFIX", "drift_path", "score_file_into", "score_files"]
 
@@ -40,6 +40,7 @@ def score_files(
     *,
     batch_rows: int = 65_536,
     progress: bool = True,
+    explain: bool = True,
     drift: bool = True,
 ) -> dict[str, Any]:
     """Score flow files into one Parquet or CSV file, in constant memory.
@@ -49,7 +50,9 @@ def score_files(
     model : LatentSculpting
         A fitted detector; its ``spec_`` says how records become features.
     inputs : path or list of paths
-        Files or folders of any syntax :mod:`latent_sculpting.readers` reads.
+        Files or folders of any syntax :mod:`latent_sculpting.readers` reads. With more than
+        one file, a first column ``source_file`` names each row's file, unless the records
+        carry a ``source_file`` identifier of their own (``sculpt extract`` output).
     output : path
         ``.parquet`` (or ``.pq``) or ``.csv``; written to a temporary name, then renamed.
         Checked before any work: not a folder, not an input, in a writable folder.
@@ -57,6 +60,9 @@ def score_files(
         Rows scored at a time; memory is bounded by a few batches.
     progress : bool, default True
         A tqdm progress bar (rows and rows/s) on stderr.
+    explain : bool, default True
+        An ``explanation`` column for flagged flows (:class:`~latent_sculpting.scoring.Scorer`),
+        when the model holds a benign profile.
     drift : bool, default True
         Compare the scored flows with the model's benign training traffic and write the drift
         report beside the output (:func:`drift_path`), once the output is in place.
@@ -65,7 +71,8 @@ def score_files(
     -------
     dict
         ``rows``, ``flagged``, ``flagged_share``, ``flagged_by``, ``files``, ``output``,
-        ``seconds``, ``rows_per_second``, ``drift`` (the report as
+        ``seconds``, ``rows_per_second``, ``explained`` (whether the output has an
+        ``explanation`` column), ``drift`` (the report as
         :meth:`DriftReport.to_dict <latent_sculpting.drift.DriftReport.to_dict>` gives it, plus
         ``counted``; None without ``drift`` or for a model file without drift bins),
         ``drift_file`` and, when inputs are labelled, ``labelled``.
@@ -80,16 +87,21 @@ def score_files(
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     files = list_flow_files(inputs)
     output = check_output(output, inputs=files, suffixes=TABLE_SUFFIXES)
-    scorer = Scorer(model, drift=drift_monitor(model) if drift else None)
+    scorer = Scorer(model, explain=explain, drift=drift_monitor(model) if drift else None)
     started = time.perf_counter()
     bar = tqdm(
         total=_known_rows(files), unit="rows", unit_scale=True, desc="scoring", disable=not progress
     )
     try:
-        with terminate_cleanly(), AtomicTableWriter(output, empty_columns=OUTPUT_COLUMNS) as out:
+        with (
+            terminate_cleanly(),
+            AtomicTableWriter(output, empty_columns=scorer.output_columns) as out,
+        ):
             for path in files:
                 for scored in _scored_batches(scorer, path, batch_rows):
-                    if len(files) > 1:
+                    # Records that name their source already (sculpt extract's output) keep
+                    # their own, finer source_file.
+                    if len(files) > 1 and "source_file" not in scored.columns:
                         scored.insert(0, "source_file", path.name)
                     out.write(scored, source=path)
                     bar.update(len(scored))
@@ -106,6 +118,7 @@ def score_files(
         output=str(output),
         seconds=seconds,
         rows_per_second=rows / seconds if seconds > 0 else 0.0,
+        explained=scorer.explainer is not None,
         drift=None,
         drift_file=None,
     )
@@ -125,7 +138,7 @@ def drift_path(output: PathLike) -> Path:
 
 def score_file_into(scorer: Scorer, path: Path, output: Path, batch_rows: int) -> int:
     """Score one file into one Parquet file (atomically); the rows written."""
-    with AtomicTableWriter(output, empty_columns=OUTPUT_COLUMNS) as out:
+    with AtomicTableWriter(output, empty_columns=scorer.output_columns) as out:
         for scored in _scored_batches(scorer, path, batch_rows):
             out.write(scored, source=path)
         return out.rows

@@ -37,7 +37,18 @@ __all__ = ["SYNTAXES", "iter_batches", "list_flow_files", "read_columns", "sniff
 PathLike = str | Path
 
 #: File name suffixes a folder is searched for.
-SUFFIXES = (".csv", ".parquet", ".pq", ".log", ".json", ".jsonl", ".labeled", ".pcap", ".pcapng")
+SUFFIXES = (
+    ".csv",
+    ".parquet",
+    ".pq",
+    ".log",
+    ".json",
+    ".jsonl",
+    ".labeled",
+    ".pcap",
+    ".pcapng",
+    ".cap",
+)
 
 _MAGIC = {
     b"PAR1": "parquet",

@@ -62,7 +62,16 @@ def _header(line: bytes, path: object) -> list[str]:
         raise FlowInputError(f"{path}: empty (no header line)", line=1, **where)
     if not line.endswith(b"\n") and len(line) >= _MAX_HEADER_BYTES:
         raise FlowInputError(f"{path}: header line longer than 1 MiB", line=1, **where)
-    names = next(csv.reader([decode(line).rstrip("\r\n")]))
+    try:
+        names = next(csv.reader([decode(line).rstrip("\r\n")]))
+    except csv.Error as error:
+        # A carriage return alone inside the line: lines must end in LF or CRLF.
+        raise FlowInputError(
+            f"{path}: the header line is not CSV ({error}); lines must end in LF or CRLF",
+            line=1,
+            syntax=True,
+            **where,
+        ) from None
     seen: set[str] = set()
     for name in names:
         if name in seen:

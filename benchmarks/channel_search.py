@@ -1,0 +1,397 @@
+"""Which channels, combined how, detect withheld attack families at low false-alarm rates?
+
+The design search behind the ``default`` preset (docs/presets.md), run on VALIDATION folds only:
+inside each test fold of ``sculpt benchmark`` (one attack family withheld), each other family is
+held out in turn as a pseudo-zero-day (:func:`latent_sculpting.benchmark.validation_folds`), so
+no choice made here ever sees a test fold's withheld family, benign test rows or calibration
+rows.
+
+Each channel is fitted once per fold and its scores of four parts are cached: ``reference``
+(benign fitting rows held out of the channels' fits, which place each channel's tail
+p-values), ``calibration`` (the fold's threshold rows), ``test_benign`` and ``test_attack``.
+Combination rules are then evaluated on the cached scores without refitting::
+
+    python benchmarks/channel_search.py fit --datasets cicids2017 unsw-nb15 iot-23 --seeds 0
+    python benchmarks/channel_search.py rank --out runs/channel-search
+
+``rank`` prints, per dataset and over every fold, the mean AUROC and recall at 5 %, 1 % and
+0.1 % false positives of every channel and combination, and per test fold which design the
+validation folds inside it would choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from latent_sculpting.benchmark import load_dataset
+from latent_sculpting.benchmark.protocol import (
+    check_fold,
+    drop_duplicates,
+    split_fold,
+    test_folds,
+    validation_folds,
+)
+from latent_sculpting.calibration import TailPValue
+from latent_sculpting.evaluation import fold_metrics
+from latent_sculpting.flowspec import encode
+from latent_sculpting.threads import limit_threads
+
+PARTS = ("reference", "calibration", "test_benign", "test_attack")
+REFERENCE_FRACTION = 0.25
+
+
+# ---------------------------------------------------------------------------------- channels
+
+
+def _log1p(X: np.ndarray) -> np.ndarray:
+    return np.sign(X) * np.log1p(np.abs(X))
+
+
+class Scaled:
+    """Signed log1p, then standardisation on the benign fitting rows (zero-variance kept at 1)."""
+
+    def fit(self, X: np.ndarray) -> Scaled:
+        Z = _log1p(X.astype(np.float64))
+        self.mean_, self.std_ = Z.mean(0), Z.std(0)
+        self.std_[self.std_ < 1e-9] = 1.0
+        return self
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return ((_log1p(X.astype(np.float64)) - self.mean_) / self.std_).astype(np.float32)
+
+
+def fit_channels(X, y, seed, names, ref_rows):
+    """Fit each channel on the fitting rows but ``ref_rows``; ``name -> scorer(X) -> scores``."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.neighbors import NearestNeighbors
+
+    keep = np.ones(len(y), bool)
+    keep[ref_rows] = False
+    Xf, yf = X[keep], y[keep]
+    benign = Xf[yf == 0]
+    scale = Scaled().fit(benign)
+    out = {}
+    for name in names:
+        if name == "rf":
+            rf = RandomForestClassifier(100, n_jobs=1, random_state=seed).fit(Xf, yf)
+            out[name] = lambda A, m=rf: m.predict_proba(A)[:, 1]
+        elif name == "hgb":
+            hgb = HistGradientBoostingClassifier(random_state=seed).fit(Xf, yf)
+            out[name] = lambda A, m=hgb: m.predict_proba(A)[:, 1]
+        elif name.startswith("knn"):
+            k = int(name[3:] or 5)
+            nn = NearestNeighbors(n_neighbors=k).fit(scale(benign))
+            out[name] = lambda A, m=nn, k=k: m.kneighbors(scale(A), k)[0][:, -1]
+        elif name.startswith("proto"):
+            from sklearn.cluster import MiniBatchKMeans
+
+            k = int(name[5:])
+            Zb = scale(benign)
+            centers = (
+                MiniBatchKMeans(min(k, len(Zb)), random_state=seed, n_init=3, batch_size=4096)
+                .fit(Zb)
+                .cluster_centers_.astype(np.float32)
+            )
+            nn = NearestNeighbors(n_neighbors=1).fit(centers)
+            out[name] = lambda A, m=nn: m.kneighbors(scale(A), 1)[0][:, 0]
+        elif name == "maf":
+            from latent_sculpting.stage2 import fit_flow, negative_log_likelihood
+
+            Zb = scale(benign)
+            flow, _ = fit_flow(
+                Zb,
+                flow_transforms=5,
+                flow_hidden=128,
+                flow_hidden_layers=1,
+                flow_lr=5e-4,
+                flow_epochs=20,
+                flow_batch_size=512,
+                grad_clip=1.0,
+                device="cpu",
+                verbose=False,
+            )
+            out[name] = lambda A, f=flow: np.minimum(
+                negative_log_likelihood(f, scale(A), device="cpu", fast_flow=None), 1e6
+            )
+        elif name == "sculpt":
+            from latent_sculpting import LatentSculpting, preset
+
+            params = {**preset("default"), "score": "nll", "forest_trees": 0}
+            params.update(calibration="train", target_fpr=None, random_state=seed)
+            model = LatentSculpting(**params).fit(Xf, yf)
+            out[name] = lambda A, m=model: np.minimum(m.score_details(A)["nll"], 1e6)
+        elif name == "svdd":
+            from latent_sculpting.deep_sad import DeepSAD
+
+            svdd = DeepSAD(eta=0.0, rep_dim=32, random_state=seed).fit(scale(benign))
+            out[name] = lambda A, m=svdd: m.decision_function(scale(A))
+        else:
+            raise ValueError(f"unknown channel {name!r}")
+    return out
+
+
+def run_fold(dataset, fold, seed, names, out: Path) -> Path | None:
+    path = out / dataset.name / f"{_slug(fold.name)}-seed{seed}.npz"
+    if path.exists():
+        have = set(np.load(path).files)
+        if all(f"{n}/{p}" in have for n in names for p in PARTS):
+            return path
+    try:
+        rows = split_fold(dataset, fold, seed)
+    except ValueError as error:
+        print(f"skip {fold.name}: {error}")
+        return None
+    spec = dataset.adapter.fit_spec(dataset.records.take(rows.fit), source=fold.name)
+    used = rows.used()
+    X = encode(spec, dataset.records.take(used), source=fold.name).X
+    rows = drop_duplicates(rows, dataset, used, X)
+    check_fold(rows, dataset, fold, used, X)
+    if len(rows.test_attack) == 0:
+        print(f"skip {fold.name}: no test attack left")
+        return None
+
+    def features(index):
+        return X[np.searchsorted(used, index)]
+
+    X_fit = features(rows.fit)
+    y_fit = (dataset.classes[rows.fit] != dataset.benign).astype(np.int64)
+    benign_fit = np.flatnonzero(y_fit == 0)
+    rng = np.random.default_rng(seed)
+    ref_rows = np.sort(
+        rng.choice(benign_fit, int(REFERENCE_FRACTION * len(benign_fit)), replace=False)
+    )
+    parts = {
+        "reference": X_fit[ref_rows],
+        "calibration": features(rows.calibration),
+        "test_benign": features(rows.test_benign),
+        "test_attack": features(rows.test_attack),
+    }
+    arrays = dict(np.load(path)) if path.exists() else {}
+    todo = [n for n in names if f"{n}/reference" not in arrays]
+    seconds = {}
+    start = time.perf_counter()
+    scorers = fit_channels(X_fit, y_fit, seed, todo, ref_rows)
+    for name, scorer in scorers.items():
+        t = time.perf_counter()
+        for part, Xp in parts.items():
+            arrays[f"{name}/{part}"] = np.asarray(scorer(Xp), dtype=np.float64)
+        seconds[name] = time.perf_counter() - t
+    arrays["prevalence"] = np.asarray([dataset.prevalence(fold.withheld)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    print(f"{fold.name} seed {seed}: {time.perf_counter() - start:.1f} s {todo}", flush=True)
+    return path
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)[:120]
+
+
+# ---------------------------------------------------------------------------------- combining
+
+
+def p_scores(arrays, name, resolution=None):
+    """Each part's ``-log p`` of channel ``name`` against its reference scores."""
+    tail = TailPValue(min_scale=resolution or 0.0).fit(arrays[f"{name}/reference"])
+    return {p: tail.neg_log_p(arrays[f"{name}/{p}"]) for p in PARTS[1:]}
+
+
+RESOLUTION = {"rf": 0.01, "hgb": 0.0}
+
+
+def combine(arrays, channels, rule):
+    logs = [p_scores(arrays, c, RESOLUTION.get(c)) for c in channels]
+    out = {}
+    for p in PARTS[1:]:
+        stack = np.vstack([lg[p] for lg in logs])
+        if rule == "fisher":
+            out[p] = stack.sum(0)
+        elif rule == "max":
+            out[p] = stack.max(0)
+        elif rule == "cauchy":
+            # Cauchy combination (Liu and Xie 2020) of p = exp(-s); computed in log space for
+            # tiny p: tan((0.5 - p) pi) ~ 1 / (p pi).
+            pv = np.exp(-stack)
+            t = np.where(pv < 1e-15, 1 / (pv * np.pi + 1e-300), np.tan((0.5 - pv) * np.pi))
+            out[p] = np.log1p(np.maximum(t.mean(0), -0.999) + 1)
+        else:
+            raise ValueError(rule)
+    return out
+
+
+def designs(channels):
+    singles = [((c,), "max") for c in channels]
+    combos = []
+    for r in (2, 3):
+        for subset in itertools.combinations(channels, r):
+            for rule in ("fisher", "max", "cauchy"):
+                combos.append((subset, rule))
+    return singles + combos
+
+
+def evaluate(arrays, design):
+    channels, rule = design
+    if len(channels) == 1:
+        s = {p: arrays[f"{channels[0]}/{p}"] for p in PARTS[1:]}
+    else:
+        s = combine(arrays, channels, rule)
+    m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=float("nan"))
+    return {
+        "auroc": m["auroc"],
+        **{f"r{k}": m["recall_at_fpr"][k] for k in ("0.05", "0.01", "0.001")},
+    }
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def cmd_fit(args):
+    out = Path(args.out)
+    for name in args.datasets:
+        dataset = load_dataset(name, max_per_class=args.max_per_class)
+        outers, _ = test_folds(dataset, ["families"])
+        for outer in outers:
+            folds = validation_folds(dataset, outer) if not args.test else [outer]
+            for fold in folds:
+                for seed in args.seeds:
+                    with limit_threads(1):
+                        run_fold(dataset, fold, seed, args.channels, out)
+
+
+WEIGHTS = (0.0, 0.5, 1.0)
+
+
+def weighted(logs, weights):
+    return {p: sum(w * lg[p] for w, lg in zip(weights, logs, strict=True)) for p in PARTS[1:]}
+
+
+def learned(paths, channels):
+    """Weights learned on the other validation folds of the same test fold, applied to this one.
+
+    For validation fold (F, G) the weights are those that score best on the folds (F, G'),
+    G' != G: folds in which G is a known family, so G's detection never informs the choice.
+    This is what an estimator learning its weights from pseudo-zero-day folds of its own
+    training families would do.
+    """
+    import pandas as pd
+
+    grid = [w for w in itertools.product(WEIGHTS, repeat=len(channels)) if any(w)]
+    per_fold = {}
+    logs_of = {}
+    for path in paths:
+        arrays = dict(np.load(path))
+        logs = [p_scores(arrays, c, RESOLUTION.get(c)) for c in channels]
+        logs_of[path] = logs
+        rows = []
+        for w in grid:
+            s = weighted(logs, w)
+            m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
+            rows.append((m["auroc"] + m["recall_at_fpr"]["0.01"]) / 2)
+        per_fold[path] = np.asarray(rows)
+    out = []
+    for path in paths:
+        others = [per_fold[q] for q in paths if q != path]
+        if not others:
+            continue
+        best = grid[int(np.argmax(np.mean(others, axis=0)))]
+        s = weighted(logs_of[path], best)
+        m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
+        out.append(
+            {
+                "fold": path.stem,
+                "weights": best,
+                "auroc": m["auroc"],
+                **{f"r{k}": m["recall_at_fpr"][k] for k in ("0.05", "0.01", "0.001")},
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def cmd_learned(args):
+    import pandas as pd
+
+    out = Path(args.out)
+    frames = []
+    for dataset_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        groups: dict[str, list[Path]] = {}
+        for path in sorted(dataset_dir.glob("*.npz")):
+            groups.setdefault(path.stem.split("___")[0], []).append(path)
+        for outer, paths in groups.items():
+            frame = learned(paths, args.channels)
+            frame["dataset"], frame["outer"] = dataset_dir.name, outer
+            frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    cols = ["auroc", "r0.05", "r0.01", "r0.001"]
+    print("learned weights over", "+".join(args.channels), f"({len(frame)} folds)")
+    print(frame[cols].mean().round(3).to_string())
+    print(frame.groupby("dataset")[cols].mean().round(3).to_string())
+    print(frame["weights"].astype(str).value_counts().head(10).to_string())
+
+
+def cmd_rank(args):
+    out = Path(args.out)
+    results = []
+    for path in sorted(out.glob("*/*.npz")):
+        arrays = dict(np.load(path))
+        have = {k.split("/")[0] for k in arrays if "/" in k}
+        channels = [c for c in args.channels if c in have]
+        outer = path.stem.split("___")[0] if "___" in path.stem else path.stem
+        for design in designs(channels):
+            results.append(
+                {
+                    "dataset": path.parent.name,
+                    "fold": path.stem,
+                    "outer": outer,
+                    "design": "+".join(design[0])
+                    + ("" if len(design[0]) == 1 else f":{design[1]}"),
+                    **evaluate(arrays, design),
+                }
+            )
+    (out / "ranking.json").write_text(json.dumps(results))
+    import pandas as pd
+
+    frame = pd.DataFrame(results)
+    metric_cols = ["auroc", "r0.05", "r0.01", "r0.001"]
+    table = frame.groupby("design")[metric_cols].mean()
+    table["score"] = table[["auroc", "r0.01", "r0.001"]].mean(axis=1)
+    print(table.sort_values("score", ascending=False).head(args.top).round(3).to_string())
+    for name, part in frame.groupby("dataset"):
+        t = part.groupby("design")[metric_cols].mean()
+        t["score"] = t[["auroc", "r0.01", "r0.001"]].mean(axis=1)
+        print(f"\n{name} ({part['fold'].nunique()} folds)")
+        print(t.sort_values("score", ascending=False).head(10).round(3).to_string())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit")
+    fit.add_argument("--datasets", nargs="+", default=["cicids2017", "unsw-nb15", "iot-23"])
+    fit.add_argument("--seeds", nargs="+", type=int, default=[0])
+    fit.add_argument("--channels", nargs="+", default=["rf", "knn5", "knn1", "maf", "svdd"])
+    fit.add_argument("--max-per-class", type=int, default=3000)
+    fit.add_argument("--test", action="store_true", help="the test folds (for the final table)")
+    fit.add_argument("--out", default="runs/channel-search")
+    rank = sub.add_parser("rank")
+    rank.add_argument(
+        "--channels", nargs="+", default=["rf", "knn5", "knn1", "maf", "svdd", "hgb", "sculpt"]
+    )
+    rank.add_argument("--top", type=int, default=25)
+    rank.add_argument("--out", default="runs/channel-search")
+    learn = sub.add_parser("learned")
+    learn.add_argument("--channels", nargs="+", default=["rf", "hgb", "knn1", "maf"])
+    learn.add_argument("--out", default="runs/channel-search")
+    args = parser.parse_args()
+    print(f"load average {os.getloadavg()}")
+    {"fit": cmd_fit, "rank": cmd_rank, "learned": cmd_learned}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Pseudo-zero-day folds of the training data, for a score rule that learns from them.
+
+A detector meets attacks it has never seen; a rule that combines channels should be chosen for
+how well it catches *those*, not the known attacks the supervised channels were fitted on. The
+training data can stage that test itself: hold each known attack family out in turn, refit the
+supervised channels without it (the benign-only channels and the flow never saw an attack, so
+they are reused as fitted), and score the held-out family and the benign reference flows. The
+``"stacked"`` rule (:class:`~latent_sculpting.fusion.StackedFusion`) chooses its channel weights
+on these folds. Nothing here reads the calibration rows: the detector's threshold stays
+conformal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MIN_FAMILY_ROWS", "pseudo_zero_day_folds"]
+
+#: Fewest training rows a family needs to be held out as a fold (fewer say little about it).
+MIN_FAMILY_ROWS = 20
+
+
+def pseudo_zero_day_folds(
+    model: Any,
+    Z: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    fit_rows: np.ndarray,
+    reference: np.ndarray,
+    reference_scores: dict[str, np.ndarray],
+) -> list[dict[str, dict[str, np.ndarray]]]:
+    """One fold per known attack family (the ``stack_folds`` largest with at least
+    :data:`MIN_FAMILY_ROWS` fitting rows; none when fewer than two families qualify).
+
+    Parameters
+    ----------
+    model : LatentSculpting
+        Fitted but for its fusion: its channels, flow and preprocessor are used.
+    Z : ndarray
+        Scaled features of every row given to ``fit``.
+    y, groups : ndarray
+        0/1 targets and the attack family (or class) of every row.
+    fit_rows, reference : ndarray of int
+        Rows the channels were fitted on, and the benign reference rows (held out of every fit).
+    reference_scores : dict
+        Every channel's out-of-sample scores of the reference rows.
+
+    Returns
+    -------
+    list of dict
+        ``{"reference": {channel: scores}, "attack": {channel: scores}}`` per fold, for the
+        flow's NLL and every side channel.
+    """
+    if groups is None or model.stack_folds == 0:
+        return []
+    attacks = fit_rows[y[fit_rows] == 1]
+    families, counts = np.unique(groups[attacks], return_counts=True)
+    order = np.lexsort((families, -counts))  # largest first, ties by name
+    eligible = [families[i] for i in order if counts[i] >= MIN_FAMILY_ROWS]
+    if len(eligible) < 2:
+        return []
+    folds = []
+    for family in eligible[: model.stack_folds]:
+        held = attacks[groups[attacks] == family]
+        as_fitted = model._channel_scores(Z[held])
+        fold = {
+            "reference": {"nll": reference_scores["nll"]},
+            "attack": {"nll": as_fitted["nll"]},
+        }
+        for name, channel in model.channels_.items():
+            if channel.supervised:
+                fold["reference"][name], fold["attack"][name] = _refit_without(
+                    channel, getattr(model, channel.parameter), Z, y, held, reference
+                )
+            else:
+                fold["reference"][name] = reference_scores[name]
+                fold["attack"][name] = as_fitted[name]
+        folds.append(fold)
+    return folds
+
+
+def _refit_without(
+    channel: Any, size: int, Z: np.ndarray, y: np.ndarray, held: np.ndarray, reference: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A fresh copy of ``channel`` fitted on every row but the ``held`` family's; its
+    out-of-sample scores of the reference rows and its scores of the family."""
+    keep = np.ones(len(y), dtype=bool)
+    keep[held] = False
+    rows = np.flatnonzero(keep)
+    clone = type(channel)(size, random_state=channel.random_state)
+    reference_scores = clone.fit(Z[rows], y[rows], np.searchsorted(rows, reference))
+    return reference_scores, clone.score(Z[held])
