@@ -180,10 +180,12 @@ def baseline_auroc(method, case: Case, benign: np.ndarray, attacks: np.ndarray) 
     return auroc(score(case.X_new[benign]), score(case.X_new[attacks]))
 
 
-def run_case(case: Case, n_new: int, draws: int) -> dict[str, list[dict]]:
-    """Every method's results on each draw of ``n_new`` benign flows of the new network."""
+def run_case(case: Case, n_new: int, draws: int) -> tuple[dict[str, list[dict]], str]:
+    """Every method's results on each draw of ``n_new`` benign flows of the new network, and
+    the channel weights of the model as trained (``adapt`` keeps them)."""
     print(f"\n<!-- {case.title}: fitting -->", flush=True)
     base = fit_default(case, case.X_train, case.y_train, case.classes_train)
+    weights = ", ".join(f"{k} {v:g}" for k, v in getattr(base.fusion_, "weights_", {}).items())
     without = {
         name: fit_baseline(name, case.X_train, case.y_train, case.classes_train)
         for name in ("rf", "knn")
@@ -224,7 +226,7 @@ def run_case(case: Case, n_new: int, draws: int) -> dict[str, list[dict]]:
             with_new = fit_baseline(name, X_with, y_with, c_with)
             results[f"{name} with"].append({"auroc": baseline_auroc(with_new, case, held, attacks)})
         print(f"<!-- draw {draw} done -->", flush=True)
-    return results
+    return results, weights
 
 
 def mean_sd(values: list[float], digits: int = 3) -> str:
@@ -236,14 +238,17 @@ def mean_sd(values: list[float], digits: int = 3) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
-def print_case(case: Case, results: dict[str, list[dict]], n_new: int, draws: int) -> None:
+def print_case(
+    case: Case, results: dict[str, list[dict]], weights: str, n_new: int, draws: int
+) -> None:
     n_benign = int((case.y_new == 0).sum())
     print(
         f"\n### {case.title}\n\n"
         f"Training: {len(case.y_train):,} flows ({int((case.y_train == 0).sum()):,} benign). "
         f"New network: {n_benign:,} benign flows, {int(case.y_new.sum()):,} attacks; "
         f"{n_new:,} benign flows drawn for adapting, {n_benign - n_new:,} held out; "
-        f"{draws} draw(s), mean ± std.\n"
+        f"{draws} draw(s), mean ± std. Channel weights learned in training (kept by adapt): "
+        f"{weights or 'none'}.\n"
     )
     head = "| method | AUROC | FPR @1 % | recall @1 % | FPR @5 % | recall @5 % | drift warning |"
     print(head + "\n|---|---:|---:|---:|---:|---:|---:|")
@@ -360,10 +365,10 @@ def main() -> int:
         ]
         for target in targets:
             case = iot23_case(captures, target)
-            print_case(case, run_case(case, args.new, args.draws), args.new, args.draws)
+            print_case(case, *run_case(case, args.new, args.draws), args.new, args.draws)
     if "cic" not in args.skip:
         case = cic_case()
-        print_case(case, run_case(case, args.new, args.draws), args.new, args.draws)
+        print_case(case, *run_case(case, args.new, args.draws), args.new, args.draws)
     if "warnings" not in args.skip:
         print(
             "\n### False warnings on held-out benign flows like the training flows\n\n"
