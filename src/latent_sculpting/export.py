@@ -23,22 +23,26 @@ Deep SVDD embedding       bias-free ``MatMul``, ``BatchNormalization`` (running 
 flow input                ``Concat`` and the flow's standardisation (:func:`flow_input`)
 Stage 2                   the MAF's negative log-likelihood from its masked weights, as
                           :class:`~latent_sculpting.fastpath.FastMAF` computes it (:func:`maf_nll`)
-side channels             one function each, in :data:`CHANNEL_EXPORTERS`: the forest as one
-                          ``ai.onnx.ml`` ``TreeEnsemble`` over float64 inputs (:func:`forest`)
+side channels             one function each, in :data:`CHANNEL_EXPORTERS`: the forest and the
+                          boosted trees as one ``ai.onnx.ml`` ``TreeEnsemble`` each over float64
+                          inputs (:func:`forest`, :func:`boost`), the distance to the nearest
+                          benign prototype (:func:`neighbours`)
 score rule                one function each, in :data:`FUSION_EXPORTERS`: Fisher's sum of tail
-                          ``-log p`` (an unrolled binary search stands for ``searchsorted``, then
-                          the exponential tail), the paper's two-stage rule, the NLL alone
+                          ``-log p`` and its weighted form (``stacked``), each tail an unrolled
+                          binary search standing for ``searchsorted`` then the interpolated (or
+                          stepped) empirical piece and the exponential tail
+                          (:func:`tail_neg_log_p`); the paper's two-stage rule; the NLL alone
 p-value and verdict       the conformal p-value (the same search) and ``score > threshold_``
 ========================= =======================================================================
 
 We write the graph ourselves rather than tracing the modules with ``torch.onnx.export``: the
-score is mostly not torch (the forest, the tails, the searches), the default exporter of torch 2.9
-and later needs ``onnxscript``, and a graph built from validated arrays is exact by
-construction where a trace is only as good as the trace. The forest is not converted by
-skl2onnx or hummingbird either: the model holds plain node arrays, not a scikit-learn forest,
-and ``TreeEnsemble`` with float64 thresholds and weights reproduces its float32-against-float64
-comparisons and its float64 leaf sums exactly, which the float32 ``TreeEnsembleClassifier``
-that those converters write does not.
+score is mostly not torch (the trees, the prototypes, the tails, the searches), the default
+exporter of torch 2.9 and later needs ``onnxscript``, and a graph built from validated arrays
+is exact by construction where a trace is only as good as the trace. The trees are not converted by
+skl2onnx or hummingbird either: the model holds plain node arrays, not scikit-learn estimators,
+and ``TreeEnsemble`` with float64 thresholds and weights reproduces their comparisons and
+their float64 leaf sums exactly, which the float32 ``TreeEnsembleClassifier`` and
+``TreeEnsembleRegressor`` that those converters write do not.
 
 Not exported (an :class:`ExportError` names the part): the quantile feature transform, the
 CNN-Transformer and FT-Transformer encoders of the paper presets, and any side channel or score
@@ -69,14 +73,18 @@ __all__ = [
     "ONNX_OPSET",
     "ExportError",
     "GraphBuilder",
+    "boost",
     "export_onnx",
     "flow_input",
     "forest",
     "maf_nll",
     "mlp_encoder",
+    "neighbours",
     "preprocessing",
     "svdd_embedding",
+    "tail_neg_log_p",
     "to_onnx",
+    "tree_ensemble",
 ]
 
 #: Opsets the graph is written for: LayerNormalization needs 17, TreeEnsemble (float64
@@ -128,21 +136,28 @@ class GraphBuilder:
         w, b = self.const(weight, f"{hint}_w"), self.const(bias, f"{hint}_b")
         return self.op("Gemm", x, w, b, transB=1, hint=hint)
 
-    def searchsorted_left(self, sorted_values: np.ndarray, x: str) -> str:
-        """``np.searchsorted(sorted_values, x, side="left")`` (int64) for float64 ``x``: a
+    def searchsorted(self, sorted_values: np.ndarray, x: str, side: str = "left") -> str:
+        """``np.searchsorted(sorted_values, x, side=side)`` (int64) for float64 ``x``: a
         binary search unrolled over ``ceil(log2(n + 1))`` steps of ``Gather`` and ``Where``.
-        The values are padded with ``+inf`` so that a probe at ``n`` is never below ``x``."""
+
+        The values are padded with a NaN, which compares false with everything, so that a
+        probe at ``n`` never moves the lower bound, whatever ``x`` is (``+inf`` included).
+        """
+        if side not in ("left", "right"):
+            raise ValueError(f"side must be 'left' or 'right', got {side!r}")
         n = len(sorted_values)
-        padded = self.const(np.append(np.asarray(sorted_values, np.float64), np.inf), "sorted")
+        padded = self.const(np.append(np.asarray(sorted_values, np.float64), np.nan), "sorted")
         zero = self.op("Mul", self.cast(x, _INT64), self.const(0, dtype=np.int64))
         lo, hi = zero, self.op("Add", zero, self.const(n, dtype=np.int64))
         one, two = self.const(1, dtype=np.int64), self.const(2, dtype=np.int64)
+        # left: the first index whose value is >= x; right: the first whose value is > x.
+        below = "Less" if side == "left" else "LessOrEqual"
         for _ in range(n.bit_length()):
             mid = self.op("Div", self.op("Add", lo, hi), two)
-            below = self.op("Less", self.op("Gather", padded, mid), x)
+            go_up = self.op(below, self.op("Gather", padded, mid), x)
             lo, hi = (
-                self.op("Where", below, self.op("Add", mid, one), lo),
-                self.op("Where", below, hi, mid),
+                self.op("Where", go_up, self.op("Add", mid, one), lo),
+                self.op("Where", go_up, hi, mid),
             )
         return lo
 
@@ -288,27 +303,38 @@ def maf_nll(g: GraphBuilder, flow: Any, x: str) -> str:
     return g.op("Where", g.op("IsInf", nll, detect_positive=0), lowest, nll)
 
 
-def forest(g: GraphBuilder, channel: Any, z: str) -> str:
-    """The forest's attack probability (float64) of scaled features ``z``: one
-    ``TreeEnsemble`` (``ai.onnx.ml`` 5) summing each tree's leaf share in float64, divided by
-    the number of trees, as :class:`~latent_sculpting.forest.AttackForest` does.
+def tree_ensemble(
+    g: GraphBuilder,
+    arrays: dict[str, np.ndarray],
+    leaf_values: np.ndarray,
+    z: str,
+    *,
+    first: float | None = None,
+) -> str:
+    """The sum over trees of each row's leaf value (float64): one ``TreeEnsemble``
+    (``ai.onnx.ml`` 5, ``SUM``) on the node arrays of :mod:`latent_sculpting.trees`.
 
-    ``x <= threshold`` is compared with the float32 feature widened to float64, as the native
-    kernel compares; a tree that is one leaf becomes a split whose branches both reach it.
+    ``x <= threshold`` compares the float32 feature widened to float64 with the float64
+    threshold, as the native kernel compares. A tree that is one leaf becomes a split whose
+    branches both reach it. ``first``, when given, is a one-leaf tree put before the others:
+    the sum then starts from it and adds the trees in order, as the native kernel adds them to
+    a booster's baseline (a ``base_values`` would be added after them, in another order).
     """
-    state = channel.forest_.arrays_
-    offsets = state["offsets"]
-    left, right = state["left_child"], state["right_child"]
-    values = state["values"]
+    left, right = arrays["left_child"], arrays["right_child"]
+    offsets, values = arrays["offsets"], np.asarray(leaf_values, np.float64)
+    feature, threshold = arrays["feature"], arrays["threshold"]
+    if first is not None:
+        left, right = np.r_[-1, left], np.r_[-1, right]
+        feature, threshold = np.r_[0, feature], np.r_[0.0, threshold]
+        values, offsets = np.r_[first, values], np.r_[0, offsets + 1]
     leaf = left == -1
-    share = np.zeros(len(left))
-    share[leaf] = values[leaf, 1] / values[leaf].sum(axis=1)
     # Global indices: split nodes count in node order, leaves in leaf order.
     split_index = np.cumsum(~leaf) - 1
     leaf_index = np.cumsum(leaf) - 1
-    features = list(state["feature"][~leaf].astype(np.int64))
-    splits = list(state["threshold"][~leaf].astype(np.float64))
+    features = list(feature[~leaf].astype(np.int64))
+    splits = list(threshold[~leaf].astype(np.float64))
     true_ids, true_leaf, false_ids, false_leaf, roots = [], [], [], [], []
+    lone_leaves = []
     for tree in range(len(offsets) - 1):
         start = int(offsets[tree])
         for node in np.flatnonzero(~leaf[start : offsets[tree + 1]]) + start:
@@ -317,16 +343,18 @@ def forest(g: GraphBuilder, channel: Any, z: str) -> str:
                 leafs.append(int(leaf[target]))
                 ids.append(int(leaf_index[target] if leaf[target] else split_index[target]))
         if leaf[start]:
-            # A one-leaf tree: a dummy split at the end of the node arrays.
-            roots.append(len(features))
-            features.append(0)
-            splits.append(0.0)
-            for ids, leafs in ((true_ids, true_leaf), (false_ids, false_leaf)):
-                ids.append(int(leaf_index[start]))
-                leafs.append(1)
+            # A one-leaf tree: a dummy split after every real one (the node fields are indexed
+            # by split, so the dummies go at the end, once all real splits are in).
+            roots.append(len(features) + len(lone_leaves))
+            lone_leaves.append(int(leaf_index[start]))
         else:
             roots.append(int(split_index[start]))
-    n_leaves = int(leaf.sum())
+    for target in lone_leaves:
+        features.append(0)
+        splits.append(0.0)
+        for ids, leafs in ((true_ids, true_leaf), (false_ids, false_leaf)):
+            ids.append(target)
+            leafs.append(1)
     ensemble = g.op(
         "TreeEnsemble",
         g.cast(z, _DOUBLE),
@@ -342,31 +370,79 @@ def forest(g: GraphBuilder, channel: Any, z: str) -> str:
         nodes_trueleafs=true_leaf,
         nodes_falsenodeids=false_ids,
         nodes_falseleafs=false_leaf,
-        leaf_targetids=[0] * n_leaves,
-        leaf_weights=numpy_helper.from_array(share[leaf].astype(np.float64)),
+        leaf_targetids=[0] * int(leaf.sum()),
+        leaf_weights=numpy_helper.from_array(values[leaf]),
     )
-    total = g.op("Reshape", ensemble, g.const(np.array([-1], np.int64)))
+    return g.op("Reshape", ensemble, g.const(np.array([-1], np.int64)))
+
+
+def forest(g: GraphBuilder, channel: Any, z: str) -> str:
+    """The forest's attack probability (float64) of scaled features ``z``: each tree's leaf
+    share summed in float64 and divided by the number of trees, as
+    :class:`~latent_sculpting.forest.AttackForest` does (:func:`tree_ensemble`)."""
+    state = channel.forest_.arrays_
+    values = state["values"]
+    leaf = state["left_child"] == -1
+    share = np.zeros(len(values))
+    share[leaf] = values[leaf, 1] / values[leaf].sum(axis=1)
+    total = tree_ensemble(g, state, share, z)
     return g.op("Div", total, g.const(np.float64(channel.forest_.n_estimators)))
 
 
+def boost(g: GraphBuilder, channel: Any, z: str) -> str:
+    """The boosted trees' log-odds (float64) of scaled features ``z``: the baseline, then each
+    tree's leaf value added in order, as :class:`~latent_sculpting.boost.AttackBooster` does
+    (:func:`tree_ensemble`)."""
+    state = channel.booster_.arrays_
+    baseline = float(state["baseline"][0])
+    return tree_ensemble(g, state, state["values"], z, first=baseline)
+
+
+def neighbours(g: GraphBuilder, channel: Any, z: str) -> str:
+    """The distance (float64) of scaled features ``z`` to the nearest benign prototype, in the
+    arithmetic order of :meth:`~latent_sculpting.channels.NeighbourChannel.score`:
+    ``|z|^2 - 2 z.p + |p|^2``, the product in float32, the rest in float64, the minimum over
+    prototypes clipped at 0, its square root."""
+    prototypes = np.asarray(channel.prototypes_, np.float32)
+    norms = (prototypes.astype(np.float64) ** 2).sum(axis=1)
+    axis = g.const(np.array([1], np.int64))
+    cross = g.op("MatMul", z, g.const(prototypes.T.copy(), "prototypes"))
+    z64 = g.cast(z, _DOUBLE)
+    squares = g.op("ReduceSum", g.op("Mul", z64, z64), axis, keepdims=1)
+    twice = g.op("Mul", g.const(np.float64(2.0)), g.cast(cross, _DOUBLE))
+    d2 = g.op("Add", g.op("Sub", squares, twice), g.const(norms, "prototype_norms"))
+    nearest = g.op("ReduceMin", d2, axis, keepdims=0)
+    return g.op("Sqrt", g.op("Max", nearest, g.const(np.float64(0.0))))
+
+
 #: Side channel name -> function adding its score (float64) of the scaled features.
-CHANNEL_EXPORTERS: dict[str, Callable[[GraphBuilder, Any, str], str]] = {"forest": forest}
+CHANNEL_EXPORTERS: dict[str, Callable[[GraphBuilder, Any, str], str]] = {
+    "forest": forest,
+    "boost": boost,
+    "knn": neighbours,
+}
 
 
 def _clipped(g: GraphBuilder, nll: str) -> str:
     return g.op("Min", nll, g.const(np.float64(NLL_CAP)))
 
 
-def _tail_neg_log_p(g: GraphBuilder, tail: Any, s: str) -> str:
-    """:meth:`TailPValue.neg_log_p` of float64 scores ``s``."""
+def tail_neg_log_p(g: GraphBuilder, tail: Any, s: str) -> str:
+    """:meth:`TailPValue.neg_log_p` of float64 scores ``s``: the empirical piece interpolated
+    (:func:`_interpolated_below`) or, for a tail saved before the interpolation, stepped
+    (:func:`_stepped_empirical`); the exponential tail above ``threshold_``."""
     reference = tail.reference_
     n = len(reference)
-    # The empirical piece takes n + 1 values, one per count of references at or above the
-    # score: a table of them, computed as numpy does, makes it bit-identical.
     log_n1 = np.log(n + 1)
-    at_least = n - np.arange(n + 1)  # by the index searchsorted gives
-    table = g.const(log_n1 - np.log1p(at_least), "empirical")
-    empirical = g.op("Gather", table, g.searchsorted_left(reference, s))
+    if tail.interpolate:
+        # np.log1p(n - below) as Log(1 + (n - below)): n - below >= 1, where the two differ by
+        # an ulp of a number near log(n), far below the export's tolerance.
+        below = _interpolated_below(g, reference, s)
+        remaining = g.op("Sub", g.const(np.float64(n)), below)
+        log_count = g.op("Log", g.op("Add", g.const(np.float64(1.0)), remaining))
+        empirical = g.op("Sub", g.const(np.float64(log_n1)), log_count)
+    else:
+        empirical = _stepped_empirical(g, reference, s)
     at_u = n - np.searchsorted(reference, tail.threshold_, side="left")
     base = np.float64(log_n1 - np.log1p(at_u))
     excess = g.op("Sub", s, g.const(np.float64(tail.threshold_)))
@@ -376,13 +452,62 @@ def _tail_neg_log_p(g: GraphBuilder, tail: Any, s: str) -> str:
     return g.op("Where", above, rise, empirical)
 
 
+def _stepped_empirical(g: GraphBuilder, reference: np.ndarray, s: str) -> str:
+    """``log(n + 1) - log1p(#{reference >= s})``: one of ``n + 1`` values, looked up by the
+    search; a table of them, computed as numpy does, makes it bit-identical."""
+    n = len(reference)
+    at_least = n - np.arange(n + 1)  # by the index searchsorted gives
+    table = g.const(np.log(n + 1) - np.log1p(at_least), "empirical")
+    return g.op("Gather", table, g.searchsorted(reference, s, side="left"))
+
+
+def _interpolated_below(g: GraphBuilder, reference: np.ndarray, s: str) -> str:
+    """``np.interp(s, values, first)`` (float64) over the distinct reference ``values``,
+    ``first[j]`` being how many reference scores lie below ``values[j]``.
+
+    As numpy computes it: the segment ``j`` with ``values[j] <= s < values[j + 1]`` (a search,
+    side ``right``), then ``slope[j] * (s - values[j]) + first[j]`` with the slopes numpy
+    computes. Scores outside ``[values[0], values[-1]]`` are first clamped to them, where the
+    last segment's slope of 0 gives ``first[-1]`` and the first segment ``first[0] = 0``, as
+    ``np.interp`` holds its end values (and an infinite score meets no ``inf * 0``).
+    """
+    values, first = np.unique(reference, return_index=True)
+    first = first.astype(np.float64)
+    slopes = np.zeros(len(values))
+    slopes[:-1] = (first[1:] - first[:-1]) / (values[1:] - values[:-1])
+    clamped = g.op("Max", g.op("Min", s, g.const(values[-1])), g.const(values[0]))
+    one = g.const(np.int64(1))
+    segment = g.op("Sub", g.searchsorted(values, clamped, side="right"), one)
+    offset = g.op("Sub", clamped, g.op("Gather", g.const(values, "tail_values"), segment))
+    rise = g.op("Mul", g.op("Gather", g.const(slopes, "tail_slopes"), segment), offset)
+    return g.op("Add", rise, g.op("Gather", g.const(first, "tail_below"), segment))
+
+
 def _fisher(g: GraphBuilder, fusion: Any, scores: dict[str, str]) -> str:
     total = None
     for name, tail in fusion.tails_.items():
-        value = _clipped(g, scores[name]) if name == "nll" else scores[name]
-        term = _tail_neg_log_p(g, tail, value)
+        term = tail_neg_log_p(g, tail, _fusion_input(g, name, scores))
         total = term if total is None else g.op("Add", total, term)
     return total
+
+
+def _stacked(g: GraphBuilder, fusion: Any, scores: dict[str, str]) -> str:
+    """``sum_k w_k (-log p_k)`` over the channels of non-zero weight, in the fusion's order."""
+    total = None
+    for name, tail in fusion.tails_.items():
+        weight = float(fusion.weights_[name])
+        if weight == 0.0:
+            continue
+        term = tail_neg_log_p(g, tail, _fusion_input(g, name, scores))
+        if weight != 1.0:
+            term = g.op("Mul", g.const(np.float64(weight)), term)
+        total = term if total is None else g.op("Add", total, term)
+    return total
+
+
+def _fusion_input(g: GraphBuilder, name: str, scores: dict[str, str]) -> str:
+    """What a fusion's tail reads of channel ``name``: the NLL clipped, any other as is."""
+    return _clipped(g, scores[name]) if name == "nll" else scores[name]
 
 
 def _nll_alone(g: GraphBuilder, fusion: Any, scores: dict[str, str]) -> str:
@@ -398,6 +523,7 @@ def _two_stage(g: GraphBuilder, fusion: Any, scores: dict[str, str]) -> str:
 #: ``score`` parameter value -> function combining the channel scores (float64) into the score.
 FUSION_EXPORTERS: dict[str, Callable[[GraphBuilder, Any, dict[str, str]], str]] = {
     "fisher": _fisher,
+    "stacked": _stacked,
     "nll": _nll_alone,
     "two_stage": _two_stage,
 }
@@ -423,8 +549,8 @@ def to_onnx(model: Any, *, channel_outputs: bool = False) -> onnx.ModelProto:
     channel_outputs : bool, default False
         Also output each channel's score (float64, ``[rows]``), as
         :meth:`LatentSculpting.score_details` names them: ``nll``, each side channel's column
-        (``forest_probability``) and, with Stage 1, ``distance_benign`` and
-        ``distance_attack``.
+        (``boost_logit``, ``knn_distance``, ``forest_probability``) and, with Stage 1,
+        ``distance_benign`` and ``distance_attack``.
 
     Returns
     -------
@@ -465,7 +591,7 @@ def to_onnx(model: Any, *, channel_outputs: bool = False) -> onnx.ModelProto:
     score = FUSION_EXPORTERS[model.score](g, model.fusion_, scores)
     calibration = np.asarray(model.calibration_scores_, np.float64)
     n = len(calibration)
-    at_least = g.op("Sub", g.const(np.int64(n)), g.searchsorted_left(calibration, score))
+    at_least = g.op("Sub", g.const(np.int64(n)), g.searchsorted(calibration, score, side="left"))
     numerator = g.op("Add", g.cast(at_least, _DOUBLE), g.const(np.float64(1.0)))
     p_value = g.op("Div", numerator, g.const(np.float64(n + 1)))
     flagged = g.op("Greater", score, g.const(np.float64(model.threshold_)))

@@ -10,8 +10,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "export",
         help="write a saved model's whole scoring path as one ONNX graph",
-        description="Write the model's scoring path (preprocessing, encoder, Deep SVDD "
-        "embedding, flow, side channels, score rule, p-value and verdict) as one ONNX graph "
+        description="Write the model's scoring path (preprocessing, encoder and Deep SVDD "
+        "embedding where the model has them, flow, side channels (boosted trees, nearest benign "
+        "prototype, forest), score rule, p-value and verdict) as one ONNX graph "
         "that onnxruntime scores: input `features` (float32 rows in the order of the model's "
         "features), outputs `score`, `p_value` and `is_attack`. Checked with onnxruntime "
         "against the native scores of rows drawn from the model's benign profile. Needs the "
