@@ -27,8 +27,8 @@ reported (the machine may be shared).
 
 Usage::
 
-    SCULPT_SHARED=../shared python benchmarks/network_shift.py            # about 1 h on 2 cores
-    python benchmarks/network_shift.py --draws 1 --repeats 2              # a quick look
+    SCULPT_SHARED=../shared python benchmarks/network_shift.py        # about 1 h on 2 idle cores
+    python benchmarks/network_shift.py --draws 1 --repeats 2          # a quick look
 """
 
 from __future__ import annotations
