@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -140,3 +141,20 @@ def shared_data():
     if not (root / "unsw_nb15").is_dir() or not (root / "iot23_zeek").is_dir():
         pytest.skip(f"the shared datasets are not at {root.resolve()} (set SCULPT_SHARED)")
     return root.resolve()
+
+
+def _slower(frame: pd.DataFrame, factor: float = 20.0) -> pd.DataFrame:
+    out = frame.copy()
+    for column in out.columns:
+        if re.search(r"Duration|IAT|Active|Idle|Flow Time", column):
+            out[column] = out[column] * factor
+        elif column.endswith("/s") or "Bulk Rate" in column:
+            out[column] = out[column] / factor
+    return out
+
+
+@pytest.fixture(scope="session")
+def slower_network():
+    """``f(frame)``: CIC-IDS-2017 flows (raw or canonical column names) as a network 20 times
+    slower would show them: durations, gaps and active/idle times x 20, rates / 20."""
+    return _slower

@@ -92,7 +92,11 @@ def test_score_streams_in_chunks_with_the_numbers_of_one_batch(cic_model, sample
     np.testing.assert_array_equal(scored["is_attack"], expected["is_attack"])
     np.testing.assert_array_equal(scored["flagged_by"], expected["flagged_by"])
     assert scored["Label"].tolist() == batch.labels.tolist()  # canonical labels ("Bot", ...)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["flows.csv", "scored.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "flows.csv",
+        "scored.parquet",
+        "scored.parquet.drift.json",
+    ]
 
 
 def test_score_writes_csv_and_several_inputs_with_source_file(cic_model, sample_rows, tmp_path):

@@ -102,6 +102,9 @@ def test_score_with_ray_matches_local_and_resumes(model_path, flow_files, tmp_pa
         int(pd.read_parquet(out / p.name)["is_attack"].sum()) for p in good
     )
     assert not list(out.glob(".*tmp*"))
+    # The workers' drift counts, merged, give the report of one local pass over the files.
+    together = score_files(model, good, tmp_path / "together.parquet", progress=False)
+    assert summary["drift"] == together["drift"] and summary["drift"]["n_flows"] > 0
 
     # A rerun skips the finished shards and reports the corrupt file again.
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}

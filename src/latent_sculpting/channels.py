@@ -7,6 +7,13 @@ and hands its scores to the ``score`` rule (:mod:`latent_sculpting.fusion`) unde
 Adding one (a kNN distance on the scaled features, say) takes the class, its entry in
 :data:`SIDE_CHANNELS`, and its parameter in the estimator and the presets.
 
+**Supervised or benign-only.** A channel that learns from known attacks (the forest, the
+boosted trees) sets ``supervised = True``; one that learns only what benign traffic looks like
+(the distance to benign prototypes) sets ``False``. A pseudo-zero-day fold
+(:mod:`latent_sculpting.folds`) refits only the supervised ones; adapting a model to another
+network (:mod:`latent_sculpting.adapt`) refits only the others, like the flow, on that
+network's benign flows (``fit`` then sees benign rows only), and keeps the supervised ones.
+
 **Held-out rows.** The rules are fitted and thresholded on benign rows held out of every fit, so
 ``fit`` returns *out-of-sample* scores for them: a channel that learns from them too (the
 forest, for which benign flows are the minority class worth every row) must score them with a
@@ -46,7 +53,8 @@ class SideChannel(Protocol):
     #: Smallest step between its scores that means something (floors the fusion's tail scale).
     resolution: float
     #: Whether it learns from known attacks (then a pseudo-zero-day fold refits it without the
-    #: held-out family); a benign-only channel is reused as fitted.
+    #: held-out family); a benign-only channel is reused as fitted there, and refitted on a new
+    #: network's benign flows by :mod:`latent_sculpting.adapt`.
     supervised: ClassVar[bool]
 
     def __init__(self, size: int, *, random_state: int | None = None) -> None:

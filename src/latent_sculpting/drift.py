@@ -9,7 +9,8 @@ still are, from the features and flags alone:
   rate. A few KB; saved with the model through :meth:`~DriftReference.get_state`.
 - :class:`DriftMonitor` accumulates bin counts of scored batches in ``O(features x bins)``
   memory; :class:`RollingDriftMonitor` keeps the same counts for the last flows only, for a
-  long-running service. Both are thread-safe.
+  long-running service. Both are thread-safe; a monitor's counts travel between processes as
+  JSON (:meth:`~DriftMonitor.get_counts`, :meth:`~DriftMonitor.add_counts`).
 - :class:`DriftReport`: the population stability index (PSI) and the share outside the training
   range per feature, the flagged share against the target with a one-sided binomial test, a
   verdict, the features that moved most and what it means in plain words.
@@ -490,6 +491,42 @@ class DriftMonitor:
             total = self._total().copy()
         return _build_report(self, total)
 
+    def get_counts(self) -> dict[str, Any]:
+        """The counts behind the next report, JSON-able, for :meth:`add_counts` of a monitor
+        in another process (the Ray engine's workers each count their own files)."""
+        with self._lock:
+            total = self._total()
+            return {"bins": total.bins.tolist(), "n": total.n, "flagged": total.flagged}
+
+    def add_counts(self, counts: dict[str, Any]) -> DriftMonitor:
+        """Add :meth:`get_counts` of a monitor on the same reference.
+
+        Raises
+        ------
+        ValueError
+            If the counts do not fit the reference's bins or contradict each other.
+        """
+        bins = np.asarray(counts.get("bins", ()), dtype=np.int64)
+        n, flagged = counts.get("n"), counts.get("flagged")
+        n_features = len(self.reference.feature_names_)
+        if bins.shape != (self.reference._n_extended,) or (bins < 0).any():
+            raise ValueError(
+                f"drift counts have {bins.shape} bins, expected ({self.reference._n_extended},) "
+                "non-negative counts of a monitor on the same reference"
+            )
+        if not isinstance(n, int) or not isinstance(flagged, int) or not 0 <= flagged <= n:
+            raise ValueError(f"drift counts need integers 0 <= flagged <= n, got {flagged}, {n}")
+        if int(bins.sum()) != n * n_features:
+            raise ValueError(f"drift counts hold {int(bins.sum())} values for {n} flows")
+        with self._lock:
+            self._merge(_Counts(bins, n, flagged))
+        return self
+
+    def _merge(self, counts: _Counts) -> None:
+        self._counts.bins += counts.bins
+        self._counts.n += counts.n
+        self._counts.flagged += counts.flagged
+
     def _prepare(self, X: np.ndarray, flagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X = _check_features(X, self.reference.feature_names_)
         flags = np.asarray(flagged)
@@ -567,6 +604,9 @@ class RollingDriftMonitor(DriftMonitor):
             stop = min(len(index), start + self._bucket_size - bucket.n)
             bucket.add(index[start:stop], flags[start:stop])
             start = stop
+
+    def _merge(self, counts: _Counts) -> None:
+        raise TypeError("a rolling window takes flows in order; merge counts into a DriftMonitor")
 
     def _total(self) -> _Counts:
         total = _Counts.zeros(self.reference._n_extended)

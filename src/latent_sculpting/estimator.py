@@ -471,6 +471,37 @@ class LatentSculpting(BaseEstimator):
         yield
         self.history_["seconds"][stage] = time.perf_counter() - start
 
+    def adapt(
+        self,
+        X_benign: Any,
+        *,
+        refit: bool = True,
+        calibration_fraction: float = 0.5,
+        random_state: int | None = None,
+    ) -> LatentSculpting:
+        """Adapt the fitted model to another network from benign flows of that network.
+
+        Keeps what the model learned about attacks (preprocessor, Stage 1, the supervised side
+        channels, the stacked rule's weights) and refits what describes benign traffic (Deep
+        SVDD, the flow, the benign-only side channels, the fusion's tails, the conformal
+        threshold on held-out rows, drift bins, benign profile); see
+        :func:`latent_sculpting.adapt.adapt` for the parameters. Every row is learned as
+        benign: an attack among them will not be flagged afterwards.
+
+        Returns
+        -------
+        self
+        """
+        from .adapt import adapt
+
+        return adapt(
+            self,
+            X_benign,
+            refit=refit,
+            calibration_fraction=calibration_fraction,
+            random_state=random_state,
+        )
+
     # ------------------------------------------------------------------ scoring
 
     def decision_function(self, X: Any) -> np.ndarray:

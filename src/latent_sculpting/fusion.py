@@ -147,6 +147,14 @@ class FisherFusion(Fusion):
     ) -> FisherFusion:
         """Fit a tail on the reference scores of the flow's NLL and of each side channel in
         ``resolution``, whose value floors the channel's tail scale."""
+        return self.fit_tails(reference, resolution)
+
+    def fit_tails(
+        self, reference: Mapping[str, np.ndarray], resolution: Mapping[str, float]
+    ) -> FisherFusion:
+        """Fit only the tails, as :meth:`fit` does, and keep whatever else the rule learned
+        (the stacked rule's weights): the tails describe benign traffic, and adapting a model
+        to another network (:mod:`latent_sculpting.adapt`) refits them on its benign flows."""
         self.tails_ = {"nll": TailPValue().fit(reference["nll"])}
         for name, step in resolution.items():
             self.tails_[name] = TailPValue(min_scale=step).fit(reference[name])

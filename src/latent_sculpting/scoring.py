@@ -5,7 +5,9 @@ turn records into a :class:`~latent_sculpting.flowspec.FlowBatch` and hand it to
 :class:`Scorer`, so a flow gets the same columns and the same numbers whichever way it is
 scored, and the flag counts of a run are kept in one place (:class:`ScoreTally`). By default
 each flagged flow is explained (:mod:`latent_sculpting.explain`) with the benign profile the
-model file holds; a model written before profiles existed scores without explanations.
+model file holds; a model written before profiles existed scores without explanations. A scorer
+given a :class:`~latent_sculpting.drift.DriftMonitor` (:func:`drift_monitor`) also counts what
+it scores against the model's benign training traffic, for the drift report.
 """
 
 from __future__ import annotations
@@ -16,11 +18,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .drift import DriftMonitor, RollingDriftMonitor
 from .estimator import conformal_p_values
 from .explain import Explainer, Explanation
 from .flowspec import FlowBatch, model_spec
 
-__all__ = ["NO_PROFILE", "OUTPUT_COLUMNS", "ScoreTally", "Scorer", "default_explainer"]
+__all__ = [
+    "NO_PROFILE",
+    "OUTPUT_COLUMNS",
+    "ScoreTally",
+    "Scorer",
+    "default_explainer",
+    "drift_monitor",
+    "drift_summary",
+]
 
 #: Columns appended to the input's identifier columns, in order; ``explanation`` follows them
 #: when flows are explained.
@@ -108,6 +119,11 @@ class Scorer:
         :attr:`explain_missing` says why.
     explainer : Explainer, optional
         The explainer to use instead of :func:`default_explainer` (implies ``explain``).
+    drift : DriftMonitor, optional
+        Counts every scored flow's features and flag (:func:`drift_monitor`). When the records
+        carry labels, only the flows labelled benign are counted: the question is whether
+        *benign* traffic still looks like the benign training traffic, and attacks are meant to
+        differ and to be flagged.
 
     Attributes
     ----------
@@ -119,7 +135,12 @@ class Scorer:
     """
 
     def __init__(
-        self, model: Any, *, explain: bool = True, explainer: Explainer | None = None
+        self,
+        model: Any,
+        *,
+        explain: bool = True,
+        explainer: Explainer | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.model = model
         self.explain_missing = None
@@ -128,6 +149,7 @@ class Scorer:
             if explainer is None:
                 self.explain_missing = NO_PROFILE
         self.explainer = explainer
+        self.drift = drift
         self.spec = model_spec(model)
         self.tally = ScoreTally()
 
@@ -171,6 +193,9 @@ class Scorer:
             out[self.spec.label_column] = batch.labels
             benign = np.asarray(batch.labels == self.spec.benign_label, dtype=bool)
         self.tally.add(is_attack, flagged_by, benign)
+        if self.drift is not None:
+            counted = slice(None) if benign is None else benign
+            self.drift.update(batch.X[counted], is_attack[counted])
         return out, found
 
     def _explanations(
@@ -183,3 +208,39 @@ class Scorer:
             for row, explanation in zip(rows.tolist(), explained, strict=True):
                 found[row] = explanation
         return found
+
+
+def drift_monitor(model: Any, *, window: int | None = None) -> DriftMonitor | None:
+    """A drift monitor against ``model``'s benign training traffic (its ``drift_reference_``).
+
+    Parameters
+    ----------
+    model : LatentSculpting
+    window : int, optional
+        Report on the last ``window`` flows only (:class:`RollingDriftMonitor`, for a service);
+        None: on every flow counted.
+
+    Returns
+    -------
+    DriftMonitor or None
+        None when the model file predates drift bins.
+    """
+    reference = getattr(model, "drift_reference_", None)
+    if reference is None:
+        return None
+    if window is None:
+        return DriftMonitor(reference)
+    return RollingDriftMonitor(reference, window=window)
+
+
+def drift_summary(monitor: DriftMonitor, *, rows: int, labelled_rows: int) -> dict[str, Any]:
+    """The monitor's report as JSON-able dict, saying which of the ``rows`` scored flows it
+    counted (all of them, or, of the ``labelled_rows`` that carried labels, the benign ones)."""
+    out = monitor.report().to_dict()
+    if labelled_rows == 0:
+        out["counted"] = "all flows"
+    elif labelled_rows == rows:
+        out["counted"] = "flows labelled benign"
+    else:
+        out["counted"] = "flows labelled benign, and every flow of the unlabelled inputs"
+    return out

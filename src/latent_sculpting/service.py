@@ -8,7 +8,10 @@ object, :meth:`~latent_sculpting.explain.FeatureReason.to_dict`; null for the ot
 ``?explain=false`` leaves the field out), plus the flow's identifier fields when it has any.
 Records go through the model's :class:`~latent_sculpting.flowspec.FlowSpec` and the one
 :class:`~latent_sculpting.scoring.Scorer`, so the numbers are those of ``sculpt score``.
-``GET /v1/model`` describes the model; ``GET /health`` answers when it is up.
+``GET /v1/model`` describes the model; ``GET /v1/drift`` compares the last flows scored with the
+model's benign training traffic (:mod:`latent_sculpting.drift`, over a rolling window; the
+verdict is looked at after every tenth of the window and logged when it changes); ``GET /health``
+answers when it is up.
 
 Requests are untrusted (docs/security.md): every limit below is checked before the work it
 bounds, and a bad request gets a 4xx answer naming the record and field, never a 500 and never
@@ -41,7 +44,7 @@ from .errors import FlowInputError
 from .flowspec import encode, model_spec
 from .formats import get_format
 from .readers.delimited import parse_bytes
-from .scoring import Scorer
+from .scoring import Scorer, drift_monitor, drift_summary
 
 __all__ = ["LIMITS", "create_app", "model_card"]
 
@@ -100,6 +103,7 @@ def create_app(
     token: str | None = None,
     openapi: bool = False,
     limits: dict[str, int] | None = None,
+    drift_window: int = 10_000,
 ) -> FastAPI:
     """Build the service around a fitted ``model``.
 
@@ -113,6 +117,8 @@ def create_app(
         Serve the OpenAPI schema at ``/openapi.json`` (no interactive page either way).
     limits : dict, optional
         Overrides of :data:`LIMITS`.
+    drift_window : int, default 10000
+        Flows the drift report of ``GET /v1/drift`` covers: the most recent ones.
 
     Returns
     -------
@@ -129,11 +135,15 @@ def create_app(
         raise ValueError("a bearer token must have at least 16 characters")
     if not hasattr(model, "flow_"):
         raise ValueError("the model is not fitted")
+    if not isinstance(drift_window, int) or drift_window < 10:
+        raise ValueError(f"drift_window must be an integer >= 10, got {drift_window!r}")
     card = model_card(model)
     parser = RecordParser(model_spec(model), limits)
-    scorer = Scorer(model)
+    scorer = Scorer(model, drift=drift_monitor(model, window=drift_window))
     if scorer.explain_missing:
         logger.warning("%s", scorer.explain_missing)
+    # The verdict is looked at again after every tenth of the window, and logged when it changed.
+    verdict = {"drifted": False, "rows": 0}
     # torch modules are not documented thread-safe for concurrent forward passes; FastAPI runs
     # blocking work in a thread pool, so scoring is serialised.
     lock = threading.Lock()
@@ -169,6 +179,26 @@ def create_app(
     def describe() -> dict[str, Any]:
         return card
 
+    @app.get("/v1/drift", dependencies=[Depends(authorize)])
+    def drift() -> dict[str, Any]:
+        if scorer.drift is None:
+            raise RequestError(
+                404, "this model file has no drift bins (an older version wrote it); retrain it"
+            )
+        tally = scorer.tally
+        report = drift_summary(scorer.drift, rows=tally.rows, labelled_rows=tally.labelled_rows)
+        return {**report, "window": drift_window}
+
+    def check_drift() -> None:
+        if scorer.drift is None or scorer.tally.rows - verdict["rows"] < drift_window // 10:
+            return
+        verdict["rows"] = scorer.tally.rows
+        report = scorer.drift.report()
+        if report.drifted != verdict["drifted"]:
+            verdict["drifted"] = report.drifted
+            log = logger.warning if report.drifted else logger.info
+            log("%s", report)
+
     @app.post(
         "/v1/score",
         dependencies=[Depends(authorize)],
@@ -190,7 +220,9 @@ def create_app(
 
         def _score() -> tuple[pd.DataFrame, list | None]:
             with lock:
-                return scorer.score_explained(parser.encode(records), explain=explain)
+                scored = scorer.score_explained(parser.encode(records), explain=explain)
+                check_drift()
+                return scored
 
         try:
             scored, found = await anyio.to_thread.run_sync(_score)

@@ -20,6 +20,7 @@ COMMANDS = (
     "train",
     "score",
     "serve",
+    "adapt",
     "extract",
     "export",
     "report",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "columns with score, p_value, is_attack, flagged_by and explanation (the top features "
         "of each flagged flow, with their values and how unusual each is among benign "
         "training flows; and the label column when the input has one) to a temporary file "
-        "renamed into place at the end.",
+        "renamed into place at the end. The scored flows are compared with the model's benign "
+        "training traffic: a verdict on stderr, the report in OUTPUT.drift.json (local engine) "
+        "or the run's summary (ray engine).",
     )
     parser.add_argument("model", help="model file written by `sculpt train`")
     parser.add_argument("inputs", nargs="+", metavar="FILE", help="flow files, or folders of them")
@@ -58,7 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the summary (with the drift report) as JSON"
+    )
+    parser.add_argument(
+        "--no-drift",
+        action="store_true",
+        help="do not compare the scored flows with the model's benign training traffic",
+    )
     return parser
 
 
@@ -86,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
         batch_rows=args.batch_rows,
         progress=not args.quiet,
         explain=args.explain,
+        drift=not args.no_drift,
     )
+    if not args.no_drift:
+        print_drift(summary["drift"], summary["drift_file"], quiet=args.quiet)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -117,9 +130,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_drift(report: dict | None, where: str | None, *, quiet: bool = False) -> None:
+    """The drift verdict on stderr: a warning naming the moved features and what follows, or
+    (unless ``quiet``) one line saying there is none."""
+    if report is None:
+        print(
+            "sculpt score: note: this model file has no drift bins (written by an older "
+            "version); retrain it to compare scored traffic with its training traffic",
+            file=sys.stderr,
+        )
+        return
+    n = report["n_flows"]
+    counted = f"{n:,} flows" if report["counted"] == "all flows" else f"{n:,} {report['counted']}"
+    if not report["drifted"]:
+        if not quiet:
+            print(f"drift check ({counted}): {report['consequence']}", file=sys.stderr)
+        return
+    lines = [f"sculpt score: warning: drift ({counted}): {report['consequence']}"]
+    lines += [f"  - {reason}" for reason in report["reasons"]]
+    if where is not None:
+        lines.append(f"  report: {where}")
+    lines.append(
+        "  if this traffic is benign traffic of another network, `sculpt adapt` recalibrates "
+        "the model to it (docs/usage.md, 'Adapting to your network')"
+    )
+    print("\n".join(lines), file=sys.stderr)
+
+
 def _run_ray(args: argparse.Namespace) -> int:
     try:
-        from ..engines.ray import score_with_ray
+        from ..engines.ray import SUMMARY_FILE, score_with_ray
     except ImportError as error:
         raise ValueError(
             f"--engine ray needs Ray: install latent-sculpting[ray] ({error})"
@@ -142,6 +182,8 @@ def _run_ray(args: argparse.Namespace) -> int:
         ) from None
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
+        if result.get("files_scored") and not args.no_drift:
+            print_drift(result["drift"], str(Path(args.output) / SUMMARY_FILE), quiet=args.quiet)
     failed = (result or {}).get("failed") or []
     if failed:
         # The other shards are written; a non-zero exit lets scripts notice the rest.

@@ -13,7 +13,8 @@ TOKEN_ENV = "SCULPT_TOKEN"
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "serve",
-        help="serve a saved model over HTTP: POST /v1/score, GET /v1/model, GET /health",
+        help="serve a saved model over HTTP: POST /v1/score, GET /v1/model, GET /v1/drift, "
+        "GET /health",
         description="Start an HTTP service that scores flows sent as JSON records or CSV with "
         "the same numbers as `sculpt score`. Needs the serve extra "
         "(pip install latent-sculpting[serve]).",
@@ -44,6 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help="serve the OpenAPI schema at /openapi.json (no interactive page is ever served)",
     )
+    parser.add_argument(
+        "--drift-window",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="GET /v1/drift compares the last N flows scored with the model's benign training "
+        "traffic (default 10000)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
@@ -66,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     if args.max_body_mb <= 0:
         raise ValueError(f"--max-body-mb must be positive, got {args.max_body_mb}")
+    if args.drift_window < 10:
+        raise ValueError(f"--drift-window must be at least 10, got {args.drift_window}")
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if token is None and not _is_loopback(args.host):
         print(
@@ -80,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         token=token,
         openapi=args.openapi,
         limits={"max_body_bytes": int(args.max_body_mb * 1024 * 1024)},
+        drift_window=args.drift_window,
     )
     print(f"serving {args.model} on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

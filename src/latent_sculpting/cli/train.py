@@ -10,8 +10,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from .adapt import add_benign_flags, describe_adaptation, read_benign_flows
 from .common import add_aliases, add_input_flags, add_model_flags, check_model, model_overrides
+
+#: Share of the ``--benign-extra`` flows held out of every fit, for the tails and the threshold.
+EXTRA_HELD_OUT = 0.5
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,6 +35,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "embedded CIC-IDS-2017 sample)",
     )
     add_input_flags(parser)
+    parser.add_argument(
+        "--benign-extra",
+        nargs="+",
+        metavar="FLOWS",
+        help="benign flows of the network the model is for, when the training data comes from "
+        "elsewhere (a public dataset, another site): half of them are trained on with the "
+        "data, half are held out to set the threshold, the fusion's references and the "
+        "drift bins, so that --target-fpr holds for future benign flows of that network that "
+        "are exchangeable with these (the same mix of devices, services and times). Every one "
+        "is learned as benign",
+    )
+    add_benign_flags(parser)
     add_model_flags(parser)
     parser.add_argument(
         "--target-fpr",
@@ -86,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.update(calibration="holdout", target_fpr=args.target_fpr)
     check_model(args.preset, overrides)
     files = list_flow_files(args.data if args.data else sample_path())
-    check_output(args.output, inputs=files, what="model file")
+    extra_files = list_flow_files(args.benign_extra) if args.benign_extra else []
+    check_output(args.output, inputs=[*files, *extra_files], what="model file")
     if args.max_per_class is not None and args.max_per_class < 1:
         raise ValueError(f"--max-per-class must be at least 1, got {args.max_per_class}")
     table = read_flows(
@@ -104,6 +122,16 @@ def run(args: argparse.Namespace) -> int:
         print(spec.summary(), file=sys.stderr)
     if args.max_per_class is not None:
         table = _cap(table, args.max_per_class, args.seed)
+    extra = None
+    if extra_files:
+        extra, left_out = read_benign_flows(
+            extra_files, spec, benign_rows_only=args.benign_rows_only
+        )
+        if left_out:
+            print(
+                f"--benign-extra: left out {sum(left_out.values()):,} flows labelled as attacks",
+                file=sys.stderr,
+            )
 
     labels = table.labels
     if labels is None:
@@ -137,7 +165,14 @@ def run(args: argparse.Namespace) -> int:
 
     model = LatentSculpting(**params)
     groups = labels if labels is not None and not benign_only else None
-    model.fit(table.frame(), y, groups=groups, spec=spec)
+    X = table.frame()
+    if extra is not None:
+        extra_fit, extra_held = _split_extra(model, extra, args.seed)
+        X = pd.concat([X, extra_fit.frame()], ignore_index=True)
+        y = np.r_[y, np.zeros(len(extra_fit), dtype=np.int64)]
+        if groups is not None:
+            groups = np.r_[groups, np.full(len(extra_fit), spec.benign_label, dtype=object)]
+    model.fit(X, y, groups=groups, spec=spec)
     counts = table.label_counts() if labels is not None else {"(unlabelled, benign)": len(table)}
     model.training_info_ = {
         "files": [f.name for f in table.files],
@@ -150,9 +185,43 @@ def run(args: argparse.Namespace) -> int:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "package_version": __version__,
     }
+    if extra is not None:
+        model.training_info_["benign_extra"] = {
+            "files": [f.name for f in extra.files],
+            "rows": len(extra),
+            "trained_on": len(extra_fit),
+            "held_out": len(extra_held),
+        }
+        # The threshold, the tails and the drift bins are those of the network the model is for.
+        model.adapt(extra_held.frame(), refit=False, random_state=args.seed)
     path = model.save(args.output)
     _print_summary(model, path, time.perf_counter() - started)
+    if extra is not None and not args.quiet:
+        record = model.training_info_["adaptations"][-1]
+        print("--benign-extra: " + describe_adaptation(model, record).replace("\n", "\n  "))
     return 0
+
+
+def _split_extra(model: Any, extra: Any, seed: int) -> tuple[Any, Any]:
+    """The ``--benign-extra`` flows to train on and those held out for calibration.
+
+    Raises
+    ------
+    ValueError
+        Before any fitting, if the held-out part would be too small for the model.
+    """
+    from ..adapt import min_benign_rows
+
+    n_held = int(round(EXTRA_HELD_OUT * len(extra)))
+    needed = min_benign_rows(model, refit=False)
+    if n_held < needed:
+        raise ValueError(
+            f"--benign-extra: {len(extra):,} flows leave {n_held:,} held out for calibration, "
+            f"and this model (target FPR {model.target_fpr}, score {model.score!r}) needs "
+            f"{needed:,}; bring at least {math.ceil(needed / EXTRA_HELD_OUT):,} benign flows"
+        )
+    order = np.random.default_rng(seed).permutation(len(extra))
+    return extra.subset(np.sort(order[n_held:])), extra.subset(np.sort(order[:n_held]))
 
 
 def _cap(table: Any, n: int, seed: int) -> Any:

@@ -4,6 +4,8 @@ Each input is read batch by batch (:func:`latent_sculpting.data.iter_flow_batche
 file's syntax, then the model's :class:`~latent_sculpting.flowspec.FlowSpec`), scored by a
 :class:`~latent_sculpting.scoring.Scorer` and appended to a temporary Parquet or CSV file that
 is renamed into place only when every input has been scored: the output is complete or absent.
+The drift report of the run (:mod:`latent_sculpting.drift`) is written beside it, as
+``<output>.drift.json``.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from ..data.table import iter_flow_batches
+from ..experiment import write_json
 from ..outputs import TABLE_SUFFIXES, AtomicTableWriter, check_output, terminate_cleanly
 from ..readers import list_flow_files, sniff
-from ..scoring import Scorer
+from ..scoring import Scorer, drift_monitor, drift_summary
 
-__all__ = ["score_file_into", "score_files"]
+__all__ = ["DRIFT_SUFFIX", "drift_path", "score_file_into", "score_files"]
+
+#: Appended to the output's name for the drift report's file.
+DRIFT_SUFFIX = ".drift.json"
 
 PathLike = str | Path
 
@@ -35,6 +41,7 @@ def score_files(
     batch_rows: int = 65_536,
     progress: bool = True,
     explain: bool = True,
+    drift: bool = True,
 ) -> dict[str, Any]:
     """Score flow files into one Parquet or CSV file, in constant memory.
 
@@ -56,13 +63,19 @@ def score_files(
     explain : bool, default True
         An ``explanation`` column for flagged flows (:class:`~latent_sculpting.scoring.Scorer`),
         when the model holds a benign profile.
+    drift : bool, default True
+        Compare the scored flows with the model's benign training traffic and write the drift
+        report beside the output (:func:`drift_path`), once the output is in place.
 
     Returns
     -------
     dict
         ``rows``, ``flagged``, ``flagged_share``, ``flagged_by``, ``files``, ``output``,
         ``seconds``, ``rows_per_second``, ``explained`` (whether the output has an
-        ``explanation`` column) and, when inputs are labelled, ``labelled``.
+        ``explanation`` column), ``drift`` (the report as
+        :meth:`DriftReport.to_dict <latent_sculpting.drift.DriftReport.to_dict>` gives it, plus
+        ``counted``; None without ``drift`` or for a model file without drift bins),
+        ``drift_file`` and, when inputs are labelled, ``labelled``.
 
     Raises
     ------
@@ -74,7 +87,7 @@ def score_files(
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     files = list_flow_files(inputs)
     output = check_output(output, inputs=files, suffixes=TABLE_SUFFIXES)
-    scorer = Scorer(model, explain=explain)
+    scorer = Scorer(model, explain=explain, drift=drift_monitor(model) if drift else None)
     started = time.perf_counter()
     bar = tqdm(
         total=_known_rows(files), unit="rows", unit_scale=True, desc="scoring", disable=not progress
@@ -106,8 +119,21 @@ def score_files(
         seconds=seconds,
         rows_per_second=rows / seconds if seconds > 0 else 0.0,
         explained=scorer.explainer is not None,
+        drift=None,
+        drift_file=None,
     )
+    if scorer.drift is not None:
+        summary["drift"] = drift_summary(
+            scorer.drift, rows=rows, labelled_rows=scorer.tally.labelled_rows
+        )
+        summary["drift_file"] = str(write_json(summary["drift"], drift_path(output)))
     return summary
+
+
+def drift_path(output: PathLike) -> Path:
+    """Where the drift report of a run into ``output`` goes: ``<output>.drift.json``."""
+    output = Path(output)
+    return output.with_name(output.name + DRIFT_SUFFIX)
 
 
 def score_file_into(scorer: Scorer, path: Path, output: Path, batch_rows: int) -> int:

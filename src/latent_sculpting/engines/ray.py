@@ -4,7 +4,8 @@ A pool of actors, one CPU each, loads the model once per actor and scores whole 
 the local engine's own path (:func:`latent_sculpting.engines.local.score_file_into`), so every
 model and every input syntax the local engine scores, Ray scores, with the same numbers. Each
 input file becomes one Parquet shard in the output folder, written under a temporary name and
-renamed when complete. See ``docs/ray.md``.
+renamed when complete. The run's summary holds the drift report of the files it scored, merged
+from each worker's counts. See ``docs/ray.md``.
 
 The model travels to the workers as the bytes of its model file, never as a pickled estimator.
 
@@ -49,12 +50,13 @@ class FileScorer:
 
     def __init__(self, model_bytes: bytes, batch_rows: int) -> None:
         from ..estimator import LatentSculpting
-        from ..scoring import Scorer
+        from ..scoring import Scorer, drift_monitor
 
         with tempfile.TemporaryDirectory(prefix="sculpt-model-") as tmp:
             path = Path(tmp) / "model.sculpt"
             path.write_bytes(model_bytes)
-            self.scorer = Scorer(LatentSculpting.load(path))
+            model = LatentSculpting.load(path)
+            self.scorer = Scorer(model, drift=drift_monitor(model))
         self.batch_rows = batch_rows
 
     def score(self, path: str, shard: str) -> dict[str, Any]:
@@ -62,6 +64,8 @@ class FileScorer:
         from .local import score_file_into
 
         self.scorer.tally = ScoreTally()
+        if self.scorer.drift is not None:
+            self.scorer.drift.reset()
         try:
             rows = score_file_into(self.scorer, Path(path), Path(shard), self.batch_rows)
         except Exception as error:  # noqa: BLE001 - reported for this file only
@@ -69,7 +73,15 @@ class FileScorer:
         if rows == 0:
             Path(shard).unlink(missing_ok=True)
             return {"path": path, "error": "file has no data rows"}
-        return {"path": path, "rows": rows, "flagged": self.scorer.tally.flagged}
+        drift = None if self.scorer.drift is None else self.scorer.drift.get_counts()
+        tally = self.scorer.tally
+        return {
+            "path": path,
+            "rows": rows,
+            "flagged": tally.flagged,
+            "labelled_rows": tally.labelled_rows,
+            "drift": drift,
+        }
 
 
 def score_with_ray(
@@ -112,8 +124,9 @@ def score_with_ray(
     -------
     dict
         ``files``, ``files_scored``, ``rows``, ``rows_flagged``, ``failed`` (``{path: error}``),
-        ``shards_written``, ``shards_skipped``, ``output_dir`` and ``seconds``; also written to
-        ``output_dir/_ray_summary.json``.
+        ``shards_written``, ``shards_skipped``, ``output_dir``, ``seconds`` and ``drift`` (the
+        drift report of the files scored in this run, as ``sculpt score`` writes it; None for
+        a model file without drift bins); also written to ``output_dir/_ray_summary.json``.
 
     Raises
     ------
@@ -131,8 +144,9 @@ def score_with_ray(
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     model_path = Path(model_path)
     from ..estimator import LatentSculpting
+    from ..scoring import drift_monitor, drift_summary
 
-    LatentSculpting.load(model_path)  # a bad model fails here, not in every actor
+    monitor = drift_monitor(LatentSculpting.load(model_path))  # a bad model fails here
     try:
         import ray
         from ray.util import ActorPool
@@ -187,6 +201,9 @@ def score_with_ray(
                     log(f"failed {path}: {result['error']}")
                 else:
                     done[path] = {"rows": result["rows"], "flagged": result["flagged"]}
+                    done[path]["labelled_rows"] = result["labelled_rows"]
+                    if monitor is not None:
+                        monitor.add_counts(result["drift"])
                     log(f"scored {Path(path).name}: {result['rows']:,} rows")
     finally:
         if started:
@@ -202,7 +219,14 @@ def score_with_ray(
         "shards_skipped": sorted(shards[f] for f in skipped),
         "output_dir": str(output_dir),
         "seconds": round(time.perf_counter() - started_at, 3),
+        "drift": None,
     }
+    if monitor is not None:
+        summary["drift"] = drift_summary(
+            monitor,
+            rows=summary["rows"],
+            labelled_rows=sum(d["labelled_rows"] for d in done.values()),
+        )
     target = output_dir / SUMMARY_FILE
     tmp = temporary_path(target)
     tmp.write_text(json.dumps(summary, indent=2) + "\n")

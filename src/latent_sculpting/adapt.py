@@ -1,0 +1,252 @@
+"""Adapting a fitted detector to another network from benign flows of that network.
+
+A detector's benign density and its conformal threshold describe the benign traffic it was
+trained on; on another network (other devices, services, link speeds) benign flows are not
+exchangeable with those, and the false-alarm rate promised by ``target_fpr`` no longer holds.
+This module owns :func:`adapt`, behind :meth:`LatentSculpting.adapt
+<latent_sculpting.LatentSculpting.adapt>`, which splits the model's parts in two:
+
+- **kept**, what the model learned about attacks: the feature preprocessor (the scale every
+  part reads), the Stage-1 encoder and centroids, every side channel that learns from attacks
+  (``supervised = True`` in :mod:`latent_sculpting.channels`: the random forest, the boosted
+  trees) and the stacked rule's channel weights (learned on held-out attack families);
+- **refit on the new benign flows**: the Deep SVDD embedding, the flow and its input scaling
+  (the benign density), every benign-only side channel (``supervised = False``: the distance
+  to benign prototypes), the fusion's tails, the conformal calibration, the drift bins and the
+  benign profile.
+
+The new flows are split at random into rows the densities are fitted on and rows held out of
+every fit; the held-out rows place the fusion's tails and set the threshold, so the threshold is
+split-conformal for the new network: a fresh benign flow of that network, exchangeable with the
+held-out ones, is flagged with probability at most ``target_fpr``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from .calibration import MIN_HELD_OUT, reference_split, thresholds
+from .deep_sad import DeepSAD
+from .drift import DriftMonitor
+from .fusion import FUSIONS
+from .validation import check_features
+
+__all__ = ["MIN_FIT_ROWS", "adapt", "min_benign_rows"]
+
+#: Fewest new benign rows the densities are refit on.
+MIN_FIT_ROWS = 100
+
+
+def adapt(
+    model: Any,
+    X_benign: Any,
+    *,
+    refit: bool = True,
+    calibration_fraction: float = 0.5,
+    random_state: int | None = None,
+) -> Any:
+    """Refit what describes benign traffic on benign flows of a new network, in place.
+
+    Parameters
+    ----------
+    model : LatentSculpting
+        A fitted detector.
+    X_benign : array-like of shape (n_rows, n_features)
+        Raw features of flows of the new network, all declared benign: an attack among them is
+        learned as normal traffic. A DataFrame's columns are matched by name.
+    refit : bool, default=True
+        Refit the benign densities (Deep SVDD, flow, benign-only side channels) on part of
+        the rows. ``False`` keeps every fitted part and only recalibrates on all the rows: the
+        fusion's tails, the threshold, the drift bins and the benign profile (for a model
+        already trained on flows of this network, ``sculpt train --benign-extra``).
+    calibration_fraction : float, default=0.5
+        With ``refit``, the share of the rows held out of every fit (for Fisher's fusion, half
+        of them place the tails, half set the threshold).
+    random_state : int or None, default=None
+        Seed of the split and the refits; None takes the model's ``random_state``.
+
+    Returns
+    -------
+    model
+        The same model, adapted; its ``calibration`` parameter becomes ``"holdout"``.
+        ``model.training_info_["adaptations"]`` gains a record: rows, how they were split, how
+        many of them the model flagged before and the drift verdict on them, the old and new
+        threshold, the seed and the date.
+
+    Raises
+    ------
+    ValueError
+        If the model is not fitted, ``X_benign`` lacks the model's features or holds a value
+        that is not finite, ``calibration_fraction`` is outside (0, 1), or the rows are too few
+        for the model's ``target_fpr`` (the message says how many are needed).
+    """
+    check_is_fitted(model, "flow_")
+    if not 0 < calibration_fraction < 1:
+        raise ValueError(f"calibration_fraction must be in (0, 1), got {calibration_fraction}")
+    names = getattr(model, "feature_names_in_", None)
+    X = check_features(X_benign, n_features=model.n_features_in_, feature_names=names)
+    seed = model.random_state if random_state is None else random_state
+    rng = np.random.default_rng(seed)
+    fit_rows, reference, held_out = _split(model, len(X), refit, calibration_fraction, rng)
+
+    flags_before = model.predict(X).astype(bool)
+    record = {
+        "rows": len(X),
+        "refit": refit,
+        "fit_rows": len(fit_rows),
+        "reference_rows": len(reference),
+        "calibration_rows": len(held_out),
+        "flagged_before": int(flags_before.sum()),
+        "threshold_before": _finite_or_none(model.threshold_),
+        "drift_before": _drift_summary(model, X, flags_before),
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(rng.integers(2**31)))
+        Z = model.preprocessor_.transform(X)
+        held = np.r_[reference, held_out]
+        side = _refit_densities(model, Z, fit_rows, held, rng) if refit else {}
+        for name, channel in model.channels_.items():
+            if name not in side:  # kept: it never saw these rows
+                side[name] = channel.score(Z[held])
+        n_ref = len(reference)
+        if model.fusion_.needs_reference:
+            # The tails only: the stacked rule's weights were learned on held-out attack
+            # families, which the new benign flows say nothing about.
+            resolution = {name: c.resolution for name, c in model.channels_.items()}
+            at_ref = {name: scores[:n_ref] for name, scores in side.items()}
+            model.fusion_.fit_tails(model._channel_scores(Z[reference], at_ref), resolution)
+        at_cal = {name: scores[n_ref:] for name, scores in side.items()}
+        calibration = model.fusion_.combine(model._channel_scores(Z[held_out], at_cal))
+    model.calibration_scores_ = np.sort(calibration.astype(np.float64))
+    model.thresholds_, model.threshold_ = thresholds(
+        model.calibration_scores_, model.percentile, model.target_fpr
+    )
+    # The threshold now comes from held-out rows, whatever the model was calibrated on before.
+    model.calibration = "holdout"
+    model._describe_benign(X)
+    record.update(
+        threshold=_finite_or_none(model.threshold_),
+        random_state=seed,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    info = dict(getattr(model, "training_info_", None) or {})
+    info["adaptations"] = [*info.get("adaptations", []), record]
+    model.training_info_ = info
+    return model
+
+
+def min_benign_rows(model: Any, *, refit: bool = True, calibration_fraction: float = 0.5) -> int:
+    """Fewest benign rows :func:`adapt` accepts for ``model`` with these settings.
+
+    The threshold's calibration rows must number at least ``ceil(1 / target_fpr) - 1`` (without
+    ``target_fpr``, :data:`~latent_sculpting.calibration.MIN_HELD_OUT`); for Fisher's fusion as
+    many again place its tails; with ``refit`` the rest, at least :data:`MIN_FIT_ROWS`, refit
+    the densities.
+    """
+    n = _calibration_rows_needed(model)
+    while _shortfall(model, n, refit, calibration_fraction):
+        n += 1
+    return n
+
+
+def _calibration_rows_needed(model: Any) -> int:
+    if model.target_fpr is None:
+        return MIN_HELD_OUT
+    return max(MIN_HELD_OUT, math.ceil(1 / model.target_fpr) - 1)
+
+
+def _sizes(model: Any, n: int, refit: bool, fraction: float) -> tuple[int, int, int]:
+    """Rows to fit on, tail reference rows and calibration rows, of ``n`` benign rows."""
+    n_held = int(round(fraction * n)) if refit else n
+    n_ref = n_held // 2 if FUSIONS[model.score].needs_reference else 0
+    return n - n_held, n_ref, n_held - n_ref
+
+
+def _shortfall(model: Any, n: int, refit: bool, fraction: float) -> list[str]:
+    """What ``n`` rows split this way lack, in words; empty when they suffice."""
+    n_fit, _, n_cal = _sizes(model, n, refit, fraction)
+    needed = _calibration_rows_needed(model)
+    reason = f"target_fpr={model.target_fpr}" if model.target_fpr is not None else "a threshold"
+    out = []
+    if n_cal < needed:
+        out.append(f"{reason} needs {needed} calibration flows held out of every fit, got {n_cal}")
+    if refit and n_fit < MIN_FIT_ROWS:
+        out.append(f"the benign density needs {MIN_FIT_ROWS} flows to refit on, got {n_fit}")
+    return out
+
+
+def _split(
+    model: Any, n: int, refit: bool, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows to fit on, tail reference rows and calibration rows; each sorted.
+
+    Raises
+    ------
+    ValueError
+        If a part is too small for the model (see :func:`min_benign_rows`).
+    """
+    shortfall = _shortfall(model, n, refit, fraction)
+    if shortfall:
+        needed = min_benign_rows(model, refit=refit, calibration_fraction=fraction)
+        raise ValueError(
+            f"{n} benign flows are too few to adapt this model ({'; '.join(shortfall)}); "
+            f"bring at least {needed} benign flows of the new network"
+        )
+    n_fit = _sizes(model, n, refit, fraction)[0]
+    order = rng.permutation(n)
+    held = order[n_fit:]
+    reference = np.zeros(0, dtype=np.int64)
+    if FUSIONS[model.score].needs_reference:
+        reference, held = reference_split(held, rng)
+    return np.sort(order[:n_fit]), reference, np.sort(held)
+
+
+def _refit_densities(
+    model: Any, Z: np.ndarray, fit_rows: np.ndarray, held_out: np.ndarray, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Refit the Deep SVDD embedding, the flow and every benign-only side channel on the
+    scaled rows ``Z[fit_rows]``; those channels' out-of-sample scores of ``Z[held_out]``."""
+    if model.svdd_ is not None:
+        model.svdd_ = DeepSAD(
+            eta=0.0, rep_dim=model.svdd_dim, random_state=int(rng.integers(2**31))
+        ).fit(Z[fit_rows])
+    scores = {}
+    rows = np.r_[fit_rows, held_out]
+    for name, channel in model.channels_.items():
+        if not channel.supervised:
+            fresh = type(channel)(
+                getattr(model, channel.parameter), random_state=int(rng.integers(2**31))
+            )
+            local_held = np.arange(len(fit_rows), len(rows))
+            scores[name] = fresh.fit(Z[rows], np.zeros(len(rows), np.int64), local_held)
+            model.channels_[name] = fresh
+    model._fit_stage2(Z[fit_rows])
+    return scores
+
+
+def _drift_summary(model: Any, X: np.ndarray, flags: np.ndarray) -> dict[str, Any] | None:
+    """The drift verdict on the new flows against the model's benign training traffic, before
+    adapting: whether they differ, which features moved (the largest PSI first), what it meant
+    for false alarms."""
+    reference = getattr(model, "drift_reference_", None)
+    if reference is None:
+        return None
+    report = DriftMonitor(reference).update(X, flags).report()
+    order = np.lexsort((-report.out_of_range_share, -report.psi))
+    moved = [report.feature_names[j] for j in order if report.feature_drifted[j]]
+    return {
+        "drifted": report.drifted,
+        "flagged_share": report.flagged_share,
+        "moved_features": moved,
+        "consequence": report.consequence,
+    }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None

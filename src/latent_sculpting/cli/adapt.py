@@ -1,0 +1,185 @@
+"""``sculpt adapt``: adapt a saved model to another network from benign flows of that network."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LEARNED_AS_BENIGN = (
+    "every flow given is learned as benign traffic of the new network: an attack hidden among "
+    "them will not be flagged afterwards"
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "adapt",
+        help="adapt a saved model to another network from benign flows of that network",
+        description="Keep what MODEL learned about attacks (Stage 1, the random forest, the "
+        "boosted trees, the stacked rule's weights) and refit what describes benign traffic "
+        "(the benign density, the distance to benign prototypes, the fusion's references, the "
+        "conformal threshold, the drift bins) on flows of the new network that you declare "
+        "benign. The new threshold is split-conformal on part of those flows, held "
+        f"out of every fit. Warning: {LEARNED_AS_BENIGN}.",
+    )
+    parser.add_argument("model", help="model file written by `sculpt train` (or `sculpt adapt`)")
+    parser.add_argument(
+        "--benign",
+        nargs="+",
+        required=True,
+        metavar="FLOWS",
+        help="benign flow files or folders of the new network, in the model's input format "
+        "(about 1,000 flows or more). The new threshold keeps the model's false-alarm target for "
+        "future benign flows of that network if they are exchangeable with these: the same mix "
+        "of devices, services and times, as if drawn at random from the same period",
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="NEW_MODEL", help="adapted model file to write"
+    )
+    add_benign_flags(parser)
+    parser.add_argument(
+        "--calibration-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="share of the benign flows held out of every fit to place the fusion's tails "
+        "and set the threshold (default 0.5)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    return parser
+
+
+def add_benign_flags(parser: argparse.ArgumentParser) -> None:
+    """``--benign-rows-only``: what to do with labelled attacks among declared-benign flows."""
+    parser.add_argument(
+        "--benign-rows-only",
+        action="store_true",
+        help="when the benign flows carry labels, use the rows labelled benign and leave the "
+        "others out (default: refuse flows labelled as attacks)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..estimator import LatentSculpting
+    from ..flowspec import model_spec
+    from ..outputs import check_output
+    from ..readers import list_flow_files
+
+    files = list_flow_files(args.benign)
+    check_output(args.output, inputs=[args.model, *files], what="model file")
+    model = LatentSculpting.load(args.model, device=args.device)
+    table, left_out = read_benign_flows(
+        files, model_spec(model), benign_rows_only=args.benign_rows_only
+    )
+    print(f"sculpt adapt: warning: {LEARNED_AS_BENIGN}", file=sys.stderr)
+    if left_out and not args.quiet:
+        shown = ", ".join(f"{label} {n:,}" for label, n in left_out.most_common())
+        print(f"left out {sum(left_out.values()):,} flows labelled as attacks: {shown}")
+    model.adapt(
+        table.frame(),
+        calibration_fraction=args.calibration_fraction,
+        random_state=args.seed,
+    )
+    record = model.training_info_["adaptations"][-1]
+    record["files"] = [f.name for f in table.files]
+    if left_out:
+        record["left_out_labelled_attacks"] = dict(left_out)
+    path = model.save(args.output)
+    if not args.quiet:
+        print(describe_adaptation(model, record))
+        print(f"adapted model written to {path}")
+    return 0
+
+
+def read_benign_flows(
+    files: list[Path], spec: Any, *, benign_rows_only: bool
+) -> tuple[Any, Counter]:
+    """Flows declared benign, read with a model's input spec; labelled attacks refused.
+
+    Returns
+    -------
+    table : FlowTable
+    left_out : Counter
+        Rows left out per label (``benign_rows_only``); empty otherwise.
+
+    Raises
+    ------
+    ValueError
+        If the files lack a column the model needs (named), hold a bad value, or carry labels
+        of attacks without ``benign_rows_only`` (the labels, their counts and the first row
+        are named).
+    """
+    from ..data import read_flows
+
+    table = read_flows(files, spec=spec)
+    if table.labels is None or spec.benign_label is None:
+        return table, Counter()
+    attack = table.labels != spec.benign_label
+    counts = Counter(str(label) for label in table.labels[attack])
+    if not counts:
+        return table, counts
+    if not benign_rows_only:
+        first = int(np.flatnonzero(attack)[0])
+        shown = ", ".join(f"{label!r} {n:,}" for label, n in counts.most_common(8))
+        raise ValueError(
+            f"the benign flows carry labels in column {spec.label_column!r}, and "
+            f"{int(attack.sum()):,} of {len(table):,} are not {spec.benign_label!r} ({shown}; "
+            f"the first is data row {first - _rows_before(table, first) + 1} of "
+            f"{table.files[table.source[first]]}): every flow given is learned as benign. "
+            "Remove them, or pass --benign-rows-only to use only the rows labelled benign"
+        )
+    if attack.all():
+        raise ValueError(
+            f"no flow is labelled {spec.benign_label!r} in column {spec.label_column!r}; "
+            f"labels found: {', '.join(counts)}"
+        )
+    return table.subset(~attack), counts
+
+
+def describe_adaptation(model: Any, record: dict[str, Any]) -> str:
+    """What ``sculpt adapt`` (and ``sculpt train --benign-extra``) print about an adaptation."""
+    rows = record["rows"]
+    target = model.target_fpr if model.target_fpr is not None else 1 - model.percentile / 100
+    before = record["flagged_before"]
+    lines = [
+        f"benign flows of the new network: {rows:,} ({record['fit_rows']:,} refit the "
+        f"benign density, {record['reference_rows']:,} place the fusion's tails, "
+        f"{record['calibration_rows']:,} set the threshold)"
+        if record["refit"]
+        else f"benign flows of the new network: {rows:,} ({record['reference_rows']:,} place "
+        f"the fusion's tails, {record['calibration_rows']:,} set the threshold)",
+        f"before: the model flagged {before:,} of them ({100 * before / rows:.1f} %; target "
+        f"{100 * target:g} %)",
+    ]
+    drift = record.get("drift_before")
+    if drift is not None:
+        moved = drift["moved_features"]
+        shown = ", ".join(moved[:5]) + (f" and {len(moved) - 5} more" if len(moved) > 5 else "")
+        verdict = "unlike" if drift["drifted"] else "like"
+        lines.append(
+            f"drift check before: they look {verdict} the training traffic (features moved: "
+            f"{shown or 'none'})"
+        )
+    old = record["threshold_before"]
+    rule = (
+        "split-conformal"
+        if model.target_fpr is not None
+        else f"P{model.percentile:g} of the scores of"
+    )
+    lines.append(
+        f"threshold: {'inf' if old is None else f'{old:.6g}'} -> {model.threshold_:.6g} "
+        f"({rule} on {record['calibration_rows']:,} held-out flows)"
+    )
+    return "\n".join(lines)
+
+
+def _rows_before(table: Any, row: int) -> int:
+    """Rows of the table that come from files before the one holding ``row``."""
+    return int((table.source < table.source[row]).sum())

@@ -1,0 +1,384 @@
+"""Adapting a model to another network: recalibrated threshold, attack knowledge kept, bad input
+refused, the command line (``sculpt adapt``, ``sculpt train --benign-extra``)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from small import FUSED_FAST
+
+from latent_sculpting import LatentSculpting, preset
+from latent_sculpting.adapt import MIN_FIT_ROWS, min_benign_rows
+from latent_sculpting.calibration import conformal_threshold
+from latent_sculpting.channels import NeighbourChannel
+from latent_sculpting.cli import main
+from latent_sculpting.data import BENIGN, load_cicids2017, read_flows, sample_path
+
+TARGET = 0.05
+
+
+@pytest.fixture(scope="module")
+def data(slower_network):
+    """Training rows (Monday-Wednesday, capped per class), and benign flows of Thursday-Friday
+    on a slower network: 1,000 to adapt on, the rest to check the false-alarm rate on."""
+    table = load_cicids2017()
+    day = np.asarray([table.files[i].stem for i in table.source])
+    rng = np.random.default_rng(0)
+    early = np.flatnonzero(np.isin(day, ["monday", "tuesday", "wednesday"]))
+    caps = {label: 1500 if label == BENIGN else 400 for label in np.unique(table.labels)}
+    train = np.sort(
+        np.concatenate(
+            [rng.permutation(early[table.labels[early] == c])[:n] for c, n in caps.items()]
+        )
+    )
+    late = ~np.isin(day, ["monday", "tuesday", "wednesday"])
+    late_benign = rng.permutation(np.flatnonzero(late & (table.labels == BENIGN)))
+    frame = table.frame()
+    new = slower_network(frame.iloc[late_benign])
+    attacks = frame[table.labels != BENIGN].iloc[:2000].reset_index(drop=True)
+    return {
+        "table": table,
+        "X": frame.iloc[train].reset_index(drop=True),
+        "y": table.y[train],
+        "groups": table.labels[train],
+        "attacks": attacks,
+        # The same attacks as the slower network shows them: its attacks.
+        "new_attacks": slower_network(attacks),
+        "adapt": new.iloc[:1000].reset_index(drop=True),
+        "fresh": new.iloc[1000:].reset_index(drop=True),
+    }
+
+
+#: The configurations adapted: today's default (no Stage 1; boosted trees and the distance to
+#: benign prototypes beside the flow, the stacked rule) and the previous one (Stage 1, Deep
+#: SVDD, a forest, Fisher's rule), both small.
+CONFIGS = {"default": preset("fast"), "fused": FUSED_FAST}
+
+
+@pytest.fixture(scope="module")
+def models(data):
+    """Each configuration fitted on the training rows (target 5 %)."""
+    out = {}
+    for name, params in CONFIGS.items():
+        model = LatentSculpting(**{**params, "target_fpr": TARGET}, random_state=0)
+        out[name] = model.fit(data["X"], data["y"], groups=data["groups"], spec=data["table"].spec)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(models):
+    return models["default"]
+
+
+@pytest.fixture(scope="module")
+def adapted_models(models, data):
+    return {
+        name: copy.deepcopy(m).adapt(data["adapt"], random_state=1) for name, m in models.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def adapted(adapted_models):
+    return adapted_models["default"]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_adapt_recalibrates_the_threshold_on_held_out_flows_of_the_new_network(
+    config, models, adapted_models, data
+):
+    fitted, adapted = models[config], adapted_models[config]
+    before = fitted.predict(data["fresh"]).mean()
+    after = adapted.predict(data["fresh"]).mean()
+    # The slower network breaks the promise (over twice the target); after adapting it holds
+    # on flows not adapted on: with 250 calibration flows the realised rate is Beta(12, 239)
+    # (mean 0.048, sd 0.013).
+    assert before > 2 * TARGET
+    assert after <= TARGET + 0.04
+    record = adapted.training_info_["adaptations"][-1]
+    assert (record["rows"], record["fit_rows"]) == (1000, 500)
+    assert (record["reference_rows"], record["calibration_rows"]) == (250, 250)
+    assert record["flagged_before"] == int(fitted.predict(data["adapt"]).sum()) > 2 * TARGET * 1000
+    assert record["drift_before"]["drifted"] and "Flow Duration" in record["drift_before"][
+        "moved_features"]  # fmt: skip
+    # The threshold is the split-conformal one of the held-out calibration scores.
+    assert len(adapted.calibration_scores_) == 250
+    assert adapted.threshold_ == conformal_threshold(adapted.calibration_scores_, TARGET)
+    assert adapted.calibration == "holdout"
+    # Drift bins and the benign profile now describe the new network.
+    assert adapted.drift_reference_.n_reference_ == 1000
+    assert adapted.benign_profile_.n_samples_ == 1000
+    j = list(adapted.feature_names_in_).index("Flow Duration")
+    assert adapted.drift_reference_.maximum_[j] == data["adapt"]["Flow Duration"].max()
+
+
+def _tails(model):
+    return {name: tail.get_state() for name, tail in model.fusion_.tails_.items()}
+
+
+def test_adapt_keeps_what_the_default_learned_about_attacks(fitted, adapted, data):
+    np.testing.assert_array_equal(fitted.preprocessor_.transform(data["attacks"]),
+                                  adapted.preprocessor_.transform(data["attacks"]))  # fmt: skip
+    Z = fitted.preprocessor_.transform(data["attacks"])
+    # The supervised channel and the weights learned on held-out attack families are kept ...
+    assert fitted.channels_["boost"].supervised and adapted.channels_["boost"] is not None
+    np.testing.assert_array_equal(
+        fitted.channels_["boost"].score(Z), adapted.channels_["boost"].score(Z)
+    )
+    assert fitted.fusion_.weights_ != dict.fromkeys(fitted.fusion_.weights_, 1.0)  # learned
+    assert adapted.fusion_.weights_ == fitted.fusion_.weights_
+    assert adapted.fusion_.fold_scores_ == fitted.fusion_.fold_scores_
+    # ... and what describes benign traffic is refit: the flow, the benign prototypes, the tails.
+    assert not fitted.channels_["knn"].supervised
+    assert adapted.flow_ is not fitted.flow_
+    assert not np.array_equal(
+        fitted.score_details(data["attacks"])["nll"], adapted.score_details(data["attacks"])["nll"]
+    )
+    assert not np.array_equal(
+        fitted.channels_["knn"].prototypes_, adapted.channels_["knn"].prototypes_
+    )
+    for name in ("nll", "boost", "knn"):
+        assert repr(_tails(fitted)[name]) != repr(_tails(adapted)[name]), name
+    # The new network's attacks still rank above its benign flows.
+    fresh, attacks = adapted.decision_function(data["fresh"]), adapted.decision_function(
+        data["new_attacks"])  # fmt: skip
+    y = np.r_[np.zeros(len(fresh)), np.ones(len(attacks))]
+    assert roc_auc_score(y, np.r_[fresh, attacks]) > 0.9
+
+
+def test_adapt_keeps_what_the_fused_model_learned_about_attacks(models, adapted_models, data):
+    fitted, adapted = models["fused"], adapted_models["fused"]
+
+    def state(module):
+        return {k: v.clone() for k, v in module.state_dict().items()}
+
+    for key, value in state(fitted.encoder_).items():
+        assert torch.equal(value, state(adapted.encoder_)[key]), key
+    assert torch.equal(fitted.center_attack_, adapted.center_attack_)
+    assert torch.equal(fitted.center_benign_, adapted.center_benign_)
+    Z = fitted.preprocessor_.transform(data["attacks"])
+    np.testing.assert_array_equal(
+        fitted.channels_["forest"].score(Z), adapted.channels_["forest"].score(Z)
+    )
+    # ... and refits what describes benign traffic.
+    assert adapted.flow_ is not fitted.flow_ and adapted.svdd_ is not fitted.svdd_
+    assert not np.array_equal(
+        fitted.score_details(data["attacks"])["nll"], adapted.score_details(data["attacks"])["nll"]
+    )
+    # Known attacks are still caught: the forest's knowledge carries over.
+    assert adapted.predict(data["new_attacks"]).mean() > 0.9
+
+
+def test_adapt_is_deterministic_and_survives_save_and_load(fitted, adapted, data, tmp_path):
+    again = copy.deepcopy(fitted).adapt(data["adapt"], random_state=1)
+    assert again.threshold_ == adapted.threshold_
+    np.testing.assert_array_equal(again.calibration_scores_, adapted.calibration_scores_)
+    loaded = LatentSculpting.load(adapted.save(tmp_path / "adapted.sculpt"))
+    assert loaded.training_info_["adaptations"] == adapted.training_info_["adaptations"]
+    np.testing.assert_allclose(
+        loaded.decision_function(data["fresh"]), adapted.decision_function(data["fresh"]),
+        rtol=1e-6,
+    )  # fmt: skip
+    assert loaded.drift_reference_.n_reference_ == 1000
+
+
+def test_refit_false_keeps_every_fitted_part_and_recalibrates(fitted, data):
+    model = copy.deepcopy(fitted).adapt(data["adapt"].iloc[:400], refit=False, random_state=0)
+    for a, b in zip(fitted.flow_.parameters(), model.flow_.parameters(), strict=True):
+        assert torch.equal(a, b)
+    record = model.training_info_["adaptations"][-1]
+    assert (record["fit_rows"], record["reference_rows"], record["calibration_rows"]) == (
+        0, 200, 200,
+    )  # fmt: skip
+    assert len(model.calibration_scores_) == 200
+    assert model.threshold_ != fitted.threshold_
+    assert model.drift_reference_.n_reference_ == 400
+
+
+class BenignDistance:
+    """A benign-only side channel: squared distance to the mean of its benign rows."""
+
+    name = "distance"
+    column = "distance"
+    parameter = "forest_trees"
+    supervised = False
+    resolution = 0.0
+    fitted_on: ClassVar[list[int]] = []
+
+    def __init__(self, size: int, *, random_state: int | None = None) -> None:
+        self.size = size
+
+    def fit(self, Z: np.ndarray, y: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+        rows = np.setdiff1d(np.flatnonzero(y == 0), held_out)
+        self.fitted_on.append(len(rows))
+        self.mean_ = Z[rows].mean(axis=0)
+        return self.score(Z[held_out])
+
+    def score(self, Z: np.ndarray) -> np.ndarray:
+        return ((Z - self.mean_) ** 2).sum(axis=1)
+
+
+def test_the_flow_and_a_benign_only_channel_are_refit_on_the_fit_rows_only(models, data):
+    model = copy.deepcopy(models["fused"])
+    Z = model.preprocessor_.transform(data["X"][data["y"] == 0])
+    old = BenignDistance(1)
+    old.fit(Z, np.zeros(len(Z)), np.arange(0))
+    model.channels_["distance"] = old
+    BenignDistance.fitted_on.clear()
+    flow_rows = []
+    fit_stage2 = model._fit_stage2
+    model._fit_stage2 = lambda Z: flow_rows.append(len(Z)) or fit_stage2(Z)
+    model.adapt(data["adapt"], random_state=0)
+    del model._fit_stage2
+    channel = model.channels_["distance"]
+    # The channel and the flow see the fit rows, never the held-out ones.
+    assert channel is not old and BenignDistance.fitted_on == [500] and flow_rows == [500]
+    assert list(model.fusion_.tails_) == ["nll", "forest", "distance"]
+    assert model.predict(data["fresh"]).mean() <= TARGET + 0.04
+
+
+def test_the_neighbour_channel_is_refit_on_benign_fit_rows_only(fitted, data, monkeypatch):
+    seen = []
+    fit = NeighbourChannel.fit
+
+    def spy(self, Z, y, held_out):
+        seen.append((len(Z) - len(held_out), int(y.sum())))
+        return fit(self, Z, y, held_out)
+
+    monkeypatch.setattr(NeighbourChannel, "fit", spy)
+    model = copy.deepcopy(fitted).adapt(data["adapt"], random_state=0)
+    assert seen == [(500, 0)]
+    # Its prototypes are centres of those rows (more rows than prototypes): inside their range.
+    Z = model.preprocessor_.transform(data["adapt"])
+    prototypes = model.channels_["knn"].prototypes_
+    assert prototypes.shape == fitted.channels_["knn"].prototypes_.shape
+    slack = 1e-4 * (1 + np.abs(Z).max(axis=0))  # k-means sums in float32
+    assert (prototypes >= Z.min(axis=0) - slack).all()
+    assert (prototypes <= Z.max(axis=0) + slack).all()
+
+
+def test_too_few_flows_are_refused_with_how_many_are_needed(fitted, data):
+    needed = min_benign_rows(fitted)
+    # Half the rows are held out (for target 0.05, 19 calibration flows would do, but at least
+    # 20 are, and as many for the tails), the other half, at least MIN_FIT_ROWS, refit.
+    assert needed == 2 * MIN_FIT_ROWS
+    assert min_benign_rows(fitted, refit=False) == 39  # 20 calibration flows, 19 for the tails
+    with pytest.raises(ValueError, match=f"bring at least {needed} benign flows"):
+        copy.deepcopy(fitted).adapt(data["adapt"].iloc[: needed - 1])
+    copy.deepcopy(fitted).adapt(data["adapt"].iloc[:needed])  # enough
+    strict = copy.deepcopy(fitted).set_params(target_fpr=0.001)
+    with pytest.raises(ValueError, match="target_fpr=0.001 needs 999 calibration flows"):
+        strict.adapt(data["adapt"])
+
+
+def test_bad_input_is_refused_before_anything_changes(fitted, data):
+    model = copy.deepcopy(fitted)
+    threshold = model.threshold_
+    with pytest.raises(ValueError, match="missing 1 feature column.*Flow Duration"):
+        model.adapt(data["adapt"].drop(columns=["Flow Duration"]))
+    bad = data["adapt"].copy()
+    bad.iloc[3, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite.*row 3, column 5"):
+        model.adapt(bad)
+    with pytest.raises(ValueError, match="calibration_fraction must be in"):
+        model.adapt(data["adapt"], calibration_fraction=1.0)
+    with pytest.raises(ValueError, match="fitted on 78"):
+        model.adapt(data["adapt"].to_numpy()[:, :10])
+    assert model.threshold_ == threshold and "adaptations" not in getattr(
+        model, "training_info_", {})  # fmt: skip
+    with pytest.raises(Exception, match="not fitted"):
+        LatentSculpting(**preset("fast")).adapt(data["adapt"])
+
+
+# ------------------------------------------------------------------ the command line
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, slower_network):
+    """Raw improved-release files: training days (capped), and Friday as a slower network."""
+    folder = tmp_path_factory.mktemp("adapt-cli")
+    frames = [pd.read_parquet(sample_path() / f"{d}.parquet") for d in ("monday", "tuesday")]
+    train = pd.concat(frames, ignore_index=True)
+    train = pd.concat([group.head(600) for _, group in train.groupby("Label")])
+    train.to_parquet(folder / "train.parquet")
+    friday = slower_network(pd.read_parquet(sample_path() / "friday.parquet"))
+    friday.to_parquet(folder / "friday-mixed.parquet")
+    # In random order: the file's order is time, and later flows need not be like earlier ones.
+    benign = friday[friday["Label"] == "BENIGN"].sample(frac=1.0, random_state=0)
+    benign.head(1000).to_parquet(folder / "friday-benign.parquet")
+    benign.drop(columns=["Label"]).head(1000).to_parquet(folder / "unlabelled.parquet")
+    benign.tail(len(benign) - 1000).to_parquet(folder / "friday-rest.parquet")
+    model = folder / "model.sculpt"
+    argv = ["train", "--data", str(folder / "train.parquet"), "--preset", "fast"]
+    assert main([*argv, "--target-fpr", str(TARGET), "-o", str(model), "--quiet"]) == 0
+    return folder
+
+
+def test_sculpt_adapt_writes_an_adapted_model_and_says_what_it_did(files, capsys):
+    out = files / "adapted.sculpt"
+    argv = ["adapt", str(files / "model.sculpt"), "--benign", str(files / "unlabelled.parquet")]
+    assert main([*argv, "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "an attack hidden among them will not be flagged afterwards" in captured.err
+    assert re.search(r"before: the model flagged [\d,]+ of them \(\d+\.\d %; target 5 %\)",
+                     captured.out)  # fmt: skip
+    assert "drift check before: they look unlike the training traffic" in captured.out
+    model = LatentSculpting.load(out)
+    record = model.training_info_["adaptations"][-1]
+    assert record["files"] == ["unlabelled.parquet"] and record["rows"] == 1000
+    assert model.training_info_["files"] == ["train.parquet"]  # the training provenance stays
+
+
+def test_sculpt_adapt_refuses_labelled_attacks_unless_told_to_leave_them_out(files, capsys):
+    model, out = str(files / "model.sculpt"), str(files / "mixed.sculpt")
+    mixed = str(files / "friday-mixed.parquet")
+    assert main(["adapt", model, "--benign", mixed, "-o", out]) == 2
+    err = capsys.readouterr().err
+    assert "are not 'BENIGN'" in err and "'DDoS' 7,362" in err and "--benign-rows-only" in err
+    assert "data row 287 of" in err and not (files / "mixed.sculpt").exists()
+    assert main(["adapt", model, "--benign", mixed, "--benign-rows-only", "-o", out]) == 0
+    assert "left out 15,509 flows labelled as attacks" in capsys.readouterr().out
+    adapted = LatentSculpting.load(out)
+    assert adapted.training_info_["adaptations"][-1]["rows"] == 1299
+    assert adapted.training_info_["adaptations"][-1]["left_out_labelled_attacks"]["Bot"] == 736
+
+
+def test_sculpt_adapt_bad_input_fails_cleanly(files, capsys):
+    model = str(files / "model.sculpt")
+    few = files / "few.parquet"
+    pd.read_parquet(files / "friday-benign.parquet").head(100).to_parquet(few)
+    assert main(["adapt", model, "--benign", str(few), "-o", str(files / "x.sculpt")]) == 2
+    assert "100 benign flows are too few" in capsys.readouterr().err
+    broken = files / "broken.parquet"
+    pd.read_parquet(files / "unlabelled.parquet").drop(columns=["Flow Duration"]).to_parquet(broken)
+    assert main(["adapt", model, "--benign", str(broken), "-o", str(files / "x.sculpt")]) == 2
+    assert "Flow Duration" in capsys.readouterr().err
+    assert main(["adapt", model, "--benign", str(few), "-o", model]) == 2
+    assert "is also an input" in capsys.readouterr().err
+    assert not (files / "x.sculpt").exists()
+
+
+def test_train_benign_extra_calibrates_on_held_out_flows_of_the_new_network(files, capsys):
+    out = files / "both.sculpt"
+    argv = ["train", "--data", str(files / "train.parquet"), "--preset", "fast", "--quiet"]
+    argv += ["--benign-extra", str(files / "friday-benign.parquet"), "--target-fpr", str(TARGET)]
+    assert main([*argv, "-o", str(out)]) == 0
+    model = LatentSculpting.load(out)
+    extra = model.training_info_["benign_extra"]
+    assert (extra["rows"], extra["trained_on"], extra["held_out"]) == (1000, 500, 500)
+    record = model.training_info_["adaptations"][-1]
+    assert not record["refit"] and record["calibration_rows"] == 250
+    assert model.drift_reference_.n_reference_ == 500
+    rest = read_flows(files / "friday-rest.parquet", spec=model.spec_)
+    assert len(rest) == 299 and model.predict(rest.frame()).mean() <= TARGET + 0.05
+    few = files / "few-extra.parquet"
+    pd.read_parquet(files / "friday-benign.parquet").head(60).to_parquet(few)
+    argv[argv.index(str(files / "friday-benign.parquet"))] = str(few)
+    assert main([*argv, "-o", str(files / "few.sculpt")]) == 2
+    assert "--benign-extra: 60 flows leave 30 held out" in capsys.readouterr().err
