@@ -20,6 +20,10 @@ PSI is the Jeffreys divergence between the binned training and observed distribu
 ``n m / (n + m)`` it is approximately chi-squared with ``bins - 1`` degrees of freedom when
 nothing moved (Yurdakul, *Statistical Properties of the Population Stability Index*, 2018);
 the verdict uses that to ignore a large PSI that a few flows alone could produce.
+
+It is long because it holds the statistics (PSI, range shares, a binomial test on the
+flag rate), their fitted reference, and two monitors (one-shot and rolling, thread-safe and
+mergeable across processes) that share them.
 """
 
 from __future__ import annotations

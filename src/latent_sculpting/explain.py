@@ -16,6 +16,10 @@ benign flows' most common value.
 
 :class:`Explanation` and :class:`FeatureReason` are what a flagged flow carries; they render as
 one short line of text and as JSON-able dicts.
+
+It is long because the benign profile, the search for the features that matter (with its
+budget of model calls) and the rendering of reasons are one pipeline whose parts are tested
+together.
 """
 
 from __future__ import annotations

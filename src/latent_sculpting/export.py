@@ -49,6 +49,10 @@ CNN-Transformer and FT-Transformer encoders of the paper presets, and any side c
 rule without an entry in :data:`CHANNEL_EXPORTERS` or :data:`FUSION_EXPORTERS`; a new one is a
 function there. Input checks (a NaN or infinite feature is refused natively) are the caller's:
 the graph scores what it is given.
+
+It is long because each part of the scoring path (preprocessing, flow, each channel, each rule,
+the tails) is one small graph-building function, kept together so that the graph reads in the
+order the native scorer computes.
 """
 
 from __future__ import annotations

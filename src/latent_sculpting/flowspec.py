@@ -14,6 +14,9 @@ missing values become 0 (the paper's choice), counted in a
 :class:`~latent_sculpting.cleaning.CleaningReport`. A categorical column becomes one indicator
 feature per frequent training value plus one for every other value (``column=(other)``); a
 missing value is the value ``(missing)``.
+
+It is long because it is the whole contract between raw columns and model inputs (fitting,
+encoding, persisting and checking the spec); splitting it would spread one concept over files.
 """
 
 from __future__ import annotations

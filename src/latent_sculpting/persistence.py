@@ -30,6 +30,10 @@ before any of it is used, and a file that fails a check raises one
 
 This module reads a file into checked parameters and fitted attributes;
 :meth:`LatentSculpting.load` assembles the estimator from them.
+
+It is long on purpose: every key, type, shape and value range of a model file is checked in this
+one module, before anything is allocated or used, so that the rules a hostile file meets are
+read in one place (docs/security.md).
 """
 
 from __future__ import annotations

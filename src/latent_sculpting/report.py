@@ -9,6 +9,9 @@ Any other run folder is rendered generically: each ``*.md`` file converted to HT
 become HTML tables), each ``*.json`` without a Markdown twin shown as text, every PNG embedded.
 A scored file's page (:func:`render_alerts`) is one table of its highest-scoring flagged flows
 with their explanations; every value in it comes from the file and is escaped.
+
+It is long because the two pages are self-contained HTML (styles, tables, inline figures) written
+here rather than through a template engine, which would be one more dependency for two pages.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ training together). Each dataset is read once (:func:`load_dataset`, through
 its own :class:`~latent_sculpting.flowspec.FlowSpec` on its training rows only.
 
 The family maps and the reasons for each choice are in ``docs/protocol.md``.
+
+It is long because each dataset's adapter (classes, families, campaigns, natural counts) is a
+small class of its own, kept together so the protocol's data choices read in one place.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ held-out benign rows and measured on the test rows (:func:`run_unit`). Each fini
 writes one checkpoint file, atomically; a rerun with the same output folder reads it instead of
 fitting again. :func:`benchmark` runs the units (in parallel with ``jobs``) and writes the
 result set (:mod:`.report`).
+
+It is long because running, checkpointing (with keys that say what a result was computed
+from), parallel workers and merging runs are one concern: producing a result set that a rerun
+can trust.
 """
 
 from __future__ import annotations

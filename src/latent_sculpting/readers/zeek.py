@@ -32,6 +32,10 @@ the header and in every row; such a packed field is split into its named columns
 
 Both syntaxes are read in blocks of lines through pyarrow's CSV and JSON readers, so memory stays
 constant whatever the log's size, and every error names the file, the line and the column.
+
+It is long because Zeek has two syntaxes (TSV with typed headers, JSON lines), each with its
+own unset markers, types and labelled variants, read in blocks with errors that name file,
+line and column.
 """
 
 from __future__ import annotations
