@@ -75,12 +75,14 @@ def test_compressed_csv_is_a_clear_error(model_path, flows_csv, tmp_path, capsys
 def test_a_signal_mid_run_leaves_no_temporary_file(model_path, flows_csv, tmp_path, sig):
     big = tmp_path / "big.csv"
     frame = pd.read_csv(flows_csv)
-    # Large enough that scoring outlasts the signal's delivery even with the fastest preset.
-    pd.concat([frame] * 120, ignore_index=True).to_csv(big, index=False)
+    pd.concat([frame] * 60, ignore_index=True).to_csv(big, index=False)
     out = tmp_path / "out" / "scored.parquet"
     out.parent.mkdir()
+    # A shell starts background jobs with SIGINT ignored, and a child inherits that; reset it
+    # to Python's default, as an interactive terminal has it.
     code = (
-        "import sys; from latent_sculpting.cli import main; "
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from latent_sculpting.cli import main; "
         f"sys.exit(main(['score', {str(model_path)!r}, {str(big)!r}, '-o', {str(out)!r}, "
         "'--batch-rows', '500', '--quiet']))"
     )
@@ -89,7 +91,8 @@ def test_a_signal_mid_run_leaves_no_temporary_file(model_path, flows_csv, tmp_pa
     while not list(out.parent.glob(".scored.parquet.*")):
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline, "scoring never started"
-        time.sleep(0.01)
+        time.sleep(0.05)
+    time.sleep(0.5)
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert proc.returncode in (130, 143), proc.stderr.read().decode()
