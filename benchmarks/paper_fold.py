@@ -12,15 +12,18 @@ rows (docs/protocol.md), not the method's own rule.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
+import math
 from pathlib import Path
+
+from latent_sculpting.benchmark import load_records
+from latent_sculpting.benchmark.statistics import mean_std
 
 
 def _stat(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "–"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+    stat = mean_std(values)
+    if math.isnan(stat["std"]):
+        return f"{stat['mean']:.3f}" if stat["n"] else "–"
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,13 +31,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run", type=Path, help="a sculpt benchmark output folder")
     parser.add_argument("--methods", nargs="+", help="methods (default: every one in the run)")
     args = parser.parse_args(argv)
-    fold = args.run / "folds" / "cicids2017" / "paper"
-    if not fold.is_dir():
-        parser.error(f"{fold} does not exist: the run has no paper fold of cicids2017")
     records: dict[str, list[dict]] = {}
-    for path in sorted(fold.glob("seed-*/*.json")):
-        record = json.loads(path.read_text())
-        records.setdefault(record["method"], []).append(record)
+    try:
+        run = load_records(args.run)
+    except FileNotFoundError as error:
+        parser.error(str(error))
+    for record in run:
+        if record["dataset"] == "cicids2017" and record["fold"] == "paper":
+            records.setdefault(record["method"], []).append(record)
+    if not records:
+        parser.error(f"{args.run} has no checkpoint of the paper fold of cicids2017")
     methods = args.methods or sorted(records)
     missing = [m for m in methods if m not in records]
     if missing:
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         rs = records[method]
         rows.append(
             (
-                statistics.mean(r["auroc"] for r in rs),
+                mean_std([r["auroc"] for r in rs])["mean"],
                 f"| {method} | {len(rs)} | {_stat([r['auroc'] for r in rs])} | "
                 f"{_stat([r['recall_at_fpr']['0.01'] for r in rs])} | "
                 f"{_stat([r['realised_fpr']['0.01'] for r in rs])} | "
