@@ -118,6 +118,20 @@ def test_stacked_weights_keep_the_channel_that_sees_held_out_families():
     assert plain.weights_ == {"nll": 1.0, "knn": 1.0}  # no fold: Fisher's sum
 
 
+def test_fit_tails_keeps_the_named_tails_and_weights_and_refits_the_rest():
+    rng = np.random.default_rng(2)
+    reference = {"nll": rng.normal(size=300), "knn": rng.normal(size=300)}
+    rule = StackedFusion().fit(reference, {"knn": 0.0}, [_fold(rng, "knn"), _fold(rng, "knn")])
+    weights, knn_tail, nll_tail = dict(rule.weights_), rule.tails_["knn"], rule.tails_["nll"]
+    shifted = {"nll": rng.normal(5.0, size=50)}  # no knn scores: its tail is kept
+    rule.fit_tails(shifted, {"knn": 0.0}, keep=["knn"])
+    assert rule.tails_["knn"] is knn_tail and rule.weights_ == weights
+    assert rule.tails_["nll"] is not nll_tail
+    assert rule.tails_["nll"].neg_log_p(np.array([5.0]))[0] < nll_tail.neg_log_p(np.array([5.0]))[0]
+    with pytest.raises(ValueError, match="no fitted tail to keep for \\['forest'\\]"):
+        rule.fit_tails(shifted, {"knn": 0.0}, keep=["forest"])
+
+
 def test_stacked_rule_combines_with_its_weights_and_round_trips():
     rng = np.random.default_rng(1)
     reference = {"nll": rng.normal(size=300), "knn": rng.normal(size=300)}

@@ -12,8 +12,14 @@ This module owns :func:`adapt`, behind :meth:`LatentSculpting.adapt
   trees) and the stacked rule's channel weights (learned on held-out attack families);
 - **refit on the new benign flows**: the Deep SVDD embedding, the flow and its input scaling
   (the benign density), every benign-only side channel (``supervised = False``: the distance
-  to benign prototypes), the fusion's tails, the conformal calibration, the drift bins and the
-  benign profile.
+  to benign prototypes), the fusion's tails of the flow and of those channels, the conformal
+  calibration, the drift bins and the benign profile.
+
+The kept channels keep their fusion tails as well: placed on thousands of training reference
+flows, they are better estimates than a tail refitted on the few hundred new flows an adaptation
+sets aside for it, which extrapolates far beyond where those flows reach and so lets one
+channel's score swamp the sum. Any shift in the kept channels' scores on the new network is
+absorbed by the threshold, which is always recalibrated on new flows.
 
 The new flows are split at random into rows the densities are fitted on and rows held out of
 every fit; the held-out rows place the fusion's tails and set the threshold, so the threshold is
@@ -63,7 +69,8 @@ def adapt(
     refit : bool, default=True
         Refit the benign densities (Deep SVDD, flow, benign-only side channels) on part of
         the rows. ``False`` keeps every fitted part and only recalibrates on all the rows: the
-        fusion's tails, the threshold, the drift bins and the benign profile (for a model
+        fusion's tails of the benign-only parts, the threshold, the drift bins and the benign
+        profile (for a model
         already trained on flows of this network, ``sculpt train --benign-extra``).
     calibration_fraction : float, default=0.5
         With ``refit``, the share of the rows held out of every fit (for Fisher's fusion, half
@@ -117,10 +124,15 @@ def adapt(
         n_ref = len(reference)
         if model.fusion_.needs_reference:
             # The tails only: the stacked rule's weights were learned on held-out attack
-            # families, which the new benign flows say nothing about.
+            # families, which the new benign flows say nothing about. The kept channels keep
+            # their tails too (see FisherFusion.fit_tails); the threshold below is what moves
+            # their false alarms to the new network.
             resolution = {name: c.resolution for name, c in model.channels_.items()}
             at_ref = {name: scores[:n_ref] for name, scores in side.items()}
-            model.fusion_.fit_tails(model._channel_scores(Z[reference], at_ref), resolution)
+            kept = [name for name, c in model.channels_.items() if c.supervised]
+            model.fusion_.fit_tails(
+                model._channel_scores(Z[reference], at_ref), resolution, keep=kept
+            )
         at_cal = {name: scores[n_ref:] for name, scores in side.items()}
         calibration = model.fusion_.combine(model._channel_scores(Z[held_out], at_cal))
     model.calibration_scores_ = np.sort(calibration.astype(np.float64))

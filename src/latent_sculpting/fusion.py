@@ -38,7 +38,7 @@ References
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -150,14 +150,31 @@ class FisherFusion(Fusion):
         return self.fit_tails(reference, resolution)
 
     def fit_tails(
-        self, reference: Mapping[str, np.ndarray], resolution: Mapping[str, float]
+        self,
+        reference: Mapping[str, np.ndarray],
+        resolution: Mapping[str, float],
+        *,
+        keep: Collection[str] = (),
     ) -> FisherFusion:
         """Fit only the tails, as :meth:`fit` does, and keep whatever else the rule learned
         (the stacked rule's weights): the tails describe benign traffic, and adapting a model
-        to another network (:mod:`latent_sculpting.adapt`) refits them on its benign flows."""
-        self.tails_ = {"nll": TailPValue().fit(reference["nll"])}
+        to another network (:mod:`latent_sculpting.adapt`) refits them on its benign flows.
+
+        ``keep`` names channels whose fitted tail stays as it is (``reference`` need not hold
+        their scores). Adapting keeps the tails of the channels it keeps: theirs were placed on
+        thousands of training reference flows, and a tail refitted on the few hundred new flows
+        an adaptation has left extrapolates far beyond where those flows reach.
+        """
+        old = getattr(self, "tails_", {})
+        missing = [name for name in keep if name not in old]
+        if missing:
+            raise ValueError(f"no fitted tail to keep for {missing}")
+        tails = {"nll": old["nll"] if "nll" in keep else TailPValue().fit(reference["nll"])}
         for name, step in resolution.items():
-            self.tails_[name] = TailPValue(min_scale=step).fit(reference[name])
+            tails[name] = (
+                old[name] if name in keep else TailPValue(min_scale=step).fit(reference[name])
+            )
+        self.tails_ = tails
         return self
 
     def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
