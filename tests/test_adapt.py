@@ -201,6 +201,9 @@ def test_refit_false_keeps_every_fitted_part_and_recalibrates(fitted, data):
     )  # fmt: skip
     assert len(model.calibration_scores_) == 200
     assert model.threshold_ != fitted.threshold_
+    # Every part saw the new network in training: every tail is placed on the new flows.
+    for name in ("nll", "boost", "knn"):
+        assert repr(_tails(fitted)[name]) != repr(_tails(model)[name]), name
     assert model.drift_reference_.n_reference_ == 400
 
 

@@ -15,11 +15,12 @@ This module owns :func:`adapt`, behind :meth:`LatentSculpting.adapt
   to benign prototypes), the fusion's tails of the flow and of those channels, the conformal
   calibration, the drift bins and the benign profile.
 
-The kept channels keep their fusion tails as well: placed on thousands of training reference
-flows, they are better estimates than a tail refitted on the few hundred new flows an adaptation
-sets aside for it, which extrapolates far beyond where those flows reach and so lets one
-channel's score swamp the sum. Any shift in the kept channels' scores on the new network is
-absorbed by the threshold, which is always recalibrated on new flows.
+When the densities are refit, the kept channels keep their fusion tails as well: placed on
+thousands of training reference flows, they are better estimates than a tail refitted on the few
+hundred new flows an adaptation sets aside for it, which extrapolates far beyond where those
+flows reach and so lets one channel's score swamp the sum. Any shift in the kept channels'
+scores on the new network is absorbed by the threshold, which is always recalibrated on new
+flows.
 
 The new flows are split at random into rows the densities are fitted on and rows held out of
 every fit; the held-out rows place the fusion's tails and set the threshold, so the threshold is
@@ -124,12 +125,14 @@ def adapt(
         n_ref = len(reference)
         if model.fusion_.needs_reference:
             # The tails only: the stacked rule's weights were learned on held-out attack
-            # families, which the new benign flows say nothing about. The kept channels keep
-            # their tails too (see FisherFusion.fit_tails); the threshold below is what moves
-            # their false alarms to the new network.
+            # families, which the new benign flows say nothing about. When the densities are
+            # refit, the kept channels keep their tails too (see FisherFusion.fit_tails); the
+            # threshold below is what moves their false alarms to the new network. Without a
+            # refit (--benign-extra: every part already saw the new network) all tails are
+            # placed on the new flows, as measured in docs/results/network-shift.md.
             resolution = {name: c.resolution for name, c in model.channels_.items()}
             at_ref = {name: scores[:n_ref] for name, scores in side.items()}
-            kept = [name for name, c in model.channels_.items() if c.supervised]
+            kept = [name for name, c in model.channels_.items() if c.supervised and refit]
             model.fusion_.fit_tails(
                 model._channel_scores(Z[reference], at_ref), resolution, keep=kept
             )
