@@ -10,6 +10,7 @@ options keep their own flags as aliases of ``--set``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -254,7 +255,7 @@ def describe(constraints: list) -> str:
     """What a parameter's constraint list accepts, briefly: ``int >= 1``, ``a | b``, ..."""
     from numbers import Integral
 
-    from sklearn.utils._param_validation import Interval, StrOptions
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
 
     parts = []
     for c in constraints:
@@ -264,6 +265,8 @@ def describe(constraints: list) -> str:
             parts.append("true | false")
         elif isinstance(c, StrOptions):
             parts.append(" | ".join(sorted(c.options)))
+        elif isinstance(c, Options):
+            parts.append(" | ".join(str(option) for option in sorted(c.options)))
         elif isinstance(c, Interval):
             kind = "int" if c.type is Integral else "float"
             low = None if c.left is None else f"{c.left:g}"
@@ -283,11 +286,14 @@ def _parse(text: str, constraints: list) -> Any:
     """``text`` as the type the constraints name (left as text when it parses as none)."""
     from numbers import Integral
 
-    from sklearn.utils._param_validation import Interval
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
 
     if None in constraints and text.lower() in ("none", "null"):
         return None
     for c in constraints:
+        if isinstance(c, Options) and not isinstance(c, StrOptions) and c.type is Integral:
+            with contextlib.suppress(ValueError):
+                return int(text)
         if c == "boolean":
             if text.lower() in _TRUE:
                 return True
