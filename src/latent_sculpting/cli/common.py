@@ -105,6 +105,65 @@ def add_input_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: ``--threads`` of every command that computes.
+THREADS_HELP = (
+    "CPU cores to use: up to N independent tasks at a time (e.g. the stacked rule's folds), "
+    "each with one torch/BLAS/OpenMP thread, which stays fast when another process holds a "
+    "core; auto (default): every CPU this process may run on"
+)
+#: ``--threads`` of the benchmark views, whose tasks are the ``--jobs`` processes.
+THREADS_PER_JOB_HELP = (
+    "torch/BLAS/OpenMP threads in each --jobs process (1 on shared cores); auto (default): "
+    "the CPUs this process may run on, shared out over --jobs"
+)
+
+
+def add_threads_flag(parser: argparse.ArgumentParser, help: str = THREADS_HELP) -> None:
+    """``--threads N|auto`` (default auto, kept as None); :func:`threads_from_args` reads it."""
+    parser.add_argument("--threads", type=_threads, metavar="N|auto", help=help)
+
+
+def threads_from_args(args: argparse.Namespace) -> int:
+    """The workers ``--threads`` asks for (:func:`latent_sculpting.threads.resolve_threads`)."""
+    from ..threads import resolve_threads
+
+    return resolve_threads(args.threads)
+
+
+def apply_threads(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with ``n_jobs`` set to the workers of ``--threads``, unless ``--set n_jobs``
+    gives it.
+
+    Raises
+    ------
+    ValueError
+        If ``--threads`` and ``--set n_jobs`` are both given and disagree.
+    """
+    from ..threads import resolve_n_jobs
+
+    workers = threads_from_args(args)
+    if "n_jobs" not in overrides:
+        return {**overrides, "n_jobs": workers}
+    if args.threads is not None and resolve_n_jobs(overrides["n_jobs"]) != workers:
+        raise ValueError(
+            f"--threads {args.threads} and --set n_jobs={overrides['n_jobs']} disagree; give one"
+        )
+    return overrides
+
+
+def _threads(text: str) -> int | str:
+    """``--threads`` as given: "auto", or a whole number at least 1 (argparse's message names
+    the flag)."""
+    from ..threads import resolve_threads
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return resolve_threads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--threads ")) from None
+
+
 def add_model_flags(parser: argparse.ArgumentParser, default_preset: str = "default") -> None:
     """``--preset``, the alias flags, ``--set`` and ``--list-params``."""
     parser.add_argument(
