@@ -74,8 +74,10 @@ def main() -> None:
             competitor.wait()
     load_after = os.getloadavg()
 
-    size = "the embedded sample" if args.max_per_class is None else (
-        f"at most {args.max_per_class} rows a class of the embedded sample"
+    size = (
+        "the embedded sample"
+        if args.max_per_class is None
+        else (f"at most {args.max_per_class} rows a class of the embedded sample")
     )
     print(
         f"`sculpt train --preset {args.preset}` on {size}, median of {args.repeats} "
