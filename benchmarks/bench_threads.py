@@ -31,11 +31,12 @@ from pathlib import Path
 from latent_sculpting.threads import available_cpus
 
 BUSY_LOOP = "while True: pass"
+SCULPT = "import sys; from latent_sculpting.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def train_seconds(threads: str, args: argparse.Namespace, folder: Path) -> float:
     """Wall time of one ``sculpt train`` in a fresh process."""
-    command = [sys.executable, "-m", "latent_sculpting.cli", "train", "--quiet"]
+    command = [sys.executable, "-c", SCULPT, "train", "--quiet"]
     command += ["--preset", args.preset, "--threads", threads, "-o", str(folder / "m.sculpt")]
     if args.max_per_class is not None:
         command += ["--max-per-class", str(args.max_per_class)]
