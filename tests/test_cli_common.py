@@ -126,3 +126,48 @@ def test_compare_and_sweep_apply_settings_to_presets_before_ablations():
         method_factory(args, ["knn"])
     with pytest.raises(ValueError, match="method default: .*score='nll'"):
         method_factory(argparse.Namespace(settings=["score=nll"]), ["default"])
+
+
+#: The least each command needs to parse, and the commands --threads is on.
+THREADS_COMMANDS = {
+    "reproduce": [],
+    "train": ["-o", "m.sculpt"],
+    "score": ["m.sculpt", "flows.csv", "-o", "out.parquet"],
+    "serve": ["m.sculpt"],
+    "adapt": ["m.sculpt", "--benign", "b.csv", "-o", "a.sculpt"],
+    "export": ["m.sculpt", "--onnx", "-o", "m.onnx"],
+    "benchmark": [],
+    "compare": [],
+    "sweep": [],
+}
+
+
+@pytest.mark.parametrize("command", sorted(THREADS_COMMANDS))
+def test_every_command_that_computes_takes_threads(command, capsys):
+    parser = build_parser()
+    argv = [command, *THREADS_COMMANDS[command]]
+    assert parser.parse_args(argv).threads is None  # auto
+    assert parser.parse_args([*argv, "--threads", "auto"]).threads == "auto"
+    assert parser.parse_args([*argv, "--threads", "3"]).threads == 3
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*argv, "--threads", bad])
+        error = capsys.readouterr().err
+        assert f"argument --threads: takes auto or a whole number at least 1, got '{bad}'" in error
+
+
+def test_threads_sets_n_jobs_unless_set_gives_it():
+    from latent_sculpting.cli.common import apply_threads
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "-o", "m.sculpt", "--threads", "2"])
+    assert apply_threads(args, {}) == {"n_jobs": 2}
+    args = parser.parse_args(["train", "-o", "m.sculpt", "--set", "n_jobs=-1"])
+    assert apply_threads(args, model_overrides(args)) == {"n_jobs": -1}
+    args = parser.parse_args(["train", "-o", "m.sculpt", "--threads", "2", "--set", "n_jobs=3"])
+    with pytest.raises(ValueError, match="--threads 2 and --set n_jobs=3 disagree"):
+        apply_threads(args, model_overrides(args))
+    assert parse_settings(["n_jobs=-1"]) == {"n_jobs": -1}
+    assert describe(PARAMETER_CONSTRAINTS["n_jobs"]) == "-1 or int >= 1 or none"
+    with pytest.raises(ValueError, match="n_jobs takes -1 or int >= 1 or none"):
+        parse_settings(["n_jobs=0"])

@@ -1,11 +1,19 @@
-"""Thread caps: nested caps restore the outer one, concurrent ones the setting found first."""
+"""Thread policy: --threads and n_jobs resolved, workers in order under one intra-op thread;
+nested caps restore the outer one, concurrent ones the setting found first."""
 
 import threading
 
 import pytest
 import torch
 
-from latent_sculpting.threads import SCORING_THREADS_ENV, limit_threads, scoring_threads
+from latent_sculpting.threads import (
+    SCORING_THREADS_ENV,
+    limit_threads,
+    map_workers,
+    resolve_n_jobs,
+    resolve_threads,
+    scoring_threads,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -68,4 +76,41 @@ def test_scoring_threads_follow_the_environment(monkeypatch):
     monkeypatch.setenv(SCORING_THREADS_ENV, "2")
     with scoring_threads():
         assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 3
+
+
+def test_auto_is_the_cpus_this_process_may_use(monkeypatch):
+    import os
+
+    from latent_sculpting import threads
+
+    if hasattr(os, "sched_getaffinity"):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5})
+        assert threads.available_cpus() == 3
+        monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert threads.available_cpus() == 7
+    assert resolve_threads("auto") == resolve_threads(" AUTO ") == resolve_threads(None) == 7
+    assert resolve_threads("3") == resolve_threads(3) == 3
+    assert resolve_n_jobs(None) == 1 and resolve_n_jobs(-1) == 7 and resolve_n_jobs(2) == 2
+
+
+@pytest.mark.parametrize("value", [0, -2, "0", "-2", "two", "1.5", "", True])
+def test_bad_thread_counts_are_refused_naming_the_flag(value):
+    with pytest.raises(ValueError, match=r"--threads takes auto or a whole number at least 1"):
+        resolve_threads(value)
+
+
+@pytest.mark.parametrize("n_jobs", [0, -2])
+def test_bad_n_jobs_are_refused(n_jobs):
+    with pytest.raises(ValueError, match=f"n_jobs must be -1, None or at least 1, got {n_jobs}"):
+        resolve_n_jobs(n_jobs)
+
+
+def test_workers_return_results_in_task_order_under_one_thread():
+    def task(i):
+        return i, torch.get_num_threads()
+
+    for n_jobs in (1, 2, 4):
+        assert map_workers(task, [(i,) for i in range(5)], n_jobs) == [(i, 1) for i in range(5)]
     assert torch.get_num_threads() == 3

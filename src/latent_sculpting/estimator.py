@@ -11,7 +11,7 @@ features in :mod:`.preprocessing`, Stage 1 in :mod:`.stage1`, the Deep SVDD embe
 :mod:`.deep_sad`, the side channels in :mod:`.channels`, Stage 2 in :mod:`.stage2`, the score
 rules in :mod:`.fusion`, the parameter checks in :mod:`.params`, the data checks in
 :mod:`.validation`, model files in :mod:`.persistence`. It runs to about 500 lines because the
-42 parameters' documentation and constructor take about 200 of them.
+43 parameters' documentation and constructor take about 200 of them.
 
 References
 ----------
@@ -150,6 +150,11 @@ class LatentSculpting(BaseEstimator):
     random_state : int or None, default=None
     device : str, default="auto"
         A torch device; ``"auto"`` takes CUDA when available.
+    n_jobs : int or None, default=None
+        Workers that fit the pseudo-zero-day folds' supervised channels at once (``"stacked"``
+        rule); None is 1, -1 one per CPU this process may use. Each worker runs one intra-op
+        thread (:mod:`latent_sculpting.threads`), and the fit is the same, bit for bit, for
+        every value.
     verbose : bool, default=False
         Show progress bars.
 
@@ -234,6 +239,7 @@ class LatentSculpting(BaseEstimator):
         target_fpr: float | None = None,
         random_state: int | None = None,
         device: str = "auto",
+        n_jobs: int | None = None,
         verbose: bool = False,
     ) -> None:
         self.feature_transform = feature_transform
@@ -279,6 +285,7 @@ class LatentSculpting(BaseEstimator):
         self.target_fpr = target_fpr
         self.random_state = random_state
         self.device = device
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     def _validate_params(self) -> None:

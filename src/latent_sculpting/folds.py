@@ -8,6 +8,10 @@ they are reused as fitted), and score the held-out family and the benign referen
 ``"stacked"`` rule (:class:`~latent_sculpting.fusion.StackedFusion`) chooses its channel weights
 on these folds. Nothing here reads the calibration rows: the detector's threshold stays
 conformal.
+
+The folds' refits are independent: they run on up to the estimator's ``n_jobs`` workers
+(:func:`latent_sculpting.threads.map_workers`), each fold with the seed the sequential fit gives
+it, so the folds are the same bits whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from .threads import map_workers, resolve_n_jobs
 
 __all__ = ["MIN_FAMILY_ROWS", "pseudo_zero_day_folds"]
 
@@ -61,9 +67,16 @@ def pseudo_zero_day_folds(
     eligible = [families[i] for i in order if counts[i] >= MIN_FAMILY_ROWS]
     if len(eligible) < 2:
         return []
+    helds = [attacks[groups[attacks] == family] for family in eligible[: model.stack_folds]]
+    supervised = {name: c for name, c in model.channels_.items() if c.supervised}
+    tasks = [
+        (channel, getattr(model, channel.parameter), Z, y, held, reference)
+        for held in helds
+        for channel in supervised.values()
+    ]
+    refits = iter(map_workers(_refit_without, tasks, resolve_n_jobs(model.n_jobs)))
     folds = []
-    for family in eligible[: model.stack_folds]:
-        held = attacks[groups[attacks] == family]
+    for held in helds:
         as_fitted = model._channel_scores(Z[held])
         fold = {
             "reference": {"nll": reference_scores["nll"]},
@@ -71,9 +84,7 @@ def pseudo_zero_day_folds(
         }
         for name, channel in model.channels_.items():
             if channel.supervised:
-                fold["reference"][name], fold["attack"][name] = _refit_without(
-                    channel, getattr(model, channel.parameter), Z, y, held, reference
-                )
+                fold["reference"][name], fold["attack"][name] = next(refits)
             else:
                 fold["reference"][name] = reference_scores[name]
                 fold["attack"][name] = as_fitted[name]

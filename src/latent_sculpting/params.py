@@ -15,7 +15,12 @@ from collections.abc import Mapping
 from numbers import Integral, Real
 from typing import Any
 
-from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils._param_validation import (
+    Interval,
+    Options,
+    StrOptions,
+    validate_parameter_constraints,
+)
 
 from .channels import SIDE_CHANNELS, enabled_channels
 from .encoders import ATTENTION_ENCODERS, ENCODERS
@@ -30,7 +35,7 @@ CALIBRATIONS = ("train", "holdout")
 #: How Stage 1 picks its best epoch.
 SELECTIONS = ("centroid_f1", "distance_auroc")
 #: Parameters that say how to run a fit, not what to fit; presets leave them out.
-RUN_PARAMETERS = ("random_state", "device", "verbose")
+RUN_PARAMETERS = ("random_state", "device", "n_jobs", "verbose")
 
 
 def _ints(low: int) -> list:
@@ -86,6 +91,8 @@ PARAMETER_CONSTRAINTS: dict[str, list] = {
     "target_fpr": [*_reals(0, 1, closed="neither"), None],
     "random_state": [*_ints(0), None],
     "device": [str],
+    # scikit-learn's convention: None is one worker, -1 one per CPU.
+    "n_jobs": [Options(Integral, {-1}), *_ints(1), None],
     "verbose": ["boolean"],
 }
 

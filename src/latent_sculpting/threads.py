@@ -1,15 +1,26 @@
-"""Thread caps: the one place that changes torch's (and BLAS's) intra-op thread count.
+"""Thread policy: how many workers a command runs, and the one place that caps intra-op threads.
 
-Two callers need it. Runs on a machine whose cores are shared (``--threads``) cap every library
-for a whole experiment: OpenMP workers that spin-wait for busy cores make scikit-learn's histogram
-boosting and MLP many times slower than one thread is. Scoring caps torch alone, around each
-chunk of work (:func:`scoring_threads`): PyTorch's intra-op threads meet at a barrier after every
-operator, scoring runs hundreds of small operators per chunk, and when another process holds a
-core the barrier waits for a whole scheduler slice (``BENCHMARKS.md``).
+**Workers, each with one intra-op thread.** Parallelism comes from independent tasks (the
+folds of the stacked rule, the jobs of a benchmark), each running in a worker whose libraries
+(torch, BLAS, OpenMP) use ONE intra-op thread. Intra-op threads meet at a barrier after every
+operator (torch) or parallel loop (OpenMP, as in scikit-learn's histogram boosting), and a
+thread that waits there spins: when another process holds one of the cores, every operator
+waits for a whole scheduler slice, and two threads run many times slower than one
+(``BENCHMARKS.md``). Independent tasks never wait for each other, so they use every free core
+and lose only their own share when a core is taken. One thread per worker also fixes the order
+of floating-point sums inside a library (scikit-learn's boosting sums gradients in per-thread
+blocks), so a fit gives the same bits whatever the number of workers.
 
-The thread count is process-wide, so caps are reference-counted: a cap nested in the same thread
-restores the outer cap when it ends, and among caps held by concurrent threads (the HTTP
-service scores in a thread pool) the last to end restores the setting found by the first.
+:func:`resolve_threads` turns ``--threads N|auto`` into a count of workers (``auto``: the CPUs
+this process may run on, :func:`available_cpus`); :func:`resolve_n_jobs` does the same for an
+estimator's ``n_jobs`` (scikit-learn's convention); :func:`map_workers` runs tasks on them.
+
+**Caps.** :func:`limit_threads` is the one place that changes torch's (and BLAS's/OpenMP's)
+intra-op thread count. Scoring caps torch alone, around each chunk of work
+(:func:`scoring_threads`): it runs hundreds of small operators per chunk. The thread count is
+process-wide, so caps are reference-counted: a cap nested in the same thread restores the outer
+cap when it ends, and among caps held by concurrent threads (the HTTP service scores in a thread
+pool) the last to end restores the setting found by the first.
 """
 
 from __future__ import annotations
@@ -17,11 +28,20 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["SCORING_THREADS_ENV", "limit_threads", "scoring_threads"]
+__all__ = [
+    "SCORING_THREADS_ENV",
+    "available_cpus",
+    "limit_threads",
+    "map_workers",
+    "resolve_n_jobs",
+    "resolve_threads",
+    "scoring_threads",
+]
 
 #: Environment variable with the intra-op thread count of scoring (default 1).
 SCORING_THREADS_ENV = "LATENT_SCULPTING_SCORING_THREADS"
@@ -30,6 +50,82 @@ _lock = threading.Lock()
 _holders = 0
 _saved = 0
 _local = threading.local()
+_T = TypeVar("_T")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the system has one (a container
+    or ``taskset`` narrows it), else every CPU of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(value: str | int | None, *, name: str = "--threads") -> int:
+    """Workers for ``value``: ``"auto"`` (or None) is :func:`available_cpus`, else a whole
+    number at least 1.
+
+    Parameters
+    ----------
+    value : {"auto"}, int, str or None
+        As given on the command line (text) or in code.
+    name : str, default="--threads"
+        What the value was given as, for the message.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is neither ``"auto"`` nor a whole number at least 1 (the message names
+        ``name`` and the value).
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return available_cpus()
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        number = int(value)
+    if number is None or number < 1:
+        raise ValueError(f"{name} takes auto or a whole number at least 1, got {value!r}")
+    return number
+
+
+def resolve_n_jobs(n_jobs: int | None) -> int:
+    """Workers for scikit-learn's ``n_jobs``: None is 1, -1 is :func:`available_cpus`.
+
+    Raises
+    ------
+    ValueError
+        For 0 or a negative value other than -1.
+    """
+    if n_jobs is None:
+        return 1
+    if n_jobs == -1:
+        return available_cpus()
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be -1, None or at least 1, got {n_jobs}")
+    return int(n_jobs)
+
+
+def map_workers(func: Callable[..., _T], tasks: Iterable[Sequence[Any]], n_jobs: int) -> list[_T]:
+    """``[func(*task) for task in tasks]`` on up to ``n_jobs`` worker threads, in task order,
+    every library capped at one intra-op thread (also with one worker, so that the results do
+    not depend on ``n_jobs``).
+
+    Threads rather than processes: the tasks this runs (scikit-learn's histogram boosting)
+    spend their time in compiled loops that release the GIL, and threads share the training
+    data instead of copying it to each process (``benchmarks/bench_fold_workers.py`` measures
+    both). The cap is set once, here, for the whole pool: threadpoolctl's limits are
+    process-wide, and caps entered and left by each worker would restore each other's.
+    """
+    tasks = list(tasks)
+    with limit_threads(1):
+        if n_jobs <= 1 or len(tasks) <= 1:
+            return [func(*task) for task in tasks]
+        from joblib import Parallel, delayed
+
+        workers = min(n_jobs, len(tasks))
+        return Parallel(n_jobs=workers, backend="threading")(delayed(func)(*t) for t in tasks)
 
 
 @contextlib.contextmanager

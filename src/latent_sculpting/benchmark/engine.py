@@ -38,7 +38,7 @@ from ..baselines import Method, make_method, parse_method
 from ..evaluation import FPRS, fold_metrics
 from ..experiment import write_json
 from ..flowspec import encode
-from ..threads import limit_threads
+from ..threads import available_cpus, limit_threads
 from .datasets import DATASETS, Dataset, load_dataset
 from .protocol import (
     BENIGN_TEST_FRACTION,
@@ -539,7 +539,7 @@ def _run_parallel(
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     datasets = {d.name: d for d, _, _ in units}
-    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads or max(1, available_cpus() // jobs)
     # spawn, not fork: a forked child inherits torch's thread pools and OpenMP state.
     context = multiprocessing.get_context("spawn")
     results: dict[int, list[dict]] = {}

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .common import add_threads_flag
+
 LEARNED_AS_BENIGN = (
     "every flow given is learned as benign traffic of the new network: an attack hidden among "
     "them will not be flagged afterwards"
@@ -53,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    add_threads_flag(parser)
     return parser
 
 
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from ..flowspec import model_spec
     from ..outputs import check_output
     from ..readers import list_flow_files
+    from ..threads import limit_threads
 
     files = list_flow_files(args.benign)
     check_output(args.output, inputs=[args.model, *files], what="model file")
@@ -82,11 +86,12 @@ def run(args: argparse.Namespace) -> int:
     if left_out and not args.quiet:
         shown = ", ".join(f"{label} {n:,}" for label, n in left_out.most_common())
         print(f"left out {sum(left_out.values()):,} flows labelled as attacks: {shown}")
-    model.adapt(
-        table.frame(),
-        calibration_fraction=args.calibration_fraction,
-        random_state=args.seed,
-    )
+    with limit_threads(1):
+        model.adapt(
+            table.frame(),
+            calibration_fraction=args.calibration_fraction,
+            random_state=args.seed,
+        )
     record = model.training_info_["adaptations"][-1]
     record["files"] = [f.name for f in table.files]
     if left_out:

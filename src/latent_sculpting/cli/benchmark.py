@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .common import add_set_flags, model_overrides
+from .common import THREADS_PER_JOB_HELP, add_set_flags, add_threads_flag, model_overrides
 
 
 def add_run_flags(
@@ -41,9 +41,8 @@ def add_run_flags(
     parser.add_argument(
         "--jobs", type=int, default=1, help="folds run at once, one process each (default 1)"
     )
-    parser.add_argument(
-        "--threads", type=int, help="BLAS/OpenMP/torch threads per job (1 on shared cores)"
-    )
+    # Here the tasks are the --jobs processes; --threads keeps its meaning of threads in each.
+    add_threads_flag(parser, THREADS_PER_JOB_HELP)
     parser.add_argument(
         "--reference",
         help="the method every other is compared with (default: default, if it is run)",
@@ -152,7 +151,7 @@ def run_view(args: argparse.Namespace, **fixed) -> dict:
             "reference": args.reference,
             "out": args.out,
             "jobs": args.jobs,
-            "threads": args.threads,
+            "threads": None if args.threads == "auto" else args.threads,
             "plots": not args.no_plots,
             "verbose": not args.quiet,
             "command": ["sculpt", *sys.argv[1:]] if sys.argv else None,

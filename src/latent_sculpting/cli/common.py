@@ -10,6 +10,7 @@ options keep their own flags as aliases of ``--set``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -102,6 +103,65 @@ def add_input_flags(parser: argparse.ArgumentParser) -> None:
         help="most frequent values of a text column that get their own indicator feature "
         "(default 32; the rest share one)",
     )
+
+
+#: ``--threads`` of every command that computes.
+THREADS_HELP = (
+    "CPU cores to use: up to N independent tasks at a time (e.g. the stacked rule's folds), "
+    "each with one torch/BLAS/OpenMP thread, which stays fast when another process holds a "
+    "core; auto (default): every CPU this process may run on"
+)
+#: ``--threads`` of the benchmark views, whose tasks are the ``--jobs`` processes.
+THREADS_PER_JOB_HELP = (
+    "torch/BLAS/OpenMP threads in each --jobs process (1 on shared cores); auto (default): "
+    "the CPUs this process may run on, shared out over --jobs"
+)
+
+
+def add_threads_flag(parser: argparse.ArgumentParser, help: str = THREADS_HELP) -> None:
+    """``--threads N|auto`` (default auto, kept as None); :func:`threads_from_args` reads it."""
+    parser.add_argument("--threads", type=_threads, metavar="N|auto", help=help)
+
+
+def threads_from_args(args: argparse.Namespace) -> int:
+    """The workers ``--threads`` asks for (:func:`latent_sculpting.threads.resolve_threads`)."""
+    from ..threads import resolve_threads
+
+    return resolve_threads(args.threads)
+
+
+def apply_threads(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with ``n_jobs`` set to the workers of ``--threads``, unless ``--set n_jobs``
+    gives it.
+
+    Raises
+    ------
+    ValueError
+        If ``--threads`` and ``--set n_jobs`` are both given and disagree.
+    """
+    from ..threads import resolve_n_jobs
+
+    workers = threads_from_args(args)
+    if "n_jobs" not in overrides:
+        return {**overrides, "n_jobs": workers}
+    if args.threads is not None and resolve_n_jobs(overrides["n_jobs"]) != workers:
+        raise ValueError(
+            f"--threads {args.threads} and --set n_jobs={overrides['n_jobs']} disagree; give one"
+        )
+    return overrides
+
+
+def _threads(text: str) -> int | str:
+    """``--threads`` as given: "auto", or a whole number at least 1 (argparse's message names
+    the flag)."""
+    from ..threads import resolve_threads
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return resolve_threads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--threads ")) from None
 
 
 def add_model_flags(parser: argparse.ArgumentParser, default_preset: str = "default") -> None:
@@ -254,7 +314,7 @@ def describe(constraints: list) -> str:
     """What a parameter's constraint list accepts, briefly: ``int >= 1``, ``a | b``, ..."""
     from numbers import Integral
 
-    from sklearn.utils._param_validation import Interval, StrOptions
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
 
     parts = []
     for c in constraints:
@@ -264,6 +324,8 @@ def describe(constraints: list) -> str:
             parts.append("true | false")
         elif isinstance(c, StrOptions):
             parts.append(" | ".join(sorted(c.options)))
+        elif isinstance(c, Options):
+            parts.append(" | ".join(str(option) for option in sorted(c.options)))
         elif isinstance(c, Interval):
             kind = "int" if c.type is Integral else "float"
             low = None if c.left is None else f"{c.left:g}"
@@ -283,11 +345,14 @@ def _parse(text: str, constraints: list) -> Any:
     """``text`` as the type the constraints name (left as text when it parses as none)."""
     from numbers import Integral
 
-    from sklearn.utils._param_validation import Interval
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
 
     if None in constraints and text.lower() in ("none", "null"):
         return None
     for c in constraints:
+        if isinstance(c, Options) and not isinstance(c, StrOptions) and c.type is Integral:
+            with contextlib.suppress(ValueError):
+                return int(text)
         if c == "boolean":
             if text.lower() in _TRUE:
                 return True

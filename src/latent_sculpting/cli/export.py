@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import add_threads_flag
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -23,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--onnx", action="store_true", required=True, help="export to ONNX (the only format)"
     )
     parser.add_argument("-o", "--output", required=True, metavar="ONNX", help=".onnx file to write")
+    add_threads_flag(parser)
     return parser
 
 
@@ -30,16 +33,19 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..estimator import LatentSculpting
+    from ..threads import limit_threads
 
     try:
         from ..export import export_onnx
     except ImportError as error:
         raise ValueError(f"export needs onnx: install latent-sculpting[onnx] ({error})") from None
     model = LatentSculpting.load(args.model)
-    path = export_onnx(model, args.output)
+    with limit_threads(1):
+        path = export_onnx(model, args.output)
     print(f"ONNX graph written to {path} ({Path(path).stat().st_size / 1024:.0f} KiB)")
     try:
-        difference, rows = _check(model, path)
+        with limit_threads(1):
+            difference, rows = _check(model, path)
     except ImportError:
         note = "onnxruntime is not installed; the graph was not checked"
         print(f"sculpt export: note: {note}", file=sys.stderr)
@@ -62,7 +68,9 @@ def _check(model: object, path: object) -> tuple[float, int]:
         rows = np.zeros((1, model.n_features_in_), dtype=np.float32)
     else:
         rows = np.ascontiguousarray(profile.quantiles_, dtype=np.float32)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # the thread policy of latent_sculpting.threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     score = session.run(["score"], {"features": rows})[0]
     native = model.decision_function(rows)
     difference = np.abs(score - native) / np.maximum(1.0, np.abs(native))

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_flags, add_model_flags, check_model, model_overrides
+from .common import (
+    add_data_flags,
+    add_model_flags,
+    add_threads_flag,
+    apply_threads,
+    check_model,
+    model_overrides,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,9 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", help="output folder (default runs/reproduce-PRESET-TIME)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    parser.add_argument(
-        "--threads", type=int, help="cap torch/BLAS threads (1 is fastest on a busy machine)"
-    )
+    add_threads_flag(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -32,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import DEFAULT_WITHHELD
     from ..experiment import reproduce
 
-    overrides = model_overrides(args)
+    overrides = apply_threads(args, model_overrides(args))
     check_model(args.preset, overrides)
     results = reproduce(
         data=args.data,
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         max_per_class=args.max_per_class,
         plots=not args.no_plots,
         verbose=not args.quiet,
-        threads=args.threads,
+        threads=1,  # the workers of --threads are the fits' n_jobs
     )
     zs, known = results["zero_shot"], results["known"]
     print(

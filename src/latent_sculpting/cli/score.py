@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .common import add_threads_flag
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -61,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_flag(parser)
     parser.add_argument(
         "--json", action="store_true", help="print the summary (with the drift report) as JSON"
     )
@@ -85,19 +88,22 @@ def run(args: argparse.Namespace) -> int:
     from ..engines.local import score_files
     from ..estimator import LatentSculpting
     from ..scoring import NO_PROFILE, default_explainer
+    from ..threads import limit_threads
 
     model = LatentSculpting.load(args.model, device=args.device)
     if args.explain and default_explainer(model) is None:
         print(f"sculpt score: note: {args.model}: {NO_PROFILE}", file=sys.stderr)
-    summary = score_files(
-        model,
-        args.inputs,
-        args.output,
-        batch_rows=args.batch_rows,
-        progress=not args.quiet,
-        explain=args.explain,
-        drift=not args.no_drift,
-    )
+    # One stream of chunks: one worker, one intra-op thread (latent_sculpting.threads).
+    with limit_threads(1):
+        summary = score_files(
+            model,
+            args.inputs,
+            args.output,
+            batch_rows=args.batch_rows,
+            progress=not args.quiet,
+            explain=args.explain,
+            drift=not args.no_drift,
+        )
     if not args.no_drift:
         print_drift(summary["drift"], summary["drift_file"], quiet=args.quiet)
     if args.json:

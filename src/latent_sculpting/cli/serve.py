@@ -7,6 +7,8 @@ import ipaddress
 import os
 import sys
 
+from .common import add_threads_flag
+
 TOKEN_ENV = "SCULPT_TOKEN"
 
 
@@ -54,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "traffic (default 10000)",
     )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_threads_flag(parser)
     parser.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )

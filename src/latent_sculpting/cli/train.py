@@ -13,7 +13,15 @@ import numpy as np
 import pandas as pd
 
 from .adapt import add_benign_flags, describe_adaptation, read_benign_flows
-from .common import add_aliases, add_input_flags, add_model_flags, check_model, model_overrides
+from .common import (
+    add_aliases,
+    add_input_flags,
+    add_model_flags,
+    add_threads_flag,
+    apply_threads,
+    check_model,
+    model_overrides,
+)
 
 #: Share of the ``--benign-extra`` flows held out of every fit, for the tails and the threshold.
 EXTRA_HELD_OUT = 0.5
@@ -82,6 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "-o", "--output", required=True, metavar="MODEL", help="model file to write"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_flag(parser)
     add_aliases(parser, ("calibration", "calibration_fraction", "device"))
     return parser
 
@@ -92,9 +101,10 @@ def run(args: argparse.Namespace) -> int:
     from ..data import read_flows, sample_path
     from ..outputs import check_output
     from ..readers import list_flow_files
+    from ..threads import limit_threads
 
     started = time.perf_counter()
-    overrides = model_overrides(args)
+    overrides = apply_threads(args, model_overrides(args))
     if args.target_fpr is not None:
         if overrides.get("calibration") == "train":
             raise ValueError(
@@ -172,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
         y = np.r_[y, np.zeros(len(extra_fit), dtype=np.int64)]
         if groups is not None:
             groups = np.r_[groups, np.full(len(extra_fit), spec.benign_label, dtype=object)]
-    model.fit(X, y, groups=groups, spec=spec)
+    with limit_threads(1):
+        model.fit(X, y, groups=groups, spec=spec)
     counts = table.label_counts() if labels is not None else {"(unlabelled, benign)": len(table)}
     model.training_info_ = {
         "files": [f.name for f in table.files],
@@ -193,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
             "held_out": len(extra_held),
         }
         # The threshold, the tails and the drift bins are those of the network the model is for.
-        model.adapt(extra_held.frame(), refit=False, random_state=args.seed)
+        with limit_threads(1):
+            model.adapt(extra_held.frame(), refit=False, random_state=args.seed)
     path = model.save(args.output)
     _print_summary(model, path, time.perf_counter() - started)
     if extra is not None and not args.quiet:
