@@ -120,3 +120,70 @@ def test_fit_restores_the_thread_settings(monkeypatch):
         assert (after[0], {k: after[1][k] for k in before[1]}) == before
     finally:
         torch.set_num_threads(saved)
+
+
+def test_fold_refits_never_train_on_the_calibration_rows(monkeypatch):
+    """The weights are part of the score: chosen with the threshold's rows, the threshold
+    would no longer be conformal."""
+    import latent_sculpting.estimator as estimator
+
+    splits, seen = {}, []
+    holdout, reference = estimator.holdout_split, estimator.reference_split
+
+    def spy_holdout(*args, **kwargs):
+        splits["fit"], splits["held"] = holdout(*args, **kwargs)
+        return splits["fit"], splits["held"]
+
+    def spy_reference(*args, **kwargs):
+        splits["reference"], splits["calibration"] = reference(*args, **kwargs)
+        return splits["reference"], splits["calibration"]
+
+    original = ForestChannel.fit
+
+    def spy_fit(self, Z, y, held_out):
+        seen.append(np.delete(Z, held_out, axis=0).copy())
+        return original(self, Z, y, held_out)
+
+    monkeypatch.setattr(estimator, "holdout_split", spy_holdout)
+    monkeypatch.setattr(estimator, "reference_split", spy_reference)
+    monkeypatch.setattr(ForestChannel, "fit", spy_fit)
+    X, y, groups = data()
+    model = LatentSculpting(**STACKED, random_state=0).fit(X, y, groups=groups)
+    Z = model.preprocessor_.transform(X)
+    row_of = {Z[i].tobytes(): i for i in range(len(Z))}
+    assert len(row_of) == len(Z) and len(seen) == 4  # the main fit and three folds
+    for trained in seen:
+        rows = {row_of[z.tobytes()] for z in trained}
+        assert rows <= set(splits["fit"].tolist())
+        assert not rows & set(splits["calibration"].tolist())
+
+
+def test_max_benign_rows_samples_the_densities_and_fold_refits_only(monkeypatch):
+    from latent_sculpting.channels import NeighbourChannel
+
+    X, y, groups = data()
+    fits = {"forest": [], "knn": []}
+    for cls, key in ((ForestChannel, "forest"), (NeighbourChannel, "knn")):
+        original = cls.fit
+
+        def spy(self, Z, y_, held_out, original=original, key=key):
+            keep = np.ones(len(y_), dtype=bool)
+            keep[held_out] = False
+            fits[key].append(int(np.count_nonzero(keep & (y_ == 0))))
+            return original(self, Z, y_, held_out)
+
+        monkeypatch.setattr(cls, "fit", spy)
+    sampled = LatentSculpting(**{**STACKED, "max_benign_rows": 200}, random_state=0)
+    sampled.fit(X, y, groups=groups)
+    n_fit_benign = fits["forest"][0]  # the main supervised fit: every benign fitting row
+    assert n_fit_benign > 200
+    assert fits["knn"] == [200]  # the benign prototypes: the sample
+    assert fits["forest"][1:] == [200, 200, 200]  # each fold refit: the sample
+    assert sampled.history_["n_benign_density"] == 200
+    # At or above the number of benign fitting rows, the budget changes nothing, bit for bit.
+    unbounded = LatentSculpting(**{**STACKED, "max_benign_rows": None}, random_state=0)
+    bounded = LatentSculpting(**{**STACKED, "max_benign_rows": n_fit_benign}, random_state=0)
+    a = unbounded.fit(X, y, groups=groups).decision_function(X)
+    b = bounded.fit(X, y, groups=groups).decision_function(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, sampled.decision_function(X))

@@ -127,6 +127,13 @@ class LatentSculpting(BaseEstimator):
         Benign prototypes of the neighbour side channel
         (:class:`~latent_sculpting.channels.NeighbourChannel`): the distance of a flow's scaled
         features to the nearest k-means centre of the benign training rows; 0 for none.
+    max_benign_rows : int or None, default=262144
+        Most benign fitting rows that the benign densities (the flow, the Deep SVDD embedding,
+        the benign prototypes) and the pseudo-zero-day fold refits train on: a seeded random
+        sample of them when there are more; None for all. The supervised side channels' own
+        fit, the calibration and reference rows and the drift bins always use every row. A
+        budget for full-scale data (millions of benign flows): a density of a few dozen
+        features does not need every one of them, and its cost grows with each (BENCHMARKS.md).
     score : {"two_stage", "nll", "fisher", "stacked"}, default="fisher"
         The rule of :mod:`latent_sculpting.fusion`. ``"two_stage"`` is the paper's: Stage-1
         attacks rank above every flow-scored row. ``"nll"`` uses the flow alone. ``"fisher"``
@@ -232,6 +239,7 @@ class LatentSculpting(BaseEstimator):
         boost_iter: int = 100,
         knn_prototypes: int = 1024,
         stack_folds: int = 8,
+        max_benign_rows: int | None = 262_144,
         score: str = "stacked",
         percentile: float = 95.0,
         calibration: str = "holdout",
@@ -278,6 +286,7 @@ class LatentSculpting(BaseEstimator):
         self.boost_iter = boost_iter
         self.knn_prototypes = knn_prototypes
         self.stack_folds = stack_folds
+        self.max_benign_rows = max_benign_rows
         self.score = score
         self.percentile = percentile
         self.calibration = calibration
@@ -364,7 +373,7 @@ class LatentSculpting(BaseEstimator):
             with self._timed("stage1"):
                 groups_fit = None if groups_arr is None else groups_arr[fit_rows]
                 self._fit_stage1(Z[fit_rows], y[fit_rows], groups_fit, rng)
-            benign = fit_rows[y[fit_rows] == 0]
+            benign = self._benign_sample(fit_rows[y[fit_rows] == 0], rng)
             with self._timed("side_channels"):
                 rows = np.concatenate([reference, held_out])
                 out_of_sample = self._fit_side_channels(Z, y, benign, rows, rng)
@@ -378,8 +387,9 @@ class LatentSculpting(BaseEstimator):
                 reference_scores = self._channel_scores(Z[reference], side)
                 if self.fusion_.needs_folds:
                     with self._timed("folds"):
+                        train = np.union1d(fit_rows[y[fit_rows] == 1], benign)
                         folds = pseudo_zero_day_folds(
-                            self, Z, y, groups_arr, fit_rows, reference, reference_scores
+                            self, Z, y, groups_arr, fit_rows, reference, reference_scores, train
                         )
                     self.fusion_.fit(reference_scores, resolution, folds)
                     self.history_["fusion_weights"] = dict(self.fusion_.weights_)
@@ -411,6 +421,15 @@ class LatentSculpting(BaseEstimator):
         spec = getattr(self, "spec_", None)
         categorical = spec_categorical(spec) if spec is not None else None
         self.benign_profile_ = BenignProfile().fit(X_benign, names, categorical=categorical)
+
+    def _benign_sample(self, benign: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``benign``, or a sorted random sample of ``max_benign_rows`` of them when there are
+        more (no draw otherwise, so that a fit below the budget is the fit without one)."""
+        cap = self.max_benign_rows
+        self.history_["n_benign_density"] = min(len(benign), cap or len(benign))
+        if cap is None or len(benign) <= cap:
+            return benign
+        return np.sort(rng.choice(benign, size=cap, replace=False))
 
     def _fit_stage1(
         self, Z: np.ndarray, y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator
@@ -451,10 +470,16 @@ class LatentSculpting(BaseEstimator):
             self.svdd_ = DeepSAD(eta=0.0, rep_dim=self.svdd_dim, random_state=seed)
             self.svdd_.fit(Z[benign])
         self.channels_, scores = {}, {}
+        sampled = np.count_nonzero(y == 0) - len(held_out) > len(benign)
         for name in enabled_channels(self.get_params(deep=False)):
             cls = SIDE_CHANNELS[name]
             channel = cls(getattr(self, cls.parameter), random_state=int(rng.integers(2**31)))
-            scores[name] = channel.fit(Z, y, held_out)
+            if channel.supervised or not sampled:
+                scores[name] = channel.fit(Z, y, held_out)
+            else:  # a benign-only channel fits on the benign sample
+                rows = np.r_[benign, held_out]
+                local = np.arange(len(benign), len(rows))
+                scores[name] = channel.fit(Z[rows], y[rows], local)
             self.channels_[name] = channel
         return scores
 

@@ -36,6 +36,7 @@ def pseudo_zero_day_folds(
     fit_rows: np.ndarray,
     reference: np.ndarray,
     reference_scores: dict[str, np.ndarray],
+    train_rows: np.ndarray | None = None,
 ) -> list[dict[str, dict[str, np.ndarray]]]:
     """One fold per known attack family (the ``stack_folds`` largest with at least
     :data:`MIN_FAMILY_ROWS` fitting rows; none when fewer than two families qualify).
@@ -52,6 +53,11 @@ def pseudo_zero_day_folds(
         Rows the channels were fitted on, and the benign reference rows (held out of every fit).
     reference_scores : dict
         Every channel's out-of-sample scores of the reference rows.
+    train_rows : ndarray of int, optional
+        Rows a fold's refits may train on (the held-out family's are always left out): a
+        subset of ``fit_rows``, for a fit that samples its benign rows (``max_benign_rows``);
+        None for ``fit_rows``. Never the calibration rows, so that the weights chosen here do
+        not depend on the rows that set the threshold.
 
     Returns
     -------
@@ -69,8 +75,9 @@ def pseudo_zero_day_folds(
         return []
     helds = [attacks[groups[attacks] == family] for family in eligible[: model.stack_folds]]
     supervised = {name: c for name, c in model.channels_.items() if c.supervised}
+    train = fit_rows if train_rows is None else train_rows
     tasks = [
-        (channel, getattr(model, channel.parameter), Z, y, held, reference)
+        (channel, getattr(model, channel.parameter), Z, y, held, reference, train)
         for held in helds
         for channel in supervised.values()
     ]
@@ -93,13 +100,17 @@ def pseudo_zero_day_folds(
 
 
 def _refit_without(
-    channel: Any, size: int, Z: np.ndarray, y: np.ndarray, held: np.ndarray, reference: np.ndarray
+    channel: Any,
+    size: int,
+    Z: np.ndarray,
+    y: np.ndarray,
+    held: np.ndarray,
+    reference: np.ndarray,
+    train: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A fresh copy of ``channel`` fitted on every row but the ``held`` family's; its
-    out-of-sample scores of the reference rows and its scores of the family."""
-    keep = np.ones(len(y), dtype=bool)
-    keep[held] = False
-    rows = np.flatnonzero(keep)
+    """A fresh copy of ``channel`` fitted on the ``train`` rows but the ``held`` family's;
+    its out-of-sample scores of the reference rows and its scores of the family."""
+    rows = np.union1d(np.setdiff1d(train, held), reference)
     clone = type(channel)(size, random_state=channel.random_state)
     reference_scores = clone.fit(Z[rows], y[rows], np.searchsorted(rows, reference))
     return reference_scores, clone.score(Z[held])

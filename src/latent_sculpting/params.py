@@ -84,6 +84,7 @@ PARAMETER_CONSTRAINTS: dict[str, list] = {
     "boost_iter": _ints(0),
     "knn_prototypes": _ints(0),
     "stack_folds": _ints(0),
+    "max_benign_rows": [*_ints(1), None],
     "score": [StrOptions(set(FUSIONS))],
     "percentile": _reals(0, 100, closed="neither"),
     "calibration": [StrOptions(set(CALIBRATIONS))],

@@ -110,13 +110,19 @@ _SIZE_CAPS = {
     "stack_folds": 1 << 10,
 }
 #: Caps of parameters that may be None (checked when they are not).
-_OPTIONAL_CAPS = {"n_jobs": 1 << 16}
+_OPTIONAL_CAPS = {"n_jobs": 1 << 16, "max_benign_rows": 1 << 40}
 
 #: Parameters added after format 1, with the value a model without them was fitted with.
 _ADDED = {"selection": "centroid_f1", "flow_standardize": False, "svdd_dim": 0, "forest_trees": 0}
 #: Parameters added to format 3 after it was first written, with the value a model without them
 #: was fitted with (a side channel that did not exist was off; folds were fitted one at a time).
-_ADDED_IN_3 = {"boost_iter": 0, "knn_prototypes": 0, "stack_folds": 0, "n_jobs": None}
+_ADDED_IN_3 = {
+    "boost_iter": 0,
+    "knn_prototypes": 0,
+    "stack_folds": 0,
+    "n_jobs": None,
+    "max_benign_rows": None,
+}
 #: Options that versions 1 and 2 allowed and this version does not.
 _REMOVED = {
     "score": {"combined"},
