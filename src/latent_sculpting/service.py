@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import threading
 from typing import Any
@@ -46,7 +47,7 @@ from .formats import get_format
 from .readers.delimited import parse_bytes
 from .scoring import Scorer, drift_monitor, drift_summary
 
-__all__ = ["LIMITS", "create_app", "model_card"]
+__all__ = ["CONFIG_ENV", "LIMITS", "app_from_config", "create_app", "model_card"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ LIMITS = {
     "max_json_depth": 8,
     "max_number_digits": 64,
 }
+
+
+#: Environment variable naming the JSON file each worker process of ``sculpt serve --workers``
+#: builds its app from (:func:`app_from_config`).
+CONFIG_ENV = "SCULPT_SERVE_CONFIG"
+
+_CONFIG_KEYS = {"model", "device", "token", "openapi", "limits", "drift_window"}
 
 
 class RequestError(Exception):
@@ -255,6 +263,53 @@ def create_app(
 
     app.state.scorer = scorer
     return app
+
+
+def app_from_config(path: str | os.PathLike[str] | None = None) -> FastAPI:
+    """The app of one worker process: loads and checks the model named in a config file.
+
+    ``sculpt serve --workers N`` writes the file (readable by its owner only) and starts the
+    workers with uvicorn, which calls this factory in each of them; the bearer token travels in
+    the file, never in a command line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The JSON config: ``model`` (path), ``device``, ``token`` (or null), ``openapi``,
+        ``limits`` and ``drift_window``, as :func:`create_app` takes them. Default: the file
+        named by the :data:`CONFIG_ENV` environment variable.
+
+    Returns
+    -------
+    FastAPI
+    """
+    from .estimator import LatentSculpting
+
+    if path is None:
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            raise ValueError(f"no service config: set {CONFIG_ENV} to the file's path")
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = json.load(file)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not a JSON service config ({error})") from None
+    if not isinstance(config, dict) or set(config) != _CONFIG_KEYS:
+        keys = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{path}: a service config has keys {sorted(_CONFIG_KEYS)}, got {keys}")
+    for key, kind in (("model", str), ("device", str), ("openapi", bool), ("limits", dict)):
+        if not isinstance(config[key], kind):
+            raise ValueError(f"{path}: {key!r} must be a {kind.__name__}, got {config[key]!r}")
+    if config["token"] is not None and not isinstance(config["token"], str):
+        raise ValueError(f"{path}: 'token' must be a string or null")
+    model = LatentSculpting.load(config["model"], device=config["device"])
+    return create_app(
+        model,
+        token=config["token"],
+        openapi=config["openapi"],
+        limits=config["limits"],
+        drift_window=config["drift_window"],
+    )
 
 
 class RecordParser:
