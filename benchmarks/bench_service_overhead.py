@@ -48,6 +48,7 @@ def main() -> int:
         parser.error("--requests, --repeats and --batch-sizes must be positive")
 
     import pandas as pd
+    from bench_service import train_fast_model  # this folder is on the path of a script
 
     from latent_sculpting import LatentSculpting, service
 
@@ -57,7 +58,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         baseline = _baseline_module(args.baseline, Path(tmp))
-        path = Path(args.model) if args.model else _train(Path(tmp) / "bench.sculpt")
+        path = Path(args.model) if args.model else train_fast_model(Path(tmp) / "bench.sculpt")
         model = LatentSculpting.load(path)
         apps = {"baseline": baseline.create_app(model), "this tree": service.create_app(model)}
         rows = pd.read_parquet(sample_path() / "friday.parquet").sample(4096, random_state=0)
@@ -137,17 +138,6 @@ def _git(*args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=REPO, check=True, capture_output=True, text=True
     ).stdout.strip()
-
-
-def _train(path: Path) -> Path:
-    from latent_sculpting.cli import main as sculpt
-
-    code = sculpt(
-        ["train", "--preset", "fast", "--max-per-class", "300", "-o", str(path), "--quiet"]
-    )
-    if code != 0:
-        raise SystemExit(f"training the benchmark model failed ({code})")
-    return path
 
 
 if __name__ == "__main__":

@@ -338,20 +338,22 @@ class RecordParser:
         )
 
     def _json(self, body: bytes) -> pa.Table:
-        digits = self.limits["max_number_digits"]
-
-        def number(text: str) -> float | int:
-            if len(text) > digits:
-                raise RequestError(400, f"a number of {len(text)} characters; at most {digits}")
-            return float(text) if any(c in text for c in ".eE") else int(text)
-
         def constant(text: str) -> None:
             raise RequestError(400, f"{text} is not valid JSON; send numbers, or null")
 
-        if _nesting(body) > self.limits["max_json_depth"]:
+        # Both limits are checked on the body with its strings removed, before json.loads
+        # recurses or converts a number: a conversion hook per number would cost more than the
+        # parsing itself.
+        bare = _STRING.sub(b"", body)
+        if _nesting(bare) > self.limits["max_json_depth"]:
             raise RequestError(400, f"JSON nested deeper than {self.limits['max_json_depth']}")
+        long = _long_number(bare, self.limits["max_number_digits"])
+        if long:
+            raise RequestError(
+                400, f"a number of {long} characters; at most {self.limits['max_number_digits']}"
+            )
         try:
-            data = json.loads(body, parse_int=number, parse_float=number, parse_constant=constant)
+            data = json.loads(body, parse_constant=constant)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise RequestError(400, f"malformed JSON body: {error}") from None
         if isinstance(data, dict) and set(data) == {"flows"}:
@@ -535,12 +537,20 @@ _ABSENT = object()
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
-def _nesting(body: bytes) -> int:
-    """Deepest bracket nesting outside strings: checked before ``json.loads`` recurses, in C
-    speed (a regex drops the strings, numpy counts the brackets)."""
-    bare = np.frombuffer(_STRING.sub(b"", body), dtype=np.uint8)
-    step = np.isin(bare, (0x5B, 0x7B)).astype(np.int64) - np.isin(bare, (0x5D, 0x7D))
+def _nesting(bare: bytes) -> int:
+    """Deepest bracket nesting of a JSON body whose strings were removed, counted in C speed
+    (numpy) before ``json.loads`` recurses."""
+    text = np.frombuffer(bare, dtype=np.uint8)
+    step = np.isin(text, (0x5B, 0x7B)).astype(np.int64) - np.isin(text, (0x5D, 0x7D))
     return int(np.cumsum(step).max(initial=0))
+
+
+def _long_number(bare: bytes, digits: int) -> int:
+    """Characters of the first number longer than ``digits`` in a JSON body whose strings were
+    removed, 0 when there is none (outside strings these characters only ever appear in numbers,
+    and in true/false one at a time)."""
+    found = re.search(rb"[-+0-9.eE]{%d,}" % (digits + 1), bare)
+    return 0 if found is None else len(found.group())
 
 
 def _json_schema(spec: Any) -> dict[str, Any]:
