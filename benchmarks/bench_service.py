@@ -1,117 +1,108 @@
-"""Bounded load test of ``sculpt serve``: requests/s and p50/p99 latency on loopback.
+"""Load test of ``sculpt serve`` with locust: requests/s, flows/s, p50/p99 latency, failures.
 
-Starts the real service (``sculpt serve``, uvicorn) on 127.0.0.1 in a subprocess, sends a fixed
-number of ``POST /v1/score`` requests of real sample flows from a few concurrent clients, once
-per batch size, and prints a Markdown table with the machine and date. Nothing leaves the
-machine; the server is stopped at the end.
+Starts the real service (``sculpt serve``, uvicorn) on 127.0.0.1 once per worker count, drives
+``POST /v1/score`` with locust's headless runner (``benchmarks/locustfile_service.py``, fast
+HTTP users sending back to back) for a fixed time per cell, at 1, 64 and 1,024 real flows of the
+embedded sample per request, and prints a Markdown table. Beside it: the in-process scoring rate
+of the same model on the same flows (``decision_function`` on 1,024-flow batches), measured in
+the same run, and the ratio of the best served rate at 1,024 flows per request to it. The server
+is stopped at the end, on errors and on Ctrl-C (its whole process group).
 
-Usage::
+Usage (needs the serve and bench extras)::
 
-    python benchmarks/bench_service.py                 # trains a fast model on a sample slice
-    python benchmarks/bench_service.py --model model.sculpt --requests 2000 --clients 4
+    python benchmarks/bench_service.py                       # fast model on a sample slice
+    python benchmarks/bench_service.py --model model.sculpt --workers 1 2 --duration 30
+    python benchmarks/bench_service.py --duration 3 --users 4   # a quick check that it works
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+LOCUSTFILE = HERE / "locustfile_service.py"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model file (default: train a fast one on the sample)")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per batch size")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts")
     parser.add_argument(
-        "--batch-sizes",
-        type=int,
-        nargs="+",
-        default=[1, 64],
-        help="flows per request (default 1 64)",
+        "--flows", type=int, nargs="+", default=[1, 64, 1024], help="flows per request"
     )
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per cell")
+    parser.add_argument("--users", type=int, default=8, help="concurrent locust users")
     args = parser.parse_args()
-    if args.requests < 1 or args.clients < 1:
-        parser.error("--requests and --clients must be positive")
+    if min(args.workers) < 1 or min(args.flows) < 1 or args.users < 1 or args.duration <= 0:
+        parser.error("--workers, --flows, --users and --duration must be positive")
 
-    import httpx
+    import pandas as pd
 
     import latent_sculpting
     from latent_sculpting.data import sample_path
 
+    rows = pd.read_parquet(sample_path() / "friday.parquet").sample(8192, random_state=0)
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(args.model) if args.model else _train(Path(tmp) / "bench.sculpt")
-        rows = pd.read_parquet(sample_path() / "friday.parquet").sample(2048, random_state=0)
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from latent_sculpting.cli import main; sys.exit(main())",
-                "serve",
-                str(model),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait(url, server)
-            results = []
-            for size in args.batch_sizes:
-                payloads = [
-                    json.dumps(
-                        rows.iloc[(i * size) % len(rows) :][:size].to_dict(orient="records")
-                    ).encode()
-                    for i in range(16)
-                ]
-                with httpx.Client(base_url=url, timeout=60) as warm:  # warm-up, not measured
-                    for body in payloads:
-                        warm.post(
-                            "/v1/score", content=body, headers={"Content-Type": "application/json"}
-                        )
-                results.append((size, _load(url, payloads, args.requests, args.clients)))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        folder = Path(tmp)
+        model = Path(args.model) if args.model else train_fast_model(folder / "bench.sculpt")
+        in_process = _in_process_rate(model, rows)
+        bodies = {}
+        for size in args.flows:
+            bodies[size] = folder / f"bodies-{size}.json"
+            texts = [
+                json.dumps(rows.iloc[i * size : (i + 1) * size].to_dict(orient="records"))
+                for i in range(max(1, min(32, len(rows) // size)))
+            ]
+            bodies[size].write_text(json.dumps(texts))
+        results = []
+        for workers in args.workers:
+            with _server(model, workers) as url:
+                for size in args.flows:
+                    stats = _locust(url, bodies[size], args, folder / f"w{workers}-f{size}")
+                    results.append((workers, size, stats))
 
-    print(f"### `sculpt serve` load test ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)\n")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+    ).stdout.strip()
+    print(f"### `sculpt serve` under locust ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)\n")
     print(
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-        f"Python {platform.python_version()}, latent-sculpting {latent_sculpting.__version__}. "
-        f"Server and {args.clients} client threads on the same machine (loopback), "
-        f"{args.requests} requests per row, real flows of the embedded sample (raw "
-        f"improved-release columns).\n"
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; load "
+        f"average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}; Python "
+        f"{platform.python_version()}, latent-sculpting {latent_sculpting.__version__}, commit "
+        f"{commit or 'unknown'}. Server and locust ({args.users} users, no wait) on the same "
+        f"machine (loopback), {args.duration:g} s per row; real flows of the embedded sample "
+        "(raw improved-release columns), explanations on.\n"
     )
-    print(
-        "| flows/request | requests | clients | errors | requests/s | flows/s | p50 ms | p99 ms |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for size, r in results:
+    print("| workers | flows/request | requests/s | flows/s | p50 ms | p99 ms | failures |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for workers, size, s in results:
         print(
-            f"| {size} | {r['n']} | {args.clients} | {r['errors']} | {r['rps']:.0f} | "
-            f"{r['rps'] * size:.0f} | {r['p50']:.1f} | {r['p99']:.1f} |"
+            f"| {workers} | {size} | {s['rps']:.0f} | {s['rps'] * size:.0f} | {s['p50']:.0f} "
+            f"| {s['p99']:.0f} | {s['failures']} of {s['requests']} |"
         )
+    print(f"\nIn process, same model and flows: {in_process:.0f} flows/s (1,024-flow batches).")
+    largest = max(args.flows)
+    best = max(s["rps"] * size for _, size, s in results if size == largest)
+    print(f"Best served rate at {largest} flows/request: {best / in_process:.2f} of that.")
     return 0
 
 
-def _train(path: Path) -> Path:
+def train_fast_model(path: Path) -> Path:
+    """A ``fast`` model on a slice of the embedded sample, for benchmarks that need one."""
     from latent_sculpting.cli import main as sculpt
 
     code = sculpt(
@@ -122,13 +113,112 @@ def _train(path: Path) -> Path:
     return path
 
 
+def _in_process_rate(model_path: Path, rows, batch: int = 1024, repeats: int = 5) -> float:
+    """Flows/s of ``decision_function`` on the encoded flows, median of ``repeats`` passes."""
+    import pyarrow as pa
+
+    from latent_sculpting import LatentSculpting
+    from latent_sculpting.flowspec import encode, model_spec
+
+    model = LatentSculpting.load(model_path)
+    X = encode(model_spec(model), pa.Table.from_pandas(rows, preserve_index=False)).X
+    blocks = [X[i : i + batch] for i in range(0, len(X) - batch + 1, batch)]
+    model.decision_function(blocks[0])  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for block in blocks:
+            model.decision_function(block)
+        rates.append(len(blocks) * batch / (time.perf_counter() - start))
+    return float(np.median(rates))
+
+
+class _server:
+    """``sculpt serve MODEL --workers N`` on a free loopback port, in its own process group so
+    that stopping it stops its workers too; yields the base URL."""
+
+    def __init__(self, model: Path, workers: int) -> None:
+        self.command = [
+            sys.executable,
+            "-c",
+            "import sys; from latent_sculpting.cli import main; sys.exit(main())",
+            "serve",
+            str(model),
+            "--port",
+            str(_free_port()),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ]
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> str:
+        self.process = subprocess.Popen(self.command, start_new_session=True)
+        url = f"http://127.0.0.1:{self.command[self.command.index('--port') + 1]}"
+        try:
+            _wait(url, self.process)
+        except BaseException:
+            self._stop()
+            raise
+        return url
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        group = os.getpgid(self.process.pid)
+        os.killpg(group, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(group, signal.SIGKILL)
+            self.process.wait()
+
+
+def _locust(url: str, bodies: Path, args: argparse.Namespace, prefix: Path) -> dict:
+    """One headless locust run; the aggregated row of its CSV statistics."""
+    import httpx
+
+    first = json.loads(bodies.read_text())[0]
+    for _ in range(3):  # warm-up, not measured: the first requests build caches
+        httpx.post(
+            f"{url}/v1/score",
+            content=first,
+            headers={"Content-Type": "application/json"},
+            timeout=120,
+        )
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless"]
+    command += ["-u", str(args.users), "-r", str(args.users), "-t", f"{args.duration:g}s"]
+    command += ["--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "ERROR"]
+    command += ["--stop-timeout", "30"]
+    env = {**os.environ, "SCULPT_BENCH_BODIES": str(bodies)}
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=args.duration + 120
+    )
+    stats_file = Path(f"{prefix}_stats.csv")
+    if not stats_file.exists():
+        raise SystemExit(f"locust wrote no statistics (exit {done.returncode}): {done.stderr}")
+    with stats_file.open() as file:
+        row = next(r for r in csv.DictReader(file) if r["Name"] == "Aggregated")
+    return {
+        "requests": int(row["Request Count"]),
+        "failures": int(row["Failure Count"]),
+        "rps": float(row["Requests/s"]),
+        "p50": float(row["50%"]),
+        "p99": float(row["99%"]),
+    }
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _wait(url: str, server: subprocess.Popen, timeout: float = 120.0) -> None:
+def _wait(url: str, server: subprocess.Popen, timeout: float = 180.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -142,47 +232,6 @@ def _wait(url: str, server: subprocess.Popen, timeout: float = 120.0) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit("the server did not answer /health in time")
-
-
-def _load(url: str, payloads: list[bytes], n: int, clients: int) -> dict:
-    """Send ``n`` requests from ``clients`` threads; latencies in ms, throughput overall."""
-    import httpx
-
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    shares = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
-
-    def worker(count: int, offset: int) -> None:
-        mine, bad = [], 0
-        with httpx.Client(base_url=url, timeout=60) as client:
-            for i in range(count):
-                body = payloads[(offset + i) % len(payloads)]
-                start = time.perf_counter()
-                response = client.post(
-                    "/v1/score", content=body, headers={"Content-Type": "application/json"}
-                )
-                mine.append((time.perf_counter() - start) * 1000)
-                bad += response.status_code != 200
-        with lock:
-            latencies.extend(mine)
-            errors[0] += bad
-
-    threads = [threading.Thread(target=worker, args=(c, i)) for i, c in enumerate(shares)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    lat = np.asarray(latencies)
-    return {
-        "n": len(lat),
-        "errors": errors[0],
-        "rps": len(lat) / wall,
-        "p50": float(np.percentile(lat, 50)),
-        "p99": float(np.percentile(lat, 99)),
-    }
 
 
 if __name__ == "__main__":

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from latent_sculpting import LatentSculpting
@@ -27,8 +32,8 @@ TOKEN = "s3cret-token-of-some-length"
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A fast two-stage model on a small real slice of the sample, saved and loaded back."""
+def model_path(tmp_path_factory):
+    """A fast two-stage model on a small real slice of the sample, saved."""
     table = cap_per_class(load_cicids2017(), 60, seed=0)
     X = pd.DataFrame(table.X, columns=table.feature_names)
     fitted = LatentSculpting(
@@ -37,8 +42,12 @@ def model(tmp_path_factory):
     )
     fitted.fit(X, table.y, groups=table.labels, spec=table.spec)
     fitted.training_info_ = {"rows": len(X), "files": ["/secret/place/train.parquet"]}
-    path = fitted.save(tmp_path_factory.mktemp("model") / "model.sculpt")
-    return LatentSculpting.load(path)
+    return fitted.save(tmp_path_factory.mktemp("model") / "model.sculpt")
+
+
+@pytest.fixture(scope="module")
+def model(model_path):
+    return LatentSculpting.load(model_path)
 
 
 @pytest.fixture(scope="module")
@@ -339,3 +348,94 @@ def test_explain_false_leaves_the_field_out(client, raw_rows):
     assert [r["score"] for r in plain.json()] == [r["score"] for r in explained]
     bad = client.post("/v1/score", params={"explain": "maybe"}, json=_records(raw_rows))
     assert bad.status_code == 400 and "explain='maybe'" in bad.text
+
+
+# ------------------------------------------------------------------ sculpt serve --workers
+
+
+def _command_lines(parent: int) -> dict[int, str]:
+    """The command line of ``parent`` and of each of its child processes (Linux /proc)."""
+    lines = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # the process ended meanwhile
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if int(entry.name) == parent or ppid == parent:
+            lines[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return lines
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_several_workers_serve_with_the_token_kept_off_command_lines(
+    model_path, model, raw_rows, tmp_path
+):
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SCULPT_TOKEN": TOKEN,
+        "TMPDIR": str(tmp_path),  # where the workers' config goes, to see it removed
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+    }
+    command = [sys.executable, "-c", "import sys; from latent_sculpting.cli import main; "]
+    command[-1] += "sys.exit(main())"
+    command += ["serve", str(model_path), "--port", str(port), "--workers", "2"]
+    command += ["--log-level", "warning"]
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"sculpt serve exited: {server.stderr.read()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("sculpt serve --workers 2 did not answer /health")
+            time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        flow = raw_rows.head(1)
+        answer = httpx.post(f"{url}/v1/score", json=_records(flow), headers=headers, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()[0]["score"] == pytest.approx(_score_in_process(model, flow), rel=1e-6)
+        assert httpx.post(f"{url}/v1/score", json=_records(flow), timeout=60).status_code == 401
+        lines = _command_lines(server.pid)
+        assert len(lines) >= 3, lines  # the supervisor and its two workers
+        assert not any(TOKEN in line for line in lines.values()), lines
+        assert len(list(tmp_path.glob("sculpt-serve-*"))) == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert list(tmp_path.glob("sculpt-serve-*")) == []  # the config with the token is gone
+
+
+def _score_in_process(model, flow: pd.DataFrame) -> float:
+    from latent_sculpting.flowspec import encode, model_spec
+
+    batch = encode(model_spec(model), pa.Table.from_pandas(flow, preserve_index=False))
+    return float(model.decision_function(batch.X)[0])
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "in 1..256, got 0"),
+        ("-2", "in 1..256, got -2"),
+        ("two", "whole number"),
+        ("1000", "got 1000"),
+    ],
+)
+def test_bad_worker_counts_are_refused_clearly(model_path, capsys, value, message):
+    from latent_sculpting.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", str(model_path), "--workers", value])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err

@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import threading
 from typing import Any
@@ -46,7 +47,7 @@ from .formats import get_format
 from .readers.delimited import parse_bytes
 from .scoring import Scorer, drift_monitor, drift_summary
 
-__all__ = ["LIMITS", "create_app", "model_card"]
+__all__ = ["CONFIG_ENV", "LIMITS", "app_from_config", "create_app", "model_card"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ LIMITS = {
     "max_json_depth": 8,
     "max_number_digits": 64,
 }
+
+
+#: Environment variable naming the JSON file each worker process of ``sculpt serve --workers``
+#: builds its app from (:func:`app_from_config`).
+CONFIG_ENV = "SCULPT_SERVE_CONFIG"
+
+_CONFIG_KEYS = {"model", "device", "token", "openapi", "limits", "drift_window"}
 
 
 class RequestError(Exception):
@@ -220,12 +228,24 @@ def create_app(
 
         def _score() -> tuple[pd.DataFrame, list | None]:
             with lock:
-                scored = scorer.score_explained(parser.encode(records), explain=explain)
-                check_drift()
-                return scored
+                return _score_locked()
+
+        def _score_locked() -> tuple[pd.DataFrame, list | None]:
+            scored = scorer.score_explained(parser.encode(records), explain=explain)
+            check_drift()
+            return scored
 
         try:
-            scored, found = await anyio.to_thread.run_sync(_score)
+            # A small request is scored on the event loop when no other scoring runs: handing
+            # it to a worker thread and back costs about as much as scoring it. A large one, or
+            # one that would wait for the lock, goes to a thread so the loop keeps answering.
+            if records.num_rows <= _INLINE_FLOWS and lock.acquire(blocking=False):
+                try:
+                    scored, found = _score_locked()
+                finally:
+                    lock.release()
+            else:
+                scored, found = await anyio.to_thread.run_sync(_score)
             answer = _records(scored)
             if found is not None:
                 for record, explanation in zip(answer, found, strict=True):
@@ -245,6 +265,53 @@ def create_app(
     return app
 
 
+def app_from_config(path: str | os.PathLike[str] | None = None) -> FastAPI:
+    """The app of one worker process: loads and checks the model named in a config file.
+
+    ``sculpt serve --workers N`` writes the file (readable by its owner only) and starts the
+    workers with uvicorn, which calls this factory in each of them; the bearer token travels in
+    the file, never in a command line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The JSON config: ``model`` (path), ``device``, ``token`` (or null), ``openapi``,
+        ``limits`` and ``drift_window``, as :func:`create_app` takes them. Default: the file
+        named by the :data:`CONFIG_ENV` environment variable.
+
+    Returns
+    -------
+    FastAPI
+    """
+    from .estimator import LatentSculpting
+
+    if path is None:
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            raise ValueError(f"no service config: set {CONFIG_ENV} to the file's path")
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = json.load(file)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not a JSON service config ({error})") from None
+    if not isinstance(config, dict) or set(config) != _CONFIG_KEYS:
+        keys = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{path}: a service config has keys {sorted(_CONFIG_KEYS)}, got {keys}")
+    for key, kind in (("model", str), ("device", str), ("openapi", bool), ("limits", dict)):
+        if not isinstance(config[key], kind):
+            raise ValueError(f"{path}: {key!r} must be a {kind.__name__}, got {config[key]!r}")
+    if config["token"] is not None and not isinstance(config["token"], str):
+        raise ValueError(f"{path}: 'token' must be a string or null")
+    model = LatentSculpting.load(config["model"], device=config["device"])
+    return create_app(
+        model,
+        token=config["token"],
+        openapi=config["openapi"],
+        limits=config["limits"],
+        drift_window=config["drift_window"],
+    )
+
+
 class RecordParser:
     """Turns a request body into a checked Arrow table of the model's raw columns."""
 
@@ -255,6 +322,7 @@ class RecordParser:
         required = spec.required_columns()
         self.numeric = [c for c in required if c not in {k.column for k in spec.categorical}]
         self.required = required
+        self._fields_of: dict[tuple[str, ...], list[tuple[str, bool]]] = {}
 
     # -- bodies --------------------------------------------------------------------------------
 
@@ -270,20 +338,22 @@ class RecordParser:
         )
 
     def _json(self, body: bytes) -> pa.Table:
-        digits = self.limits["max_number_digits"]
-
-        def number(text: str) -> float | int:
-            if len(text) > digits:
-                raise RequestError(400, f"a number of {len(text)} characters; at most {digits}")
-            return float(text) if any(c in text for c in ".eE") else int(text)
-
         def constant(text: str) -> None:
             raise RequestError(400, f"{text} is not valid JSON; send numbers, or null")
 
-        if _nesting(body) > self.limits["max_json_depth"]:
+        # Both limits are checked on the body with its strings removed, before json.loads
+        # recurses or converts a number: a conversion hook per number would cost more than the
+        # parsing itself.
+        bare = _STRING.sub(b"", body)
+        if _nesting(bare) > self.limits["max_json_depth"]:
             raise RequestError(400, f"JSON nested deeper than {self.limits['max_json_depth']}")
+        long = _long_number(bare, self.limits["max_number_digits"])
+        if long:
+            raise RequestError(
+                400, f"a number of {long} characters; at most {self.limits['max_number_digits']}"
+            )
         try:
-            data = json.loads(body, parse_int=number, parse_float=number, parse_constant=constant)
+            data = json.loads(body, parse_constant=constant)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise RequestError(400, f"malformed JSON body: {error}") from None
         if isinstance(data, dict) and set(data) == {"flows"}:
@@ -324,6 +394,39 @@ class RecordParser:
             if len(record) > limit:
                 raise RequestError(422, f"record {i}: {len(record)} fields; at most {limit}")
             keys.update(dict.fromkeys(record))
+        fields = self._fields(tuple(keys))
+        numeric_raw = {raw for raw, numeric in fields if numeric}
+        columns = {}
+        for raw, numeric in fields:
+            values = [r.get(raw, _ABSENT) for r in records]
+            if numeric:
+                checked = _numeric_column(values)
+            elif any(v is _ABSENT or isinstance(v, list | dict) for v in values):
+                checked = None
+            else:
+                continue
+            if checked is None:
+                self._refuse(records, fields)
+            columns[raw] = checked
+        for raw in keys:
+            if raw in numeric_raw:
+                continue
+            values = [r.get(raw) for r in records]
+            if any(isinstance(v, list | dict) for v in values):
+                continue  # not a column the model or the output uses
+            columns[raw] = pa.array([None if v is None else str(v) for v in values], pa.string())
+        return pa.table({raw: columns[raw] for raw in keys if raw in columns})
+
+    def _fields(self, keys: tuple[str, ...]) -> list[tuple[str, bool]]:
+        """The request's own name of each field the model needs, and whether it is numeric.
+
+        Clients send the same field names request after request, so the answer is kept per
+        set of names: matching names against the format costs more than a small request's
+        scoring.
+        """
+        fields = self._fields_of.get(keys)
+        if fields is not None:
+            return fields
         try:
             rename = self.format.canonical_columns(list(keys), source="the request")
         except FlowInputError as error:
@@ -338,15 +441,24 @@ class RecordParser:
                     "missing_columns": missing_everywhere,
                 },
             )
+        numeric = set(self.numeric)
+        fields = [(raw_of[c.casefold()], c in numeric) for c in self.required]
+        if len(self._fields_of) >= _KNOWN_FIELD_SETS:
+            self._fields_of.clear()
+        self._fields_of[keys] = fields
+        return fields
+
+    @staticmethod
+    def _refuse(records: list[dict], fields: list[tuple[str, bool]]) -> None:
+        """422 naming the first records and fields that are missing or not single values."""
         problems = []
         for i, record in enumerate(records):
-            for column in self.required:
-                raw = raw_of[column.casefold()]
+            for raw, numeric in fields:
                 if raw not in record:
                     problems.append(f"record {i} lacks field {raw!r}")
                     continue
                 value = record[raw]
-                if column in self.numeric and not _is_number(value):
+                if numeric and not _is_number(value):
                     problems.append(f"record {i} field {raw!r}: {value!r} is not a number")
                 elif isinstance(value, list | dict):
                     problems.append(f"record {i} field {raw!r}: not a single value")
@@ -354,21 +466,7 @@ class RecordParser:
                     break
             if len(problems) >= 10:
                 break
-        if problems:
-            raise RequestError(422, {"error": "; ".join(problems)})
-        columns = {}
-        numeric_raw = {raw_of[c.casefold()] for c in self.numeric}
-        for raw in keys:
-            values = [r.get(raw) for r in records]
-            if raw in numeric_raw:
-                columns[raw] = pa.array([_to_float(v) for v in values], pa.float64())
-            elif any(isinstance(v, list | dict) for v in values):
-                continue  # not a column the model or the output uses
-            else:
-                columns[raw] = pa.array(
-                    [None if v is None else str(v) for v in values], pa.string()
-                )
-        return pa.table(columns)
+        raise RequestError(422, {"error": "; ".join(problems)})
 
     def encode(self, table: pa.Table) -> Any:
         try:
@@ -406,6 +504,18 @@ def _is_number(value: Any) -> bool:
     return False
 
 
+def _numeric_column(values: list[Any]) -> pa.Array | None:
+    """``values`` as a float64 column, or None when one of them is not a number."""
+    if all(type(v) is float or type(v) is int for v in values):
+        try:
+            return pa.array(np.asarray(values, dtype=np.float64))
+        except OverflowError:
+            pass  # an int beyond float64: _to_float below makes it infinite, as one by one
+    elif not all(_is_number(v) for v in values):
+        return None
+    return pa.array([_to_float(v) for v in values], pa.float64())
+
+
 def _to_float(value: Any) -> float:
     # Python ints of any size become floats here; one beyond float32's range is then refused
     # by encode with its record and field.
@@ -415,15 +525,32 @@ def _to_float(value: Any) -> float:
         return math.copysign(math.inf, value)
 
 
+#: Requests of at most this many flows are scored on the event loop when the scorer is free.
+_INLINE_FLOWS = 16
+
+#: Distinct sets of field names whose matching to the model's columns a parser remembers.
+_KNOWN_FIELD_SETS = 64
+
+#: A field a record lacks (None would be a field holding null).
+_ABSENT = object()
+
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
-def _nesting(body: bytes) -> int:
-    """Deepest bracket nesting outside strings: checked before ``json.loads`` recurses, in C
-    speed (a regex drops the strings, numpy counts the brackets)."""
-    bare = np.frombuffer(_STRING.sub(b"", body), dtype=np.uint8)
-    step = np.isin(bare, (0x5B, 0x7B)).astype(np.int64) - np.isin(bare, (0x5D, 0x7D))
+def _nesting(bare: bytes) -> int:
+    """Deepest bracket nesting of a JSON body whose strings were removed, counted in C speed
+    (numpy) before ``json.loads`` recurses."""
+    text = np.frombuffer(bare, dtype=np.uint8)
+    step = np.isin(text, (0x5B, 0x7B)).astype(np.int64) - np.isin(text, (0x5D, 0x7D))
     return int(np.cumsum(step).max(initial=0))
+
+
+def _long_number(bare: bytes, digits: int) -> int:
+    """Characters of the first number longer than ``digits`` in a JSON body whose strings were
+    removed, 0 when there is none (outside strings these characters only ever appear in numbers,
+    and in true/false one at a time)."""
+    found = re.search(rb"[-+0-9.eE]{%d,}" % (digits + 1), bare)
+    return 0 if found is None else len(found.group())
 
 
 def _json_schema(spec: Any) -> dict[str, Any]:
@@ -456,18 +583,33 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _records(scored: pd.DataFrame) -> list[dict[str, Any]]:
-    """JSON-safe records: NaN becomes null, numpy scalars become Python numbers."""
-    out = scored.astype(object).where(scored.notna(), None)
-    records = out.to_dict(orient="records")
-    for record in records:
-        for key, value in record.items():
-            if isinstance(value, np.generic):
-                value = value.item()
-            if isinstance(value, float) and not math.isfinite(value):
-                value = None
-            elif isinstance(value, datetime.date | datetime.time):
-                value = value.isoformat()
-            elif not isinstance(value, str | int | float | bool | type(None)):
-                value = str(value)
-            record[key] = value
-    return records
+    """JSON-safe records: NaN becomes null, numpy scalars become Python numbers.
+
+    Built column by column from Python lists: a cell-by-cell pandas conversion costs more than
+    scoring a small request.
+    """
+    names = list(scored.columns)
+    columns = [_json_column(column) for _, column in scored.items()]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _json_column(column: pd.Series) -> list[Any]:
+    values = column.tolist()  # Python scalars, or pandas' own for its extension types
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biu":
+        return values
+    return [_json_value(v) for v in values]
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        return _json_value(value.item())
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return str(value)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
+import json
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from .common import add_threads_flag
 
 TOKEN_ENV = "SCULPT_TOKEN"
+
+#: More worker processes than this is a typo, not a deployment.
+MAX_WORKERS = 256
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,6 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="address to listen on (default 127.0.0.1: this machine only)",
     )
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (default 1). Each loads the model itself "
+        "(N times the memory) and keeps its own state: GET /v1/drift reports on the last "
+        "--drift-window flows scored by the worker that answers, and each worker logs its "
+        "own drift verdict changes",
+    )
     parser.add_argument(
         "--max-body-mb",
         type=float,
@@ -67,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from ..service import create_app
+        from ..service import CONFIG_ENV, create_app
     except ImportError as error:
         raise ValueError(
             f"sculpt serve needs FastAPI and uvicorn: install latent-sculpting[serve] ({error})"
@@ -88,17 +107,77 @@ def run(args: argparse.Namespace) -> int:
             "authenticates",
             file=sys.stderr,
         )
+    limits = {"max_body_bytes": int(args.max_body_mb * 1024 * 1024)}
+    # Built here also with several workers, so that a bad model file or option is one clear
+    # error before any worker starts, not one per worker restart.
     model = LatentSculpting.load(args.model, device=args.device)
     app = create_app(
-        model,
-        token=token,
-        openapi=args.openapi,
-        limits={"max_body_bytes": int(args.max_body_mb * 1024 * 1024)},
-        drift_window=args.drift_window,
+        model, token=token, openapi=args.openapi, limits=limits, drift_window=args.drift_window
     )
-    print(f"serving {args.model} on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    where = f"http://{args.host}:{args.port}"
+    if args.workers == 1:
+        print(f"serving {args.model} on {where} (Ctrl-C stops)", file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        return 0
+    del app, model
+    config = {
+        "model": str(Path(args.model).resolve()),
+        "device": args.device,
+        "token": token,
+        "openapi": args.openapi,
+        "limits": limits,
+        "drift_window": args.drift_window,
+    }
+    with _config_file(config) as path:
+        os.environ[CONFIG_ENV] = str(path)
+        print(
+            f"serving {args.model} on {where} with {args.workers} workers (Ctrl-C stops)",
+            file=sys.stderr,
+        )
+        try:
+            uvicorn.run(
+                "latent_sculpting.service:app_from_config",
+                factory=True,
+                workers=args.workers,
+                host=args.host,
+                port=args.port,
+                log_level=args.log_level,
+            )
+        finally:
+            os.environ.pop(CONFIG_ENV, None)
     return 0
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--workers must be a whole number of processes, got {text!r}"
+        ) from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"--workers must be in 1..{MAX_WORKERS}, got {value}")
+    return value
+
+
+@contextlib.contextmanager
+def _config_file(config: dict) -> Iterator[Path]:
+    """The workers' config in a private temporary folder, removed on the way out.
+
+    Written under another name and renamed, so a worker never reads half a file; only the
+    owner may read it, since it holds the token.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="sculpt-serve-"))  # mode 0700
+    try:
+        path = folder / "config.json"
+        partial = folder / "config.json.partial"
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump(config, file)
+        os.replace(partial, path)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _is_loopback(host: str) -> bool:
