@@ -439,3 +439,35 @@ def test_bad_worker_counts_are_refused_clearly(model_path, capsys, value, messag
         main(["serve", str(model_path), "--workers", value])
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_worker_config_sets_its_thread_cap_and_refuses_a_bad_one(model_path, tmp_path):
+    import json
+
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from latent_sculpting.service import app_from_config
+
+    config = {
+        "model": str(model_path),
+        "device": "cpu",
+        "token": None,
+        "openapi": False,
+        "limits": {},
+        "drift_window": 100,
+        "threads": 0,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="'threads' must be a whole number at least 1, got 0"):
+        app_from_config(path)
+    saved = torch.get_num_threads()
+    with threadpool_limits(limits=None):  # restores every pool on the way out
+        try:
+            path.write_text(json.dumps({**config, "threads": 1}))
+            app_from_config(path)
+            assert torch.get_num_threads() == 1
+            assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+        finally:
+            torch.set_num_threads(saved)

@@ -46,6 +46,7 @@ from .flowspec import encode, model_spec
 from .formats import get_format
 from .readers.delimited import parse_bytes
 from .scoring import Scorer, drift_monitor, drift_summary
+from .threads import set_process_threads
 
 __all__ = ["CONFIG_ENV", "LIMITS", "app_from_config", "create_app", "model_card"]
 
@@ -65,7 +66,7 @@ LIMITS = {
 #: builds its app from (:func:`app_from_config`).
 CONFIG_ENV = "SCULPT_SERVE_CONFIG"
 
-_CONFIG_KEYS = {"model", "device", "token", "openapi", "limits", "drift_window"}
+_CONFIG_KEYS = {"model", "device", "token", "openapi", "limits", "drift_window", "threads"}
 
 
 class RequestError(Exception):
@@ -276,7 +277,8 @@ def app_from_config(path: str | os.PathLike[str] | None = None) -> FastAPI:
     ----------
     path : str or os.PathLike, optional
         The JSON config: ``model`` (path), ``device``, ``token`` (or null), ``openapi``,
-        ``limits`` and ``drift_window``, as :func:`create_app` takes them. Default: the file
+        ``limits`` and ``drift_window``, as :func:`create_app` takes them, and ``threads``, the
+        worker's intra-op thread cap (:func:`~latent_sculpting.threads.set_process_threads`). Default: the file
         named by the :data:`CONFIG_ENV` environment variable.
 
     Returns
@@ -302,6 +304,10 @@ def app_from_config(path: str | os.PathLike[str] | None = None) -> FastAPI:
             raise ValueError(f"{path}: {key!r} must be a {kind.__name__}, got {config[key]!r}")
     if config["token"] is not None and not isinstance(config["token"], str):
         raise ValueError(f"{path}: 'token' must be a string or null")
+    threads = config["threads"]
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"{path}: 'threads' must be a whole number at least 1, got {threads!r}")
+    set_process_threads(threads)
     model = LatentSculpting.load(config["model"], device=config["device"])
     return create_app(
         model,

@@ -37,6 +37,7 @@ __all__ = [
     "SCORING_THREADS_ENV",
     "available_cpus",
     "limit_threads",
+    "set_process_threads",
     "map_workers",
     "resolve_n_jobs",
     "resolve_threads",
@@ -180,3 +181,21 @@ def limit_threads(n: int | None, *, blas: bool = True) -> Iterator[None]:
 def scoring_threads() -> contextlib.AbstractContextManager[None]:
     """The cap scoring runs under: :data:`SCORING_THREADS_ENV` intra-op threads (default 1)."""
     return limit_threads(int(os.environ.get(SCORING_THREADS_ENV, "1") or 1), blas=False)
+
+
+def set_process_threads(n: int) -> None:
+    """Cap torch's intra-op threads and every BLAS/OpenMP pool at ``n`` for the rest of the
+    process: for a long-running scorer (a ``sculpt serve`` worker), whose parallelism comes from
+    its worker processes rather than from threads meeting at barriers.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is below 1.
+    """
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, got {n}")
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(limits=n)  # not as a context: the limits stay until the process ends

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .common import add_threads_flag
+from .common import add_threads_flag, threads_from_args
 
 TOKEN_ENV = "SCULPT_TOKEN"
 
@@ -75,7 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "traffic (default 10000)",
     )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    add_threads_flag(parser)
+    add_threads_flag(
+        parser,
+        help="intra-op threads of each worker's scoring, torch and BLAS (default 1: a worker "
+        "scores one request at a time, and parallelism comes from --workers; threads that meet "
+        "at barriers stall when another process holds a core)",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             f"sculpt serve needs FastAPI and uvicorn: install latent-sculpting[serve] ({error})"
         ) from None
     from ..estimator import LatentSculpting
+    from ..threads import set_process_threads
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     limits = {"max_body_bytes": int(args.max_body_mb * 1024 * 1024)}
+    threads = 1 if args.threads is None else threads_from_args(args)
     # Built here also with several workers, so that a bad model file or option is one clear
     # error before any worker starts, not one per worker restart.
     model = LatentSculpting.load(args.model, device=args.device)
@@ -116,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     )
     where = f"http://{args.host}:{args.port}"
     if args.workers == 1:
+        set_process_threads(threads)
         print(f"serving {args.model} on {where} (Ctrl-C stops)", file=sys.stderr)
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
         return 0
@@ -127,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         "openapi": args.openapi,
         "limits": limits,
         "drift_window": args.drift_window,
+        "threads": threads,
     }
     with _config_file(config) as path:
         os.environ[CONFIG_ENV] = str(path)
