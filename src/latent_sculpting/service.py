@@ -278,8 +278,8 @@ def app_from_config(path: str | os.PathLike[str] | None = None) -> FastAPI:
     path : str or os.PathLike, optional
         The JSON config: ``model`` (path), ``device``, ``token`` (or null), ``openapi``,
         ``limits`` and ``drift_window``, as :func:`create_app` takes them, and ``threads``, the
-        worker's intra-op thread cap (:func:`~latent_sculpting.threads.set_process_threads`). Default: the file
-        named by the :data:`CONFIG_ENV` environment variable.
+        worker's intra-op thread cap (:func:`~latent_sculpting.threads.set_process_threads`).
+        Default: the file named by the :data:`CONFIG_ENV` environment variable.
 
     Returns
     -------
