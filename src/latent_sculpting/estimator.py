@@ -515,6 +515,7 @@ class LatentSculpting(BaseEstimator):
         ``STAGE1_OFFSET`` (:mod:`latent_sculpting.fusion`) plus its margin (distance to the
         benign centroid minus distance to the attack centroid), above every Stage-2 NLL.
         """
+        check_is_fitted(self, "flow_")
         read = self.fusion_.channels_read()
 
         def score(rows: np.ndarray) -> np.ndarray:
