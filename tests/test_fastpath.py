@@ -201,7 +201,8 @@ def fast_preset(sample_table):
 
     table = cap_per_class(sample_table, 150, seed=0)
     model = LatentSculpting(**preset("fast"), random_state=0)
-    return model.fit(table.X, table.y, groups=table.labels), sample_table.X[::5]
+    model.fit(table.X, table.y, groups=table.labels, spec=table.spec)
+    return model, sample_table.X[::5]
 
 
 def test_workers_score_the_default_design_to_the_bit(fast_preset, workers):
@@ -282,3 +283,25 @@ def test_map_blocks_keeps_the_order_of_the_blocks():
     blocks = list(range(20))
     assert map_blocks(lambda b: b * b, blocks, 3) == [b * b for b in blocks]
     assert map_blocks(lambda b: -b, blocks, 1) == [-b for b in blocks]
+
+
+def test_scorer_scores_without_the_channels_weighted_zero(fast_preset, monkeypatch):
+    """``sculpt score``'s scorer takes the score alone (no Stage 1): the same numbers as
+    ``score_details``, without running a channel the rule weights 0."""
+    import pyarrow as pa
+
+    from latent_sculpting.flowspec import FlowBatch
+    from latent_sculpting.scoring import Scorer
+
+    model, X = fast_preset
+    model = copy.deepcopy(model)
+    model.fusion_.weights_ = {**model.fusion_.weights_, "nll": 0.0, "knn": 1.0}
+    X = X[:500]
+    expected = model.score_details(X)["score"]
+    monkeypatch.setattr(model, "score_details", None)  # the scorer must not need it
+    monkeypatch.setattr(model, "_nll", None)
+    scorer = Scorer(model, explain=False)
+    batch = FlowBatch(X, list(scorer.spec.feature_names), pa.table({"i": np.arange(len(X))}))
+    out = scorer.score(batch)
+    np.testing.assert_array_equal(out["score"].to_numpy(), expected)
+    assert set(out["flagged_by"]) <= {"", "stage2"}
