@@ -103,3 +103,24 @@ def test_neighbour_state_round_trips_and_is_checked():
     ):
         with pytest.raises(ValueError, match=message):
             NeighbourChannel.from_state(config, bad)
+
+
+@pytest.mark.parametrize("prototypes", [1, 13, 1024])
+def test_nearest_prototype_distance_is_numpys_to_the_bit(prototypes):
+    """The one-pass minimum rounds each term as the plain NumPy expression does."""
+    from latent_sculpting.channels import _nearest
+
+    rng = np.random.default_rng(prototypes)
+    Z = rng.normal(size=(300, 20)).astype(np.float32)
+    # Prototypes near some rows (distances near 0, where rounding shows) and far from others.
+    near = Z[rng.integers(len(Z), size=prototypes)]
+    P = (near + rng.normal(scale=1e-3, size=near.shape)).astype(np.float32)
+    squares = (Z.astype(np.float64) ** 2).sum(axis=1)
+    norms = (P.astype(np.float64) ** 2).sum(axis=1)
+    cross = Z @ P.T
+    out = np.empty(len(Z))
+    _nearest(cross, squares, norms, out)
+    expected = (squares[:, None] - 2 * cross.astype(np.float64) + norms).min(axis=1)
+    np.testing.assert_array_equal(out, expected)
+    channel = NeighbourChannel.from_state({"n_prototypes": prototypes}, {"prototypes": P})
+    np.testing.assert_array_equal(channel.score(Z), np.sqrt(np.maximum(expected, 0.0)))

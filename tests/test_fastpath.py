@@ -1,12 +1,24 @@
 """The fast scoring path gives the reference path's scores, for every encoder family."""
 
+import copy
+import threading
+
 import numpy as np
 import pytest
 import torch
 from small import FUSED_FAST
 
 from latent_sculpting import LatentSculpting
-from latent_sculpting.fastpath import FastMAF, run_chunked
+from latent_sculpting.fastpath import (
+    SCORE_BLOCK,
+    SCORING_WORKERS_ENV,
+    FastMAF,
+    map_blocks,
+    run_chunked,
+    scoring_workers,
+    set_scoring_workers,
+    single_thread_blas,
+)
 from latent_sculpting.flows import LatentDensity
 
 # One epoch a stage: the models only need non-trivial weights, not a good fit.
@@ -147,3 +159,149 @@ def test_fast_maf_equals_zuko_log_prob(hidden_layers):
 def test_run_chunked_is_row_independent():
     x = torch.randn(10, 3)
     assert torch.equal(run_chunked(torch.nn.Identity(), x, 3), x)
+
+
+# --------------------------------------------------------------------------- scoring workers
+
+
+@pytest.fixture
+def workers():
+    """Set the scoring workers for one test; the process setting is restored after it."""
+    previous = set_scoring_workers(None)
+    yield set_scoring_workers
+    set_scoring_workers(previous)
+
+
+def several_blocks(test):
+    """Rows enough for three blocks and a partial one, drawn from ``test``'s distribution."""
+    rng = np.random.default_rng(1)
+    rows = test[rng.integers(len(test), size=3 * SCORE_BLOCK + 777)]
+    return rows * rng.uniform(0.5, 1.5, size=rows.shape).astype(np.float32)
+
+
+def test_workers_give_one_thread_scores_to_the_bit(fitted, workers):
+    model, test = fitted
+    X = several_blocks(test)
+    workers(1)
+    alone, details = model.decision_function(X), model.score_details(X)
+    for n in (2, 3):
+        workers(n)
+        np.testing.assert_array_equal(model.decision_function(X), alone)
+        parallel = model.score_details(X)
+        for key in details:
+            np.testing.assert_array_equal(parallel[key], details[key], err_msg=key)
+    np.testing.assert_array_equal(details["score"], alone)
+
+
+@pytest.fixture(scope="module")
+def fast_preset(sample_table):
+    """``preset("fast")`` (the ``default`` design, small) fitted on a slice of the sample."""
+    from latent_sculpting import preset
+    from latent_sculpting.experiment import cap_per_class
+
+    table = cap_per_class(sample_table, 150, seed=0)
+    model = LatentSculpting(**preset("fast"), random_state=0)
+    model.fit(table.X, table.y, groups=table.labels, spec=table.spec)
+    return model, sample_table.X[::5]
+
+
+def test_workers_score_the_default_design_to_the_bit(fast_preset, workers):
+    model, X = fast_preset
+    assert len(X) > 2 * SCORE_BLOCK
+    workers(1)
+    alone = model.decision_function(X)
+    workers(2)
+    np.testing.assert_array_equal(model.decision_function(X), alone)
+    np.testing.assert_array_equal(model.score_details(X)["score"], alone)
+    np.testing.assert_array_equal(model.predict(X), (alone > model.threshold_).astype(int))
+
+
+def test_a_channel_weighted_zero_is_not_computed(fast_preset, monkeypatch):
+    model, X = fast_preset
+    model = copy.deepcopy(model)
+    model.fusion_.weights_ = {**model.fusion_.weights_, "nll": 0.0, "knn": 1.0}
+    every_channel = model._channel_scores(model.preprocessor_.transform(X[:300]))
+    expected = model.fusion_.combine(every_channel)
+    assert model.fusion_.channels_read() == {"boost", "knn"}
+
+    def no_flow(inputs):
+        raise AssertionError("the flow was run for a channel weighted 0")
+
+    monkeypatch.setattr(model, "_nll", no_flow)
+    np.testing.assert_array_equal(model.decision_function(X[:300]), expected)
+    with pytest.raises(AssertionError, match="weighted 0"):
+        model.score_details(X[:3])
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_set_scoring_workers_refuses_a_bad_count(bad, workers):
+    with pytest.raises(ValueError, match="integer >= 1"):
+        workers(bad)
+
+
+def test_scoring_workers_come_from_the_environment(workers, monkeypatch):
+    monkeypatch.setenv(SCORING_WORKERS_ENV, "3")
+    assert scoring_workers() == 3
+    workers(2)
+    assert scoring_workers() == 2  # the setting wins over the environment
+    workers(None)
+    monkeypatch.setenv(SCORING_WORKERS_ENV, "two")
+    with pytest.raises(ValueError, match=SCORING_WORKERS_ENV):
+        scoring_workers()
+    monkeypatch.delenv(SCORING_WORKERS_ENV)
+    assert scoring_workers() == 1
+
+
+def test_single_thread_blas_restores_the_count_its_first_holder_found():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        assert before and max(before) == 2
+        started, release = threading.Event(), threading.Event()
+
+        def hold():
+            with single_thread_blas():
+                started.set()
+                release.wait(10)
+
+        other = threading.Thread(target=hold)
+        other.start()
+        started.wait(10)
+        with single_thread_blas():
+            assert blas_threads() == [1] * len(before)
+        assert blas_threads() == [1] * len(before)  # the other thread still holds it
+        release.set()
+        other.join()
+        assert blas_threads() == before
+
+
+def test_map_blocks_keeps_the_order_of_the_blocks():
+    blocks = list(range(20))
+    assert map_blocks(lambda b: b * b, blocks, 3) == [b * b for b in blocks]
+    assert map_blocks(lambda b: -b, blocks, 1) == [-b for b in blocks]
+
+
+def test_scorer_scores_without_the_channels_weighted_zero(fast_preset, monkeypatch):
+    """``sculpt score``'s scorer takes the score alone (no Stage 1): the same numbers as
+    ``score_details``, without running a channel the rule weights 0."""
+    import pyarrow as pa
+
+    from latent_sculpting.flowspec import FlowBatch
+    from latent_sculpting.scoring import Scorer
+
+    model, X = fast_preset
+    model = copy.deepcopy(model)
+    model.fusion_.weights_ = {**model.fusion_.weights_, "nll": 0.0, "knn": 1.0}
+    X = X[:500]
+    expected = model.score_details(X)["score"]
+    monkeypatch.setattr(model, "score_details", None)  # the scorer must not need it
+    monkeypatch.setattr(model, "_nll", None)
+    scorer = Scorer(model, explain=False)
+    batch = FlowBatch(X, list(scorer.spec.feature_names), pa.table({"i": np.arange(len(X))}))
+    out = scorer.score(batch)
+    np.testing.assert_array_equal(out["score"].to_numpy(), expected)
+    assert set(out["flagged_by"]) <= {"", "stage2"}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,7 +43,14 @@ from .channels import SIDE_CHANNELS, enabled_channels
 from .deep_sad import DeepSAD
 from .drift import DriftReference
 from .explain import BenignProfile, spec_categorical
-from .fastpath import FastMAF, encode, reference_scoring
+from .fastpath import (
+    SCORE_BLOCK,
+    FastMAF,
+    encode,
+    map_blocks,
+    reference_scoring,
+    scoring_workers,
+)
 from .flowspec import FlowSpec, spec_for_features
 from .folds import pseudo_zero_day_folds
 from .fusion import FUSIONS
@@ -55,9 +62,6 @@ from .stage2 import STAGE2_PARAMETERS, fit_flow, flow_inputs, negative_log_likel
 from .validation import check_features, check_fit_data
 
 __all__ = ["PERCENTILES", "LatentSculpting"]
-
-# Rows preprocessed and scored at a time by decision_function and score_details.
-_SCORE_BLOCK = 65_536
 
 
 class LatentSculpting(BaseEstimator):
@@ -543,8 +547,14 @@ class LatentSculpting(BaseEstimator):
         ``STAGE1_OFFSET`` (:mod:`latent_sculpting.fusion`) plus its margin (distance to the
         benign centroid minus distance to the attack centroid), above every Stage-2 NLL.
         """
-        blocks = self._transform_blocks(X)
-        return np.concatenate([self.fusion_.combine(self._channel_scores(Z)) for Z in blocks])
+        check_is_fitted(self, "flow_")
+        read = self.fusion_.channels_read()
+
+        def score(rows: np.ndarray) -> np.ndarray:
+            Z = self.preprocessor_.transform(rows)
+            return self.fusion_.combine(self._channel_scores(Z, only=read))
+
+        return np.concatenate(self._map_blocks(X, score))
 
     def predict(self, X: Any) -> np.ndarray:
         """1 for an attack, 0 for benign, at ``threshold_``."""
@@ -560,15 +570,17 @@ class LatentSculpting(BaseEstimator):
 
     def transform(self, X: Any) -> np.ndarray:
         """Latent codes of ``X`` (the scaled features when ``stage1=False``)."""
-        return self._encode(np.concatenate(list(self._transform_blocks(X))))
+        return np.concatenate(
+            self._map_blocks(X, lambda rows: self._encode(self.preprocessor_.transform(rows)))
+        )
 
     def score_details(self, X: Any) -> dict[str, np.ndarray]:
         """Everything behind the score: the flow's NLL, each side channel's score (e.g.
         ``forest_probability``), the score, and with Stage 1 the distances to the centroids
         and its verdict ``stage1_attack``."""
-        blocks = []
-        for Z in self._transform_blocks(X):
-            scores = self._channel_scores(Z)
+
+        def details(rows: np.ndarray) -> dict[str, np.ndarray]:
+            scores = self._channel_scores(self.preprocessor_.transform(rows))
             out = {"nll": scores["nll"]}
             out.update({c.column: scores[name] for name, c in self.channels_.items()})
             out["score"] = self.fusion_.combine(scores)
@@ -576,33 +588,47 @@ class LatentSculpting(BaseEstimator):
                 out["distance_benign"] = scores["distance_benign"]
                 out["distance_attack"] = scores["distance_attack"]
                 out["stage1_attack"] = out["distance_attack"] < out["distance_benign"]
-            blocks.append(out)
+            return out
+
+        blocks = self._map_blocks(X, details)
         return {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
 
     def _channel_scores(
-        self, Z: np.ndarray, side: dict[str, np.ndarray] | None = None
+        self,
+        Z: np.ndarray,
+        side: dict[str, np.ndarray] | None = None,
+        *,
+        only: Collection[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Every channel's scores of scaled rows ``Z``, by name; ``side`` replaces the side
-        channels' (their out-of-sample scores while fitting)."""
-        codes = self._encode(Z)
-        embedding = None if self.svdd_ is None else self.svdd_.transform(Z)
-        scores = {"nll": self._nll(flow_inputs(codes, embedding, self.flow_scaler_))}
-        if self.stage1:
-            t = torch.as_tensor(codes, device=self.device_)
-            scores["distance_benign"] = sqdist(t, self.center_benign_).cpu().numpy()
-            scores["distance_attack"] = sqdist(t, self.center_attack_).cpu().numpy()
+        """Every channel's scores of scaled rows ``Z``, by name (those in ``only``, when
+        given); ``side`` replaces the side channels' (their out-of-sample scores while
+        fitting)."""
+        scores = {}
+        if only is None or not {"nll", "distance_benign", "distance_attack"}.isdisjoint(only):
+            codes = self._encode(Z)
+            embedding = None if self.svdd_ is None else self.svdd_.transform(Z)
+            scores["nll"] = self._nll(flow_inputs(codes, embedding, self.flow_scaler_))
+            if self.stage1:
+                t = torch.as_tensor(codes, device=self.device_)
+                scores["distance_benign"] = sqdist(t, self.center_benign_).cpu().numpy()
+                scores["distance_attack"] = sqdist(t, self.center_attack_).cpu().numpy()
         for name, channel in self.channels_.items():
-            scores[name] = channel.score(Z) if side is None else side[name]
+            if only is None or name in only:
+                scores[name] = channel.score(Z) if side is None else side[name]
         return scores
 
-    def _transform_blocks(self, X: Any) -> Iterator[np.ndarray]:
-        # Scaled features of _SCORE_BLOCK rows at a time, so that scoring's working memory
-        # (float64 transforms, activations, codes) stays bounded however large X is.
+    def _map_blocks(self, X: Any, score: Callable[[np.ndarray], Any]) -> list:
+        """``score`` of each :data:`~.fastpath.SCORE_BLOCK`-row block of the checked ``X``, in
+        order, on :func:`~.fastpath.scoring_workers` threads when there are several blocks.
+        Blocks bound scoring's working memory (float64 transforms, activations) however large
+        ``X`` is."""
         check_is_fitted(self, "flow_")
         names = getattr(self, "feature_names_in_", None)
         arr = check_features(X, n_features=self.n_features_in_, feature_names=names)
-        for start in range(0, max(len(arr), 1), _SCORE_BLOCK):
-            yield self.preprocessor_.transform(arr[start : start + _SCORE_BLOCK])
+        blocks = [arr[start : start + SCORE_BLOCK] for start in range(0, len(arr), SCORE_BLOCK)]
+        if self._use_fastpath():
+            self._fast_flow()  # built once here rather than by each worker
+        return map_blocks(score, blocks or [arr], scoring_workers())
 
     def _use_fastpath(self) -> bool:
         return not (getattr(self, "_reference_scoring", False) or reference_scoring())

@@ -96,6 +96,11 @@ class Fusion:
         """The score of each flow from its channel scores."""
         raise NotImplementedError
 
+    def channels_read(self) -> frozenset[str]:
+        """Names of the channel scores :meth:`combine` reads; the scorer computes no other
+        (a channel weighted 0 by the stacked rule costs nothing when only the score is asked)."""
+        return frozenset({"nll"})
+
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Fitted state as a JSON-able config and named arrays (no pickle)."""
         return {}, {}
@@ -128,6 +133,9 @@ class TwoStageFusion(Fusion):
         d_b = scores["distance_benign"].astype(np.float64)
         d_a = scores["distance_attack"].astype(np.float64)
         return np.where(d_a < d_b, STAGE1_OFFSET + (d_b - d_a), clipped_nll(scores))
+
+    def channels_read(self) -> frozenset[str]:
+        return frozenset({"nll", "distance_benign", "distance_attack"})
 
 
 class FisherFusion(Fusion):
@@ -180,6 +188,9 @@ class FisherFusion(Fusion):
     def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
         clipped = {**scores, "nll": clipped_nll(scores)}
         return fisher([tail.neg_log_p(clipped[name]) for name, tail in self.tails_.items()])
+
+    def channels_read(self) -> frozenset[str]:
+        return frozenset(self.tails_)
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         config: dict[str, Any] = {"tails": {}}
@@ -275,12 +286,16 @@ class StackedFusion(FisherFusion):
         return [w for w in itertools.product(cls.WEIGHTS, repeat=n) if any(w)]
 
     def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
-        clipped = {**scores, "nll": clipped_nll(scores)}
-        total = np.zeros(len(clipped["nll"]))
+        total = None
         for name, tail in self.tails_.items():
             if self.weights_[name]:
-                total += self.weights_[name] * tail.neg_log_p(clipped[name])
+                score = clipped_nll(scores) if name == "nll" else scores[name]
+                term = self.weights_[name] * tail.neg_log_p(score)
+                total = term if total is None else total + term
         return total
+
+    def channels_read(self) -> frozenset[str]:
+        return frozenset(name for name in self.tails_ if self.weights_[name])
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         config, arrays = super().get_state()

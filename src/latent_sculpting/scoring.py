@@ -172,10 +172,15 @@ class Scorer:
     ) -> tuple[pd.DataFrame, list[Explanation | None] | None]:
         """:meth:`score`, and the explanation of each row (None for a row not flagged); None
         instead of the list when flows are not explained."""
-        details = self.model.score_details(batch.X)
-        score = details["score"]
+        if getattr(self.model, "stage1", False):
+            details = self.model.score_details(batch.X)
+            score, stage1 = details["score"], details["stage1_attack"]
+        else:
+            # The score alone: decision_function skips the channels the score rule weights 0
+            # (score_details computes every channel), and gives the same numbers.
+            score = self.model.decision_function(batch.X)
+            stage1 = np.zeros(len(score), dtype=bool)
         is_attack = score > self.model.threshold_
-        stage1 = details.get("stage1_attack", np.zeros(len(score), dtype=bool))
         flagged_by = np.where(is_attack & stage1, "stage1", np.where(is_attack, "stage2", ""))
         out = batch.identifiers.to_pandas()
         out["score"] = score
