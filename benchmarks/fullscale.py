@@ -1,66 +1,95 @@
-"""Full-scale training estimate of a preset: samples/s per stage on larger data, extrapolated.
+"""Full-scale training, measured end to end: ``sculpt train`` on 2.8 M SYNTHETIC rows.
 
-Stage 1 is timed by a one-epoch fit on real embedded-sample rows resampled (with replacement)
-to ``--stage1-rows``; Stage 2 by one flow epoch on ``--stage2-rows`` SYNTHETIC Gaussian codes
-(the flow's cost per step does not depend on the values). Both at 1 and at all intra-op
-threads. The rates are extrapolated to the full protocol sizes (620 k Stage-1 rows, 1.45 M
-benign codes) and the preset's epochs.
+Runs the real command a user runs, ``sculpt train --data DIR --preset PRESET --threads T -o
+MODEL``, in a child process on the SYNTHETIC full-size CIC-IDS-2017 of
+``benchmarks/make_scale_data.py`` (the real rows of the embedded sample resampled to the original
+release's 2,830,743 rows and schema; written first if the folder is empty). Prints a Markdown
+table: wall time (reading and encoding the CSVs included), the seconds of each stage of the fit
+as the model file records them, the rows each part trained on, and the child's peak resident
+memory; with the machine, load average before and after, date and commit.
+
+The rows are resampled copies, so the model's quality on them means nothing; this measures cost
+only. Quality is measured on real data by ``sculpt reproduce`` and ``sculpt benchmark``.
 
 Usage::
 
-    python benchmarks/fullscale.py [--preset default] [--stage1-rows 40000]
+    python benchmarks/fullscale.py                       # about 20-30 min on 2 idle cores
+    python benchmarks/fullscale.py --rows 283074 --out /tmp/scale-10pct   # a tenth
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
-import numpy as np
-import torch
-
-from latent_sculpting import LatentSculpting, preset
-from latent_sculpting.data import load_cicids2017
-from latent_sculpting.stage2 import STAGE2_PARAMETERS, fit_flow
-
-FULL_STAGE1_ROWS = 620_000
-FULL_STAGE2_ROWS = 1_450_000
+FULL_ROWS = 2_830_743
+HERE = Path(__file__).resolve().parent
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--stage1-rows", type=int, default=40_000)
-    parser.add_argument("--stage2-rows", type=int, default=100_000)
+    parser.add_argument("--threads", default="auto", help="sculpt train --threads (default auto)")
+    parser.add_argument("--rows", type=int, default=FULL_ROWS, help="rows of the synthetic set")
+    parser.add_argument(
+        "--out", type=Path, default=Path("/tmp/cicids2017-synthetic"), help="synthetic data folder"
+    )
     args = parser.parse_args()
-    params = {**preset(args.preset), "epochs": 1, "flow_epochs": 1}
-    table = load_cicids2017()
-    rng = np.random.default_rng(0)
-    rows = rng.integers(len(table), size=args.stage1_rows)
-    X, labels = table.X[rows], table.labels[rows]
-    y = (labels != "BENIGN").astype(int)
-    codes = rng.normal(size=(args.stage2_rows, params["latent_dim"])).astype(np.float32)
-    saved = torch.get_num_threads()
-    for threads in sorted({1, saved}):
-        torch.set_num_threads(threads)
-        model = LatentSculpting(**{**params, "undersample_benign": False}, random_state=0)
-        model.fit(X, y, groups=labels)
-        s1 = model.history_["n_stage1_train"] / model.history_["seconds"]["stage1"]
-        t = time.perf_counter()
-        fit_flow(codes, **{k: params[k] for k in STAGE2_PARAMETERS}, device=model.device_)
-        s2 = len(codes) / (time.perf_counter() - t)
-        e1, e2 = preset(args.preset)["epochs"], preset(args.preset)["flow_epochs"]
-        m1 = FULL_STAGE1_ROWS * e1 / s1 / 60
-        m2 = FULL_STAGE2_ROWS * e2 / s2 / 60
-        print(
-            f"{args.preset}, {threads} thread(s): Stage 1 {s1:,.0f} samples/s "
-            f"({model.history_['n_stage1_train']:,} rows), Stage 2 {s2:,.0f} samples/s "
-            f"({len(codes):,} SYNTHETIC codes) -> full scale Stage 1 {FULL_STAGE1_ROWS:,} x {e1} "
-            f"epochs = {m1:.1f} min, Stage 2 {FULL_STAGE2_ROWS:,} x {e2} epochs = {m2:.1f} min, "
-            f"total {m1 + m2:.1f} min"
-        )
-    torch.set_num_threads(saved)
+    if not list(args.out.glob("SYNTHETIC-*.csv")):
+        subprocess.run(
+            [sys.executable, str(HERE / "make_scale_data.py"), "--rows", str(args.rows),
+             "--out", str(args.out)],
+            check=True,
+        )  # fmt: skip
+    from latent_sculpting import LatentSculpting, __version__
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as folder:
+        model_path = Path(folder) / "model.sculpt"
+        command = [
+            sys.executable, "-c", "import sys; from latent_sculpting.cli import main; "
+            "sys.exit(main())", "train", "--data", str(args.out), "--preset", args.preset,
+            "--threads", args.threads, "--quiet", "-o", str(model_path),
+        ]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(command, check=True)
+        wall = time.perf_counter() - start
+        peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
+        model = LatentSculpting.load(model_path)
+    load_after = os.getloadavg()
+    history = model.history_
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+    ).stdout.strip()
+    print(
+        f"`python benchmarks/fullscale.py {' '.join(sys.argv[1:])}`: "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}, latent-sculpting "
+        f"{__version__}, {platform.machine()}, {os.cpu_count()} CPUs, python "
+        f"{platform.python_version()}; load average before {load_before[0]:.2f}, after "
+        f"{load_after[0]:.2f} (1 min)\n"
+    )
+    print("| part | seconds |\n|---|---:|")
+    for stage, seconds in history["seconds"].items():
+        print(f"| fit: {stage} | {seconds:,.1f} |")
+    fit = sum(history["seconds"].values())
+    print(f"| reading, encoding and writing (the rest) | {wall - fit:,.1f} |")
+    print(f"| **`sculpt train`, wall** | **{wall:,.1f}** ({wall / 60:.1f} min) |\n")
+    print(
+        f"Peak resident memory of `sculpt train`: {peak_gib:.2f} GiB. Preset {args.preset!r}, "
+        f"--threads {args.threads} (n_jobs {model.n_jobs}); benign rows the densities trained on: "
+        f"{history.get('n_benign_density', 'all'):,} (max_benign_rows {model.max_benign_rows}); "
+        f"{model.n_features_in_} features; fusion weights {history.get('fusion_weights')}."
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

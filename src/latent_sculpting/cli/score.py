@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_threads_flag
+from .common import add_threads_flag, threads_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -87,23 +87,29 @@ def run(args: argparse.Namespace) -> int:
         return _run_ray(args)
     from ..engines.local import score_files
     from ..estimator import LatentSculpting
+    from ..fastpath import set_scoring_workers
     from ..scoring import NO_PROFILE, default_explainer
     from ..threads import limit_threads
 
     model = LatentSculpting.load(args.model, device=args.device)
     if args.explain and default_explainer(model) is None:
         print(f"sculpt score: note: {args.model}: {NO_PROFILE}", file=sys.stderr)
-    # One stream of chunks: one worker, one intra-op thread (latent_sculpting.threads).
-    with limit_threads(1):
-        summary = score_files(
-            model,
-            args.inputs,
-            args.output,
-            batch_rows=args.batch_rows,
-            progress=not args.quiet,
-            explain=args.explain,
-            drift=not args.no_drift,
-        )
+    # Each chunk's blocks are scored by up to --threads worker threads, each with one
+    # intra-op thread (latent_sculpting.threads); the scores do not depend on how many.
+    previous = set_scoring_workers(threads_from_args(args))
+    try:
+        with limit_threads(1):
+            summary = score_files(
+                model,
+                args.inputs,
+                args.output,
+                batch_rows=args.batch_rows,
+                progress=not args.quiet,
+                explain=args.explain,
+                drift=not args.no_drift,
+            )
+    finally:
+        set_scoring_workers(previous)
     if not args.no_drift:
         print_drift(summary["drift"], summary["drift_file"], quiet=args.quiet)
     if args.json:
