@@ -87,3 +87,17 @@ def test_sklearn_compatible(data):
     assert Z.shape == (400, 4)
     names = pre.get_feature_names_out([f"f{i}" for i in range(5)])
     assert names.tolist() == ["f0", "f1", "f3", "f4"]
+
+
+def test_transform_in_row_blocks_is_the_transform_of_the_whole_bit_for_bit(monkeypatch):
+    rng = np.random.default_rng(0)
+    X = np.exp(rng.normal(0, 6, size=(1000, 5))) * rng.choice([-1, 0, 1], size=(1000, 5))
+    X[:, 4] = 3.0  # a constant column, dropped
+    pre = FeaturePreprocessor(feature_transform="log1p", scaler="standard").fit(X)
+    whole = pre.transform(X)
+    monkeypatch.setattr(FeaturePreprocessor, "_BLOCK", 7)
+    np.testing.assert_array_equal(pre.transform(X), whole)
+    # The in-place signed log1p is the plain expression's value.
+    plain = np.sign(X) * np.log1p(np.abs(X))
+    Z = (plain[:, pre.support_] - pre.center_) / pre.scale_
+    np.testing.assert_array_equal(whole, Z.astype(np.float32))

@@ -69,6 +69,9 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
     [-1.0, 1.0]
     """
 
+    #: Rows transformed at a time by :meth:`transform` (a few tens of MiB of float64).
+    _BLOCK = 65_536
+
     def __init__(
         self,
         *,
@@ -123,9 +126,14 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
     def _apply_transform(self, X: np.ndarray) -> np.ndarray:
         # float64 for the transform: CIC counters reach 1e8 and float32 would lose the low bits
         # that distinguish near-constant columns.
-        X = np.asarray(X, dtype=np.float64)
         if self.feature_transform == "log1p":
-            return np.sign(X) * np.log1p(np.abs(X))
+            # sign(x) * log1p(|x|), in place in one float64 copy (the value of the plain
+            # expression, bit for bit): at millions of rows each temporary is gigabytes.
+            Z = np.array(X, dtype=np.float64)
+            np.abs(Z, out=Z)
+            np.log1p(Z, out=Z)
+            return np.copysign(Z, X, out=Z)
+        X = np.asarray(X, dtype=np.float64)
         if self.feature_transform == "quantile":
             return self.quantile_.transform(X)
         return X
@@ -172,6 +180,9 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
                 f"every column has variance <= variance_threshold={self.variance_threshold}; "
                 "nothing left to model"
             )
+        # Rebinding frees the full array once the kept columns are copied. (Their statistics
+        # cannot be read off the full array's: numpy's column sums depend on the array's width
+        # in the last bits.)
         Z = Z[:, self.support_]
         if self.scaler == "standard":
             center, scale = Z.mean(axis=0), Z.std(axis=0)
@@ -197,10 +208,15 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "support_")
         X = self._check_array(X, fitting=False)
-        Z = self._apply_transform(X)[:, self.support_]
-        Z -= self.center_
-        Z /= self.scale_
-        return Z.astype(np.float32)
+        # Row blocks, so that the float64 working copy stays small however many rows come;
+        # every step is per row, so the result does not depend on the blocks.
+        out = np.empty((len(X), int(self.support_.sum())), dtype=np.float32)
+        for start in range(0, len(X), self._BLOCK):
+            Z = self._apply_transform(X[start : start + self._BLOCK])[:, self.support_]
+            Z -= self.center_
+            Z /= self.scale_
+            out[start : start + self._BLOCK] = Z
+        return out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the kept columns (``x0``, ``x1``, ... unless ``input_features`` is given)."""
