@@ -353,3 +353,15 @@ def damage(key: str, value):
 def test_damaged_state_is_refused(key, value, message):
     with pytest.raises(ValueError, match=message):
         DriftReference.from_state(*damage(key, value))
+
+
+def test_bins_counted_in_row_blocks_are_the_bins_counted_at_once(monkeypatch):
+    import latent_sculpting.drift as drift
+
+    rng = np.random.default_rng(3)
+    X = np.c_[rng.exponential(size=999), rng.integers(0, 4, size=999)].astype(np.float32)
+    whole = DriftReference().fit(X, feature_names=["a", "b"], target_fpr=0.01)
+    monkeypatch.setattr(drift, "_FIT_BLOCK", 10)
+    blocks = DriftReference().fit(X, feature_names=["a", "b"], target_fpr=0.01)
+    np.testing.assert_array_equal(blocks.shares_, whole.shares_)
+    np.testing.assert_array_equal(blocks.edges_, whole.edges_)

@@ -471,3 +471,13 @@ def test_a_worker_config_sets_its_thread_cap_and_refuses_a_bad_one(model_path, t
             assert all(pool["num_threads"] == 1 for pool in threadpool_info())
         finally:
             torch.set_num_threads(saved)
+
+
+def test_brackets_and_digits_inside_strings_count_toward_no_limit(client, raw_rows):
+    import json
+
+    records = _records(raw_rows.head(1))
+    records[0]["note"] = 'a \\" quote, then ' + "[" * 50 + "9" * 100 + ' and \\\\ "'
+    body = json.dumps(records).encode()
+    response = client.post("/v1/score", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text

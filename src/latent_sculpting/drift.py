@@ -44,6 +44,8 @@ _STATE_VERSION = 1
 _ARRAYS = ("edges", "n_edges", "shares", "minimum", "maximum")
 #: An empty bin counts as half a flow, so that ``log(q / p)`` stays finite (see DriftReport).
 PSI_FLOOR_COUNT = 0.5
+#: Rows binned at a time when the bins are fitted.
+_FIT_BLOCK = 65_536
 
 
 class DriftReference:
@@ -122,8 +124,12 @@ class DriftReference:
         self.n_edges_ = np.asarray([len(e) for e in edges], dtype=np.int32)
         self.edges_ = np.concatenate(edges).astype(np.float32)
         self.minimum_, self.maximum_ = minimum, maximum
-        index = self._bin_index(X)
-        counts = np.bincount(index.ravel(), minlength=self._n_extended)
+        # Counted in row blocks: the bin index of every value at once would be 8 bytes per
+        # value (gigabytes for millions of training flows); the counts are the same.
+        counts = np.zeros(self._n_extended, dtype=np.int64)
+        for start in range(0, len(X), _FIT_BLOCK):
+            index = self._bin_index(X[start : start + _FIT_BLOCK])
+            counts += np.bincount(index.ravel(), minlength=self._n_extended)
         self.shares_ = (_regular(counts, self.n_edges_) / len(X)).astype(np.float32)
         return self
 

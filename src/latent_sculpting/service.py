@@ -540,7 +540,9 @@ _KNOWN_FIELD_SETS = 64
 #: A field a record lacks (None would be a field holding null).
 _ABSENT = object()
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+# A JSON string, written "unrolled" (runs of plain characters consumed at once): the same
+# strings as the alternation of one character at a time, matched several times faster.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
 def _nesting(bare: bytes) -> int:
