@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         drop=args.drop,
         keep=args.keep,
         max_categories=args.max_categories,
+        keep_identifiers=False,  # training never reads them; millions of strings otherwise
     )
     spec = table.spec
     if not args.quiet:
