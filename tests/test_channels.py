@@ -106,8 +106,9 @@ def test_neighbour_state_round_trips_and_is_checked():
 
 
 @pytest.mark.parametrize("prototypes", [1, 13, 1024])
-def test_nearest_prototype_distance_is_numpys_to_the_bit(prototypes):
-    """The one-pass minimum rounds each term as the plain NumPy expression does."""
+def test_nearest_prototype_is_numpys_and_its_distance_is_direct(prototypes):
+    """The one-pass search picks the prototype the plain NumPy expression picks (each term
+    rounded as there), and the distance to it is the direct float64 one."""
     from latent_sculpting.channels import _nearest
 
     rng = np.random.default_rng(prototypes)
@@ -119,8 +120,21 @@ def test_nearest_prototype_distance_is_numpys_to_the_bit(prototypes):
     norms = (P.astype(np.float64) ** 2).sum(axis=1)
     cross = Z @ P.T
     out = np.empty(len(Z))
-    _nearest(cross, squares, norms, out)
-    expected = (squares[:, None] - 2 * cross.astype(np.float64) + norms).min(axis=1)
-    np.testing.assert_array_equal(out, expected)
+    _nearest(cross, squares, norms, Z, P.astype(np.float64), out)
+    chosen = (squares[:, None] - 2 * cross.astype(np.float64) + norms).argmin(axis=1)
+    direct = np.sqrt(((Z.astype(np.float64) - P[chosen].astype(np.float64)) ** 2).sum(axis=1))
+    np.testing.assert_allclose(out, direct, rtol=1e-13, atol=0)
     channel = NeighbourChannel.from_state({"n_prototypes": prototypes}, {"prototypes": P})
-    np.testing.assert_array_equal(channel.score(Z), np.sqrt(np.maximum(expected, 0.0)))
+    np.testing.assert_array_equal(channel.score(Z), out)
+    # Near a prototype the direct distance keeps its digits; the expanded form loses them.
+    assert np.all(out[out < 0.01] > 0)
+
+
+def test_the_distance_of_a_flow_does_not_depend_on_its_batch():
+    rng = np.random.default_rng(5)
+    Z = rng.normal(size=(400, 30)).astype(np.float32)
+    P = (Z[:64] + rng.normal(scale=1e-4, size=(64, 30))).astype(np.float32)
+    channel = NeighbourChannel.from_state({"n_prototypes": 64}, {"prototypes": P})
+    together = channel.score(Z)
+    alone = np.concatenate([channel.score(Z[i : i + 1]) for i in range(len(Z))])
+    np.testing.assert_allclose(alone, together, rtol=1e-12, atol=1e-15)

@@ -312,14 +312,14 @@ def test_the_neighbour_distance_keeps_the_native_arithmetic():
     rng = np.random.default_rng(4)
     prototypes = rng.normal(3.0, 2.0, size=(40, 6)).astype(np.float32)
     channel = NeighbourChannel.from_state({"n_prototypes": 40}, {"prototypes": prototypes})
-    # The prototypes themselves: |z|^2 - 2 z.p + |p|^2 with the product in float32 leaves a
-    # rounding residue (clipped at 0 or a small distance) that |z - p| would not.
+    # The prototypes themselves: the expanded |z|^2 - 2 z.p + |p|^2 finds them, and the direct
+    # distance to the one found is exactly 0 (the expanded form left a rounding residue).
     X = np.vstack([prototypes, rng.normal(3.0, 4.0, size=(60, 6))]).astype(np.float32)
     native = channel.score(X)
-    assert native[:40].max() > 0
+    np.testing.assert_array_equal(native[:40], 0.0)
     got = run_part(lambda g, f: neighbours(g, channel, f), X)
-    # Equal but for the float64 sum of |z|^2 (numpy's pairwise order, ReduceSum's).
-    np.testing.assert_allclose(got, native, rtol=0, atol=1e-9)
+    # The same prototype chosen; equal but for the order of the float64 sums.
+    np.testing.assert_allclose(got, native, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------- refused parts

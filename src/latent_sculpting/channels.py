@@ -128,6 +128,7 @@ class NeighbourChannel:
             ).fit(benign)
             self.prototypes_ = kmeans.cluster_centers_.astype(np.float32)
         self._norms = (self.prototypes_.astype(np.float64) ** 2).sum(axis=1)
+        self._wide = self.prototypes_.astype(np.float64)
         return self.score(Z[held_out])
 
     def score(self, Z: np.ndarray) -> np.ndarray:
@@ -136,13 +137,22 @@ class NeighbourChannel:
         out = np.empty(len(Z))
         for start in range(0, len(Z), self._BLOCK):
             block = Z[start : start + self._BLOCK]
-            # |z - p|^2 = |z|^2 - 2 z.p + |p|^2, the product in float32 (BLAS), the sums in
-            # float64; clipped at 0 against rounding. The sums and the minimum over the
-            # prototypes run in one pass (_nearest) instead of four over a block x prototypes
-            # float64 array, which cost several times the product itself.
+            # The nearest prototype by |z - p|^2 = |z|^2 - 2 z.p + |p|^2, the product in
+            # float32 (BLAS), the sums in float64; then the distance to it computed directly in
+            # float64. The expanded form loses everything to cancellation near a prototype, and
+            # BLAS rounds a one-row product unlike a many-row one, so the distance itself would
+            # depend on the batch a flow came in; the direct one does not. One pass (_nearest)
+            # instead of several over a block x prototypes float64 array.
             squares = (block.astype(np.float64) ** 2).sum(axis=1)
-            _nearest(block @ P.T, squares, self._norms, out[start : start + self._BLOCK])
-        return np.sqrt(np.maximum(out, 0.0, out=out), out=out)
+            _nearest(
+                block @ P.T,
+                squares,
+                self._norms,
+                block,
+                self._wide,
+                out[start : start + self._BLOCK],
+            )
+        return out
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"n_prototypes": self.n_prototypes}, {"prototypes": self.prototypes_}
@@ -162,6 +172,7 @@ class NeighbourChannel:
         channel = cls(n)
         channel.prototypes_ = prototypes
         channel._norms = (prototypes.astype(np.float64) ** 2).sum(axis=1)
+        channel._wide = prototypes.astype(np.float64)
         return channel
 
 
@@ -280,12 +291,12 @@ class BoostChannel:
 
 
 @numba.njit(nogil=True, cache=True)
-def _nearest(cross, squares, norms, out):
-    """``out[i] = min_j (squares[i] - 2 cross[i, j]) + norms[j]`` in float64, each term
-    rounded as NumPy's ``squares[:, None] - 2 * cross + norms`` rounds it, so that the result is
-    the same to the bit (``cross`` is float32, widened exactly). The minimum keeps eight running
-    minima, which the processor updates in parallel; the order of a minimum does not change it
-    (the scaled features are finite, so there is no NaN)."""
+def _nearest(cross, squares, norms, Z, P, out):
+    """``out[i] = |Z[i] - P[j]|`` in float64, summed feature by feature, for the first ``j``
+    that minimises ``(squares[i] - 2 cross[i, j]) + norms[j]`` (each term rounded as NumPy's
+    ``squares[:, None] - 2 * cross + norms`` rounds it; ``cross`` is float32, widened exactly).
+    The minimum keeps eight running minima, which the processor updates in parallel; the order
+    of a minimum does not change it (the scaled features are finite, so there is no NaN)."""
     m = cross.shape[1]
     row = np.empty(m)
     for i in range(cross.shape[0]):
@@ -306,7 +317,15 @@ def _nearest(cross, squares, norms, out):
         while j < m:
             b0 = min(b0, row[j])
             j += 1
-        out[i] = min(min(min(b0, b1), min(b2, b3)), min(min(b4, b5), min(b6, b7)))
+        best = min(min(min(b0, b1), min(b2, b3)), min(min(b4, b5), min(b6, b7)))
+        j = 0
+        while row[j] != best:
+            j += 1
+        total = 0.0
+        for k in range(Z.shape[1]):
+            d = np.float64(Z[i, k]) - P[j, k]
+            total += d * d
+        out[i] = np.sqrt(total)
 
 
 #: Every side channel, in the order they are fitted (which fixes the order of seed draws).

@@ -403,10 +403,10 @@ def boost(g: GraphBuilder, channel: Any, z: str) -> str:
 
 
 def neighbours(g: GraphBuilder, channel: Any, z: str) -> str:
-    """The distance (float64) of scaled features ``z`` to the nearest benign prototype, in the
-    arithmetic order of :meth:`~latent_sculpting.channels.NeighbourChannel.score`:
-    ``|z|^2 - 2 z.p + |p|^2``, the product in float32, the rest in float64, the minimum over
-    prototypes clipped at 0, its square root."""
+    """The distance (float64) of scaled features ``z`` to the nearest benign prototype, as
+    :meth:`~latent_sculpting.channels.NeighbourChannel.score` finds it: the first prototype
+    minimising ``|z|^2 - 2 z.p + |p|^2`` (the product in float32, the rest in float64), then
+    the distance to it computed directly in float64."""
     prototypes = np.asarray(channel.prototypes_, np.float32)
     norms = (prototypes.astype(np.float64) ** 2).sum(axis=1)
     axis = g.const(np.array([1], np.int64))
@@ -415,8 +415,11 @@ def neighbours(g: GraphBuilder, channel: Any, z: str) -> str:
     squares = g.op("ReduceSum", g.op("Mul", z64, z64), axis, keepdims=1)
     twice = g.op("Mul", g.const(np.float64(2.0)), g.cast(cross, _DOUBLE))
     d2 = g.op("Add", g.op("Sub", squares, twice), g.const(norms, "prototype_norms"))
-    nearest = g.op("ReduceMin", d2, axis, keepdims=0)
-    return g.op("Sqrt", g.op("Max", nearest, g.const(np.float64(0.0))))
+    nearest = g.op("ArgMin", d2, axis=1, keepdims=0, select_last_index=0)
+    chosen = g.op("Gather", g.const(prototypes.astype(np.float64), "prototypes_wide"), nearest)
+    difference = g.op("Sub", z64, chosen)
+    total = g.op("ReduceSum", g.op("Mul", difference, difference), axis, keepdims=0)
+    return g.op("Sqrt", total)
 
 
 #: Side channel name -> function adding its score (float64) of the scaled features.
