@@ -474,16 +474,17 @@ class LatentSculpting(BaseEstimator):
             self.svdd_ = DeepSAD(eta=0.0, rep_dim=self.svdd_dim, random_state=seed)
             self.svdd_.fit(Z[benign])
         self.channels_, scores = {}, {}
-        sampled = np.count_nonzero(y == 0) - len(held_out) > len(benign)
+        # A benign-only channel sees the benign fitting rows (the sample, under
+        # max_benign_rows) and the held-out rows it scores, as adapt refits it.
+        benign_rows = np.r_[benign, held_out]
+        local_held = np.arange(len(benign), len(benign_rows))
         for name in enabled_channels(self.get_params(deep=False)):
             cls = SIDE_CHANNELS[name]
             channel = cls(getattr(self, cls.parameter), random_state=int(rng.integers(2**31)))
-            if channel.supervised or not sampled:
+            if channel.supervised:
                 scores[name] = channel.fit(Z, y, held_out)
-            else:  # a benign-only channel fits on the benign sample
-                rows = np.r_[benign, held_out]
-                local = np.arange(len(benign), len(rows))
-                scores[name] = channel.fit(Z[rows], y[rows], local)
+            else:
+                scores[name] = channel.fit(Z[benign_rows], y[benign_rows], local_held)
             self.channels_[name] = channel
         return scores
 
@@ -518,9 +519,9 @@ class LatentSculpting(BaseEstimator):
         """Adapt the fitted model to another network from benign flows of that network.
 
         Keeps what the model learned about attacks (preprocessor, Stage 1, the supervised side
-        channels, the stacked rule's weights) and refits what describes benign traffic (Deep
-        SVDD, the flow, the benign-only side channels, the fusion's tails, the conformal
-        threshold on held-out rows, drift bins, benign profile); see
+        channels with their fusion tails, the stacked rule's weights) and refits what describes
+        benign traffic (Deep SVDD, the flow, the benign-only side channels and their tails, the
+        conformal threshold on held-out rows, drift bins, benign profile); see
         :func:`latent_sculpting.adapt.adapt` for the parameters. Every row is learned as
         benign: an attack among them will not be flagged afterwards.
 
