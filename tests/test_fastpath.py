@@ -1,7 +1,6 @@
 """The fast scoring path gives the reference path's scores, for every encoder family."""
 
 import copy
-import threading
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from latent_sculpting.fastpath import (
     run_chunked,
     scoring_workers,
     set_scoring_workers,
-    single_thread_blas,
 )
 from latent_sculpting.flows import LatentDensity
 
@@ -250,33 +248,6 @@ def test_scoring_workers_come_from_the_environment(workers, monkeypatch):
         scoring_workers()
     monkeypatch.delenv(SCORING_WORKERS_ENV)
     assert scoring_workers() == 1
-
-
-def test_single_thread_blas_restores_the_count_its_first_holder_found():
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    def blas_threads():
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-
-    with threadpool_limits(2, user_api="blas"):
-        before = blas_threads()
-        assert before and max(before) == 2
-        started, release = threading.Event(), threading.Event()
-
-        def hold():
-            with single_thread_blas():
-                started.set()
-                release.wait(10)
-
-        other = threading.Thread(target=hold)
-        other.start()
-        started.wait(10)
-        with single_thread_blas():
-            assert blas_threads() == [1] * len(before)
-        assert blas_threads() == [1] * len(before)  # the other thread still holds it
-        release.set()
-        other.join()
-        assert blas_threads() == before
 
 
 def test_map_blocks_keeps_the_order_of_the_blocks():

@@ -13,6 +13,7 @@ from latent_sculpting.threads import (
     resolve_n_jobs,
     resolve_threads,
     scoring_threads,
+    single_thread_blas,
 )
 
 
@@ -114,3 +115,30 @@ def test_workers_return_results_in_task_order_under_one_thread():
     for n_jobs in (1, 2, 4):
         assert map_workers(task, [(i,) for i in range(5)], n_jobs) == [(i, 1) for i in range(5)]
     assert torch.get_num_threads() == 3
+
+
+def test_single_thread_blas_restores_the_count_its_first_holder_found():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        assert before and max(before) == 2
+        started, release = threading.Event(), threading.Event()
+
+        def hold():
+            with single_thread_blas():
+                started.set()
+                release.wait(10)
+
+        other = threading.Thread(target=hold)
+        other.start()
+        started.wait(10)
+        with single_thread_blas():
+            assert blas_threads() == [1] * len(before)
+        assert blas_threads() == [1] * len(before)  # the other thread still holds it
+        release.set()
+        other.join()
+        assert blas_threads() == before

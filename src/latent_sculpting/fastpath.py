@@ -15,7 +15,8 @@ measurement (``benchmarks/run.py``; the figures are in ``BENCHMARKS.md``):
   the MLP) keep them near the cache. Encoders run in eval mode under ``inference_mode``, so
   ``nn.TransformerEncoderLayer`` takes PyTorch's fused attention path.
 * **One intra-op thread** (:func:`latent_sculpting.threads.scoring_threads`), and BLAS held
-  at one thread while a large input is scored (:func:`single_thread_blas`): OpenBLAS's threads
+  at one thread while a large input is scored
+  (:func:`~latent_sculpting.threads.single_thread_blas`): OpenBLAS's threads
   meet at a barrier after every product too, and on a shared machine the neighbour channel's
   products ran several times slower on two threads than on one.
 * **Blocks on worker threads, not threads inside operators.** A large input is cut into
@@ -38,18 +39,16 @@ equivalence tests and the benchmark use it.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import torch
 from torch import nn
 
-from .threads import scoring_threads
+from .threads import scoring_threads, single_thread_blas
 
 __all__ = [
     "FLOW_CHUNK",
@@ -64,7 +63,6 @@ __all__ = [
     "run_chunked",
     "scoring_workers",
     "set_scoring_workers",
-    "single_thread_blas",
 ]
 
 _T = TypeVar("_T")
@@ -84,10 +82,6 @@ SCORING_WORKERS_ENV = "LATENT_SCULPTING_SCORING_WORKERS"
 
 _ENV = "LATENT_SCULPTING_REFERENCE_SCORING"
 _workers: int | None = None
-_blas_lock = threading.Lock()
-_blas_holders = 0
-_blas_saved: list[int] = []
-_blas_controllers: list = []
 
 
 def set_scoring_workers(n: int | None) -> int | None:
@@ -134,50 +128,10 @@ def scoring_workers() -> int:
     return int(value)
 
 
-@contextlib.contextmanager
-def single_thread_blas() -> Iterator[None]:
-    """Hold the BLAS libraries NumPy loaded (OpenBLAS) at one thread for the block.
-
-    Reference-counted like :func:`latent_sculpting.threads.limit_threads`: among blocks held by
-    concurrent threads, the last to end restores what the first found. The libraries are found
-    once (threadpoolctl), so entering costs microseconds.
-    """
-    global _blas_holders
-    with _blas_lock:
-        if not _blas_controllers:
-            from threadpoolctl import ThreadpoolController
-
-            found = ThreadpoolController().select(user_api="blas").lib_controllers
-            _blas_controllers.append(found)
-        controllers = _blas_controllers[0]
-        if _blas_holders == 0:
-            _blas_saved[:] = [c.get_num_threads() for c in controllers]
-            for c in controllers:
-                _set_blas_threads(c, 1)
-        _blas_holders += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_holders -= 1
-            if _blas_holders == 0:
-                for c, n in zip(controllers, _blas_saved, strict=True):
-                    _set_blas_threads(c, n)
-
-
-def _set_blas_threads(controller: object, n: int) -> None:
-    # threadpoolctl lets only the first Python thread that sets a pthreads OpenBLAS's count set
-    # it again, and ignores the others without a word; scoring runs on whichever thread calls
-    # it (a service's request threads), and the count here is already guarded by the holders'
-    # count, so it calls the library's own setter (pinned in constraints.txt; the tests check
-    # that the count changes).
-    setter = getattr(controller, "_real_set_num_threads", None) or controller.set_num_threads
-    setter(n)
-
-
 def map_blocks(score: Callable[[_T], dict], blocks: Sequence[_T], workers: int) -> list[dict]:
     """``[score(b) for b in blocks]``, on up to ``workers`` threads when there are several
-    blocks; BLAS stays at one thread throughout (:func:`single_thread_blas`)."""
+    blocks; BLAS stays at one thread throughout
+    (:func:`~latent_sculpting.threads.single_thread_blas`)."""
     with single_thread_blas():
         if workers <= 1 or len(blocks) <= 1:
             return [score(block) for block in blocks]

@@ -37,11 +37,12 @@ __all__ = [
     "SCORING_THREADS_ENV",
     "available_cpus",
     "limit_threads",
-    "set_process_threads",
     "map_workers",
     "resolve_n_jobs",
     "resolve_threads",
     "scoring_threads",
+    "set_process_threads",
+    "single_thread_blas",
 ]
 
 #: Environment variable with the intra-op thread count of scoring (default 1).
@@ -51,6 +52,10 @@ _lock = threading.Lock()
 _holders = 0
 _saved = 0
 _local = threading.local()
+_blas_lock = threading.Lock()
+_blas_holders = 0
+_blas_saved: list[int] = []
+_blas_controllers: list = []
 _T = TypeVar("_T")
 
 
@@ -176,6 +181,47 @@ def limit_threads(n: int | None, *, blas: bool = True) -> Iterator[None]:
             target = _saved if _holders == 0 else (stack[-1] if stack else None)
             if target is not None and torch.get_num_threads() != target:
                 torch.set_num_threads(target)
+
+
+@contextlib.contextmanager
+def single_thread_blas() -> Iterator[None]:
+    """Hold the BLAS libraries NumPy loaded (OpenBLAS) at one thread for the block.
+
+    Reference-counted like :func:`limit_threads`: among blocks held by concurrent threads, the
+    last to end restores what the first found. The libraries are found
+    once (threadpoolctl), so entering costs microseconds.
+    """
+    global _blas_holders
+    with _blas_lock:
+        if not _blas_controllers:
+            from threadpoolctl import ThreadpoolController
+
+            found = ThreadpoolController().select(user_api="blas").lib_controllers
+            _blas_controllers.append(found)
+        controllers = _blas_controllers[0]
+        if _blas_holders == 0:
+            _blas_saved[:] = [c.get_num_threads() for c in controllers]
+            for c in controllers:
+                _set_blas_threads(c, 1)
+        _blas_holders += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_holders -= 1
+            if _blas_holders == 0:
+                for c, n in zip(controllers, _blas_saved, strict=True):
+                    _set_blas_threads(c, n)
+
+
+def _set_blas_threads(controller: object, n: int) -> None:
+    # threadpoolctl lets only the first Python thread that sets a pthreads OpenBLAS's count set
+    # it again, and ignores the others without a word; scoring runs on whichever thread calls
+    # it (a service's request threads), and the count here is already guarded by the holders'
+    # count, so it calls the library's own setter (pinned in constraints.txt; the tests check
+    # that the count changes).
+    setter = getattr(controller, "_real_set_num_threads", None) or controller.set_num_threads
+    setter(n)
 
 
 def scoring_threads() -> contextlib.AbstractContextManager[None]:
