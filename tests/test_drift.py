@@ -365,3 +365,29 @@ def test_bins_counted_in_row_blocks_are_the_bins_counted_at_once(monkeypatch):
     blocks = DriftReference().fit(X, feature_names=["a", "b"], target_fpr=0.01)
     np.testing.assert_array_equal(blocks.shares_, whole.shares_)
     np.testing.assert_array_equal(blocks.edges_, whole.edges_)
+
+
+@pytest.mark.parametrize("n_bins", [10, 200])
+def test_bin_index_is_searchsorted_whether_compared_or_searched(n_bins):
+    # Up to 64 edges per feature the bins are counted by comparing the whole matrix edge rank
+    # by edge rank; more are searched column by column. Both must be searchsorted's bins.
+    rng = np.random.default_rng(5)
+    X = np.c_[rng.lognormal(size=(5000, 2)), rng.integers(0, 4, 5000), np.ones(5000)]
+    ref = DriftReference(n_bins=n_bins).fit(
+        X.astype(np.float32), feature_names=["a", "b", "c", "d"], target_fpr=0.01
+    )
+    Y = np.c_[
+        rng.lognormal(size=(300, 2)) * 3, rng.integers(-1, 6, 300), rng.choice([0, 1, 2], 300)
+    ]
+    Y[:150, 0] = ref.bin_edges(0)[rng.integers(0, ref.n_edges_[0], 150)]  # on an edge
+    Y = Y.astype(np.float32)
+    index = ref._bin_index(Y)
+    offset = 0
+    for j in range(4):
+        edges = ref.bin_edges(j)
+        expected = np.searchsorted(edges, Y[:, j], side="left") + 1
+        expected[Y[:, j] < ref.minimum_[j]] = 0
+        expected[Y[:, j] > ref.maximum_[j]] = len(edges) + 2
+        np.testing.assert_array_equal(index[:, j], expected + offset)
+        offset += len(edges) + 3
+    np.testing.assert_array_equal(ref._bin_index(Y[7:8]), index[7:8])

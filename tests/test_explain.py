@@ -430,3 +430,26 @@ def test_on_the_sample_the_model_guided_features_lower_the_score_most(sample_tab
     np.testing.assert_allclose(after, [e.score_reset for e in guided], rtol=1e-5, atol=1e-5)
     assert np.mean(s - after) > 1.5 * np.mean(s - score_after(blind))
     assert all(len(e.reasons) == 3 and e.text() for e in guided)
+
+
+@pytest.mark.parametrize("levels", [LEVELS, tuple(np.linspace(0.0, 1.0, 201))])
+def test_ranks_by_comparison_and_by_search_are_searchsorted(levels):
+    # Few levels are counted by comparing the whole matrix level by level, many by searching
+    # column by column; both must be searchsorted's left and right counts, ties included.
+    rng = np.random.default_rng(4)
+    fit = np.c_[rng.lognormal(size=(3000, 3)), rng.integers(0, 3, 3000)].astype(np.float32)
+    profile = BenignProfile(levels=levels).fit(fit, ["a", "b", "c", "d"])
+    X = np.c_[rng.lognormal(size=(200, 3)), rng.integers(-1, 4, 200)].astype(np.float32)
+    on_grid = profile.quantiles_[rng.integers(0, len(levels), (100, 4)), np.arange(4)]
+    X = np.vstack([X, on_grid])  # values equal to grid quantiles: where left and right differ
+    left, right = profile._ranks(X)
+    for j in range(4):
+        q = profile.quantiles_[:, j]
+        np.testing.assert_array_equal(left[:, j], np.searchsorted(q, X[:, j], side="left"))
+        np.testing.assert_array_equal(right[:, j], np.searchsorted(q, X[:, j], side="right"))
+    # A row's position does not depend on the rows scored with it.
+    below, above = profile.position(X)
+    for i in (0, 150, 299):
+        one = profile.position(X[i : i + 1])
+        np.testing.assert_array_equal(one[0][0], below[i])
+        np.testing.assert_array_equal(one[1][0], above[i])

@@ -161,3 +161,35 @@ def test_the_benign_label_is_spelt_as_the_format_spells_labels(sample_table):
 
     recs, *_ = read_records(sample_path() / "monday.parquet", format="cicids2017")
     assert fit_spec(recs, benign_label="benign").benign_label == "BENIGN"
+
+
+def test_numbers_converted_in_row_blocks_are_the_numbers_converted_at_once(monkeypatch):
+    import latent_sculpting.flowspec as flowspec
+
+    spec = fit_spec(records(), label_column="label", benign_label="normal")
+    table = pa.table(
+        {
+            "bytes": pa.chunked_array([[1, 2, None], [4, 5]]),  # integers, a null, two chunks
+            "duration": ["0.5", "1e3", "-2", "nan", "7"],  # numbers as text
+            "proto": ["tcp"] * 5,
+        }
+    )
+    whole = encode(spec, table).X
+    monkeypatch.setattr(flowspec, "_MATRIX_ROWS", 2)
+    np.testing.assert_array_equal(encode(spec, table).X, whole)
+    np.testing.assert_array_equal(whole[:, 0], np.float32([1, 2, 0, 4, 5]))
+    np.testing.assert_array_equal(whole[:, 1], np.float32([0.5, 1000, -2, 0, 7]))
+    # The row an error names counts the blocks before it.
+    huge = pa.table({"bytes": [1.0, 2.0, 3.0, 1e39], "duration": [0.1] * 4, "proto": ["tcp"] * 4})
+    with pytest.raises(FlowInputError, match=r"row 4, column 'bytes'.*float32"):
+        encode(spec, huge)
+
+
+def test_remembered_column_names_do_not_leak_between_tables():
+    spec = fit_spec(records(), label_column="label", benign_label="normal")
+    a = pa.table({"bytes": [1.0], "duration": [2.0], "proto": ["tcp"]})
+    b = pa.table({"duration": [2.0], "Bytes": [3.0], "proto": ["tcp"]})  # other order, spelling
+    assert encode(spec, a).X[0, :2].tolist() == [1.0, 2.0]
+    assert encode(spec, b).X[0, :2].tolist() == [3.0, 2.0]
+    with pytest.raises(FlowInputError, match="'duration'"):
+        encode(spec, pa.table({"bytes": [1.0], "proto": ["tcp"]}))

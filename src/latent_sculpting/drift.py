@@ -45,6 +45,9 @@ _ARRAYS = ("edges", "n_edges", "shares", "minimum", "maximum")
 #: An empty bin counts as half a flow, so that ``log(q / p)`` stays finite (see DriftReport).
 PSI_FLOOR_COUNT = 0.5
 #: Rows binned at a time when the bins are fitted.
+#: References whose features have at most this many edges count them by comparison, edge rank
+#: by edge rank (:meth:`DriftReference._bin_index`); more are searched column by column.
+_COMPARE_EDGES = 64
 _FIT_BLOCK = 65_536
 
 
@@ -158,13 +161,28 @@ class DriftReference:
         sizes = self.n_edges_.astype(np.int64) + 3
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         bounds = np.concatenate([[0], np.cumsum(self.n_edges_)])
-        index = np.empty((n_rows, n_features), dtype=np.intp)
-        for j in range(n_features):
-            col = X[:, j]
-            idx = np.searchsorted(self.edges_[bounds[j] : bounds[j + 1]], col, side="left") + 1
-            idx[col < self.minimum_[j]] = 0
-            idx[col > self.maximum_[j]] = sizes[j] - 1
-            index[:, j] = idx + offsets[j]
+        widest = int(self.n_edges_.max(initial=0))
+        if widest <= _COMPARE_EDGES:
+            # Edges below each value, counted with one comparison of the whole matrix per edge
+            # rank (features with fewer edges padded with +inf, below no finite value): a
+            # request of one flow would otherwise pay numpy's call overhead once per feature.
+            # The same counts as searchsorted(side="left").
+            padded = np.full((widest, n_features), np.inf, dtype=self.edges_.dtype)
+            rank = np.arange(len(self.edges_)) - np.repeat(bounds[:-1], self.n_edges_)
+            padded[rank, np.repeat(np.arange(n_features), self.n_edges_)] = self.edges_
+            index = np.ones((n_rows, n_features), dtype=np.intp)
+            for edge in padded:
+                index += edge < X
+        else:
+            index = np.empty((n_rows, n_features), dtype=np.intp)
+            for j in range(n_features):
+                edges = self.edges_[bounds[j] : bounds[j + 1]]
+                index[:, j] = np.searchsorted(edges, X[:, j], side="left") + 1
+        below = X < self.minimum_
+        above = X > self.maximum_
+        index[below] = 0
+        index = np.where(above, sizes - 1, index)
+        index += offsets
         return index
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

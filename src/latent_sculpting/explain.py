@@ -71,6 +71,9 @@ STATE_VERSION = 1
 MAX_FEATURES = 10_000
 MAX_LEVELS = 1_001
 MAX_NAME_LENGTH = 512
+#: Profiles with at most this many quantile levels are searched by comparison, level by level
+#: (:meth:`BenignProfile._ranks`).
+_COMPARE_LEVELS = 64
 #: Rows handed to ``decision_function`` at a time, which bounds the explanation's memory.
 CHUNK_ROWS = 65_536
 #: The text of a flagged flow in which no feature differs from the benign reset values.
@@ -300,29 +303,49 @@ class BenignProfile:
             Defined for every feature; for indicator features use :meth:`unit_tails`.
         """
         X = _as_matrix(X, len(self.feature_names_), what="X")
-        below = np.empty(X.shape, dtype=np.float64)
-        above = np.empty(X.shape, dtype=np.float64)
+        left, right = self._ranks(X)
         lv = self.levels_
         last = len(lv) - 1
-        for j in range(X.shape[1]):
-            q = self.quantiles_[:, j]
-            v = X[:, j]
-            left = np.searchsorted(q, v, side="left")  # grid quantiles < v
-            right = np.searchsorted(q, v, side="right")  # grid quantiles <= v
-            tied = right > left
-            # Between two grid quantiles: interpolate the level.
-            k = np.clip(left, 1, last)
-            lo, hi = q[k - 1].astype(np.float64), q[k].astype(np.float64)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                frac = np.clip((v - lo) / (hi - lo), 0.0, 1.0)
-            level = lv[k - 1] + frac * (lv[k] - lv[k - 1])
-            level = np.where(left == 0, 0.0, np.where(left > last, 1.0, level))
-            # On a grid quantile (a tie): bounds from the neighbouring levels.
-            tie_below = np.where(left > 0, lv[np.maximum(left - 1, 0)], 0.0)
-            tie_above = np.where(right <= last, 1.0 - lv[np.minimum(right, last)], 0.0)
-            below[:, j] = np.where(tied, tie_below, level)
-            above[:, j] = np.where(tied, tie_above, 1.0 - level)
+        columns = np.arange(X.shape[1])
+        tied = right > left
+        # Between two grid quantiles: interpolate the level.
+        k = np.clip(left, 1, last)
+        lo = self.quantiles_[k - 1, columns].astype(np.float64)
+        hi = self.quantiles_[k, columns].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.clip((X - lo) / (hi - lo), 0.0, 1.0)
+        level = lv[k - 1] + frac * (lv[k] - lv[k - 1])
+        level = np.where(left == 0, 0.0, np.where(left > last, 1.0, level))
+        # On a grid quantile (a tie): bounds from the neighbouring levels.
+        tie_below = np.where(left > 0, lv[np.maximum(left - 1, 0)], 0.0)
+        tie_above = np.where(right <= last, 1.0 - lv[np.minimum(right, last)], 0.0)
+        below = np.where(tied, tie_below, level)
+        above = np.where(tied, tie_above, 1.0 - level)
         return below, above
+
+    def _ranks(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per value of ``X``: grid quantiles of its feature below it, and at or below it
+        (``searchsorted`` left and right, column by column).
+
+        With few levels (the default grid has 19) one comparison of the whole matrix per level
+        does it: a request of one flow would otherwise pay numpy's call overhead once per
+        feature, which cost more than scoring it. Many levels (a profile may hold up to
+        :data:`MAX_LEVELS`) are searched column by column. The counts are the same either way.
+        """
+        q = self.quantiles_
+        if len(q) <= _COMPARE_LEVELS:
+            left = np.zeros(X.shape, dtype=np.intp)
+            right = np.zeros(X.shape, dtype=np.intp)
+            for level in q:
+                left += level < X
+                right += level <= X
+            return left, right
+        left = np.empty(X.shape, dtype=np.intp)
+        right = np.empty(X.shape, dtype=np.intp)
+        for j in range(X.shape[1]):
+            left[:, j] = np.searchsorted(q[:, j], X[:, j], side="left")
+            right[:, j] = np.searchsorted(q[:, j], X[:, j], side="right")
+        return left, right
 
     def tail_probability(self, X: Any) -> np.ndarray:
         """Two-sided benign tail probability of every value of ``X`` (see the class docstring);

@@ -56,6 +56,8 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Bounds on a spec read from a model file (they keep a tampered file from asking for absurd
 #: allocations); far above any real flow format.
 MAX_FEATURES = 10_000
+#: Rows converted to one float64 matrix at a time by :func:`encode` (bounds its working memory).
+_MATRIX_ROWS = 65_536
 MAX_NAME_LENGTH = 512
 NONFINITE_POLICIES = ("zero", "error")
 
@@ -596,8 +598,7 @@ def encode(
         non-finite value under ``nonfinite="error"``, or a missing label.
     """
     fmt = get_format(spec.format)
-    rename = fmt.canonical_columns(records.column_names, source=source)
-    raw_of = {canonical.casefold(): raw for raw, canonical in rename.items()}
+    raw_of = _raw_names(fmt, records.column_names, source)
     missing = [c for c in spec.required_columns() if c.casefold() not in raw_of]
     if missing:
         raise FlowInputError(
@@ -606,8 +607,11 @@ def encode(
         )
     n = records.num_rows
     X = np.empty((n, spec.n_features), dtype=np.float32)
-    for j, name in enumerate(spec.numeric):
-        X[:, j] = _numbers(records, raw_of[name.casefold()], name, source, offset)
+    raws = [raw_of[name.casefold()] for name in spec.numeric]
+    for first in range(0, n, _MATRIX_ROWS):
+        rows = records.slice(first, _MATRIX_ROWS)
+        block = _number_matrix(rows, raws, spec.numeric, source, offset + first)
+        X[first : first + rows.num_rows, : len(raws)] = block
     start = len(spec.numeric)
     if spec.engineered:
         # From the float32 values the model sees, before non-finite values are replaced.
@@ -670,37 +674,105 @@ def encode(
     return FlowBatch(X, names, identifiers, labels)
 
 
+def _raw_names(fmt: FlowFormat, columns: list[str], source: object) -> dict[str, str]:
+    """Casefolded canonical name -> the records' own name, for every column ``fmt`` knows.
+
+    Kept per format and list of names: a service's requests, or a file's batches, repeat the
+    same names, and matching them against the format's spellings costs more than scoring a few
+    rows. Only successful matches are kept (an error names its source each time).
+    """
+    key = (fmt, tuple(columns))
+    raw_of = _RAW_NAMES.get(key)
+    if raw_of is None:
+        rename = fmt.canonical_columns(columns, source=source)
+        raw_of = {canonical.casefold(): raw for raw, canonical in rename.items()}
+        if len(_RAW_NAMES) >= _KNOWN_COLUMN_LISTS:
+            _RAW_NAMES.clear()
+        _RAW_NAMES[key] = raw_of
+    return raw_of
+
+
+#: Lists of column names whose matching :func:`_raw_names` remembers, at most.
+_KNOWN_COLUMN_LISTS = 64
+_RAW_NAMES: dict[tuple[FlowFormat, tuple[str, ...]], dict[str, str]] = {}
+
+
 def _numbers(
     records: pa.Table | pa.RecordBatch, raw: str, name: str, source: object, offset: int
 ) -> np.ndarray:
     """One numeric column as float64, checked against float32's range."""
-    column = records.column(raw)
+    values = _float64(records.column(raw), name, source, offset)
+    values = values.to_numpy(zero_copy_only=False)
+    if values.dtype != np.float64:  # nulls: pyarrow hands them over as NaN in a float64 array
+        values = values.astype(np.float64)
+    _check_float32_range(values[:, None], [name], source, offset)
+    return values
+
+
+def _number_matrix(
+    records: pa.Table | pa.RecordBatch,
+    raws: Sequence[str],
+    names: Sequence[str],
+    source: object,
+    offset: int,
+) -> np.ndarray:
+    """Numeric columns ``raws`` (named ``names`` in errors) as one float64 matrix of shape
+    (n_rows, len(raws)), nulls as NaN, checked against float32's range.
+
+    One Arrow-to-tensor conversion of all columns rather than one per column: with a few rows
+    (a service request) the per-column calls cost more than scoring them.
+    """
+    n = records.num_rows
+    if n == 0 or not raws:
+        for raw, name in zip(raws, names, strict=True):  # still refuse columns of no numbers
+            _float64(records.column(raw), name, source, offset)
+        return np.empty((n, len(raws)), dtype=np.float64)
+    table = records.select(list(raws))
+    for j, (column_type, name) in enumerate(zip(table.schema.types, names, strict=True)):
+        if not pa.types.is_float64(column_type):
+            column = _float64(table.column(j), name, source, offset)
+            table = table.set_column(j, table.schema.names[j], column)
+    if isinstance(table, pa.Table):
+        table = table.combine_chunks().to_batches()[0]
+    values = np.asarray(table.to_tensor(null_to_nan=True, row_major=True))
+    _check_float32_range(values, names, source, offset)
+    return values
+
+
+def _float64(
+    column: pa.Array | pa.ChunkedArray, name: str, source: object, offset: int
+) -> pa.Array:
+    """A column of numbers (or of text that holds numbers) as float64."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    if not pa.types.is_float64(column.type):
-        if pa.types.is_boolean(column.type) or not (
-            pa.types.is_integer(column.type)
-            or pa.types.is_floating(column.type)
-            or pa.types.is_null(column.type)
-            or pa.types.is_string(column.type)
-            or pa.types.is_large_string(column.type)
-        ):
-            raise FlowInputError(
-                f"{source}: column {name!r} holds {column.type} values, not numbers", column=name
-            )
-        column = cast_column(column, pa.float64(), path=source, column=name, offset=offset)
-    values = column.to_numpy(zero_copy_only=False)
-    if column.null_count:
-        values = np.where(column.is_null().to_numpy(zero_copy_only=False), np.nan, values)
+    if pa.types.is_float64(column.type):
+        return column
+    if pa.types.is_boolean(column.type) or not (
+        pa.types.is_integer(column.type)
+        or pa.types.is_floating(column.type)
+        or pa.types.is_null(column.type)
+        or pa.types.is_string(column.type)
+        or pa.types.is_large_string(column.type)
+    ):
+        raise FlowInputError(
+            f"{source}: column {name!r} holds {column.type} values, not numbers", column=name
+        )
+    return cast_column(column, pa.float64(), path=source, column=name, offset=offset)
+
+
+def _check_float32_range(
+    values: np.ndarray, names: Sequence[str], source: object, offset: int
+) -> None:
+    """Refuse a finite value beyond float32's range, naming the first (column by column)."""
     with np.errstate(invalid="ignore"):
         beyond = np.abs(values) > FLOAT32_MAX
     beyond &= np.isfinite(values)
     if beyond.any():
-        row = int(np.flatnonzero(beyond)[0])
+        col, row = (int(i) for i in np.argwhere(beyond.T)[0])
+        name = names[col]
         raise FlowInputError(
-            f"{source}, row {offset + row + 1}, column {name!r}: {values[row]!r} is beyond "
-            f"float32's range (+-{FLOAT32_MAX:.4g}), the model's precision",
+            f"{source}, row {offset + row + 1}, column {name!r}: {values[row, col]!r} is "
+            f"beyond float32's range (+-{FLOAT32_MAX:.4g}), the model's precision",
             line=offset + row + 1,
             column=name,
         )
-    return values

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from .drift import DriftMonitor, RollingDriftMonitor
 from .estimator import conformal_p_values
@@ -27,6 +28,7 @@ __all__ = [
     "NO_PROFILE",
     "OUTPUT_COLUMNS",
     "ScoreTally",
+    "ScoredBatch",
     "Scorer",
     "default_explainer",
     "drift_monitor",
@@ -104,6 +106,44 @@ class ScoreTally:
         return out
 
 
+@dataclass
+class ScoredBatch:
+    """One scored batch (:meth:`Scorer.score_columns`): the identifier columns and, row-aligned
+    with them, the arrays :meth:`Scorer.score` puts in its frame.
+
+    ``explanations`` holds one :class:`~latent_sculpting.explain.Explanation` per flagged row
+    and None for the others, or is None when the batch was not explained; ``labels`` are the
+    records' labels (in column ``label_column``), when they carried them.
+    """
+
+    identifiers: pa.Table
+    score: np.ndarray
+    p_value: np.ndarray
+    is_attack: np.ndarray
+    flagged_by: np.ndarray
+    explanations: list[Explanation | None] | None = None
+    labels: np.ndarray | None = None
+    label_column: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def frame(self) -> pd.DataFrame:
+        """The frame :meth:`Scorer.score` returns."""
+        out = self.identifiers.to_pandas()
+        out["score"] = self.score
+        out["p_value"] = self.p_value
+        out["is_attack"] = self.is_attack
+        out["flagged_by"] = self.flagged_by
+        if self.explanations is not None:
+            out["explanation"] = np.array(
+                ["" if e is None else e.text() for e in self.explanations], dtype=object
+            )
+        if self.labels is not None:
+            out[self.label_column] = self.labels
+        return out
+
+
 class Scorer:
     """Scores batches of flows with one fitted model and tallies the verdicts.
 
@@ -172,6 +212,13 @@ class Scorer:
     ) -> tuple[pd.DataFrame, list[Explanation | None] | None]:
         """:meth:`score`, and the explanation of each row (None for a row not flagged); None
         instead of the list when flows are not explained."""
+        scored = self.score_columns(batch, explain=explain)
+        return scored.frame(), scored.explanations
+
+    def score_columns(self, batch: FlowBatch, *, explain: bool = True) -> ScoredBatch:
+        """What :meth:`score` returns, as arrays beside the identifier table rather than one
+        frame: a service answering one flow at a time would spend more on building a pandas
+        frame than on scoring it."""
         if getattr(self.model, "stage1", False):
             details = self.model.score_details(batch.X)
             score, stage1 = details["score"], details["stage1_attack"]
@@ -182,26 +229,26 @@ class Scorer:
             stage1 = np.zeros(len(score), dtype=bool)
         is_attack = score > self.model.threshold_
         flagged_by = np.where(is_attack & stage1, "stage1", np.where(is_attack, "stage2", ""))
-        out = batch.identifiers.to_pandas()
-        out["score"] = score
-        out["p_value"] = conformal_p_values(self.model.calibration_scores_, score)
-        out["is_attack"] = is_attack
-        out["flagged_by"] = flagged_by
         found = None
         if self.explainer is not None and explain:
             found = self._explanations(batch.X, score, is_attack)
-            out["explanation"] = np.array(
-                ["" if e is None else e.text() for e in found], dtype=object
-            )
         benign = None
         if batch.labels is not None:
-            out[self.spec.label_column] = batch.labels
             benign = np.asarray(batch.labels == self.spec.benign_label, dtype=bool)
         self.tally.add(is_attack, flagged_by, benign)
         if self.drift is not None:
             counted = slice(None) if benign is None else benign
             self.drift.update(batch.X[counted], is_attack[counted])
-        return out, found
+        return ScoredBatch(
+            identifiers=batch.identifiers,
+            score=score,
+            p_value=conformal_p_values(self.model.calibration_scores_, score),
+            is_attack=is_attack,
+            flagged_by=flagged_by,
+            explanations=found,
+            labels=batch.labels,
+            label_column=self.spec.label_column,
+        )
 
     def _explanations(
         self, X: np.ndarray, score: np.ndarray, flagged: np.ndarray

@@ -45,7 +45,7 @@ from .errors import FlowInputError
 from .flowspec import encode, model_spec
 from .formats import get_format
 from .readers.delimited import parse_bytes
-from .scoring import Scorer, drift_monitor, drift_summary
+from .scoring import OUTPUT_COLUMNS, ScoredBatch, Scorer, drift_monitor, drift_summary
 from .threads import set_process_threads
 
 __all__ = ["CONFIG_ENV", "LIMITS", "app_from_config", "create_app", "model_card"]
@@ -227,12 +227,12 @@ def create_app(
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         records = parser.parse(body, kind)
 
-        def _score() -> tuple[pd.DataFrame, list | None]:
+        def _score() -> ScoredBatch:
             with lock:
                 return _score_locked()
 
-        def _score_locked() -> tuple[pd.DataFrame, list | None]:
-            scored = scorer.score_explained(parser.encode(records), explain=explain)
+        def _score_locked() -> ScoredBatch:
+            scored = scorer.score_columns(parser.encode(records), explain=explain)
             check_drift()
             return scored
 
@@ -242,20 +242,12 @@ def create_app(
             # one that would wait for the lock, goes to a thread so the loop keeps answering.
             if records.num_rows <= _INLINE_FLOWS and lock.acquire(blocking=False):
                 try:
-                    scored, found = _score_locked()
+                    scored = _score_locked()
                 finally:
                     lock.release()
             else:
-                scored, found = await anyio.to_thread.run_sync(_score)
-            answer = _records(scored)
-            if found is not None:
-                for record, explanation in zip(answer, found, strict=True):
-                    record["explanation"] = (
-                        None
-                        if explanation is None
-                        else [reason.to_dict() for reason in explanation.reasons]
-                    )
-            return JSONResponse(content=answer)
+                scored = await anyio.to_thread.run_sync(_score)
+            return JSONResponse(content=_records(scored))
         except RequestError:
             raise
         except Exception:  # noqa: BLE001 - a bug must not reach the client as a traceback
@@ -590,21 +582,40 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _records(scored: pd.DataFrame) -> list[dict[str, Any]]:
-    """JSON-safe records: NaN becomes null, numpy scalars become Python numbers.
+def _records(scored: ScoredBatch) -> list[dict[str, Any]]:
+    """The answer: one JSON-safe object per flow (NaN becomes null, numpy scalars Python
+    numbers): identifiers, ``score``, ``p_value``, ``is_attack``, ``flagged_by``, then
+    ``explanation`` (its reasons, or null for a flow not flagged) when the flows were explained,
+    and the label when the records carried one.
 
-    Built column by column from Python lists: a cell-by-cell pandas conversion costs more than
-    scoring a small request.
+    Built column by column from Python lists: a cell-by-cell conversion, or a pandas frame,
+    costs more than scoring a small request.
     """
-    names = list(scored.columns)
-    columns = [_json_column(column) for _, column in scored.items()]
+    identifiers = scored.identifiers
+    names = list(identifiers.column_names) + list(OUTPUT_COLUMNS)
+    columns = [_json_list(column.to_pylist()) for column in identifiers.columns]
+    columns += [
+        _json_list(scored.score.tolist()),
+        _json_list(scored.p_value.tolist()),
+        scored.is_attack.tolist(),
+        scored.flagged_by.tolist(),
+    ]
+    if scored.explanations is not None:
+        names.append("explanation")
+        columns.append(
+            [
+                None if e is None else [reason.to_dict() for reason in e.reasons]
+                for e in scored.explanations
+            ]
+        )
+    if scored.labels is not None:
+        names.append(scored.label_column)
+        columns.append(_json_list(scored.labels.tolist()))
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
-def _json_column(column: pd.Series) -> list[Any]:
-    values = column.tolist()  # Python scalars, or pandas' own for its extension types
-    dtype = column.dtype
-    if isinstance(dtype, np.dtype) and dtype.kind in "biu":
+def _json_list(values: list[Any]) -> list[Any]:
+    if all(type(v) is str for v in values):
         return values
     return [_json_value(v) for v in values]
 
