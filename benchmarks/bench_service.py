@@ -3,9 +3,12 @@
 Starts the real service (``sculpt serve``, uvicorn) on 127.0.0.1 once per worker count, drives
 ``POST /v1/score`` with locust's headless runner (``benchmarks/locustfile_service.py``, fast
 HTTP users sending back to back) for a fixed time per cell, at 1, 64 and 1,024 real flows of the
-embedded sample per request, and prints a Markdown table. Beside it: the in-process scoring rate
-of the same model on the same flows (``decision_function`` on 1,024-flow batches), measured in
-the same run, and the ratio of the best served rate at 1,024 flows per request to it. The server
+embedded sample per request, as JSON and as CSV bodies, with explanations on and off
+(``?explain=false``), and prints a Markdown table. Beside it, measured in the same run on the
+same model and flows, the in-process rates it compares with: ``decision_function`` on 1,024-flow
+batches (what a served request without explanations does, less parsing and answering), and the
+service's own :class:`~latent_sculpting.scoring.Scorer` with explanations (what a request with
+them does); and the ratio of the best served rate at 1,024 flows per request to each. The server
 is stopped at the end, on errors and on Ctrl-C (its whole process group).
 
 Usage (needs the serve and bench extras)::
@@ -13,6 +16,7 @@ Usage (needs the serve and bench extras)::
     python benchmarks/bench_service.py                       # fast model on a sample slice
     python benchmarks/bench_service.py --model model.sculpt --workers 1 2 --duration 30
     python benchmarks/bench_service.py --duration 3 --users 4   # a quick check that it works
+    python benchmarks/bench_service.py --bodies csv --explain off --flows 1024
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ def main() -> int:
     parser.add_argument(
         "--flows", type=int, nargs="+", default=[1, 64, 1024], help="flows per request"
     )
+    parser.add_argument(
+        "--bodies", nargs="+", choices=("json", "csv"), default=["json", "csv"], help="body types"
+    )
+    parser.add_argument(
+        "--explain", nargs="+", choices=("on", "off"), default=["on", "off"], help="explanations"
+    )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per cell")
     parser.add_argument("--users", type=int, default=8, help="concurrent locust users")
     args = parser.parse_args()
@@ -60,20 +70,32 @@ def main() -> int:
         folder = Path(tmp)
         model = Path(args.model) if args.model else train_fast_model(folder / "bench.sculpt")
         in_process = _in_process_rate(model, rows)
+        explained = _in_process_rate(model, rows, explain=True)
         bodies = {}
-        for size in args.flows:
-            bodies[size] = folder / f"bodies-{size}.json"
-            texts = [
-                json.dumps(rows.iloc[i * size : (i + 1) * size].to_dict(orient="records"))
-                for i in range(max(1, min(32, len(rows) // size)))
-            ]
-            bodies[size].write_text(json.dumps(texts))
+        for kind in args.bodies:
+            for size in args.flows:
+                bodies[kind, size] = folder / f"bodies-{kind}-{size}.json"
+                chunks = [
+                    rows.iloc[i * size : (i + 1) * size]
+                    for i in range(max(1, min(32, len(rows) // size)))
+                ]
+                texts = [
+                    json.dumps(c.to_dict(orient="records"))
+                    if kind == "json"
+                    else c.to_csv(index=False)
+                    for c in chunks
+                ]
+                bodies[kind, size].write_text(json.dumps(texts))
         results = []
         for workers in args.workers:
             with _server(model, workers) as url:
-                for size in args.flows:
-                    stats = _locust(url, bodies[size], args, folder / f"w{workers}-f{size}")
-                    results.append((workers, size, stats))
+                for kind in args.bodies:
+                    for explain in args.explain:
+                        for size in args.flows:
+                            prefix = folder / f"w{workers}-{kind}-{explain}-f{size}"
+                            cell = (bodies[kind, size], kind, explain == "on")
+                            stats = _locust(url, *cell, args, prefix)
+                            results.append((workers, kind, explain, size, stats))
 
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
@@ -85,19 +107,38 @@ def main() -> int:
         f"{platform.python_version()}, latent-sculpting {latent_sculpting.__version__}, commit "
         f"{commit or 'unknown'}. Server and locust ({args.users} users, no wait) on the same "
         f"machine (loopback), {args.duration:g} s per row; real flows of the embedded sample "
-        "(raw improved-release columns), explanations on.\n"
+        "(raw improved-release columns).\n"
     )
-    print("| workers | flows/request | requests/s | flows/s | p50 ms | p99 ms | failures |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for workers, size, s in results:
+    print(
+        "| workers | body | explanations | flows/request | requests/s | flows/s | p50 ms "
+        "| p99 ms | failures |"
+    )
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    for workers, kind, explain, size, s in results:
         print(
-            f"| {workers} | {size} | {s['rps']:.0f} | {s['rps'] * size:.0f} | {s['p50']:.0f} "
-            f"| {s['p99']:.0f} | {s['failures']} of {s['requests']} |"
+            f"| {workers} | {kind} | {explain} | {size} | {s['rps']:.0f} | {s['rps'] * size:.0f} "
+            f"| {s['p50']:.0f} | {s['p99']:.0f} | {s['failures']} of {s['requests']} |"
         )
-    print(f"\nIn process, same model and flows: {in_process:.0f} flows/s (1,024-flow batches).")
+    print(
+        f"\nIn process, same model and flows, 1,024-flow batches: {in_process:.0f} flows/s "
+        f"(`decision_function`), {explained:.0f} flows/s (the Scorer with explanations)."
+    )
     largest = max(args.flows)
-    best = max(s["rps"] * size for _, size, s in results if size == largest)
-    print(f"Best served rate at {largest} flows/request: {best / in_process:.2f} of that.")
+    for explain, base, what in (
+        ("off", in_process, "decision_function"),
+        ("on", explained, "the Scorer"),
+    ):
+        served = [
+            (s["rps"] * size, kind)
+            for _, kind, e, size, s in results
+            if size == largest and e == explain
+        ]
+        if served:
+            best, kind = max(served)
+            print(
+                f"Best served rate at {largest} flows/request, explanations {explain} ({kind} "
+                f"bodies): {best:.0f} flows/s, {best / base:.2f} of {what} in process."
+            )
     return 0
 
 
@@ -113,23 +154,36 @@ def train_fast_model(path: Path) -> Path:
     return path
 
 
-def _in_process_rate(model_path: Path, rows, batch: int = 1024, repeats: int = 5) -> float:
-    """Flows/s of ``decision_function`` on the encoded flows, median of ``repeats`` passes."""
+def _in_process_rate(
+    model_path: Path, rows, batch: int = 1024, repeats: int = 5, explain: bool = False
+) -> float:
+    """Flows/s of ``decision_function`` on the encoded flows, or with ``explain`` of the
+    service's Scorer (scores, p-values, explanations, drift counts), median of ``repeats``."""
     import pyarrow as pa
 
     from latent_sculpting import LatentSculpting
     from latent_sculpting.flowspec import encode, model_spec
+    from latent_sculpting.scoring import Scorer, drift_monitor
 
     model = LatentSculpting.load(model_path)
-    X = encode(model_spec(model), pa.Table.from_pandas(rows, preserve_index=False)).X
-    blocks = [X[i : i + batch] for i in range(0, len(X) - batch + 1, batch)]
-    model.decision_function(blocks[0])  # warm-up
+    batches = [
+        encode(
+            model_spec(model), pa.Table.from_pandas(rows.iloc[i : i + batch], preserve_index=False)
+        )
+        for i in range(0, len(rows) - batch + 1, batch)
+    ]
+    if explain:
+        scorer = Scorer(model, drift=drift_monitor(model, window=10_000))
+        run = lambda b: scorer.score_columns(b)  # noqa: E731
+    else:
+        run = lambda b: model.decision_function(b.X)  # noqa: E731
+    run(batches[0])  # warm-up
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
-        for block in blocks:
-            model.decision_function(block)
-        rates.append(len(blocks) * batch / (time.perf_counter() - start))
+        for b in batches:
+            run(b)
+        rates.append(len(batches) * batch / (time.perf_counter() - start))
     return float(np.median(rates))
 
 
@@ -178,23 +232,30 @@ class _server:
             self.process.wait()
 
 
-def _locust(url: str, bodies: Path, args: argparse.Namespace, prefix: Path) -> dict:
+def _locust(
+    url: str, bodies: Path, kind: str, explain: bool, args: argparse.Namespace, prefix: Path
+) -> dict:
     """One headless locust run; the aggregated row of its CSV statistics."""
     import httpx
 
+    content_type = "application/json" if kind == "json" else "text/csv"
+    path = "/v1/score" if explain else "/v1/score?explain=false"
     first = json.loads(bodies.read_text())[0]
     for _ in range(3):  # warm-up, not measured: the first requests build caches
-        httpx.post(
-            f"{url}/v1/score",
-            content=first,
-            headers={"Content-Type": "application/json"},
-            timeout=120,
+        answer = httpx.post(
+            f"{url}{path}", content=first, headers={"Content-Type": content_type}, timeout=120
         )
+        answer.raise_for_status()
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless"]
     command += ["-u", str(args.users), "-r", str(args.users), "-t", f"{args.duration:g}s"]
     command += ["--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "ERROR"]
     command += ["--stop-timeout", "30"]
-    env = {**os.environ, "SCULPT_BENCH_BODIES": str(bodies)}
+    env = {
+        **os.environ,
+        "SCULPT_BENCH_BODIES": str(bodies),
+        "SCULPT_BENCH_CONTENT_TYPE": content_type,
+        "SCULPT_BENCH_PATH": path,
+    }
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=args.duration + 120
     )

@@ -1,8 +1,10 @@
 """Locust users for ``benchmarks/bench_service.py``: each posts prepared bodies of real flows to
 ``POST /v1/score`` back to back.
 
-The bodies come from the JSON file named by ``SCULPT_BENCH_BODIES`` (a list of JSON texts, one
-request body each); ``SCULPT_BENCH_TOKEN``, when set, is sent as the bearer token. Run alone::
+The bodies come from the JSON file named by ``SCULPT_BENCH_BODIES`` (a list of texts, one request
+body each), sent with the Content-Type ``SCULPT_BENCH_CONTENT_TYPE`` (default JSON) to the path
+``SCULPT_BENCH_PATH`` (default ``/v1/score``; ``/v1/score?explain=false`` turns explanations
+off); ``SCULPT_BENCH_TOKEN``, when set, is sent as the bearer token. Run alone::
 
     locust -f benchmarks/locustfile_service.py --headless -u 8 -r 8 -t 30s --host URL
 """
@@ -18,7 +20,8 @@ from locust import FastHttpUser, constant, task
 with open(os.environ["SCULPT_BENCH_BODIES"], encoding="utf-8") as _file:
     BODIES = [body.encode() for body in json.load(_file)]
 
-HEADERS = {"Content-Type": "application/json"}
+HEADERS = {"Content-Type": os.environ.get("SCULPT_BENCH_CONTENT_TYPE", "application/json")}
+PATH = os.environ.get("SCULPT_BENCH_PATH", "/v1/score")
 if os.environ.get("SCULPT_BENCH_TOKEN"):
     HEADERS["Authorization"] = f"Bearer {os.environ['SCULPT_BENCH_TOKEN']}"
 
@@ -35,7 +38,7 @@ class ScoringClient(FastHttpUser):
     @task
     def score(self) -> None:
         with self.client.post(
-            "/v1/score", data=next(self.bodies), headers=HEADERS, catch_response=True
+            PATH, data=next(self.bodies), headers=HEADERS, catch_response=True
         ) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")

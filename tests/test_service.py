@@ -157,6 +157,11 @@ def test_flows_wrapper_and_csv_body_give_the_same_answer(client, raw_rows):
     assert csv.status_code == 200, csv.text
     for other in (wrapped, csv.json()):
         assert [r["score"] for r in other] == pytest.approx([r["score"] for r in as_list])
+    # Identifiers come back as the text sent, whatever the body: no timestamp reparsed, no
+    # port turned into a number in one body type and a string in the other.
+    for key in ("Timestamp", "Src Port", "Flow ID"):
+        assert [r[key] for r in csv.json()] == [str(v) for v in raw_rows[key]]
+        assert [r[key] for r in as_list] == [str(v) for v in raw_rows[key]]
 
 
 def test_canonical_feature_records_are_accepted(client, model, raw_rows):

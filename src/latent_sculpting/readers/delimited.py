@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 
 from ..errors import FlowInputError
 
-__all__ = ["NULL_TOKENS", "batches", "columns", "decode", "parse_bytes"]
+__all__ = ["NULL_TOKENS", "batches", "columns", "decode", "header_names", "parse_bytes"]
 
 #: Spellings of a missing value in every text input (CSV cells, and JSON strings).
 NULL_TOKENS = ("", "NaN", "nan", "NAN", "NA", "N/A", "null", "NULL", "None")
@@ -112,11 +112,16 @@ def batches(
         raise _explain(path, names, types, error, lambda: path.open("rb")) from None
 
 
+def header_names(data: bytes, *, source: str = "the request") -> list[str]:
+    """The column names of a whole CSV text's header line, as :func:`parse_bytes` reads them."""
+    return _header(data.split(b"\n", 1)[0] + b"\n", source)
+
+
 def parse_bytes(
     data: bytes, types: Mapping[str, pa.DataType], *, source: str = "the request"
 ) -> pa.Table:
     """A whole CSV text (e.g. a request body) as one table, with the conventions of files."""
-    names = _header(data.split(b"\n", 1)[0] + b"\n", source)
+    names = header_names(data, source=source)
     unknown = [c for c in types if c not in names]
     if unknown:
         raise ValueError(f"{source}: types given for columns not in the header: {unknown}")
