@@ -193,3 +193,20 @@ def test_remembered_column_names_do_not_leak_between_tables():
     assert encode(spec, b).X[0, :2].tolist() == [3.0, 2.0]
     with pytest.raises(FlowInputError, match="'duration'"):
         encode(spec, pa.table({"bytes": [1.0], "proto": ["tcp"]}))
+
+
+def test_numbers_given_as_a_matrix_encode_as_the_columns_do():
+    spec = fit_spec(records(), label_column="label", benign_label="normal")
+    table = records()
+    numeric = np.c_[table.column("bytes").to_numpy(), table.column("duration").to_numpy()]
+    rest = table.drop_columns(["bytes", "duration"])
+    whole = encode(spec, table)
+    given = encode(spec, rest, numeric=numeric.astype(np.float64))
+    np.testing.assert_array_equal(given.X, whole.X)
+    assert given.identifiers.equals(whole.identifiers)
+    assert given.labels.tolist() == whole.labels.tolist()
+    numeric[6, 0] = 1e39
+    with pytest.raises(FlowInputError, match=r"row 7, column 'bytes'.*float32"):
+        encode(spec, rest, numeric=numeric)
+    with pytest.raises(ValueError, match=r"float64 of shape \(20, 2\)"):
+        encode(spec, rest, numeric=numeric[:3])

@@ -574,6 +574,7 @@ def encode(
     offset: int = 0,
     require_labels: bool = False,
     report: CleaningReport | None = None,
+    numeric: np.ndarray | None = None,
 ) -> FlowBatch:
     """Turn flow records into model inputs with ``spec``.
 
@@ -590,6 +591,11 @@ def encode(
         Refuse records without the label column or with a missing label.
     report : CleaningReport, optional
         Counts non-finite values replaced and rows read.
+    numeric : ndarray of shape (n_rows, len(spec.numeric)), optional
+        The spec's numeric inputs already gathered, float64, columns in ``spec.numeric`` order
+        (a parser that reads them straight from JSON); ``records`` then need not hold them,
+        only the identifiers, label, categorical columns and other columns the format derives
+        features from. Checked as the columns would be (float32's range, non-finite values).
 
     Raises
     ------
@@ -599,7 +605,8 @@ def encode(
     """
     fmt = get_format(spec.format)
     raw_of = _raw_names(fmt, records.column_names, source)
-    missing = [c for c in spec.required_columns() if c.casefold() not in raw_of]
+    given = set() if numeric is None else set(spec.numeric)
+    missing = [c for c in spec.required_columns() if c not in given and c.casefold() not in raw_of]
     if missing:
         raise FlowInputError(
             f"{source}: {len(missing)} column(s) the model needs are missing: {_shown(missing)}",
@@ -607,11 +614,24 @@ def encode(
         )
     n = records.num_rows
     X = np.empty((n, spec.n_features), dtype=np.float32)
-    raws = [raw_of[name.casefold()] for name in spec.numeric]
-    for first in range(0, n, _MATRIX_ROWS):
-        rows = records.slice(first, _MATRIX_ROWS)
-        block = _number_matrix(rows, raws, spec.numeric, source, offset + first)
-        X[first : first + rows.num_rows, : len(raws)] = block
+    if numeric is not None:
+        numeric = np.asarray(numeric)
+        if records.num_columns == 0:  # nothing but the numbers: the rows are theirs
+            n = len(numeric)
+            X = np.empty((n, spec.n_features), dtype=np.float32)
+        if numeric.shape != (n, len(spec.numeric)) or numeric.dtype != np.float64:
+            raise ValueError(
+                f"numeric must be float64 of shape ({n}, {len(spec.numeric)}), got "
+                f"{numeric.dtype} {numeric.shape}"
+            )
+        _check_float32_range(numeric, spec.numeric, source, offset)
+        X[:, : len(spec.numeric)] = numeric
+    else:
+        raws = [raw_of[name.casefold()] for name in spec.numeric]
+        for first in range(0, n, _MATRIX_ROWS):
+            rows = records.slice(first, _MATRIX_ROWS)
+            block = _number_matrix(rows, raws, spec.numeric, source, offset + first)
+            X[first : first + rows.num_rows, : len(raws)] = block
     start = len(spec.numeric)
     if spec.engineered:
         # From the float32 values the model sees, before non-finite values are replaced.

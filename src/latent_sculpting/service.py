@@ -32,6 +32,7 @@ import math
 import os
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -313,6 +314,19 @@ def app_from_config(path: str | os.PathLike[str] | None = None) -> FastAPI:
     )
 
 
+@dataclass
+class Parsed:
+    """A parsed request: its columns, and the model's numeric inputs as one float64 matrix when
+    the parser read them straight from JSON (then not among the columns)."""
+
+    table: pa.Table
+    numeric: np.ndarray | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows if self.numeric is None else len(self.numeric)
+
+
 class RecordParser:
     """Turns a request body into a checked Arrow table of the model's raw columns."""
 
@@ -327,7 +341,7 @@ class RecordParser:
 
     # -- bodies --------------------------------------------------------------------------------
 
-    def parse(self, body: bytes, kind: str) -> pa.Table:
+    def parse(self, body: bytes, kind: str) -> Parsed:
         if not body.strip():
             raise RequestError(400, "empty request body; send flows as JSON or CSV")
         if kind in ("text/csv", "application/csv"):
@@ -338,7 +352,7 @@ class RecordParser:
             415, f"unsupported Content-Type {kind!r}; use application/json or text/csv"
         )
 
-    def _json(self, body: bytes) -> pa.Table:
+    def _json(self, body: bytes) -> Parsed:
         def constant(text: str) -> None:
             raise RequestError(400, f"{text} is not valid JSON; send numbers, or null")
 
@@ -364,7 +378,7 @@ class RecordParser:
         self._check_count(len(data))
         return self._table(data)
 
-    def _csv(self, body: bytes) -> pa.Table:
+    def _csv(self, body: bytes) -> Parsed:
         try:
             names = header_names(body, source="the request")
             rename = self.format.canonical_columns(names, source="the request")
@@ -383,7 +397,7 @@ class RecordParser:
             raise RequestError(
                 422, f"{table.num_columns} columns; at most {self.limits['max_fields_per_record']}"
             )
-        return table
+        return Parsed(table)
 
     def _check_count(self, n: int) -> None:
         if n == 0:
@@ -393,7 +407,7 @@ class RecordParser:
 
     # -- records -------------------------------------------------------------------------------
 
-    def _table(self, records: list[dict]) -> pa.Table:
+    def _table(self, records: list[dict]) -> Parsed:
         limit = self.limits["max_fields_per_record"]
         keys: dict[str, None] = {}
         for i, record in enumerate(records):
@@ -401,27 +415,35 @@ class RecordParser:
                 raise RequestError(422, f"record {i}: {len(record)} fields; at most {limit}")
             keys.update(dict.fromkeys(record))
         fields = self._fields(tuple(keys))
-        numeric_raw = {raw for raw, numeric in fields if numeric}
+        numeric_raw = [raw for raw, numeric in fields if numeric]
         columns = {}
-        for raw, numeric in fields:
-            values = [r.get(raw, _ABSENT) for r in records]
-            if numeric:
-                checked = _numeric_column(values)
-            elif any(v is _ABSENT or isinstance(v, list | dict) for v in values):
-                checked = None
-            else:
-                continue
-            if checked is None:
+        matrix = _number_rows(records, numeric_raw)
+        if matrix is None:  # a value to convert or refuse: column by column
+            for raw in numeric_raw:
+                checked = _numeric_column([r.get(raw, _ABSENT) for r in records])
+                if checked is None:
+                    self._refuse(records, fields)
+                columns[raw] = checked
+        else:
+            # The spec's numeric inputs go to encode as the matrix; the few other columns the
+            # format derives features from, as columns.
+            for j in range(len(self.spec.numeric), len(numeric_raw)):
+                columns[numeric_raw[j]] = pa.array(matrix[:, j])
+        for raw, numeric in fields:  # categorical fields: present, and single values
+            if not numeric and any(_not_single(r.get(raw, _ABSENT)) for r in records):
                 self._refuse(records, fields)
-            columns[raw] = checked
+        taken = set(numeric_raw)
         for raw in keys:
-            if raw in numeric_raw:
+            if raw in taken:
                 continue
             values = [r.get(raw) for r in records]
             if any(isinstance(v, list | dict) for v in values):
                 continue  # not a column the model or the output uses
             columns[raw] = pa.array([None if v is None else str(v) for v in values], pa.string())
-        return pa.table({raw: columns[raw] for raw in keys if raw in columns})
+        table = pa.table({raw: columns[raw] for raw in keys if raw in columns})
+        if matrix is None:
+            return Parsed(table)
+        return Parsed(table, np.ascontiguousarray(matrix[:, : len(self.spec.numeric)]))
 
     def _fields(self, keys: tuple[str, ...]) -> list[tuple[str, bool]]:
         """The request's own name of each field the model needs, and whether it is numeric.
@@ -474,9 +496,9 @@ class RecordParser:
                 break
         raise RequestError(422, {"error": "; ".join(problems)})
 
-    def encode(self, table: pa.Table) -> Any:
+    def encode(self, parsed: Parsed) -> Any:
         try:
-            return encode(self.spec, table, source="the request")
+            return encode(self.spec, parsed.table, source="the request", numeric=parsed.numeric)
         except FlowInputError as error:
             detail: dict[str, Any] = {"error": str(error).replace("row ", "record ", 1)}
             if error.missing:
@@ -532,6 +554,26 @@ def _numeric_column(values: list[Any]) -> pa.Array | None:
     elif not all(_is_number(v) for v in values):
         return None
     return pa.array([_to_float(v) for v in values], pa.float64())
+
+
+def _not_single(value: Any) -> bool:
+    return value is _ABSENT or isinstance(value, list | dict)
+
+
+def _number_rows(records: list[dict], raws: list[str]) -> np.ndarray | None:
+    """The fields ``raws`` of every record as one float64 matrix (a row per record), or None
+    when a record lacks one or one is not a JSON number that fits a float (those are converted
+    or refused column by column)."""
+    try:
+        rows = [[record[raw] for raw in raws] for record in records]
+    except KeyError:
+        return None
+    if not all(type(v) is float or type(v) is int for row in rows for v in row):
+        return None
+    try:
+        return np.array(rows, dtype=np.float64).reshape(len(records), len(raws))
+    except OverflowError:
+        return None
 
 
 def _to_float(value: Any) -> float:
