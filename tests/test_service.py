@@ -388,6 +388,35 @@ def _command_lines(parent: int) -> dict[int, str]:
     return lines
 
 
+def test_several_workers_accept_connections_with_nagle_off(monkeypatch):
+    # uvicorn's own listener for several workers leaves Nagle's algorithm on, and every
+    # kept-alive answer then waits ~40 ms for the client's delayed ACK. The listener given to
+    # the workers must have TCP_NODELAY, and the connections it accepts must inherit it.
+    import uvicorn
+    import uvicorn.supervisors
+
+    from latent_sculpting.cli.serve import _run_workers
+
+    given = []
+    monkeypatch.setattr(
+        uvicorn.supervisors,
+        "Multiprocess",
+        lambda config, sockets: type("Run", (), {"run": lambda self: given.extend(sockets)})(),
+    )
+    config = uvicorn.Config("x:app", host="127.0.0.1", port=_free_port(), workers=2)
+    _run_workers(config)
+    (listener,) = given
+    try:
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        listener.listen()
+        with socket.create_connection(listener.getsockname()):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        listener.close()
+
+
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
 def test_several_workers_serve_with_the_token_kept_off_command_lines(
     model_path, model, raw_rows, tmp_path
