@@ -269,6 +269,35 @@ def test_the_neighbour_channel_is_refit_on_benign_fit_rows_only(fitted, data, mo
     assert (prototypes <= Z.max(axis=0) + slack).all()
 
 
+def test_keeping_training_prototypes_adds_the_new_ones_beside_them(fitted, data, tmp_path):
+    old = fitted.channels_["knn"].prototypes_
+    replaced = copy.deepcopy(fitted).adapt(data["adapt"], random_state=0)
+    kept = copy.deepcopy(fitted).adapt(data["adapt"], keep_training_prototypes=True, random_state=0)
+    new = replaced.channels_["knn"].prototypes_
+    both = kept.channels_["knn"].prototypes_
+    # The training prototypes, then the ones fitted on the same 500 new rows (same seed).
+    np.testing.assert_array_equal(both, np.unique(np.r_[old, new], axis=0)[
+        np.argsort(np.unique(np.r_[old, new], axis=0, return_index=True)[1])])  # fmt: skip
+    np.testing.assert_array_equal(both[: len(old)], old)
+    # A flow's distance is to the nearer of the two sets.
+    Z = fitted.preprocessor_.transform(data["fresh"].iloc[:300])
+    np.testing.assert_array_equal(
+        kept.channels_["knn"].score(Z),
+        np.minimum(fitted.channels_["knn"].score(Z), replaced.channels_["knn"].score(Z)),
+    )
+    # Everything else is what the plain adaptation fitted; the threshold still comes from
+    # held-out flows of the new network.
+    for a, b in zip(replaced.flow_.parameters(), kept.flow_.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert len(kept.calibration_scores_) == 250
+    assert kept.predict(data["fresh"]).mean() <= TARGET + 0.04
+    assert kept.training_info_["adaptations"][-1]["kept_training_prototypes"] is True
+    loaded = LatentSculpting.load(kept.save(tmp_path / "kept.sculpt"))
+    np.testing.assert_array_equal(loaded.channels_["knn"].prototypes_, both)
+    with pytest.raises(ValueError, match="needs refit=True"):
+        copy.deepcopy(fitted).adapt(data["adapt"], refit=False, keep_training_prototypes=True)
+
+
 def test_too_few_flows_are_refused_with_how_many_are_needed(fitted, data):
     needed = min_benign_rows(fitted)
     # Half the rows are held out (for target 0.05, 19 calibration flows would do, but at least
@@ -339,6 +368,13 @@ def test_sculpt_adapt_writes_an_adapted_model_and_says_what_it_did(files, capsys
     record = model.training_info_["adaptations"][-1]
     assert record["files"] == ["unlabelled.parquet"] and record["rows"] == 1000
     assert model.training_info_["files"] == ["train.parquet"]  # the training provenance stays
+    assert record["kept_training_prototypes"] is False
+    kept = files / "kept.sculpt"
+    assert main([*argv, "-o", str(kept), "--keep-training-prototypes", "--quiet"]) == 0
+    trained = LatentSculpting.load(files / "model.sculpt").channels_["knn"].prototypes_
+    prototypes = LatentSculpting.load(kept).channels_["knn"].prototypes_
+    np.testing.assert_array_equal(prototypes[: len(trained)], trained)
+    assert len(prototypes) > len(trained)
 
 
 def test_sculpt_adapt_refuses_labelled_attacks_unless_told_to_leave_them_out(files, capsys):

@@ -55,6 +55,7 @@ def adapt(
     X_benign: Any,
     *,
     refit: bool = True,
+    keep_training_prototypes: bool = False,
     calibration_fraction: float = 0.5,
     random_state: int | None = None,
 ) -> Any:
@@ -73,6 +74,13 @@ def adapt(
         fusion's tails of the benign-only parts, the threshold, the drift bins and the benign
         profile (for a model
         already trained on flows of this network, ``sculpt train --benign-extra``).
+    keep_training_prototypes : bool, default=False
+        With ``refit``, keep the benign prototypes of the training flows beside the ones fitted
+        on the new flows: the distance channel then measures how far a flow is from benign
+        traffic of either network, rather than of the new one alone (the flow's density is
+        refit on the new flows either way). For a new network that still carries traffic like
+        the training network's; a flow like the old network's benign traffic is then not
+        unusual on the new one either.
     calibration_fraction : float, default=0.5
         With ``refit``, the share of the rows held out of every fit (for Fisher's fusion, half
         of them place the tails, half set the threshold).
@@ -104,9 +112,14 @@ def adapt(
     fit_rows, reference, held_out = _split(model, len(X), refit, calibration_fraction, rng)
 
     flags_before = model.predict(X).astype(bool)
+    if keep_training_prototypes and not refit:
+        raise ValueError(
+            "keep_training_prototypes needs refit=True (without a refit, no prototype is replaced)"
+        )
     record = {
         "rows": len(X),
         "refit": refit,
+        "kept_training_prototypes": keep_training_prototypes,
         "fit_rows": len(fit_rows),
         "reference_rows": len(reference),
         "calibration_rows": len(held_out),
@@ -118,7 +131,11 @@ def adapt(
         torch.manual_seed(int(rng.integers(2**31)))
         Z = model.preprocessor_.transform(X)
         held = np.r_[reference, held_out]
-        side = _refit_densities(model, Z, fit_rows, held, rng) if refit else {}
+        side = (
+            _refit_densities(model, Z, fit_rows, held, rng, keep_training_prototypes)
+            if refit
+            else {}
+        )
         for name, channel in model.channels_.items():
             if name not in side:  # kept: it never saw these rows
                 side[name] = channel.score(Z[held])
@@ -223,10 +240,17 @@ def _split(
 
 
 def _refit_densities(
-    model: Any, Z: np.ndarray, fit_rows: np.ndarray, held_out: np.ndarray, rng: np.random.Generator
+    model: Any,
+    Z: np.ndarray,
+    fit_rows: np.ndarray,
+    held_out: np.ndarray,
+    rng: np.random.Generator,
+    keep_prototypes: bool = False,
 ) -> dict[str, np.ndarray]:
     """Refit the Deep SVDD embedding, the flow and every benign-only side channel on the
-    scaled rows ``Z[fit_rows]``; those channels' out-of-sample scores of ``Z[held_out]``."""
+    scaled rows ``Z[fit_rows]`` (with ``keep_prototypes``, a channel that can keeps its
+    training prototypes beside the new ones); those channels' out-of-sample scores of
+    ``Z[held_out]``."""
     if model.svdd_ is not None:
         model.svdd_ = DeepSAD(
             eta=0.0, rep_dim=model.svdd_dim, random_state=int(rng.integers(2**31))
@@ -240,6 +264,9 @@ def _refit_densities(
             )
             local_held = np.arange(len(fit_rows), len(rows))
             scores[name] = fresh.fit(Z[rows], np.zeros(len(rows), np.int64), local_held)
+            if keep_prototypes and hasattr(channel, "merged"):
+                fresh = channel.merged(fresh)
+                scores[name] = fresh.score(Z[held_out])
             model.channels_[name] = fresh
     model._fit_stage2(Z[fit_rows])
     return scores

@@ -154,6 +154,21 @@ class NeighbourChannel:
             )
         return out
 
+    def merged(self, other: NeighbourChannel) -> NeighbourChannel:
+        """A channel whose prototypes are this one's and ``other``'s (duplicates once): the
+        distance to the nearest benign prototype of either (``sculpt adapt
+        --keep-training-prototypes``)."""
+        both = np.concatenate([self.prototypes_, other.prototypes_])
+        _, first = np.unique(both, axis=0, return_index=True)
+        merged = type(self)(len(first), random_state=other.random_state)
+        merged._set_prototypes(np.ascontiguousarray(both[np.sort(first)]))
+        return merged
+
+    def _set_prototypes(self, prototypes: np.ndarray) -> None:
+        self.prototypes_ = prototypes
+        self._norms = (prototypes.astype(np.float64) ** 2).sum(axis=1)
+        self._wide = prototypes.astype(np.float64)
+
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"n_prototypes": self.n_prototypes}, {"prototypes": self.prototypes_}
 

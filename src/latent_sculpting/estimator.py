@@ -513,6 +513,7 @@ class LatentSculpting(BaseEstimator):
         X_benign: Any,
         *,
         refit: bool = True,
+        keep_training_prototypes: bool = False,
         calibration_fraction: float = 0.5,
         random_state: int | None = None,
     ) -> LatentSculpting:
@@ -535,6 +536,7 @@ class LatentSculpting(BaseEstimator):
             self,
             X_benign,
             refit=refit,
+            keep_training_prototypes=keep_training_prototypes,
             calibration_fraction=calibration_fraction,
             random_state=random_state,
         )

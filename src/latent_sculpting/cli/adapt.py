@@ -52,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="share of the benign flows held out of every fit to place the fusion's tails "
         "and set the threshold (default 0.5)",
     )
+    parser.add_argument(
+        "--keep-training-prototypes",
+        action="store_true",
+        help="keep the benign prototypes of the training flows beside the new network's: a "
+        "flow is then unusual only if it is far from the benign traffic of both networks "
+        "(for a network that still carries traffic like the training one; docs/usage.md)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     with limit_threads(1):
         model.adapt(
             table.frame(),
+            keep_training_prototypes=args.keep_training_prototypes,
             calibration_fraction=args.calibration_fraction,
             random_state=args.seed,
         )
