@@ -5,7 +5,8 @@ as a CSV body (``Content-Type: text/csv``) and answers one object per flow with 
 ``p_value``, ``is_attack``, ``flagged_by`` and ``explanation`` (for a flagged flow, its top
 features: each a ``{feature, value, benign_median, benign_percentile, tail, score_drop, text}``
 object, :meth:`~latent_sculpting.explain.FeatureReason.to_dict`; null for the others;
-``?explain=false`` leaves the field out), plus the flow's identifier fields when it has any.
+``?explain=false`` leaves the field out), plus the flow's identifier fields when it has any
+(as the text sent: a JSON number becomes its text, a CSV cell stays as written).
 Records go through the model's :class:`~latent_sculpting.flowspec.FlowSpec` and the one
 :class:`~latent_sculpting.scoring.Scorer`, so the numbers are those of ``sculpt score``.
 ``GET /v1/model`` describes the model; ``GET /v1/drift`` compares the last flows scored with the
