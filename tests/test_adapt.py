@@ -258,9 +258,7 @@ def test_the_neighbour_channel_is_refit_on_benign_fit_rows_only(fitted, data, mo
         return fit(self, Z, y, held_out)
 
     monkeypatch.setattr(NeighbourChannel, "fit", spy)
-    model = copy.deepcopy(fitted).adapt(
-        data["adapt"], keep_training_prototypes=False, random_state=0
-    )
+    model = copy.deepcopy(fitted).adapt(data["adapt"], random_state=0)
     assert seen == [(500, 0)]
     # Its prototypes are centres of those rows (more rows than prototypes): inside their range.
     Z = model.preprocessor_.transform(data["adapt"])
@@ -273,10 +271,8 @@ def test_the_neighbour_channel_is_refit_on_benign_fit_rows_only(fitted, data, mo
 
 def test_keeping_training_prototypes_adds_the_new_ones_beside_them(fitted, data, tmp_path):
     old = fitted.channels_["knn"].prototypes_
-    replaced = copy.deepcopy(fitted).adapt(
-        data["adapt"], keep_training_prototypes=False, random_state=0
-    )
-    kept = copy.deepcopy(fitted).adapt(data["adapt"], random_state=0)  # the default
+    replaced = copy.deepcopy(fitted).adapt(data["adapt"], random_state=0)  # the default
+    kept = copy.deepcopy(fitted).adapt(data["adapt"], keep_training_prototypes=True, random_state=0)
     new = replaced.channels_["knn"].prototypes_
     both = kept.channels_["knn"].prototypes_
     # The training prototypes, then the ones fitted on the same 500 new rows (same seed).
@@ -375,16 +371,16 @@ def test_sculpt_adapt_writes_an_adapted_model_and_says_what_it_did(files, capsys
     record = model.training_info_["adaptations"][-1]
     assert record["files"] == ["unlabelled.parquet"] and record["rows"] == 1000
     assert model.training_info_["files"] == ["train.parquet"]  # the training provenance stays
-    assert record["kept_training_prototypes"] is True
+    assert record["kept_training_prototypes"] is False
     trained = LatentSculpting.load(files / "model.sculpt").channels_["knn"].prototypes_
+    assert len(model.channels_["knn"].prototypes_) == len(trained)
+    kept = files / "kept.sculpt"
+    assert main([*argv, "-o", str(kept), "--keep-training-prototypes", "--quiet"]) == 0
+    model = LatentSculpting.load(kept)
+    assert model.training_info_["adaptations"][-1]["kept_training_prototypes"] is True
     prototypes = model.channels_["knn"].prototypes_
     np.testing.assert_array_equal(prototypes[: len(trained)], trained)
     assert len(prototypes) > len(trained)
-    replaced = files / "replaced.sculpt"
-    assert main([*argv, "-o", str(replaced), "--no-keep-training-prototypes", "--quiet"]) == 0
-    model = LatentSculpting.load(replaced)
-    assert model.training_info_["adaptations"][-1]["kept_training_prototypes"] is False
-    assert len(model.channels_["knn"].prototypes_) == len(trained)
 
 
 def test_sculpt_adapt_refuses_labelled_attacks_unless_told_to_leave_them_out(files, capsys):

@@ -513,7 +513,7 @@ class LatentSculpting(BaseEstimator):
         X_benign: Any,
         *,
         refit: bool = True,
-        keep_training_prototypes: bool = True,
+        keep_training_prototypes: bool = False,
         calibration_fraction: float = 0.5,
         random_state: int | None = None,
     ) -> LatentSculpting:

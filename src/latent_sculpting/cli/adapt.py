@@ -54,11 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--keep-training-prototypes",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="keep the benign prototypes of the training flows beside the new network's, so "
-        "that a flow is unusual only if it is far from the benign traffic of both networks "
-        "(default; --no-keep-training-prototypes replaces them; docs/usage.md)",
+        action="store_true",
+        help="keep the benign prototypes of the training flows beside the new ones: for the "
+        "same network later rather than another network, where it can hide attacks that look "
+        "like the training network's benign traffic (docs/usage.md)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
