@@ -557,7 +557,7 @@ class LatentSculpting(BaseEstimator):
             Z = self.preprocessor_.transform(rows)
             return self.fusion_.combine(self._channel_scores(Z, only=read))
 
-        return np.concatenate(self._map_blocks(X, score))
+        return np.concatenate(self._map_blocks(X, score, flow="nll" in read))
 
     def predict(self, X: Any) -> np.ndarray:
         """1 for an attack, 0 for benign, at ``threshold_``."""
@@ -574,7 +574,9 @@ class LatentSculpting(BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Latent codes of ``X`` (the scaled features when ``stage1=False``)."""
         return np.concatenate(
-            self._map_blocks(X, lambda rows: self._encode(self.preprocessor_.transform(rows)))
+            self._map_blocks(
+                X, lambda rows: self._encode(self.preprocessor_.transform(rows)), flow=False
+            )
         )
 
     def score_details(self, X: Any) -> dict[str, np.ndarray]:
@@ -620,16 +622,17 @@ class LatentSculpting(BaseEstimator):
                 scores[name] = channel.score(Z) if side is None else side[name]
         return scores
 
-    def _map_blocks(self, X: Any, score: Callable[[np.ndarray], Any]) -> list:
+    def _map_blocks(self, X: Any, score: Callable[[np.ndarray], Any], *, flow: bool = True) -> list:
         """``score`` of each :data:`~.fastpath.SCORE_BLOCK`-row block of the checked ``X``, in
         order, on :func:`~.fastpath.scoring_workers` threads when there are several blocks.
         Blocks bound scoring's working memory (float64 transforms, activations) however large
-        ``X`` is."""
+        ``X`` is. ``flow``: whether ``score`` runs the flow (its fast copy is then checked once
+        here; checking it walks the flow's parameters, more than scoring one flow costs)."""
         check_is_fitted(self, "flow_")
         names = getattr(self, "feature_names_in_", None)
         arr = check_features(X, n_features=self.n_features_in_, feature_names=names)
         blocks = [arr[start : start + SCORE_BLOCK] for start in range(0, len(arr), SCORE_BLOCK)]
-        if self._use_fastpath():
+        if flow and self._use_fastpath():
             self._fast_flow()  # built once here rather than by each worker
         return map_blocks(score, blocks or [arr], scoring_workers())
 

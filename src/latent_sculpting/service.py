@@ -604,7 +604,10 @@ def _nesting(bare: bytes) -> int:
     """Deepest bracket nesting of a JSON body whose strings were removed, counted in C speed
     (numpy) before ``json.loads`` recurses."""
     text = np.frombuffer(bare, dtype=np.uint8)
-    step = np.isin(text, (0x5B, 0x7B)).astype(np.int64) - np.isin(text, (0x5D, 0x7D))
+    # Comparisons rather than np.isin: isin sorts its arguments, which cost more than the rest
+    # of a one-flow request's checks.
+    step = ((text == 0x5B) | (text == 0x7B)).astype(np.int64)
+    step -= (text == 0x5D) | (text == 0x7D)
     return int(np.cumsum(step).max(initial=0))
 
 
