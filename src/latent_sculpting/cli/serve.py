@@ -166,7 +166,7 @@ def _run_workers(config: Any) -> None:
     uvicorn binds the shared listening socket without naming its protocol, so asyncio does not
     recognise the accepted connections as TCP and leaves Nagle's algorithm on: every answer on
     a kept-alive connection then waited about 40 ms for the client's delayed acknowledgement
-    (measured: 48 ms per request with two workers, 3.7 ms with one; Kludex/uvicorn#3149, open).
+    (two workers answered at p50 48 ms whatever the load: BENCHMARKS.md; Kludex/uvicorn#3149).
     TCP_NODELAY set on the listening socket is inherited by the connections it accepts.
     """
     import socket

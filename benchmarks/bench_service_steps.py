@@ -1,0 +1,114 @@
+"""Where a service request's time goes, step by step, in process (no HTTP).
+
+The steps of ``POST /v1/score`` as the service runs them: parsing the body into records
+(``RecordParser.parse``: limits, JSON or CSV), encoding them with the model's input spec,
+scoring (the service's Scorer: scores, p-values, explanations when on, the drift count),
+building the answer's records and rendering them as JSON. Each is timed on real flows of the
+embedded sample, request after request, and the medians are printed as a Markdown table, one
+row per body type, explanations setting and request size.
+
+Usage::
+
+    python benchmarks/bench_service_steps.py --model model.sculpt
+    python benchmarks/bench_service_steps.py --flows 1 1024 --bodies json csv --explain off
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+STEPS = ("parse", "encode", "score", "answer", "render")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model file (default: train a fast one on the sample)")
+    parser.add_argument("--flows", type=int, nargs="+", default=[1, 1024], help="per request")
+    parser.add_argument("--bodies", nargs="+", choices=("json", "csv"), default=["json", "csv"])
+    parser.add_argument("--explain", nargs="+", choices=("on", "off"), default=["on", "off"])
+    parser.add_argument("--flows-timed", type=int, default=8192, help="flows timed per row")
+    args = parser.parse_args()
+    if min(args.flows) < 1 or args.flows_timed < 1:
+        parser.error("--flows and --flows-timed must be positive")
+
+    import pandas as pd
+    from bench_service import train_fast_model  # this folder is on the path of a script
+
+    import latent_sculpting
+    from latent_sculpting import LatentSculpting, service
+    from latent_sculpting.data import sample_path
+    from latent_sculpting.flowspec import model_spec
+    from latent_sculpting.scoring import Scorer, drift_monitor
+
+    logging.getLogger("latent_sculpting").setLevel(logging.ERROR)  # drift verdicts
+    rows = pd.read_parquet(sample_path() / "friday.parquet").sample(8192, random_state=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(args.model) if args.model else train_fast_model(Path(tmp) / "bench.sculpt")
+        model = LatentSculpting.load(path)
+    parser_ = service.RecordParser(model_spec(model), service.LIMITS)
+    scorer = Scorer(model, drift=drift_monitor(model, window=10_000))
+    results = []
+    for kind in args.bodies:
+        content_type = "application/json" if kind == "json" else "text/csv"
+        for explain in args.explain:
+            for size in args.flows:
+                chunks = [rows.iloc[i : i + size] for i in range(0, len(rows) - size + 1, size)]
+                bodies = [
+                    json.dumps(c.to_dict(orient="records")).encode()
+                    if kind == "json"
+                    else c.to_csv(index=False).encode()
+                    for c in chunks[:32]
+                ]
+                times: dict[str, list[float]] = {step: [] for step in STEPS}
+                requests = max(20, args.flows_timed // size)
+                for i in range(requests + 5):  # the first 5 warm up, not timed
+                    clock = [time.perf_counter()]
+                    parsed = parser_.parse(bodies[i % len(bodies)], content_type)
+                    clock.append(time.perf_counter())
+                    batch = parser_.encode(parsed)
+                    clock.append(time.perf_counter())
+                    scored = scorer.score_columns(batch, explain=explain == "on")
+                    clock.append(time.perf_counter())
+                    answer = service._records(scored)
+                    clock.append(time.perf_counter())
+                    service._Answer(content=answer)
+                    clock.append(time.perf_counter())
+                    if i >= 5:
+                        for step, a, b in zip(STEPS, clock, clock[1:], strict=False):
+                            times[step].append(b - a)
+                results.append((kind, explain, size, requests, times))
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"### A service request's steps in process "
+        f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)\n\n"
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; load average at the end "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; Python {platform.python_version()}, "
+        f"latent-sculpting {latent_sculpting.__version__}, commit {commit or 'unknown'}. Real "
+        "flows of the embedded sample (Friday's), median ms per request.\n"
+    )
+    print("| body | explanations | flows/request | requests | " + " | ".join(STEPS) + " | sum |")
+    print("|---|---|---:|---:|" + "---:|" * (len(STEPS) + 1))
+    for kind, explain, size, requests, times in results:
+        medians = [1e3 * statistics.median(times[step]) for step in STEPS]
+        cells = " | ".join(f"{m:.2f}" for m in medians)
+        print(f"| {kind} | {explain} | {size:,} | {requests} | {cells} | {sum(medians):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
