@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -129,6 +130,23 @@ def test_scores_raw_json_records_as_sculpt_score_does(client, model, raw_rows):
     # are not.
     assert got["Src IP"].tolist() == raw_rows["Src IP"].tolist()
     assert got["Label"].tolist() == expected["Label"].tolist() and "Flow Duration" not in got
+
+
+def test_a_number_beyond_float64_or_an_empty_csv_cell_is_refused_not_imputed(client, raw_rows):
+    # json reads 1e400 as inf, and an empty CSV cell is a missing value: the model's policy for
+    # files would score either as 0; the service never imputes.
+    body = json.dumps(_records(raw_rows.head(2)))
+    body = body.replace('"Flow IAT Max": ', '"Flow IAT Max": 1e400, "was": ', 1)
+    response = client.post("/v1/score", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "record 1, column 'Flow IAT Max': missing or non-finite" in response.text
+    frame = raw_rows.head(3).copy()
+    frame["Flow IAT Max"] = frame["Flow IAT Max"].astype(object)
+    frame.loc[2, "Flow IAT Max"] = None
+    csv = frame.to_csv(index=False)
+    response = client.post("/v1/score", content=csv, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 422, response.text
+    assert "record 3, column 'Flow IAT Max': missing or non-finite" in response.text
 
 
 def test_numbers_sent_as_text_score_as_the_numbers_do(client, raw_rows):

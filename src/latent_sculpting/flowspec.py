@@ -575,6 +575,7 @@ def encode(
     require_labels: bool = False,
     report: CleaningReport | None = None,
     numeric: np.ndarray | None = None,
+    nonfinite: str | None = None,
 ) -> FlowBatch:
     """Turn flow records into model inputs with ``spec``.
 
@@ -596,6 +597,9 @@ def encode(
         (a parser that reads them straight from JSON); ``records`` then need not hold them,
         only the identifiers, label, categorical columns and other columns the format derives
         features from. Checked as the columns would be (float32's range, non-finite values).
+    nonfinite : {"zero", "error"}, optional
+        Overrides the spec's policy for missing and non-finite values (the service, which
+        never imputes, passes ``"error"``).
 
     Raises
     ------
@@ -647,7 +651,10 @@ def encode(
             X[:, start + j] = derived[name]
         start += len(spec.engineered)
     names = spec.feature_names
-    if spec.nonfinite == "error":
+    policy = spec.nonfinite if nonfinite is None else nonfinite
+    if policy not in NONFINITE_POLICIES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {policy!r}")
+    if policy == "error":
         bad = ~np.isfinite(X[:, :start])
         if bad.any():
             row, col = np.argwhere(bad)[0]

@@ -499,7 +499,15 @@ class RecordParser:
 
     def encode(self, parsed: Parsed) -> Any:
         try:
-            return encode(self.spec, parsed.table, source="the request", numeric=parsed.numeric)
+            # Missing and non-finite values are refused, whatever the model's policy for files:
+            # the service never imputes (a JSON number beyond float64, 1e400, reads as inf).
+            return encode(
+                self.spec,
+                parsed.table,
+                source="the request",
+                numeric=parsed.numeric,
+                nonfinite="error",
+            )
         except FlowInputError as error:
             detail: dict[str, Any] = {"error": str(error).replace("row ", "record ", 1)}
             if error.missing:
