@@ -149,6 +149,26 @@ def test_a_number_beyond_float64_or_an_empty_csv_cell_is_refused_not_imputed(cli
     assert "record 3, column 'Flow IAT Max': missing or non-finite" in response.text
 
 
+def test_a_csv_body_encodes_categorical_values_as_a_file_does(tmp_path):
+    # Identifiers are read as text, but a categorical column must be typed as in training:
+    # pyarrow reads "True"/"False" as booleans in a file, and as text they would all be
+    # "(other)" to the model.
+    from latent_sculpting.data.table import iter_flow_batches
+    from latent_sculpting.flowspec import fit_spec
+    from latent_sculpting.readers.delimited import parse_bytes
+    from latent_sculpting.service import LIMITS, RecordParser
+
+    lines = ["bytes,ratio,flag"] + [f"{i},{i / 7:.3f},{i % 2 == 1}" for i in range(60)]
+    body = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / "flows.csv"
+    path.write_bytes(body)
+    spec = fit_spec(parse_bytes(body, {}), format="table", unlabelled=True, min_count=1)
+    assert [c.column for c in spec.categorical] == ["flag"]
+    from_file = np.concatenate([b.X for b in iter_flow_batches(spec, path)])
+    parser = RecordParser(spec, dict(LIMITS))
+    np.testing.assert_array_equal(parser.encode(parser.parse(body, "text/csv")).X, from_file)
+
+
 def test_numbers_sent_as_text_score_as_the_numbers_do(client, raw_rows):
     # JSON numbers are read in one matrix; a request with numbers as text goes column by
     # column. Both must give the same answer, to the bit.

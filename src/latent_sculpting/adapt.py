@@ -119,7 +119,11 @@ def adapt(
     record = {
         "rows": len(X),
         "refit": refit,
-        "kept_training_prototypes": bool(keep_training_prototypes and refit),
+        "kept_training_prototypes": bool(
+            keep_training_prototypes
+            and refit
+            and any(hasattr(c, "merged") for c in model.channels_.values() if not c.supervised)
+        ),
         "fit_rows": len(fit_rows),
         "reference_rows": len(reference),
         "calibration_rows": len(held_out),

@@ -45,10 +45,10 @@ _ARRAYS = ("edges", "n_edges", "shares", "minimum", "maximum")
 #: An empty bin counts as half a flow, so that ``log(q / p)`` stays finite (see DriftReport).
 PSI_FLOOR_COUNT = 0.5
 #: Rows binned at a time when the bins are fitted.
+_FIT_BLOCK = 65_536
 #: References whose features have at most this many edges count them by comparison, edge rank
 #: by edge rank (:meth:`DriftReference._bin_index`); more are searched column by column.
 _COMPARE_EDGES = 64
-_FIT_BLOCK = 65_536
 
 
 class DriftReference:

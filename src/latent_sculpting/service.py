@@ -383,12 +383,15 @@ class RecordParser:
         try:
             names = header_names(body, source="the request")
             rename = self.format.canonical_columns(names, source="the request")
-            # The model's numeric inputs as numbers; every other column as the text the client
-            # sent, so identifiers come back as sent (no timestamp or address reinterpreted)
-            # and no type is guessed for columns the model does not read.
+            # The model's numeric inputs as numbers; identifiers as the text the client sent,
+            # so they come back as sent (no timestamp or address reinterpreted). Categorical
+            # columns and the label are typed as files are (pyarrow's guess): a categorical
+            # value must read as it did in training ("True" is guessed as a boolean there).
+            identifiers = {c.casefold() for c in self.spec.identifiers}
             types = {
                 raw: pa.float64() if canon in self.numeric else pa.string()
                 for raw, canon in rename.items()
+                if canon in self.numeric or canon.casefold() in identifiers
             }
             table = parse_bytes(body, types, source="the request")
         except FlowInputError as error:
