@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -43,6 +42,7 @@ from latent_sculpting.experiment import cap_per_class
 from latent_sculpting.fastpath import set_scoring_workers
 
 sys.path.insert(0, str(Path(__file__).parent))
+from provenance import commit  # noqa: E402  (benchmarks/provenance.py)
 from run import machine, median, time_scoring  # noqa: E402  (benchmarks/run.py)
 
 #: Rows per eager call of paper-v1 (bench_flops of run.py measures the same batch).
@@ -51,20 +51,6 @@ EAGER_BATCH = 4096
 
 def load_average() -> str:
     return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def default_model(args: argparse.Namespace, table, splits) -> tuple[LatentSculpting, str]:

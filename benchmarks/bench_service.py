@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import provenance  # benchmarks/provenance.py (this script's folder)
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile_service.py"
@@ -97,15 +98,13 @@ def main() -> int:
                             stats = _locust(url, *cell, args, prefix)
                             results.append((workers, kind, explain, size, stats))
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
-    ).stdout.strip()
+    commit = provenance.commit()
     print(f"### `sculpt serve` under locust ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)\n")
     print(
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; load "
         f"average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}; Python "
         f"{platform.python_version()}, latent-sculpting {latent_sculpting.__version__}, commit "
-        f"{commit or 'unknown'}. Server and locust ({args.users} users, no wait) on the same "
+        f"{commit}. Server and locust ({args.users} users, no wait) on the same "
         f"machine (loopback), {args.duration:g} s per row; real flows of the embedded sample "
         "(raw improved-release columns).\n"
     )

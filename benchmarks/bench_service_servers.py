@@ -28,6 +28,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import provenance  # benchmarks/provenance.py (this script's folder)
+
 HERE = Path(__file__).resolve().parent
 
 CONFIGS = (("h11", "asyncio"), ("httptools", "uvloop"))
@@ -67,15 +69,13 @@ def main() -> int:
             for config in CONFIGS:
                 medians[config].append(_measure(model, config, bodies, args.requests))
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
-    ).stdout.strip()
+    commit = provenance.commit()
     print(
         f"### uvicorn's parser and loop under the service "
         f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; load average at the end "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; Python {platform.python_version()}, "
-        f"latent-sculpting {latent_sculpting.__version__}, commit {commit or 'unknown'}. One "
+        f"latent-sculpting {latent_sculpting.__version__}, commit {commit}. One "
         f"client, one kept-alive connection, single-flow JSON requests (`?explain=false`), "
         f"{args.requests} per measurement, {args.repeats} alternations.\n"
     )

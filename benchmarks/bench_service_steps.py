@@ -21,12 +21,13 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+import provenance  # benchmarks/provenance.py (this script's folder)
 
 HERE = Path(__file__).resolve().parent
 STEPS = ("parse", "encode", "score", "answer", "render")
@@ -90,15 +91,13 @@ def main() -> int:
                             times[step].append(b - a)
                 results.append((kind, explain, size, requests, times))
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
-    ).stdout.strip()
+    commit = provenance.commit()
     print(
         f"### A service request's steps in process "
         f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; load average at the end "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; Python {platform.python_version()}, "
-        f"latent-sculpting {latent_sculpting.__version__}, commit {commit or 'unknown'}. Real "
+        f"latent-sculpting {latent_sculpting.__version__}, commit {commit}. Real "
         "flows of the embedded sample (Friday's), median ms per request.\n"
     )
     print("| body | explanations | flows/request | requests | " + " | ".join(STEPS) + " | sum |")

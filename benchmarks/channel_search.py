@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import provenance  # benchmarks/provenance.py (this script's folder)
 
 from latent_sculpting.benchmark import load_dataset
 from latent_sculpting.benchmark.protocol import (
@@ -346,7 +347,6 @@ def cmd_report(args):
     """The search's evidence as Markdown (docs/results/validation-search.md)."""
     import datetime
     import platform
-    import subprocess
 
     import pandas as pd
 
@@ -385,12 +385,7 @@ def cmd_report(args):
                     }
                 )
     frame = pd.DataFrame(rows)
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = provenance.commit()
     lines = [
         "# Design search on validation folds",
         "",

@@ -30,6 +30,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import provenance  # benchmarks/provenance.py (this script's folder)
+
 FULL_ROWS = 2_830_743
 HERE = Path(__file__).resolve().parent
 
@@ -66,9 +68,7 @@ def main() -> int:
         model = LatentSculpting.load(model_path)
     load_after = os.getloadavg()
     history = model.history_
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-    ).stdout.strip()
+    commit = provenance.commit()
     print(
         f"`python benchmarks/fullscale.py {' '.join(sys.argv[1:])}`: "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}, latent-sculpting "

@@ -39,16 +39,15 @@ import argparse
 import copy
 import math
 import platform
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
+from provenance import commit  # benchmarks/provenance.py (this script's folder)
 from sklearn.metrics import roc_auc_score
 
 from latent_sculpting import LatentSculpting, __version__, preset
@@ -341,19 +340,6 @@ def false_warnings(
         f"| {title} | {len(benign) - int(0.6 * len(benign)):,} | {repeats} | {warned} | "
         f"{mean_sd(fprs, 4)} | {'; '.join(causes[:3]) or '–'} |"
     )
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> int:
