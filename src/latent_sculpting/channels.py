@@ -119,16 +119,14 @@ class NeighbourChannel:
         if len(benign) == 0:
             raise ValueError("the neighbour channel needs benign rows to fit on")
         if len(benign) <= self.n_prototypes:
-            self.prototypes_ = np.unique(benign, axis=0)
+            self._set_prototypes(np.unique(benign, axis=0))
         else:
             from sklearn.cluster import MiniBatchKMeans
 
             kmeans = MiniBatchKMeans(
                 self.n_prototypes, random_state=self.random_state, n_init=3, batch_size=4096
             ).fit(benign)
-            self.prototypes_ = kmeans.cluster_centers_.astype(np.float32)
-        self._norms = (self.prototypes_.astype(np.float64) ** 2).sum(axis=1)
-        self._wide = self.prototypes_.astype(np.float64)
+            self._set_prototypes(kmeans.cluster_centers_.astype(np.float32))
         return self.score(Z[held_out])
 
     def score(self, Z: np.ndarray) -> np.ndarray:
@@ -165,6 +163,8 @@ class NeighbourChannel:
         return merged
 
     def _set_prototypes(self, prototypes: np.ndarray) -> None:
+        """The prototypes, and the float64 forms :meth:`score` reads (their squared norms and
+        the prototypes themselves), computed once."""
         self.prototypes_ = prototypes
         self._norms = (prototypes.astype(np.float64) ** 2).sum(axis=1)
         self._wide = prototypes.astype(np.float64)
@@ -185,9 +185,7 @@ class NeighbourChannel:
         if prototypes.dtype != np.float32 or not np.isfinite(prototypes).all():
             raise ValueError("neighbour prototypes must be finite float32")
         channel = cls(n)
-        channel.prototypes_ = prototypes
-        channel._norms = (prototypes.astype(np.float64) ** 2).sum(axis=1)
-        channel._wide = prototypes.astype(np.float64)
+        channel._set_prototypes(prototypes)
         return channel
 
 

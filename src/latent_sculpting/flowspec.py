@@ -617,12 +617,12 @@ def encode(
             missing=missing,
         )
     n = records.num_rows
-    X = np.empty((n, spec.n_features), dtype=np.float32)
     if numeric is not None:
         numeric = np.asarray(numeric)
         if records.num_columns == 0:  # nothing but the numbers: the rows are theirs
             n = len(numeric)
-            X = np.empty((n, spec.n_features), dtype=np.float32)
+    X = np.empty((n, spec.n_features), dtype=np.float32)
+    if numeric is not None:
         if numeric.shape != (n, len(spec.numeric)) or numeric.dtype != np.float64:
             raise ValueError(
                 f"numeric must be float64 of shape ({n}, {len(spec.numeric)}), got "
@@ -728,12 +728,7 @@ def _numbers(
     records: pa.Table | pa.RecordBatch, raw: str, name: str, source: object, offset: int
 ) -> np.ndarray:
     """One numeric column as float64, checked against float32's range."""
-    values = _float64(records.column(raw), name, source, offset)
-    values = values.to_numpy(zero_copy_only=False)
-    if values.dtype != np.float64:  # nulls: pyarrow hands them over as NaN in a float64 array
-        values = values.astype(np.float64)
-    _check_float32_range(values[:, None], [name], source, offset)
-    return values
+    return _number_matrix(records, [raw], [name], source, offset)[:, 0]
 
 
 def _number_matrix(

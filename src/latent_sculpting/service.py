@@ -39,7 +39,6 @@ from typing import Any
 import anyio.to_thread
 import numpy as np
 import orjson
-import pandas as pd
 import pyarrow as pa
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -329,7 +328,7 @@ class Parsed:
 
 
 class RecordParser:
-    """Turns a request body into a checked Arrow table of the model's raw columns."""
+    """Turns a request body into checked records (:class:`Parsed`) of the model's raw columns."""
 
     def __init__(self, spec: Any, limits: dict[str, int]) -> None:
         self.spec = spec
@@ -709,8 +708,6 @@ def _json_value(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if value is pd.NA or value is pd.NaT:
-        return None
     if isinstance(value, np.generic):
         return _json_value(value.item())
     if isinstance(value, datetime.date | datetime.time):
