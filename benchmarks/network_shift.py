@@ -250,7 +250,7 @@ def mean_sd(values: list[float], digits: int = 3) -> str:
         return "–"
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def print_case(
@@ -262,7 +262,7 @@ def print_case(
         f"Training: {len(case.y_train):,} flows ({int((case.y_train == 0).sum()):,} benign). "
         f"New network: {n_benign:,} benign flows, {int(case.y_new.sum()):,} attacks; "
         f"{n_new:,} benign flows drawn for adapting, {n_benign - n_new:,} held out; "
-        f"{draws} draw(s), mean ± std. Channel weights learned in training (kept by adapt): "
+        f"{draws} draw(s), mean ± sample std. Channel weights learned in training (kept by adapt): "
         f"{weights or 'none'}.\n"
     )
     head = "| method | AUROC | FPR @1 % | recall @1 % | FPR @5 % | recall @5 % | drift warning |"
