@@ -26,7 +26,7 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 from small import FUSED_FAST  # noqa: E402
 
-from latent_sculpting.service import create_app  # noqa: E402
+from latent_sculpting.service import LIMITS, create_app  # noqa: E402
 
 MAX_BODY = 256 * 1024
 TOKEN = "s3cret-token-of-some-length"
@@ -240,7 +240,7 @@ def test_non_numeric_values_get_422_naming_the_column(client, raw_rows):
     response = client.post("/v1/score", json=records)
     assert response.status_code == 422
     assert (
-        "record 1 field 'Flow Duration': 'very long' is not a number"
+        "record 2 field 'Flow Duration': 'very long' is not a number"
         in (response.json()["detail"]["error"])
     )
 
@@ -333,12 +333,22 @@ def test_a_record_lacking_a_field_is_refused_not_imputed(client, raw_rows):
     del records[1]["Flow Duration"]
     response = client.post("/v1/score", json=records)
     assert response.status_code == 422
-    assert "record 1 lacks field 'Flow Duration'" in response.json()["detail"]["error"]
+    assert "record 2 lacks field 'Flow Duration'" in response.json()["detail"]["error"]
     records = _records(raw_rows.head(3))
     records[2]["Flow IAT Max"] = None
     response = client.post("/v1/score", json=records)
     assert response.status_code == 422
-    assert "record 2 field 'Flow IAT Max': None is not a number" in response.text
+    assert "record 3 field 'Flow IAT Max': None is not a number" in response.text
+
+
+def test_a_record_with_too_many_fields_is_refused_naming_it_counted_from_1(client, raw_rows):
+    records = _records(raw_rows.head(3))
+    records[1].update({f"extra {k}": 0 for k in range(LIMITS["max_fields_per_record"])})
+    response = client.post("/v1/score", json=records)
+    assert response.status_code == 422
+    n = len(records[1])
+    at_most = LIMITS["max_fields_per_record"]
+    assert response.json()["detail"] == f"record 2: {n} fields; at most {at_most}"
 
 
 def test_a_value_beyond_float32_is_refused_not_scored_as_zero(client, raw_rows):

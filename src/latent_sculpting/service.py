@@ -415,7 +415,7 @@ class RecordParser:
         keys: dict[str, None] = {}
         for i, record in enumerate(records):
             if len(record) > limit:
-                raise RequestError(422, f"record {i}: {len(record)} fields; at most {limit}")
+                raise RequestError(422, f"record {i + 1}: {len(record)} fields; at most {limit}")
             keys.update(dict.fromkeys(record))
         fields = self._fields(tuple(keys))
         numeric_raw = [raw for raw, numeric in fields if numeric]
@@ -481,18 +481,20 @@ class RecordParser:
 
     @staticmethod
     def _refuse(records: list[dict], fields: list[tuple[str, bool]]) -> None:
-        """422 naming the first records and fields that are missing or not single values."""
+        """422 naming the first records and fields that are missing or not single values.
+
+        Records count from 1, as rows do in the errors of files and of ``encode``."""
         problems = []
         for i, record in enumerate(records):
             for raw, numeric in fields:
                 if raw not in record:
-                    problems.append(f"record {i} lacks field {raw!r}")
+                    problems.append(f"record {i + 1} lacks field {raw!r}")
                     continue
                 value = record[raw]
                 if numeric and not _is_number(value):
-                    problems.append(f"record {i} field {raw!r}: {value!r} is not a number")
+                    problems.append(f"record {i + 1} field {raw!r}: {value!r} is not a number")
                 elif isinstance(value, list | dict):
-                    problems.append(f"record {i} field {raw!r}: not a single value")
+                    problems.append(f"record {i + 1} field {raw!r}: not a single value")
                 if len(problems) >= 10:
                     break
             if len(problems) >= 10:
