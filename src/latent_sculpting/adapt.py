@@ -119,11 +119,7 @@ def adapt(
     record = {
         "rows": len(X),
         "refit": refit,
-        "kept_training_prototypes": bool(
-            keep_training_prototypes
-            and refit
-            and any(hasattr(c, "merged") for c in model.channels_.values() if not c.supervised)
-        ),
+        "kept_training_prototypes": False,  # set below, from what the refit did
         "fit_rows": len(fit_rows),
         "reference_rows": len(reference),
         "calibration_rows": len(held_out),
@@ -135,10 +131,10 @@ def adapt(
         torch.manual_seed(int(rng.integers(2**31)))
         Z = model.preprocessor_.transform(X)
         held = np.r_[reference, held_out]
-        side = (
+        side, merged = (
             _refit_densities(model, Z, fit_rows, held, rng, keep_training_prototypes)
             if refit
-            else {}
+            else ({}, [])
         )
         for name, channel in model.channels_.items():
             if name not in side:  # kept: it never saw these rows
@@ -167,6 +163,7 @@ def adapt(
     model.calibration = "holdout"
     model._describe_benign(X)
     record.update(
+        kept_training_prototypes=bool(merged),
         threshold=_finite_or_none(model.threshold_),
         random_state=seed,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -250,16 +247,16 @@ def _refit_densities(
     held_out: np.ndarray,
     rng: np.random.Generator,
     keep_prototypes: bool = False,
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """Refit the Deep SVDD embedding, the flow and every benign-only side channel on the
     scaled rows ``Z[fit_rows]`` (with ``keep_prototypes``, a channel that can keeps its
     training prototypes beside the new ones); those channels' out-of-sample scores of
-    ``Z[held_out]``."""
+    ``Z[held_out]``, and the names of the channels that kept their training prototypes."""
     if model.svdd_ is not None:
         model.svdd_ = DeepSAD(
             eta=0.0, rep_dim=model.svdd_dim, random_state=int(rng.integers(2**31))
         ).fit(Z[fit_rows])
-    scores = {}
+    scores, merged = {}, []
     rows = np.r_[fit_rows, held_out]
     for name, channel in model.channels_.items():
         if not channel.supervised:
@@ -271,9 +268,10 @@ def _refit_densities(
             if keep_prototypes and hasattr(channel, "merged"):
                 fresh = channel.merged(fresh)
                 scores[name] = fresh.score(Z[held_out])
+                merged.append(name)
             model.channels_[name] = fresh
     model._fit_stage2(Z[fit_rows])
-    return scores
+    return scores, merged
 
 
 def _drift_summary(model: Any, X: np.ndarray, flags: np.ndarray) -> dict[str, Any] | None:
