@@ -4,7 +4,9 @@ refused, the command line (``sculpt adapt``, ``sculpt train --benign-extra``).""
 from __future__ import annotations
 
 import copy
+import math
 import re
+from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
@@ -14,12 +16,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 from small import FUSED_FAST
 
-from latent_sculpting import LatentSculpting, preset
-from latent_sculpting.adapt import MIN_FIT_ROWS, min_benign_rows
+from latent_sculpting import LatentSculpting, estimator, preset
+from latent_sculpting.adapt import MAX_FINE_TUNE, MIN_FIT_ROWS, _fine_tune_epochs, min_benign_rows
 from latent_sculpting.calibration import conformal_threshold
 from latent_sculpting.channels import NeighbourChannel
 from latent_sculpting.cli import main
 from latent_sculpting.data import BENIGN, load_cicids2017, read_flows, sample_path
+from latent_sculpting.stage2 import fit_flow
 
 TARGET = 0.05
 
@@ -239,7 +242,7 @@ def test_the_flow_and_a_benign_only_channel_are_refit_on_the_fit_rows_only(model
     BenignDistance.fitted_on.clear()
     flow_rows = []
     fit_stage2 = model._fit_stage2
-    model._fit_stage2 = lambda Z: flow_rows.append(len(Z)) or fit_stage2(Z)
+    model._fit_stage2 = lambda Z, **kw: flow_rows.append(len(Z)) or fit_stage2(Z, **kw)
     model.adapt(data["adapt"], random_state=0)
     del model._fit_stage2
     channel = model.channels_["distance"]
@@ -247,6 +250,123 @@ def test_the_flow_and_a_benign_only_channel_are_refit_on_the_fit_rows_only(model
     assert channel is not old and BenignDistance.fitted_on == [500] and flow_rows == [500]
     assert list(model.fusion_.tails_) == ["nll", "forest", "distance"]
     assert model.predict(data["fresh"]).mean() <= TARGET + 0.04
+
+
+def test_the_flow_is_fine_tuned_from_the_trained_one_unless_told_otherwise(
+    models, data, monkeypatch
+):
+    calls = []
+    fit_flow = estimator.fit_flow
+
+    def spy(inputs, **kwargs):
+        init = kwargs.get("init")
+        state = None if init is None else copy.deepcopy(init.state_dict())
+        calls.append((len(inputs), kwargs["flow_epochs"], init, state))
+        return fit_flow(inputs, **kwargs)
+
+    monkeypatch.setattr(estimator, "fit_flow", spy)
+    fitted = models["default"]
+    model = copy.deepcopy(fitted)
+    old_flow = model.flow_
+    model.adapt(data["adapt"], random_state=0)
+    [(rows, epochs, init, state)] = calls
+    # It starts from the trained flow, leaves that one as it was, and trains a copy.
+    assert rows == 500 and init is old_flow and model.flow_ is not old_flow
+    for name, value in old_flow.state_dict().items():
+        assert torch.equal(value, state[name])
+        assert torch.equal(value, fitted.flow_.state_dict()[name])
+    assert any(
+        not torch.equal(value, old_flow.state_dict()[name])
+        for name, value in model.flow_.state_dict().items()
+    )
+    # As many optimiser steps as the training fit took, within the bounds.
+    trained = fitted.history_["n_benign_density"]
+    steps = math.ceil(trained / fitted.flow_batch_size) * fitted.flow_epochs
+    expected = min(max(steps, fitted.flow_epochs), MAX_FINE_TUNE * fitted.flow_epochs)
+    assert epochs == expected
+    record = model.training_info_["adaptations"][-1]
+    assert (record["flow"], record["flow_epochs"]) == ("fine-tuned", expected)
+
+    calls.clear()
+    fresh = copy.deepcopy(fitted).adapt(data["adapt"], fresh_flow=True, random_state=0)
+    [(rows, epochs, init, _)] = calls
+    assert (rows, epochs, init) == (500, fitted.flow_epochs, None)
+    assert fresh.training_info_["adaptations"][-1]["flow"] == "fitted afresh"
+    # A model whose flow reads a Deep SVDD embedding (refit by adapt) always fits it afresh.
+    calls.clear()
+    fused = copy.deepcopy(models["fused"]).adapt(data["adapt"], random_state=0)
+    assert calls[0][2] is None
+    assert fused.training_info_["adaptations"][-1]["flow"] == "fitted afresh"
+
+
+def test_fine_tuning_moves_a_trained_flow_onto_the_new_rows():
+    # Synthetic: a flow trained on one Gaussian cloud, then given a few hundred rows of another.
+    rng = np.random.default_rng(0)
+    old = rng.normal(size=(4000, 4)).astype(np.float32)
+    new = (rng.normal(size=(300, 4)) + 3).astype(np.float32)
+    params = {
+        "flow_transforms": 2, "flow_hidden": 32, "flow_hidden_layers": 1, "flow_lr": 5e-3,
+        "flow_epochs": 20, "flow_batch_size": 256, "grad_clip": 1.0,
+        "device": torch.device("cpu"),
+    }  # fmt: skip
+    torch.manual_seed(0)
+    trained, _ = fit_flow(old, **params)
+    tuned, _ = fit_flow(new, **params, init=trained)
+    fresh, _ = fit_flow(new, **params)
+    with torch.no_grad():
+        nll = {
+            name: flow(torch.as_tensor(rows)).median().item()
+            for name, flow, rows in [
+                ("tuned old", tuned, old), ("fresh old", fresh, old),
+                ("tuned new", tuned, new), ("fresh new", fresh, new),
+            ]
+        }  # fmt: skip
+    # It starts where the trained flow is (at a learning rate of almost 0 it stays there),
+    # learns the new cloud from far off at least as well as a flow fitted on it alone in as
+    # many steps, and is not a memory of the old one: it moves off it as a fresh fit does.
+    still, _ = fit_flow(new, **{**params, "flow_lr": 1e-9}, init=trained)
+    with torch.no_grad():
+        start = trained(torch.as_tensor(new)).median().item()
+        assert (
+            abs(
+                still(torch.as_tensor(old)).median().item()
+                - trained(torch.as_tensor(old)).median().item()
+            )
+            < 1e-3
+        )
+    assert start > nll["fresh new"] + 10
+    assert nll["tuned new"] <= nll["fresh new"] + 0.1
+    assert nll["tuned old"] > nll["fresh old"] - 0.5
+
+
+def test_fine_tune_epochs_match_the_training_steps_within_bounds():
+    def epochs(trained, n_rows):
+        model = SimpleNamespace(
+            flow_batch_size=512, flow_epochs=20, history_={"n_benign_density": trained}
+        )
+        return _fine_tune_epochs(model, n_rows)
+
+    # 10,000 training rows: 20 batches x 20 epochs = 400 steps.
+    assert epochs(10_000, 2_000) == 100  # 4 batches an epoch
+    assert epochs(10_000, 500) == 15 * 20  # 400 wanted, capped
+    assert epochs(10_000, 20_000) == 20  # 10 wanted, at least flow_epochs
+    # A model file's record is informational: malformed counts are the new rows, and a huge
+    # one is capped.
+    for bad in ("10000", True, -5, None, 2.5):
+        assert epochs(bad, 500) == 20
+    assert epochs(10**12, 500) == 300
+
+
+def test_the_fine_tuned_flow_keeps_the_scaler_it_was_trained_behind(data):
+    params = {**preset("fast"), "flow_standardize": True, "target_fpr": TARGET}
+    model = LatentSculpting(**params, random_state=0)
+    model.fit(data["X"], data["y"], groups=data["groups"], spec=data["table"].spec)
+    scaler = copy.deepcopy(model.flow_scaler_)
+    model.adapt(data["adapt"], random_state=0)
+    assert model.training_info_["adaptations"][-1]["flow"] == "fine-tuned"
+    for name, value in vars(scaler).items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(getattr(model.flow_scaler_, name), value)
 
 
 def test_the_neighbour_channel_is_refit_on_benign_fit_rows_only(fitted, data, monkeypatch):

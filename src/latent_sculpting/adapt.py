@@ -10,11 +10,23 @@ This module owns :func:`adapt`, behind :meth:`LatentSculpting.adapt
   part reads), the Stage-1 encoder and centroids, every side channel that learns from attacks
   (``supervised = True`` in :mod:`latent_sculpting.channels`: the random forest, the boosted
   trees) and the stacked rule's channel weights (learned on held-out attack families);
-- **refit on the new benign flows**: the Deep SVDD embedding, the flow and its input scaling
-  (the benign density), every benign-only side channel (``supervised = False``: the distance
+- **refit on the new benign flows**: the Deep SVDD embedding, the flow (the benign density:
+  fine-tuned, see below), every benign-only side channel (``supervised = False``: the distance
   to benign prototypes; ``keep_training_prototypes`` keeps the training prototypes beside the
   new ones), the fusion's tails of the flow and of those channels,
   the conformal calibration, the drift bins and the benign profile.
+
+The flow is fine-tuned on the new flows, starting from the trained one, for as many optimiser
+steps as its training took (at least ``flow_epochs`` epochs, at most :data:`MAX_FINE_TUNE` times
+as many). An adaptation brings a few hundred flows to fit on: a flow fitted afresh on them
+takes a few dozen steps and is a poor density, and one trained longer from scratch overfits
+them; started from a density learned on thousands of flows, the same rows refine it. On the
+validation case (the CIC sample's Monday-Tuesday -> Wednesday; docs/results/network-shift.md)
+the flow alone ranked the new day's attacks better fine-tuned than fitted afresh. It is not a
+memory of the training network: the density moves onto the new flows, away from the old ones,
+as a fresh fit's does (a synthetic test checks both). ``fresh_flow`` fits it afresh instead; a
+model with a Deep SVDD embedding always does (the embedding is refit, so the flow's input
+changes).
 
 When the densities are refit, the kept channels keep their fusion tails as well: placed on
 thousands of training reference flows, they are better estimates than a tail refitted on the few
@@ -45,10 +57,15 @@ from .drift import DriftMonitor
 from .fusion import FUSIONS
 from .validation import check_features
 
-__all__ = ["MIN_FIT_ROWS", "adapt", "min_benign_rows"]
+__all__ = ["MAX_FINE_TUNE", "MIN_FIT_ROWS", "adapt", "min_benign_rows"]
 
 #: Fewest new benign rows the densities are refit on.
 MIN_FIT_ROWS = 100
+
+#: Most epochs of the flow's fine-tune, as a multiple of ``flow_epochs``: 15 (300 epochs for
+#: the default preset) was the most tried on the validation case, and bounds the time a model
+#: file's record of its training rows can ask for.
+MAX_FINE_TUNE = 15
 
 
 def adapt(
@@ -57,6 +74,7 @@ def adapt(
     *,
     refit: bool = True,
     keep_training_prototypes: bool = False,
+    fresh_flow: bool = False,
     calibration_fraction: float = 0.5,
     random_state: int | None = None,
 ) -> Any:
@@ -85,6 +103,11 @@ def adapt(
         either, which on another network can hide its attacks (docs/results/network-shift.md:
         AUROC +0.010 and +0.013 on two later-days cases of the CIC sample, -0.062 on IoT-23
         capture 8-1, whose attacks look like the other captures' benign traffic).
+    fresh_flow : bool, default=False
+        With ``refit``, fit the flow afresh on the new flows (``flow_epochs`` epochs) rather
+        than fine-tune the trained one (see the module's description): what ``adapt`` did
+        before, kept for comparison and for adapting on many flows, where a fresh fit takes
+        as many steps as training did.
     calibration_fraction : float, default=0.5
         With ``refit``, the share of the rows held out of every fit (for Fisher's fusion, half
         of them place the tails, half set the threshold).
@@ -96,8 +119,9 @@ def adapt(
     model
         The same model, adapted; its ``calibration`` parameter becomes ``"holdout"``.
         ``model.training_info_["adaptations"]`` gains a record: rows, how they were split, how
-        many of them the model flagged before and the drift verdict on them, the old and new
-        threshold, the seed and the date.
+        many of them the model flagged before and the drift verdict on them, how the flow was
+        refit (``"fine-tuned"``, ``"fitted afresh"`` or ``"kept"``) and for how many epochs,
+        the old and new threshold, the seed and the date.
 
     Raises
     ------
@@ -120,6 +144,8 @@ def adapt(
         "rows": len(X),
         "refit": refit,
         "kept_training_prototypes": False,  # set below, from what the refit did
+        "flow": "kept",
+        "flow_epochs": 0,
         "fit_rows": len(fit_rows),
         "reference_rows": len(reference),
         "calibration_rows": len(held_out),
@@ -131,11 +157,13 @@ def adapt(
         torch.manual_seed(int(rng.integers(2**31)))
         Z = model.preprocessor_.transform(X)
         held = np.r_[reference, held_out]
-        side, merged = (
-            _refit_densities(model, Z, fit_rows, held, rng, keep_training_prototypes)
-            if refit
-            else ({}, [])
-        )
+        side, merged = {}, []
+        if refit:
+            side, merged = _refit_densities(model, Z, fit_rows, held, rng, keep_training_prototypes)
+            fine_tune = model.svdd_ is None and not fresh_flow
+            epochs = _fine_tune_epochs(model, len(fit_rows)) if fine_tune else model.flow_epochs
+            model._fit_stage2(Z[fit_rows], fine_tune_epochs=epochs if fine_tune else None)
+            record.update(flow="fine-tuned" if fine_tune else "fitted afresh", flow_epochs=epochs)
         for name, channel in model.channels_.items():
             if name not in side:  # kept: it never saw these rows
                 side[name] = channel.score(Z[held])
@@ -248,7 +276,7 @@ def _refit_densities(
     rng: np.random.Generator,
     keep_prototypes: bool = False,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Refit the Deep SVDD embedding, the flow and every benign-only side channel on the
+    """Refit the Deep SVDD embedding and every benign-only side channel on the
     scaled rows ``Z[fit_rows]`` (with ``keep_prototypes``, a channel that can keeps its
     training prototypes beside the new ones); those channels' out-of-sample scores of
     ``Z[held_out]``, and the names of the channels that kept their training prototypes."""
@@ -270,8 +298,23 @@ def _refit_densities(
                 scores[name] = fresh.score(Z[held_out])
                 merged.append(name)
             model.channels_[name] = fresh
-    model._fit_stage2(Z[fit_rows])
     return scores, merged
+
+
+def _fine_tune_epochs(model: Any, n_rows: int) -> int:
+    """Epochs over ``n_rows`` that give the flow's fine-tune as many optimiser steps as its
+    training fit took, between ``flow_epochs`` and :data:`MAX_FINE_TUNE` times that.
+
+    The training rows come from the model's history (informational, so checked: a missing or
+    malformed count counts as ``n_rows``, and the bounds cap what a file can ask for).
+    """
+    batch, epochs = model.flow_batch_size, model.flow_epochs
+    trained = (getattr(model, "history_", None) or {}).get("n_benign_density")
+    if not isinstance(trained, int) or isinstance(trained, bool) or trained < 1:
+        trained = n_rows
+    steps = math.ceil(trained / batch) * epochs
+    wanted = math.ceil(steps / math.ceil(n_rows / batch))
+    return int(min(max(wanted, epochs), MAX_FINE_TUNE * epochs))
 
 
 def _drift_summary(model: Any, X: np.ndarray, flags: np.ndarray) -> dict[str, Any] | None:

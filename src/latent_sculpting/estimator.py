@@ -488,15 +488,29 @@ class LatentSculpting(BaseEstimator):
             self.channels_[name] = channel
         return scores
 
-    def _fit_stage2(self, Z_benign: np.ndarray) -> np.ndarray:
-        """Fit the flow (and its input's scaler) on benign rows; their flow inputs."""
+    def _fit_stage2(
+        self, Z_benign: np.ndarray, *, fine_tune_epochs: int | None = None
+    ) -> np.ndarray:
+        """Fit the flow (and its input's scaler) on benign rows; their flow inputs.
+
+        With ``fine_tune_epochs``, the fitted flow is trained that many more epochs on the rows
+        instead (its input's scaler kept: the flow is only valid on the inputs it was trained
+        on), as :func:`~latent_sculpting.adapt.adapt` does.
+        """
         embedding = None if self.svdd_ is None else self.svdd_.transform(Z_benign)
+        params = {name: getattr(self, name) for name in STAGE2_PARAMETERS}
+        if fine_tune_epochs is not None:
+            inputs = flow_inputs(self._encode(Z_benign), embedding, self.flow_scaler_)
+            params["flow_epochs"] = fine_tune_epochs
+            self.flow_, self.history_["stage2_nll"] = fit_flow(
+                inputs, **params, device=self.device_, verbose=self.verbose, init=self.flow_
+            )
+            return inputs
         inputs = flow_inputs(self._encode(Z_benign), embedding, None)
         self.flow_scaler_ = None
         if self.flow_standardize:
             self.flow_scaler_ = FeaturePreprocessor(scaler="standard").fit(inputs)
             inputs = self.flow_scaler_.transform(inputs)
-        params = {name: getattr(self, name) for name in STAGE2_PARAMETERS}
         self.flow_, self.history_["stage2_nll"] = fit_flow(
             inputs, **params, device=self.device_, verbose=self.verbose
         )
@@ -514,6 +528,7 @@ class LatentSculpting(BaseEstimator):
         *,
         refit: bool = True,
         keep_training_prototypes: bool = False,
+        fresh_flow: bool = False,
         calibration_fraction: float = 0.5,
         random_state: int | None = None,
     ) -> LatentSculpting:
@@ -537,6 +552,7 @@ class LatentSculpting(BaseEstimator):
             X_benign,
             refit=refit,
             keep_training_prototypes=keep_training_prototypes,
+            fresh_flow=fresh_flow,
             calibration_fraction=calibration_fraction,
             random_state=random_state,
         )

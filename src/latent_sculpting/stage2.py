@@ -11,6 +11,8 @@ References
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -57,19 +59,26 @@ def fit_flow(
     grad_clip: float,
     device: torch.device,
     verbose: bool = False,
+    init: LatentDensity | None = None,
 ) -> tuple[LatentDensity, list[float]]:
     """Fit a MAF to ``inputs`` by maximum likelihood; the flow (eval mode) and its mean NLL per
     epoch.
 
     Adam on minibatches; the batch order comes from a generator seeded from torch's global one.
-    A batch whose NLL is not finite is skipped, as in the reference code.
+    A batch whose NLL is not finite is skipped, as in the reference code. With ``init``, training
+    starts from a copy of that flow (``init`` itself is left as it is; the architecture
+    parameters are then its own) rather than from a fresh one: fine-tuning.
     """
-    flow = LatentDensity(
-        inputs.shape[1],
-        transforms=flow_transforms,
-        hidden_features=flow_hidden,
-        hidden_layers=flow_hidden_layers,
-    ).to(device)
+    if init is None:
+        flow = LatentDensity(
+            inputs.shape[1],
+            transforms=flow_transforms,
+            hidden_features=flow_hidden,
+            hidden_layers=flow_hidden_layers,
+        ).to(device)
+    else:
+        flow = copy.deepcopy(init).to(device)
+        flow.train()
     optimizer = torch.optim.Adam(flow.parameters(), lr=flow_lr)
     data = torch.as_tensor(inputs, device=device)
     generator = torch.Generator(device="cpu").manual_seed(int(torch.randint(2**31, ())))

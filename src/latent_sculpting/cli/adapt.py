@@ -59,6 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "same network later rather than another network, where it can hide attacks that look "
         "like the training network's benign traffic (docs/usage.md)",
     )
+    parser.add_argument(
+        "--fresh-flow",
+        action="store_true",
+        help="fit the benign density (the flow) afresh on the new flows instead of fine-tuning "
+        "the trained one (what adapt did before; with many new flows a fresh fit is as long "
+        "as training's)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         model.adapt(
             table.frame(),
             keep_training_prototypes=args.keep_training_prototypes,
+            fresh_flow=args.fresh_flow,
             calibration_fraction=args.calibration_fraction,
             random_state=args.seed,
         )
@@ -163,7 +171,9 @@ def describe_adaptation(model: Any, record: dict[str, Any]) -> str:
     before = record["flagged_before"]
     lines = [
         f"benign flows of the new network: {rows:,} ({record['fit_rows']:,} refit the "
-        f"benign density, {record['reference_rows']:,} place the fusion's tails, "
+        f"benign density (the flow {record.get('flow', 'refit')}"
+        + (f", {record['flow_epochs']} epochs" if record.get("flow_epochs") else "")
+        + f"), {record['reference_rows']:,} place the fusion's tails, "
         f"{record['calibration_rows']:,} set the threshold)"
         if record["refit"]
         else f"benign flows of the new network: {rows:,} ({record['reference_rows']:,} place "
