@@ -16,6 +16,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from small import FUSED_FAST
 
+import latent_sculpting.adapt as adapt_module
 from latent_sculpting import LatentSculpting, estimator, preset
 from latent_sculpting.adapt import MAX_FINE_TUNE, MIN_FIT_ROWS, _fine_tune_epochs, min_benign_rows
 from latent_sculpting.calibration import conformal_threshold
@@ -297,6 +298,36 @@ def test_the_flow_is_fine_tuned_from_the_trained_one_unless_told_otherwise(
     fused = copy.deepcopy(models["fused"]).adapt(data["adapt"], random_state=0)
     assert calls[0][2] is None
     assert fused.training_info_["adaptations"][-1]["flow"] == "fitted afresh"
+
+
+def test_a_flow_that_cannot_be_fine_tuned_is_fitted_afresh_and_the_record_says_why(
+    fitted, data, monkeypatch
+):
+    Z = fitted.preprocessor_.transform(data["adapt"])
+    state = {k: v.clone() for k, v in fitted.flow_.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.clone() for p in fitted.flow_.parameters()]
+    assert adapt_module._fine_tune_blocked(fitted, Z) is None
+    # New flows far outside the training traffic: an astronomical NLL (1e22 and more on IoT-23
+    # capture 42-1) overflows the gradient's norm, clipping zeroes every step, and the flow
+    # would stay as it was.
+    far = Z.copy()
+    far[:5] *= 1e6
+    reason = adapt_module._fine_tune_blocked(fitted, far)
+    assert reason is not None and "fitted afresh" in reason
+    # The model's flow is untouched: its weights, and the gradients it kept from training.
+    assert all(torch.equal(v, state[k]) for k, v in fitted.flow_.state_dict().items())
+    for p, g in zip(fitted.flow_.parameters(), grads, strict=True):
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+
+    calls = []
+    monkeypatch.setattr(
+        adapt_module, "_fine_tune_blocked", lambda model, Z: calls.append(len(Z)) or "far off"
+    )
+    model = copy.deepcopy(fitted).adapt(data["adapt"], random_state=0)
+    record = model.training_info_["adaptations"][-1]
+    assert calls == [500]
+    assert (record["flow"], record["flow_epochs"]) == ("fitted afresh", fitted.flow_epochs)
+    assert record["flow_fine_tune_refused"] == "far off"
 
 
 def test_fine_tuning_moves_a_trained_flow_onto_the_new_rows():

@@ -26,7 +26,9 @@ the flow alone ranked the new day's attacks better fine-tuned than fitted afresh
 memory of the training network: the density moves onto the new flows, away from the old ones,
 as a fresh fit's does (a synthetic test checks both). ``fresh_flow`` fits it afresh instead; a
 model with a Deep SVDD embedding always does (the embedding is refit, so the flow's input
-changes).
+changes), and so does every model when the trained flow cannot be fine-tuned on the new flows:
+when some lie so far outside the training traffic that the loss or its gradient is not finite,
+every step would be skipped or clipped to nothing (the adaptation's record says so).
 
 When the densities are refit, the kept channels keep their fusion tails as well: placed on
 thousands of training reference flows, they are better estimates than a tail refitted on the few
@@ -43,6 +45,7 @@ held-out ones, is flagged with probability at most ``target_fpr``.
 
 from __future__ import annotations
 
+import copy
 import math
 from datetime import datetime, timezone
 from typing import Any
@@ -55,6 +58,7 @@ from .calibration import MIN_HELD_OUT, reference_split, thresholds
 from .deep_sad import DeepSAD
 from .drift import DriftMonitor
 from .fusion import FUSIONS
+from .stage2 import flow_inputs
 from .validation import check_features
 
 __all__ = ["MAX_FINE_TUNE", "MIN_FIT_ROWS", "adapt", "min_benign_rows"]
@@ -161,6 +165,13 @@ def adapt(
         if refit:
             side, merged = _refit_densities(model, Z, fit_rows, held, rng, keep_training_prototypes)
             fine_tune = model.svdd_ is None and not fresh_flow
+            if fine_tune:
+                blocked = _fine_tune_blocked(model, Z[fit_rows])
+                if blocked:
+                    # Every step would be skipped or zeroed and the flow stay the training
+                    # network's: fit it afresh instead.
+                    fine_tune = False
+                    record["flow_fine_tune_refused"] = blocked
             epochs = _fine_tune_epochs(model, len(fit_rows)) if fine_tune else model.flow_epochs
             model._fit_stage2(Z[fit_rows], fine_tune_epochs=epochs if fine_tune else None)
             record.update(flow="fine-tuned" if fine_tune else "fitted afresh", flow_epochs=epochs)
@@ -299,6 +310,33 @@ def _refit_densities(
                 merged.append(name)
             model.channels_[name] = fresh
     return scores, merged
+
+
+def _fine_tune_blocked(model: Any, Z: np.ndarray) -> str | None:
+    """Why the fitted flow cannot be fine-tuned on the scaled rows ``Z``, or None when it can.
+
+    It cannot when its loss on them (the mean NLL, in float32 as training computes it) or the
+    gradient of that loss is not finite: a row so far outside the training traffic that its NLL
+    is astronomical (1e22 and more seen on IoT-23 capture 42-1) makes the gradient's norm
+    overflow, clipping then zeroes every step, and the flow would stay as it was.
+    """
+    inputs = torch.as_tensor(
+        flow_inputs(model._encode(Z), None, model.flow_scaler_), device=model.device_
+    )
+    flow = copy.deepcopy(model.flow_)  # its gradients must not touch the model's flow
+    nll = flow(inputs)
+    worst = float(nll.detach().max())
+    loss = nll.mean()
+    if torch.isfinite(loss):
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), math.inf)
+        if torch.isfinite(norm):
+            return None
+    return (
+        f"the trained flow finds some of the {len(Z)} new flows it would be fine-tuned on so "
+        f"unlikely (NLL up to {worst:.3g}) that its gradient is not finite, so it was fitted "
+        "afresh"
+    )
 
 
 def _fine_tune_epochs(model: Any, n_rows: int) -> int:

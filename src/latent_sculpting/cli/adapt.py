@@ -181,6 +181,8 @@ def describe_adaptation(model: Any, record: dict[str, Any]) -> str:
         f"before: the model flagged {before:,} of them ({100 * before / rows:.1f} %; target "
         f"{100 * target:g} %)",
     ]
+    if record.get("flow_fine_tune_refused"):
+        lines.append(f"flow: {record['flow_fine_tune_refused']}")
     drift = record.get("drift_before")
     if drift is not None:
         moved = drift["moved_features"]
