@@ -185,6 +185,8 @@ def evaluate(model: LatentSculpting, case: Case, benign: np.ndarray, attacks: np
         out[f"fpr@{alpha:g}"] = float(np.mean(score_b > threshold))
         out[f"recall@{alpha:g}"] = float(np.mean(score_a > threshold))
     out["scores"] = (score_b, score_a)
+    adaptations = (getattr(model, "training_info_", None) or {}).get("adaptations") or [{}]
+    out["flow refit"] = adaptations[-1].get("flow")
     report = DriftMonitor(model.drift_reference_).update(X[benign], score_b > model.threshold_)
     report = report.report()
     out["drifted"] = report.drifted
@@ -372,6 +374,9 @@ def print_case(
     ):
         shown = ", ".join(f"{100 * r['fpr@0.01']:.2f} %" for r in results[method])
         print(f"\nRealised FPR at the 1 % target per draw, {method}: {shown}.")
+        refits = [r["flow refit"] for r in results[method] if r.get("flow refit")]
+        if refits:
+            print(f"The flow, per draw: {', '.join(refits)}.")
     before = results["default before"]
     print("\nDrift report before adapting, per draw (on the held-out benign flows):\n")
     for draw, r in enumerate(before):
