@@ -1,0 +1,87 @@
+"""Withheld families where a method trails the best baseline, from a `sculpt benchmark` run.
+
+    python benchmarks/family_gaps.py runs/benchmark-... [--method default] [--margin 0.05]
+
+Reads the run's checkpoints (``folds/DATASET/FOLD/seed-*/METHOD.json``), averages each method's
+recall at the 1 % threshold (``--metric``) over the split seeds of each test fold, and prints,
+fold by fold, the method's value, the best baseline's (which one) and the gap; then how many
+folds trail by more than ``--margin``: the issue's target "no withheld family where `default`'s
+recall at 1 % FPR is more than 0.05 below the best baseline's on that family". Baselines are the
+run's methods that are not ``--method`` and not one of its ablations (names starting with
+``default``, ``fused``, ``paper``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from latent_sculpting.benchmark import load_records
+
+OURS = ("default", "fused", "paper")
+
+
+def _value(record: dict, metric: str) -> float:
+    if metric == "auroc":
+        return float(record["auroc"])
+    return float(record["recall_at_fpr"][metric.removeprefix("recall@")])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a sculpt benchmark output folder")
+    parser.add_argument("--method", default="default", help="the method judged (default default)")
+    parser.add_argument("--margin", type=float, default=0.05, help="allowed gap (default 0.05)")
+    parser.add_argument(
+        "--metric",
+        default="recall@0.01",
+        choices=("recall@0.05", "recall@0.01", "recall@0.001", "auroc"),
+        help="what is compared (default recall@0.01)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        records = load_records(args.run)
+    except FileNotFoundError as error:
+        parser.error(str(error))
+    values: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        fold = (record["dataset"], record["fold"])
+        values[fold][record["method"]].append(_value(record, args.metric))
+    if not any(args.method in methods for methods in values.values()):
+        parser.error(f"{args.run} has no checkpoint of {args.method!r}")
+
+    below = f"more than {args.margin:g} below"
+    print(f"| dataset | fold | {args.method} | best baseline | gap | {below} |")
+    print("|---|---|---:|---|---:|---|")
+    trailing = []
+    for (dataset, fold), methods in sorted(values.items()):
+        if args.method not in methods:
+            continue
+        ours = float(np.mean(methods[args.method]))
+        baselines = {
+            name: float(np.mean(v))
+            for name, v in methods.items()
+            if name != args.method and not name.startswith(OURS)
+        }
+        if not baselines:
+            continue
+        best = max(baselines, key=baselines.__getitem__)
+        gap = ours - baselines[best]
+        behind = gap < -args.margin
+        trailing += [(dataset, fold)] if behind else []
+        print(
+            f"| {dataset} | {fold} | {ours:.3f} | {best} {baselines[best]:.3f} | {gap:+.3f} | "
+            f"{'**yes**' if behind else 'no'} |"
+        )
+    n = sum(1 for methods in values.values() if args.method in methods)
+    print(
+        f"\n{args.method} trails the best baseline by more than {args.margin:g} ({args.metric}, "
+        f"mean over split seeds) on {len(trailing)} of {n} folds."
+    )
+
+
+if __name__ == "__main__":
+    main()
