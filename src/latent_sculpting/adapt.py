@@ -105,7 +105,7 @@ def adapt(
         For the same network later (new days, a changed mix) rather than another network: a
         flow like the training network's benign traffic is then not unusual on the new one
         either, which on another network can hide its attacks (docs/results/network-shift.md:
-        AUROC +0.010 and +0.013 on two later-days cases of the CIC sample, -0.062 on IoT-23
+        AUROC +0.012 and +0.019 on two later-days cases of the CIC sample, -0.060 on IoT-23
         capture 8-1, whose attacks look like the other captures' benign traffic).
     fresh_flow : bool, default=False
         With ``refit``, fit the flow afresh on the new flows (``flow_epochs`` epochs) rather
