@@ -7,8 +7,8 @@ recall at the 1 % threshold (``--metric``) over the split seeds of each test fol
 fold by fold, the method's value, the best baseline's (which one) and the gap; then how many
 folds trail by more than ``--margin``: the issue's target "no withheld family where `default`'s
 recall at 1 % FPR is more than 0.05 below the best baseline's on that family". Baselines are the
-run's methods that are not ``--method`` and not one of its ablations (names starting with
-``default``, ``fused``, ``paper``).
+run's methods that :data:`latent_sculpting.baselines.BASELINES` names (with or without an
+``@transform``), never a preset or an ablation of one.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from latent_sculpting.baselines import BASELINES
 from latent_sculpting.benchmark import load_records
-
-OURS = ("default", "fused", "paper")
 
 
 def _value(record: dict, metric: str) -> float:
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         baselines = {
             name: float(np.mean(v))
             for name, v in methods.items()
-            if name != args.method and not name.startswith(OURS)
+            if name != args.method and name.partition("@")[0] in BASELINES
         }
         if not baselines:
             continue
