@@ -45,7 +45,6 @@ held-out ones, is flagged with probability at most ``target_fpr``.
 
 from __future__ import annotations
 
-import copy
 import math
 from datetime import datetime, timezone
 from typing import Any
@@ -58,7 +57,7 @@ from .calibration import MIN_HELD_OUT, reference_split, thresholds
 from .deep_sad import DeepSAD
 from .drift import DriftMonitor
 from .fusion import FUSIONS
-from .stage2 import flow_inputs
+from .stage2 import fine_tune_blocked
 from .validation import check_features
 
 __all__ = ["MAX_FINE_TUNE", "MIN_FIT_ROWS", "adapt", "min_benign_rows"]
@@ -313,25 +312,11 @@ def _refit_densities(
 
 
 def _fine_tune_blocked(model: Any, Z: np.ndarray) -> str | None:
-    """Why the fitted flow cannot be fine-tuned on the scaled rows ``Z``, or None when it can.
-
-    It cannot when its loss on them (the mean NLL, in float32 as training computes it) or the
-    gradient of that loss is not finite: a row so far outside the training traffic that its NLL
-    is astronomical (1e22 and more seen on IoT-23 capture 42-1) makes the gradient's norm
-    overflow, clipping then zeroes every step, and the flow would stay as it was.
-    """
-    inputs = torch.as_tensor(
-        flow_inputs(model._encode(Z), None, model.flow_scaler_), device=model.device_
-    )
-    flow = copy.deepcopy(model.flow_)  # its gradients must not touch the model's flow
-    nll = flow(inputs)
-    worst = float(nll.detach().max())
-    loss = nll.mean()
-    if torch.isfinite(loss):
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), math.inf)
-        if torch.isfinite(norm):
-            return None
+    """Why the fitted flow cannot be fine-tuned on the scaled rows ``Z``, or None when it can
+    (:func:`~latent_sculpting.stage2.fine_tune_blocked`)."""
+    worst = fine_tune_blocked(model.flow_, model._flow_inputs(Z), device=model.device_)
+    if worst is None:
+        return None
     return (
         f"the trained flow finds some of the {len(Z)} new flows it would be fine-tuned on so "
         f"unlikely (NLL up to {worst:.3g}) that its gradient is not finite, so it was fitted "

@@ -497,15 +497,15 @@ class LatentSculpting(BaseEstimator):
         instead (its input's scaler kept: the flow is only valid on the inputs it was trained
         on), as :func:`~latent_sculpting.adapt.adapt` does.
         """
-        embedding = None if self.svdd_ is None else self.svdd_.transform(Z_benign)
         params = {name: getattr(self, name) for name in STAGE2_PARAMETERS}
         if fine_tune_epochs is not None:
-            inputs = flow_inputs(self._encode(Z_benign), embedding, self.flow_scaler_)
+            inputs = self._flow_inputs(Z_benign)
             params["flow_epochs"] = fine_tune_epochs
             self.flow_, self.history_["stage2_nll"] = fit_flow(
                 inputs, **params, device=self.device_, verbose=self.verbose, init=self.flow_
             )
             return inputs
+        embedding = None if self.svdd_ is None else self.svdd_.transform(Z_benign)
         inputs = flow_inputs(self._encode(Z_benign), embedding, None)
         self.flow_scaler_ = None
         if self.flow_standardize:
@@ -515,6 +515,12 @@ class LatentSculpting(BaseEstimator):
             inputs, **params, device=self.device_, verbose=self.verbose
         )
         return inputs
+
+    def _flow_inputs(self, Z: np.ndarray) -> np.ndarray:
+        """The fitted flow's inputs of scaled rows: the code, the Deep SVDD embedding when
+        there is one, through the flow's scaler."""
+        embedding = None if self.svdd_ is None else self.svdd_.transform(Z)
+        return flow_inputs(self._encode(Z), embedding, self.flow_scaler_)
 
     @contextlib.contextmanager
     def _timed(self, stage: str) -> Iterator[None]:

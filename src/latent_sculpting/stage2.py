@@ -12,6 +12,7 @@ References
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -22,7 +23,13 @@ from .fusion import NLL_CAP
 from .preprocessing import FeaturePreprocessor
 from .training import train_epochs
 
-__all__ = ["STAGE2_PARAMETERS", "fit_flow", "flow_inputs", "negative_log_likelihood"]
+__all__ = [
+    "STAGE2_PARAMETERS",
+    "fine_tune_blocked",
+    "fit_flow",
+    "flow_inputs",
+    "negative_log_likelihood",
+]
 
 #: The estimator's parameters that :func:`fit_flow` takes.
 STAGE2_PARAMETERS = (
@@ -103,6 +110,28 @@ def fit_flow(
     )
     flow.eval()
     return flow, losses
+
+
+def fine_tune_blocked(
+    flow: LatentDensity, inputs: np.ndarray, *, device: torch.device
+) -> float | None:
+    """The largest NLL of ``inputs`` when :func:`fit_flow` could not fine-tune ``flow`` on
+    them, None when it could.
+
+    It could not when the loss (the mean NLL, in float32 as training computes it) or its
+    gradient is not finite: a row so far outside what the flow was trained on that its NLL is
+    astronomical (1e22 and more seen on IoT-23 capture 42-1) makes the gradient's norm overflow,
+    clipping then zeroes every step, and the flow would stay as it was. ``flow`` itself is left
+    as it is (its gradients too).
+    """
+    trial = copy.deepcopy(flow)
+    nll = trial(torch.as_tensor(inputs, device=device))
+    loss = nll.mean()
+    if torch.isfinite(loss):
+        loss.backward()
+        if torch.isfinite(torch.nn.utils.clip_grad_norm_(trial.parameters(), math.inf)):
+            return None
+    return float(nll.detach().max())
 
 
 def negative_log_likelihood(
