@@ -1,5 +1,7 @@
 """Pseudo-zero-day folds: each known family held out, supervised channels refitted without it."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -82,6 +84,41 @@ def test_stacked_model_saves_loads_and_scores_alike(tmp_path):
     again = LatentSculpting.load(model.save(tmp_path / "m.sculpt"))
     np.testing.assert_array_equal(again.decision_function(X), model.decision_function(X))
     assert again.fusion_.weights_ == model.fusion_.weights_
+
+
+def _rewritten_fusion(source, target, edit):
+    """A copy of the model file ``source`` whose score rule's config ``edit`` changed."""
+    from hostile_models import read_model_file
+    from safetensors.torch import save_file
+
+    meta, tensors = read_model_file(source)
+    fitted = json.loads(meta["fitted"])
+    edit(fitted["fusion"])
+    save_file(tensors, str(target), metadata={**meta, "fitted": json.dumps(fitted)})
+    return target
+
+
+def test_a_file_with_the_single_rate_criterion_loads_and_bad_rates_are_refused(tmp_path):
+    X, y, groups = data()
+    model = LatentSculpting(**STACKED, random_state=0).fit(X, y, groups=groups)
+    saved = model.save(tmp_path / "m.sculpt")
+
+    def single_rate(config):  # what files written before "fprs" hold
+        del config["fprs"]
+        config["fpr"] = 0.01
+
+    old = LatentSculpting.load(_rewritten_fusion(saved, tmp_path / "old.sculpt", single_rate))
+    assert old.fusion_.fprs == (0.01,) and old.fusion_.weights_ == model.fusion_.weights_
+    np.testing.assert_array_equal(old.decision_function(X), model.decision_function(X))
+    for value, message in (
+        ([], "its fprs \\[\\] are not a short list"),
+        ([0.01, 1.5], "its fpr 1.5 is not in \\(0, 1\\)"),
+        (["x"], "its fpr must be a number"),
+        (0.01, "its fprs 0.01 are not a short list"),
+    ):
+        bad = _rewritten_fusion(saved, tmp_path / "bad.sculpt", lambda c, v=value: c.update(fprs=v))
+        with pytest.raises(ValueError, match=message):
+            LatentSculpting.load(bad)
 
 
 def _fit_sample(table, n_jobs):

@@ -13,6 +13,7 @@ from latent_sculpting.fusion import (
     NLLFusion,
     StackedFusion,
     TwoStageFusion,
+    criterion,
     fisher,
 )
 
@@ -116,6 +117,40 @@ def test_stacked_weights_keep_the_channel_that_sees_held_out_families():
     assert both.weights_ == {"nll": 1.0, "knn": 1.0}  # each catches a family: keep both
     plain = StackedFusion().fit(reference, {"knn": 0.0}, [])
     assert plain.weights_ == {"nll": 1.0, "knn": 1.0}  # no fold: Fisher's sum
+
+
+def test_criterion_is_the_mean_of_auroc_and_recall_at_each_rate():
+    benign = np.arange(1000.0)  # quantiles 0.99 -> 989.01, 0.999 -> 998.001
+    attack = np.array([2000.0, 999.0, 995.0, 500.0])
+    auroc = (1 + 0.9995 + 0.9955 + 0.5005) / 4  # P(benign < a) + P(benign = a) / 2, each a
+    assert criterion(benign, attack, (0.01,)) == pytest.approx((auroc + 3 / 4) / 2)
+    assert criterion(benign, attack, (0.01, 0.001)) == pytest.approx((auroc + 3 / 4 + 2 / 4) / 3)
+
+
+def _two_kinds_fold(rng, n=3000, m=200):
+    """40 % of the attacks far out in the NLL only (seen even at 0.1 %), the rest a little out
+    in the knn distance only (seen at 1 %)."""
+    k = int(0.4 * m)
+    attack = {
+        "nll": np.r_[rng.normal(6, 1, size=k), rng.normal(size=m - k)],
+        "knn": np.r_[rng.normal(size=k), rng.normal(2.5, 1, size=m - k)],
+    }
+    return {"reference": {"nll": rng.normal(size=n), "knn": rng.normal(size=n)}, "attack": attack}
+
+
+def test_the_weights_are_chosen_on_every_rate_of_the_criterion():
+    rng = np.random.default_rng(0)
+    reference = {"nll": rng.normal(size=3000), "knn": rng.normal(size=3000)}
+    folds = [_two_kinds_fold(rng) for _ in range(3)]
+    # At 1 % alone, halving the NLL lets the knn-only attacks through; at 0.1 % the NLL-only
+    # attacks are what is caught, and its full weight wins.
+    at_one = StackedFusion(fprs=(0.01,)).fit(reference, {"knn": 0.0}, folds)
+    assert at_one.weights_ == {"nll": 0.5, "knn": 1.0}
+    both = StackedFusion().fit(reference, {"knn": 0.0}, folds)
+    assert both.fprs == (0.01, 0.001) and both.weights_ == {"nll": 1.0, "knn": 1.0}
+    for bad in ((), (0.0,), (0.01, 1.5)):
+        with pytest.raises(ValueError, match="fprs must be false-positive rates"):
+            StackedFusion(fprs=bad)
 
 
 def test_fit_tails_keeps_the_named_tails_and_weights_and_refits_the_rest():

@@ -949,10 +949,16 @@ def _fusion(score: str, config: Any, arrays: dict[str, np.ndarray], channels: li
             raise ModelFileError(f"score={score!r} has no arrays, got {_few(sorted(arrays))}")
         return cls.from_state(config, arrays)
     if cls is StackedFusion:
-        stacked = _object(config, "its config", {"tails", "fpr", "weights", "fold_scores"})
-        _number(stacked["fpr"], "its fpr")
-        if not 0 < stacked["fpr"] < 1:
-            raise ModelFileError(f"its fpr {stacked['fpr']!r} is not in (0, 1)")
+        # The criterion's rates are "fprs"; files written before it took several hold "fpr".
+        rates = "fprs" if isinstance(config, dict) and "fpr" not in config else "fpr"
+        stacked = _object(config, "its config", {"tails", rates, "weights", "fold_scores"})
+        fprs = stacked[rates] if rates == "fprs" else [stacked[rates]]
+        if not isinstance(fprs, list) or not 1 <= len(fprs) <= 16:  # a handful in use
+            raise ModelFileError(f"its fprs {_shown(fprs)} are not a short list")
+        for value in fprs:
+            _number(value, "its fpr")
+            if not 0 < value < 1:
+                raise ModelFileError(f"its fpr {value!r} is not in (0, 1)")
         scores = stacked["fold_scores"]
         if not isinstance(scores, list) or len(scores) > _SIZE_CAPS["stack_folds"]:
             raise ModelFileError(f"its fold scores {_shown(scores)} are not a short list")
