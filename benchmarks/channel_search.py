@@ -273,13 +273,14 @@ def weighted(logs, weights):
     return {p: sum(w * lg[p] for w, lg in zip(weights, logs, strict=True)) for p in PARTS[1:]}
 
 
-def learned(paths, channels):
+def learned(paths, channels, criterion=(0.01,)):
     """Weights learned on the other validation folds of the same test fold, applied to this one.
 
     For validation fold (F, G) the weights are those that score best on the folds (F, G'),
     G' != G: folds in which G is a known family, so G's detection never informs the choice.
     This is what an estimator learning its weights from pseudo-zero-day folds of its own
-    training families would do.
+    training families would do. A weighting scores the mean of the AUROC and the recall at each
+    false-positive rate in ``criterion`` (the stacked rule's ``fprs``).
     """
     import pandas as pd
 
@@ -294,7 +295,7 @@ def learned(paths, channels):
         for w in grid:
             s = weighted(logs, w)
             m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
-            rows.append((m["auroc"] + m["recall_at_fpr"]["0.01"]) / 2)
+            rows.append(np.mean([m["auroc"], *(m["recall_at_fpr"][str(f)] for f in criterion)]))
         per_fold[path] = np.asarray(rows)
     out = []
     for path in paths:
@@ -315,25 +316,44 @@ def learned(paths, channels):
     return pd.DataFrame(out)
 
 
-def cmd_learned(args):
+def _learned_frame(out: Path, channels, criterion):
     import pandas as pd
 
-    out = Path(args.out)
     frames = []
     for dataset_dir in sorted(p for p in out.iterdir() if p.is_dir()):
         groups: dict[str, list[Path]] = {}
         for path in sorted(dataset_dir.glob("*.npz")):
             groups.setdefault(path.stem.split("___")[0], []).append(path)
         for outer, paths in groups.items():
-            frame = learned(paths, args.channels)
+            frame = learned(paths, channels, criterion)
             frame["dataset"], frame["outer"] = dataset_dir.name, outer
             frames.append(frame)
-    frame = pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def cmd_learned(args):
+    """Weights learned with one criterion; with ``--against``, paired differences from
+    another criterion's choice over the same folds."""
+    out = Path(args.out)
     cols = ["auroc", "r0.05", "r0.01", "r0.001"]
-    print("learned weights over", "+".join(args.channels), f"({len(frame)} folds)")
+    frame = _learned_frame(out, args.channels, args.criterion)
+    print(
+        "learned weights over",
+        "+".join(args.channels),
+        f"criterion: mean of AUROC and recall at {args.criterion} ({len(frame)} folds)",
+    )
     print(frame[cols].mean().round(3).to_string())
     print(frame.groupby("dataset")[cols].mean().round(3).to_string())
     print(frame["weights"].astype(str).value_counts().head(10).to_string())
+    if args.against:
+        other = _learned_frame(out, args.channels, args.against)
+        assert list(other["fold"]) == list(frame["fold"])
+        print(f"\nminus the criterion at {args.against}: mean [bootstrap 95 % interval over folds]")
+        for col in cols:
+            mean, low, high = _bootstrap(frame[col] - other[col])
+            print(f"{col:7s} {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+        diff = (frame[cols] - other[cols]).groupby(frame["dataset"]).mean()
+        print(diff.round(3).to_string())
 
 
 def _bootstrap(diff, n=10_000, seed=0):
@@ -526,6 +546,14 @@ def main() -> None:
     learn = sub.add_parser("learned")
     learn.add_argument("--channels", nargs="+", default=["rf", "hgb", "knn1", "maf"])
     learn.add_argument("--out", default="runs/channel-search")
+    learn.add_argument(
+        "--criterion",
+        nargs="+",
+        type=float,
+        default=[0.01],
+        help="false-positive rates whose recalls, with the AUROC, score a weighting",
+    )
+    learn.add_argument("--against", nargs="+", type=float, help="another criterion to compare")
     report = sub.add_parser("report")
     report.add_argument("--out", default="runs/channel-search")
     report.add_argument(
