@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from latent_sculpting import LatentSculpting
 from latent_sculpting.data import load_cicids2017, sample_path
@@ -375,6 +377,89 @@ def test_hostile_json_gets_a_clear_4xx(client, content, status, message):
     assert response.status_code == status, response.text
     assert message in response.text
     assert client.get("/health").status_code == 200  # and the connection is still usable
+
+
+def _parser(model, **limits):
+    from latent_sculpting.flowspec import model_spec
+    from latent_sculpting.service import RecordParser
+
+    return RecordParser(model_spec(model), {**LIMITS, **limits})
+
+
+def _typed(value):
+    """``value`` with every scalar's type beside it: 1, 1.0 and True are not the same input."""
+    if isinstance(value, dict):
+        return {key: _typed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_typed(item) for item in value]
+    return (type(value).__name__, repr(value))
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+)
+# Mostly flat records, as clients send them (the quick parse's case), some with containers.
+_VALUES = _SCALARS | st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+
+
+@given(
+    records=st.lists(st.dictionaries(st.text(max_size=6), _VALUES, max_size=4), max_size=4),
+    wrapped=st.booleans(),
+    depth=st.integers(1, 8),
+    digits=st.integers(1, 70),
+)
+@settings(max_examples=300, deadline=None)
+def test_the_quick_json_parse_is_the_checked_one_or_steps_aside(
+    model, records, wrapped, depth, digits
+):
+    from latent_sculpting.service import _ABSENT
+
+    parser = _parser(model, max_json_depth=depth, max_number_digits=digits)
+    body = json.dumps({"flows": records} if wrapped else records).encode()
+    quick = parser._quick_json(body)
+    event(f"quick parse {'declined' if quick is _ABSENT else 'taken'}")
+    if quick is _ABSENT:
+        return
+    # Whatever the quick parse accepts, the checked one accepts too (it raises otherwise),
+    # with the same values of the same types.
+    assert _typed(quick) == _typed(parser._checked_json(body))
+
+
+def test_json_the_quick_parse_leaves_to_the_checked_one_is_answered_as_before(model, raw_rows):
+    from latent_sculpting.service import _ABSENT, RequestError
+
+    parser = _parser(model)
+    record = _records(raw_rows.head(1))[0]
+    # Nested 10 deep, far inside orjson's own limit of 1,024.
+    deep = json.dumps([{**record, "extra": [[[[[[[[["x"]]]]]]]]]}]).encode()
+    long = (
+        json.dumps([record])
+        .encode()
+        .replace(b'"Flow Duration": ', b'"Flow Duration": 1.' + b"1" * 100 + b', "was": ', 1)
+    )
+    for body, message in ((deep, "nested deeper than 8"), (long, "a number of 102 characters")):
+        assert parser._quick_json(body) is _ABSENT
+        with pytest.raises(RequestError, match=message):
+            parser.parse(body, "application/json")
+    # An identifier beyond 64 bits keeps its digits (orjson would read a float); brackets in a
+    # string are text, not nesting.
+    odd = {**record, "Src Port": 123456789012345678901234567890, "Flow ID": "[{[{[{[{[{"}
+    body = json.dumps([odd]).encode()
+    assert parser._quick_json(body) is _ABSENT
+    table = parser.parse(body, "application/json").table
+    assert table["Src Port"].to_pylist() == ["123456789012345678901234567890"]
+    assert table["Flow ID"].to_pylist() == ["[{[{[{[{[{"]
+    plain = json.dumps({"flows": [record, record]}).encode()
+    assert parser._quick_json(plain) == {"flows": [record, record]}
+    assert _parser(model, max_json_depth=2)._quick_json(plain) is _ABSENT  # wrapped: 3 deep
 
 
 def test_a_record_with_too_many_fields_is_refused_quickly(client):
