@@ -269,18 +269,25 @@ def cmd_fit(args):
 WEIGHTS = (0.0, 0.5, 1.0)
 
 
-def weighted(logs, weights):
-    return {p: sum(w * lg[p] for w, lg in zip(weights, logs, strict=True)) for p in PARTS[1:]}
+def weighted(logs, weights, rule="sum"):
+    """Each part's weighted ``-log p`` of the channels, summed (Fisher's rule, the stacked
+    rule's) or the largest taken (the strongest single evidence)."""
+    reduce = np.sum if rule == "sum" else np.max
+    return {
+        p: reduce([w * lg[p] for w, lg in zip(weights, logs, strict=True)], axis=0)
+        for p in PARTS[1:]
+    }
 
 
-def learned(paths, channels, criterion=(0.01,)):
+def learned(paths, channels, criterion=(0.01,), rule="sum"):
     """Weights learned on the other validation folds of the same test fold, applied to this one.
 
     For validation fold (F, G) the weights are those that score best on the folds (F, G'),
     G' != G: folds in which G is a known family, so G's detection never informs the choice.
     This is what an estimator learning its weights from pseudo-zero-day folds of its own
     training families would do. A weighting scores the mean of the AUROC and the recall at each
-    false-positive rate in ``criterion`` (the stacked rule's ``fprs``).
+    false-positive rate in ``criterion`` (the stacked rule's ``fprs``); ``rule`` combines the
+    weighted channels (:func:`weighted`).
     """
     import pandas as pd
 
@@ -293,7 +300,7 @@ def learned(paths, channels, criterion=(0.01,)):
         logs_of[path] = logs
         rows = []
         for w in grid:
-            s = weighted(logs, w)
+            s = weighted(logs, w, rule)
             m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
             rows.append(np.mean([m["auroc"], *(m["recall_at_fpr"][str(f)] for f in criterion)]))
         per_fold[path] = np.asarray(rows)
@@ -303,7 +310,7 @@ def learned(paths, channels, criterion=(0.01,)):
         if not others:
             continue
         best = grid[int(np.argmax(np.mean(others, axis=0)))]
-        s = weighted(logs_of[path], best)
+        s = weighted(logs_of[path], best, rule)
         m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
         out.append(
             {
@@ -316,7 +323,7 @@ def learned(paths, channels, criterion=(0.01,)):
     return pd.DataFrame(out)
 
 
-def _learned_frame(out: Path, channels, criterion):
+def _learned_frame(out: Path, channels, criterion, rule="sum"):
     import pandas as pd
 
     frames = []
@@ -325,7 +332,7 @@ def _learned_frame(out: Path, channels, criterion):
         for path in sorted(dataset_dir.glob("*.npz")):
             groups.setdefault(path.stem.split("___")[0], []).append(path)
         for outer, paths in groups.items():
-            frame = learned(paths, channels, criterion)
+            frame = learned(paths, channels, criterion, rule)
             frame["dataset"], frame["outer"] = dataset_dir.name, outer
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
@@ -336,19 +343,25 @@ def cmd_learned(args):
     another criterion's choice over the same folds."""
     out = Path(args.out)
     cols = ["auroc", "r0.05", "r0.01", "r0.001"]
-    frame = _learned_frame(out, args.channels, args.criterion)
+    frame = _learned_frame(out, args.channels, args.criterion, args.rule)
     print(
         "learned weights over",
         "+".join(args.channels),
+        f"rule {args.rule},",
         f"criterion: mean of AUROC and recall at {args.criterion} ({len(frame)} folds)",
     )
     print(frame[cols].mean().round(3).to_string())
     print(frame.groupby("dataset")[cols].mean().round(3).to_string())
     print(frame["weights"].astype(str).value_counts().head(10).to_string())
-    if args.against:
-        other = _learned_frame(out, args.channels, args.against)
+    if args.against or args.against_rule:
+        against = args.against or args.criterion
+        against_rule = args.against_rule or args.rule
+        other = _learned_frame(out, args.channels, against, against_rule)
         assert list(other["fold"]) == list(frame["fold"])
-        print(f"\nminus the criterion at {args.against}: mean [bootstrap 95 % interval over folds]")
+        print(
+            f"\nminus rule {against_rule} with the criterion at {against}: "
+            "mean [bootstrap 95 % interval over folds]"
+        )
         for col in cols:
             mean, low, high = _bootstrap(frame[col] - other[col])
             print(f"{col:7s} {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
@@ -553,7 +566,9 @@ def main() -> None:
         default=[0.01],
         help="false-positive rates whose recalls, with the AUROC, score a weighting",
     )
+    learn.add_argument("--rule", choices=("sum", "max"), default="sum")
     learn.add_argument("--against", nargs="+", type=float, help="another criterion to compare")
+    learn.add_argument("--against-rule", choices=("sum", "max"), help="another rule to compare")
     report = sub.add_parser("report")
     report.add_argument("--out", default="runs/channel-search")
     report.add_argument(
