@@ -462,6 +462,19 @@ def test_json_the_quick_parse_leaves_to_the_checked_one_is_answered_as_before(mo
     assert _parser(model, max_json_depth=2)._quick_json(plain) is _ABSENT  # wrapped: 3 deep
 
 
+def test_names_only_later_records_have_are_kept_and_a_boolean_is_not_a_number(model, raw_rows):
+    from latent_sculpting.service import RequestError
+
+    parser = _parser(model)
+    records = _records(raw_rows.head(3))
+    del records[0]["Src IP"]  # only the later records name it
+    table = parser.parse(json.dumps(records).encode(), "application/json").table
+    assert table["Src IP"].to_pylist() == [None, *map(str, raw_rows["Src IP"][1:3])]
+    records[1]["Flow Duration"] = True
+    with pytest.raises(RequestError, match="record 2 field 'Flow Duration': True is not a number"):
+        parser.parse(json.dumps(records).encode(), "application/json")
+
+
 def test_a_record_with_too_many_fields_is_refused_quickly(client):
     record = {f"k{i}": i for i in range(300_000)}
     started = time.perf_counter()

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import datetime
 import hmac
+import itertools
 import json
 import logging
 import math
+import operator
 import os
 import re
 import threading
@@ -454,11 +456,13 @@ class RecordParser:
 
     def _table(self, records: list[dict]) -> Parsed:
         limit = self.limits["max_fields_per_record"]
-        keys: dict[str, None] = {}
+        keys: dict[str, None] = dict.fromkeys(records[0]) if records else {}
+        first = records[0].keys() if records else None
         for i, record in enumerate(records):
             if len(record) > limit:
                 raise RequestError(422, f"record {i + 1}: {len(record)} fields; at most {limit}")
-            keys.update(dict.fromkeys(record))
+            if record.keys() != first:  # most requests repeat one set of names
+                keys.update(dict.fromkeys(record))
         fields = self._fields(tuple(keys))
         numeric_raw = [raw for raw, numeric in fields if numeric]
         columns = {}
@@ -619,11 +623,15 @@ def _number_rows(records: list[dict], raws: list[str]) -> np.ndarray | None:
     """The fields ``raws`` of every record as one float64 matrix (a row per record), or None
     when a record lacks one or one is not a JSON number that fits a float (those are converted
     or refused column by column)."""
+    if not raws:
+        return np.empty((len(records), 0))
+    get = operator.itemgetter(*raws) if len(raws) > 1 else lambda r: (r[raws[0]],)
     try:
-        rows = [[record[raw] for raw in raws] for record in records]
+        rows = [get(record) for record in records]
     except KeyError:
         return None
-    if not all(type(v) is float or type(v) is int for row in rows for v in row):
+    # Exactly int and float: a bool is an int to isinstance, and must be refused.
+    if not set(map(type, itertools.chain.from_iterable(rows))) <= {float, int}:
         return None
     try:
         return np.array(rows, dtype=np.float64).reshape(len(records), len(raws))
