@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/bench_service_steps.py --model model.sculpt
     python benchmarks/bench_service_steps.py --flows 1 1024 --bodies json csv --explain off
+    python benchmarks/bench_service_steps.py --bodies json json-checked  # the quick parse's gain
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model file (default: train a fast one on the sample)")
     parser.add_argument("--flows", type=int, nargs="+", default=[1, 1024], help="per request")
-    parser.add_argument("--bodies", nargs="+", choices=("json", "csv"), default=["json", "csv"])
+    parser.add_argument(
+        "--bodies",
+        nargs="+",
+        choices=("json", "json-checked", "csv"),
+        default=["json", "csv"],
+        help="json-checked: JSON read by the checked parse alone (the quick orjson parse off)",
+    )
     parser.add_argument("--explain", nargs="+", choices=("on", "off"), default=["on", "off"])
     parser.add_argument("--flows-timed", type=int, default=8192, help="flows timed per row")
     args = parser.parse_args()
@@ -58,18 +65,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.model) if args.model else train_fast_model(Path(tmp) / "bench.sculpt")
         model = LatentSculpting.load(path)
-    parser_ = service.RecordParser(model_spec(model), service.LIMITS)
+    quick = service.RecordParser(model_spec(model), service.LIMITS)
+    checked = service.RecordParser(model_spec(model), service.LIMITS)
+    checked._quick_json = lambda body: service._ABSENT  # as the service parsed JSON before
     scorer = Scorer(model, drift=drift_monitor(model, window=10_000))
     results = []
     for kind in args.bodies:
-        content_type = "application/json" if kind == "json" else "text/csv"
+        parser_ = checked if kind == "json-checked" else quick
+        content_type = "text/csv" if kind == "csv" else "application/json"
         for explain in args.explain:
             for size in args.flows:
                 chunks = [rows.iloc[i : i + size] for i in range(0, len(rows) - size + 1, size)]
                 bodies = [
-                    json.dumps(c.to_dict(orient="records")).encode()
-                    if kind == "json"
-                    else c.to_csv(index=False).encode()
+                    c.to_csv(index=False).encode()
+                    if kind == "csv"
+                    else json.dumps(c.to_dict(orient="records")).encode()
                     for c in chunks[:32]
                 ]
                 times: dict[str, list[float]] = {step: [] for step in STEPS}
