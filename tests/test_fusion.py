@@ -144,10 +144,10 @@ def test_the_weights_are_chosen_on_every_rate_of_the_criterion():
     folds = [_two_kinds_fold(rng) for _ in range(3)]
     # At 1 % alone, halving the NLL lets the knn-only attacks through; at 0.1 % the NLL-only
     # attacks are what is caught, and its full weight wins.
-    at_one = StackedFusion(fprs=(0.01,)).fit(reference, {"knn": 0.0}, folds)
-    assert at_one.weights_ == {"nll": 0.5, "knn": 1.0}
-    both = StackedFusion().fit(reference, {"knn": 0.0}, folds)
-    assert both.fprs == (0.01, 0.001) and both.weights_ == {"nll": 1.0, "knn": 1.0}
+    at_one = StackedFusion().fit(reference, {"knn": 0.0}, folds)
+    assert at_one.fprs == (0.01,) and at_one.weights_ == {"nll": 0.5, "knn": 1.0}
+    both = StackedFusion(fprs=(0.01, 0.001)).fit(reference, {"knn": 0.0}, folds)
+    assert both.weights_ == {"nll": 1.0, "knn": 1.0}
     for bad in ((), (0.0,), (0.01, 1.5)):
         with pytest.raises(ValueError, match="fprs must be false-positive rates"):
             StackedFusion(fprs=bad)

