@@ -87,8 +87,8 @@ def test_a_signal_mid_run_leaves_no_temporary_file(model_path, flows_csv, tmp_pa
         "'--batch-rows', '500', '--quiet']))"
     )
     # Once, in CI, a SIGINT was not acted on and the run finished normally (exit 0, its output
-    # in place; cause not found, not reproduced in 20 local runs, and a second signal cannot
-    # be sent safely: it may land in the cleanup). A run the signal did not stop is run again,
+    # in place; cause not found, not reproduced in 7 local runs, idle and loaded; a second one
+    # cannot be sent safely: it may land in the cleanup). A run the signal did not stop runs again,
     # once; a signal that stops no run, or a stopped run that leaves a file, fails.
     for attempt in range(2):
         proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
