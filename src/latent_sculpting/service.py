@@ -482,13 +482,21 @@ class RecordParser:
             if not numeric and any(_not_single(r.get(raw, _ABSENT)) for r in records):
                 self._refuse(records, fields)
         taken = set(numeric_raw)
+        texts, text_columns = [], []
         for raw in keys:
             if raw in taken:
                 continue
             values = [r.get(raw) for r in records]
             if any(isinstance(v, list | dict) for v in values):
                 continue  # not a column the model or the output uses
-            columns[raw] = pa.array([None if v is None else str(v) for v in values], pa.string())
+            texts.extend(None if v is None else str(v) for v in values)
+            text_columns.append(raw)
+        # Every text column in one conversion, then sliced (zero-copy): a conversion costs more
+        # than a one-flow request's column holds.
+        flat = pa.array(texts, pa.string())
+        n = len(records)
+        for k, raw in enumerate(text_columns):
+            columns[raw] = flat.slice(k * n, n)
         table = pa.table({raw: columns[raw] for raw in keys if raw in columns})
         if matrix is None:
             return Parsed(table)
