@@ -353,14 +353,15 @@ def cmd_learned(args):
     print(frame[cols].mean().round(3).to_string())
     print(frame.groupby("dataset")[cols].mean().round(3).to_string())
     print(frame["weights"].astype(str).value_counts().head(10).to_string())
-    if args.against or args.against_rule:
+    if args.against or args.against_rule or args.against_channels:
         against = args.against or args.criterion
         against_rule = args.against_rule or args.rule
-        other = _learned_frame(out, args.channels, against, against_rule)
+        against_channels = args.against_channels or args.channels
+        other = _learned_frame(out, against_channels, against, against_rule)
         assert list(other["fold"]) == list(frame["fold"])
         print(
-            f"\nminus rule {against_rule} with the criterion at {against}: "
-            "mean [bootstrap 95 % interval over folds]"
+            f"\nminus {'+'.join(against_channels)}, rule {against_rule}, criterion at "
+            f"{against}: mean [bootstrap 95 % interval over folds]"
         )
         for col in cols:
             mean, low, high = _bootstrap(frame[col] - other[col])
@@ -569,6 +570,7 @@ def main() -> None:
     learn.add_argument("--rule", choices=("sum", "max"), default="sum")
     learn.add_argument("--against", nargs="+", type=float, help="another criterion to compare")
     learn.add_argument("--against-rule", choices=("sum", "max"), help="another rule to compare")
+    learn.add_argument("--against-channels", nargs="+", help="other channels to compare")
     report = sub.add_parser("report")
     report.add_argument("--out", default="runs/channel-search")
     report.add_argument(
