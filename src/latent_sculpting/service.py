@@ -358,12 +358,11 @@ class RecordParser:
         data = self._quick_json(body)
         if data is _ABSENT:
             data = self._checked_json(body)
-        if isinstance(data, dict) and set(data) == {"flows"}:
-            data = data["flows"]
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        records = _flow_records(data)
+        if records is None:
             raise RequestError(422, 'JSON body must be a list of flow objects or {"flows": [...]}')
-        self._check_count(len(data))
-        return self._table(data)
+        self._check_count(len(records))
+        return self._table(records)
 
     def _quick_json(self, body: bytes) -> Any:
         """The body as orjson parses it, when that is sure to be what :meth:`_checked_json`
@@ -386,12 +385,12 @@ class RecordParser:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             return _ABSENT  # NaN, a lone surrogate, a byte-order mark... : json's answer
-        wrapped = isinstance(data, dict) and set(data) == {"flows"}
-        records = data["flows"] if wrapped else data
-        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        records = _flow_records(data)
+        if records is None:
             return _ABSENT
         # Brackets equal to the records' objects, their list and the wrapper: no other
         # container anywhere, so the body is 2 deep (3 wrapped).
+        wrapped = records is not data
         containers = len(records) + 1 + wrapped
         if body.count(b"[") + body.count(b"{") != containers:
             return _ABSENT
@@ -625,6 +624,16 @@ def _numeric_column(values: list[Any]) -> pa.Array | None:
 
 def _not_single(value: Any) -> bool:
     return value is _ABSENT or isinstance(value, list | dict)
+
+
+def _flow_records(data: Any) -> list[dict] | None:
+    """The flow records of a parsed JSON body (a list of objects, or ``{"flows": [...]}``), or
+    None when it is neither."""
+    if isinstance(data, dict) and set(data) == {"flows"}:
+        data = data["flows"]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        return None
+    return data
 
 
 def _number_rows(records: list[dict], raws: list[str]) -> np.ndarray | None:
