@@ -312,9 +312,7 @@ class StackedFusion(FisherFusion):
     @classmethod
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> StackedFusion:
         plain = FisherFusion.from_state(config, arrays)
-        # Files written before the criterion took several rates hold one, as "fpr".
-        fprs = config["fprs"] if "fprs" in config else [config["fpr"]]
-        model = cls(fprs)
+        model = cls(config["fprs"])
         model.tails_ = plain.tails_
         weights = config["weights"]
         if not isinstance(weights, dict) or set(weights) != set(model.tails_):

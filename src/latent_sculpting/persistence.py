@@ -959,6 +959,7 @@ def _fusion(score: str, config: Any, arrays: dict[str, np.ndarray], channels: li
             _number(value, "its fpr")
             if not 0 < value < 1:
                 raise ModelFileError(f"its fpr {value!r} is not in (0, 1)")
+        config = {**{k: v for k, v in config.items() if k != "fpr"}, "fprs": fprs}
         scores = stacked["fold_scores"]
         if not isinstance(scores, list) or len(scores) > _SIZE_CAPS["stack_folds"]:
             raise ModelFileError(f"its fold scores {_shown(scores)} are not a short list")
