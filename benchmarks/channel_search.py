@@ -467,15 +467,7 @@ def cmd_report(args):
         "|---|---:|---:|---:|---:|",
     ]
     for channels in args.learned:
-        names = channels.split("+")
-        frames = []
-        for dataset_dir in sorted(p for p in out.iterdir() if p.is_dir()):
-            groups: dict[str, list[Path]] = {}
-            for path in sorted(dataset_dir.glob("*.npz")):
-                groups.setdefault(path.stem.split("___")[0], []).append(path)
-            for paths_ in groups.values():
-                frames.append(learned(paths_, names))
-        learned_frame = pd.concat(frames, ignore_index=True)
+        learned_frame = _learned_frame(out, channels.split("+"), (0.01,))
         lines.append(
             f"| {channels} | " + " | ".join(f"{learned_frame[c].mean():.3f}" for c in cols) + " |"
         )

@@ -171,7 +171,7 @@ def evaluate(model: LatentSculpting, case: Case, benign: np.ndarray, attacks: np
     score_b = model.decision_function(pd.DataFrame(X[benign], columns=case.names))
     score_a = model.decision_function(pd.DataFrame(X[attacks], columns=case.names))
     out = {"auroc": auroc(score_b, score_a)}
-    if "nll" in model.fusion_.tails_ if hasattr(model.fusion_, "tails_") else False:
+    if "nll" in getattr(model.fusion_, "tails_", {}):
         # The flow's own ranking, whatever weight the learned rule gives it.
         nll_b = model.score_details(pd.DataFrame(X[benign], columns=case.names))["nll"]
         nll_a = model.score_details(pd.DataFrame(X[attacks], columns=case.names))["nll"]
