@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 from small import FUSED_FAST
 
 from latent_sculpting import LatentSculpting
@@ -31,3 +33,15 @@ def read_model_file(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]
     """The metadata and tensors of a model file, as written."""
     with safe_open(str(path), "pt") as handle:
         return dict(handle.metadata()), {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+
+
+def tamper(source: Path, target: Path, edit) -> Path:
+    """A copy of ``source`` after ``edit(params, fitted, tensors)`` changed its parts; the edit
+    may return metadata strings to write as they are."""
+    meta, tensors = read_model_file(source)
+    params, fitted = json.loads(meta["params"]), json.loads(meta["fitted"])
+    raw = edit(params, fitted, tensors) or {}
+    meta.update(params=json.dumps(params), fitted=json.dumps(fitted))
+    meta.update(raw)
+    save_file(tensors, str(target), metadata=meta)
+    return target

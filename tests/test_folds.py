@@ -1,7 +1,5 @@
 """Pseudo-zero-day folds: each known family held out, supervised channels refitted without it."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -88,14 +86,9 @@ def test_stacked_model_saves_loads_and_scores_alike(tmp_path):
 
 def _rewritten_fusion(source, target, edit):
     """A copy of the model file ``source`` whose score rule's config ``edit`` changed."""
-    from hostile_models import read_model_file
-    from safetensors.torch import save_file
+    from hostile_models import tamper
 
-    meta, tensors = read_model_file(source)
-    fitted = json.loads(meta["fitted"])
-    edit(fitted["fusion"])
-    save_file(tensors, str(target), metadata={**meta, "fitted": json.dumps(fitted)})
-    return target
+    return tamper(source, target, lambda params, fitted, tensors: edit(fitted["fusion"]))
 
 
 def test_a_file_with_the_single_rate_criterion_loads_and_bad_rates_are_refused(tmp_path):

@@ -7,7 +7,6 @@ output written).
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 import struct
@@ -18,8 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hostile_models import every_part_model, read_model_file, training_table
-from safetensors.torch import save_file
+from hostile_models import every_part_model, tamper, training_table
 
 from latent_sculpting import LatentSculpting
 from latent_sculpting.cli import main
@@ -53,18 +51,6 @@ def flows_csv(tmp_path_factory):
     path = tmp_path_factory.mktemp("flows") / "flows.csv"
     pd.read_parquet(sample_path() / "monday.parquet").head(200).to_csv(path, index=False)
     return path
-
-
-def tamper(source, target, edit):
-    """A copy of ``source`` after ``edit(params, fitted, tensors)`` changed its parts; the edit
-    may return metadata strings to write as they are."""
-    meta, tensors = read_model_file(source)
-    params, fitted = json.loads(meta["params"]), json.loads(meta["fitted"])
-    raw = edit(params, fitted, tensors) or {}
-    meta.update(params=json.dumps(params), fitted=json.dumps(fitted))
-    meta.update(raw)
-    save_file(tensors, str(target), metadata=meta)
-    return target
 
 
 def _set(part, **values):
