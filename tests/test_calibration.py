@@ -125,3 +125,22 @@ def test_tail_p_value_state_round_trip_and_bad_input():
         TailPValue.from_state(config, {"reference": arrays["reference"][:3]})
     with pytest.raises(ValueError, match="scale must be positive"):
         TailPValue.from_state({**config, "scale_": 0.0}, arrays)
+
+
+def test_a_refitted_tail_reads_its_own_reference():
+    # What neg_log_p reads of the reference is computed once per fitted reference; refitting
+    # the same object, or moving its threshold, must not keep the old one.
+    rng = np.random.default_rng(3)
+    scores = np.linspace(-1, 8, 200)
+    tail = TailPValue().fit(rng.normal(size=500))
+    before = tail.neg_log_p(scores)
+    other = rng.normal(size=800) * 2 + 1
+    tail.fit(other)
+    np.testing.assert_array_equal(tail.neg_log_p(scores), TailPValue().fit(other).neg_log_p(scores))
+    assert not np.array_equal(before, tail.neg_log_p(scores))
+    moved = TailPValue().fit(other)
+    moved.neg_log_p(scores)  # read once at the fitted threshold
+    moved.threshold_ = expected_threshold = float(np.quantile(other, 0.5))
+    expected = TailPValue().fit(other)
+    expected.threshold_ = expected_threshold  # never read at the fitted one
+    np.testing.assert_array_equal(moved.neg_log_p(scores), expected.neg_log_p(scores))

@@ -391,3 +391,18 @@ def test_bin_index_is_searchsorted_whether_compared_or_searched(n_bins):
         np.testing.assert_array_equal(index[:, j], expected + offset)
         offset += len(edges) + 3
     np.testing.assert_array_equal(ref._bin_index(Y[7:8]), index[7:8])
+
+
+def test_a_refitted_reference_bins_with_its_own_edges():
+    # The edges' padded layout is computed once per fitted reference; fitting the same object
+    # again, or loading another's state, must not keep binning with the old edges.
+    rng = np.random.default_rng(6)
+    X, Y = rng.lognormal(size=(2000, 3)), rng.lognormal(size=(2000, 3)) * 4
+    names = ["a", "b", "c"]
+    reused = DriftReference().fit(X.astype(np.float32), feature_names=names, target_fpr=0.01)
+    Z = rng.lognormal(size=(50, 3)).astype(np.float32) * 2
+    before = reused._bin_index(Z)
+    reused.fit(Y.astype(np.float32), feature_names=names, target_fpr=0.01)
+    fresh = DriftReference().fit(Y.astype(np.float32), feature_names=names, target_fpr=0.01)
+    np.testing.assert_array_equal(reused._bin_index(Z), fresh._bin_index(Z))
+    assert not np.array_equal(before, fresh._bin_index(Z))

@@ -1,5 +1,7 @@
 """The CIC-IDS-2017 format: feature names, aliases, labels, release detection, derived features."""
 
+import warnings
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -120,3 +122,17 @@ def test_labels_are_canonical_and_unknown_ones_warned():
     with pytest.warns(UserWarning, match="'Zeus'"):
         labels = CICIDS2017.labels(raw)
     assert labels.tolist() == ["Bot", "Web Attack - XSS", None, "Zeus"]
+
+
+@pytest.mark.parametrize("repeat", [2, 40])  # 8 rows take the per-value path, 160 the dictionary
+def test_labels_are_the_same_for_a_few_rows_and_many(repeat):
+    raw = pa.chunked_array([["Botnet", "Web Attack \x96 XSS", None, "Zeus"] * repeat])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels = CICIDS2017.labels(raw)
+    assert labels.tolist() == ["Bot", "Web Attack - XSS", None, "Zeus"] * repeat
+    assert labels.dtype == object
+    # One warning per distinct unknown label, however often it occurs.
+    assert [str(w.message) for w in caught] == [
+        "unknown label 'Zeus': kept as its own (attack) class, not benign"
+    ]

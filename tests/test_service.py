@@ -462,6 +462,34 @@ def test_json_the_quick_parse_leaves_to_the_checked_one_is_answered_as_before(mo
     assert _parser(model, max_json_depth=2)._quick_json(plain) is _ABSENT  # wrapped: 3 deep
 
 
+@pytest.mark.parametrize("case", ["uniform", "one text field", "not uniform", "nested"])
+def test_the_fields_beside_the_numbers_are_each_records_own(model, raw_rows, case):
+    # The fields that are not the model's numbers are read with one itemgetter per record when
+    # every record has the same names, else field by field; either way each column must hold
+    # each record's own value (as text), and a field holding a list or an object is left out.
+    parser = _parser(model)
+    records = _records(raw_rows.head(5))
+    numeric = set(parser._plan(tuple(records[0])).numeric)
+    if case == "one text field":
+        records = [{k: v for k, v in r.items() if k in numeric or k == "Src IP"} for r in records]
+    elif case == "not uniform":
+        del records[2]["Src IP"]
+        records[3]["Only here"] = "x"
+    elif case == "nested":
+        for i, record in enumerate(records):
+            record["Extra"] = [i] if i % 2 else {"n": i}
+    table = parser.parse(json.dumps(records).encode(), "application/json").table
+    names = list(dict.fromkeys(k for r in records for k in r if k not in numeric))
+    expected = {
+        name: [None if r.get(name) is None else str(r[name]) for r in records]
+        for name in names
+        if name != "Extra"
+    }
+    texts = {name: table[name].to_pylist() for name in table.column_names if name in expected}
+    assert texts == expected
+    assert "Extra" not in table.column_names
+
+
 def test_names_only_later_records_have_are_kept_and_a_boolean_is_not_a_number(model, raw_rows):
     from latent_sculpting.service import RequestError
 

@@ -192,17 +192,30 @@ class TailPValue:
         """
         scores = np.asarray(scores, dtype=np.float64)
         n = len(self.reference_)
+        values, first, at_u = self._steps()
         if self.interpolate:
-            values, first = np.unique(self.reference_, return_index=True)
-            # first[j] = how many reference scores lie strictly below values[j].
-            below = np.interp(scores, values, first.astype(np.float64))
+            below = np.interp(scores, values, first)
         else:  # model files written before the interpolation keep their steps
             below = np.searchsorted(self.reference_, scores, side="left")
         empirical = np.log(n + 1) - np.log1p(n - below)
-        at_u = n - np.searchsorted(self.reference_, self.threshold_, side="left")
         tail = np.log(n + 1) - np.log1p(at_u) + (scores - self.threshold_) / self.scale_
         tail = np.minimum(tail, np.log(n + 1) + self.max_extrapolation)
         return np.where(scores > self.threshold_, tail, empirical)
+
+    def _steps(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The reference's distinct scores, how many reference scores lie strictly below each
+        (as float64), and how many lie at or above ``threshold_``: what :meth:`neg_log_p`
+        reads, computed once per fitted reference rather than per call (sorting thousands of
+        reference scores cost more than scoring a one-flow request)."""
+        key = (self.reference_, self.threshold_)
+        cached = self.__dict__.get("_steps_cache")
+        if cached is None or cached[0][0] is not key[0] or cached[0][1] != key[1]:
+            values, first = np.unique(self.reference_, return_index=True)
+            n = len(self.reference_)
+            at_u = n - int(np.searchsorted(self.reference_, self.threshold_, side="left"))
+            # Set in one assignment: scoring threads may read it while another computes it.
+            cached = self._steps_cache = (key, (values, first.astype(np.float64), at_u))
+        return cached[1]
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Fitted state as a JSON-able config and named arrays (no pickle)."""

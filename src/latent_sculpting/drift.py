@@ -158,18 +158,12 @@ class DriftReference:
         take the out-of-range values back) and the out-of-range counts.
         """
         n_rows, n_features = X.shape
-        sizes = self.n_edges_.astype(np.int64) + 3
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        bounds = np.concatenate([[0], np.cumsum(self.n_edges_)])
-        widest = int(self.n_edges_.max(initial=0))
-        if widest <= _COMPARE_EDGES:
+        sizes, offsets, bounds, padded = self._layout()
+        if padded is not None:
             # Edges below each value, counted with one comparison of the whole matrix per edge
             # rank (features with fewer edges padded with +inf, below no finite value): a
             # request of one flow would otherwise pay numpy's call overhead once per feature.
             # The same counts as searchsorted(side="left").
-            padded = np.full((widest, n_features), np.inf, dtype=self.edges_.dtype)
-            rank = np.arange(len(self.edges_)) - np.repeat(bounds[:-1], self.n_edges_)
-            padded[rank, np.repeat(np.arange(n_features), self.n_edges_)] = self.edges_
             index = np.ones((n_rows, n_features), dtype=np.intp)
             for edge in padded:
                 index += edge < X
@@ -184,6 +178,29 @@ class DriftReference:
         index = np.where(above, sizes - 1, index)
         index += offsets
         return index
+
+    def _layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """What :meth:`_bin_index` reads of the edges: each feature's extended bin count,
+        where its bins start, where its edges start, and the edges padded into one
+        (rank, feature) array (None when some feature has too many edges for that). Computed
+        once per fitted reference: building them took longer than binning a one-flow request."""
+        cached = self.__dict__.get("_layout_cache")
+        if cached is not None and cached[0] is self.edges_ and cached[1] is self.n_edges_:
+            return cached[2]
+        n_features = len(self.n_edges_)
+        sizes = self.n_edges_.astype(np.int64) + 3
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        bounds = np.concatenate([[0], np.cumsum(self.n_edges_)])
+        widest = int(self.n_edges_.max(initial=0))
+        padded = None
+        if widest <= _COMPARE_EDGES:
+            padded = np.full((widest, n_features), np.inf, dtype=self.edges_.dtype)
+            rank = np.arange(len(self.edges_)) - np.repeat(bounds[:-1], self.n_edges_)
+            padded[rank, np.repeat(np.arange(n_features), self.n_edges_)] = self.edges_
+        layout = (sizes, offsets, bounds, padded)
+        # One assignment: scoring threads may read it while another computes it.
+        self._layout_cache = (self.edges_, self.n_edges_, layout)
+        return layout
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """JSON-able config and flat arrays, for the model file."""

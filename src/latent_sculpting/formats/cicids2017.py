@@ -424,21 +424,23 @@ class CICIDS2017Format(FlowFormat):
         return out
 
     def labels(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Canonical labels; an unknown label is kept as its own (attack) class, with a warning."""
+        """Canonical labels; an unknown label is kept as its own (attack) class, with a warning
+        (once per distinct label)."""
+        if len(column) <= _FEW_ROWS:
+            # A service request's few flows: the four Arrow calls of the dictionary path cost
+            # more than mapping the values one by one.
+            seen: dict[object, str] = {}
+            out = np.empty(len(column), dtype=object)
+            for i, raw in enumerate(column.to_pylist()):
+                if raw is not None:
+                    if raw not in seen:
+                        seen[raw] = _known_label(raw)
+                    out[i] = seen[raw]
+            return out
         encoded = column.dictionary_encode()
         if isinstance(encoded, pa.ChunkedArray):
             encoded = encoded.combine_chunks()
-        mapped = []
-        for raw in encoded.dictionary.to_pylist():
-            text = _text(raw)
-            label = canonical_label(text)
-            if label is None:
-                label = text.strip()
-                warnings.warn(
-                    f"unknown label {label!r}: kept as its own (attack) class, not benign",
-                    stacklevel=3,
-                )
-            mapped.append(label)
+        mapped = [_known_label(raw) for raw in encoded.dictionary.to_pylist()]
         lookup = np.asarray(mapped + [None], dtype=object)
         indices = encoded.indices.fill_null(len(mapped)).to_numpy(zero_copy_only=False)
         return lookup[indices]
@@ -449,6 +451,22 @@ class CICIDS2017Format(FlowFormat):
     def derive(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = engineered_features(*(columns[name] for name in self.needs()))
         return {name: out[:, j] for j, name in enumerate(ENGINEERED_FEATURES)}
+
+
+#: Label columns this short are mapped value by value rather than through a dictionary.
+_FEW_ROWS = 64
+
+
+def _known_label(raw: object) -> str:
+    """The canonical label of one raw label; an unknown one stripped, with a warning."""
+    text = _text(raw)
+    label = canonical_label(text)
+    if label is None:
+        label = text.strip()
+        warnings.warn(
+            f"unknown label {label!r}: kept as its own (attack) class, not benign", stacklevel=4
+        )
+    return label
 
 
 CICIDS2017 = CICIDS2017Format()
