@@ -702,3 +702,17 @@ def test_brackets_and_digits_inside_strings_count_toward_no_limit(client, raw_ro
     body = json.dumps(records).encode()
     response = client.post("/v1/score", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 200, response.text
+
+
+def test_answer_columns_are_json_safe_whatever_their_arrow_type():
+    import datetime as dt
+
+    from latent_sculpting.service import _arrow_json_list
+
+    assert _arrow_json_list(pa.chunked_array([["a", None, "c"]])) == ["a", None, "c"]
+    assert _arrow_json_list(pa.array([1, None, 3])) == [1, None, 3]
+    assert _arrow_json_list(pa.array([True, None])) == [True, None]
+    # Types taken as Arrow gives them must still be made JSON-safe: NaN, dates.
+    assert _arrow_json_list(pa.array([1.5, float("nan"), None])) == [1.5, None, None]
+    when = dt.datetime(2017, 7, 7, 9, 30)
+    assert _arrow_json_list(pa.array([when])) == ["2017-07-07T09:30:00"]

@@ -782,7 +782,7 @@ def _records(scored: ScoredBatch) -> list[dict[str, Any]]:
     """
     identifiers = scored.identifiers
     names = list(identifiers.column_names) + list(OUTPUT_COLUMNS)
-    columns = [_json_list(column.to_pylist()) for column in identifiers.columns]
+    columns = [_arrow_json_list(column) for column in identifiers.columns]
     columns += [
         _json_floats(scored.score),
         _json_floats(scored.p_value),
@@ -800,7 +800,7 @@ def _records(scored: ScoredBatch) -> list[dict[str, Any]]:
     if scored.labels is not None:
         names.append(scored.label_column)
         columns.append(_json_list(scored.labels.tolist()))
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    return list(map(dict, map(zip, itertools.repeat(names), zip(*columns, strict=True))))
 
 
 def _json_floats(values: np.ndarray) -> list[Any]:
@@ -808,6 +808,16 @@ def _json_floats(values: np.ndarray) -> list[Any]:
     if np.isfinite(values).all():
         return out
     return [_json_value(v) for v in out]
+
+
+def _arrow_json_list(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """An Arrow column's values, JSON-safe. Text, integers and booleans are as Arrow gives them
+    (nulls None); any other type is checked value by value."""
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        # Checking each of a 1,024-flow answer's identifiers cost more than rendering them.
+        return column.to_pylist()
+    return _json_list(column.to_pylist())
 
 
 def _json_list(values: list[Any]) -> list[Any]:
