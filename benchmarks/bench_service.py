@@ -22,10 +22,12 @@ Usage (needs the serve and bench extras)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import subprocess
@@ -89,13 +91,14 @@ def main() -> int:
                 bodies[kind, size].write_text(json.dumps(texts))
         results = []
         for workers in args.workers:
-            with _server(model, workers) as url:
+            server = _server(model, workers)
+            with server as url:
                 for kind in args.bodies:
                     for explain in args.explain:
                         for size in args.flows:
                             prefix = folder / f"w{workers}-{kind}-{explain}-f{size}"
                             cell = (bodies[kind, size], kind, explain == "on")
-                            stats = _locust(url, *cell, args, prefix)
+                            stats = _locust(url, *cell, args, prefix, server.process.pid)
                             results.append((workers, kind, explain, size, stats))
 
     commit = provenance.commit()
@@ -106,17 +109,19 @@ def main() -> int:
         f"{platform.python_version()}, latent-sculpting {latent_sculpting.__version__}, commit "
         f"{commit}. Server and locust ({args.users} users, no wait) on the same "
         f"machine (loopback), {args.duration:g} s per row; real flows of the embedded sample "
-        "(raw improved-release columns).\n"
+        "(raw improved-release columns). CPU: the cores each side used over the row (CPU "
+        "seconds / duration; locust's include its start-up).\n"
     )
     print(
         "| workers | body | explanations | flows/request | requests/s | flows/s | p50 ms "
-        "| p99 ms | failures |"
+        "| p99 ms | failures | CPU server / locust |"
     )
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for workers, kind, explain, size, s in results:
         print(
             f"| {workers} | {kind} | {explain} | {size} | {s['rps']:.0f} | {s['rps'] * size:.0f} "
-            f"| {s['p50']:.0f} | {s['p99']:.0f} | {s['failures']} of {s['requests']} |"
+            f"| {s['p50']:.0f} | {s['p99']:.0f} | {s['failures']} of {s['requests']} "
+            f"| {s['server_cpu']:.2f} / {s['locust_cpu']:.2f} |"
         )
     print(
         f"\nIn process, same model and flows, 1,024-flow batches: {in_process:.0f} flows/s "
@@ -232,9 +237,17 @@ class _server:
 
 
 def _locust(
-    url: str, bodies: Path, kind: str, explain: bool, args: argparse.Namespace, prefix: Path
+    url: str,
+    bodies: Path,
+    kind: str,
+    explain: bool,
+    args: argparse.Namespace,
+    prefix: Path,
+    server_pid: int,
 ) -> dict:
-    """One headless locust run; the aggregated row of its CSV statistics."""
+    """One headless locust run; the aggregated row of its CSV statistics, and the cores the
+    server (all its processes) and locust used over it: with both on one machine, what locust
+    takes the server does not get."""
     import httpx
 
     content_type = "application/json" if kind == "json" else "text/csv"
@@ -255,9 +268,16 @@ def _locust(
         "SCULPT_BENCH_CONTENT_TYPE": content_type,
         "SCULPT_BENCH_PATH": path,
     }
+    server_before = _cpu_seconds(server_pid)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=args.duration + 120
     )
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # locust's, now it has ended
+    locust_cpu = (children.ru_utime - children_before.ru_utime) + (
+        children.ru_stime - children_before.ru_stime
+    )
+    server_cpu = _cpu_seconds(server_pid) - server_before
     stats_file = Path(f"{prefix}_stats.csv")
     if not stats_file.exists():
         raise SystemExit(f"locust wrote no statistics (exit {done.returncode}): {done.stderr}")
@@ -269,7 +289,22 @@ def _locust(
         "rps": float(row["Requests/s"]),
         "p50": float(row["50%"]),
         "p99": float(row["99%"]),
+        "server_cpu": server_cpu / args.duration,
+        "locust_cpu": locust_cpu / args.duration,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and every process under it so far."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _free_port() -> int:

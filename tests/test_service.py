@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -591,6 +593,51 @@ def test_several_workers_accept_connections_with_nagle_off(monkeypatch):
         listener.close()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads on Linux")
+def test_each_worker_listens_on_a_socket_of_its_own(monkeypatch):
+    # Workers sharing one listening socket let one of them accept every kept-alive connection
+    # (the others idle). The socket handed to uvicorn must arrive in each worker (pickled, as
+    # uvicorn's spawn does) as a fresh socket bound to the same address, and the kernel must
+    # spread connections over the workers' sockets.
+    from multiprocessing.reduction import ForkingPickler
+
+    import uvicorn
+    import uvicorn.supervisors
+
+    from latent_sculpting.cli.serve import _run_workers
+
+    given = []
+    monkeypatch.setattr(
+        uvicorn.supervisors,
+        "Multiprocess",
+        lambda config, sockets: type("Run", (), {"run": lambda self: given.extend(sockets)})(),
+    )
+    _run_workers(uvicorn.Config("x:app", host="127.0.0.1", port=_free_port(), workers=2))
+    (parent,) = given
+    workers = [pickle.loads(ForkingPickler.dumps(parent)) for _ in range(2)]
+    try:
+        for sock in workers:
+            assert sock.fileno() != parent.fileno()
+            assert sock.getsockname() == parent.getsockname()
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            sock.listen()
+            sock.setblocking(False)
+        clients = [socket.create_connection(parent.getsockname()) for _ in range(32)]
+        accepted = [0, 0]
+        for i, sock in enumerate(workers):
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sock.accept()[0].close()
+                    accepted[i] += 1
+        assert sum(accepted) == 32 and min(accepted) > 0, accepted
+        for client in clients:
+            client.close()
+    finally:
+        for sock in [parent, *workers]:
+            sock.close()
+
+
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
 def test_several_workers_serve_with_the_token_kept_off_command_lines(
     model_path, model, raw_rows, tmp_path
@@ -629,12 +676,39 @@ def test_several_workers_serve_with_the_token_kept_off_command_lines(
         assert httpx.post(f"{url}/v1/score", json=_records(flow), timeout=60).status_code == 401
         lines = _command_lines(server.pid)
         assert len(lines) >= 3, lines  # the supervisor and its two workers
+        # Both workers hold kept-alive connections: each listens on a socket of its own and
+        # answers on it. (Under this light load a shared socket spread them too; under locust
+        # it did not, which the test above tells apart.)
+        clients = [httpx.Client(base_url=url, timeout=30) for _ in range(16)]
+        try:
+            for client in clients:
+                assert client.get("/health").status_code == 200
+            holding = _connections_held(server.pid, port)
+        finally:
+            for client in clients:
+                client.close()
+        assert len(holding) == 2 and sum(holding.values()) == 16, holding
         assert not any(TOKEN in line for line in lines.values()), lines
         assert len(list(tmp_path.glob("sculpt-serve-*"))) == 1
     finally:
         server.terminate()
         server.wait(timeout=60)
     assert list(tmp_path.glob("sculpt-serve-*")) == []  # the config with the token is gone
+
+
+def _connections_held(parent: int, port: int) -> dict[int, int]:
+    """Established connections to ``port`` held by each child process of ``parent``."""
+    psutil = pytest.importorskip("psutil")  # locust's dependency, in the bench extra
+    held = {}
+    for child in psutil.Process(parent).children(recursive=True):
+        count = sum(
+            1
+            for c in child.net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+        )
+        if count:
+            held[child.pid] = count
+    return held
 
 
 def _score_in_process(model, flow: pd.DataFrame) -> float:

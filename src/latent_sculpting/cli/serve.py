@@ -8,6 +8,7 @@ import ipaddress
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -161,22 +162,68 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_workers(config: Any) -> None:
-    """What ``uvicorn.run`` does for several workers, with Nagle's algorithm off.
+    """What ``uvicorn.run`` does for several workers, with Nagle's algorithm off and, on Linux,
+    a listening socket of each worker's own.
 
-    uvicorn binds the shared listening socket without naming its protocol, so asyncio does not
-    recognise the accepted connections as TCP and leaves Nagle's algorithm on: every answer on
-    a kept-alive connection then waited about 40 ms for the client's delayed acknowledgement
-    (two workers answered at p50 48 ms whatever the load: BENCHMARKS.md; Kludex/uvicorn#3149).
-    TCP_NODELAY set on the listening socket is inherited by the connections it accepts.
+    **Nagle.** uvicorn binds the shared listening socket without naming its protocol, so asyncio
+    does not recognise the accepted connections as TCP and leaves Nagle's algorithm on: every
+    answer on a kept-alive connection then waited about 40 ms for the client's delayed
+    acknowledgement (two workers answered at p50 48 ms whatever the load: BENCHMARKS.md;
+    Kludex/uvicorn#3149). TCP_NODELAY set on a listening socket is inherited by the
+    connections it accepts.
+
+    **One socket per worker.** Workers sharing one listening socket all wake on a new
+    connection, and the event loop that wins accepts every connection waiting: under a load
+    of kept-alive connections one worker held them all and the others sat idle (measured:
+    one worker at 0.98 cores, the other at 0.01, BENCHMARKS.md). With SO_REUSEPORT each worker
+    listens on a socket of its own bound to the same address, and the kernel spreads new
+    connections over them. The parent binds the address first (a bind error is one clear
+    error) and never listens on it; what it hands uvicorn to pass to each worker is
+    :class:`_WorkerSocket`, which arrives in the worker as a fresh socket of that group.
     """
-    import socket
-
     from uvicorn.supervisors import Multiprocess
 
-    sock = config.bind_socket()
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if _REUSE_PORT and config.uds is None and config.fd is None:
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        sock: socket.socket = _WorkerSocket(family, socket.SOCK_STREAM)
+        _prepare(sock)
+        try:
+            sock.bind((config.host, config.port))
+        except OSError:
+            sock.close()
+            raise
+    else:
+        sock = config.bind_socket()
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     Multiprocess(config, sockets=[sock]).run()
+
+
+#: Whether workers get listening sockets of their own: Linux spreads connections over a
+#: SO_REUSEPORT group; other systems (macOS hands them all to one socket) share one.
+_REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def _prepare(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _fresh_socket(family: int, address: tuple) -> socket.socket:
+    """A new socket of the address's SO_REUSEPORT group, bound, not yet listening."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    _prepare(sock)
+    sock.bind(address)
+    return sock
+
+
+class _WorkerSocket(socket.socket):
+    """The parent's bound socket, which pickles (uvicorn pickles the sockets it passes to each
+    worker it spawns) as "bind a fresh socket to my address": each worker listens on its own."""
+
+    def __reduce__(self) -> tuple:
+        return _fresh_socket, (self.family, self.getsockname())
 
 
 def _workers(text: str) -> int:
