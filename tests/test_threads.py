@@ -1,6 +1,8 @@
 """Thread policy: --threads and n_jobs resolved, workers in order under one intra-op thread;
 nested caps restore the outer one, concurrent ones the setting found first."""
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -142,3 +144,17 @@ def test_single_thread_blas_restores_the_count_its_first_holder_found():
         release.set()
         other.join()
         assert blas_threads() == before
+
+
+def test_a_workers_thread_cap_covers_torch_blas_and_arrow():
+    # In a child process: the cap stays for the rest of the process.
+    code = (
+        "import pyarrow, torch, threadpoolctl\n"
+        "from latent_sculpting.threads import set_process_threads\n"
+        "pyarrow.set_cpu_count(3); torch.set_num_threads(3)\n"
+        "set_process_threads(1)\n"
+        "blas = [p['num_threads'] for p in threadpoolctl.threadpool_info()]\n"
+        "print(torch.get_num_threads(), pyarrow.cpu_count(), max(blas, default=1))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1", "1", "1"]

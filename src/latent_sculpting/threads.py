@@ -230,9 +230,11 @@ def scoring_threads() -> contextlib.AbstractContextManager[None]:
 
 
 def set_process_threads(n: int) -> None:
-    """Cap torch's intra-op threads and every BLAS/OpenMP pool at ``n`` for the rest of the
-    process: for a long-running scorer (a ``sculpt serve`` worker), whose parallelism comes from
-    its worker processes rather than from threads meeting at barriers.
+    """Cap torch's intra-op threads, every BLAS/OpenMP pool and Arrow's CPU pool at ``n`` for
+    the rest of the process: for a long-running scorer (a ``sculpt serve`` worker), whose
+    parallelism comes from its worker processes rather than from threads meeting at barriers.
+    (Arrow's pool parses a service's CSV bodies: spread over threads, a body costs more CPU
+    in all than on one, which busy workers pay for.)
 
     Raises
     ------
@@ -241,7 +243,9 @@ def set_process_threads(n: int) -> None:
     """
     if n < 1:
         raise ValueError(f"threads must be at least 1, got {n}")
+    import pyarrow
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(n)
     threadpool_limits(limits=n)  # not as a context: the limits stay until the process ends
+    pyarrow.set_cpu_count(n)

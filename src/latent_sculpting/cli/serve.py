@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     add_threads_flag(
         parser,
-        help="intra-op threads of each worker's scoring, torch and BLAS (default 1: a worker "
+        help="intra-op threads of each worker: torch, BLAS and Arrow (default 1: a worker "
         "scores one request at a time, and parallelism comes from --workers; threads that meet "
         "at barriers stall when another process holds a core)",
     )
