@@ -63,7 +63,11 @@ def data(slower_network):
 #: The configurations adapted: today's default (no Stage 1; boosted trees and the distance to
 #: benign prototypes beside the flow, the stacked rule) and the previous one (Stage 1, Deep
 #: SVDD, a forest, Fisher's rule), both small.
-CONFIGS = {"default": preset("fast"), "fused": FUSED_FAST}
+CONFIGS = {
+    "default": preset("fast"),
+    "fused": FUSED_FAST,
+    "noflow": {**preset("fast"), "flow_transforms": 0},  # default-noflow: prototypes alone
+}
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +124,18 @@ def test_adapt_recalibrates_the_threshold_on_held_out_flows_of_the_new_network(
     assert adapted.benign_profile_.n_samples_ == 1000
     j = list(adapted.feature_names_in_).index("Flow Duration")
     assert adapted.drift_reference_.maximum_[j] == data["adapt"]["Flow Duration"].max()
+
+
+def test_adapt_without_a_flow_refits_the_prototypes_alone(models, adapted_models, data):
+    from latent_sculpting.cli.adapt import describe_adaptation
+
+    fitted, adapted = models["noflow"], adapted_models["noflow"]
+    record = adapted.training_info_["adaptations"][-1]
+    assert adapted.flow_ is None and (record["flow"], record["flow_epochs"]) == ("none", 0)
+    assert not np.array_equal(
+        adapted.channels_["knn"].prototypes_, fitted.channels_["knn"].prototypes_
+    )
+    assert "500 refit the benign prototypes (no flow)" in describe_adaptation(adapted, record)
 
 
 def _tails(model):

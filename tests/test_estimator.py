@@ -339,3 +339,48 @@ def test_a_flow_scores_the_same_alone_or_in_any_batch(name, sample_table):
     shuffled[order] = model.decision_function(X[order])
     np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(shuffled, together, rtol=1e-5, atol=1e-6)
+
+
+def _families(seed=0):
+    """Toy data with two known attack families (the stacked rule's folds hold each out)."""
+    X, y, novel, fresh, _ = toy(seed)
+    groups = np.where(y == 0, "benign", np.where(np.arange(len(y)) % 2, "a", "b")).astype(object)
+    return X, y, groups, novel, fresh
+
+
+def test_a_model_without_a_flow_combines_its_side_channels_alone(tmp_path):
+    # flow_transforms=0 (the benchmark's default-noflow): no flow is fitted, read or stored.
+    X, y, groups, novel, fresh = _families()
+    params = {**preset("fast"), "flow_transforms": 0}
+    model = LatentSculpting(**params, random_state=0).fit(X, y, groups=groups)
+    assert model.flow_ is None and model.flow_scaler_ is None
+    assert list(model.fusion_.tails_) == ["boost", "knn"]
+    assert set(model.fusion_.weights_) == {"boost", "knn"}
+    details = model.score_details(np.vstack([fresh, novel]))
+    assert list(details) == ["boost_logit", "knn_distance", "score"]
+    scores = model.decision_function(np.vstack([fresh, novel]))
+    np.testing.assert_array_equal(details["score"], scores)
+    assert roc_auc_score(np.r_[np.zeros(len(fresh)), np.ones(len(novel))], scores) > 0.95
+    loaded = LatentSculpting.load(model.save(tmp_path / "noflow.sculpt"))
+    assert loaded.flow_ is None
+    np.testing.assert_array_equal(loaded.decision_function(np.vstack([fresh, novel])), scores)
+    # Its other parts are those of the model with a flow, fitted from the same draws.
+    flowed = LatentSculpting(**preset("fast"), random_state=0).fit(X, y, groups=groups)
+    for name in ("boost", "knn"):
+        np.testing.assert_array_equal(
+            model.channels_[name].score(model.preprocessor_.transform(fresh)),
+            flowed.channels_[name].score(flowed.preprocessor_.transform(fresh)),
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"score": "nll", "boost_iter": 0, "knn_prototypes": 0, "stack_folds": 0}, "score='nll'"),
+        ({"calibration": "train", "score": "fisher", "stack_folds": 0}, "calibration='train'"),
+        ({"svdd_dim": 8}, "svdd_dim=8"),
+    ],
+)
+def test_what_reads_or_feeds_the_flow_is_refused_without_one(change, message):
+    with pytest.raises(ValueError, match=message):
+        LatentSculpting(**{**preset("fast"), "flow_transforms": 0, **change}).fit("not data")

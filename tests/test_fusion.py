@@ -50,8 +50,14 @@ def test_fisher_rule_fits_a_tail_per_channel_and_round_trips():
     config, arrays = fusion.get_state()
     restored = FisherFusion.from_state(config, arrays)
     np.testing.assert_array_equal(restored.combine(new), fusion.combine(new))
-    with pytest.raises(ValueError, match="'nll' tail"):
-        FisherFusion.from_state({"tails": {"forest": config["tails"]["forest"]}}, arrays)
+    # Side channels alone (a model without a flow) are a rule; no channel at all is not. Which
+    # tails a model must have is the model file's check (persistence).
+    alone = FisherFusion.from_state({"tails": {"forest": config["tails"]["forest"]}}, arrays)
+    np.testing.assert_array_equal(
+        alone.combine({"forest": new["forest"]}), fusion.tails_["forest"].neg_log_p(new["forest"])
+    )
+    with pytest.raises(ValueError, match="no tails"):
+        FisherFusion.from_state({"tails": {}}, {})
 
 
 def test_every_rule_declares_what_it_needs():

@@ -116,3 +116,47 @@ def test_truncated_missing_and_unfitted(saved, tmp_path):
         LatentSculpting().save(tmp_path / "unfitted.sculpt")
     json.loads(metadata(saved)["params"])  # the configuration is plain JSON
     assert not list(saved.parent.glob("*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def flowless_and_flowed(tmp_path_factory):
+    """The fast preset's structure fitted without a flow (default-noflow) and with one."""
+    from hostile_models import training_table
+
+    from latent_sculpting import preset
+
+    table = training_table()
+    folder = tmp_path_factory.mktemp("noflow")
+    out = []
+    for name, transforms in (("noflow", 0), ("flow", 2)):
+        model = LatentSculpting(**{**preset("fast"), "flow_transforms": transforms}, random_state=0)
+        model.fit(table.frame(), table.y, groups=table.labels, spec=table.spec)
+        out.append(model.save(folder / f"{name}.sculpt"))
+    return out
+
+
+def test_a_file_without_a_flow_loads_only_as_one(flowless_and_flowed, tmp_path):
+    from hostile_models import read_model_file, tamper
+
+    flowless, flowed = flowless_and_flowed
+    assert LatentSculpting.load(flowless).flow_ is None
+    assert not any(key.startswith("flow.") for key in read_model_file(flowless)[1])
+
+    def ask_for_a_flow(params, fitted, tensors):
+        params["flow_transforms"] = 2
+
+    def stray_flow(params, fitted, tensors):
+        params["flow_transforms"] = 0
+
+    def nll_tail(params, fitted, tensors):
+        tails = fitted["fusion"]["tails"]
+        fitted["fusion"]["tails"] = {"nll": tails["knn"], **tails}
+
+    cases = [
+        (flowless, ask_for_a_flow, "damaged flow: its tensors are not those of its parameters"),
+        (flowed, stray_flow, r"damaged flow: .*unknown \['maf\.base\.loc'"),
+        (flowless, nll_tail, r"tails of \['nll', 'boost', 'knn'\], channels \['boost', 'knn'\]"),
+    ]
+    for source, edit, message in cases:
+        with pytest.raises(ValueError, match=message):
+            LatentSculpting.load(tamper(source, tmp_path / "bad.sculpt", edit))

@@ -123,7 +123,8 @@ def adapt(
         The same model, adapted; its ``calibration`` parameter becomes ``"holdout"``.
         ``model.training_info_["adaptations"]`` gains a record: rows, how they were split, how
         many of them the model flagged before and the drift verdict on them, how the flow was
-        refit (``"fine-tuned"``, ``"fitted afresh"`` or ``"kept"``) and for how many epochs,
+        refit (``"fine-tuned"``, ``"fitted afresh"``, ``"kept"``, or ``"none"`` for a model
+        without a flow) and for how many epochs,
         the old and new threshold, the seed and the date.
 
     Raises
@@ -147,7 +148,7 @@ def adapt(
         "rows": len(X),
         "refit": refit,
         "kept_training_prototypes": False,  # set below, from what the refit did
-        "flow": "kept",
+        "flow": "kept" if model.flow_ is not None else "none",
         "flow_epochs": 0,
         "fit_rows": len(fit_rows),
         "reference_rows": len(reference),
@@ -163,17 +164,8 @@ def adapt(
         side, merged = {}, []
         if refit:
             side, merged = _refit_densities(model, Z, fit_rows, held, rng, keep_training_prototypes)
-            fine_tune = model.svdd_ is None and not fresh_flow
-            if fine_tune:
-                blocked = _fine_tune_blocked(model, Z[fit_rows])
-                if blocked:
-                    # Every step would be skipped or zeroed and the flow stay the training
-                    # network's: fit it afresh instead.
-                    fine_tune = False
-                    record["flow_fine_tune_refused"] = blocked
-            epochs = _fine_tune_epochs(model, len(fit_rows)) if fine_tune else model.flow_epochs
-            model._fit_stage2(Z[fit_rows], fine_tune_epochs=epochs if fine_tune else None)
-            record.update(flow="fine-tuned" if fine_tune else "fitted afresh", flow_epochs=epochs)
+            if model.flow_ is not None:  # a model without a flow refits its prototypes alone
+                _refit_flow(model, Z[fit_rows], fresh_flow, record)
         for name, channel in model.channels_.items():
             if name not in side:  # kept: it never saw these rows
                 side[name] = channel.score(Z[held])
@@ -210,6 +202,22 @@ def adapt(
     info["adaptations"] = [*info.get("adaptations", []), record]
     model.training_info_ = info
     return model
+
+
+def _refit_flow(model: Any, Z_fit: np.ndarray, fresh_flow: bool, record: dict) -> None:
+    """Fine-tune the flow on the new flows' scaled rows, or fit it afresh (``fresh_flow``, a
+    Deep SVDD embedding refitted under it, or a fine-tune that could not take a step)."""
+    fine_tune = model.svdd_ is None and not fresh_flow
+    if fine_tune:
+        blocked = _fine_tune_blocked(model, Z_fit)
+        if blocked:
+            # Every step would be skipped or zeroed and the flow stay the training network's:
+            # fit it afresh instead.
+            fine_tune = False
+            record["flow_fine_tune_refused"] = blocked
+    epochs = _fine_tune_epochs(model, len(Z_fit)) if fine_tune else model.flow_epochs
+    model._fit_stage2(Z_fit, fine_tune_epochs=epochs if fine_tune else None)
+    record.update(flow="fine-tuned" if fine_tune else "fitted afresh", flow_epochs=epochs)
 
 
 def min_benign_rows(model: Any, *, refit: bool = True, calibration_fraction: float = 0.5) -> int:

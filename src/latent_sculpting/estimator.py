@@ -102,7 +102,9 @@ class LatentSculpting(BaseEstimator):
         Undersample benign rows for Stage 1 to the size of the largest attack class (all benign
         training rows still go to Stage 2).
     flow_transforms, flow_hidden, flow_hidden_layers : int, default=5, 128, 1
-        MAF size: MADE transforms, hidden width, hidden layers per MADE.
+        MAF size: MADE transforms, hidden width, hidden layers per MADE. ``flow_transforms=0``
+        fits no flow: the ``"fisher"`` and ``"stacked"`` rules then combine the side channels
+        alone (the flow's ablation, ``default-noflow`` in the benchmark).
     flow_lr : float, default=5e-4
     flow_epochs, flow_batch_size : int, default=20, 512
     flow_standardize : bool, default=True
@@ -179,7 +181,8 @@ class LatentSculpting(BaseEstimator):
         The benign-only embedding beside the codes (``svdd_dim > 0``).
     flow_scaler_ : FeaturePreprocessor or None
         The flow input's standardisation (``flow_standardize=True``).
-    flow_ : LatentDensity
+    flow_ : LatentDensity or None
+        None when ``flow_transforms=0``.
     channels_ : dict of str to side channel
         The side channels that are on (``"forest"``, ``"boost"``), by name.
     fusion_ : latent_sculpting.fusion.Fusion
@@ -490,13 +493,17 @@ class LatentSculpting(BaseEstimator):
 
     def _fit_stage2(
         self, Z_benign: np.ndarray, *, fine_tune_epochs: int | None = None
-    ) -> np.ndarray:
-        """Fit the flow (and its input's scaler) on benign rows; their flow inputs.
+    ) -> np.ndarray | None:
+        """Fit the flow (and its input's scaler) on benign rows; their flow inputs (None, and
+        no flow, when ``flow_transforms=0``).
 
         With ``fine_tune_epochs``, the fitted flow is trained that many more epochs on the rows
         instead (its input's scaler kept: the flow is only valid on the inputs it was trained
         on), as :func:`~latent_sculpting.adapt.adapt` does.
         """
+        if self.flow_transforms == 0:
+            self.flow_ = self.flow_scaler_ = None
+            return None
         params = {name: getattr(self, name) for name in STAGE2_PARAMETERS}
         if fine_tune_epochs is not None:
             inputs = self._flow_inputs(Z_benign)
@@ -602,13 +609,14 @@ class LatentSculpting(BaseEstimator):
         )
 
     def score_details(self, X: Any) -> dict[str, np.ndarray]:
-        """Everything behind the score: the flow's NLL, each side channel's score (e.g.
+        """Everything behind the score: the flow's NLL (when there is a flow), each side
+        channel's score (e.g.
         ``forest_probability``), the score, and with Stage 1 the distances to the centroids
         and its verdict ``stage1_attack``."""
 
         def details(rows: np.ndarray) -> dict[str, np.ndarray]:
             scores = self._channel_scores(self.preprocessor_.transform(rows))
-            out = {"nll": scores["nll"]}
+            out = {"nll": scores["nll"]} if "nll" in scores else {}
             out.update({c.column: scores[name] for name, c in self.channels_.items()})
             out["score"] = self.fusion_.combine(scores)
             if self.stage1:
@@ -631,7 +639,8 @@ class LatentSculpting(BaseEstimator):
         given); ``side`` replaces the side channels' (their out-of-sample scores while
         fitting)."""
         scores = {}
-        if only is None or not {"nll", "distance_benign", "distance_attack"}.isdisjoint(only):
+        wanted = {"nll", "distance_benign", "distance_attack"}
+        if self.flow_ is not None and (only is None or not wanted.isdisjoint(only)):
             codes = self._encode(Z)
             embedding = None if self.svdd_ is None else self.svdd_.transform(Z)
             scores["nll"] = self._nll(flow_inputs(codes, embedding, self.flow_scaler_))
@@ -654,7 +663,7 @@ class LatentSculpting(BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         arr = check_features(X, n_features=self.n_features_in_, feature_names=names)
         blocks = [arr[start : start + SCORE_BLOCK] for start in range(0, len(arr), SCORE_BLOCK)]
-        if flow and self._use_fastpath():
+        if flow and self.flow_ is not None and self._use_fastpath():
             self._fast_flow()  # built once here rather than by each worker
         return map_blocks(score, blocks or [arr], scoring_workers())
 

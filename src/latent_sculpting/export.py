@@ -555,7 +555,8 @@ def to_onnx(model: Any, *, channel_outputs: bool = False) -> onnx.ModelProto:
         Fitted.
     channel_outputs : bool, default False
         Also output each channel's score (float64, ``[rows]``), as
-        :meth:`LatentSculpting.score_details` names them: ``nll``, each side channel's column
+        :meth:`LatentSculpting.score_details` names them: ``nll`` (with a flow), each side
+        channel's column
         (``boost_logit``, ``knn_distance``, ``forest_probability``) and, with Stage 1,
         ``distance_benign`` and ``distance_attack``.
 
@@ -592,7 +593,9 @@ def to_onnx(model: Any, *, channel_outputs: bool = False) -> onnx.ModelProto:
     else:
         codes = z
     embedding = None if model.svdd_ is None else svdd_embedding(g, model.svdd_, z)
-    scores["nll"] = maf_nll(g, model.flow_, flow_input(g, codes, embedding, model.flow_scaler_))
+    if model.flow_ is not None:
+        flow_in = flow_input(g, codes, embedding, model.flow_scaler_)
+        scores["nll"] = maf_nll(g, model.flow_, flow_in)
     for name, channel in model.channels_.items():
         scores[name] = CHANNEL_EXPORTERS[name](g, channel, z)
     score = FUSION_EXPORTERS[model.score](g, model.fusion_, scores)

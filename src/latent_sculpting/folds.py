@@ -85,10 +85,10 @@ def pseudo_zero_day_folds(
     folds = []
     for held in helds:
         as_fitted = model._channel_scores(Z[held])
-        fold = {
-            "reference": {"nll": reference_scores["nll"]},
-            "attack": {"nll": as_fitted["nll"]},
-        }
+        fold = {"reference": {}, "attack": {}}
+        if "nll" in reference_scores:  # a model without a flow has none
+            fold["reference"]["nll"] = reference_scores["nll"]
+            fold["attack"]["nll"] = as_fitted["nll"]
         for name, channel in model.channels_.items():
             if channel.supervised:
                 fold["reference"][name], fold["attack"][name] = next(refits)

@@ -146,7 +146,8 @@ class FisherFusion(Fusion):
     Attributes
     ----------
     tails_ : dict of str to TailPValue
-        The p-value model of each channel, ``"nll"`` first, fitted on reference scores.
+        The p-value model of each channel, ``"nll"`` first (when the model has a flow),
+        fitted on reference scores.
     """
 
     needs_reference = True
@@ -155,8 +156,9 @@ class FisherFusion(Fusion):
     def fit(
         self, reference: Mapping[str, np.ndarray], resolution: Mapping[str, float]
     ) -> FisherFusion:
-        """Fit a tail on the reference scores of the flow's NLL and of each side channel in
-        ``resolution``, whose value floors the channel's tail scale."""
+        """Fit a tail on the reference scores of the flow's NLL (when ``reference`` has them)
+        and of each side channel in ``resolution``, whose value floors the channel's tail
+        scale."""
         return self.fit_tails(reference, resolution)
 
     def fit_tails(
@@ -179,7 +181,11 @@ class FisherFusion(Fusion):
         missing = [name for name in keep if name not in old]
         if missing:
             raise ValueError(f"no fitted tail to keep for {missing}")
-        tails = {"nll": old["nll"] if "nll" in keep else TailPValue().fit(reference["nll"])}
+        tails = {}
+        if "nll" in keep:
+            tails["nll"] = old["nll"]
+        elif "nll" in reference:  # a model without a flow (flow_transforms=0) has none
+            tails["nll"] = TailPValue().fit(reference["nll"])
         for name, step in resolution.items():
             tails[name] = (
                 old[name] if name in keep else TailPValue(min_scale=step).fit(reference[name])
@@ -188,7 +194,7 @@ class FisherFusion(Fusion):
         return self
 
     def combine(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
-        clipped = {**scores, "nll": clipped_nll(scores)}
+        clipped = {**scores, "nll": clipped_nll(scores)} if "nll" in scores else scores
         return fisher([tail.neg_log_p(clipped[name]) for name, tail in self.tails_.items()])
 
     def channels_read(self) -> frozenset[str]:
@@ -213,8 +219,8 @@ class FisherFusion(Fusion):
                 if key.startswith(f"{name}.")
             }
             model.tails_[name] = TailPValue.from_state(tail_config, tail_arrays)
-        if "nll" not in model.tails_:
-            raise ValueError(f"Fisher fusion state lacks the 'nll' tail: {sorted(model.tails_)}")
+        if not model.tails_:
+            raise ValueError("Fisher fusion state has no tails")
         return model
 
 

@@ -72,7 +72,7 @@ PARAMETER_CONSTRAINTS: dict[str, list] = {
     "validation_fraction": _reals(0, 1, closed="neither"),
     "selection": [StrOptions(set(SELECTIONS))],
     "undersample_benign": ["boolean"],
-    "flow_transforms": _ints(1),
+    "flow_transforms": _ints(0),
     "flow_hidden": _ints(1),
     "flow_hidden_layers": _ints(1),
     "flow_lr": _reals(0, closed="neither"),
@@ -152,6 +152,25 @@ def check_params(params: Mapping[str, Any], *, caller: str = "LatentSculpting") 
             f"score={score!r} learns its weights on folds that refit the supervised channels; "
             "Stage 1 is supervised too and is not refitted per fold: set stage1=False"
         )
+    if params["flow_transforms"] == 0:
+        # No flow: what reads it or only feeds it has nothing to do.
+        if not fusion.uses_side_channels:
+            problems.append(
+                f"score={score!r} scores with the flow, which flow_transforms=0 leaves out: "
+                "use score='fisher' or 'stacked' with side channels"
+            )
+        if params["calibration"] == "train":
+            problems.append(
+                "calibration='train' sets thresholds on the flow's NLL, which "
+                "flow_transforms=0 leaves out: use calibration='holdout'"
+            )
+        for name, reason in (("stage1", "Stage 1's codes"), ("svdd_dim", "the embedding")):
+            if params[name]:
+                problems.append(
+                    f"{name}={params[name]}: {reason} only feed the flow, which "
+                    f"flow_transforms=0 leaves out: set {name}="
+                    + ("False" if name == "stage1" else "0")
+                )
     if params["target_fpr"] is not None and params["calibration"] != "holdout":
         problems.append(
             f"target_fpr={params['target_fpr']} needs calibration='holdout': the conformal "

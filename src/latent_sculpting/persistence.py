@@ -185,7 +185,8 @@ def save_model(model: Any, path: str | Path) -> Path:
     if model.encoder_ is not None:
         put("encoder.", model.encoder_.state_dict())
         put("", {"center_benign": model.center_benign_, "center_attack": model.center_attack_})
-    put("flow.", model.flow_.state_dict())
+    if model.flow_ is not None:
+        put("flow.", model.flow_.state_dict())
     put("", {"calibration_scores": model.calibration_scores_})
     fitted["preprocessor"], arrays = model.preprocessor_.get_state()
     put("preprocessor.", arrays)
@@ -671,8 +672,10 @@ def _fitted_parts(
             out["flow_scaler_"] = scaler
             inputs = int(np.sum(scaler.support_))
     with _part("flow"):
-        flow_sizes = (params["flow_transforms"], params["flow_hidden"])
-        flow_layout = _flow_layout(inputs, *flow_sizes, params["flow_hidden_layers"])
+        flow_layout: _Layout = {}
+        if params["flow_transforms"] > 0:
+            flow_sizes = (params["flow_transforms"], params["flow_hidden"])
+            flow_layout = _flow_layout(inputs, *flow_sizes, params["flow_hidden_layers"])
     with _part("parameters"):
         layouts = {"encoder": encoder_layout, "embedding": svdd_layout, "flow": flow_layout}
         weights = {name: _weights(layout) for name, layout in layouts.items()}
@@ -711,7 +714,12 @@ def _fitted_parts(
                     raise ModelFileError(f"{key} is negative")
             out["svdd_"] = DeepSAD.from_state(fitted["svdd"], {"center": center, **state})
     with _part("flow"):
-        out["flow_"] = _flow(params, inputs, tensors.group("flow."), flow_layout).to(device)
+        out["flow_"] = None
+        state = tensors.group("flow.")
+        if params["flow_transforms"] > 0:
+            out["flow_"] = _flow(params, inputs, state, flow_layout).to(device)
+        else:
+            _check_state(flow_layout, state)  # none: a stray flow tensor is refused
 
     with _part("side channels"):
         stored = fitted["channels"]
@@ -725,8 +733,9 @@ def _fitted_parts(
                 name, stored[name], tensors.arrays(f"channel.{name}."), params, width
             )
     with _part("score rule"):
+        tailed = (["nll"] if params["flow_transforms"] > 0 else []) + list(stored)
         out["fusion_"] = _fusion(
-            params["score"], fitted["fusion"], tensors.arrays("fusion."), list(stored)
+            params["score"], fitted["fusion"], tensors.arrays("fusion."), tailed
         )
 
     model_names = [str(n) for n in (names if names is not None else range(n_features))]
@@ -940,8 +949,9 @@ _TAIL = {"tail", "max_extrapolation", "min_scale", "threshold_", "scale_"}
 
 
 def _fusion(score: str, config: Any, arrays: dict[str, np.ndarray], channels: list[str]) -> Any:
-    """The score rule; Fisher's tails, one per channel, must be those their references give;
-    the stacked rule's weights one of its allowed values per tail."""
+    """The score rule; Fisher's tails, one per channel (``channels``: the flow's ``"nll"``
+    first when the model has one, then the side channels), must be those their references
+    give; the stacked rule's weights one of its allowed values per tail."""
     cls = FUSIONS[score]
     if not issubclass(cls, FisherFusion):
         _object(config, "its config", set())
@@ -968,9 +978,9 @@ def _fusion(score: str, config: Any, arrays: dict[str, np.ndarray], channels: li
         tails = stacked["tails"]
     else:
         tails = _object(config, "its config", {"tails"})["tails"]
-    if not isinstance(tails, dict) or list(tails) != ["nll", *channels]:
+    if not isinstance(tails, dict) or list(tails) != channels:
         shown = list(tails) if isinstance(tails, dict) else _shown(tails)
-        raise ModelFileError(f"tails of {shown}, channels {['nll', *channels]}")
+        raise ModelFileError(f"tails of {shown}, channels {channels}")
     expected = {f"{name}.reference" for name in tails}
     if set(arrays) != expected:
         raise ModelFileError(f"arrays {_few(sorted(arrays))}, expected {sorted(expected)}")

@@ -133,7 +133,7 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "paper-v2",
     "fused",
     "default",
-    *(f"default-{a}" for a in ("noboost", "noknn", "fisher", "forest", "sculpt")),
+    *(f"default-{a}" for a in ("noboost", "noknn", "noflow", "fisher", "forest", "sculpt")),
 )
 
 

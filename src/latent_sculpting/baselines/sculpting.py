@@ -39,6 +39,7 @@ ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
     # Of the default: each of its parts removed or replaced in turn.
     "noboost": ({"boost_iter": 0}, "without the gradient-boosted trees"),
     "noknn": ({"knn_prototypes": 0}, "without the distance to benign prototypes"),
+    "noflow": ({"flow_transforms": 0}, "without the flow (the benign density of Stage 2)"),
     "fisher": (
         {"score": "fisher", "stack_folds": 0},
         "the same channels summed with equal weights (Fisher), no learned weights",

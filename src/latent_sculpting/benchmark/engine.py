@@ -74,6 +74,7 @@ BENCHMARK_METHODS: tuple[str, ...] = (
     "default",
     "default-noboost",
     "default-noknn",
+    "default-noflow",
     "default-fisher",
     "default-sculpt",
     "fused",

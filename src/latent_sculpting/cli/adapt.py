@@ -169,11 +169,16 @@ def describe_adaptation(model: Any, record: dict[str, Any]) -> str:
     rows = record["rows"]
     target = model.target_fpr if model.target_fpr is not None else 1 - model.percentile / 100
     before = record["flagged_before"]
-    lines = [
-        f"benign flows of the new network: {rows:,} ({record['fit_rows']:,} refit the "
-        f"benign density (the flow {record.get('flow', 'refit')}"
+    density = (
+        "the benign prototypes (no flow)"
+        if record.get("flow") == "none"
+        else f"the benign density (the flow {record.get('flow', 'refit')}"
         + (f", {record['flow_epochs']} epochs" if record.get("flow_epochs") else "")
-        + f"), {record['reference_rows']:,} place the fusion's tails, "
+        + ")"
+    )
+    lines = [
+        f"benign flows of the new network: {rows:,} ({record['fit_rows']:,} refit "
+        f"{density}, {record['reference_rows']:,} place the fusion's tails, "
         f"{record['calibration_rows']:,} set the threshold)"
         if record["refit"]
         else f"benign flows of the new network: {rows:,} ({record['reference_rows']:,} place "
