@@ -564,10 +564,9 @@ def _command_lines(parent: int) -> dict[int, str]:
     return lines
 
 
-def test_several_workers_accept_connections_with_nagle_off(monkeypatch):
-    # uvicorn's own listener for several workers leaves Nagle's algorithm on, and every
-    # kept-alive answer then waits ~40 ms for the client's delayed ACK. The listener given to
-    # the workers must have TCP_NODELAY, and the connections it accepts must inherit it.
+def _socket_given_to_workers(monkeypatch) -> socket.socket:
+    """The one socket ``sculpt serve --workers 2`` hands uvicorn's supervisor for its workers
+    (the supervisor replaced: nothing is started)."""
     import uvicorn
     import uvicorn.supervisors
 
@@ -579,9 +578,16 @@ def test_several_workers_accept_connections_with_nagle_off(monkeypatch):
         "Multiprocess",
         lambda config, sockets: type("Run", (), {"run": lambda self: given.extend(sockets)})(),
     )
-    config = uvicorn.Config("x:app", host="127.0.0.1", port=_free_port(), workers=2)
-    _run_workers(config)
-    (listener,) = given
+    _run_workers(uvicorn.Config("x:app", host="127.0.0.1", port=_free_port(), workers=2))
+    (sock,) = given
+    return sock
+
+
+def test_several_workers_accept_connections_with_nagle_off(monkeypatch):
+    # uvicorn's own listener for several workers leaves Nagle's algorithm on, and every
+    # kept-alive answer then waits ~40 ms for the client's delayed ACK. The listener given to
+    # the workers must have TCP_NODELAY, and the connections it accepts must inherit it.
+    listener = _socket_given_to_workers(monkeypatch)
     try:
         assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         listener.listen()
@@ -601,19 +607,7 @@ def test_each_worker_listens_on_a_socket_of_its_own(monkeypatch):
     # spread connections over the workers' sockets.
     from multiprocessing.reduction import ForkingPickler
 
-    import uvicorn
-    import uvicorn.supervisors
-
-    from latent_sculpting.cli.serve import _run_workers
-
-    given = []
-    monkeypatch.setattr(
-        uvicorn.supervisors,
-        "Multiprocess",
-        lambda config, sockets: type("Run", (), {"run": lambda self: given.extend(sockets)})(),
-    )
-    _run_workers(uvicorn.Config("x:app", host="127.0.0.1", port=_free_port(), workers=2))
-    (parent,) = given
+    parent = _socket_given_to_workers(monkeypatch)
     workers = [pickle.loads(ForkingPickler.dumps(parent)) for _ in range(2)]
     try:
         for sock in workers:
