@@ -164,12 +164,14 @@ def check_params(params: Mapping[str, Any], *, caller: str = "LatentSculpting") 
                 "calibration='train' sets thresholds on the flow's NLL, which "
                 "flow_transforms=0 leaves out: use calibration='holdout'"
             )
-        for name, reason in (("stage1", "Stage 1's codes"), ("svdd_dim", "the embedding")):
+        for name, reason, off in (
+            ("stage1", "Stage 1's codes", "False"),
+            ("svdd_dim", "the embedding", "0"),
+        ):
             if params[name]:
                 problems.append(
                     f"{name}={params[name]}: {reason} only feed the flow, which "
-                    f"flow_transforms=0 leaves out: set {name}="
-                    + ("False" if name == "stage1" else "0")
+                    f"flow_transforms=0 leaves out: set {name}={off}"
                 )
     if params["target_fpr"] is not None and params["calibration"] != "holdout":
         problems.append(

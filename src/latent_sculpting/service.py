@@ -35,6 +35,7 @@ import operator
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -344,7 +345,7 @@ class _Plan:
     categorical: list[str]
     #: Every other field, in the request's order: kept as text (identifiers, the label).
     texts: list[str]
-    #: Reads :attr:`texts` of one record (None when there are none).
+    #: Reads :attr:`texts` of one record, as a tuple.
     text_getter: Any
 
 
@@ -503,9 +504,8 @@ class RecordParser:
                 self._refuse(records, fields)
         # Every other field, column by column: read with one itemgetter per record when every
         # record has the same names (most requests), else field by field.
-        if uniform and plan.text_getter is not None:
-            got = [plan.text_getter(r) for r in records]
-            by_column = zip(*got, strict=True) if len(plan.texts) > 1 else [got]
+        if uniform:
+            by_column = zip(*map(plan.text_getter, records), strict=True)
         else:
             by_column = ([r.get(raw) for r in records] for raw in plan.texts)
         texts, text_columns = [], []
@@ -541,14 +541,8 @@ class RecordParser:
         numeric = [raw for raw, is_numeric in fields if is_numeric]
         taken = set(numeric)
         texts = [raw for raw in keys if raw not in taken]
-        getter = None
-        if len(texts) == 1:
-            getter = operator.itemgetter(texts[0])
-        elif texts:
-            getter = operator.itemgetter(*texts)
-        plan = _Plan(
-            fields, numeric, [raw for raw, is_numeric in fields if not is_numeric], texts, getter
-        )
+        categorical = [raw for raw, is_numeric in fields if not is_numeric]
+        plan = _Plan(fields, numeric, categorical, texts, _fields_getter(texts))
         if len(self._plans) >= _KNOWN_FIELD_SETS:
             self._plans.clear()
         self._plans[keys] = plan
@@ -677,15 +671,25 @@ def _flow_records(data: Any) -> list[dict] | None:
     return data
 
 
+def _fields_getter(names: list[str]) -> Callable[[dict], tuple]:
+    """Reads the fields ``names`` of one record as a tuple (one ``itemgetter`` call; a
+    record lacking one raises KeyError), however many names there are, none included."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda record: (record[name],)
+    if not names:
+        return lambda record: ()
+    return operator.itemgetter(*names)
+
+
 def _number_rows(records: list[dict], raws: list[str]) -> np.ndarray | None:
     """The fields ``raws`` of every record as one float64 matrix (a row per record), or None
     when a record lacks one or one is not a JSON number that fits a float (those are converted
     or refused column by column)."""
     if not raws:
         return np.empty((len(records), 0))
-    get = operator.itemgetter(*raws) if len(raws) > 1 else lambda r: (r[raws[0]],)
     try:
-        rows = [get(record) for record in records]
+        rows = list(map(_fields_getter(raws), records))
     except KeyError:
         return None
     # Exactly int and float: a bool is an int to isinstance, and must be refused.

@@ -185,13 +185,7 @@ def _run_workers(config: Any) -> None:
 
     if _REUSE_PORT and config.uds is None and config.fd is None:
         family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        sock: socket.socket = _WorkerSocket(family, socket.SOCK_STREAM)
-        _prepare(sock)
-        try:
-            sock.bind((config.host, config.port))
-        except OSError:
-            sock.close()
-            raise
+        sock = _fresh_socket(family, (config.host, config.port), kind=_WorkerSocket)
     else:
         sock = config.bind_socket()
         if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -204,17 +198,20 @@ def _run_workers(config: Any) -> None:
 _REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def _prepare(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _fresh_socket(family: int, address: tuple) -> socket.socket:
-    """A new socket of the address's SO_REUSEPORT group, bound, not yet listening."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    _prepare(sock)
-    sock.bind(address)
+def _fresh_socket(
+    family: int, address: tuple, *, kind: type[socket.socket] = socket.socket
+) -> socket.socket:
+    """A new socket (of class ``kind``) of the address's SO_REUSEPORT group, Nagle off, bound,
+    not yet listening; closed again when the address cannot be bound."""
+    sock = kind(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
