@@ -4,7 +4,8 @@ Starts the real service (``sculpt serve``, uvicorn) on 127.0.0.1 once per worker
 ``POST /v1/score`` with locust's headless runner (``benchmarks/locustfile_service.py``, fast
 HTTP users sending back to back) for a fixed time per cell, at 1, 64 and 1,024 real flows of the
 embedded sample per request, as JSON and as CSV bodies, with explanations on and off
-(``?explain=false``), and prints a Markdown table. Beside it, measured in the same run on the
+(``?explain=false``), answered as JSON records or, with ``--answers csv``, as CSV (``Accept:
+text/csv``), and prints a Markdown table. Beside it, measured in the same run on the
 same model and flows, the in-process rates it compares with: ``decision_function`` on 1,024-flow
 batches (what a served request without explanations does, less parsing and answering), and the
 service's own :class:`~latent_sculpting.scoring.Scorer` with explanations (what a request with
@@ -17,6 +18,7 @@ Usage (needs the serve and bench extras)::
     python benchmarks/bench_service.py --model model.sculpt --workers 1 2 --duration 30
     python benchmarks/bench_service.py --duration 3 --users 4   # a quick check that it works
     python benchmarks/bench_service.py --bodies csv --explain off --flows 1024
+    python benchmarks/bench_service.py --bodies csv --answers json csv --flows 1024
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def main() -> int:
     parser.add_argument(
         "--explain", nargs="+", choices=("on", "off"), default=["on", "off"], help="explanations"
     )
+    parser.add_argument(
+        "--answers",
+        nargs="+",
+        choices=("json", "csv"),
+        default=["json"],
+        help="answer types asked for (csv: Accept: text/csv)",
+    )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per cell")
     parser.add_argument("--users", type=int, default=8, help="concurrent locust users")
     args = parser.parse_args()
@@ -94,12 +103,15 @@ def main() -> int:
             server = _server(model, workers)
             with server as url:
                 for kind in args.bodies:
-                    for explain in args.explain:
-                        for size in args.flows:
-                            prefix = folder / f"w{workers}-{kind}-{explain}-f{size}"
-                            cell = (bodies[kind, size], kind, explain == "on")
-                            stats = _locust(url, *cell, args, prefix, server.process.pid)
-                            results.append((workers, kind, explain, size, stats))
+                    for answer in args.answers:
+                        for explain in args.explain:
+                            for size in args.flows:
+                                prefix = folder / f"w{workers}-{kind}-{answer}-{explain}-f{size}"
+                                cell = (bodies[kind, size], kind, answer, explain == "on")
+                                stats = _locust(url, *cell, args, prefix, server.process.pid)
+                                results.append(
+                                    (workers, f"{kind} / {answer}", explain, size, stats)
+                                )
 
     commit = provenance.commit()
     print(f"### `sculpt serve` under locust ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)\n")
@@ -113,7 +125,7 @@ def main() -> int:
         "seconds / duration; locust's include its start-up).\n"
     )
     print(
-        "| workers | body | explanations | flows/request | requests/s | flows/s | p50 ms "
+        "| workers | body / answer | explanations | flows/request | requests/s | flows/s | p50 ms "
         "| p99 ms | failures | CPU server / locust |"
     )
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -141,7 +153,7 @@ def main() -> int:
             best, kind = max(served)
             print(
                 f"Best served rate at {largest} flows/request, explanations {explain} ({kind} "
-                f"bodies): {best:.0f} flows/s, {best / base:.2f} of {what} in process."
+                f"body / answer): {best:.0f} flows/s, {best / base:.2f} of {what} in process."
             )
     return 0
 
@@ -240,6 +252,7 @@ def _locust(
     url: str,
     bodies: Path,
     kind: str,
+    answer: str,
     explain: bool,
     args: argparse.Namespace,
     prefix: Path,
@@ -251,13 +264,15 @@ def _locust(
     import httpx
 
     content_type = "application/json" if kind == "json" else "text/csv"
+    accept = "application/json" if answer == "json" else "text/csv"
     path = "/v1/score" if explain else "/v1/score?explain=false"
     first = json.loads(bodies.read_text())[0]
+    headers = {"Content-Type": content_type, "Accept": accept}
     for _ in range(3):  # warm-up, not measured: the first requests build caches
-        answer = httpx.post(
-            f"{url}{path}", content=first, headers={"Content-Type": content_type}, timeout=120
-        )
-        answer.raise_for_status()
+        response = httpx.post(f"{url}{path}", content=first, headers=headers, timeout=120)
+        response.raise_for_status()
+        if not response.headers["content-type"].startswith(accept):
+            raise SystemExit(f"asked for {accept}, got {response.headers['content-type']}")
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless"]
     command += ["-u", str(args.users), "-r", str(args.users), "-t", f"{args.duration:g}s"]
     command += ["--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "ERROR"]
@@ -266,6 +281,7 @@ def _locust(
         **os.environ,
         "SCULPT_BENCH_BODIES": str(bodies),
         "SCULPT_BENCH_CONTENT_TYPE": content_type,
+        "SCULPT_BENCH_ACCEPT": accept,
         "SCULPT_BENCH_PATH": path,
     }
     server_before = _cpu_seconds(server_pid)

@@ -12,11 +12,13 @@ Usage::
     python benchmarks/bench_service_steps.py --model model.sculpt
     python benchmarks/bench_service_steps.py --flows 1 1024 --bodies json csv --explain off
     python benchmarks/bench_service_steps.py --bodies json json-checked  # the quick parse's gain
+    python benchmarks/bench_service_steps.py --bodies csv --answers json csv  # CSV answers
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -46,10 +48,23 @@ def main() -> int:
         help="json-checked: JSON read by the checked parse alone (the quick orjson parse off)",
     )
     parser.add_argument("--explain", nargs="+", choices=("on", "off"), default=["on", "off"])
+    parser.add_argument(
+        "--answers",
+        nargs="+",
+        choices=("json", "csv"),
+        default=["json"],
+        help="answer types (csv: what Accept: text/csv gets)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch, BLAS and Arrow threads, as a `sculpt serve` worker's --threads (default 1)",
+    )
     parser.add_argument("--flows-timed", type=int, default=8192, help="flows timed per row")
     args = parser.parse_args()
-    if min(args.flows) < 1 or args.flows_timed < 1:
-        parser.error("--flows and --flows-timed must be positive")
+    if min(args.flows) < 1 or args.flows_timed < 1 or args.threads < 1:
+        parser.error("--flows, --flows-timed and --threads must be positive")
 
     import pandas as pd
     from bench_service import train_fast_model  # this folder is on the path of a script
@@ -59,6 +74,9 @@ def main() -> int:
     from latent_sculpting.data import sample_path
     from latent_sculpting.flowspec import model_spec
     from latent_sculpting.scoring import Scorer, drift_monitor
+    from latent_sculpting.threads import set_process_threads
+
+    set_process_threads(args.threads)  # as each worker of the service does
 
     logging.getLogger("latent_sculpting").setLevel(logging.ERROR)  # drift verdicts
     rows = pd.read_parquet(sample_path() / "friday.parquet").sample(8192, random_state=0)
@@ -70,7 +88,9 @@ def main() -> int:
     checked._quick_json = lambda body: service._ABSENT  # as the service parsed JSON before
     scorer = Scorer(model, drift=drift_monitor(model, window=10_000))
     results = []
-    for kind in args.bodies:
+    build = {"json": service._records, "csv": lambda scored: scored.table()}
+    render = {"json": service._Answer, "csv": service._CsvAnswer}
+    for kind, answer_kind in itertools.product(args.bodies, args.answers):
         parser_ = checked if kind == "json-checked" else quick
         content_type = "text/csv" if kind == "csv" else "application/json"
         for explain in args.explain:
@@ -92,14 +112,14 @@ def main() -> int:
                     clock.append(time.perf_counter())
                     scored = scorer.score_columns(batch, explain=explain == "on")
                     clock.append(time.perf_counter())
-                    answer = service._records(scored)
+                    answer = build[answer_kind](scored)
                     clock.append(time.perf_counter())
-                    service._Answer(content=answer)
+                    render[answer_kind](content=answer)
                     clock.append(time.perf_counter())
                     if i >= 5:
                         for step, a, b in zip(STEPS, clock, clock[1:], strict=False):
                             times[step].append(b - a)
-                results.append((kind, explain, size, requests, times))
+                results.append((f"{kind} / {answer_kind}", explain, size, requests, times))
 
     commit = provenance.commit()
     print(
@@ -110,7 +130,7 @@ def main() -> int:
         f"latent-sculpting {latent_sculpting.__version__}, commit {commit}. Real "
         "flows of the embedded sample (Friday's), median ms per request.\n"
     )
-    print("| body | explanations | flows/request | requests | " + " | ".join(STEPS) + " | sum |")
+    print("| body / answer | explanations | flows/request | requests | " + " | ".join(STEPS) + " | sum |")
     print("|---|---|---:|---:|" + "---:|" * (len(STEPS) + 1))
     for kind, explain, size, requests, times in results:
         medians = [1e3 * statistics.median(times[step]) for step in STEPS]

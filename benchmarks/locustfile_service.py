@@ -2,8 +2,9 @@
 ``POST /v1/score`` back to back.
 
 The bodies come from the JSON file named by ``SCULPT_BENCH_BODIES`` (a list of texts, one request
-body each), sent with the Content-Type ``SCULPT_BENCH_CONTENT_TYPE`` (default JSON) to the path
-``SCULPT_BENCH_PATH`` (default ``/v1/score``; ``/v1/score?explain=false`` turns explanations
+body each), sent with the Content-Type ``SCULPT_BENCH_CONTENT_TYPE`` (default JSON), asking for
+the answer type ``SCULPT_BENCH_ACCEPT`` (default JSON; ``text/csv`` for CSV answers), to the
+path ``SCULPT_BENCH_PATH`` (default ``/v1/score``; ``/v1/score?explain=false`` turns explanations
 off); ``SCULPT_BENCH_TOKEN``, when set, is sent as the bearer token. Run alone::
 
     locust -f benchmarks/locustfile_service.py --headless -u 8 -r 8 -t 30s --host URL
@@ -20,7 +21,10 @@ from locust import FastHttpUser, constant, task
 with open(os.environ["SCULPT_BENCH_BODIES"], encoding="utf-8") as _file:
     BODIES = [body.encode() for body in json.load(_file)]
 
-HEADERS = {"Content-Type": os.environ.get("SCULPT_BENCH_CONTENT_TYPE", "application/json")}
+HEADERS = {
+    "Content-Type": os.environ.get("SCULPT_BENCH_CONTENT_TYPE", "application/json"),
+    "Accept": os.environ.get("SCULPT_BENCH_ACCEPT", "application/json"),
+}
 PATH = os.environ.get("SCULPT_BENCH_PATH", "/v1/score")
 if os.environ.get("SCULPT_BENCH_TOKEN"):
     HEADERS["Authorization"] = f"Bearer {os.environ['SCULPT_BENCH_TOKEN']}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pickle
@@ -173,6 +174,51 @@ def test_a_csv_body_encodes_categorical_values_as_a_file_does(tmp_path):
     np.testing.assert_array_equal(parser.encode(parser.parse(body, "text/csv")).X, from_file)
 
 
+def test_a_cp1252_cell_in_a_csv_body_reads_as_in_a_file_and_ascii_as_it_is(
+    client, raw_rows, tmp_path
+):
+    # Bodies of ASCII text skip the per-column UTF-8 check (ASCII is UTF-8); any other byte
+    # sends the body through it, and a cp1252 dash (0x96) is read as the file reader reads it.
+    from latent_sculpting.readers.delimited import parse_bytes
+
+    text = raw_rows.to_csv(index=False)
+    plain = parse_bytes(text.encode(), {})
+    assert text.encode().isascii() and "Flow ID" in plain.column_names
+    dashed = text.replace("Botnet", "Web Attack \u2013 Brute Force").encode("cp1252")
+    assert not dashed.isascii()
+    table = parse_bytes(dashed, {})
+    assert "Web Attack \u2013 Brute Force" in table.column("Label").to_pylist()
+    answer = client.post(
+        "/v1/score", content=dashed, headers={"Content-Type": "text/csv", "Accept": "text/csv"}
+    )
+    assert answer.status_code == 200, answer.text
+    labels = pd.read_csv(io.StringIO(answer.text))["Label"]
+    assert (labels == "Web Attack - Brute Force").sum() == (raw_rows["Label"] == "Botnet").sum()
+
+
+def test_the_per_header_caches_stay_bounded_and_keep_each_header_apart(model, raw_rows):
+    # A CSV header's column types and a JSON field-name set's plan are kept per parser; a
+    # client sending ever new names must not grow them without bound, and a header seen
+    # again (even after others) must be read as it was the first time.
+    from latent_sculpting.service import _KNOWN_FIELD_SETS, RecordParser
+
+    parser = RecordParser(model.spec_, dict(LIMITS))
+    first = raw_rows.head(3)
+    reference = parser.encode(parser.parse(first.to_csv(index=False).encode(), "text/csv")).X
+    for i in range(_KNOWN_FIELD_SETS + 5):
+        extra = first.assign(**{f"note {i}": "x"})
+        parser.parse(extra.to_csv(index=False).encode(), "text/csv")
+        parser.parse(json.dumps(_records(extra)).encode(), "application/json")
+        assert len(parser._csv_headers) <= _KNOWN_FIELD_SETS
+        assert len(parser._plans) <= _KNOWN_FIELD_SETS
+    again = parser.encode(parser.parse(first.to_csv(index=False).encode(), "text/csv")).X
+    np.testing.assert_array_equal(again, reference)
+    # A header naming the numbers differently (canonical names) is read by its own entry.
+    canonical = first.rename(columns={"Total Fwd Packet": "Total Fwd Packets"})
+    renamed = parser.encode(parser.parse(canonical.to_csv(index=False).encode(), "text/csv")).X
+    np.testing.assert_array_equal(renamed, reference)
+
+
 def test_numbers_sent_as_text_score_as_the_numbers_do(client, raw_rows):
     # JSON numbers are read in one matrix; a request with numbers as text goes column by
     # column. Both must give the same answer, to the bit.
@@ -217,6 +263,63 @@ def test_flows_wrapper_and_csv_body_give_the_same_answer(client, raw_rows):
     for key in ("Timestamp", "Src Port", "Flow ID"):
         assert [r[key] for r in csv.json()] == [str(v) for v in raw_rows[key]]
         assert [r[key] for r in as_list] == [str(v) for v in raw_rows[key]]
+
+
+def test_accept_text_csv_answers_the_csv_sculpt_score_writes(client, model, raw_rows, tmp_path):
+    from latent_sculpting.engines.local import score_files
+
+    raw_rows.to_csv(tmp_path / "flows.csv", index=False)
+    score_files(model, [tmp_path / "flows.csv"], tmp_path / "scored.csv", progress=False)
+    written = pd.read_csv(tmp_path / "scored.csv", dtype=str, keep_default_na=False)
+    body = (tmp_path / "flows.csv").read_bytes()
+    answer = client.post(
+        "/v1/score", content=body, headers={"Content-Type": "text/csv", "Accept": "text/csv"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/csv")
+    assert answer.headers["vary"] == "Accept"
+    got = pd.read_csv(io.StringIO(answer.text), dtype=str, keep_default_na=False)
+    assert list(got.columns) == list(written.columns)
+    # The scores as the same text, to the last digit, and the explanations' text.
+    for column in ("score", "p_value", "is_attack", "flagged_by", "explanation", "Label"):
+        assert got[column].tolist() == written[column].tolist(), column
+    assert (got["is_attack"] == "true").any() and (got["is_attack"] == "false").any()
+    # Identifiers as the text sent (the file reader types ports and times; a request keeps text).
+    for key in ("Timestamp", "Src Port", "Flow ID"):
+        assert got[key].tolist() == [str(v) for v in raw_rows[key]]
+    # JSON records give the same CSV, and JSON stays the answer unless CSV is preferred.
+    from_json = client.post("/v1/score", json=_records(raw_rows), headers={"Accept": "text/csv"})
+    assert from_json.text == answer.text
+    for accept in ("application/json", "*/*", "text/csv, application/json", "text/csv;q=0"):
+        plain = client.post("/v1/score", content=body, headers={
+            "Content-Type": "text/csv", "Accept": accept
+        })  # fmt: skip
+        assert plain.headers["content-type"] == "application/json", accept
+        assert [r["score"] for r in plain.json()] == pytest.approx(got["score"].astype(float))
+
+
+@pytest.mark.parametrize(
+    ("accept", "csv"),
+    [
+        (None, False),
+        ("*/*", False),
+        ("text/csv", True),
+        ("TEXT/CSV; charset=utf-8", True),
+        ("text/csv, */*;q=0.8", True),
+        ("text/csv, */*", True),  # the named type wins a tie with a wildcard
+        ("text/csv, application/json", False),  # a tie between named types: JSON
+        ("application/json;q=0.5, text/csv", True),
+        ("text/csv;q=0.5, application/json", False),
+        ("text/csv;q=0", False),
+        ("text/csv;q=oops", False),
+        ("text/*", True),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", False),
+    ],
+)
+def test_the_answer_format_follows_accept(accept, csv):
+    from latent_sculpting.service import _answer_is_csv
+
+    assert _answer_is_csv(accept) is csv
 
 
 def test_canonical_feature_records_are_accepted(client, model, raw_rows):

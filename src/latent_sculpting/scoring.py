@@ -143,6 +143,27 @@ class ScoredBatch:
             out[self.label_column] = self.labels
         return out
 
+    def table(self) -> pa.Table:
+        """:meth:`frame`'s columns as an Arrow table, built without pandas (the service's CSV
+        answers: the text ``sculpt score`` writes for these rows)."""
+        names = list(self.identifiers.column_names) + list(OUTPUT_COLUMNS)
+        # from_pandas: NaN becomes null, as it does when the frame is written.
+        columns = list(self.identifiers.columns) + [
+            pa.array(self.score, pa.float64(), from_pandas=True),
+            pa.array(self.p_value, pa.float64(), from_pandas=True),
+            pa.array(self.is_attack, pa.bool_()),
+            pa.array(self.flagged_by, pa.string()),
+        ]
+        if self.explanations is not None:
+            names.append("explanation")
+            columns.append(
+                pa.array(["" if e is None else e.text() for e in self.explanations], pa.string())
+            )
+        if self.labels is not None:
+            names.append(self.label_column)
+            columns.append(pa.array(self.labels, from_pandas=True))
+        return pa.Table.from_arrays(columns, names=names)
+
 
 class Scorer:
     """Scores batches of flows with one fitted model and tallies the verdicts.

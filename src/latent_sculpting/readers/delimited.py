@@ -132,6 +132,10 @@ def parse_bytes(
         )
     except pa.ArrowInvalid as error:
         raise _explain(source, names, types, error, lambda: io.BytesIO(data)) from None
+    if data.isascii():
+        # ASCII text is valid UTF-8: no cell can need the cp1252 reading, and checking every
+        # text column cost a 1,024-flow request body a tenth of its parse.
+        return table
     return pa.Table.from_batches([_valid_text(b) for b in table.to_batches()], table.schema)
 
 
