@@ -9,8 +9,10 @@ text/csv``), and prints a Markdown table. Beside it, measured in the same run on
 same model and flows, the in-process rates it compares with: ``decision_function`` on 1,024-flow
 batches (what a served request without explanations does, less parsing and answering), and the
 service's own :class:`~latent_sculpting.scoring.Scorer` with explanations (what a request with
-them does); and the ratio of the best served rate at 1,024 flows per request to each. The server
-is stopped at the end, on errors and on Ctrl-C (its whole process group).
+them does), once before the first row and again right after each row of the largest requests
+(the machine's speed drifts over minutes; each such row's ratio is to the rate measured beside
+it); and the best of those ratios. The server is stopped at the end, on errors and on Ctrl-C
+(its whole process group).
 
 Usage (needs the serve and bench extras)::
 
@@ -109,6 +111,13 @@ def main() -> int:
                                 prefix = folder / f"w{workers}-{kind}-{answer}-{explain}-f{size}"
                                 cell = (bodies[kind, size], kind, answer, explain == "on")
                                 stats = _locust(url, *cell, args, prefix, server.process.pid)
+                                if size == max(args.flows):
+                                    # The machine's speed drifts over a run of minutes: the
+                                    # ratio is taken against the in-process rate measured
+                                    # right after the row (the server idle), not only once.
+                                    stats["adjacent"] = _in_process_rate(
+                                        model, rows, explain=explain == "on"
+                                    )
                                 results.append(
                                     (workers, f"{kind} / {answer}", explain, size, stats)
                                 )
@@ -122,38 +131,40 @@ def main() -> int:
         f"{commit}. Server and locust ({args.users} users, no wait) on the same "
         f"machine (loopback), {args.duration:g} s per row; real flows of the embedded sample "
         "(raw improved-release columns). CPU: the cores each side used over the row (CPU "
-        "seconds / duration; locust's include its start-up).\n"
+        "seconds / duration; locust's include its start-up). Last column, for the largest "
+        "requests: the served rate over the in-process rate of the same work measured right "
+        "after the row (`decision_function` without explanations, the Scorer with them).\n"
     )
     print(
         "| workers | body / answer | explanations | flows/request | requests/s | flows/s | p50 ms "
-        "| p99 ms | failures | CPU server / locust |"
+        "| p99 ms | failures | CPU server / locust | of in-process rate |"
     )
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workers, kind, explain, size, s in results:
+        ratio = f"{s['rps'] * size / s['adjacent']:.2f}" if "adjacent" in s else ""
         print(
             f"| {workers} | {kind} | {explain} | {size} | {s['rps']:.0f} | {s['rps'] * size:.0f} "
             f"| {s['p50']:.0f} | {s['p99']:.0f} | {s['failures']} of {s['requests']} "
-            f"| {s['server_cpu']:.2f} / {s['locust_cpu']:.2f} |"
+            f"| {s['server_cpu']:.2f} / {s['locust_cpu']:.2f} | {ratio} |"
         )
     print(
-        f"\nIn process, same model and flows, 1,024-flow batches: {in_process:.0f} flows/s "
-        f"(`decision_function`), {explained:.0f} flows/s (the Scorer with explanations)."
+        f"\nIn process, same model and flows, 1,024-flow batches, before the first row: "
+        f"{in_process:.0f} flows/s (`decision_function`), {explained:.0f} flows/s (the Scorer "
+        "with explanations)."
     )
     largest = max(args.flows)
-    for explain, base, what in (
-        ("off", in_process, "decision_function"),
-        ("on", explained, "the Scorer"),
-    ):
+    for explain, what in (("off", "decision_function"), ("on", "the Scorer")):
         served = [
-            (s["rps"] * size, kind)
-            for _, kind, e, size, s in results
+            (s["rps"] * size / s["adjacent"], s["rps"] * size, s["adjacent"], kind, workers)
+            for workers, kind, e, size, s in results
             if size == largest and e == explain
         ]
         if served:
-            best, kind = max(served)
+            ratio, best, base, kind, workers = max(served)
             print(
-                f"Best served rate at {largest} flows/request, explanations {explain} ({kind} "
-                f"body / answer): {best:.0f} flows/s, {best / base:.2f} of {what} in process."
+                f"Best served rate at {largest} flows/request against {what} in process, "
+                f"explanations {explain}: {ratio:.2f} ({kind} body / answer, {workers} "
+                f"worker(s): {best:.0f} flows/s against {base:.0f} right after the row)."
             )
     return 0
 

@@ -130,7 +130,8 @@ def main() -> int:
         f"latent-sculpting {latent_sculpting.__version__}, commit {commit}. Real "
         "flows of the embedded sample (Friday's), median ms per request.\n"
     )
-    print("| body / answer | explanations | flows/request | requests | " + " | ".join(STEPS) + " | sum |")
+    header = "| body / answer | explanations | flows/request | requests | "
+    print(header + " | ".join(STEPS) + " | sum |")
     print("|---|---|---:|---:|" + "---:|" * (len(STEPS) + 1))
     for kind, explain, size, requests, times in results:
         medians = [1e3 * statistics.median(times[step]) for step in STEPS]

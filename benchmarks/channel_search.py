@@ -279,7 +279,16 @@ def weighted(logs, weights, rule="sum"):
     }
 
 
-def learned(paths, channels, criterion=(0.01,), rule="sum"):
+#: How a weighting's criterion over the other folds is pooled into the number that picks it:
+#: the mean (what the stacked rule does), or the mean of the worse half of the folds (a
+#: weighting that fails some family badly loses even when it does well on average).
+AGGREGATES = {
+    "mean": lambda table: table.mean(axis=0),
+    "worse-half": lambda table: np.sort(table, axis=0)[: max(1, len(table) // 2)].mean(axis=0),
+}
+
+
+def learned(paths, channels, criterion=(0.01,), rule="sum", aggregate="mean"):
     """Weights learned on the other validation folds of the same test fold, applied to this one.
 
     For validation fold (F, G) the weights are those that score best on the folds (F, G'),
@@ -287,7 +296,8 @@ def learned(paths, channels, criterion=(0.01,), rule="sum"):
     This is what an estimator learning its weights from pseudo-zero-day folds of its own
     training families would do. A weighting scores the mean of the AUROC and the recall at each
     false-positive rate in ``criterion`` (the stacked rule's ``fprs``); ``rule`` combines the
-    weighted channels (:func:`weighted`).
+    weighted channels (:func:`weighted`); ``aggregate`` pools the other folds' criteria
+    (:data:`AGGREGATES`).
     """
     import pandas as pd
 
@@ -309,7 +319,7 @@ def learned(paths, channels, criterion=(0.01,), rule="sum"):
         others = [per_fold[q] for q in paths if q != path]
         if not others:
             continue
-        best = grid[int(np.argmax(np.mean(others, axis=0)))]
+        best = grid[int(np.argmax(AGGREGATES[aggregate](np.asarray(others))))]
         s = weighted(logs_of[path], best, rule)
         m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
         out.append(
@@ -323,7 +333,7 @@ def learned(paths, channels, criterion=(0.01,), rule="sum"):
     return pd.DataFrame(out)
 
 
-def _learned_frame(out: Path, channels, criterion, rule="sum"):
+def _learned_frame(out: Path, channels, criterion, rule="sum", aggregate="mean"):
     import pandas as pd
 
     frames = []
@@ -332,7 +342,7 @@ def _learned_frame(out: Path, channels, criterion, rule="sum"):
         for path in sorted(dataset_dir.glob("*.npz")):
             groups.setdefault(path.stem.split("___")[0], []).append(path)
         for outer, paths in groups.items():
-            frame = learned(paths, channels, criterion, rule)
+            frame = learned(paths, channels, criterion, rule, aggregate)
             frame["dataset"], frame["outer"] = dataset_dir.name, outer
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
@@ -343,25 +353,27 @@ def cmd_learned(args):
     another criterion's choice over the same folds."""
     out = Path(args.out)
     cols = ["auroc", "r0.05", "r0.01", "r0.001"]
-    frame = _learned_frame(out, args.channels, args.criterion, args.rule)
+    frame = _learned_frame(out, args.channels, args.criterion, args.rule, args.aggregate)
     print(
         "learned weights over",
         "+".join(args.channels),
-        f"rule {args.rule},",
+        f"rule {args.rule}, folds pooled by {args.aggregate},",
         f"criterion: mean of AUROC and recall at {args.criterion} ({len(frame)} folds)",
     )
     print(frame[cols].mean().round(3).to_string())
     print(frame.groupby("dataset")[cols].mean().round(3).to_string())
     print(frame["weights"].astype(str).value_counts().head(10).to_string())
-    if args.against or args.against_rule or args.against_channels:
+    if args.against or args.against_rule or args.against_channels or args.against_aggregate:
         against = args.against or args.criterion
         against_rule = args.against_rule or args.rule
         against_channels = args.against_channels or args.channels
-        other = _learned_frame(out, against_channels, against, against_rule)
+        against_aggregate = args.against_aggregate or args.aggregate
+        other = _learned_frame(out, against_channels, against, against_rule, against_aggregate)
         assert list(other["fold"]) == list(frame["fold"])
         print(
             f"\nminus {'+'.join(against_channels)}, rule {against_rule}, criterion at "
-            f"{against}: mean [bootstrap 95 % interval over folds]"
+            f"{against}, folds pooled by {against_aggregate}: mean [bootstrap 95 % interval "
+            "over folds]"
         )
         for col in cols:
             mean, low, high = _bootstrap(frame[col] - other[col])
@@ -563,6 +575,10 @@ def main() -> None:
     learn.add_argument("--against", nargs="+", type=float, help="another criterion to compare")
     learn.add_argument("--against-rule", choices=("sum", "max"), help="another rule to compare")
     learn.add_argument("--against-channels", nargs="+", help="other channels to compare")
+    learn.add_argument("--aggregate", choices=sorted(AGGREGATES), default="mean")
+    learn.add_argument(
+        "--against-aggregate", choices=sorted(AGGREGATES), help="another pooling to compare"
+    )
     report = sub.add_parser("report")
     report.add_argument("--out", default="runs/channel-search")
     report.add_argument(
