@@ -637,6 +637,46 @@ def test_flagged_flows_carry_their_explanation_and_others_null(client, model, ra
     assert client.get("/v1/model").json()["explanations"] is True
 
 
+def test_only_requests_beyond_the_inline_bound_are_scored_on_a_thread(
+    client, raw_rows, monkeypatch
+):
+    # Scoring a request on the event loop blocks it; the bound keeps that to about a CSV
+    # parse's time, counting an explained flow as several.
+    import anyio.to_thread
+
+    from latent_sculpting import service
+
+    sent_to_threads = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counting(function, *args, **kwargs):
+        sent_to_threads.append(function)
+        return await run_sync(function, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    monkeypatch.setattr(service, "_INLINE_FLOWS", 8)
+    monkeypatch.setattr(service, "_EXPLAINED_COST", 4)
+    answers = []
+    for flows, explain, threaded in (
+        (8, "false", 0),
+        (9, "false", 1),
+        (2, "true", 0),
+        (3, "true", 1),
+    ):
+        before = len(sent_to_threads)
+        rows = _records(raw_rows.head(flows))
+        answer = client.post("/v1/score", params={"explain": explain}, json=rows)
+        assert answer.status_code == 200, answer.text
+        assert len(sent_to_threads) - before == threaded, (flows, explain)
+        answers.append(answer.json())
+    # Where a request is scored does not change its scores.
+    monkeypatch.setattr(service, "_INLINE_FLOWS", 100)
+    before = len(sent_to_threads)
+    inline = client.post("/v1/score", json=_records(raw_rows.head(9)), params={"explain": "false"})
+    assert len(sent_to_threads) == before
+    assert [r["score"] for r in inline.json()] == [r["score"] for r in answers[1]]
+
+
 def test_explain_false_leaves_the_field_out(client, raw_rows):
     plain = client.post("/v1/score", params={"explain": "false"}, json=_records(raw_rows))
     assert plain.status_code == 200

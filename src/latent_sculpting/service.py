@@ -257,10 +257,14 @@ def create_app(
             return scored
 
         try:
-            # A small request is scored on the event loop when no other scoring runs: handing
-            # it to a worker thread and back costs about as much as scoring it. A large one, or
-            # one that would wait for the lock, goes to a thread so the loop keeps answering.
-            if records.num_rows <= _INLINE_FLOWS and lock.acquire(blocking=False):
+            # A request is scored on the event loop when no other scoring runs and its scoring
+            # blocks the loop no longer than parsing its body did: a worker thread costs a
+            # small request as much as scoring it, and under load a 1,024-flow request a sixth
+            # more CPU (BENCHMARKS.md: the thread's scoring contends with the loop's parsing of
+            # the next body). A larger one, or one that would wait for the lock, goes to a
+            # thread so the loop keeps answering meanwhile.
+            cost = records.num_rows * (_EXPLAINED_COST if explain else 1)
+            if cost <= _INLINE_FLOWS and lock.acquire(blocking=False):
                 try:
                     scored = _score_locked()
                 finally:
@@ -651,8 +655,8 @@ class _Answer(Response):
 class _CsvAnswer(Response):
     """A scoring answer as CSV (``Accept: text/csv``): the columns and text ``sculpt score``
     writes to a CSV file for these flows (:meth:`ScoredBatch.table`, written by pyarrow), one
-    line per flow. For a batch it is the cheaper answer: building a 1,024-flow answer's JSON
-    records cost about as much as parsing its CSV body."""
+    line per flow. For a batch it is the cheaper answer: pyarrow writes the columns without a
+    Python object per flow, where JSON records are built one dictionary per flow."""
 
     media_type = "text/csv"
 
@@ -784,8 +788,12 @@ def _to_float(value: Any) -> float:
         return math.copysign(math.inf, value)
 
 
-#: Requests of at most this many flows are scored on the event loop when the scorer is free.
-_INLINE_FLOWS = 16
+#: Requests of at most this many flows are scored on the event loop when the scorer is free
+#: (about 10 ms of scoring on one core, about what parsing them as CSV takes there)...
+_INLINE_FLOWS = 2_048
+#: ... counting each flow explained as this many (explaining a 1,024-flow request took about
+#: six times as long as scoring it, BENCHMARKS.md).
+_EXPLAINED_COST = 8
 
 #: Distinct sets of field names whose matching to the model's columns a parser remembers.
 _KNOWN_FIELD_SETS = 64
