@@ -10,9 +10,9 @@ same model and flows, the in-process rates it compares with: ``decision_function
 batches (what a served request without explanations does, less parsing and answering), and the
 service's own :class:`~latent_sculpting.scoring.Scorer` with explanations (what a request with
 them does), once before the first row and again right after each row of the largest requests
-(the machine's speed drifts over minutes; each such row's ratio is to the rate measured beside
-it); and the best of those ratios. The server is stopped at the end, on errors and on Ctrl-C
-(its whole process group).
+(the machine's speed drifts over minutes); and the ratio of the served rates at the largest
+requests to the median of those measures, with the range the measures give. The server is
+stopped at the end, on errors and on Ctrl-C (its whole process group).
 
 Usage (needs the serve and bench extras)::
 
@@ -113,8 +113,9 @@ def main() -> int:
                                 stats = _locust(url, *cell, args, prefix, server.process.pid)
                                 if size == max(args.flows):
                                     # The machine's speed drifts over a run of minutes: the
-                                    # ratio is taken against the in-process rate measured
-                                    # right after the row (the server idle), not only once.
+                                    # in-process rate is measured again after each such row
+                                    # (the server idle), and ratios use the run's median.
+                                    time.sleep(2)  # requests still in flight finish
                                     stats["adjacent"] = _in_process_rate(
                                         model, rows, explain=explain == "on"
                                     )
@@ -132,16 +133,23 @@ def main() -> int:
         f"machine (loopback), {args.duration:g} s per row; real flows of the embedded sample "
         "(raw improved-release columns). CPU: the cores each side used over the row (CPU "
         "seconds / duration; locust's include its start-up). Last column, for the largest "
-        "requests: the served rate over the in-process rate of the same work measured right "
-        "after the row (`decision_function` without explanations, the Scorer with them).\n"
+        "requests: the served rate over the median of the run's in-process rates of the same "
+        "work (`decision_function` without explanations, the Scorer with them), measured "
+        "before the first row and after each row of the largest requests.\n"
     )
     print(
         "| workers | body / answer | explanations | flows/request | requests/s | flows/s | p50 ms "
         "| p99 ms | failures | CPU server / locust | of in-process rate |"
     )
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    measured = {
+        explain: [base]
+        + [s["adjacent"] for _, _, e, _, s in results if e == explain and "adjacent" in s]
+        for explain, base in (("off", in_process), ("on", explained))
+    }
+    median = {explain: float(np.median(rates)) for explain, rates in measured.items()}
     for workers, kind, explain, size, s in results:
-        ratio = f"{s['rps'] * size / s['adjacent']:.2f}" if "adjacent" in s else ""
+        ratio = f"{s['rps'] * size / median[explain]:.2f}" if "adjacent" in s else ""
         print(
             f"| {workers} | {kind} | {explain} | {size} | {s['rps']:.0f} | {s['rps'] * size:.0f} "
             f"| {s['p50']:.0f} | {s['p99']:.0f} | {s['failures']} of {s['requests']} "
@@ -155,16 +163,20 @@ def main() -> int:
     largest = max(args.flows)
     for explain, what in (("off", "decision_function"), ("on", "the Scorer")):
         served = [
-            (s["rps"] * size / s["adjacent"], s["rps"] * size, s["adjacent"], kind, workers)
+            (s["rps"] * size, kind, workers)
             for workers, kind, e, size, s in results
             if size == largest and e == explain
         ]
         if served:
-            ratio, best, base, kind, workers = max(served)
+            best, kind, workers = max(served)
+            rates = measured[explain]
             print(
-                f"Best served rate at {largest} flows/request against {what} in process, "
-                f"explanations {explain}: {ratio:.2f} ({kind} body / answer, {workers} "
-                f"worker(s): {best:.0f} flows/s against {base:.0f} right after the row)."
+                f"Best served rate at {largest} flows/request, explanations {explain}: "
+                f"{best:.0f} flows/s ({kind} body / answer, {workers} worker(s)), "
+                f"{best / median[explain]:.2f} of {what} in process (median of {len(rates)} "
+                f"measures over the run, {median[explain]:.0f} flows/s; they ranged "
+                f"{min(rates):.0f}-{max(rates):.0f}, so {best / max(rates):.2f}-"
+                f"{best / min(rates):.2f})."
             )
     return 0
 
@@ -182,7 +194,7 @@ def train_fast_model(path: Path) -> Path:
 
 
 def _in_process_rate(
-    model_path: Path, rows, batch: int = 1024, repeats: int = 5, explain: bool = False
+    model_path: Path, rows, batch: int = 1024, repeats: int = 9, explain: bool = False
 ) -> float:
     """Flows/s of ``decision_function`` on the encoded flows, or with ``explain`` of the
     service's Scorer (scores, p-values, explanations, drift counts), median of ``repeats``."""
