@@ -67,6 +67,24 @@ def test_train_cic_writes_a_model_with_its_training_summary(cic_model, sample_ro
     assert len(model.calibration_scores_) > 0
 
 
+def test_score_names_the_stages_only_for_a_model_with_a_stage_1_rule(
+    cic_model, sample_rows, tmp_path, capsys
+):
+    src = tmp_path / "flows.csv"
+    sample_rows.head(50).to_csv(src, index=False)
+    assert LatentSculpting.load(cic_model).stage1 is False
+    assert main(["score", str(cic_model), str(src), "-o", str(tmp_path / "a.csv")]) == 0
+    plain = capsys.readouterr().out
+    assert "flagged " in plain and "stage 1" not in plain
+    from latent_sculpting.cli.score import flagged_line
+
+    summary = {"flagged": 1234, "flagged_share": 0.25, "flagged_by": {"stage1": 34, "stage2": 1200}}
+    assert flagged_line(summary, stage1=False) == "flagged 1,234 (25.00 %)"
+    assert (
+        flagged_line(summary, stage1=True) == "flagged 1,234 (25.00 %): stage 1 34, stage 2 1,200"
+    )
+
+
 def test_score_streams_in_chunks_with_the_numbers_of_one_batch(cic_model, sample_rows, tmp_path):
     src = tmp_path / "flows.csv"
     sample_rows.to_csv(src, index=False)

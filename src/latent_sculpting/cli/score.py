@@ -118,9 +118,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"scored {summary['rows']:,} flows from {len(summary['files'])} file(s) in "
         f"{summary['seconds']:.1f} s ({summary['rows_per_second']:,.0f} rows/s)\n"
-        f"flagged {summary['flagged']:,} ({100 * summary['flagged_share']:.2f} %): "
-        f"stage 1 {summary['flagged_by']['stage1']:,}, stage 2 "
-        f"{summary['flagged_by']['stage2']:,}"
+        + flagged_line(summary, stage1=bool(getattr(model, "stage1", False)))
     )
     if "labelled" in summary:
         lab = summary["labelled"]
@@ -205,3 +203,13 @@ def _run_ray(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def flagged_line(summary: dict, *, stage1: bool) -> str:
+    """The summary's count of flagged flows; which stage flagged them only for a model with a
+    Stage-1 rule (for the others every flow is "stage 2", which says nothing)."""
+    line = f"flagged {summary['flagged']:,} ({100 * summary['flagged_share']:.2f} %)"
+    if stage1:
+        by = summary["flagged_by"]
+        line += f": stage 1 {by['stage1']:,}, stage 2 {by['stage2']:,}"
+    return line
