@@ -52,6 +52,46 @@ def test_every_family_is_held_out_from_the_supervised_channel_only(monkeypatch):
     assert model.history_["fusion_weights"] == model.fusion_.weights_
 
 
+def test_stack_neighbours_leaves_each_folds_nearest_family_out_of_its_refits(monkeypatch):
+    # Families a and b are siblings (the same direction, b a little further); c lies apart.
+    # With one neighbour left out, each fold's refit trains on one family only, and the fold
+    # that holds out a (or b) keeps c, never the sibling.
+    left = []
+    original = ForestChannel.fit
+
+    def spy(self, Z, y, held_out):
+        attacks = Z[y == 1]
+        left.append((int(y.sum()), attacks.mean(axis=0)[:3].tolist()))
+        return original(self, Z, y, held_out)
+
+    monkeypatch.setattr(ForestChannel, "fit", spy)
+    rng = np.random.default_rng(0)
+    X = [rng.normal(size=(600, 6))]
+    groups = [np.array(["benign"] * 600, dtype=object)]
+    for family, centre in (
+        ("a", 6 * np.eye(6)[0]),
+        ("b", 8 * np.eye(6)[0]),
+        ("c", 6 * np.eye(6)[2]),
+    ):
+        X.append(rng.normal(size=(60, 6)) + centre)
+        groups.append(np.array([family] * 60, dtype=object))
+    X, groups = np.vstack(X).astype(np.float32), np.concatenate(groups)
+    y = (groups != "benign").astype(int)
+    model = LatentSculpting(**STACKED, stack_neighbours=1, random_state=0).fit(X, y, groups=groups)
+    (main, _), *folds = left
+    assert len(folds) == 3 and len(model.fusion_.fold_scores_) == 3
+    # Each refit keeps one family's fitting rows of three (about a third of the main fit's).
+    assert all(n == pytest.approx(main / 3, abs=3) for n, _ in folds)
+    # Folds a and b keep c (along the third axis); fold c keeps a sibling (the first).
+    along_third = [mean[2] > mean[0] for _, mean in folds]
+    assert sorted(along_third) == [False, True, True]
+    # Without neighbours each refit keeps two families.
+    left.clear()
+    LatentSculpting(**STACKED, random_state=0).fit(X, y, groups=groups)
+    (main, _), *folds = left
+    assert all(n == pytest.approx(2 * main / 3, abs=3) for n, _ in folds)
+
+
 def test_no_folds_without_two_families_or_groups():
     X, y, groups = data(families=("a",))
     model = LatentSculpting(**STACKED, random_state=0).fit(X, y, groups=groups)
@@ -74,6 +114,8 @@ def test_stacked_needs_no_stage1_and_stack_folds_needs_stacked():
         LatentSculpting(**{**STACKED, "stage1": True}).fit(X, y, groups=groups)
     with pytest.raises(ValueError, match="stack_folds=8 holds out families"):
         LatentSculpting(**{**STACKED, "score": "fisher"}).fit(X, y, groups=groups)
+    with pytest.raises(ValueError, match="stack_neighbours=1 leaves families out"):
+        LatentSculpting(**{**STACKED, "stack_folds": 0, "stack_neighbours": 1}).fit(X, y)
 
 
 def test_stacked_model_saves_loads_and_scores_alike(tmp_path):

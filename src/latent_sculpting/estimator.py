@@ -129,6 +129,10 @@ class LatentSculpting(BaseEstimator):
     stack_folds : int, default=0
         Most known attack families the ``"stacked"`` rule holds out in turn to learn its
         weights (:mod:`latent_sculpting.folds`); 0 with any other rule.
+    stack_neighbours : int, default=0
+        Other known families each of those folds also leaves out of its refits: the ones whose
+        mean scaled features lie nearest the held-out family's, so that it is as new to the
+        refitted trees as an unseen family is (it alone is scored).
     knn_prototypes : int, default=0
         Benign prototypes of the neighbour side channel
         (:class:`~latent_sculpting.channels.NeighbourChannel`): the distance of a flow's scaled
@@ -246,6 +250,7 @@ class LatentSculpting(BaseEstimator):
         boost_iter: int = 100,
         knn_prototypes: int = 1024,
         stack_folds: int = 8,
+        stack_neighbours: int = 0,
         max_benign_rows: int | None = 262_144,
         score: str = "stacked",
         percentile: float = 95.0,
@@ -293,6 +298,7 @@ class LatentSculpting(BaseEstimator):
         self.boost_iter = boost_iter
         self.knn_prototypes = knn_prototypes
         self.stack_folds = stack_folds
+        self.stack_neighbours = stack_neighbours
         self.max_benign_rows = max_benign_rows
         self.score = score
         self.percentile = percentile

@@ -73,12 +73,20 @@ def pseudo_zero_day_folds(
     eligible = [families[i] for i in order if counts[i] >= MIN_FAMILY_ROWS]
     if len(eligible) < 2:
         return []
-    helds = [attacks[groups[attacks] == family] for family in eligible[: model.stack_folds]]
+    chosen = eligible[: model.stack_folds]
+    helds = [attacks[groups[attacks] == family] for family in chosen]
+    # Each fold's refits also leave out the families nearest the held-out one (none by
+    # default): a held-out family that has a close sibling among the known ones is half
+    # recognised by trees that learned the sibling, unlike a family new to the network.
+    neighbours = _nearest_families(Z, attacks, groups[attacks], chosen, model.stack_neighbours)
+    excluded = [
+        attacks[np.isin(groups[attacks], [family, *neighbours[family]])] for family in chosen
+    ]
     supervised = {name: c for name, c in model.channels_.items() if c.supervised}
     train = fit_rows if train_rows is None else train_rows
     tasks = [
-        (channel, getattr(model, channel.parameter), Z, y, held, reference, train)
-        for held in helds
+        (channel, getattr(model, channel.parameter), Z, y, held, left_out, reference, train)
+        for held, left_out in zip(helds, excluded, strict=True)
         for channel in supervised.values()
     ]
     refits = iter(map_workers(_refit_without, tasks, resolve_n_jobs(model.n_jobs)))
@@ -99,18 +107,38 @@ def pseudo_zero_day_folds(
     return folds
 
 
+def _nearest_families(
+    Z: np.ndarray, attacks: np.ndarray, families: np.ndarray, chosen: list, k: int
+) -> dict[Any, list]:
+    """For each chosen family, the ``k`` other known families whose mean scaled features lie
+    nearest its own (Euclidean; ties by name)."""
+    if k == 0:
+        return {family: [] for family in chosen}
+    names = np.unique(families)
+    means = np.vstack([Z[attacks[families == name]].mean(axis=0) for name in names])
+    out = {}
+    for family in chosen:
+        i = int(np.searchsorted(names, family))
+        distance = np.linalg.norm(means - means[i], axis=1)
+        order = [j for j in np.lexsort((names, distance)) if j != i]
+        out[family] = [names[j] for j in order[:k]]
+    return out
+
+
 def _refit_without(
     channel: Any,
     size: int,
     Z: np.ndarray,
     y: np.ndarray,
     held: np.ndarray,
+    left_out: np.ndarray,
     reference: np.ndarray,
     train: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A fresh copy of ``channel`` fitted on the ``train`` rows but the ``held`` family's;
-    its out-of-sample scores of the reference rows and its scores of the family."""
-    rows = np.union1d(np.setdiff1d(train, held), reference)
+    """A fresh copy of ``channel`` fitted on the ``train`` rows but the ``left_out`` ones (the
+    ``held`` family's and its neighbours'); its out-of-sample scores of the reference rows and
+    its scores of the held family."""
+    rows = np.union1d(np.setdiff1d(train, left_out), reference)
     clone = type(channel)(size, random_state=channel.random_state)
     reference_scores = clone.fit(Z[rows], y[rows], np.searchsorted(rows, reference))
     return reference_scores, clone.score(Z[held])

@@ -84,6 +84,7 @@ PARAMETER_CONSTRAINTS: dict[str, list] = {
     "boost_iter": _ints(0),
     "knn_prototypes": _ints(0),
     "stack_folds": _ints(0),
+    "stack_neighbours": _ints(0),
     "max_benign_rows": [*_ints(1), None],
     "score": [StrOptions(set(FUSIONS))],
     "percentile": _reals(0, 100, closed="neither"),
@@ -140,6 +141,11 @@ def check_params(params: Mapping[str, Any], *, caller: str = "LatentSculpting") 
                 f"{parameter}={params[parameter]} fits a {name} channel that score={score!r} "
                 f"does not use: set {parameter}=0, or score='fisher'"
             )
+    if params["stack_neighbours"] and not params["stack_folds"]:
+        problems.append(
+            f"stack_neighbours={params['stack_neighbours']} leaves families out of the "
+            "pseudo-zero-day folds' refits; with stack_folds=0 there are none: set stack_folds"
+        )
     if params["stack_folds"] and not fusion.needs_folds:
         problems.append(
             f"stack_folds={params['stack_folds']} holds out families for a rule that learns "

@@ -108,6 +108,7 @@ _SIZE_CAPS = {
     # Prototypes are rows of the scaled features: a million of them is far beyond any use.
     "knn_prototypes": 1 << 20,
     "stack_folds": 1 << 10,
+    "stack_neighbours": 1 << 10,
 }
 #: Caps of parameters that may be None (checked when they are not).
 _OPTIONAL_CAPS = {"n_jobs": 1 << 16, "max_benign_rows": 1 << 40}
@@ -120,6 +121,7 @@ _ADDED_IN_3 = {
     "boost_iter": 0,
     "knn_prototypes": 0,
     "stack_folds": 0,
+    "stack_neighbours": 0,
     "n_jobs": None,
     "max_benign_rows": None,
 }

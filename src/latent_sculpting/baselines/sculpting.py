@@ -40,6 +40,10 @@ ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "noboost": ({"boost_iter": 0}, "without the gradient-boosted trees"),
     "noknn": ({"knn_prototypes": 0}, "without the distance to benign prototypes"),
     "noflow": ({"flow_transforms": 0}, "without the flow (the benign density of Stage 2)"),
+    "neighbours": (
+        {"stack_neighbours": 1},
+        "weights learned on folds that also leave out each held-out family's nearest sibling",
+    ),
     "fisher": (
         {"score": "fisher", "stack_folds": 0},
         "the same channels summed with equal weights (Fisher), no learned weights",
