@@ -85,6 +85,15 @@ def test_stack_neighbours_leaves_each_folds_nearest_family_out_of_its_refits(mon
     # Folds a and b keep c (along the third axis); fold c keeps a sibling (the first).
     along_third = [mean[2] > mean[0] for _, mean in folds]
     assert sorted(along_third) == [False, True, True]
+    # With two families, leaving the neighbour out would leave no attack to train on: one
+    # family always stays.
+    two = groups != "c"
+    left.clear()
+    LatentSculpting(**STACKED, stack_neighbours=1, random_state=0).fit(
+        X[two], y[two], groups=groups[two]
+    )
+    (main, _), *folds = left
+    assert len(folds) == 2 and all(n == pytest.approx(main / 2, abs=3) for n, _ in folds)
     # Without neighbours each refit keeps two families.
     left.clear()
     LatentSculpting(**STACKED, random_state=0).fit(X, y, groups=groups)

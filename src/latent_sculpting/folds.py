@@ -111,10 +111,12 @@ def _nearest_families(
     Z: np.ndarray, attacks: np.ndarray, families: np.ndarray, chosen: list, k: int
 ) -> dict[Any, list]:
     """For each chosen family, the ``k`` other known families whose mean scaled features lie
-    nearest its own (Euclidean; ties by name)."""
-    if k == 0:
-        return {family: [] for family in chosen}
+    nearest its own (Euclidean; ties by name); fewer when that would leave the refits no
+    attack family to train on (one always stays)."""
     names = np.unique(families)
+    k = min(k, len(names) - 2)
+    if k <= 0:
+        return {family: [] for family in chosen}
     means = np.vstack([Z[attacks[families == name]].mean(axis=0) for name in names])
     out = {}
     for family in chosen:
