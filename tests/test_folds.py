@@ -77,7 +77,9 @@ def test_stack_neighbours_leaves_each_folds_nearest_family_out_of_its_refits(mon
         groups.append(np.array([family] * 60, dtype=object))
     X, groups = np.vstack(X).astype(np.float32), np.concatenate(groups)
     y = (groups != "benign").astype(int)
-    model = LatentSculpting(**STACKED, stack_neighbours=1, random_state=0).fit(X, y, groups=groups)
+    model = LatentSculpting(**{**STACKED, "stack_neighbours": 1}, random_state=0).fit(
+        X, y, groups=groups
+    )
     (main, _), *folds = left
     assert len(folds) == 3 and len(model.fusion_.fold_scores_) == 3
     # Each refit keeps one family's fitting rows of three (about a third of the main fit's).
@@ -89,7 +91,7 @@ def test_stack_neighbours_leaves_each_folds_nearest_family_out_of_its_refits(mon
     # family always stays.
     two = groups != "c"
     left.clear()
-    LatentSculpting(**STACKED, stack_neighbours=1, random_state=0).fit(
+    LatentSculpting(**{**STACKED, "stack_neighbours": 1}, random_state=0).fit(
         X[two], y[two], groups=groups[two]
     )
     (main, _), *folds = left
