@@ -116,7 +116,7 @@ def main() -> int:
                                     # in-process rate is measured again after each such row
                                     # (the server idle), and ratios use the run's median.
                                     time.sleep(2)  # requests still in flight finish
-                                    stats["adjacent"] = _in_process_rate(
+                                    stats["in_process_after"] = _in_process_rate(
                                         model, rows, explain=explain == "on"
                                     )
                                 results.append(
@@ -144,12 +144,16 @@ def main() -> int:
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     measured = {
         explain: [base]
-        + [s["adjacent"] for _, _, e, _, s in results if e == explain and "adjacent" in s]
+        + [
+            s["in_process_after"]
+            for _, _, e, _, s in results
+            if e == explain and "in_process_after" in s
+        ]
         for explain, base in (("off", in_process), ("on", explained))
     }
     median = {explain: float(np.median(rates)) for explain, rates in measured.items()}
     for workers, kind, explain, size, s in results:
-        ratio = f"{s['rps'] * size / median[explain]:.2f}" if "adjacent" in s else ""
+        ratio = f"{s['rps'] * size / median[explain]:.2f}" if "in_process_after" in s else ""
         print(
             f"| {workers} | {kind} | {explain} | {size} | {s['rps']:.0f} | {s['rps'] * size:.0f} "
             f"| {s['p50']:.0f} | {s['p99']:.0f} | {s['failures']} of {s['requests']} "

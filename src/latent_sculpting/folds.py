@@ -68,19 +68,20 @@ def pseudo_zero_day_folds(
     if groups is None or model.stack_folds == 0:
         return []
     attacks = fit_rows[y[fit_rows] == 1]
-    families, counts = np.unique(groups[attacks], return_counts=True)
+    attack_families = groups[attacks]
+    families, counts = np.unique(attack_families, return_counts=True)
     order = np.lexsort((families, -counts))  # largest first, ties by name
     eligible = [families[i] for i in order if counts[i] >= MIN_FAMILY_ROWS]
     if len(eligible) < 2:
         return []
     chosen = eligible[: model.stack_folds]
-    helds = [attacks[groups[attacks] == family] for family in chosen]
+    helds = [attacks[attack_families == family] for family in chosen]
     # Each fold's refits also leave out the families nearest the held-out one (none by
     # default): a held-out family that has a close sibling among the known ones is half
     # recognised by trees that learned the sibling, unlike a family new to the network.
-    neighbours = _nearest_families(Z, attacks, groups[attacks], chosen, model.stack_neighbours)
+    neighbours = _nearest_families(Z, attacks, attack_families, chosen, model.stack_neighbours)
     excluded = [
-        attacks[np.isin(groups[attacks], [family, *neighbours[family]])] for family in chosen
+        attacks[np.isin(attack_families, [family, *neighbours[family]])] for family in chosen
     ]
     supervised = {name: c for name, c in model.channels_.items() if c.supervised}
     train = fit_rows if train_rows is None else train_rows

@@ -482,21 +482,17 @@ class RecordParser:
         header request after request, and matching it against the format cost a 1,024-flow
         body a twentieth of its parse.
         """
-        types = self._csv_headers.get(names)
-        if types is not None:
-            return types
+        return _remembered(self._csv_headers, names, lambda: self._column_types(names))
+
+    def _column_types(self, names: tuple[str, ...]) -> dict[str, pa.DataType]:
         rename = self.format.canonical_columns(list(names), source="the request")
         numeric = set(self.numeric)
         identifiers = {c.casefold() for c in self.spec.identifiers}
-        types = {
+        return {
             raw: pa.float64() if canon in numeric else pa.string()
             for raw, canon in rename.items()
             if canon in numeric or canon.casefold() in identifiers
         }
-        if len(self._csv_headers) >= _KNOWN_FIELD_SETS:
-            self._csv_headers.clear()
-        self._csv_headers[names] = types
-        return types
 
     def _check_count(self, n: int) -> None:
         if n == 0:
@@ -567,19 +563,15 @@ class RecordParser:
         of names: matching names against the format costs more than a small request's
         scoring.
         """
-        plan = self._plans.get(keys)
-        if plan is not None:
-            return plan
+        return _remembered(self._plans, keys, lambda: self._new_plan(keys))
+
+    def _new_plan(self, keys: tuple[str, ...]) -> _Plan:
         fields = self._fields(keys)
         numeric = [raw for raw, is_numeric in fields if is_numeric]
         taken = set(numeric)
         texts = [raw for raw in keys if raw not in taken]
         categorical = [raw for raw, is_numeric in fields if not is_numeric]
-        plan = _Plan(fields, numeric, categorical, texts, _fields_getter(texts))
-        if len(self._plans) >= _KNOWN_FIELD_SETS:
-            self._plans.clear()
-        self._plans[keys] = plan
-        return plan
+        return _Plan(fields, numeric, categorical, texts, _fields_getter(texts))
 
     def _fields(self, keys: tuple[str, ...]) -> list[tuple[str, bool]]:
         """The request's own name of each field the model needs, and whether it is numeric."""
@@ -747,6 +739,19 @@ def _flow_records(data: Any) -> list[dict] | None:
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         return None
     return data
+
+
+def _remembered(cache: dict, key: tuple[str, ...], build: Callable[[], Any]) -> Any:
+    """``cache[key]``, built on a miss (nothing is kept when building raises). A cache of
+    :data:`_KNOWN_FIELD_SETS` entries is emptied before the next goes in: a client sending ever
+    new names must not grow it without bound."""
+    value = cache.get(key)
+    if value is None:
+        value = build()
+        if len(cache) >= _KNOWN_FIELD_SETS:
+            cache.clear()
+        cache[key] = value
+    return value
 
 
 def _fields_getter(names: list[str]) -> Callable[[dict], tuple]:
