@@ -198,10 +198,16 @@ def _slug(text: str) -> str:
 # ---------------------------------------------------------------------------------- combining
 
 
-def p_scores(arrays, name, resolution=None):
+#: Channels whose tail p-values are not capped (``learned --uncap``): ``max_extrapolation``
+#: infinite instead of :class:`TailPValue`'s default.
+UNCAPPED: set[str] = set()
+
+
+def p_scores(arrays, name, resolution=None, parts=PARTS[1:]):
     """Each part's ``-log p`` of channel ``name`` against its reference scores."""
-    tail = TailPValue(min_scale=resolution or 0.0).fit(arrays[f"{name}/reference"])
-    return {p: tail.neg_log_p(arrays[f"{name}/{p}"]) for p in PARTS[1:]}
+    cap = {"max_extrapolation": np.inf} if name in UNCAPPED else {}
+    tail = TailPValue(min_scale=resolution or 0.0, **cap).fit(arrays[f"{name}/reference"])
+    return {p: tail.neg_log_p(arrays[f"{name}/{p}"]) for p in parts}
 
 
 RESOLUTION = {"rf": 0.01, "hgb": 0.0}
@@ -269,14 +275,41 @@ def cmd_fit(args):
 WEIGHTS = (0.0, 0.5, 1.0)
 
 
-def weighted(logs, weights, rule="sum"):
+def weighted(logs, weights, rule="sum", parts=PARTS[1:]):
     """Each part's weighted ``-log p`` of the channels, summed (Fisher's rule, the stacked
     rule's) or the largest taken (the strongest single evidence)."""
     reduce = np.sum if rule == "sum" else np.max
     return {
-        p: reduce([w * lg[p] for w, lg in zip(weights, logs, strict=True)], axis=0)
-        for p in PARTS[1:]
+        p: reduce([w * lg[p] for w, lg in zip(weights, logs, strict=True)], axis=0) for p in parts
     }
+
+
+def shrunk(weights):
+    """Learned weights pulled halfway to equal ones: each channel keeps at least half the
+    weight of the strongest, so no channel's evidence is switched off."""
+    w = np.asarray(weights, dtype=np.float64)
+    return tuple(0.5 * w / w.max() + 0.5)
+
+
+def union(logs, weights, rule="sum"):
+    """The learned sum and the equal-weights sum, each as ``-log p`` against the reference
+    flows' own sums (:class:`TailPValue`), the larger taken: a flow either rule finds extreme
+    is flagged, at the price of at most a doubled false-positive share per rule."""
+    out = {}
+    for w in (weights, (1.0,) * len(weights)):
+        sums = weighted(logs, w, rule, parts=PARTS)
+        tail = TailPValue().fit(sums["reference"])
+        for p in PARTS[1:]:
+            out.setdefault(p, []).append(tail.neg_log_p(sums[p]))
+    return {p: np.max(v, axis=0) for p, v in out.items()}
+
+
+#: What is done with the weights learned on the other folds (``--combine``).
+COMBINES = {
+    "learned": lambda logs, w, rule: weighted(logs, w, rule),
+    "shrink": lambda logs, w, rule: weighted(logs, shrunk(w), rule),
+    "union": union,
+}
 
 
 #: How a weighting's criterion over the other folds is pooled into the number that picks it:
@@ -285,10 +318,26 @@ def weighted(logs, weights, rule="sum"):
 AGGREGATES = {
     "mean": lambda table: table.mean(axis=0),
     "worse-half": lambda table: np.sort(table, axis=0)[: max(1, len(table) // 2)].mean(axis=0),
+    "one-se": None,  # the mean, with equal weights kept unless beaten clearly (_choose)
 }
 
 
-def learned(paths, channels, criterion=(0.01,), rule="sum", aggregate="mean"):
+def _choose(table, grid, aggregate):
+    """Index of the weighting ``aggregate`` picks from ``table`` (folds x weightings).
+
+    ``one-se``: equal weights unless the best mean beats theirs by more than one standard
+    error of the paired difference over the folds (the one-standard-error rule, Breiman et al.
+    1984: the simplest design within noise of the best)."""
+    if aggregate != "one-se":
+        return int(np.argmax(AGGREGATES[aggregate](table)))
+    best = int(np.argmax(table.mean(axis=0)))
+    equal = grid.index((1.0,) * len(grid[0]))
+    diff = table[:, best] - table[:, equal]
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.inf
+    return best if diff.mean() > se else equal
+
+
+def learned(paths, channels, criterion=(0.01,), rule="sum", aggregate="mean", how="learned"):
     """Weights learned on the other validation folds of the same test fold, applied to this one.
 
     For validation fold (F, G) the weights are those that score best on the folds (F, G'),
@@ -297,7 +346,8 @@ def learned(paths, channels, criterion=(0.01,), rule="sum", aggregate="mean"):
     training families would do. A weighting scores the mean of the AUROC and the recall at each
     false-positive rate in ``criterion`` (the stacked rule's ``fprs``); ``rule`` combines the
     weighted channels (:func:`weighted`); ``aggregate`` pools the other folds' criteria
-    (:data:`AGGREGATES`).
+    (:data:`AGGREGATES`); ``how`` says how the chosen weights score the held-out fold
+    (:data:`COMBINES`).
     """
     import pandas as pd
 
@@ -306,7 +356,7 @@ def learned(paths, channels, criterion=(0.01,), rule="sum", aggregate="mean"):
     logs_of = {}
     for path in paths:
         arrays = dict(np.load(path))
-        logs = [p_scores(arrays, c, RESOLUTION.get(c)) for c in channels]
+        logs = [p_scores(arrays, c, RESOLUTION.get(c), parts=PARTS) for c in channels]
         logs_of[path] = logs
         rows = []
         for w in grid:
@@ -319,8 +369,8 @@ def learned(paths, channels, criterion=(0.01,), rule="sum", aggregate="mean"):
         others = [per_fold[q] for q in paths if q != path]
         if not others:
             continue
-        best = grid[int(np.argmax(AGGREGATES[aggregate](np.asarray(others))))]
-        s = weighted(logs_of[path], best, rule)
+        best = grid[_choose(np.asarray(others), grid, aggregate)]
+        s = COMBINES[how](logs_of[path], best, rule)
         m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
         out.append(
             {
@@ -333,7 +383,70 @@ def learned(paths, channels, criterion=(0.01,), rule="sum", aggregate="mean"):
     return pd.DataFrame(out)
 
 
-def _learned_frame(out: Path, channels, criterion, rule="sum", aggregate="mean"):
+def _nonnegative_logistic(X, y, sample_weight, penalty):
+    """Coefficients of a weighted, L2-penalised logistic regression bounded at 0 (intercept
+    free, unpenalised). scikit-learn's ``LogisticRegression`` has no bounds, hence L-BFGS-B."""
+    from scipy.optimize import minimize
+
+    def loss(theta):
+        z = X @ theta[:-1] + theta[-1]
+        # log(1 + e^z) - y z, computed stably; its gradient in z is sigmoid(z) - y.
+        value = np.sum(sample_weight * (np.logaddexp(0.0, z) - y * z))
+        g = sample_weight * (1 / (1 + np.exp(-z)) - y)
+        grad = np.append(X.T @ g + penalty * theta[:-1], g.sum())
+        return value + penalty * theta[:-1] @ theta[:-1] / 2, grad
+
+    k = X.shape[1]
+    bounds = [(0, None)] * k + [(None, None)]
+    return minimize(loss, np.zeros(k + 1), jac=True, method="L-BFGS-B", bounds=bounds).x[:-1]
+
+
+def logistic(paths, channels, penalty=1.0):
+    """Weights fitted by a logistic regression on the other folds, applied to each fold.
+
+    For each fold, the other folds of the same test fold are pooled: their held-out family's
+    flows against their reference flows, each channel's ``-log p`` the features; every fold's
+    attacks and benign flows weighted to equal totals; the weights bounded at 0 (a channel's
+    evidence never counts against a flow) with an L2 penalty, the intercept free.
+    """
+    import pandas as pd
+
+    logs_of = {
+        p: [p_scores(dict(np.load(p)), c, RESOLUTION.get(c), parts=PARTS) for c in channels]
+        for p in paths
+    }
+    out = []
+    for path in paths:
+        others = [q for q in paths if q != path]
+        if not others:
+            continue
+        X, y, sw = [], [], []
+        for q in others:
+            for part, label in (("test_attack", 1.0), ("reference", 0.0)):
+                rows = np.column_stack([lg[part] for lg in logs_of[q]])
+                X.append(rows)
+                y.append(np.full(len(rows), label))
+                sw.append(np.full(len(rows), 1.0 / len(rows)))
+        X, y, sw = np.vstack(X), np.concatenate(y), np.concatenate(sw)
+        sw = sw / sw.sum()
+
+        w = _nonnegative_logistic(X, y, sw, penalty / len(others))
+        if not w.any():
+            w = np.ones(len(channels))
+        s = weighted(logs_of[path], tuple(w))
+        m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
+        out.append(
+            {
+                "fold": path.stem,
+                "weights": tuple(float(v) for v in np.round(w / w.max(), 2)),
+                "auroc": m["auroc"],
+                **{f"r{k}": m["recall_at_fpr"][k] for k in ("0.05", "0.01", "0.001")},
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def _learned_frame(out: Path, channels, criterion, rule="sum", aggregate="mean", how="learned"):
     import pandas as pd
 
     frames = []
@@ -342,7 +455,10 @@ def _learned_frame(out: Path, channels, criterion, rule="sum", aggregate="mean")
         for path in sorted(dataset_dir.glob("*.npz")):
             groups.setdefault(path.stem.split("___")[0], []).append(path)
         for outer, paths in groups.items():
-            frame = learned(paths, channels, criterion, rule, aggregate)
+            if how == "logistic":
+                frame = logistic(paths, channels)
+            else:
+                frame = learned(paths, channels, criterion, rule, aggregate, how)
             frame["dataset"], frame["outer"] = dataset_dir.name, outer
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
@@ -353,26 +469,38 @@ def cmd_learned(args):
     another criterion's choice over the same folds."""
     out = Path(args.out)
     cols = ["auroc", "r0.05", "r0.01", "r0.001"]
-    frame = _learned_frame(out, args.channels, args.criterion, args.rule, args.aggregate)
+    UNCAPPED.clear()
+    UNCAPPED.update(args.uncap or ())
+    frame = _learned_frame(
+        out, args.channels, args.criterion, args.rule, args.aggregate, args.combine
+    )
     print(
         "learned weights over",
         "+".join(args.channels),
-        f"rule {args.rule}, folds pooled by {args.aggregate},",
+        f"rule {args.rule}, folds pooled by {args.aggregate}, applied {args.combine},",
         f"criterion: mean of AUROC and recall at {args.criterion} ({len(frame)} folds)",
     )
     print(frame[cols].mean().round(3).to_string())
     print(frame.groupby("dataset")[cols].mean().round(3).to_string())
     print(frame["weights"].astype(str).value_counts().head(10).to_string())
-    if args.against or args.against_rule or args.against_channels or args.against_aggregate:
+    against_set = (args.against_rule, args.against_channels, args.against_aggregate)
+    against_set += (args.against_uncap, args.uncap)
+    if args.against or any(against_set) or args.against_combine:
         against = args.against or args.criterion
         against_rule = args.against_rule or args.rule
         against_channels = args.against_channels or args.channels
         against_aggregate = args.against_aggregate or args.aggregate
-        other = _learned_frame(out, against_channels, against, against_rule, against_aggregate)
+        against_combine = args.against_combine or args.combine
+        UNCAPPED.clear()
+        UNCAPPED.update(args.against_uncap or ())
+        other = _learned_frame(
+            out, against_channels, against, against_rule, against_aggregate, against_combine
+        )
         assert list(other["fold"]) == list(frame["fold"])
         print(
             f"\nminus {'+'.join(against_channels)}, rule {against_rule}, criterion at "
-            f"{against}, folds pooled by {against_aggregate}: mean [bootstrap 95 % interval "
+            f"{against}, folds pooled by {against_aggregate}, applied {against_combine}: "
+            "mean [bootstrap 95 % interval "
             "over folds]"
         )
         for col in cols:
@@ -579,6 +707,17 @@ def main() -> None:
     learn.add_argument(
         "--against-aggregate", choices=sorted(AGGREGATES), help="another pooling to compare"
     )
+    learn.add_argument(
+        "--combine",
+        choices=sorted([*COMBINES, "logistic"]),
+        default="learned",
+        help="how the chosen weights score the held-out fold (default: as learned)",
+    )
+    learn.add_argument(
+        "--against-combine", choices=sorted([*COMBINES, "logistic"]), help="another to compare"
+    )
+    learn.add_argument("--uncap", nargs="+", help="channels whose tail is not capped")
+    learn.add_argument("--against-uncap", nargs="+", help="the same, for the comparison")
     report = sub.add_parser("report")
     report.add_argument("--out", default="runs/channel-search")
     report.add_argument(

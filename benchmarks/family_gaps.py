@@ -8,7 +8,8 @@ fold by fold, the method's value, the best baseline's (which one) and the gap; t
 folds trail by more than ``--margin``: the issue's target "no withheld family where `default`'s
 recall at 1 % FPR is more than 0.05 below the best baseline's on that family". Baselines are the
 run's methods that :data:`latent_sculpting.baselines.BASELINES` names (with or without an
-``@transform``), never a preset or an ablation of one.
+``@transform``), never a preset or an ablation of one. ``--every`` prints that count for every
+method of the run, each against the best of the other baselines.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None) -> None:
         choices=("recall@0.05", "recall@0.01", "recall@0.001", "auroc"),
         help="what is compared (default recall@0.01)",
     )
+    parser.add_argument(
+        "--every",
+        action="store_true",
+        help="count the trailing folds of every method of the run (each against the others)",
+    )
     args = parser.parse_args(argv)
     try:
         records = load_records(args.run)
@@ -52,34 +58,57 @@ def main(argv: list[str] | None = None) -> None:
     if not any(args.method in methods for methods in values.values()):
         parser.error(f"{args.run} has no checkpoint of {args.method!r}")
 
+    if args.every:
+        _every(values, args)
+        return
     below = f"more than {args.margin:g} below"
     print(f"| dataset | fold | {args.method} | best baseline | gap | {below} |")
     print("|---|---|---:|---|---:|---|")
-    trailing = []
-    for (dataset, fold), methods in sorted(values.items()):
-        if args.method not in methods:
-            continue
-        ours = float(np.mean(methods[args.method]))
-        baselines = {
-            name: float(np.mean(v))
-            for name, v in methods.items()
-            if name != args.method and name.partition("@")[0] in BASELINES
-        }
-        if not baselines:
-            continue
-        best = max(baselines, key=baselines.__getitem__)
-        gap = ours - baselines[best]
+    gaps = _gaps(values, args.method)
+    for (dataset, fold), (ours, best, theirs) in gaps.items():
+        gap = ours - theirs
         behind = gap < -args.margin
-        trailing += [(dataset, fold)] if behind else []
         print(
-            f"| {dataset} | {fold} | {ours:.3f} | {best} {baselines[best]:.3f} | {gap:+.3f} | "
+            f"| {dataset} | {fold} | {ours:.3f} | {best} {theirs:.3f} | {gap:+.3f} | "
             f"{'**yes**' if behind else 'no'} |"
         )
+    trailing = sum(ours - theirs < -args.margin for ours, _, theirs in gaps.values())
     n = sum(1 for methods in values.values() if args.method in methods)
     print(
         f"\n{args.method} trails the best baseline by more than {args.margin:g} ({args.metric}, "
-        f"mean over split seeds) on {len(trailing)} of {n} folds."
+        f"mean over split seeds) on {trailing} of {n} folds."
     )
+
+
+def _gaps(values, method: str) -> dict[tuple[str, str], tuple[float, str, float]]:
+    """Per fold: ``method``'s value, the best *other* baseline and its value."""
+    out = {}
+    for (dataset, fold), methods in sorted(values.items()):
+        if method not in methods:
+            continue
+        baselines = {
+            name: float(np.mean(v))
+            for name, v in methods.items()
+            if name != method and name.partition("@")[0] in BASELINES
+        }
+        if baselines:
+            best = max(baselines, key=baselines.__getitem__)
+            out[dataset, fold] = (float(np.mean(methods[method])), best, baselines[best])
+    return out
+
+
+def _every(values, args) -> None:
+    """The same count for every method of the run, each against the best of the *other*
+    baselines: how far any single method is from the target, not only the one judged."""
+    names = sorted({name for methods in values.values() for name in methods})
+    counts = {}
+    for name in names:
+        gaps = _gaps(values, name)
+        counts[name] = (sum(o - t < -args.margin for o, _, t in gaps.values()), len(gaps))
+    print(f"| method | folds more than {args.margin:g} below the best other baseline |")
+    print("|---|---:|")
+    for name, (trailing, n) in sorted(counts.items(), key=lambda item: item[1]):
+        print(f"| {name} | {trailing} of {n} |")
 
 
 if __name__ == "__main__":
