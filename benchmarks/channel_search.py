@@ -639,6 +639,48 @@ def cmd_report(args):
     print(f"wrote {args.write}")
 
 
+def cmd_oracle(args):
+    """How far any weighting of the channels could go: each fold scored with the weighting
+    that does best *on that fold* (chosen with its own held-out family, so an optimistic upper
+    bound, never a design), beside equal weights and the weights learned on the other folds."""
+    import pandas as pd
+
+    grid = [w for w in itertools.product(WEIGHTS, repeat=len(args.channels)) if any(w)]
+    equal = grid.index((1.0,) * len(args.channels))
+    rows = []
+    for dataset_dir in sorted(p for p in Path(args.out).iterdir() if p.is_dir()):
+        for path in sorted(dataset_dir.glob("*.npz")):
+            arrays = dict(np.load(path))
+            logs = [p_scores(arrays, c, RESOLUTION.get(c)) for c in args.channels]
+            table = []
+            for w in grid:
+                s = weighted(logs, w)
+                m = fold_metrics(
+                    s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5
+                )
+                table.append([m["auroc"], *(m["recall_at_fpr"][k] for k in ("0.01", "0.001"))])
+            table = np.asarray(table)
+            for name, values in (("best on the fold", table.max(axis=0)), ("equal", table[equal])):
+                rows.append(
+                    {
+                        "dataset": dataset_dir.name,
+                        "weights": name,
+                        "auroc": values[0],
+                        "r0.01": values[1],
+                        "r0.001": values[2],
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    learned_frame = _learned_frame(Path(args.out), args.channels, (0.01,))
+    learned_frame["weights"] = "learned on the other folds"
+    frame = pd.concat([frame, learned_frame[frame.columns]], ignore_index=True)
+    cols = ["auroc", "r0.01", "r0.001"]
+    print(f"weightings of {'+'.join(args.channels)} ({len(learned_frame)} folds); each metric's")
+    print("best weighting is taken separately, so the first row bounds every weighting from above")
+    print(frame.groupby("weights")[cols].mean().round(3).to_string())
+    print(frame.groupby(["dataset", "weights"])[cols].mean().round(3).to_string())
+
+
 def cmd_rank(args):
     out = Path(args.out)
     results = []
@@ -718,6 +760,9 @@ def main() -> None:
     )
     learn.add_argument("--uncap", nargs="+", help="channels whose tail is not capped")
     learn.add_argument("--against-uncap", nargs="+", help="the same, for the comparison")
+    oracle = sub.add_parser("oracle", help="the best weighting per fold: an upper bound")
+    oracle.add_argument("--channels", nargs="+", default=["hgb", "knn1", "maf"])
+    oracle.add_argument("--out", default="runs/channel-search")
     report = sub.add_parser("report")
     report.add_argument("--out", default="runs/channel-search")
     report.add_argument(
@@ -737,6 +782,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average {os.getloadavg()}")
     commands = {"fit": cmd_fit, "rank": cmd_rank, "learned": cmd_learned, "report": cmd_report}
+    commands["oracle"] = cmd_oracle
     commands[args.command](args)
 
 
