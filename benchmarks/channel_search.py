@@ -198,14 +198,10 @@ def _slug(text: str) -> str:
 # ---------------------------------------------------------------------------------- combining
 
 
-#: Channels whose tail p-values are not capped (``learned --uncap``): ``max_extrapolation``
-#: infinite instead of :class:`TailPValue`'s default.
-UNCAPPED: set[str] = set()
-
-
-def p_scores(arrays, name, resolution=None, parts=PARTS[1:]):
-    """Each part's ``-log p`` of channel ``name`` against its reference scores."""
-    cap = {"max_extrapolation": np.inf} if name in UNCAPPED else {}
+def p_scores(arrays, name, resolution=None, parts=PARTS[1:], uncapped=frozenset()):
+    """Each part's ``-log p`` of channel ``name`` against its reference scores; a channel in
+    ``uncapped`` has its tail's ``max_extrapolation`` infinite instead of the default."""
+    cap = {"max_extrapolation": np.inf} if name in uncapped else {}
     tail = TailPValue(min_scale=resolution or 0.0, **cap).fit(arrays[f"{name}/reference"])
     return {p: tail.neg_log_p(arrays[f"{name}/{p}"]) for p in parts}
 
@@ -243,17 +239,22 @@ def designs(channels):
     return singles + combos
 
 
+def metrics(s):
+    """AUROC and recall at 5, 1 and 0.1 % false positives of one fold's combined scores."""
+    m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
+    return {"auroc": m["auroc"], **{f"r{k}": m["recall_at_fpr"][k] for k in FPRS}}
+
+
+FPRS = ("0.05", "0.01", "0.001")
+
+
 def evaluate(arrays, design):
     channels, rule = design
     if len(channels) == 1:
         s = {p: arrays[f"{channels[0]}/{p}"] for p in PARTS[1:]}
     else:
         s = combine(arrays, channels, rule)
-    m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=float("nan"))
-    return {
-        "auroc": m["auroc"],
-        **{f"r{k}": m["recall_at_fpr"][k] for k in ("0.05", "0.01", "0.001")},
-    }
+    return metrics(s)
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -273,6 +274,11 @@ def cmd_fit(args):
 
 
 WEIGHTS = (0.0, 0.5, 1.0)
+
+
+def weight_grid(n_channels):
+    """Every weighting in {0, 1/2, 1} per channel but all zeros; equal weights are (1, ..., 1)."""
+    return [w for w in itertools.product(WEIGHTS, repeat=n_channels) if any(w)]
 
 
 def weighted(logs, weights, rule="sum", parts=PARTS[1:]):
@@ -312,24 +318,10 @@ COMBINES = {
 }
 
 
-#: How a weighting's criterion over the other folds is pooled into the number that picks it:
-#: the mean (what the stacked rule does), or the mean of the worse half of the folds (a
-#: weighting that fails some family badly loses even when it does well on average).
-AGGREGATES = {
-    "mean": lambda table: table.mean(axis=0),
-    "worse-half": lambda table: np.sort(table, axis=0)[: max(1, len(table) // 2)].mean(axis=0),
-    "one-se": None,  # the mean, with equal weights kept unless beaten clearly (_choose)
-}
-
-
-def _choose(table, grid, aggregate):
-    """Index of the weighting ``aggregate`` picks from ``table`` (folds x weightings).
-
-    ``one-se``: equal weights unless the best mean beats theirs by more than one standard
-    error of the paired difference over the folds (the one-standard-error rule, Breiman et al.
-    1984: the simplest design within noise of the best)."""
-    if aggregate != "one-se":
-        return int(np.argmax(AGGREGATES[aggregate](table)))
+def _one_se(table, grid):
+    """Equal weights unless the best mean beats theirs by more than one standard error of the
+    paired difference over the folds (the one-standard-error rule, Breiman et al. 1984: the
+    simplest design within noise of the best)."""
     best = int(np.argmax(table.mean(axis=0)))
     equal = grid.index((1.0,) * len(grid[0]))
     diff = table[:, best] - table[:, equal]
@@ -337,7 +329,43 @@ def _choose(table, grid, aggregate):
     return best if diff.mean() > se else equal
 
 
-def learned(paths, channels, criterion=(0.01,), rule="sum", aggregate="mean", how="learned"):
+#: How the weighting is picked from its criterion on the other folds (a table, folds x
+#: weightings): the best mean (what the stacked rule does), the best mean of the worse half of
+#: the folds (a weighting that fails some family badly loses even when it does well on
+#: average), or the one-standard-error rule toward equal weights (:func:`_one_se`).
+AGGREGATES = {
+    "mean": lambda table, grid: int(np.argmax(table.mean(axis=0))),
+    "worse-half": lambda table, grid: int(
+        np.argmax(np.sort(table, axis=0)[: max(1, len(table) // 2)].mean(axis=0))
+    ),
+    "one-se": _one_se,
+}
+
+
+def fold_tables(paths, channels, rule="sum", uncapped=frozenset()):
+    """Each fold's channels' ``-log p`` (every part) and the :func:`metrics` of every weighting
+    of :func:`weight_grid`, as an array (weightings x AUROC, recall at 5, 1, 0.1 %)."""
+    grid = weight_grid(len(channels))
+    logs_of, tables = {}, {}
+    for path in paths:
+        arrays = dict(np.load(path))
+        logs = [p_scores(arrays, c, RESOLUTION.get(c), PARTS, uncapped) for c in channels]
+        logs_of[path] = logs
+        rows = [metrics(weighted(logs, w, rule)) for w in grid]
+        tables[path] = np.asarray([[m["auroc"], *(m[f"r{k}"] for k in FPRS)] for m in rows])
+    return grid, logs_of, tables
+
+
+def learned(
+    paths,
+    channels,
+    criterion=(0.01,),
+    rule="sum",
+    aggregate="mean",
+    how="learned",
+    uncapped=frozenset(),
+    tables=None,
+):
     """Weights learned on the other validation folds of the same test fold, applied to this one.
 
     For validation fold (F, G) the weights are those that score best on the folds (F, G'),
@@ -345,39 +373,27 @@ def learned(paths, channels, criterion=(0.01,), rule="sum", aggregate="mean", ho
     This is what an estimator learning its weights from pseudo-zero-day folds of its own
     training families would do. A weighting scores the mean of the AUROC and the recall at each
     false-positive rate in ``criterion`` (the stacked rule's ``fprs``); ``rule`` combines the
-    weighted channels (:func:`weighted`); ``aggregate`` pools the other folds' criteria
+    weighted channels (:func:`weighted`); ``aggregate`` picks from the other folds' criteria
     (:data:`AGGREGATES`); ``how`` says how the chosen weights score the held-out fold
-    (:data:`COMBINES`).
+    (:data:`COMBINES`). ``tables``: :func:`fold_tables`'s output for these arguments, if
+    computed already.
     """
     import pandas as pd
 
-    grid = [w for w in itertools.product(WEIGHTS, repeat=len(channels)) if any(w)]
-    per_fold = {}
-    logs_of = {}
-    for path in paths:
-        arrays = dict(np.load(path))
-        logs = [p_scores(arrays, c, RESOLUTION.get(c), parts=PARTS) for c in channels]
-        logs_of[path] = logs
-        rows = []
-        for w in grid:
-            s = weighted(logs, w, rule)
-            m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
-            rows.append(np.mean([m["auroc"], *(m["recall_at_fpr"][str(f)] for f in criterion)]))
-        per_fold[path] = np.asarray(rows)
+    grid, logs_of, tables = tables or fold_tables(paths, channels, rule, uncapped)
+    columns = [0, *(1 + FPRS.index(str(f)) for f in criterion)]
+    per_fold = {path: tables[path][:, columns].mean(axis=1) for path in paths}
     out = []
     for path in paths:
         others = [per_fold[q] for q in paths if q != path]
         if not others:
             continue
-        best = grid[_choose(np.asarray(others), grid, aggregate)]
-        s = COMBINES[how](logs_of[path], best, rule)
-        m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
+        best = grid[AGGREGATES[aggregate](np.asarray(others), grid)]
         out.append(
             {
                 "fold": path.stem,
                 "weights": best,
-                "auroc": m["auroc"],
-                **{f"r{k}": m["recall_at_fpr"][k] for k in ("0.05", "0.01", "0.001")},
+                **metrics(COMBINES[how](logs_of[path], best, rule)),
             }
         )
     return pd.DataFrame(out)
@@ -401,7 +417,7 @@ def _nonnegative_logistic(X, y, sample_weight, penalty):
     return minimize(loss, np.zeros(k + 1), jac=True, method="L-BFGS-B", bounds=bounds).x[:-1]
 
 
-def logistic(paths, channels, penalty=1.0):
+def logistic(paths, channels, penalty=1.0, uncapped=frozenset()):
     """Weights fitted by a logistic regression on the other folds, applied to each fold.
 
     For each fold, the other folds of the same test fold are pooled: their held-out family's
@@ -412,7 +428,7 @@ def logistic(paths, channels, penalty=1.0):
     import pandas as pd
 
     logs_of = {
-        p: [p_scores(dict(np.load(p)), c, RESOLUTION.get(c), parts=PARTS) for c in channels]
+        p: [p_scores(dict(np.load(p)), c, RESOLUTION.get(c), PARTS, uncapped) for c in channels]
         for p in paths
     }
     out = []
@@ -433,34 +449,42 @@ def logistic(paths, channels, penalty=1.0):
         w = _nonnegative_logistic(X, y, sw, penalty / len(others))
         if not w.any():
             w = np.ones(len(channels))
-        s = weighted(logs_of[path], tuple(w))
-        m = fold_metrics(s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5)
+        weights = tuple(float(v) for v in np.round(w / w.max(), 2))
         out.append(
-            {
-                "fold": path.stem,
-                "weights": tuple(float(v) for v in np.round(w / w.max(), 2)),
-                "auroc": m["auroc"],
-                **{f"r{k}": m["recall_at_fpr"][k] for k in ("0.05", "0.01", "0.001")},
-            }
+            {"fold": path.stem, "weights": weights, **metrics(weighted(logs_of[path], tuple(w)))}
         )
     return pd.DataFrame(out)
 
 
-def _learned_frame(out: Path, channels, criterion, rule="sum", aggregate="mean", how="learned"):
-    import pandas as pd
-
-    frames = []
+def _outer_groups(out: Path):
+    """(dataset, test fold, its validation folds' cache files), for every test fold cached."""
     for dataset_dir in sorted(p for p in out.iterdir() if p.is_dir()):
         groups: dict[str, list[Path]] = {}
         for path in sorted(dataset_dir.glob("*.npz")):
             groups.setdefault(path.stem.split("___")[0], []).append(path)
         for outer, paths in groups.items():
-            if how == "logistic":
-                frame = logistic(paths, channels)
-            else:
-                frame = learned(paths, channels, criterion, rule, aggregate, how)
-            frame["dataset"], frame["outer"] = dataset_dir.name, outer
-            frames.append(frame)
+            yield dataset_dir.name, outer, paths
+
+
+def _learned_frame(
+    out: Path,
+    channels,
+    criterion,
+    rule="sum",
+    aggregate="mean",
+    how="learned",
+    uncapped=frozenset(),
+):
+    import pandas as pd
+
+    frames = []
+    for dataset, outer, paths in _outer_groups(out):
+        if how == "logistic":
+            frame = logistic(paths, channels, uncapped=uncapped)
+        else:
+            frame = learned(paths, channels, criterion, rule, aggregate, how, uncapped)
+        frame["dataset"], frame["outer"] = dataset, outer
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -469,10 +493,9 @@ def cmd_learned(args):
     another criterion's choice over the same folds."""
     out = Path(args.out)
     cols = ["auroc", "r0.05", "r0.01", "r0.001"]
-    UNCAPPED.clear()
-    UNCAPPED.update(args.uncap or ())
+    uncapped = frozenset(args.uncap or ())
     frame = _learned_frame(
-        out, args.channels, args.criterion, args.rule, args.aggregate, args.combine
+        out, args.channels, args.criterion, args.rule, args.aggregate, args.combine, uncapped
     )
     print(
         "learned weights over",
@@ -483,25 +506,35 @@ def cmd_learned(args):
     print(frame[cols].mean().round(3).to_string())
     print(frame.groupby("dataset")[cols].mean().round(3).to_string())
     print(frame["weights"].astype(str).value_counts().head(10).to_string())
-    against_set = (args.against_rule, args.against_channels, args.against_aggregate)
-    against_set += (args.against_uncap, args.uncap)
-    if args.against or any(against_set) or args.against_combine:
+    against_options = (
+        args.against,
+        args.against_rule,
+        args.against_channels,
+        args.against_aggregate,
+        args.against_combine,
+        args.against_uncap,
+    )
+    # --uncap alone is compared with every tail capped, which no --against-uncap can name.
+    if any(against_options) or uncapped:
         against = args.against or args.criterion
         against_rule = args.against_rule or args.rule
         against_channels = args.against_channels or args.channels
         against_aggregate = args.against_aggregate or args.aggregate
         against_combine = args.against_combine or args.combine
-        UNCAPPED.clear()
-        UNCAPPED.update(args.against_uncap or ())
         other = _learned_frame(
-            out, against_channels, against, against_rule, against_aggregate, against_combine
+            out,
+            against_channels,
+            against,
+            against_rule,
+            against_aggregate,
+            against_combine,
+            frozenset(args.against_uncap or ()),
         )
         assert list(other["fold"]) == list(frame["fold"])
         print(
             f"\nminus {'+'.join(against_channels)}, rule {against_rule}, criterion at "
             f"{against}, folds pooled by {against_aggregate}, applied {against_combine}: "
-            "mean [bootstrap 95 % interval "
-            "over folds]"
+            "mean [bootstrap 95 % interval over folds]"
         )
         for col in cols:
             mean, low, high = _bootstrap(frame[col] - other[col])
@@ -645,37 +678,27 @@ def cmd_oracle(args):
     bound, never a design), beside equal weights and the weights learned on the other folds."""
     import pandas as pd
 
-    grid = [w for w in itertools.product(WEIGHTS, repeat=len(args.channels)) if any(w)]
-    equal = grid.index((1.0,) * len(args.channels))
+    cols = ["auroc", "r0.01", "r0.001"]
+    picked = [0, 1 + FPRS.index("0.01"), 1 + FPRS.index("0.001")]
     rows = []
-    for dataset_dir in sorted(p for p in Path(args.out).iterdir() if p.is_dir()):
-        for path in sorted(dataset_dir.glob("*.npz")):
-            arrays = dict(np.load(path))
-            logs = [p_scores(arrays, c, RESOLUTION.get(c)) for c in args.channels]
-            table = []
-            for w in grid:
-                s = weighted(logs, w)
-                m = fold_metrics(
-                    s["calibration"], s["test_benign"], s["test_attack"], prevalence=0.5
-                )
-                table.append([m["auroc"], *(m["recall_at_fpr"][k] for k in ("0.01", "0.001"))])
-            table = np.asarray(table)
+    for dataset, _, paths in _outer_groups(Path(args.out)):
+        computed = fold_tables(paths, args.channels)
+        grid, _, tables = computed
+        equal = grid.index((1.0,) * len(args.channels))
+        for path in paths:
+            table = tables[path][:, picked]
             for name, values in (("best on the fold", table.max(axis=0)), ("equal", table[equal])):
                 rows.append(
-                    {
-                        "dataset": dataset_dir.name,
-                        "weights": name,
-                        "auroc": values[0],
-                        "r0.01": values[1],
-                        "r0.001": values[2],
-                    }
+                    {"dataset": dataset, "weights": name, **dict(zip(cols, values, strict=True))}
                 )
+        frame = learned(paths, args.channels, tables=computed)
+        rows += [
+            {"dataset": dataset, "weights": "learned on the other folds", **row}
+            for row in frame[cols].to_dict("records")
+        ]
     frame = pd.DataFrame(rows)
-    learned_frame = _learned_frame(Path(args.out), args.channels, (0.01,))
-    learned_frame["weights"] = "learned on the other folds"
-    frame = pd.concat([frame, learned_frame[frame.columns]], ignore_index=True)
-    cols = ["auroc", "r0.01", "r0.001"]
-    print(f"weightings of {'+'.join(args.channels)} ({len(learned_frame)} folds); each metric's")
+    n_folds = (frame["weights"] == "equal").sum()
+    print(f"weightings of {'+'.join(args.channels)} ({n_folds} folds); each metric's")
     print("best weighting is taken separately, so the first row bounds every weighting from above")
     print(frame.groupby("weights")[cols].mean().round(3).to_string())
     print(frame.groupby(["dataset", "weights"])[cols].mean().round(3).to_string())
@@ -781,8 +804,13 @@ def main() -> None:
     report.add_argument("--write", default="docs/results/validation-search.md")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()}")
-    commands = {"fit": cmd_fit, "rank": cmd_rank, "learned": cmd_learned, "report": cmd_report}
-    commands["oracle"] = cmd_oracle
+    commands = {
+        "fit": cmd_fit,
+        "rank": cmd_rank,
+        "learned": cmd_learned,
+        "oracle": cmd_oracle,
+        "report": cmd_report,
+    }
     commands[args.command](args)
 
 
