@@ -133,6 +133,22 @@ def fit_channels(X, y, seed, names, ref_rows):
 
             svdd = DeepSAD(eta=0.0, rep_dim=32, random_state=seed).fit(scale(benign))
             out[name] = lambda A, m=svdd: m.decision_function(scale(A))
+        elif name == "sad":
+            from latent_sculpting.deep_sad import DeepSAD
+
+            # The benchmark baseline's settings; the known attacks labelled, pushed away.
+            sad = DeepSAD(eta=1.0, random_state=seed).fit(scale(Xf), yf)
+            out[name] = lambda A, m=sad: m.decision_function(scale(A))
+        elif name == "ecod":
+            from latent_sculpting.baselines import InductiveECOD
+
+            ecod = InductiveECOD().fit(scale(benign))
+            out[name] = lambda A, m=ecod: m.decision_function(scale(A))
+        elif name == "iforest":
+            from pyod.models.iforest import IForest
+
+            forest = IForest(n_estimators=200, random_state=seed).fit(scale(benign))
+            out[name] = lambda A, m=forest: m.decision_function(scale(A))
         else:
             raise ValueError(f"unknown channel {name!r}")
     return out
@@ -175,6 +191,15 @@ def run_fold(dataset, fold, seed, names, out: Path) -> Path | None:
         "test_attack": features(rows.test_attack),
     }
     arrays = dict(np.load(path)) if path.exists() else {}
+    for part, Xp in parts.items():
+        cached = [len(v) for k, v in arrays.items() if k.endswith(f"/{part}")]
+        if cached and cached[0] != len(Xp):
+            # Another --max-per-class (or data) split this fold differently: the new channel's
+            # scores would be of other rows than the cached ones.
+            raise SystemExit(
+                f"{path}: its {part} scores have {cached[0]} rows, this split {len(Xp)}; "
+                "use the --max-per-class the cache was fitted with"
+            )
     todo = [n for n in names if f"{n}/reference" not in arrays]
     seconds = {}
     start = time.perf_counter()
