@@ -593,6 +593,9 @@ def cmd_report(args):
         (("maf",), "max"),
         (("sculpt",), "max"),
         (("svdd",), "max"),
+        (("sad",), "max"),
+        (("ecod",), "max"),
+        (("iforest",), "max"),
         (("rf", "maf"), "fisher"),
         (("rf", "sculpt"), "fisher"),
         (("hgb", "knn1", "maf"), "fisher"),
@@ -824,6 +827,13 @@ def main() -> None:
             "hgb+knn1",
             "hgb+maf",
             "rf+knn1+maf",
+            "hgb+knn1+maf+sad",
+            "hgb+knn1+maf+ecod",
+            "hgb+knn1+maf+iforest",
+            "hgb+knn1+sad",
+            "hgb+knn1+ecod",
+            "hgb+knn1+iforest",
+            "sad+knn1+maf",
         ],
     )
     report.add_argument("--write", default="docs/results/validation-search.md")
