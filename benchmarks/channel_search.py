@@ -335,6 +335,15 @@ def union(logs, weights, rule="sum"):
     return {p: np.max(v, axis=0) for p, v in out.items()}
 
 
+def _novel_half(table, grid):
+    """The best mean over the half of the folds whose held-out family the first channel alone
+    (the boosted trees) detects worst: the known families least like the others, the nearest
+    thing to a zero-day among them (a weighting chosen for the kind of family it will meet)."""
+    alone = grid.index((1.0,) + (0.0,) * (len(grid[0]) - 1))
+    novel = np.argsort(table[:, alone], kind="stable")[: max(1, len(table) // 2)]
+    return int(np.argmax(table[novel].mean(axis=0)))
+
+
 #: What is done with the weights learned on the other folds (``--combine``).
 COMBINES = {
     "learned": lambda logs, w, rule: weighted(logs, w, rule),
@@ -357,13 +366,15 @@ def _one_se(table, grid):
 #: How the weighting is picked from its criterion on the other folds (a table, folds x
 #: weightings): the best mean (what the stacked rule does), the best mean of the worse half of
 #: the folds (a weighting that fails some family badly loses even when it does well on
-#: average), or the one-standard-error rule toward equal weights (:func:`_one_se`).
+#: average), the one-standard-error rule toward equal weights (:func:`_one_se`), or the best
+#: mean over the folds least like the known families (:func:`_novel_half`).
 AGGREGATES = {
     "mean": lambda table, grid: int(np.argmax(table.mean(axis=0))),
     "worse-half": lambda table, grid: int(
         np.argmax(np.sort(table, axis=0)[: max(1, len(table) // 2)].mean(axis=0))
     ),
     "one-se": _one_se,
+    "novel-half": _novel_half,
 }
 
 
