@@ -86,6 +86,19 @@ def fit_channels(X, y, seed, names, ref_rows):
         elif name == "hgb":
             hgb = HistGradientBoostingClassifier(random_state=seed).fit(Xf, yf)
             out[name] = lambda A, m=hgb: m.predict_proba(A)[:, 1]
+        elif name == "hgbx":
+            # The known attacks and as many synthetic rows (1) against benign (0): each synthetic
+            # row draws every feature independently from the benign rows' marginals, so the
+            # trees also learn where benign traffic's joint structure ends (classification
+            # against a reference distribution; Hastie et al., ESL 14.2.4).
+            rng = np.random.default_rng(seed)
+            Zb = scale(benign)
+            columns = rng.integers(0, len(Zb), size=Zb.shape)
+            synthetic = np.take_along_axis(Zb, columns, axis=0)
+            Zx = np.vstack([scale(Xf), synthetic])
+            yx = np.r_[yf, np.ones(len(synthetic), dtype=yf.dtype)]
+            hgbx = HistGradientBoostingClassifier(random_state=seed).fit(Zx, yx)
+            out[name] = lambda A, m=hgbx: m.predict_proba(scale(A))[:, 1]
         elif name.startswith("knn"):
             k = int(name[3:] or 5)
             nn = NearestNeighbors(n_neighbors=k).fit(scale(benign))
