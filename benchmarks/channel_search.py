@@ -620,6 +620,7 @@ def cmd_report(args):
         (("sad",), "max"),
         (("ecod",), "max"),
         (("iforest",), "max"),
+        (("hgbx",), "max"),
         (("rf", "maf"), "fisher"),
         (("rf", "sculpt"), "fisher"),
         (("hgb", "knn1", "maf"), "fisher"),
@@ -858,6 +859,8 @@ def main() -> None:
             "hgb+knn1+ecod",
             "hgb+knn1+iforest",
             "sad+knn1+maf",
+            "hgbx+knn1+maf",
+            "hgb+knn1+maf+hgbx",
         ],
     )
     report.add_argument("--write", default="docs/results/validation-search.md")
