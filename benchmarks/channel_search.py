@@ -78,6 +78,7 @@ def fit_channels(X, y, seed, names, ref_rows):
     Xf, yf = X[keep], y[keep]
     benign = Xf[yf == 0]
     scale = Scaled().fit(benign)
+    Zb = scale(benign)  # the scaled benign fitting rows, which most channels fit on
     out = {}
     for name in names:
         if name == "rf":
@@ -92,7 +93,6 @@ def fit_channels(X, y, seed, names, ref_rows):
             # trees also learn where benign traffic's joint structure ends (classification
             # against a reference distribution; Hastie et al., ESL 14.2.4).
             rng = np.random.default_rng(seed)
-            Zb = scale(benign)
             columns = rng.integers(0, len(Zb), size=Zb.shape)
             synthetic = np.take_along_axis(Zb, columns, axis=0)
             Zx = np.vstack([scale(Xf), synthetic])
@@ -101,13 +101,12 @@ def fit_channels(X, y, seed, names, ref_rows):
             out[name] = lambda A, m=hgbx: m.predict_proba(scale(A))[:, 1]
         elif name.startswith("knn"):
             k = int(name[3:] or 5)
-            nn = NearestNeighbors(n_neighbors=k).fit(scale(benign))
+            nn = NearestNeighbors(n_neighbors=k).fit(Zb)
             out[name] = lambda A, m=nn, k=k: m.kneighbors(scale(A), k)[0][:, -1]
         elif name.startswith("proto"):
             from sklearn.cluster import MiniBatchKMeans
 
             k = int(name[5:])
-            Zb = scale(benign)
             centers = (
                 MiniBatchKMeans(min(k, len(Zb)), random_state=seed, n_init=3, batch_size=4096)
                 .fit(Zb)
@@ -118,7 +117,6 @@ def fit_channels(X, y, seed, names, ref_rows):
         elif name == "maf":
             from latent_sculpting.stage2 import fit_flow, negative_log_likelihood
 
-            Zb = scale(benign)
             flow, _ = fit_flow(
                 Zb,
                 flow_transforms=5,
@@ -144,7 +142,7 @@ def fit_channels(X, y, seed, names, ref_rows):
         elif name == "svdd":
             from latent_sculpting.deep_sad import DeepSAD
 
-            svdd = DeepSAD(eta=0.0, rep_dim=32, random_state=seed).fit(scale(benign))
+            svdd = DeepSAD(eta=0.0, rep_dim=32, random_state=seed).fit(Zb)
             out[name] = lambda A, m=svdd: m.decision_function(scale(A))
         elif name == "sad":
             from latent_sculpting.deep_sad import DeepSAD
@@ -155,12 +153,12 @@ def fit_channels(X, y, seed, names, ref_rows):
         elif name == "ecod":
             from latent_sculpting.baselines import InductiveECOD
 
-            ecod = InductiveECOD().fit(scale(benign))
+            ecod = InductiveECOD().fit(Zb)
             out[name] = lambda A, m=ecod: m.decision_function(scale(A))
         elif name == "iforest":
             from pyod.models.iforest import IForest
 
-            forest = IForest(n_estimators=200, random_state=seed).fit(scale(benign))
+            forest = IForest(n_estimators=200, random_state=seed).fit(Zb)
             out[name] = lambda A, m=forest: m.decision_function(scale(A))
         else:
             raise ValueError(f"unknown channel {name!r}")
@@ -348,15 +346,6 @@ def union(logs, weights, rule="sum"):
     return {p: np.max(v, axis=0) for p, v in out.items()}
 
 
-def _novel_half(table, grid):
-    """The best mean over the half of the folds whose held-out family the first channel alone
-    (the boosted trees) detects worst: the known families least like the others, the nearest
-    thing to a zero-day among them (a weighting chosen for the kind of family it will meet)."""
-    alone = grid.index((1.0,) + (0.0,) * (len(grid[0]) - 1))
-    novel = np.argsort(table[:, alone], kind="stable")[: max(1, len(table) // 2)]
-    return int(np.argmax(table[novel].mean(axis=0)))
-
-
 #: What is done with the weights learned on the other folds (``--combine``).
 COMBINES = {
     "learned": lambda logs, w, rule: weighted(logs, w, rule),
@@ -374,6 +363,15 @@ def _one_se(table, grid):
     diff = table[:, best] - table[:, equal]
     se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.inf
     return best if diff.mean() > se else equal
+
+
+def _novel_half(table, grid):
+    """The best mean over the half of the folds whose held-out family the first channel alone
+    (the boosted trees) detects worst: the known families least like the others, the nearest
+    thing to a zero-day among them (a weighting chosen for the kind of family it will meet)."""
+    alone = grid.index((1.0,) + (0.0,) * (len(grid[0]) - 1))
+    novel = np.argsort(table[:, alone], kind="stable")[: max(1, len(table) // 2)]
+    return int(np.argmax(table[novel].mean(axis=0)))
 
 
 #: How the weighting is picked from its criterion on the other folds (a table, folds x
