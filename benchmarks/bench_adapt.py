@@ -44,7 +44,7 @@ def main() -> int:
     from latent_sculpting import LatentSculpting
     from latent_sculpting.cli.adapt import read_benign_flows
     from latent_sculpting.data import sample_path
-    from latent_sculpting.flowspec import model_spec
+    from latent_sculpting.io.flowspec import model_spec
     from latent_sculpting.threads import limit_threads
 
     days = pd.concat([pd.read_parquet(p) for p in sorted(sample_path().glob("*.parquet"))])

@@ -1,8 +1,10 @@
-"""Faithfulness and cost of alert explanations (:mod:`latent_sculpting.explain`), as Markdown.
+"""Faithfulness and cost of alert explanations (:mod:`latent_sculpting.monitor.explain`), as
+Markdown.
 
 Fits ``LatentSculpting(**preset(PRESET), random_state=0)`` on the training rows of the zero-shot
 protocol on the embedded sample (``zero_shot_splits(load_cicids2017(), seed=42)``), a
-:class:`~latent_sculpting.explain.BenignProfile` on its benign training rows, and explains the
+:class:`~latent_sculpting.monitor.explain.BenignProfile` on its benign training rows, and explains
+the
 flows of the zero-shot set (withheld attacks and reserved benign flows, 1:1) that the model
 flags. Prints:
 
@@ -38,7 +40,7 @@ import torch
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017, zero_shot_splits
-from latent_sculpting.explain import BenignProfile, Explainer, explain
+from latent_sculpting.monitor.explain import BenignProfile, Explainer, explain
 
 
 def main() -> int:

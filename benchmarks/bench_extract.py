@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed_extract(captures, out: Path, meters: int, repeats: int):
-    from latent_sculpting.extract import extract
+    from latent_sculpting.io.extract import extract
 
     seconds, summary = [], None
     for _ in range(repeats):
@@ -70,7 +70,7 @@ def main() -> None:
 
     import nfstream
 
-    from latent_sculpting.readers.pcap import scan_capture
+    from latent_sculpting.io.readers.pcap import scan_capture
 
     captures = sorted(p for p in args.pcaps.iterdir() if p.suffix in (".pcap", ".pcapng"))
     print(f"load average before: {os.getloadavg()}")

@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from unittest import mock
 
 from latent_sculpting import LatentSculpting, preset
-from latent_sculpting import folds as folds_module
 from latent_sculpting.data import load_cicids2017
-from latent_sculpting.experiment import cap_per_class
+from latent_sculpting.model import folds as folds_module
+from latent_sculpting.research.experiment import cap_per_class
 from latent_sculpting.threads import limit_threads
 
 

@@ -1,7 +1,8 @@
 """Flows per second of candidate random-forest evaluators, one thread, in one process.
 
 Fits the ``default`` preset's forest (100 trees, scikit-learn's ``RandomForestClassifier`` as
-:class:`~latent_sculpting.forest.AttackForest` fits it) on the embedded CIC-IDS-2017 sample
+:class:`~latent_sculpting.model.channels.forest.AttackForest` fits it) on the embedded CIC-IDS-2017
+sample
 after signed log1p and standard scaling, then times each evaluator on batches of real rows and
 prints flows/s, the ratio to scikit-learn's ``Tree.predict`` (what ``AttackForest`` used before
 it had its own kernel), whether the probabilities equal scikit-learn's bit for bit, and the load
@@ -40,8 +41,8 @@ from sklearn.ensemble import RandomForestClassifier
 from threadpoolctl import threadpool_limits
 
 from latent_sculpting.data import load_cicids2017
-from latent_sculpting.forest import AttackForest, _sklearn_arrays
-from latent_sculpting.preprocessing import FeaturePreprocessor
+from latent_sculpting.model.channels.forest import AttackForest, _sklearn_arrays
+from latent_sculpting.model.preprocessing import FeaturePreprocessor
 
 
 def main() -> int:

@@ -1,9 +1,10 @@
-"""Speed and agreement of the ONNX export (:mod:`latent_sculpting.export`) against native
+"""Speed and agreement of the ONNX export (:mod:`latent_sculpting.serve.export`) against native
 scoring, as Markdown.
 
 Fits ``LatentSculpting(**preset(PRESET), random_state=0)`` on the training rows of the zero-shot
 protocol on the embedded sample (split seed 42; ``--cap N`` keeps at most N of them per class,
-for a quick run), or loads ``--model``; exports it with :func:`~latent_sculpting.export.to_onnx`
+for a quick run), or loads ``--model``; exports it with
+:func:`~latent_sculpting.serve.export.to_onnx`
 and scores every row of the embedded sample (56,277 flows) with ``decision_function`` and with
 an onnxruntime session. Prints the largest differences (score, each channel, p-value), the rows
 whose score differs by more than 1e-4 and the verdicts that differ; then flows per second of
@@ -34,8 +35,8 @@ import torch
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017, zero_shot_splits
-from latent_sculpting.experiment import cap_per_class
-from latent_sculpting.export import to_onnx
+from latent_sculpting.research.experiment import cap_per_class
+from latent_sculpting.serve.export import to_onnx
 from latent_sculpting.threads import SCORING_THREADS_ENV, limit_threads
 
 #: Rows per call of the timed batches.

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from latent_sculpting import LatentSculpting  # noqa: E402
 from latent_sculpting.data import BENIGN, load_cicids2017, sample_path  # noqa: E402
-from latent_sculpting.presets import preset  # noqa: E402
+from latent_sculpting.model.presets import preset  # noqa: E402
 
 
 def synthetic_files(folder: Path, rows: int, files: int, seed: int) -> list[Path]:
@@ -76,8 +76,8 @@ def main() -> None:
 
     import ray
 
-    from latent_sculpting.engines.local import score_files
-    from latent_sculpting.engines.ray import score_with_ray
+    from latent_sculpting.serve.engines.local import score_files
+    from latent_sculpting.serve.engines.ray import score_with_ray
 
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         tmp = Path(tmp)

@@ -7,7 +7,7 @@ one process, with the candidates interleaved repeat by repeat (median of ``--rep
 
 * flows/s of ``decision_function`` on the whole embedded sample (56,277 flows), on 65,536-row
   batches (the sample repeated) and on 1,000-row batches, with one scoring worker and with
-  ``--workers`` (:func:`latent_sculpting.fastpath.set_scoring_workers`);
+  ``--workers`` (:func:`latent_sculpting.model.density.fastpath.set_scoring_workers`);
 * single-flow latency p50/p99 over ``--calls`` calls of one row each;
 * flows/s of the eager loop of ``paper-v1`` (the plain PyTorch modules scoring 4,096-row
   batches; ``time_scoring`` of ``benchmarks/run.py``), fitted for one epoch per stage on a
@@ -38,8 +38,8 @@ from sklearn.metrics import roc_auc_score
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017, zero_shot_splits
-from latent_sculpting.experiment import cap_per_class
-from latent_sculpting.fastpath import set_scoring_workers
+from latent_sculpting.model.density.fastpath import set_scoring_workers
+from latent_sculpting.research.experiment import cap_per_class
 
 sys.path.insert(0, str(Path(__file__).parent))
 from provenance import commit  # noqa: E402  (benchmarks/provenance.py)

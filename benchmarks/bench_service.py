@@ -8,7 +8,7 @@ embedded sample per request, as JSON and as CSV bodies, with explanations on and
 text/csv``), and prints a Markdown table. Beside it, measured in the same run on the
 same model and flows, the in-process rates it compares with: ``decision_function`` on 1,024-flow
 batches (what a served request without explanations does, less parsing and answering), and the
-service's own :class:`~latent_sculpting.scoring.Scorer` with explanations (what a request with
+service's own :class:`~latent_sculpting.serve.scoring.Scorer` with explanations (what a request with
 them does), once before the first row and again right after each row of the largest requests
 (the machine's speed drifts over minutes); and the ratio of the served rates at the largest
 requests to the median of those measures, with the range the measures give. The server is
@@ -205,8 +205,8 @@ def _in_process_rate(
     import pyarrow as pa
 
     from latent_sculpting import LatentSculpting
-    from latent_sculpting.flowspec import encode, model_spec
-    from latent_sculpting.scoring import Scorer, drift_monitor
+    from latent_sculpting.io.flowspec import encode, model_spec
+    from latent_sculpting.serve.scoring import Scorer, drift_monitor
 
     model = LatentSculpting.load(model_path)
     batches = [

@@ -50,7 +50,8 @@ def main() -> int:
     import pandas as pd
     from bench_service import train_fast_model  # this folder is on the path of a script
 
-    from latent_sculpting import LatentSculpting, service
+    from latent_sculpting import LatentSculpting
+    from latent_sculpting.serve import service
 
     # Both apps log drift verdicts as they change; that is not what is measured here.
     logging.getLogger("latent_sculpting").setLevel(logging.ERROR)

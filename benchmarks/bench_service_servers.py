@@ -38,7 +38,7 @@ CONFIGS = (("h11", "asyncio"), ("httptools", "uvloop"))
 SERVER = """
 import sys, uvicorn
 from latent_sculpting import LatentSculpting
-from latent_sculpting.service import create_app
+from latent_sculpting.serve.service import create_app
 app = create_app(LatentSculpting.load(sys.argv[1]))
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), http=sys.argv[3], loop=sys.argv[4],
             log_level="warning")

@@ -70,10 +70,11 @@ def main() -> int:
     from bench_service import train_fast_model  # this folder is on the path of a script
 
     import latent_sculpting
-    from latent_sculpting import LatentSculpting, service
+    from latent_sculpting import LatentSculpting
     from latent_sculpting.data import sample_path
-    from latent_sculpting.flowspec import model_spec
-    from latent_sculpting.scoring import Scorer, drift_monitor
+    from latent_sculpting.io.flowspec import model_spec
+    from latent_sculpting.serve import service
+    from latent_sculpting.serve.scoring import Scorer, drift_monitor
     from latent_sculpting.threads import set_process_threads
 
     set_process_threads(args.threads)  # as each worker of the service does

@@ -1,9 +1,11 @@
 """Flows per second of the tree evaluator on gradient-boosted trees, one thread, in one process.
 
 Fits the boost channel's booster (scikit-learn's ``HistGradientBoostingClassifier`` with the
-settings of :class:`~latent_sculpting.boost.AttackBooster`) on the embedded CIC-IDS-2017 sample
+settings of :class:`~latent_sculpting.model.channels.boost.AttackBooster`) on the embedded
+CIC-IDS-2017 sample
 after signed log1p and standard scaling, reads its trees into
-:class:`~latent_sculpting.trees.TreeEnsemble` arrays, then times each evaluator on batches of
+:class:`~latent_sculpting.model.channels.trees.TreeEnsemble` arrays, then times each evaluator on
+batches of
 real rows (float32, as the estimator passes them) and prints flows/s, the ratio to
 scikit-learn's own ``decision_function`` with one OpenMP thread, whether the log-odds equal
 scikit-learn's bit for bit, and the load average before and after. Ratios measured in one
@@ -25,7 +27,7 @@ import time
 from bench_forest import compare, sample
 from threadpoolctl import threadpool_limits
 
-from latent_sculpting.boost import AttackBooster, _sklearn_arrays, classifier
+from latent_sculpting.model.channels.boost import AttackBooster, _sklearn_arrays, classifier
 
 
 def main() -> int:

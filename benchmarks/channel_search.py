@@ -2,7 +2,8 @@
 
 The design search behind the ``default`` preset (docs/presets.md), run on VALIDATION folds only:
 inside each test fold of ``sculpt benchmark`` (one attack family withheld), each other family is
-held out in turn as a pseudo-zero-day (:func:`latent_sculpting.benchmark.validation_folds`), so
+held out in turn as a pseudo-zero-day
+(:func:`latent_sculpting.research.benchmark.validation_folds`), so
 no choice made here ever sees a test fold's withheld family, benign test rows or calibration
 rows.
 
@@ -31,17 +32,17 @@ from pathlib import Path
 import numpy as np
 import provenance  # benchmarks/provenance.py (this script's folder)
 
-from latent_sculpting.benchmark import load_dataset
-from latent_sculpting.benchmark.protocol import (
+from latent_sculpting.io.flowspec import encode
+from latent_sculpting.model.calibration import TailPValue
+from latent_sculpting.research.benchmark import load_dataset
+from latent_sculpting.research.benchmark.splits import (
     check_fold,
     drop_duplicates,
     split_fold,
     test_folds,
     validation_folds,
 )
-from latent_sculpting.calibration import TailPValue
-from latent_sculpting.evaluation import fold_metrics
-from latent_sculpting.flowspec import encode
+from latent_sculpting.research.evaluation import fold_metrics
 from latent_sculpting.threads import limit_threads
 
 PARTS = ("reference", "calibration", "test_benign", "test_attack")
@@ -115,7 +116,7 @@ def fit_channels(X, y, seed, names, ref_rows):
             nn = NearestNeighbors(n_neighbors=1).fit(centers)
             out[name] = lambda A, m=nn: m.kneighbors(scale(A), 1)[0][:, 0]
         elif name == "maf":
-            from latent_sculpting.stage2 import fit_flow, negative_log_likelihood
+            from latent_sculpting.model.density.train import fit_flow, negative_log_likelihood
 
             flow, _ = fit_flow(
                 Zb,
@@ -140,18 +141,18 @@ def fit_channels(X, y, seed, names, ref_rows):
             model = LatentSculpting(**params).fit(Xf, yf)
             out[name] = lambda A, m=model: np.minimum(m.score_details(A)["nll"], 1e6)
         elif name == "svdd":
-            from latent_sculpting.deep_sad import DeepSAD
+            from latent_sculpting.model.channels.deep_sad import DeepSAD
 
             svdd = DeepSAD(eta=0.0, rep_dim=32, random_state=seed).fit(Zb)
             out[name] = lambda A, m=svdd: m.decision_function(scale(A))
         elif name == "sad":
-            from latent_sculpting.deep_sad import DeepSAD
+            from latent_sculpting.model.channels.deep_sad import DeepSAD
 
             # The benchmark baseline's settings; the known attacks labelled, pushed away.
             sad = DeepSAD(eta=1.0, random_state=seed).fit(scale(Xf), yf)
             out[name] = lambda A, m=sad: m.decision_function(scale(A))
         elif name == "ecod":
-            from latent_sculpting.baselines import InductiveECOD
+            from latent_sculpting.research.baselines import InductiveECOD
 
             ecod = InductiveECOD().fit(Zb)
             out[name] = lambda A, m=ecod: m.decision_function(scale(A))

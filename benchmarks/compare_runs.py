@@ -3,7 +3,8 @@
 Reads the ``benchmark.json`` of two run folders (for example the same command at two commits),
 pairs the folds both ran for ``--method``, and prints, per metric, the mean of the paired
 differences (AFTER - BEFORE) with its percentile bootstrap interval over folds
-(:func:`latent_sculpting.benchmark.statistics.paired_bootstrap`, the one ``sculpt benchmark``
+(:func:`latent_sculpting.research.benchmark.statistics.paired_bootstrap`, the one ``sculpt
+benchmark``
 uses between methods) and the verdict: an interval containing 0 is a tie.
 
 Usage::
@@ -19,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from latent_sculpting.benchmark.statistics import paired_bootstrap
+from latent_sculpting.research.benchmark.statistics import paired_bootstrap
 
 METRICS = ("auroc", "auprc", "recall@0.05", "recall@0.01", "recall@0.001")
 

@@ -1,10 +1,10 @@
 """How often the drift verdict fires on traffic like the training traffic, and on shifted traffic.
 
 Each repetition splits the embedded sample's benign rows at random: 60 % are the "training"
-benign rows (the :class:`~latent_sculpting.drift.DriftReference` is fitted on them; a simple
+benign rows (the :class:`~latent_sculpting.monitor.drift.DriftReference` is fitted on them; a simple
 detector is fitted on three quarters of them and thresholded, split-conformally at the target
 false-positive rate, on the last quarter), 40 % are the "new" traffic, scored and fed to a
-:class:`~latent_sculpting.drift.DriftMonitor` whole and in short streams of ``m`` flows. The
+:class:`~latent_sculpting.monitor.drift.DriftMonitor` whole and in short streams of ``m`` flows. The
 detector is the distance to the 5th nearest training flow in log1p space, a stand-in for the
 model (the verdict sees only features and flags; a valid conformal rule is what matters).
 
@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from latent_sculpting.data import BENIGN, load_cicids2017
-from latent_sculpting.drift import DriftMonitor, DriftReference
+from latent_sculpting.monitor.drift import DriftMonitor, DriftReference
 
 
 class KnnDetector:

@@ -7,7 +7,7 @@ recall at the 1 % threshold (``--metric``) over the split seeds of each test fol
 fold by fold, the method's value, the best baseline's (which one) and the gap; then how many
 folds trail by more than ``--margin``: the issue's target "no withheld family where `default`'s
 recall at 1 % FPR is more than 0.05 below the best baseline's on that family". Baselines are the
-run's methods that :data:`latent_sculpting.baselines.BASELINES` names (with or without an
+run's methods that :data:`latent_sculpting.research.baselines.BASELINES` names (with or without an
 ``@transform``), never a preset or an ablation of one. ``--every`` prints that count for every
 method of the run, each against the best of the other baselines.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from latent_sculpting.baselines import BASELINES
-from latent_sculpting.benchmark import load_records
+from latent_sculpting.research.baselines import BASELINES
+from latent_sculpting.research.benchmark import load_records
 
 
 def _value(record: dict, metric: str) -> float:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from latent_sculpting.data import load_cicids2017
-from latent_sculpting.formats.cicids2017 import CANONICAL_FEATURES
+from latent_sculpting.io.formats.cicids2017 import CANONICAL_FEATURES
 
 DAYS = (
     "Monday-WorkingHours.pcap_ISCX",

@@ -54,15 +54,15 @@ from provenance import commit  # benchmarks/provenance.py (this script's folder)
 from sklearn.metrics import roc_auc_score
 
 from latent_sculpting import LatentSculpting, __version__, preset
-from latent_sculpting.baselines import make_method
-from latent_sculpting.benchmark.datasets import data_root, get_adapter
-from latent_sculpting.benchmark.statistics import verdict
-from latent_sculpting.calibration import conformal_threshold
 from latent_sculpting.cli.train import EXTRA_HELD_OUT
 from latent_sculpting.data import BENIGN, load_cicids2017
-from latent_sculpting.data.table import read_records
-from latent_sculpting.drift import DriftMonitor
-from latent_sculpting.flowspec import FlowSpec, encode
+from latent_sculpting.io.flowspec import FlowSpec, encode
+from latent_sculpting.io.table import read_records
+from latent_sculpting.model.calibration import conformal_threshold
+from latent_sculpting.monitor.drift import DriftMonitor
+from latent_sculpting.research.baselines import make_method
+from latent_sculpting.research.benchmark.datasets import data_root, get_adapter
+from latent_sculpting.research.benchmark.statistics import verdict
 
 TARGET_FPR = 0.01
 ALPHAS = (0.01, 0.05)

@@ -15,8 +15,8 @@ import argparse
 import math
 from pathlib import Path
 
-from latent_sculpting.benchmark import load_records
-from latent_sculpting.benchmark.statistics import mean_std
+from latent_sculpting.research.benchmark import load_records
+from latent_sculpting.research.benchmark.statistics import mean_std
 
 
 def _stat(values: list[float]) -> str:

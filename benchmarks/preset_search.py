@@ -2,7 +2,8 @@
 
 Each variant is the ``default`` preset with a few arguments changed. They are compared by
 ``sculpt benchmark``'s engine on the *validation folds* of a test fold
-(:func:`latent_sculpting.benchmark.validation_folds`): inside that test fold's training rows,
+(:func:`latent_sculpting.research.benchmark.validation_folds`): inside that test fold's training
+rows,
 each known family is held out in turn as a pseudo-zero-day, with its own benign calibration and
 test rows drawn from the training benign rows. The test fold's withheld family and its benign
 test and calibration rows are never seen, so the test fold stays a held-out test of whatever is
@@ -22,8 +23,8 @@ from __future__ import annotations
 import argparse
 
 from latent_sculpting import preset
-from latent_sculpting.baselines import SculptingMethod
-from latent_sculpting.benchmark import DATASETS, benchmark
+from latent_sculpting.research.baselines import SculptingMethod
+from latent_sculpting.research.benchmark import DATASETS, benchmark
 
 #: name -> arguments that replace the default preset's.
 VARIANTS: dict[str, dict] = {

@@ -32,7 +32,7 @@ import torch
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017
-from latent_sculpting.experiment import cap_per_class
+from latent_sculpting.research.experiment import cap_per_class
 
 PRESETS = ("paper-v1", "paper-v2", "default", "fast")
 BATCHES = (1, 64, 4096)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from latent_sculpting.data import load_cicids2017, sample_path
-from latent_sculpting.formats.cicids2017 import CANONICAL_FEATURES, IMPROVED_TO_CANONICAL
+from latent_sculpting.io.formats.cicids2017 import CANONICAL_FEATURES, IMPROVED_TO_CANONICAL
 
 # Original-release spelling of each canonical label (0x96 dash decoded as cp1252 en dash).
 ORIGINAL_LABELS = {
@@ -121,7 +121,7 @@ class RecordingMethod:
 @pytest.fixture(scope="module")
 def recording():
     """A ``make_method`` factory whose methods log what they are fitted on, and that log."""
-    from latent_sculpting.baselines import make_method
+    from latent_sculpting.research.baselines import make_method
 
     log: list = []
 

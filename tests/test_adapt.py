@@ -16,14 +16,20 @@ import torch
 from sklearn.metrics import roc_auc_score
 from small import FUSED_FAST
 
-import latent_sculpting.adapt as adapt_module
-from latent_sculpting import LatentSculpting, estimator, preset
-from latent_sculpting.adapt import MAX_FINE_TUNE, MIN_FIT_ROWS, _fine_tune_epochs, min_benign_rows
-from latent_sculpting.calibration import conformal_threshold
-from latent_sculpting.channels import NeighbourChannel
+import latent_sculpting.model.adapt as adapt_module
+from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.cli import main
 from latent_sculpting.data import BENIGN, load_cicids2017, read_flows, sample_path
-from latent_sculpting.stage2 import fit_flow
+from latent_sculpting.model import estimator
+from latent_sculpting.model.adapt import (
+    MAX_FINE_TUNE,
+    MIN_FIT_ROWS,
+    _fine_tune_epochs,
+    min_benign_rows,
+)
+from latent_sculpting.model.calibration import conformal_threshold
+from latent_sculpting.model.channels.registry import NeighbourChannel
+from latent_sculpting.model.density.train import fit_flow
 
 TARGET = 0.05
 

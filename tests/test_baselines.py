@@ -11,7 +11,8 @@ from sklearn.metrics import roc_auc_score
 from small import FUSED_FAST
 
 from latent_sculpting import preset
-from latent_sculpting.baselines import (
+from latent_sculpting.data import zero_shot_splits
+from latent_sculpting.research.baselines import (
     BASELINES,
     DeepSAD,
     EstimatorMethod,
@@ -23,8 +24,7 @@ from latent_sculpting.baselines import (
     parse_method,
     preserve_global_rng,
 )
-from latent_sculpting.data import zero_shot_splits
-from latent_sculpting.experiment import cap_per_class
+from latent_sculpting.research.experiment import cap_per_class
 from latent_sculpting.threads import limit_threads
 
 FAST_METHODS = ["fast", "fast-stage2", "fast-noboost", "fast-noknn", "fast-fisher", "fast-forest"]

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from latent_sculpting.benchmark import get_adapter, load_dataset
 from latent_sculpting.errors import FlowInputError
+from latent_sculpting.research.benchmark import get_adapter, load_dataset
 
 
 @pytest.fixture(scope="module")

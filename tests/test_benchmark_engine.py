@@ -9,8 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from latent_sculpting.baselines import make_method
-from latent_sculpting.benchmark import (
+from latent_sculpting.cli import main
+from latent_sculpting.io.flowspec import encode
+from latent_sculpting.research.baselines import make_method
+from latent_sculpting.research.benchmark import (
     LeakError,
     benchmark,
     load_dataset,
@@ -19,12 +21,10 @@ from latent_sculpting.benchmark import (
     run_unit,
     split_fold,
 )
-from latent_sculpting.benchmark import engine as engine_module
-from latent_sculpting.benchmark import test_folds as make_folds
-from latent_sculpting.benchmark.protocol import drop_duplicates
-from latent_sculpting.cli import main
-from latent_sculpting.evaluation import threshold_at_fpr
-from latent_sculpting.flowspec import encode
+from latent_sculpting.research.benchmark import engine as engine_module
+from latent_sculpting.research.benchmark import test_folds as make_folds
+from latent_sculpting.research.benchmark.splits import drop_duplicates
+from latent_sculpting.research.evaluation import threshold_at_fpr
 
 FOLD_KEYS = {
     "dataset", "withheld", "split_seed", "method", "auroc", "auprc", "recall_at_fpr",

@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from latent_sculpting.benchmark import (
+from latent_sculpting.io.flowspec import encode
+from latent_sculpting.research.benchmark import (
     Fold,
     LeakError,
     check_fold,
@@ -17,9 +18,8 @@ from latent_sculpting.benchmark import (
     split_fold,
     validation_folds,
 )
-from latent_sculpting.benchmark import test_folds as make_folds
-from latent_sculpting.benchmark.protocol import drop_duplicates, duplicates_of
-from latent_sculpting.flowspec import encode
+from latent_sculpting.research.benchmark import test_folds as make_folds
+from latent_sculpting.research.benchmark.splits import drop_duplicates, duplicates_of
 
 ROLES = ("fit", "calibration", "test_benign", "test_attack", "known_test", "quarantined")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latent_sculpting.benchmark.statistics import (
+from latent_sculpting.research.benchmark.statistics import (
     friedman_nemenyi,
     mean_std,
     paired_bootstrap,

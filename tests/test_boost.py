@@ -14,9 +14,10 @@ from small import FUSED_FAST
 from test_forest import fit_width, load_mutated
 from threadpoolctl import threadpool_limits
 
-import latent_sculpting.estimator as estimator_module
+import latent_sculpting.model.estimator as estimator_module
 from latent_sculpting import LatentSculpting, preset
-from latent_sculpting.boost import (
+from latent_sculpting.errors import ModelFileError
+from latent_sculpting.model.channels.boost import (
     EARLY_STOPPING,
     LEARNING_RATE,
     MAX_LEAF_NODES,
@@ -24,10 +25,9 @@ from latent_sculpting.boost import (
     _sklearn_arrays,
     classifier,
 )
-from latent_sculpting.channels import BoostChannel
-from latent_sculpting.errors import ModelFileError
-from latent_sculpting.params import check_params
-from latent_sculpting.preprocessing import FeaturePreprocessor
+from latent_sculpting.model.channels.registry import BoostChannel
+from latent_sculpting.model.params import check_params
+from latent_sculpting.model.preprocessing import FeaturePreprocessor
 from latent_sculpting.threads import limit_threads
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from latent_sculpting.calibration import (
+from latent_sculpting.model.calibration import (
     PERCENTILES,
     TailPValue,
     conformal_p_values,

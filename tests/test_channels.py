@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from latent_sculpting.channels import (
+from latent_sculpting.model.channels.registry import (
     SIDE_CHANNELS,
     BoostChannel,
     ForestChannel,
@@ -109,7 +109,7 @@ def test_neighbour_state_round_trips_and_is_checked():
 def test_nearest_prototype_is_numpys_and_its_distance_is_direct(prototypes):
     """The one-pass search picks the prototype the plain NumPy expression picks (each term
     rounded as there), and the distance to it is the direct float64 one."""
-    from latent_sculpting.channels import _nearest
+    from latent_sculpting.model.channels.registry import _nearest
 
     rng = np.random.default_rng(prototypes)
     Z = rng.normal(size=(300, 20)).astype(np.float32)

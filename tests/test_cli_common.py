@@ -4,7 +4,6 @@ import argparse
 
 import pytest
 
-from latent_sculpting.baselines import SculptingMethod, make_method
 from latent_sculpting.cli import build_parser, main
 from latent_sculpting.cli.common import (
     NOT_SETTABLE,
@@ -15,7 +14,8 @@ from latent_sculpting.cli.common import (
     parameter_table,
     parse_settings,
 )
-from latent_sculpting.params import PARAMETER_CONSTRAINTS
+from latent_sculpting.model.params import PARAMETER_CONSTRAINTS
+from latent_sculpting.research.baselines import SculptingMethod, make_method
 
 
 def test_values_are_parsed_to_each_parameters_type():

@@ -14,7 +14,7 @@ import pytest
 from latent_sculpting import LatentSculpting
 from latent_sculpting.cli import main
 from latent_sculpting.data import iter_flow_batches, sample_path
-from latent_sculpting.scoring import OUTPUT_COLUMNS, Scorer
+from latent_sculpting.serve.scoring import OUTPUT_COLUMNS, Scorer
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +282,7 @@ def test_train_refuses_a_target_fpr_the_calibration_set_cannot_support(
 
 
 def test_score_ray_engine_without_ray_says_how_to_install(cic_model, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "latent_sculpting.engines.ray", None)  # import fails
+    monkeypatch.setitem(sys.modules, "latent_sculpting.serve.engines.ray", None)  # import fails
     code = main(
         ["score", str(cic_model), str(tmp_path), "-o", str(tmp_path / "out"), "--engine", "ray"]
     )

@@ -6,7 +6,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from latent_sculpting.cleaning import CleaningReport, replace_nonfinite
 from latent_sculpting.data import (
     CANONICAL_FEATURES,
     ENGINEERED_FEATURES,
@@ -17,6 +16,7 @@ from latent_sculpting.data import (
     sample_path,
 )
 from latent_sculpting.errors import FlowInputError
+from latent_sculpting.io.cleaning import CleaningReport, replace_nonfinite
 
 # SOURCE.md, "Rows per label per file", after canonical renaming.
 SOURCE_COUNTS = {

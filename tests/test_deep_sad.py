@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from latent_sculpting.deep_sad import BiasFreeEncoder, DeepSAD
+from latent_sculpting.model.channels.deep_sad import BiasFreeEncoder, DeepSAD
 
 
 def test_bias_free_encoder_has_no_bias_and_no_affine_norm():

@@ -12,7 +12,7 @@ import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from latent_sculpting.data import BENIGN
-from latent_sculpting.drift import (
+from latent_sculpting.monitor.drift import (
     DriftMonitor,
     DriftReference,
     RollingDriftMonitor,
@@ -356,7 +356,7 @@ def test_damaged_state_is_refused(key, value, message):
 
 
 def test_bins_counted_in_row_blocks_are_the_bins_counted_at_once(monkeypatch):
-    import latent_sculpting.drift as drift
+    import latent_sculpting.monitor.drift as drift
 
     rng = np.random.default_rng(3)
     X = np.c_[rng.exponential(size=999), rng.integers(0, 4, size=999)].astype(np.float32)

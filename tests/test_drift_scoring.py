@@ -13,9 +13,9 @@ import pytest
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.cli import main
 from latent_sculpting.data import iter_flow_batches, read_flows, sample_path
-from latent_sculpting.drift import DriftMonitor, RollingDriftMonitor
-from latent_sculpting.engines.local import drift_path, score_files
-from latent_sculpting.scoring import Scorer, drift_monitor
+from latent_sculpting.monitor.drift import DriftMonitor, RollingDriftMonitor
+from latent_sculpting.serve.engines.local import drift_path, score_files
+from latent_sculpting.serve.scoring import Scorer, drift_monitor
 
 TARGET = 0.05
 
@@ -132,7 +132,7 @@ def test_a_model_file_without_drift_bins_scores_and_says_so(model, files, tmp_pa
 
 
 def test_merged_worker_counts_give_the_report_of_one_monitor(model, files):
-    from latent_sculpting.engines.ray import FileScorer
+    from latent_sculpting.serve.engines.ray import FileScorer
 
     whole = Scorer(model, drift=drift_monitor(model))
     for batch in iter_flow_batches(model.spec_, files / "mixed.parquet", 500):
@@ -175,7 +175,7 @@ def client(model):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from latent_sculpting.service import create_app
+    from latent_sculpting.serve.service import create_app
 
     app = create_app(model, token=TOKEN, drift_window=1000)
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
@@ -197,7 +197,7 @@ def test_service_reports_drift_over_its_rolling_window(client, files, caplog, sl
     _post(client, held.iloc[:1000])
     report = client.get("/v1/drift").json()
     assert report["n_flows"] == 1000 and not report["drifted"]
-    with caplog.at_level("WARNING", logger="latent_sculpting.service"):
+    with caplog.at_level("WARNING", logger="latent_sculpting.serve.service"):
         _post(client, slower_network(held.iloc[:1000]))
     report = client.get("/v1/drift").json()
     assert report["drifted"] and report["n_flows"] == 1000  # only the slow flows now
@@ -211,7 +211,7 @@ def test_service_without_drift_bins_answers_404(model, files):
 
     from fastapi.testclient import TestClient
 
-    from latent_sculpting.service import create_app
+    from latent_sculpting.serve.service import create_app
 
     old = copy.copy(model)
     old.drift_reference_ = None

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from latent_sculpting.encoders import (
+from latent_sculpting.model.stage1.encoders import (
     ENCODERS,
     CNNTransformerEncoder,
     FTTransformerEncoder,

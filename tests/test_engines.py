@@ -11,7 +11,7 @@ import pytest
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import read_flows, sample_path
-from latent_sculpting.engines.local import score_files
+from latent_sculpting.serve.engines.local import score_files
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -66,7 +66,7 @@ def _local(model_path, data, tmp_path) -> pd.DataFrame:
 def test_the_service_scores_as_the_local_engine(case, tmp_path):
     from fastapi.testclient import TestClient
 
-    from latent_sculpting.service import create_app
+    from latent_sculpting.serve.service import create_app
 
     model_path, data = case
     local = _local(model_path, data, tmp_path)
@@ -86,7 +86,7 @@ def test_the_service_scores_as_the_local_engine(case, tmp_path):
 
 def test_the_ray_engine_scores_as_the_local_engine(case, tmp_path):
     pytest.importorskip("ray", reason="the Ray engine needs the optional extra")
-    from latent_sculpting.engines.ray import score_with_ray
+    from latent_sculpting.serve.engines.ray import score_with_ray
 
     model_path, data = case
     local = _local(model_path, data, tmp_path)

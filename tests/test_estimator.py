@@ -9,14 +9,14 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from small import FUSED_FAST
 
-import latent_sculpting.estimator as estimator_module
+import latent_sculpting.model.estimator as estimator_module
 from latent_sculpting import LatentSculpting, preset
-from latent_sculpting.channels import ForestChannel
-from latent_sculpting.deep_sad import DeepSAD
-from latent_sculpting.forest import AttackForest
-from latent_sculpting.params import PARAMETER_CONSTRAINTS, RUN_PARAMETERS
-from latent_sculpting.preprocessing import FeaturePreprocessor
-from latent_sculpting.stage2 import flow_inputs
+from latent_sculpting.model.channels.deep_sad import DeepSAD
+from latent_sculpting.model.channels.forest import AttackForest
+from latent_sculpting.model.channels.registry import ForestChannel
+from latent_sculpting.model.density.train import flow_inputs
+from latent_sculpting.model.params import PARAMETER_CONSTRAINTS, RUN_PARAMETERS
+from latent_sculpting.model.preprocessing import FeaturePreprocessor
 
 # Small and quick, but trained enough (about 100 steps a stage) to separate the toy classes.
 TINY = {
@@ -326,7 +326,7 @@ def test_forest_scores_held_out_rows_out_of_bag(spied):
 @pytest.mark.parametrize("name", ["fast", "default"])
 def test_a_flow_scores_the_same_alone_or_in_any_batch(name, sample_table):
     """Scores do not depend on the batch a flow arrives in (one request, one file chunk)."""
-    from latent_sculpting.experiment import cap_per_class
+    from latent_sculpting.research.experiment import cap_per_class
 
     table = cap_per_class(sample_table, 150, seed=0)
     params = {**preset(name), "epochs": 2, "flow_epochs": 2}

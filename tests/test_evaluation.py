@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latent_sculpting.evaluation import (
+from latent_sculpting.research.evaluation import (
     f1_at_prevalence,
     fold_metrics,
     fpr_key,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from latent_sculpting.cli import main
-from latent_sculpting.evaluation import aggregate, binary_metrics, per_class_recall
+from latent_sculpting.research.evaluation import aggregate, binary_metrics, per_class_recall
 
 WITHHELD = ["DoS slowloris", "DoS Slowhttptest", "Bot", "Infiltration"]
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from latent_sculpting.explain import (
+from latent_sculpting.io.flowspec import Categorical, FlowBatch, FlowSpec
+from latent_sculpting.monitor.explain import (
     LEVELS,
     BenignProfile,
     Explainer,
@@ -18,8 +19,7 @@ from latent_sculpting.explain import (
     format_number,
     spec_categorical,
 )
-from latent_sculpting.flowspec import Categorical, FlowBatch, FlowSpec
-from latent_sculpting.scoring import NO_PROFILE, OUTPUT_COLUMNS, Scorer
+from latent_sculpting.serve.scoring import NO_PROFILE, OUTPUT_COLUMNS, Scorer
 
 NAMES = ["Flow Duration", "SYN Flag Count", "proto=tcp", "proto=udp", "proto=(other)"]
 PROTO = {"proto": ["proto=tcp", "proto=udp", "proto=(other)"]}
@@ -406,7 +406,7 @@ def test_a_scorer_explains_with_the_models_own_profile_by_default(benign):
 
 def test_on_the_sample_the_model_guided_features_lower_the_score_most(sample_table):
     from latent_sculpting import LatentSculpting, preset
-    from latent_sculpting.experiment import cap_per_class
+    from latent_sculpting.research.experiment import cap_per_class
 
     table = cap_per_class(sample_table, 150)
     y = (table.labels != "BENIGN").astype(int)

@@ -15,12 +15,14 @@ from onnx import TensorProto, helper  # noqa: E402
 from small import FUSED_FAST  # noqa: E402
 
 from latent_sculpting import LatentSculpting, preset  # noqa: E402
-from latent_sculpting.boost import AttackBooster  # noqa: E402
-from latent_sculpting.calibration import TailPValue  # noqa: E402
-from latent_sculpting.channels import NeighbourChannel  # noqa: E402
 from latent_sculpting.cli import main  # noqa: E402
-from latent_sculpting.experiment import cap_per_class  # noqa: E402
-from latent_sculpting.export import (  # noqa: E402
+from latent_sculpting.model.calibration import TailPValue  # noqa: E402
+from latent_sculpting.model.channels.boost import AttackBooster  # noqa: E402
+from latent_sculpting.model.channels.forest import AttackForest  # noqa: E402
+from latent_sculpting.model.channels.registry import NeighbourChannel  # noqa: E402
+from latent_sculpting.model.presets import benign_only  # noqa: E402
+from latent_sculpting.research.experiment import cap_per_class  # noqa: E402
+from latent_sculpting.serve.export import (  # noqa: E402
     ML_OPSET,
     ONNX_OPSET,
     ExportError,
@@ -32,8 +34,6 @@ from latent_sculpting.export import (  # noqa: E402
     tail_neg_log_p,
     to_onnx,
 )
-from latent_sculpting.forest import AttackForest  # noqa: E402
-from latent_sculpting.presets import benign_only  # noqa: E402
 
 
 def session(proto, threads: int = 1) -> ort.InferenceSession:
@@ -328,8 +328,8 @@ def test_the_neighbour_distance_keeps_the_native_arithmetic():
 
 
 def test_parts_not_exported_are_named(fused, sample_table):
-    from latent_sculpting.encoders import FTTransformerEncoder
-    from latent_sculpting.preprocessing import FeaturePreprocessor
+    from latent_sculpting.model.preprocessing import FeaturePreprocessor
+    from latent_sculpting.model.stage1.encoders import FTTransformerEncoder
 
     quantile = copy.copy(fused)
     quantile.preprocessor_ = FeaturePreprocessor(feature_transform="quantile").fit(

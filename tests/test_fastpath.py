@@ -8,7 +8,7 @@ import torch
 from small import FUSED_FAST
 
 from latent_sculpting import LatentSculpting
-from latent_sculpting.fastpath import (
+from latent_sculpting.model.density.fastpath import (
     SCORE_BLOCK,
     SCORING_WORKERS_ENV,
     FastMAF,
@@ -17,7 +17,7 @@ from latent_sculpting.fastpath import (
     scoring_workers,
     set_scoring_workers,
 )
-from latent_sculpting.flows import LatentDensity
+from latent_sculpting.model.density.maf import LatentDensity
 
 # One epoch a stage: the models only need non-trivial weights, not a good fit.
 TINY = {
@@ -195,7 +195,7 @@ def test_workers_give_one_thread_scores_to_the_bit(fitted, workers):
 def fast_preset(sample_table):
     """``preset("fast")`` (the ``default`` design, small) fitted on a slice of the sample."""
     from latent_sculpting import preset
-    from latent_sculpting.experiment import cap_per_class
+    from latent_sculpting.research.experiment import cap_per_class
 
     table = cap_per_class(sample_table, 150, seed=0)
     model = LatentSculpting(**preset("fast"), random_state=0)
@@ -261,8 +261,8 @@ def test_scorer_scores_without_the_channels_weighted_zero(fast_preset, monkeypat
     ``score_details``, without running a channel the rule weights 0."""
     import pyarrow as pa
 
-    from latent_sculpting.flowspec import FlowBatch
-    from latent_sculpting.scoring import Scorer
+    from latent_sculpting.io.flowspec import FlowBatch
+    from latent_sculpting.serve.scoring import Scorer
 
     model, X = fast_preset
     model = copy.deepcopy(model)

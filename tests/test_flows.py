@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from latent_sculpting.flows import LatentDensity
+from latent_sculpting.model.density.maf import LatentDensity
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from latent_sculpting.cleaning import CleaningReport
 from latent_sculpting.errors import FlowInputError
-from latent_sculpting.flowspec import (
+from latent_sculpting.io.cleaning import CleaningReport
+from latent_sculpting.io.flowspec import (
     MISSING,
     Categorical,
     FlowSpec,
@@ -157,14 +157,14 @@ def test_legacy_model_files_get_a_spec_from_their_feature_names(sample_table):
 
 def test_the_benign_label_is_spelt_as_the_format_spells_labels(sample_table):
     from latent_sculpting.data import sample_path
-    from latent_sculpting.data.table import read_records
+    from latent_sculpting.io.table import read_records
 
     recs, *_ = read_records(sample_path() / "monday.parquet", format="cicids2017")
     assert fit_spec(recs, benign_label="benign").benign_label == "BENIGN"
 
 
 def test_numbers_converted_in_row_blocks_are_the_numbers_converted_at_once(monkeypatch):
-    import latent_sculpting.flowspec as flowspec
+    import latent_sculpting.io.flowspec as flowspec
 
     spec = fit_spec(records(), label_column="label", benign_label="normal")
     table = pa.table(

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from latent_sculpting import LatentSculpting, preset
-from latent_sculpting.channels import ForestChannel
-from latent_sculpting.folds import MIN_FAMILY_ROWS
+from latent_sculpting.model.channels.registry import ForestChannel
+from latent_sculpting.model.folds import MIN_FAMILY_ROWS
 
 STACKED = {
     **preset("fast"),
@@ -175,7 +175,7 @@ def _fit_sample(table, n_jobs):
 
 
 def test_folds_fitted_on_two_workers_are_the_sequential_fit_bit_for_bit(sample_table):
-    from latent_sculpting.experiment import cap_per_class
+    from latent_sculpting.research.experiment import cap_per_class
 
     table = cap_per_class(sample_table, 150, seed=0)
     one, two = _fit_sample(table, 1), _fit_sample(table, 2)
@@ -208,7 +208,7 @@ def test_fit_restores_the_thread_settings(monkeypatch):
 def test_fold_refits_never_train_on_the_calibration_rows(monkeypatch):
     """The weights are part of the score: chosen with the threshold's rows, the threshold
     would no longer be conformal."""
-    import latent_sculpting.estimator as estimator
+    import latent_sculpting.model.estimator as estimator
 
     splits, seen = {}, []
     holdout, reference = estimator.holdout_split, estimator.reference_split
@@ -242,7 +242,7 @@ def test_fold_refits_never_train_on_the_calibration_rows(monkeypatch):
 
 
 def test_max_benign_rows_samples_the_densities_and_fold_refits_only(monkeypatch):
-    from latent_sculpting.channels import NeighbourChannel
+    from latent_sculpting.model.channels.registry import NeighbourChannel
 
     X, y, groups = data()
     fits = {"forest": [], "knn": []}

@@ -30,8 +30,8 @@ from small import FUSED_FAST
 
 from latent_sculpting import LatentSculpting
 from latent_sculpting.errors import ModelFileError
-from latent_sculpting.forest import MAX_DEPTH, MAX_FEATURES, MAX_TREES, AttackForest
-from latent_sculpting.preprocessing import FeaturePreprocessor
+from latent_sculpting.model.channels.forest import MAX_DEPTH, MAX_FEATURES, MAX_TREES, AttackForest
+from latent_sculpting.model.preprocessing import FeaturePreprocessor
 
 V2_STATE = Path(__file__).parent / "data" / "forest_v2_state.npz"
 

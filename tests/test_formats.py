@@ -9,11 +9,11 @@ import pyarrow.csv as pacsv
 import pytest
 from shared_files import shared
 
-from latent_sculpting.formats import FORMATS, detect_format, get_format
-from latent_sculpting.formats.netflow import NETFLOW
-from latent_sculpting.formats.nfstream import NFSTREAM
-from latent_sculpting.formats.zeek import ZEEK
-from latent_sculpting.readers import zeek as zeek_reader
+from latent_sculpting.io.formats import FORMATS, detect_format, get_format
+from latent_sculpting.io.formats.netflow import NETFLOW
+from latent_sculpting.io.formats.nfstream import NFSTREAM
+from latent_sculpting.io.formats.zeek_conn import ZEEK
+from latent_sculpting.io.readers import zeek as zeek_reader
 
 ZEEK_NUMERIC = {
     "duration",
@@ -264,7 +264,7 @@ def test_synthetic_nfdump_csv_is_netflow(tmp_path):
 
 
 def test_nfstream_columns_and_roles():
-    pcap = pytest.importorskip("latent_sculpting.readers.pcap")
+    pcap = pytest.importorskip("latent_sculpting.io.readers.pcap")
     pytest.importorskip("nfstream")
     columns = ["source_file", *pcap.columns()]
     assert NFSTREAM.matches(columns) and detect_format(columns) is NFSTREAM

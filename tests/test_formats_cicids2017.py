@@ -9,8 +9,8 @@ import pytest
 
 from latent_sculpting.data import sample_path
 from latent_sculpting.errors import FlowInputError
-from latent_sculpting.formats import detect_format
-from latent_sculpting.formats.cicids2017 import (
+from latent_sculpting.io.formats import detect_format
+from latent_sculpting.io.formats.cicids2017 import (
     CANONICAL_FEATURES,
     CANONICAL_LABELS,
     CICIDS2017,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from latent_sculpting.forest import AttackForest
-from latent_sculpting.fusion import (
+from latent_sculpting.model.channels.forest import AttackForest
+from latent_sculpting.model.fusion import (
     FUSIONS,
     NLL_CAP,
     STAGE1_OFFSET,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from latent_sculpting.losses import (
+from latent_sculpting.model.stage1.losses import (
     LOSSES,
     BinaryLatentSculptingLoss,
     CrossEntropyLoss,

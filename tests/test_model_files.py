@@ -22,16 +22,16 @@ from hostile_models import every_part_model, tamper, training_table
 from latent_sculpting import LatentSculpting
 from latent_sculpting.cli import main
 from latent_sculpting.data import sample_path
-from latent_sculpting.encoders import build_encoder
 from latent_sculpting.errors import ModelFileError
-from latent_sculpting.flows import LatentDensity
-from latent_sculpting.persistence import (
+from latent_sculpting.model.density.maf import LatentDensity
+from latent_sculpting.model.persistence import (
     MAX_INFO_BYTES,
     MAX_WEIGHTS,
     _assign,
     _flow_layout,
     _meta_layout,
 )
+from latent_sculpting.model.stage1.encoders import build_encoder
 
 FLOW = "flow.maf.transform.transforms.0.hyper."
 
@@ -416,7 +416,7 @@ def test_loading_leaves_the_random_state_alone(valid):
 
 
 def test_a_file_the_system_refuses_is_exit_code_2(valid, flows_csv, tmp_path, capsys, monkeypatch):
-    import latent_sculpting.engines.local as local
+    import latent_sculpting.serve.engines.local as local
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "o.parquet"))

@@ -5,7 +5,7 @@ import inspect
 import pytest
 
 from latent_sculpting import LatentSculpting, preset
-from latent_sculpting.params import PARAMETER_CONSTRAINTS, RUN_PARAMETERS, check_params
+from latent_sculpting.model.params import PARAMETER_CONSTRAINTS, RUN_PARAMETERS, check_params
 
 
 def params(base="fused", **change):

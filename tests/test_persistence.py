@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from latent_sculpting import LatentSculpting
-from latent_sculpting.persistence import FORMAT_VERSION
+from latent_sculpting.model.persistence import FORMAT_VERSION
 
 LEGACY = Path(__file__).parent / "legacy"
 NAMES = ("fused", "benign-only", "paper-v2")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from latent_sculpting.preprocessing import FeaturePreprocessor
+from latent_sculpting.model.preprocessing import FeaturePreprocessor
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import pytest
 
 from latent_sculpting import PRESETS, LatentSculpting, preset
-from latent_sculpting.params import PARAMETER_CONSTRAINTS, RUN_PARAMETERS, check_params
+from latent_sculpting.model.params import PARAMETER_CONSTRAINTS, RUN_PARAMETERS, check_params
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -35,8 +35,8 @@ from latent_sculpting import LatentSculpting
 from latent_sculpting.cli import main
 from latent_sculpting.data import sample_path
 from latent_sculpting.errors import FlowInputError, ModelFileError
-from latent_sculpting.flowspec import encode
-from latent_sculpting.scoring import Scorer
+from latent_sculpting.io.flowspec import encode
+from latent_sculpting.serve.scoring import Scorer
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -48,7 +48,7 @@ from schemathesis.checks import (  # noqa: E402
     response_schema_conformance,
 )
 
-from latent_sculpting.service import create_app  # noqa: E402
+from latent_sculpting.serve.service import create_app  # noqa: E402
 
 SCALE = int(os.environ.get("SCULPT_PROPERTY_SCALE", "1"))
 

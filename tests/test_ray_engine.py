@@ -13,10 +13,10 @@ import pytest
 
 from latent_sculpting import LatentSculpting
 from latent_sculpting.data import load_cicids2017, sample_path
-from latent_sculpting.engines.local import score_files
-from latent_sculpting.engines.ray import SUMMARY_FILE
-from latent_sculpting.presets import preset
-from latent_sculpting.scoring import OUTPUT_COLUMNS
+from latent_sculpting.model.presets import preset
+from latent_sculpting.serve.engines.local import score_files
+from latent_sculpting.serve.engines.ray import SUMMARY_FILE
+from latent_sculpting.serve.scoring import OUTPUT_COLUMNS
 
 # Ray reads this at import: a local instance then binds to 127.0.0.1 only.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -63,7 +63,7 @@ def flow_files(tmp_path_factory):
 
 
 def test_score_with_ray_matches_local_and_resumes(model_path, flow_files, tmp_path, local_ray):
-    from latent_sculpting.engines.ray import score_with_ray
+    from latent_sculpting.serve.engines.ray import score_with_ray
 
     out = tmp_path / "scores"
     good = sorted(p for p in flow_files.glob("*.parquet") if p.name != "corrupt.parquet")
@@ -116,14 +116,14 @@ def test_score_with_ray_matches_local_and_resumes(model_path, flow_files, tmp_pa
 
 
 def test_fail_fast_names_the_file(model_path, flow_files, tmp_path):
-    from latent_sculpting.engines.ray import score_with_ray
+    from latent_sculpting.serve.engines.ray import score_with_ray
 
     with pytest.raises(ValueError, match="corrupt.parquet"):
         score_with_ray(model_path, flow_files, tmp_path / "out", fail_fast=True, progress=False)
 
 
 def test_bad_arguments(model_path, flow_files, tmp_path):
-    from latent_sculpting.engines.ray import score_with_ray
+    from latent_sculpting.serve.engines.ray import score_with_ray
 
     with pytest.raises(ValueError, match="num_workers must be >= 1, got 0"):
         score_with_ray(model_path, flow_files, tmp_path, num_workers=0)
@@ -133,7 +133,7 @@ def test_bad_arguments(model_path, flow_files, tmp_path):
 
 def test_bad_values_fail_their_file_only(model_path, flow_files, tmp_path, local_ray):
     """One file holds a bad value; it fails alone, named, and the other still finishes."""
-    from latent_sculpting.engines.ray import score_with_ray
+    from latent_sculpting.serve.engines.ray import score_with_ray
 
     folder = tmp_path / "in"
     folder.mkdir()

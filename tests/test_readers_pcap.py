@@ -18,10 +18,10 @@ pytest.importorskip("nfstream", reason="the capture extra (nfstream) is not inst
 
 from latent_sculpting.cli import main  # noqa: E402
 from latent_sculpting.errors import FlowInputError  # noqa: E402
-from latent_sculpting.extract import extract  # noqa: E402
-from latent_sculpting.formats.nfstream import NFSTREAM  # noqa: E402
-from latent_sculpting.readers import iter_batches, pcap, read_columns  # noqa: E402
-from latent_sculpting.readers import sniff as sniff_file  # noqa: E402
+from latent_sculpting.io.extract import extract  # noqa: E402
+from latent_sculpting.io.formats.nfstream import NFSTREAM  # noqa: E402
+from latent_sculpting.io.readers import iter_batches, pcap, read_columns  # noqa: E402
+from latent_sculpting.io.readers import sniff as sniff_file  # noqa: E402
 
 
 def capture(name: str):

@@ -11,8 +11,8 @@ import pytest
 from shared_files import shared
 
 from latent_sculpting.errors import FlowInputError
-from latent_sculpting.readers import iter_batches, read_columns, zeek
-from latent_sculpting.readers import sniff as sniff_file
+from latent_sculpting.io.readers import iter_batches, read_columns, zeek
+from latent_sculpting.io.readers import sniff as sniff_file
 
 CONN_FIELDS = (
     "ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto service duration orig_bytes "

@@ -23,15 +23,15 @@ from hypothesis import strategies as st
 
 from latent_sculpting import LatentSculpting
 from latent_sculpting.data import load_cicids2017, sample_path
-from latent_sculpting.experiment import cap_per_class
-from latent_sculpting.scoring import Scorer
+from latent_sculpting.research.experiment import cap_per_class
+from latent_sculpting.serve.scoring import Scorer
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 from small import FUSED_FAST  # noqa: E402
 
-from latent_sculpting.service import LIMITS, create_app  # noqa: E402
+from latent_sculpting.serve.service import LIMITS, create_app  # noqa: E402
 
 MAX_BODY = 256 * 1024
 TOKEN = "s3cret-token-of-some-length"
@@ -158,10 +158,10 @@ def test_a_csv_body_encodes_categorical_values_as_a_file_does(tmp_path):
     # Identifiers are read as text, but a categorical column must be typed as in training:
     # pyarrow reads "True"/"False" as booleans in a file, and as text they would all be
     # "(other)" to the model.
-    from latent_sculpting.data.table import iter_flow_batches
-    from latent_sculpting.flowspec import fit_spec
-    from latent_sculpting.readers.delimited import parse_bytes
-    from latent_sculpting.service import LIMITS, RecordParser
+    from latent_sculpting.io.flowspec import fit_spec
+    from latent_sculpting.io.readers.delimited import parse_bytes
+    from latent_sculpting.io.table import iter_flow_batches
+    from latent_sculpting.serve.service import LIMITS, RecordParser
 
     lines = ["bytes,ratio,flag"] + [f"{i},{i / 7:.3f},{i % 2 == 1}" for i in range(60)]
     body = ("\n".join(lines) + "\n").encode()
@@ -179,7 +179,7 @@ def test_a_cp1252_cell_in_a_csv_body_reads_as_in_a_file_and_ascii_as_it_is(
 ):
     # Bodies of ASCII text skip the per-column UTF-8 check (ASCII is UTF-8); any other byte
     # sends the body through it, and a cp1252 dash (0x96) is read as the file reader reads it.
-    from latent_sculpting.readers.delimited import parse_bytes
+    from latent_sculpting.io.readers.delimited import parse_bytes
 
     text = raw_rows.to_csv(index=False)
     plain = parse_bytes(text.encode(), {})
@@ -200,7 +200,7 @@ def test_the_per_header_caches_stay_bounded_and_keep_each_header_apart(model, ra
     # A CSV header's column types and a JSON field-name set's plan are kept per parser; a
     # client sending ever new names must not grow them without bound, and a header seen
     # again (even after others) must be read as it was the first time.
-    from latent_sculpting.service import _KNOWN_FIELD_SETS, RecordParser
+    from latent_sculpting.serve.service import _KNOWN_FIELD_SETS, RecordParser
 
     parser = RecordParser(model.spec_, dict(LIMITS))
     first = raw_rows.head(3)
@@ -266,7 +266,7 @@ def test_flows_wrapper_and_csv_body_give_the_same_answer(client, raw_rows):
 
 
 def test_accept_text_csv_answers_the_csv_sculpt_score_writes(client, model, raw_rows, tmp_path):
-    from latent_sculpting.engines.local import score_files
+    from latent_sculpting.serve.engines.local import score_files
 
     raw_rows.to_csv(tmp_path / "flows.csv", index=False)
     score_files(model, [tmp_path / "flows.csv"], tmp_path / "scored.csv", progress=False)
@@ -317,7 +317,7 @@ def test_accept_text_csv_answers_the_csv_sculpt_score_writes(client, model, raw_
     ],
 )
 def test_the_answer_format_follows_accept(accept, csv):
-    from latent_sculpting.service import _answer_is_csv
+    from latent_sculpting.serve.service import _answer_is_csv
 
     assert _answer_is_csv(accept) is csv
 
@@ -485,8 +485,8 @@ def test_hostile_json_gets_a_clear_4xx(client, content, status, message):
 
 
 def _parser(model, **limits):
-    from latent_sculpting.flowspec import model_spec
-    from latent_sculpting.service import RecordParser
+    from latent_sculpting.io.flowspec import model_spec
+    from latent_sculpting.serve.service import RecordParser
 
     return RecordParser(model_spec(model), {**LIMITS, **limits})
 
@@ -525,7 +525,7 @@ _VALUES = _SCALARS | st.recursive(
 def test_the_quick_json_parse_is_the_checked_one_or_steps_aside(
     model, records, wrapped, depth, digits
 ):
-    from latent_sculpting.service import _ABSENT
+    from latent_sculpting.serve.service import _ABSENT
 
     parser = _parser(model, max_json_depth=depth, max_number_digits=digits)
     body = json.dumps({"flows": records} if wrapped else records).encode()
@@ -539,7 +539,7 @@ def test_the_quick_json_parse_is_the_checked_one_or_steps_aside(
 
 
 def test_json_the_quick_parse_leaves_to_the_checked_one_is_answered_as_before(model, raw_rows):
-    from latent_sculpting.service import _ABSENT, RequestError
+    from latent_sculpting.serve.service import _ABSENT, RequestError
 
     parser = _parser(model)
     record = _records(raw_rows.head(1))[0]
@@ -596,7 +596,7 @@ def test_the_fields_beside_the_numbers_are_each_records_own(model, raw_rows, cas
 
 
 def test_names_only_later_records_have_are_kept_and_a_boolean_is_not_a_number(model, raw_rows):
-    from latent_sculpting.service import RequestError
+    from latent_sculpting.serve.service import RequestError
 
     parser = _parser(model)
     records = _records(raw_rows.head(3))
@@ -644,7 +644,7 @@ def test_only_requests_beyond_the_inline_bound_are_scored_on_a_thread(
     # parse's time, counting an explained flow as several.
     import anyio.to_thread
 
-    from latent_sculpting import service
+    from latent_sculpting.serve import service
 
     sent_to_threads = []
     run_sync = anyio.to_thread.run_sync
@@ -849,7 +849,7 @@ def _connections_held(parent: int, port: int) -> dict[int, int]:
 
 
 def _score_in_process(model, flow: pd.DataFrame) -> float:
-    from latent_sculpting.flowspec import encode, model_spec
+    from latent_sculpting.io.flowspec import encode, model_spec
 
     batch = encode(model_spec(model), pa.Table.from_pandas(flow, preserve_index=False))
     return float(model.decision_function(batch.X)[0])
@@ -879,7 +879,7 @@ def test_a_worker_config_sets_its_thread_cap_and_refuses_a_bad_one(model_path, t
     import torch
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from latent_sculpting.service import app_from_config
+    from latent_sculpting.serve.service import app_from_config
 
     config = {
         "model": str(model_path),
@@ -918,7 +918,7 @@ def test_brackets_and_digits_inside_strings_count_toward_no_limit(client, raw_ro
 def test_answer_columns_are_json_safe_whatever_their_arrow_type():
     import datetime as dt
 
-    from latent_sculpting.service import _arrow_json_list
+    from latent_sculpting.serve.service import _arrow_json_list
 
     assert _arrow_json_list(pa.chunked_array([["a", None, "c"]])) == ["a", None, "c"]
     assert _arrow_json_list(pa.array([1, None, 3])) == [1, None, 3]

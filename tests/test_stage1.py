@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from latent_sculpting.stage1 import STAGE1_PARAMETERS, _undersample, fit_stage1, sqdist
+from latent_sculpting.model.stage1.train import STAGE1_PARAMETERS, _undersample, fit_stage1, sqdist
 
 PARAMS = {
     "encoder": "mlp",

@@ -3,15 +3,15 @@
 import numpy as np
 import torch
 
-from latent_sculpting.fastpath import FastMAF
-from latent_sculpting.fusion import NLL_CAP
-from latent_sculpting.preprocessing import FeaturePreprocessor
-from latent_sculpting.stage2 import (
+from latent_sculpting.model.density.fastpath import FastMAF
+from latent_sculpting.model.density.train import (
     STAGE2_PARAMETERS,
     fit_flow,
     flow_inputs,
     negative_log_likelihood,
 )
+from latent_sculpting.model.fusion import NLL_CAP
+from latent_sculpting.model.preprocessing import FeaturePreprocessor
 
 PARAMS = {
     "flow_transforms": 2,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from latent_sculpting.training import train_epochs
+from latent_sculpting.model.training import train_epochs
 
 
 def linear_problem(seed=0):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from test_forest import DAMAGES as FOREST_DAMAGES
 
-from latent_sculpting.boost import AttackBooster
 from latent_sculpting.errors import ModelFileError
-from latent_sculpting.trees import AGGREGATIONS, MAX_DEPTH, TreeEnsemble
+from latent_sculpting.model.channels.boost import AttackBooster
+from latent_sculpting.model.channels.trees import AGGREGATIONS, MAX_DEPTH, TreeEnsemble
 
 
 def _stumps(aggregation: str) -> dict[str, np.ndarray]:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latent_sculpting.validation import check_features, check_fit_data
+from latent_sculpting.model.validation import check_features, check_fit_data
 
 
 def test_fit_data_is_converted_and_a_frames_names_kept():

@@ -17,10 +17,10 @@ except PackageNotFoundError:  # running from a source tree without installation
 # Exported lazily, so that `import latent_sculpting.data` and `sculpt --help` do not pay for
 # importing torch.
 _EXPORTS = {
-    "LatentSculpting": "estimator",
-    "PERCENTILES": "calibration",
-    "PRESETS": "presets",
-    "preset": "presets",
+    "LatentSculpting": "model.estimator",
+    "PERCENTILES": "model.calibration",
+    "PRESETS": "model.presets",
+    "preset": "model.presets",
 }
 
 __all__ = ["PERCENTILES", "PRESETS", "LatentSculpting", "__version__", "preset"]
@@ -28,5 +28,5 @@ __all__ = ["PERCENTILES", "PRESETS", "LatentSculpting", "__version__", "preset"]
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
+from latent_sculpting import __version__
 
 #: Sub-command modules, in the order ``sculpt --help`` lists them.
 COMMANDS = (

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import add_threads_flag
+from latent_sculpting.cli.common import add_threads_flag
 
 LEARNED_AS_BENIGN = (
     "every flow given is learned as benign traffic of the new network: an attack hidden among "
@@ -84,11 +84,11 @@ def add_benign_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..estimator import LatentSculpting
-    from ..flowspec import model_spec
-    from ..outputs import check_output
-    from ..readers import list_flow_files
-    from ..threads import limit_threads
+    from latent_sculpting.io.flowspec import model_spec
+    from latent_sculpting.io.readers import list_flow_files
+    from latent_sculpting.model.estimator import LatentSculpting
+    from latent_sculpting.serve.outputs import check_output
+    from latent_sculpting.threads import limit_threads
 
     files = list_flow_files(args.benign)
     check_output(args.output, inputs=[args.model, *files], what="model file")
@@ -137,7 +137,7 @@ def read_benign_flows(
         of attacks without ``benign_rows_only`` (the labels, their counts and the first row
         are named).
     """
-    from ..data import read_flows
+    from latent_sculpting.data import read_flows
 
     table = read_flows(files, spec=spec)
     if table.labels is None or spec.benign_label is None:

@@ -10,7 +10,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .common import THREADS_PER_JOB_HELP, add_set_flags, add_threads_flag, model_overrides
+from latent_sculpting.cli.common import (
+    THREADS_PER_JOB_HELP,
+    add_set_flags,
+    add_threads_flag,
+    model_overrides,
+)
 
 
 def add_run_flags(
@@ -64,7 +69,7 @@ def add_run_flags(
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..benchmark import BENCHMARK_METHODS, DATASETS, PROTOCOLS, QUICK
+    from latent_sculpting.research.benchmark import BENCHMARK_METHODS, DATASETS, PROTOCOLS, QUICK
 
     parser = subparsers.add_parser(
         "benchmark",
@@ -139,7 +144,7 @@ def parse_data(entries: Sequence[str]) -> dict[str, str]:
 
 def run_view(args: argparse.Namespace, **fixed) -> dict:
     """Run (or merge) the engine with the command's flags and the view's fixed arguments."""
-    from ..benchmark import benchmark, merge_runs
+    from latent_sculpting.research.benchmark import benchmark, merge_runs
 
     if args.merge:
         if not args.out:
@@ -185,7 +190,7 @@ def _fmt(stat: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..benchmark import QUICK
+    from latent_sculpting.research.benchmark import QUICK
 
     fixed: dict = {
         "datasets": args.datasets,

@@ -2,7 +2,7 @@
 
 Model options are not declared one by one: ``--set NAME=VALUE`` reaches every parameter of
 :class:`~latent_sculpting.LatentSculpting`, its value parsed to the parameter's type from the
-estimator's constraint table (:mod:`latent_sculpting.params`) and checked, with the preset's
+estimator's constraint table (:mod:`latent_sculpting.model.params`) and checked, with the preset's
 other values, before any data is read. ``--list-params`` prints that table. A few frequent
 options keep their own flags as aliases of ``--set``.
 """
@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..presets import PRESETS
+from latent_sculpting.model.presets import PRESETS
 
 #: Parameters that ``--set`` does not reach, and the flag that does.
 NOT_SETTABLE = {
@@ -58,7 +58,7 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_input_flags(parser: argparse.ArgumentParser) -> None:
     """How training records are read: their format, label, and which columns are features."""
-    from ..formats import FORMATS
+    from latent_sculpting.io.formats import FORMATS
 
     names = ", ".join(f"{name} ({fmt.description})" for name, fmt in FORMATS.items())
     parser.add_argument(
@@ -125,7 +125,7 @@ def add_threads_flag(parser: argparse.ArgumentParser, help: str = THREADS_HELP) 
 
 def threads_from_args(args: argparse.Namespace) -> int:
     """The workers ``--threads`` asks for (:func:`latent_sculpting.threads.resolve_threads`)."""
-    from ..threads import resolve_threads
+    from latent_sculpting.threads import resolve_threads
 
     return resolve_threads(args.threads)
 
@@ -139,7 +139,7 @@ def apply_threads(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[s
     ValueError
         If ``--threads`` and ``--set n_jobs`` are both given and disagree.
     """
-    from ..threads import resolve_n_jobs
+    from latent_sculpting.threads import resolve_n_jobs
 
     workers = threads_from_args(args)
     if "n_jobs" not in overrides:
@@ -154,7 +154,7 @@ def apply_threads(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[s
 def _threads(text: str) -> int | str:
     """``--threads`` as given: "auto", or a whole number at least 1 (argparse's message names
     the flag)."""
-    from ..threads import resolve_threads
+    from latent_sculpting.threads import resolve_threads
 
     if text.strip().lower() == "auto":
         return "auto"
@@ -246,7 +246,7 @@ def method_factory(args: argparse.Namespace, methods: Sequence[str]) -> Callable
     """
     from functools import partial
 
-    from ..baselines import SculptingMethod, make_method
+    from latent_sculpting.research.baselines import SculptingMethod, make_method
 
     overrides = model_overrides(args)
     factory = partial(make_method, overrides=overrides) if overrides else make_method
@@ -266,8 +266,8 @@ def check_model(preset: str, overrides: dict[str, Any]) -> None:
     ValueError
         If the parameters do not fit together (the message says how).
     """
-    from ..estimator import LatentSculpting
-    from ..params import check_params
+    from latent_sculpting.model.estimator import LatentSculpting
+    from latent_sculpting.model.params import check_params
 
     check_params(LatentSculpting(**{**PRESETS[preset], **overrides}).get_params())
 
@@ -282,7 +282,7 @@ def parse_settings(settings: Sequence[str]) -> dict[str, Any]:
     """
     from sklearn.utils._param_validation import validate_parameter_constraints
 
-    from ..params import PARAMETER_CONSTRAINTS
+    from latent_sculpting.model.params import PARAMETER_CONSTRAINTS
 
     valid = [n for n in PARAMETER_CONSTRAINTS if n not in NOT_SETTABLE]
     out: dict[str, Any] = {}
@@ -368,8 +368,8 @@ def _parse(text: str, constraints: list) -> Any:
 
 def parameter_table() -> str:
     """Every parameter ``--set`` reaches, what it accepts, and its value in each preset."""
-    from ..estimator import LatentSculpting
-    from ..params import PARAMETER_CONSTRAINTS
+    from latent_sculpting.model.estimator import LatentSculpting
+    from latent_sculpting.model.params import PARAMETER_CONSTRAINTS
 
     names = ["default", *sorted(n for n in PRESETS if n != "default")]
     values = {p: LatentSculpting(**PRESETS[p]).get_params() for p in names}

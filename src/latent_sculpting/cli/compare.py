@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 
-from .benchmark import add_run_flags, run_view
+from latent_sculpting.cli.benchmark import add_run_flags, run_view
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..baselines import DEFAULT_METHODS
+    from latent_sculpting.research.baselines import DEFAULT_METHODS
 
     parser = subparsers.add_parser(
         "compare",
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..baselines import DEFAULT_METHODS
+    from latent_sculpting.research.baselines import DEFAULT_METHODS
 
     args.methods = args.methods or list(DEFAULT_METHODS)
     run_view(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_threads_flag
+from latent_sculpting.cli.common import add_threads_flag
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,11 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..estimator import LatentSculpting
-    from ..threads import limit_threads
+    from latent_sculpting.model.estimator import LatentSculpting
+    from latent_sculpting.threads import limit_threads
 
     try:
-        from ..export import export_onnx
+        from latent_sculpting.serve.export import export_onnx
     except ImportError as error:
         raise ValueError(f"export needs onnx: install latent-sculpting[onnx] ({error})") from None
     model = LatentSculpting.load(args.model)

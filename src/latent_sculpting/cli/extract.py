@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..extract import extract
+    from latent_sculpting.io.extract import extract
 
     if args.meters < 1:
         raise ValueError(f"--meters must be at least 1, got {args.meters}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (
+from latent_sculpting.cli.common import (
     add_data_flags,
     add_model_flags,
     add_threads_flag,
@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import DEFAULT_WITHHELD
-    from ..experiment import reproduce
+    from latent_sculpting.data import DEFAULT_WITHHELD
+    from latent_sculpting.research.experiment import reproduce
 
     overrides = apply_threads(args, model_overrides(args))
     check_model(args.preset, overrides)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_threads_flag, threads_from_args
+from latent_sculpting.cli.common import add_threads_flag, threads_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -85,11 +85,11 @@ def run(args: argparse.Namespace) -> int:
                 "flows of every model that holds a benign profile"
             )
         return _run_ray(args)
-    from ..engines.local import score_files
-    from ..estimator import LatentSculpting
-    from ..fastpath import set_scoring_workers
-    from ..scoring import NO_PROFILE, default_explainer
-    from ..threads import limit_threads
+    from latent_sculpting.model.density.fastpath import set_scoring_workers
+    from latent_sculpting.model.estimator import LatentSculpting
+    from latent_sculpting.serve.engines.local import score_files
+    from latent_sculpting.serve.scoring import NO_PROFILE, default_explainer
+    from latent_sculpting.threads import limit_threads
 
     model = LatentSculpting.load(args.model, device=args.device)
     if args.explain and default_explainer(model) is None:
@@ -169,7 +169,7 @@ def print_drift(report: dict | None, where: str | None, *, quiet: bool = False) 
 
 def _run_ray(args: argparse.Namespace) -> int:
     try:
-        from ..engines.ray import SUMMARY_FILE, score_with_ray
+        from latent_sculpting.serve.engines.ray import SUMMARY_FILE, score_with_ray
     except ImportError as error:
         raise ValueError(
             f"--engine ray needs Ray: install latent-sculpting[ray] ({error})"

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .common import add_threads_flag, threads_from_args
+from latent_sculpting.cli.common import add_threads_flag, threads_from_args
 
 TOKEN_ENV = "SCULPT_TOKEN"
 
@@ -93,13 +93,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from ..service import CONFIG_ENV, create_app
+        from latent_sculpting.serve.service import CONFIG_ENV, create_app
     except ImportError as error:
         raise ValueError(
             f"sculpt serve needs FastAPI and uvicorn: install latent-sculpting[serve] ({error})"
         ) from None
-    from ..estimator import LatentSculpting
-    from ..threads import set_process_threads
+    from latent_sculpting.model.estimator import LatentSculpting
+    from latent_sculpting.threads import set_process_threads
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             _run_workers(
                 uvicorn.Config(
-                    "latent_sculpting.service:app_from_config",
+                    "latent_sculpting.serve.service:app_from_config",
                     factory=True,
                     workers=args.workers,
                     host=args.host,

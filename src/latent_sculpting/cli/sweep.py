@@ -13,8 +13,8 @@ SWEEP_METHODS = ("default", "knn", "rf")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..benchmark import DATASETS
-    from .benchmark import add_run_flags
+    from latent_sculpting.cli.benchmark import add_run_flags
+    from latent_sculpting.research.benchmark import DATASETS
 
     parser = subparsers.add_parser(
         "sweep",
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .benchmark import run_view
+    from latent_sculpting.cli.benchmark import run_view
 
     args.methods = args.methods or list(SWEEP_METHODS)
     run_view(

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .adapt import add_benign_flags, describe_adaptation, read_benign_flows
-from .common import (
+from latent_sculpting.cli.adapt import add_benign_flags, describe_adaptation, read_benign_flows
+from latent_sculpting.cli.common import (
     add_aliases,
     add_input_flags,
     add_model_flags,
@@ -96,12 +96,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import LatentSculpting, __version__
-    from ..channels import SIDE_CHANNELS
-    from ..data import read_flows, sample_path
-    from ..outputs import check_output
-    from ..readers import list_flow_files
-    from ..threads import limit_threads
+    from latent_sculpting import LatentSculpting, __version__
+    from latent_sculpting.data import read_flows, sample_path
+    from latent_sculpting.io.readers import list_flow_files
+    from latent_sculpting.model.channels.registry import SIDE_CHANNELS
+    from latent_sculpting.serve.outputs import check_output
+    from latent_sculpting.threads import limit_threads
 
     started = time.perf_counter()
     overrides = apply_threads(args, model_overrides(args))
@@ -223,7 +223,7 @@ def _split_extra(model: Any, extra: Any, seed: int) -> tuple[Any, Any]:
     ValueError
         Before any fitting, if the held-out part would be too small for the model.
     """
-    from ..adapt import min_benign_rows
+    from latent_sculpting.model.adapt import min_benign_rows
 
     n_held = int(round(EXTRA_HELD_OUT * len(extra)))
     needed = min_benign_rows(model, refit=False)
@@ -238,7 +238,7 @@ def _split_extra(model: Any, extra: Any, seed: int) -> tuple[Any, Any]:
 
 
 def _cap(table: Any, n: int, seed: int) -> Any:
-    from ..experiment import cap_per_class
+    from latent_sculpting.research.experiment import cap_per_class
 
     if table.labels is not None:
         return cap_per_class(table, n, seed)
@@ -248,13 +248,13 @@ def _cap(table: Any, n: int, seed: int) -> Any:
 
 
 def _benign_only(params: dict) -> dict:
-    from ..presets import benign_only
+    from latent_sculpting.model.presets import benign_only
 
     return benign_only(params)
 
 
 def _preset(name: str) -> dict:
-    from ..presets import preset
+    from latent_sculpting.model.presets import preset
 
     return preset(name)
 

@@ -4,8 +4,10 @@ See ``docs/data.md`` and Chhetri et al., "Latent Sculpting for Zero-Shot General
 (arXiv:2512.22179).
 """
 
-from ..cleaning import CleaningReport
-from ..formats.cicids2017 import (
+from latent_sculpting.data.cicids2017 import ATTEMPTED_POLICIES, load_cicids2017, sample_path
+from latent_sculpting.data.protocol import DEFAULT_WITHHELD, Split, ZeroShotSplits, zero_shot_splits
+from latent_sculpting.io.cleaning import CleaningReport
+from latent_sculpting.io.formats.cicids2017 import (
     BENIGN,
     CANONICAL_FEATURES,
     CANONICAL_LABELS,
@@ -13,10 +15,8 @@ from ..formats.cicids2017 import (
     IDENTIFIER_COLUMNS,
     canonical_label,
 )
-from ..readers import list_flow_files
-from .cicids2017 import ATTEMPTED_POLICIES, load_cicids2017, sample_path
-from .protocol import DEFAULT_WITHHELD, Split, ZeroShotSplits, zero_shot_splits
-from .table import FlowTable, iter_flow_batches, read_flows
+from latent_sculpting.io.readers import list_flow_files
+from latent_sculpting.io.table import FlowTable, iter_flow_batches, read_flows
 
 __all__ = [
     "ATTEMPTED_POLICIES",

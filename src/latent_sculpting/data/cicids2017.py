@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import FlowInputError
-from ..formats.cicids2017 import ATTEMPTED_SUFFIX, BENIGN
-from .table import FlowTable, read_flows
+from latent_sculpting.errors import FlowInputError
+from latent_sculpting.io.formats.cicids2017 import ATTEMPTED_SUFFIX, BENIGN
+from latent_sculpting.io.table import FlowTable, read_flows
 
 __all__ = ["ATTEMPTED_POLICIES", "load_cicids2017", "sample_path"]
 

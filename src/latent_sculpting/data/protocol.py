@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..formats.cicids2017 import ATTEMPTED_SUFFIX, BENIGN, canonical_labels
-from .table import FlowTable
+from latent_sculpting.io.formats.cicids2017 import ATTEMPTED_SUFFIX, BENIGN, canonical_labels
+from latent_sculpting.io.table import FlowTable
 
 __all__ = [
     "DEFAULT_WITHHELD",

@@ -1,0 +1,237 @@
+"""Flow files read through a :class:`~latent_sculpting.io.flowspec.FlowSpec`: whole tables for
+training and evaluation, or batches for scoring files of any size.
+
+Both go through the same two steps, :func:`latent_sculpting.io.readers.iter_batches` (file syntax)
+then :func:`latent_sculpting.io.flowspec.encode` (meaning), so a flow becomes the same features
+whether it is trained on, evaluated or scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from latent_sculpting.errors import FlowInputError
+from latent_sculpting.io.cleaning import CleaningReport
+from latent_sculpting.io.flowspec import FlowBatch, FlowSpec, encode, fit_spec, numeric_types
+from latent_sculpting.io.formats import detect_format, get_format
+from latent_sculpting.io.readers import iter_batches, list_flow_files, read_columns
+
+__all__ = ["FlowTable", "iter_flow_batches", "read_flows", "read_records"]
+
+PathLike = str | Path
+
+
+@dataclass
+class FlowTable:
+    """Flows as a float32 feature matrix with labels, identifiers, provenance and their spec.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_rows, n_features), float32
+        Model features (never identifiers).
+    feature_names : list of str
+        Column names of ``X``.
+    labels : ndarray of shape (n_rows,), object, or None
+        Labels (canonical where the format has a vocabulary); None if unlabelled.
+    identifiers : DataFrame
+        Identifier columns (IPs, ports, timestamp, ...) row-aligned with ``X``; may have no
+        columns. Its index is ``0 .. n_rows - 1``.
+    source : ndarray of shape (n_rows,), int32
+        Index into ``files`` of the file each row came from.
+    files : list of Path
+        Files read, in order.
+    report : CleaningReport
+        What was read, replaced and dropped.
+    spec : FlowSpec or None
+        How records became ``X``; a model fitted on this table stores it.
+    """
+
+    X: np.ndarray
+    feature_names: list[str]
+    labels: np.ndarray | None
+    identifiers: pd.DataFrame
+    source: np.ndarray
+    files: list[Path]
+    report: CleaningReport = field(default_factory=CleaningReport)
+    spec: FlowSpec | None = None
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def y(self) -> np.ndarray:
+        """0 for benign rows, 1 for attacks (needs labels and the spec's benign label)."""
+        if self.labels is None or self.spec is None or self.spec.benign_label is None:
+            raise ValueError("this FlowTable has no labels with a benign label")
+        return (self.labels != self.spec.benign_label).astype(np.int64)
+
+    def frame(self) -> pd.DataFrame:
+        """``X`` as a DataFrame with the feature names (no copy)."""
+        return pd.DataFrame(self.X, columns=self.feature_names, copy=False)
+
+    def label_counts(self) -> dict[str, int]:
+        """Rows per label, most frequent first.
+
+        Raises
+        ------
+        ValueError
+            If the table has no labels.
+        """
+        if self.labels is None:
+            raise ValueError("this FlowTable has no labels (it was read without a label column)")
+        counts = pd.Series(self.labels, dtype=object).value_counts(sort=False)
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+        return {str(label): int(n) for label, n in ordered}
+
+    def subset(self, rows: np.ndarray | Sequence[int] | Sequence[bool]) -> FlowTable:
+        """The rows selected by a boolean mask or an integer index, as a new table (the report
+        and spec are shared: they describe how the parent table was built)."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            if rows.shape != (len(self),):
+                raise ValueError(f"boolean mask has shape {rows.shape}, expected ({len(self)},)")
+            rows = np.flatnonzero(rows)
+        return replace(
+            self,
+            X=self.X[rows],
+            feature_names=list(self.feature_names),
+            labels=None if self.labels is None else self.labels[rows],
+            identifiers=self.identifiers.iloc[rows].reset_index(drop=True),
+            source=self.source[rows],
+            files=list(self.files),
+        )
+
+
+def read_records(
+    paths: PathLike | Sequence[PathLike],
+    *,
+    format: str = "auto",
+    report: CleaningReport | None = None,
+) -> tuple[pa.Table, np.ndarray, list[Path], str]:
+    """Every record of the files as one Arrow table with canonical column names.
+
+    Returns
+    -------
+    records : pyarrow.Table
+    source : ndarray of int32
+        Index of each row's file in ``files``.
+    files : list of Path
+    format : str
+        The format (detected from the first file when ``format="auto"``).
+    """
+    files = list_flow_files(paths)
+    fmt = detect_format(read_columns(files[0])) if format == "auto" else get_format(format)
+    tables, sizes = [], []
+    for path in files:
+        parts = list(iter_batches(path))
+        if not parts or sum(p.num_rows for p in parts) == 0:
+            raise FlowInputError(f"{path}: file has a header but no data rows", path=path)
+        table = pa.Table.from_batches(parts)
+        rename = fmt.canonical_columns(table.column_names, source=path)
+        table = table.select(list(rename)).rename_columns(list(rename.values()))
+        tables.append(table)
+        sizes.append(table.num_rows)
+        if report is not None:
+            report.files[str(path)] = {"format": fmt.name, "rows": table.num_rows}
+    try:
+        records = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise FlowInputError(
+            f"the files' columns do not agree in type ({error}); read them separately"
+        ) from None
+    source = np.repeat(np.arange(len(files), dtype=np.int32), sizes)
+    return records, source, files, fmt.name
+
+
+def read_flows(
+    paths: PathLike | Sequence[PathLike],
+    *,
+    spec: FlowSpec | None = None,
+    format: str = "auto",
+    label_column: str | None = None,
+    benign_label: str | None = None,
+    unlabelled: bool = False,
+    drop: Iterable[str] = (),
+    keep: Iterable[str] = (),
+    engineered: bool = True,
+    max_categories: int = 32,
+    require_labels: bool = True,
+    keep_identifiers: bool = True,
+) -> FlowTable:
+    """Read flow files of any syntax and format into one table of model inputs.
+
+    Parameters
+    ----------
+    paths : path or list of paths
+        Files or folders (see :func:`latent_sculpting.io.readers.list_flow_files`).
+    spec : FlowSpec, optional
+        Encode with this spec (a fitted model's); without one, a spec is fitted on these rows
+        (:func:`latent_sculpting.io.flowspec.fit_spec`, whose options follow).
+    require_labels : bool, default True
+        Refuse a missing label when the records have a label column.
+    keep_identifiers : bool, default True
+        False leaves ``identifiers`` empty (saves memory on large data).
+
+    Raises
+    ------
+    FileNotFoundError, FlowInputError
+        For a missing path, an unreadable file, a missing column or a bad value (named).
+    """
+    report = CleaningReport()
+    records, source, files, fmt = read_records(
+        paths, format=spec.format if spec is not None else format, report=report
+    )
+    if spec is None:
+        spec = fit_spec(
+            records,
+            format=fmt,
+            label_column=label_column,
+            benign_label=benign_label,
+            unlabelled=unlabelled,
+            drop=drop,
+            keep=keep,
+            engineered=engineered,
+            max_categories=max_categories,
+            source=files[0] if len(files) == 1 else f"{len(files)} files",
+        )
+    labelled = spec.label_column is not None and spec.label_column in records.column_names
+    batch = encode(
+        spec,
+        records,
+        source=files[0] if len(files) == 1 else "the files",
+        require_labels=require_labels and labelled,
+        report=report,
+    )
+    del records
+    report.rows_out = len(batch)
+    report.engineered = list(spec.engineered)
+    identifiers = batch.identifiers.to_pandas() if keep_identifiers else pd.DataFrame()
+    if not keep_identifiers:
+        identifiers = pd.DataFrame(index=pd.RangeIndex(len(batch)))
+    return FlowTable(
+        batch.X, batch.feature_names, batch.labels, identifiers, source, files, report, spec
+    )
+
+
+def iter_flow_batches(
+    spec: FlowSpec,
+    path: PathLike,
+    batch_rows: int = 65_536,
+    *,
+    report: CleaningReport | None = None,
+) -> Iterator[FlowBatch]:
+    """Stream one flow file as encoded batches, in constant memory, for files of any size."""
+    path = Path(path)
+    types = numeric_types(spec, read_columns(path))
+    offset = 0
+    for records in iter_batches(path, batch_rows, types=types):
+        if records.num_rows == 0:
+            continue
+        yield encode(spec, records, source=path, offset=offset, report=report)
+        offset += records.num_rows

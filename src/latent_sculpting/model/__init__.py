@@ -1,0 +1,1 @@
+"""The detector: the estimator, its parts, their fitting, calibration and model files."""

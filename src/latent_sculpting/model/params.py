@@ -1,0 +1,204 @@
+"""The estimator's parameters: what each accepts, and which combinations make sense.
+
+:data:`PARAMETER_CONSTRAINTS` is scikit-learn's ``_parameter_constraints`` block for
+:class:`~latent_sculpting.LatentSculpting`, checked by scikit-learn's own validator (private API,
+``sklearn.utils._param_validation``, stable since scikit-learn 1.2, pinned in
+``constraints.txt``): its messages name the parameter, what it accepts and the value given.
+:func:`check_params` adds the checks across parameters, so that a setting the chosen score
+rule would ignore is refused rather than silently dropped. Both run before any data is
+touched; the command line reads the same table to parse ``--set name=value``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from numbers import Integral, Real
+from typing import Any
+
+from sklearn.utils._param_validation import (
+    Interval,
+    Options,
+    StrOptions,
+    validate_parameter_constraints,
+)
+
+from latent_sculpting.model.channels.registry import SIDE_CHANNELS, enabled_channels
+from latent_sculpting.model.fusion import FUSIONS
+from latent_sculpting.model.preprocessing import FEATURE_TRANSFORMS, SCALERS
+from latent_sculpting.model.stage1.encoders import ATTENTION_ENCODERS, ENCODERS
+from latent_sculpting.model.stage1.losses import LOSSES
+
+__all__ = ["CALIBRATIONS", "PARAMETER_CONSTRAINTS", "RUN_PARAMETERS", "SELECTIONS", "check_params"]
+
+#: Where thresholds and p-values come from (see :class:`~latent_sculpting.LatentSculpting`).
+CALIBRATIONS = ("train", "holdout")
+#: How Stage 1 picks its best epoch.
+SELECTIONS = ("centroid_f1", "distance_auroc")
+#: Parameters that say how to run a fit, not what to fit; presets leave them out.
+RUN_PARAMETERS = ("random_state", "device", "n_jobs", "verbose")
+
+
+def _ints(low: int) -> list:
+    return [Interval(Integral, low, None, closed="left")]
+
+
+def _reals(low: float, high: float | None = None, closed: str = "left") -> list:
+    return [Interval(Real, low, high, closed=closed)]
+
+
+PARAMETER_CONSTRAINTS: dict[str, list] = {
+    "feature_transform": [StrOptions(set(FEATURE_TRANSFORMS))],
+    "scaler": [StrOptions(set(SCALERS))],
+    "stage1": ["boolean"],
+    "encoder": [StrOptions(set(ENCODERS))],
+    "latent_dim": _ints(1),
+    "d_model": _ints(1),
+    "n_heads": _ints(1),
+    "n_layers": _ints(1),
+    "d_ffn": _ints(1),
+    "dropout": _reals(0, 1),
+    "loss": [StrOptions(set(LOSSES))],
+    "alpha": _reals(0),
+    "beta": _reals(0),
+    "gamma": _reals(0),
+    "margin": _reals(0),
+    "input_noise": _reals(0),
+    "lr": _reals(0, closed="neither"),
+    "weight_decay": _reals(0),
+    # Stage 1 skips one-row batches, so a batch size of 1 would never train.
+    "batch_size": _ints(2),
+    "epochs": _ints(1),
+    "grad_clip": _reals(0, closed="neither"),
+    "validation_fraction": _reals(0, 1, closed="neither"),
+    "selection": [StrOptions(set(SELECTIONS))],
+    "undersample_benign": ["boolean"],
+    "flow_transforms": _ints(0),
+    "flow_hidden": _ints(1),
+    "flow_hidden_layers": _ints(1),
+    "flow_lr": _reals(0, closed="neither"),
+    "flow_epochs": _ints(1),
+    "flow_batch_size": _ints(1),
+    "flow_standardize": ["boolean"],
+    "svdd_dim": _ints(0),
+    "forest_trees": _ints(0),
+    "boost_iter": _ints(0),
+    "knn_prototypes": _ints(0),
+    "stack_folds": _ints(0),
+    "stack_neighbours": _ints(0),
+    "max_benign_rows": [*_ints(1), None],
+    "score": [StrOptions(set(FUSIONS))],
+    "percentile": _reals(0, 100, closed="neither"),
+    "calibration": [StrOptions(set(CALIBRATIONS))],
+    "calibration_fraction": _reals(0, 1, closed="neither"),
+    "target_fpr": [*_reals(0, 1, closed="neither"), None],
+    "random_state": [*_ints(0), None],
+    "device": [str],
+    # scikit-learn's convention: None is one worker, -1 one per CPU.
+    "n_jobs": [Options(Integral, {-1}), *_ints(1), None],
+    "verbose": ["boolean"],
+}
+
+
+def check_params(params: Mapping[str, Any], *, caller: str = "LatentSculpting") -> None:
+    """Check every parameter's value, then the combinations.
+
+    Parameters
+    ----------
+    params : mapping
+        Every parameter of :data:`PARAMETER_CONSTRAINTS` (``get_params()``).
+    caller : str
+        Name used in the messages.
+
+    Raises
+    ------
+    ValueError
+        The first value that a parameter does not accept (scikit-learn's
+        ``InvalidParameterError``, also a ``TypeError``), else every combination that does not
+        hold, in one message.
+    """
+    validate_parameter_constraints(PARAMETER_CONSTRAINTS, dict(params), caller_name=caller)
+    problems = []
+    score = params["score"]
+    fusion = FUSIONS[score]
+    channels = enabled_channels(params)
+    if fusion.needs_stage1 and not params["stage1"]:
+        problems.append(
+            f"score={score!r} needs stage1=True (its nearest-centroid rule); "
+            "use score='nll' or 'fisher' without Stage 1"
+        )
+    if fusion.needs_reference and params["calibration"] != "holdout":
+        problems.append(
+            f"score={score!r} needs calibration='holdout' for its reference rows, held out of "
+            f"every fit; got calibration={params['calibration']!r}"
+        )
+    switches = " or ".join(f"{cls.parameter} >= 1" for cls in SIDE_CHANNELS.values())
+    if fusion.uses_side_channels and not channels:
+        problems.append(f"score={score!r} fuses the flow with side channels: set {switches}")
+    if not fusion.uses_side_channels:
+        for name in channels:
+            parameter = SIDE_CHANNELS[name].parameter
+            problems.append(
+                f"{parameter}={params[parameter]} fits a {name} channel that score={score!r} "
+                f"does not use: set {parameter}=0, or score='fisher'"
+            )
+    if params["stack_neighbours"] and not params["stack_folds"]:
+        problems.append(
+            f"stack_neighbours={params['stack_neighbours']} leaves families out of the "
+            "pseudo-zero-day folds' refits; with stack_folds=0 there are none: set stack_folds"
+        )
+    if params["stack_folds"] and not fusion.needs_folds:
+        problems.append(
+            f"stack_folds={params['stack_folds']} holds out families for a rule that learns "
+            f"from them; score={score!r} does not: set stack_folds=0, or score='stacked'"
+        )
+    if fusion.needs_folds and params["stage1"]:
+        # Stage 1 learns from the known attacks, so every pseudo-zero-day fold would have to
+        # refit it (and the flow on its codes) without the held-out family.
+        problems.append(
+            f"score={score!r} learns its weights on folds that refit the supervised channels; "
+            "Stage 1 is supervised too and is not refitted per fold: set stage1=False"
+        )
+    if params["flow_transforms"] == 0:
+        # No flow: what reads it or only feeds it has nothing to do.
+        if not fusion.uses_side_channels:
+            problems.append(
+                f"score={score!r} scores with the flow, which flow_transforms=0 leaves out: "
+                "use score='fisher' or 'stacked' with side channels"
+            )
+        if params["calibration"] == "train":
+            problems.append(
+                "calibration='train' sets thresholds on the flow's NLL, which "
+                "flow_transforms=0 leaves out: use calibration='holdout'"
+            )
+        for name, reason, off in (
+            ("stage1", "Stage 1's codes", "False"),
+            ("svdd_dim", "the embedding", "0"),
+        ):
+            if params[name]:
+                problems.append(
+                    f"{name}={params[name]}: {reason} only feed the flow, which "
+                    f"flow_transforms=0 leaves out: set {name}={off}"
+                )
+    if params["target_fpr"] is not None and params["calibration"] != "holdout":
+        problems.append(
+            f"target_fpr={params['target_fpr']} needs calibration='holdout': the conformal "
+            "guarantee holds for flows held out of training"
+        )
+    if (
+        params["stage1"]
+        and params["encoder"] in ATTENTION_ENCODERS
+        and params["d_model"] % params["n_heads"]
+    ):
+        problems.append(
+            f"encoder={params['encoder']!r} splits d_model={params['d_model']} over "
+            f"n_heads={params['n_heads']} attention heads: d_model must be a multiple of n_heads"
+        )
+    if params["device"] != "auto":
+        import torch
+
+        try:
+            torch.device(params["device"])
+        except RuntimeError as error:
+            problems.append(f"device={params['device']!r} is not a torch device: {error}")
+    if problems:
+        raise ValueError(f"{caller} parameters do not fit together: " + "; ".join(problems))

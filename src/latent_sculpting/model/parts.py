@@ -1,0 +1,246 @@
+"""The fitted parts of a detector, and the public methods every user of them calls.
+
+:class:`~latent_sculpting.model.estimator.LatentSculpting` fits the parts in order and owns
+their random draws; :class:`FittedParts` holds what it fitted and is what scoring, adaptation
+(:mod:`latent_sculpting.model.adapt`) and the pseudo-zero-day folds
+(:mod:`latent_sculpting.model.folds`) work on, through the methods below and never through a
+private method of the estimator. The estimator's fitted attributes (``preprocessor_``,
+``flow_``, ``channels_``, ``threshold_``, ...) are views of the fields here.
+
+Each part validates its own state when it is built from a model file
+(``from_state``); :mod:`latent_sculpting.model.persistence` loops over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from latent_sculpting.model.calibration import thresholds
+from latent_sculpting.model.density.fastpath import FastMAF, encode, reference_scoring
+from latent_sculpting.model.density.train import (
+    STAGE2_PARAMETERS,
+    fine_tune_blocked,
+    fit_flow,
+    flow_inputs,
+    negative_log_likelihood,
+)
+from latent_sculpting.model.preprocessing import FeaturePreprocessor
+from latent_sculpting.model.stage1.train import sqdist
+from latent_sculpting.monitor.drift import DriftReference
+from latent_sculpting.monitor.explain import BenignProfile, spec_categorical
+
+__all__ = ["FIELDS", "FittedParts"]
+
+
+@dataclass(eq=False)
+class FittedParts:
+    """Everything a fitted detector scores with.
+
+    Attributes
+    ----------
+    preprocessor : FeaturePreprocessor
+        Raw features to the scaled rows every other part reads.
+    encoder : torch.nn.Module or None
+        The Stage-1 encoder; None when the flow reads the scaled features.
+    center_benign, center_attack : torch.Tensor or None
+        The Stage-1 centroids.
+    svdd : DeepSAD or None
+        The benign-only embedding beside the codes.
+    flow_scaler : FeaturePreprocessor or None
+        The flow input's standardisation.
+    flow : LatentDensity or None
+        The Stage-2 density; None for a model without a flow.
+    channels : dict of str to side channel
+        The side channels that are on, by name.
+    fusion : Fusion
+        The score rule.
+    calibration_scores : numpy.ndarray
+        Sorted benign calibration scores behind the thresholds and p-values.
+    thresholds : dict of float to float
+        Threshold at each percentile.
+    threshold : float
+        The threshold in use.
+    drift_reference, benign_profile : DriftReference, BenignProfile or None
+        The benign training traffic, feature by feature (drift; explanations).
+    device : torch.device
+    reference_path : bool
+        Score through the plain PyTorch modules instead of the fast path (benchmarks and
+        tests compare the two).
+    """
+
+    preprocessor: FeaturePreprocessor | None = None
+    encoder: torch.nn.Module | None = None
+    center_benign: torch.Tensor | None = None
+    center_attack: torch.Tensor | None = None
+    svdd: Any = None
+    flow_scaler: FeaturePreprocessor | None = None
+    flow: Any = None
+    channels: dict[str, Any] = field(default_factory=dict)
+    fusion: Any = None
+    calibration_scores: np.ndarray | None = None
+    thresholds: dict[float, float] = field(default_factory=dict)
+    threshold: float = float("nan")
+    drift_reference: DriftReference | None = None
+    benign_profile: BenignProfile | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    reference_path: bool = False
+    _fast_flow_cache: Any = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ scoring
+
+    @property
+    def fast(self) -> bool:
+        """Whether scoring takes the fast path (:mod:`~latent_sculpting.model.density.fastpath`)."""
+        return not (self.reference_path or reference_scoring())
+
+    def encode(self, Z: np.ndarray) -> np.ndarray:
+        """Latent codes of scaled rows (the rows themselves, float32, without an encoder)."""
+        if self.encoder is None:
+            return np.ascontiguousarray(Z, dtype=np.float32)
+        codes = encode(self.encoder, torch.as_tensor(Z, device=self.device), fast=self.fast)
+        return codes.float().cpu().numpy()
+
+    def flow_inputs(self, Z: np.ndarray) -> np.ndarray:
+        """The flow's inputs of scaled rows: the code, the Deep SVDD embedding when there is
+        one, through the flow's scaler."""
+        embedding = None if self.svdd is None else self.svdd.transform(Z)
+        return flow_inputs(self.encode(Z), embedding, self.flow_scaler)
+
+    def nll(self, inputs: np.ndarray) -> np.ndarray:
+        """The flow's negative log-likelihood of flow inputs (float64, capped)."""
+        fast_flow = self.fast_flow() if self.fast else None
+        return negative_log_likelihood(self.flow, inputs, device=self.device, fast_flow=fast_flow)
+
+    def fast_flow(self) -> FastMAF:
+        """The flow's fast copy, rebuilt when the flow is replaced or its weights change."""
+        # FastMAF copies the masked weights, so rebuild it when the flow is replaced or its
+        # parameters change in place (training, load_state_dict bump their version counters).
+        key = (id(self.flow), tuple(p._version for p in self.flow.parameters()))
+        if self._fast_flow_cache is None or self._fast_flow_cache[0] != key:
+            self._fast_flow_cache = (key, FastMAF(self.flow.maf).to(self.device))
+        return self._fast_flow_cache[1]
+
+    def channel_scores(
+        self,
+        Z: np.ndarray,
+        side: Mapping[str, np.ndarray] | None = None,
+        *,
+        only: Collection[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Every channel's scores of scaled rows ``Z``, by name (those in ``only``, when
+        given); ``side`` replaces the side channels' (their out-of-sample scores while
+        fitting)."""
+        scores = {}
+        wanted = {"nll", "distance_benign", "distance_attack"}
+        if self.flow is not None and (only is None or not wanted.isdisjoint(only)):
+            codes = self.encode(Z)
+            embedding = None if self.svdd is None else self.svdd.transform(Z)
+            scores["nll"] = self.nll(flow_inputs(codes, embedding, self.flow_scaler))
+            if self.encoder is not None:
+                t = torch.as_tensor(codes, device=self.device)
+                scores["distance_benign"] = sqdist(t, self.center_benign).cpu().numpy()
+                scores["distance_attack"] = sqdist(t, self.center_attack).cpu().numpy()
+        for name, channel in self.channels.items():
+            if only is None or name in only:
+                scores[name] = channel.score(Z) if side is None else side[name]
+        return scores
+
+    def score(self, Z: np.ndarray) -> np.ndarray:
+        """The detector's score of scaled rows: the fusion of the channels it reads."""
+        return self.fusion.combine(self.channel_scores(Z, only=self.fusion.channels_read()))
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit_flow(
+        self,
+        Z_benign: np.ndarray,
+        params: Mapping[str, Any],
+        *,
+        fine_tune_epochs: int | None = None,
+    ) -> np.ndarray | None:
+        """Fit the flow (and its input's scaler) on scaled benign rows; their flow inputs (None,
+        and no flow, when ``flow_transforms=0``).
+
+        ``params`` are the estimator's (:data:`STAGE2_PARAMETERS`, ``flow_standardize``,
+        ``verbose``). With ``fine_tune_epochs``, the fitted flow is trained that many more
+        epochs on the rows instead (its input's scaler kept: the flow is only valid on the
+        inputs it was trained on), as :func:`~latent_sculpting.model.adapt.adapt` does.
+        Returns the flow's training losses beside the inputs, as ``(inputs, losses)``.
+        """
+        if params["flow_transforms"] == 0:
+            self.flow = self.flow_scaler = None
+            return None, None
+        kwargs = {name: params[name] for name in STAGE2_PARAMETERS}
+        verbose = bool(params.get("verbose", False))
+        if fine_tune_epochs is not None:
+            inputs = self.flow_inputs(Z_benign)
+            kwargs["flow_epochs"] = fine_tune_epochs
+            self.flow, losses = fit_flow(
+                inputs, **kwargs, device=self.device, verbose=verbose, init=self.flow
+            )
+            return inputs, losses
+        embedding = None if self.svdd is None else self.svdd.transform(Z_benign)
+        inputs = flow_inputs(self.encode(Z_benign), embedding, None)
+        self.flow_scaler = None
+        if params["flow_standardize"]:
+            self.flow_scaler = FeaturePreprocessor(scaler="standard").fit(inputs)
+            inputs = self.flow_scaler.transform(inputs)
+        self.flow, losses = fit_flow(inputs, **kwargs, device=self.device, verbose=verbose)
+        return inputs, losses
+
+    def fine_tune_blocked(self, Z: np.ndarray) -> float | None:
+        """The largest NLL of the scaled rows ``Z`` when the flow could not be fine-tuned on
+        them, None when it could (:func:`~latent_sculpting.model.density.train.fine_tune_blocked`)."""
+        return fine_tune_blocked(self.flow, self.flow_inputs(Z), device=self.device)
+
+    def calibrate(
+        self, scores: np.ndarray, percentile: float, target_fpr: float | None
+    ) -> None:
+        """Set the calibration scores (sorted) and the thresholds from benign ``scores``."""
+        self.calibration_scores = np.sort(np.asarray(scores).astype(np.float64))
+        self.thresholds, self.threshold = thresholds(
+            self.calibration_scores, percentile, target_fpr
+        )
+
+    def describe_benign(
+        self,
+        X_benign: np.ndarray,
+        feature_names: Sequence[str],
+        *,
+        target_fpr: float,
+        spec: Any = None,
+    ) -> None:
+        """What benign traffic looks like, feature by feature, in raw units: the bins that
+        scoring compares new traffic with (drift) and the quantiles that explain an alert.
+        Neither takes part in the score."""
+        names = [str(n) for n in feature_names]
+        self.drift_reference = DriftReference().fit(
+            X_benign, feature_names=names, target_fpr=target_fpr
+        )
+        categorical = spec_categorical(spec) if spec is not None else None
+        self.benign_profile = BenignProfile().fit(X_benign, names, categorical=categorical)
+
+
+#: The estimator's fitted attribute (``name_``) of each field.
+FIELDS = (
+    "preprocessor",
+    "encoder",
+    "center_benign",
+    "center_attack",
+    "svdd",
+    "flow_scaler",
+    "flow",
+    "channels",
+    "fusion",
+    "calibration_scores",
+    "thresholds",
+    "threshold",
+    "drift_reference",
+    "benign_profile",
+    "device",
+)

@@ -1,0 +1,1 @@
+"""Stage 1: the sculpting encoder, its losses and its training."""

@@ -1,0 +1,1 @@
+"""Watching a deployed detector: input drift, and explanations of alerts."""

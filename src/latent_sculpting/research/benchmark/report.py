@@ -1,0 +1,494 @@
+"""The benchmark's result set: ``benchmark.json``, ``benchmark.md`` and the figures.
+
+From the per-fold records of :func:`~.engine.run_unit` it computes the spread over split seeds
+(sample std), the paired bootstrap intervals of the reference method against every other, and
+the mean ranks with the Friedman test and Nemenyi's critical difference
+(:mod:`.statistics`). The markdown's wording follows the intervals: a difference whose interval
+contains 0 is written as a tie.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latent_sculpting.research.benchmark.statistics import (
+    friedman_nemenyi,
+    mean_std,
+    paired_bootstrap,
+)
+from latent_sculpting.research.evaluation import FPRS, fpr_key
+from latent_sculpting.research.experiment import write_json, write_text
+
+__all__ = ["METRICS", "benchmark_markdown", "json_safe", "summarise", "write_results"]
+
+#: Metrics summarised, as paths into a record, with their table headings.
+METRICS: dict[str, tuple[str, ...]] = {
+    "auroc": ("auroc",),
+    "auprc": ("auprc",),
+    **{f"recall@{fpr_key(f)}": ("recall_at_fpr", fpr_key(f)) for f in FPRS},
+    **{f"realised_fpr@{fpr_key(f)}": ("realised_fpr", fpr_key(f)) for f in FPRS},
+    **{f"f1_balanced@{fpr_key(f)}": ("f1_balanced", fpr_key(f)) for f in FPRS},
+    **{f"f1_prevalence@{fpr_key(f)}": ("f1_prevalence", fpr_key(f)) for f in FPRS},
+    "known_auroc": ("known", "auroc"),
+    "fit_seconds": ("fit_seconds",),
+}
+#: Metrics the reference is compared on, and ranked by.
+COMPARED = ("auroc", "auprc", "recall@0.05", "recall@0.01", "recall@0.001")
+RANKED = ("auroc", "recall@0.01")
+
+
+def _get(record: dict, path: tuple[str, ...]) -> float:
+    value = record
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return float("nan")
+        value = value[key]
+    return float("nan") if value is None else float(value)
+
+
+def _unit_values(records: list[dict], metric: str) -> dict[tuple, dict[str, float]]:
+    """(dataset, fold) -> method -> the metric averaged over split seeds."""
+    path = METRICS[metric]
+    acc: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        acc[(r["dataset"], r["fold"])][r["method"]].append(_get(r, path))
+    return {
+        unit: {
+            m: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for m, v in by.items()
+        }
+        for unit, by in acc.items()
+    }
+
+
+def summarise(records: list[dict], methods: Sequence[str], reference: str) -> dict:
+    """Per-fold and per-dataset aggregates, comparisons with ``reference`` and ranks."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+    per_fold = []
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["dataset"], r["fold"], r["method"])].append(r)
+    for (dataset, fold, method), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["split_seed"])
+        per_fold.append(
+            {
+                "dataset": dataset,
+                "fold": fold,
+                "method": method,
+                "withheld": rs[0]["withheld"],
+                "split_seeds": [r["split_seed"] for r in rs],
+                **{m: mean_std([_get(r, p) for r in rs]) for m, p in METRICS.items()},
+            }
+        )
+
+    summary = []
+    for dataset in [*datasets, "all"]:
+        scope = [r for r in records if dataset == "all" or r["dataset"] == dataset]
+        for method in methods:
+            mine = [r for r in scope if r["method"] == method]
+            if not mine:
+                continue
+            entry = {"dataset": dataset, "method": method, "n_folds": 0}
+            by_seed: dict[int, list[dict]] = defaultdict(list)
+            for r in mine:
+                by_seed[r["split_seed"]].append(r)
+            entry["n_folds"] = len({(r["dataset"], r["fold"]) for r in mine})
+            for metric, path in METRICS.items():
+                # Folds averaged within each seed, then the spread over seeds.
+                per_seed = [np.nanmean([_get(r, path) for r in rs]) for rs in by_seed.values()]
+                entry[metric] = mean_std(per_seed)
+            summary.append(entry)
+
+    comparisons = []
+    for metric in COMPARED:
+        units = _unit_values(records, metric)
+        for other in methods:
+            if other == reference:
+                continue
+            for dataset in [*datasets, "all"]:
+                pairs = [
+                    (v[reference], v[other])
+                    for (d, _), v in units.items()
+                    if (dataset == "all" or d == dataset) and reference in v and other in v
+                ]
+                if not pairs:
+                    continue
+                a, b = zip(*pairs, strict=True)
+                comparisons.append(
+                    {
+                        "metric": metric,
+                        "dataset": dataset,
+                        "reference": reference,
+                        "method": other,
+                        **paired_bootstrap(a, b),
+                    }
+                )
+
+    ranks = {}
+    for metric in RANKED:
+        units = _unit_values(records, metric)
+        blocks = [u for u, v in units.items() if all(m in v for m in methods)]
+        table = np.array([[units[u][m] for m in methods] for u in blocks]).reshape(-1, len(methods))
+        ranks[metric] = friedman_nemenyi(table, methods)
+    return {"per_fold": per_fold, "summary": summary, "comparisons": comparisons, "ranks": ranks}
+
+
+def write_results(
+    records: list[dict],
+    out: Path,
+    *,
+    config: dict,
+    provenance: dict,
+    datasets: dict,
+    plots: bool = True,
+) -> dict:
+    """Summarise, then write ``benchmark.json``, ``benchmark.md`` and (``plots``) the figures."""
+    methods = [m for m in config["methods"] if any(r["method"] == m for r in records)]
+    stats = summarise(records, methods, config["reference"])
+    results = {
+        "config": config,
+        "provenance": provenance,
+        "datasets": datasets,
+        "folds": records,
+        **stats,
+    }
+    results = json_safe(results)
+    write_json(results, out / "benchmark.json")
+    write_text(benchmark_markdown(results), out / "benchmark.md")
+    if plots:
+        from latent_sculpting.research.plots import plot_critical_difference, plot_recall_heatmap
+
+        plot_recall_heatmap(results, out / "benchmark_recall_heatmap.png", fpr="0.01")
+        for metric in RANKED:
+            rank = results["ranks"][metric]
+            if rank["critical_difference"] is not None:
+                plot_critical_difference(
+                    rank["mean_rank"],
+                    rank["critical_difference"],
+                    out / f"benchmark_cd_{metric.replace('@', '_at_')}.png",
+                    title=f"{_heading(metric)}: mean rank over {rank['n_blocks']} folds",
+                )
+    return results
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities as None, NumPy scalars as Python ones: standard JSON."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _heading(metric: str) -> str:
+    name, _, fpr = metric.partition("@")
+    labels = {
+        "auroc": "AUROC",
+        "auprc": "AUPRC",
+        "recall": "recall",
+        "realised_fpr": "realised FPR",
+        "f1_balanced": "F1 balanced",
+        "f1_prevalence": "F1 at prevalence",
+        "known_auroc": "known-attack AUROC",
+        "fit_seconds": "fit s",
+    }
+    return labels.get(name, name) + (f" at {100 * float(fpr):g} % FPR" if fpr else "")
+
+
+def _cell(stat: dict | None, digits: int = 3) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    if stat.get("std") is None:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _signed(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:+.{digits}f}"
+
+
+def benchmark_markdown(results: dict) -> str:
+    """The result set as one markdown page; comparisons worded by their intervals."""
+    cfg, prov = results["config"], results["provenance"]
+    reference = cfg["reference"]
+    methods = cfg["methods"]
+    seeds = cfg["split_seeds"]
+    lines = [
+        f"# `{cfg.get('title', 'sculpt benchmark')}`",
+        "",
+        f"Command: `{prov.get('command', '')}`. Date {prov.get('date')}; machine "
+        f"{prov.get('machine')}; commit {prov.get('git_commit')}; torch "
+        f"{prov.get('torch_version')}. Load average at start "
+        f"{_load(prov.get('load_average_start'))}, at end {_load(prov.get('load_average_end'))}; "
+        f"total time {prov.get('seconds') or 0:.0f} s ({cfg.get('jobs', 1)} job(s)).",
+        "",
+        f"Split seeds {seeds}: each re-draws every split and seeds every model. "
+        + ("Validation folds inside each test fold. " if cfg.get("validation") else "")
+        + (
+            f"Rows capped at {cfg['max_per_class']:,} per class. "
+            if cfg.get("max_per_class")
+            else ""
+        )
+        + "Thresholds are set on benign rows held out of every fit "
+        f"({100 * cfg['fractions']['calibration']:g} % of the benign rows); test rows that copy "
+        "a training row are removed. Protocol: docs/protocol.md.",
+        "",
+        "Mean ± sample std (ddof=1) over split seeds of the mean over folds. Recall is of the "
+        "withheld family, at the threshold that flags the given share of held-out benign rows; "
+        "F1 comes from that recall and the realised false-positive rate on the benign test "
+        "rows, on a balanced set and at the dataset's natural prevalence of the family.",
+        "",
+    ]
+    for dataset in [*results["datasets"], "all"]:
+        rows = [s for s in results["summary"] if s["dataset"] == dataset]
+        if not rows:
+            continue
+        title = "All datasets (mean over every fold)" if dataset == "all" else dataset
+        n_folds = max(r["n_folds"] for r in rows)
+        lines += [
+            f"## {title}: {n_folds} fold(s)",
+            "",
+            "| method | AUROC | AUPRC | recall at 5 % | at 1 % | at 0.1 % | F1 balanced (1 %) "
+            "| F1 at prevalence (1 %) | fit s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in sorted(rows, key=lambda r: -(r["auroc"]["mean"] or 0)):
+            name = f"**{r['method']}**" if r["method"] == reference else r["method"]
+            lines.append(
+                f"| {name} | {_cell(r['auroc'])} | {_cell(r['auprc'])} "
+                f"| {_cell(r['recall@0.05'])} | {_cell(r['recall@0.01'])} "
+                f"| {_cell(r['recall@0.001'])} | {_cell(r['f1_balanced@0.01'])} "
+                f"| {_cell(r['f1_prevalence@0.01'], 4)} | {_cell(r['fit_seconds'], 1)} |"
+            )
+        lines.append("")
+
+    lines += _native_lines(results, methods)
+    lines += _comparison_lines(results, reference)
+    lines += _rank_lines(results)
+    lines += _fold_lines(results, methods)
+    lines += _fpr_lines(results, methods)
+    lines += _dataset_lines(results)
+    return "\n".join(lines) + "\n"
+
+
+def _load(values: Sequence[float] | None) -> str:
+    return "–" if not values else " / ".join(f"{v:.2f}" for v in values)
+
+
+def _native_lines(results: dict, methods: Sequence[str]) -> list[str]:
+    """Recall and realised FPR at each method's own rule, mean over folds and seeds."""
+    native = [r for r in results["folds"] if r.get("native")]
+    if not native:
+        return []
+    lines = [
+        "## At each method's native rule",
+        "",
+        "Classifiers at attack probability > 0.5; our presets at their own threshold; Stage 1 "
+        "alone at margin > 0. Mean over folds and split seeds.",
+        "",
+        "| dataset | method | recall | realised FPR |",
+        "|---|---|---:|---:|",
+    ]
+    for dataset in results["datasets"]:
+        for method in methods:
+            mine = [
+                r["native"] for r in native if r["dataset"] == dataset and r["method"] == method
+            ]
+            if mine:
+                recall = np.mean([n["recall"] for n in mine])
+                fpr = np.mean([n["realised_fpr"] for n in mine])
+                lines.append(f"| {dataset} | {method} | {recall:.3f} | {fpr:.4f} |")
+    lines.append("")
+    return lines
+
+
+def _comparison_lines(results: dict, reference: str) -> list[str]:
+    comps = results["comparisons"]
+    if not comps:
+        return []
+    lines = [
+        f"## `{reference}` against every other method",
+        "",
+        f"Difference `{reference}` minus the method, averaged over folds (each fold's split seeds "
+        "averaged first), with a paired bootstrap 95 % interval over folds (10,000 resamples). "
+        "An interval that contains 0 is a **tie**: the data do not tell the two apart.",
+        "",
+        "| method | scope | folds | " + " | ".join(_heading(m) for m in COMPARED) + " |",
+        "|---|---|---:|" + "---|" * len(COMPARED),
+    ]
+    index = {(c["method"], c["dataset"], c["metric"]): c for c in comps}
+    others = list(dict.fromkeys(c["method"] for c in comps))
+    scopes = list(dict.fromkeys(c["dataset"] for c in comps))
+    words = {"tie": "tie", "higher": f"{reference} higher", "lower": f"{reference} lower"}
+    for other in others:
+        for scope in scopes:
+            cells, n = [], 0
+            for metric in COMPARED:
+                c = index.get((other, scope, metric))
+                if c is None:
+                    cells.append("–")
+                    continue
+                n = max(n, c["n"])
+                cells.append(
+                    f"{_signed(c['difference'])} [{_signed(c['low'])}, {_signed(c['high'])}] "
+                    f"{words.get(c['verdict'], c['verdict'])}"
+                )
+            lines.append(f"| {other} | {scope} | {n} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _rank_lines(results: dict) -> list[str]:
+    lines = []
+    for metric, rank in results["ranks"].items():
+        if not rank["n_blocks"]:
+            continue
+        order = sorted(rank["mean_rank"].items(), key=lambda kv: kv[1])
+        cd = rank["critical_difference"]
+        lines += [
+            f"## Mean rank by {_heading(metric)} over {rank['n_blocks']} folds",
+            "",
+            "| method | mean rank |",
+            "|---|---:|",
+            *(f"| {m} | {r:.2f} |" for m, r in order),
+            "",
+        ]
+        if cd is None:
+            lines += ["Too few methods or folds for the Friedman test.", ""]
+            continue
+        p = rank["friedman_p"]
+        best, best_rank = order[0]
+        tied = [m for m, r in order[1:] if r - best_rank < cd]
+        lines.append(
+            f"Friedman test: chi² = {rank['friedman_statistic']:.2f}, p = {p:.3g}. Nemenyi "
+            f"critical difference at α = {rank['alpha']}: {cd:.2f} ranks (Demšar 2006). "
+            + (
+                f"No method is significantly apart from {best} "
+                f"(the best mean rank): {', '.join(tied)}."
+                if tied
+                else f"{best} (the best mean rank) is significantly apart from every other."
+            )
+            if p is not None and p < rank["alpha"]
+            else f"Friedman test: chi² = {rank['friedman_statistic']:.2f}, p = {p:.3g}: the "
+            "ranks do not differ significantly, so no method stands apart."
+        )
+        lines.append("")
+    return lines
+
+
+def _fold_lines(results: dict, methods: Sequence[str]) -> list[str]:
+    lines = []
+    per = {(p["dataset"], p["fold"], p["method"]): p for p in results["per_fold"]}
+    folds = list(dict.fromkeys((r["dataset"], r["fold"]) for r in results["folds"]))
+    first = {}
+    for r in results["folds"]:
+        first.setdefault((r["dataset"], r["fold"]), r)
+    for dataset in dict.fromkeys(d for d, _ in folds):
+        mine = [f for f in folds if f[0] == dataset]
+        lines += [
+            f"## {dataset}: per fold, recall at 1 % FPR / AUROC",
+            "",
+            "| fold (test attacks) | " + " | ".join(methods) + " |",
+            "|---|" + "---:|" * len(methods),
+        ]
+        for key in mine:
+            r = first[key]
+            n = r["rows"]["test_attack"]
+            cells = []
+            for m in methods:
+                p = per.get((*key, m))
+                cells.append(
+                    "–" if p is None else f"{_cell(p['recall@0.01'])} / {_cell(p['auroc'])}"
+                )
+            lines.append(f"| {key[1]} ({n:,}) | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _fpr_lines(results: dict, methods: Sequence[str]) -> list[str]:
+    lines = [
+        "## Realised benign false-positive rate on the test rows",
+        "",
+        "Mean over folds and seeds of the share of benign test rows above each threshold. "
+        "A threshold resolves a rate only with at least 1/rate held-out benign rows (1,000 for "
+        "0.1 %); with fewer it is the largest held-out score, and its realised rate is lower "
+        "than nominal.",
+        "",
+        "| dataset | method | held-out benign rows | at 5 % | at 1 % | at 0.1 % |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for s in results["summary"]:
+        if s["dataset"] == "all":
+            continue
+        cal = [
+            r["rows"]["calibration"]
+            for r in results["folds"]
+            if r["dataset"] == s["dataset"] and r["method"] == s["method"]
+        ]
+        low = " †" if min(cal) < 1000 else ""
+        lines.append(
+            f"| {s['dataset']} | {s['method']} | {min(cal):,}–{max(cal):,}{low} "
+            f"| {_cell(s['realised_fpr@0.05'], 4)} | {_cell(s['realised_fpr@0.01'], 4)} "
+            f"| {_cell(s['realised_fpr@0.001'], 4)} |"
+        )
+    if any(" †" in line for line in lines):
+        lines += ["", "† fewer than 1,000 held-out benign rows: the 0.1 % column is limited."]
+    lines.append("")
+    return lines
+
+
+def _dataset_lines(results: dict) -> list[str]:
+    lines = ["## Data, folds and duplicates", ""]
+    for name, d in results["datasets"].items():
+        lines += [
+            f"### {name} ({d.get('title', name)})",
+            "",
+            f"{d.get('rows', 0):,} rows from {len(d.get('files', []))} file(s)"
+            + (f", capped at {d['max_per_class']:,} per class" if d.get("max_per_class") else "")
+            + ". Families: "
+            + "; ".join(f"{f}: {', '.join(c)}" for f, c in d.get("families", {}).items())
+            + ".",
+        ]
+        if d.get("campaigns"):
+            lines.append(
+                "Campaigns (kept out of training together): "
+                + "; ".join(", ".join(c) for c in d["campaigns"])
+                + "."
+            )
+        for reason, n in d.get("left_out", {}).items():
+            lines.append(f"Left out on reading: {n:,} {reason}.")
+        for fold, why in d.get("skipped_folds", {}).items():
+            lines.append(f"No fold {fold!r}: {why}.")
+        lines += [
+            "",
+            "| fold | siblings kept out | fit rows | test benign | test attacks "
+            "| duplicates removed (calibration / benign test / attacks, of which equal to benign "
+            "/ known test) |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        seen = set()
+        for r in results["folds"]:
+            if r["dataset"] != name or (r["fold"], r["split_seed"]) in seen:
+                continue
+            if r["split_seed"] != results["config"]["split_seeds"][0]:
+                continue
+            seen.add((r["fold"], r["split_seed"]))
+            dup = r["duplicates_removed"]
+            rows = r["rows"]
+            lines.append(
+                f"| {r['fold']} | {', '.join(r['siblings']) or '–'} | {rows['fit']:,} "
+                f"| {rows['test_benign']:,} | {rows['test_attack']:,} "
+                f"| {dup.get('calibration', 0):,} / {dup.get('test_benign', 0):,} / "
+                f"{dup.get('test_attack', 0):,}, of which {dup.get('test_attack_as_benign', 0):,} "
+                f"/ {dup.get('known_test', 0):,} |"
+            )
+        lines += ["", f"(Rows of split seed {results['config']['split_seeds'][0]}.)", ""]
+    return lines

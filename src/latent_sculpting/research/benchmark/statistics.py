@@ -1,0 +1,140 @@
+"""Statistics of the benchmark: spread over split seeds, paired bootstrap intervals of the
+differences between methods, and mean ranks with the Friedman test and Nemenyi's critical
+difference (Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 7,
+2006).
+
+The Friedman test and the studentized range come from scipy. The Nemenyi critical difference is
+one closed form on top of them (Demšar's eq. for CD); scikit-posthocs and autorank implement the
+same but would bring statsmodels, seaborn and four more packages for that one formula and a
+plot, so the formula and the diagram
+(:func:`latent_sculpting.research.plots.plot_critical_difference`)
+are written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["friedman_nemenyi", "mean_std", "paired_bootstrap", "verdict"]
+
+
+def mean_std(values: Sequence[float]) -> dict:
+    """Mean, sample standard deviation (``ddof=1``) and count of the finite values.
+
+    The sample std estimates the spread of one more run; with one value it is undefined (NaN).
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    return {
+        "mean": float(arr.mean()) if len(arr) else float("nan"),
+        "std": float(arr.std(ddof=1)) if len(arr) > 1 else float("nan"),
+        "n": int(len(arr)),
+    }
+
+
+def paired_bootstrap(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    n_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Percentile bootstrap interval of the mean of the paired differences ``a - b``.
+
+    Each pair is one unit (here a fold, its split seeds averaged); resampling units keeps the
+    pairing, so what the two methods share (a hard fold) cancels.
+
+    Returns
+    -------
+    dict
+        ``difference`` (the observed mean), ``low``, ``high``, ``n`` (pairs with both values
+        finite) and ``verdict`` (:func:`verdict`).
+
+    Raises
+    ------
+    ValueError
+        If ``a`` and ``b`` differ in length or ``confidence`` is not in (0, 1).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in length: {a.shape} and {b.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    diff = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    if len(diff) == 0:
+        nan = float("nan")
+        return {"difference": nan, "low": nan, "high": nan, "n": 0, "verdict": "no data"}
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n_resamples, len(diff)))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    out = {
+        "difference": float(diff.mean()),
+        "low": float(low),
+        "high": float(high),
+        "n": int(len(diff)),
+    }
+    out["verdict"] = verdict(out["low"], out["high"])
+    return out
+
+
+def verdict(low: float, high: float) -> str:
+    """``"tie"`` when the interval contains 0, else ``"higher"`` or ``"lower"``."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "no data"
+    if low <= 0 <= high:
+        return "tie"
+    return "higher" if low > 0 else "lower"
+
+
+def friedman_nemenyi(table: np.ndarray, names: Sequence[str], *, alpha: float = 0.05) -> dict:
+    """Mean ranks, the Friedman test and Nemenyi's critical difference.
+
+    Parameters
+    ----------
+    table : ndarray of shape (n_blocks, n_methods)
+        One row per block (a fold), one column per method; higher is better. Blocks with a
+        non-finite value are left out.
+    names : sequence of str
+        Method names, in column order.
+    alpha : float, default 0.05
+
+    Returns
+    -------
+    dict
+        ``mean_rank`` (method -> mean rank, 1 = best, ties averaged), ``n_blocks``,
+        ``friedman_statistic`` and ``friedman_p`` (None with fewer than 3 methods or 2
+        blocks), ``critical_difference`` (Nemenyi, at ``alpha``; None likewise) and
+        ``alpha``.
+    """
+    table = np.asarray(table, dtype=np.float64)
+    if table.ndim != 2 or table.shape[1] != len(names):
+        raise ValueError(f"table has shape {table.shape}; expected (blocks, {len(names)})")
+    table = table[np.isfinite(table).all(axis=1)]
+    n, k = table.shape
+    ranks = np.vstack([stats.rankdata(-row) for row in table]) if n else np.empty((0, k))
+    out: dict = {
+        "mean_rank": {m: float(r) for m, r in zip(names, ranks.mean(axis=0), strict=True)}
+        if n
+        else {m: float("nan") for m in names},
+        "n_blocks": int(n),
+        "alpha": alpha,
+        "friedman_statistic": None,
+        "friedman_p": None,
+        "critical_difference": None,
+    }
+    if k >= 3 and n >= 2:
+        if np.ptp(table, axis=1).any():
+            result = stats.friedmanchisquare(*table.T)
+            out["friedman_statistic"] = float(result.statistic)
+            out["friedman_p"] = float(result.pvalue)
+        else:  # every block ties every method: nothing to test
+            out["friedman_statistic"], out["friedman_p"] = 0.0, 1.0
+        q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / np.sqrt(2)
+        out["critical_difference"] = float(q * np.sqrt(k * (k + 1) / (6 * n)))
+    return out
