@@ -79,7 +79,7 @@ def time_scoring(
 ) -> list:
     """Seconds of each decision_function call over consecutive batches of ``X``; stops after
     ``budget`` seconds (at least 5 calls)."""
-    model._reference_scoring = reference
+    model.parts_.reference_path = reference
     try:
         times = []
         for start in range(0, len(X) - batch + 1, batch):
@@ -91,7 +91,7 @@ def time_scoring(
                 break
         return times
     finally:
-        del model._reference_scoring
+        model.parts_.reference_path = False
 
 
 def bench_scoring(models, X, repeats: int, quick: bool) -> dict:
@@ -101,9 +101,9 @@ def bench_scoring(models, X, repeats: int, quick: bool) -> dict:
         for path in ("reference", "fast"):  # warm-up, and a check that the paths agree
             time_scoring(model, X[:4096], 4096, path == "reference")
         fast = model.decision_function(X[:4096])
-        model._reference_scoring = True
+        model.parts_.reference_path = True
         ref = model.decision_function(X[:4096])
-        del model._reference_scoring
+        model.parts_.reference_path = False
         rel = np.max(np.abs(fast - ref) / np.maximum(np.abs(ref), 1.0))
         result = {"max_rel_diff": float(rel)}
         for batch in BATCHES:
@@ -197,7 +197,7 @@ def bench_flops(model: LatentSculpting, X: np.ndarray, repeats: int) -> dict:
         for key, value in matmul_rate(shapes, 1).items():
             mm.setdefault(key, []).append(value)
         for path in rates:
-            model._reference_scoring = path.startswith("reference")
+            model.parts_.reference_path = path.startswith("reference")
             torch.set_num_threads(1 if path == "reference, 1 thread" else saved)
             t = time.perf_counter()
             if path == "fast+bf16":
@@ -207,7 +207,7 @@ def bench_flops(model: LatentSculpting, X: np.ndarray, repeats: int) -> dict:
                 model.decision_function(batch)
             rates[path].append(len(batch) / (time.perf_counter() - t))
         torch.set_num_threads(saved)
-        del model._reference_scoring
+        model.parts_.reference_path = False
     mm = {key: median(v) for key, v in mm.items()}
     limit = max(mm.values())
     flows = {path: median(v) for path, v in rates.items()}

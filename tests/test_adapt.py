@@ -20,7 +20,7 @@ import latent_sculpting.model.adapt as adapt_module
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.cli import main
 from latent_sculpting.data import BENIGN, load_cicids2017, read_flows, sample_path
-from latent_sculpting.model import estimator
+from latent_sculpting.model import parts as parts_module
 from latent_sculpting.model.adapt import (
     MAX_FINE_TUNE,
     MIN_FIT_ROWS,
@@ -264,10 +264,10 @@ def test_the_flow_and_a_benign_only_channel_are_refit_on_the_fit_rows_only(model
     model.channels_["distance"] = old
     BenignDistance.fitted_on.clear()
     flow_rows = []
-    fit_stage2 = model._fit_stage2
-    model._fit_stage2 = lambda Z, **kw: flow_rows.append(len(Z)) or fit_stage2(Z, **kw)
+    fit_flow = model.parts_.fit_flow
+    model.parts_.fit_flow = lambda Z, *a, **kw: flow_rows.append(len(Z)) or fit_flow(Z, *a, **kw)
     model.adapt(data["adapt"], random_state=0)
-    del model._fit_stage2
+    del model.parts_.fit_flow
     channel = model.channels_["distance"]
     # The channel and the flow see the fit rows, never the held-out ones.
     assert channel is not old and BenignDistance.fitted_on == [500] and flow_rows == [500]
@@ -279,7 +279,7 @@ def test_the_flow_is_fine_tuned_from_the_trained_one_unless_told_otherwise(
     models, data, monkeypatch
 ):
     calls = []
-    fit_flow = estimator.fit_flow
+    fit_flow = parts_module.fit_flow
 
     def spy(inputs, **kwargs):
         init = kwargs.get("init")
@@ -287,7 +287,7 @@ def test_the_flow_is_fine_tuned_from_the_trained_one_unless_told_otherwise(
         calls.append((len(inputs), kwargs["flow_epochs"], init, state))
         return fit_flow(inputs, **kwargs)
 
-    monkeypatch.setattr(estimator, "fit_flow", spy)
+    monkeypatch.setattr(parts_module, "fit_flow", spy)
     fitted = models["default"]
     model = copy.deepcopy(fitted)
     old_flow = model.flow_
@@ -328,13 +328,13 @@ def test_a_flow_that_cannot_be_fine_tuned_is_fitted_afresh_and_the_record_says_w
     Z = fitted.preprocessor_.transform(data["adapt"])
     state = {k: v.clone() for k, v in fitted.flow_.state_dict().items()}
     grads = [None if p.grad is None else p.grad.clone() for p in fitted.flow_.parameters()]
-    assert adapt_module._fine_tune_blocked(fitted, Z) is None
+    assert adapt_module._fine_tune_blocked(fitted.parts_, Z) is None
     # New flows far outside the training traffic: an astronomical NLL (1e22 and more on IoT-23
     # capture 42-1) overflows the gradient's norm, clipping zeroes every step, and the flow
     # would stay as it was.
     far = Z.copy()
     far[:5] *= 1e6
-    reason = adapt_module._fine_tune_blocked(fitted, far)
+    reason = adapt_module._fine_tune_blocked(fitted.parts_, far)
     assert reason is not None and "fitted afresh" in reason
     # The model's flow is untouched: its weights, and the gradients it kept from training.
     assert all(torch.equal(v, state[k]) for k, v in fitted.flow_.state_dict().items())
@@ -343,7 +343,7 @@ def test_a_flow_that_cannot_be_fine_tuned_is_fitted_afresh_and_the_record_says_w
 
     calls = []
     monkeypatch.setattr(
-        adapt_module, "_fine_tune_blocked", lambda model, Z: calls.append(len(Z)) or "far off"
+        adapt_module, "_fine_tune_blocked", lambda parts, Z: calls.append(len(Z)) or "far off"
     )
     model = copy.deepcopy(fitted).adapt(data["adapt"], random_state=0)
     record = model.training_info_["adaptations"][-1]

@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 from small import FUSED_FAST
 
 import latent_sculpting.model.estimator as estimator_module
+import latent_sculpting.model.parts as parts_module
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.model.channels.deep_sad import DeepSAD
 from latent_sculpting.model.channels.forest import AttackForest
@@ -264,7 +265,7 @@ def spied():
         record(FeaturePreprocessor, "fit", "preprocessor", lambda a, k, r: np.array(a[1]))
         record(estimator_module, "fit_stage1", "stage1", lambda a, k, r: a[0].copy())
         record(DeepSAD, "fit", "svdd", lambda a, k, r: np.array(a[1]))
-        record(estimator_module, "fit_flow", "flow", lambda a, k, r: a[0].copy())
+        record(parts_module, "fit_flow", "flow", lambda a, k, r: a[0].copy())
         record(AttackForest, "fit", "oob", lambda a, k, r: r.oob_proba_.copy())
         record(ForestChannel, "fit", "forest", lambda a, k, r: (a[3].copy(), r.copy()))
         X, y = overlapping()
@@ -298,7 +299,7 @@ def test_held_out_rows_reach_no_fit(spied):
 
     # The flow's inputs of every row, computed afresh (batches differ: match to 1e-4).
     embedding = model.svdd_.transform(Z)
-    unscaled = flow_inputs(model._encode(Z), embedding, None)
+    unscaled = flow_inputs(model.parts_.encode(Z), embedding, None)
     assert sorted(matched_rows(flow_scaler_input, unscaled)) == sorted(benign_fit)
     scaled = model.flow_scaler_.transform(unscaled)
     assert sorted(matched_rows(log["flow"][0], scaled)) == sorted(benign_fit)
@@ -318,7 +319,7 @@ def test_forest_scores_held_out_rows_out_of_bag(spied):
     tails = model.fusion_.tails_
     np.testing.assert_array_equal(tails["forest"].reference_, np.sort(oob[reference]))
     # ... and the calibration scores fuse those of the calibration rows.
-    scores = model._channel_scores(Z[calibration], {"forest": oob[calibration]})
+    scores = model.parts_.channel_scores(Z[calibration], {"forest": oob[calibration]})
     expected = np.sort(model.fusion_.combine(scores))
     np.testing.assert_allclose(model.calibration_scores_, expected, rtol=1e-6)
 

@@ -84,11 +84,11 @@ def assert_close(fast, ref):
 
 def both_paths(model, method, X):
     fast = getattr(model, method)(X)
-    model._reference_scoring = True
+    model.parts_.reference_path = True
     try:
         ref = getattr(model, method)(X)
     finally:
-        del model._reference_scoring
+        model.parts_.reference_path = False
     return fast, ref
 
 
@@ -122,9 +122,9 @@ def test_fast_scores_match_reference_after_save_load(fitted, tmp_path):
 def test_environment_variable_selects_reference_path(fitted, monkeypatch):
     model, test = fitted
     monkeypatch.setenv("LATENT_SCULPTING_REFERENCE_SCORING", "1")
-    assert not model._use_fastpath()
+    assert not model.parts_.fast
     monkeypatch.setenv("LATENT_SCULPTING_REFERENCE_SCORING", "0")
-    assert model._use_fastpath()
+    assert model.parts_.fast
 
 
 def test_fast_flow_follows_parameter_updates(fitted):
@@ -218,14 +218,14 @@ def test_a_channel_weighted_zero_is_not_computed(fast_preset, monkeypatch):
     model, X = fast_preset
     model = copy.deepcopy(model)
     model.fusion_.weights_ = {**model.fusion_.weights_, "nll": 0.0, "knn": 1.0}
-    every_channel = model._channel_scores(model.preprocessor_.transform(X[:300]))
+    every_channel = model.parts_.channel_scores(model.preprocessor_.transform(X[:300]))
     expected = model.fusion_.combine(every_channel)
     assert model.fusion_.channels_read() == {"boost", "knn"}
 
     def no_flow(inputs):
         raise AssertionError("the flow was run for a channel weighted 0")
 
-    monkeypatch.setattr(model, "_nll", no_flow)
+    monkeypatch.setattr(model.parts_, "nll", no_flow)
     np.testing.assert_array_equal(model.decision_function(X[:300]), expected)
     with pytest.raises(AssertionError, match="weighted 0"):
         model.score_details(X[:3])
@@ -270,7 +270,7 @@ def test_scorer_scores_without_the_channels_weighted_zero(fast_preset, monkeypat
     X = X[:500]
     expected = model.score_details(X)["score"]
     monkeypatch.setattr(model, "score_details", None)  # the scorer must not need it
-    monkeypatch.setattr(model, "_nll", None)
+    monkeypatch.setattr(model.parts_, "nll", None)
     scorer = Scorer(model, explain=False)
     batch = FlowBatch(X, list(scorer.spec.feature_names), pa.table({"i": np.arange(len(X))}))
     out = scorer.score(batch)

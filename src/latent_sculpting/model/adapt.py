@@ -54,10 +54,10 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from latent_sculpting.model.calibration import MIN_HELD_OUT, reference_split, thresholds
+from latent_sculpting.model.calibration import MIN_HELD_OUT, reference_split
 from latent_sculpting.model.channels.deep_sad import DeepSAD
-from latent_sculpting.model.density.train import fine_tune_blocked
 from latent_sculpting.model.fusion import FUSIONS
+from latent_sculpting.model.parts import FittedParts
 from latent_sculpting.model.validation import check_features
 from latent_sculpting.monitor.drift import DriftMonitor
 
@@ -144,58 +144,56 @@ def adapt(
     rng = np.random.default_rng(seed)
     fit_rows, reference, held_out = _split(model, len(X), refit, calibration_fraction, rng)
 
+    parts = model.parts_
     flags_before = model.predict(X).astype(bool)
     record = {
         "rows": len(X),
         "refit": refit,
         "kept_training_prototypes": False,  # set below, from what the refit did
-        "flow": "kept" if model.flow_ is not None else "none",
+        "flow": "kept" if parts.flow is not None else "none",
         "flow_epochs": 0,
         "fit_rows": len(fit_rows),
         "reference_rows": len(reference),
         "calibration_rows": len(held_out),
         "flagged_before": int(flags_before.sum()),
-        "threshold_before": _finite_or_none(model.threshold_),
+        "threshold_before": _finite_or_none(parts.threshold),
         "drift_before": _drift_summary(model, X, flags_before),
     }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(rng.integers(2**31)))
-        Z = model.preprocessor_.transform(X)
+        Z = parts.preprocessor.transform(X)
         held = np.r_[reference, held_out]
         side, merged = {}, []
         if refit:
             side, merged = _refit_densities(model, Z, fit_rows, held, rng, keep_training_prototypes)
-            if model.flow_ is not None:  # a model without a flow refits its prototypes alone
+            if parts.flow is not None:  # a model without a flow refits its prototypes alone
                 _refit_flow(model, Z[fit_rows], fresh_flow, record)
-        for name, channel in model.channels_.items():
+        for name, channel in parts.channels.items():
             if name not in side:  # kept: it never saw these rows
                 side[name] = channel.score(Z[held])
         n_ref = len(reference)
-        if model.fusion_.needs_reference:
+        if parts.fusion.needs_reference:
             # The tails only: the stacked rule's weights were learned on held-out attack
             # families, which the new benign flows say nothing about. When the densities are
             # refit, the kept channels keep their tails too (see FisherFusion.fit_tails); the
             # threshold below is what moves their false alarms to the new network. Without a
             # refit (--benign-extra: every part already saw the new network) all tails are
             # placed on the new flows, as measured in docs/results/network-shift.md.
-            resolution = {name: c.resolution for name, c in model.channels_.items()}
+            resolution = {name: c.resolution for name, c in parts.channels.items()}
             at_ref = {name: scores[:n_ref] for name, scores in side.items()}
-            kept = [name for name, c in model.channels_.items() if c.supervised and refit]
-            model.fusion_.fit_tails(
-                model._channel_scores(Z[reference], at_ref), resolution, keep=kept
+            kept = [name for name, c in parts.channels.items() if c.supervised and refit]
+            parts.fusion.fit_tails(
+                parts.channel_scores(Z[reference], at_ref), resolution, keep=kept
             )
         at_cal = {name: scores[n_ref:] for name, scores in side.items()}
-        calibration = model.fusion_.combine(model._channel_scores(Z[held_out], at_cal))
-    model.calibration_scores_ = np.sort(calibration.astype(np.float64))
-    model.thresholds_, model.threshold_ = thresholds(
-        model.calibration_scores_, model.percentile, model.target_fpr
-    )
+        calibration = parts.fusion.combine(parts.channel_scores(Z[held_out], at_cal))
+    parts.calibrate(calibration, model.percentile, model.target_fpr)
     # The threshold now comes from held-out rows, whatever the model was calibrated on before.
     model.calibration = "holdout"
-    model._describe_benign(X)
+    model.describe_benign(X)
     record.update(
         kept_training_prototypes=bool(merged),
-        threshold=_finite_or_none(model.threshold_),
+        threshold=_finite_or_none(parts.threshold),
         random_state=seed,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
@@ -208,16 +206,19 @@ def adapt(
 def _refit_flow(model: Any, Z_fit: np.ndarray, fresh_flow: bool, record: dict) -> None:
     """Fine-tune the flow on the new flows' scaled rows, or fit it afresh (``fresh_flow``, a
     Deep SVDD embedding refitted under it, or a fine-tune that could not take a step)."""
-    fine_tune = model.svdd_ is None and not fresh_flow
+    parts = model.parts_
+    fine_tune = parts.svdd is None and not fresh_flow
     if fine_tune:
-        blocked = _fine_tune_blocked(model, Z_fit)
+        blocked = _fine_tune_blocked(parts, Z_fit)
         if blocked:
             # Every step would be skipped or zeroed and the flow stay the training network's:
             # fit it afresh instead.
             fine_tune = False
             record["flow_fine_tune_refused"] = blocked
     epochs = _fine_tune_epochs(model, len(Z_fit)) if fine_tune else model.flow_epochs
-    model._fit_stage2(Z_fit, fine_tune_epochs=epochs if fine_tune else None)
+    _, model.history_["stage2_nll"] = parts.fit_flow(
+        Z_fit, model.get_params(deep=False), fine_tune_epochs=epochs if fine_tune else None
+    )
     record.update(flow="fine-tuned" if fine_tune else "fitted afresh", flow_epochs=epochs)
 
 
@@ -300,13 +301,14 @@ def _refit_densities(
     scaled rows ``Z[fit_rows]`` (with ``keep_prototypes``, a channel that can keeps its
     training prototypes beside the new ones); those channels' out-of-sample scores of
     ``Z[held_out]``, and the names of the channels that kept their training prototypes."""
-    if model.svdd_ is not None:
-        model.svdd_ = DeepSAD(
+    parts = model.parts_
+    if parts.svdd is not None:
+        parts.svdd = DeepSAD(
             eta=0.0, rep_dim=model.svdd_dim, random_state=int(rng.integers(2**31))
         ).fit(Z[fit_rows])
     scores, merged = {}, []
     rows = np.r_[fit_rows, held_out]
-    for name, channel in model.channels_.items():
+    for name, channel in parts.channels.items():
         if not channel.supervised:
             fresh = type(channel)(
                 getattr(model, channel.parameter), random_state=int(rng.integers(2**31))
@@ -317,14 +319,14 @@ def _refit_densities(
                 fresh = channel.merged(fresh)
                 scores[name] = fresh.score(Z[held_out])
                 merged.append(name)
-            model.channels_[name] = fresh
+            parts.channels[name] = fresh
     return scores, merged
 
 
-def _fine_tune_blocked(model: Any, Z: np.ndarray) -> str | None:
+def _fine_tune_blocked(parts: FittedParts, Z: np.ndarray) -> str | None:
     """Why the fitted flow cannot be fine-tuned on the scaled rows ``Z``, or None when it can
-    (:func:`~latent_sculpting.model.density.train.fine_tune_blocked`)."""
-    worst = fine_tune_blocked(model.flow_, model._flow_inputs(Z), device=model.device_)
+    (:meth:`FittedParts.fine_tune_blocked`)."""
+    worst = parts.fine_tune_blocked(Z)
     if worst is None:
         return None
     return (

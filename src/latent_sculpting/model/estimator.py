@@ -22,8 +22,9 @@ References
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,33 +39,22 @@ from latent_sculpting.model.calibration import (
     conformal_p_values,
     holdout_split,
     reference_split,
-    thresholds,
 )
 from latent_sculpting.model.channels.deep_sad import DeepSAD
 from latent_sculpting.model.channels.registry import SIDE_CHANNELS, enabled_channels
 from latent_sculpting.model.density.fastpath import (
     SCORE_BLOCK,
-    FastMAF,
-    encode,
     map_blocks,
-    reference_scoring,
     scoring_workers,
-)
-from latent_sculpting.model.density.train import (
-    STAGE2_PARAMETERS,
-    fit_flow,
-    flow_inputs,
-    negative_log_likelihood,
 )
 from latent_sculpting.model.folds import pseudo_zero_day_folds
 from latent_sculpting.model.fusion import FUSIONS
 from latent_sculpting.model.params import PARAMETER_CONSTRAINTS, check_params
+from latent_sculpting.model.parts import FIELDS, FittedParts
 from latent_sculpting.model.persistence import load_model, save_model
 from latent_sculpting.model.preprocessing import FeaturePreprocessor
-from latent_sculpting.model.stage1.train import STAGE1_PARAMETERS, fit_stage1, sqdist
+from latent_sculpting.model.stage1.train import STAGE1_PARAMETERS, fit_stage1
 from latent_sculpting.model.validation import check_features, check_fit_data
-from latent_sculpting.monitor.drift import DriftReference
-from latent_sculpting.monitor.explain import BenignProfile, spec_categorical
 
 __all__ = ["PERCENTILES", "LatentSculpting"]
 
@@ -79,7 +69,7 @@ class LatentSculpting(BaseEstimator):
     feature_transform : {"none", "log1p", "quantile"}, default="log1p"
         Transform applied to the raw features before scaling.
     scaler : {"standard", "none"}, default="standard"
-    stage1 : bool, default=True
+    stage1 : bool, default=False
         Train the sculpting encoder. ``False`` fits the flow directly on the scaled features
         (the "Stage 2 alone" ablation, and the only choice for benign-only data).
     encoder : {"cnn_transformer", "ft_transformer", "mlp"}, default="mlp"
@@ -112,36 +102,36 @@ class LatentSculpting(BaseEstimator):
         alone (the flow's ablation, ``default-noflow`` in the benchmark).
     flow_lr : float, default=5e-4
     flow_epochs, flow_batch_size : int, default=20, 512
-    flow_standardize : bool, default=True
+    flow_standardize : bool, default=False
         Standardise the flow's input (mean and std of the benign training inputs). Sculpted
         codes have very unequal scales, attack directions pushed to the margin and benign ones
         packed tight; the MAF's standard-normal base fits them in fewer epochs once scaled. The
         paper's code feeds the raw codes.
-    svdd_dim : int, default=32
+    svdd_dim : int, default=0
         Width of a benign-only Deep SVDD embedding
         (:class:`~latent_sculpting.model.channels.deep_sad.DeepSAD`
         with ``eta=0``) appended to the latent code as the flow's input; 0 for none. Stage 1
         keeps the directions that separate benign flows from the *known* attacks and squeezes
         the rest; this channel keeps what it squeezed (docs/presets.md).
-    forest_trees : int, default=100
+    forest_trees : int, default=0
         Trees of the random forest side channel
         (:class:`~latent_sculpting.model.channels.registry.ForestChannel`)
         trained on the scaled features against the known attacks; 0 for none. Only
         ``score="fisher"`` uses it, and it needs one.
-    boost_iter : int, default=0
+    boost_iter : int, default=100
         Boosting iterations at most of the gradient-boosted trees side channel
         (:class:`~latent_sculpting.model.channels.registry.BoostChannel`, scikit-learn's histogram
         gradient
         boosting, binary, against the known attacks; its score is the log-odds); 0 for none.
         Only ``score="fisher"`` uses it; the booster is fitted without the held-out rows.
-    stack_folds : int, default=0
+    stack_folds : int, default=8
         Most known attack families the ``"stacked"`` rule holds out in turn to learn its
         weights (:mod:`latent_sculpting.model.folds`); 0 with any other rule.
     stack_neighbours : int, default=0
         Other known families each of those folds also leaves out of its refits: the ones whose
         mean scaled features lie nearest the held-out family's, so that it is as new to the
         refitted trees as an unseen family is (it alone is scored).
-    knn_prototypes : int, default=0
+    knn_prototypes : int, default=1024
         Benign prototypes of the neighbour side channel
         (:class:`~latent_sculpting.model.channels.registry.NeighbourChannel`): the distance of a
         flow's scaled
@@ -153,7 +143,7 @@ class LatentSculpting(BaseEstimator):
         fit, the calibration and reference rows and the drift bins always use every row. A
         budget for full-scale data (millions of benign flows): a density of a few dozen
         features does not need every one of them, and its cost grows with each (BENCHMARKS.md).
-    score : {"two_stage", "nll", "fisher", "stacked"}, default="fisher"
+    score : {"two_stage", "nll", "fisher", "stacked"}, default="stacked"
         The rule of :mod:`latent_sculpting.model.fusion`. ``"two_stage"`` is the paper's: Stage-1
         attacks rank above every flow-scored row. ``"nll"`` uses the flow alone. ``"fisher"``
         turns the flow's NLL and each side channel's score into p-values against held-out benign
@@ -319,6 +309,16 @@ class LatentSculpting(BaseEstimator):
         self.n_jobs = n_jobs
         self.verbose = verbose
 
+    def __copy__(self) -> LatentSculpting:
+        # The fitted attributes are views of ``parts_``: a shallow copy gets its own parts
+        # (sharing the part objects), so that replacing a part of the copy leaves this one be,
+        # as it would if the attributes were its own.
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        if "parts_" in self.__dict__:
+            new.parts_ = copy.copy(self.parts_)
+        return new
+
     def _validate_params(self) -> None:
         check_params(self.get_params(deep=False), caller=type(self).__name__)
 
@@ -370,28 +370,30 @@ class LatentSculpting(BaseEstimator):
             for name in ("feature_names_in_", "spec_"):
                 if hasattr(self, name):
                     delattr(self, name)
-        self.device_ = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu")
-            if self.device == "auto"
-            else self.device
+        self.parts_ = parts = FittedParts(
+            device=torch.device(
+                ("cuda" if torch.cuda.is_available() else "cpu")
+                if self.device == "auto"
+                else self.device
+            ),
+            fusion=FUSIONS[self.score](),
         )
         rng = np.random.default_rng(self.random_state)
         self.history_ = {"seconds": {}}
-        self.fusion_ = FUSIONS[self.score]()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(2**31)))
             fit_rows, held_out = np.arange(len(y)), np.zeros(0, dtype=np.int64)
             if self.calibration == "holdout":
                 fit_rows, held_out = holdout_split(y, self.calibration_fraction, rng)
             reference = np.zeros(0, dtype=np.int64)
-            if self.fusion_.needs_reference:
+            if parts.fusion.needs_reference:
                 reference, held_out = reference_split(held_out, rng)
 
             with self._timed("preprocess"):
-                self.preprocessor_ = FeaturePreprocessor(
+                parts.preprocessor = FeaturePreprocessor(
                     feature_transform=self.feature_transform, scaler=self.scaler
                 ).fit(X[fit_rows])
-                Z = self.preprocessor_.transform(X)
+                Z = parts.preprocessor.transform(X)
             with self._timed("stage1"):
                 groups_fit = None if groups_arr is None else groups_arr[fit_rows]
                 self._fit_stage1(Z[fit_rows], y[fit_rows], groups_fit, rng)
@@ -400,49 +402,56 @@ class LatentSculpting(BaseEstimator):
                 rows = np.concatenate([reference, held_out])
                 out_of_sample = self._fit_side_channels(Z, y, benign, rows, rng)
             with self._timed("stage2"):
-                benign_inputs = self._fit_stage2(Z[benign])
+                benign_inputs, self.history_["stage2_nll"] = parts.fit_flow(
+                    Z[benign], self.get_params(deep=False)
+                )
+                if benign_inputs is None:
+                    del self.history_["stage2_nll"]
 
             n_ref = len(reference)
-            if self.fusion_.needs_reference:
+            if parts.fusion.needs_reference:
                 side = {name: scores[:n_ref] for name, scores in out_of_sample.items()}
-                resolution = {name: c.resolution for name, c in self.channels_.items()}
-                reference_scores = self._channel_scores(Z[reference], side)
-                if self.fusion_.needs_folds:
+                resolution = {name: c.resolution for name, c in parts.channels.items()}
+                reference_scores = parts.channel_scores(Z[reference], side)
+                if parts.fusion.needs_folds:
                     with self._timed("folds"):
                         train = np.union1d(fit_rows[y[fit_rows] == 1], benign)
                         folds = pseudo_zero_day_folds(
-                            self, Z, y, groups_arr, fit_rows, reference, reference_scores, train
+                            parts,
+                            self.get_params(deep=False),
+                            Z,
+                            y,
+                            groups_arr,
+                            fit_rows,
+                            reference,
+                            reference_scores,
+                            train,
                         )
-                    self.fusion_.fit(reference_scores, resolution, folds)
-                    self.history_["fusion_weights"] = dict(self.fusion_.weights_)
+                    parts.fusion.fit(reference_scores, resolution, folds)
+                    self.history_["fusion_weights"] = dict(parts.fusion.weights_)
                 else:
-                    self.fusion_.fit(reference_scores, resolution)
+                    parts.fusion.fit(reference_scores, resolution)
             if self.calibration == "train":
                 # The paper: the flow's NLL of the benign rows it was trained on.
-                cal = self._nll(benign_inputs)
+                cal = parts.nll(benign_inputs)
             else:
                 side = {name: scores[n_ref:] for name, scores in out_of_sample.items()}
-                cal = self.fusion_.combine(self._channel_scores(Z[held_out], side))
-            self.calibration_scores_ = np.sort(cal.astype(np.float64))
-            self.thresholds_, self.threshold_ = thresholds(
-                self.calibration_scores_, self.percentile, self.target_fpr
-            )
+                cal = parts.fusion.combine(parts.channel_scores(Z[held_out], side))
+            parts.calibrate(cal, self.percentile, self.target_fpr)
         with self._timed("benign_profile"):
-            self._describe_benign(X[y == 0])
+            self.describe_benign(X[y == 0])
         return self
 
-    def _describe_benign(self, X_benign: np.ndarray) -> None:
-        """What benign training traffic looks like, feature by feature, in raw units: the
-        bins that scoring compares new traffic with (drift) and the quantiles that explain an
-        alert. Neither takes part in the score."""
-        names = [str(n) for n in getattr(self, "feature_names_in_", range(self.n_features_in_))]
+    def describe_benign(self, X_benign: np.ndarray) -> None:
+        """Describe benign traffic, feature by feature, in raw units: the bins that scoring
+        compares new traffic with (``drift_reference_``) and the quantiles that explain an
+        alert (``benign_profile_``). Neither takes part in the score; ``fit`` and ``adapt``
+        call it with the benign rows they learned from."""
+        names = getattr(self, "feature_names_in_", range(self.n_features_in_))
         target = self.target_fpr if self.target_fpr is not None else 1 - self.percentile / 100
-        self.drift_reference_ = DriftReference().fit(
-            X_benign, feature_names=names, target_fpr=target
+        self.parts_.describe_benign(
+            X_benign, names, target_fpr=target, spec=getattr(self, "spec_", None)
         )
-        spec = getattr(self, "spec_", None)
-        categorical = spec_categorical(spec) if spec is not None else None
-        self.benign_profile_ = BenignProfile().fit(X_benign, names, categorical=categorical)
 
     def _benign_sample(self, benign: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``benign``, or a sorted random sample of ``max_benign_rows`` of them when there are
@@ -456,7 +465,8 @@ class LatentSculpting(BaseEstimator):
     def _fit_stage1(
         self, Z: np.ndarray, y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator
     ) -> None:
-        self.encoder_ = self.center_benign_ = self.center_attack_ = None
+        parts = self.parts_
+        parts.encoder = parts.center_benign = parts.center_attack = None
         if not self.stage1:
             return
         params = {name: getattr(self, name) for name in STAGE1_PARAMETERS}
@@ -466,12 +476,12 @@ class LatentSculpting(BaseEstimator):
             groups,
             rng,
             **params,
-            device=self.device_,
-            fast=self._use_fastpath(),
+            device=parts.device,
+            fast=parts.fast,
             verbose=self.verbose,
         )
-        self.encoder_ = fitted.encoder
-        self.center_benign_, self.center_attack_ = fitted.center_benign, fitted.center_attack
+        parts.encoder = fitted.encoder
+        parts.center_benign, parts.center_attack = fitted.center_benign, fitted.center_attack
         self.history_.update(fitted.history)
 
     def _fit_side_channels(
@@ -486,12 +496,13 @@ class LatentSculpting(BaseEstimator):
         each channel's out-of-sample scores of the ``held_out`` rows."""
         # Seeds are drawn only for the parts in use, so that a model without them draws
         # exactly what it would draw if they did not exist.
-        self.svdd_ = None
+        parts = self.parts_
+        parts.svdd = None
         if self.svdd_dim > 0:
             seed = int(rng.integers(2**31))
-            self.svdd_ = DeepSAD(eta=0.0, rep_dim=self.svdd_dim, random_state=seed)
-            self.svdd_.fit(Z[benign])
-        self.channels_, scores = {}, {}
+            parts.svdd = DeepSAD(eta=0.0, rep_dim=self.svdd_dim, random_state=seed)
+            parts.svdd.fit(Z[benign])
+        parts.channels, scores = {}, {}
         # A benign-only channel sees the benign fitting rows (the sample, under
         # max_benign_rows) and the held-out rows it scores, as adapt refits it.
         benign_rows = np.r_[benign, held_out]
@@ -503,46 +514,8 @@ class LatentSculpting(BaseEstimator):
                 scores[name] = channel.fit(Z, y, held_out)
             else:
                 scores[name] = channel.fit(Z[benign_rows], y[benign_rows], local_held)
-            self.channels_[name] = channel
+            parts.channels[name] = channel
         return scores
-
-    def _fit_stage2(
-        self, Z_benign: np.ndarray, *, fine_tune_epochs: int | None = None
-    ) -> np.ndarray | None:
-        """Fit the flow (and its input's scaler) on benign rows; their flow inputs (None, and
-        no flow, when ``flow_transforms=0``).
-
-        With ``fine_tune_epochs``, the fitted flow is trained that many more epochs on the rows
-        instead (its input's scaler kept: the flow is only valid on the inputs it was trained
-        on), as :func:`~latent_sculpting.model.adapt.adapt` does.
-        """
-        if self.flow_transforms == 0:
-            self.flow_ = self.flow_scaler_ = None
-            return None
-        params = {name: getattr(self, name) for name in STAGE2_PARAMETERS}
-        if fine_tune_epochs is not None:
-            inputs = self._flow_inputs(Z_benign)
-            params["flow_epochs"] = fine_tune_epochs
-            self.flow_, self.history_["stage2_nll"] = fit_flow(
-                inputs, **params, device=self.device_, verbose=self.verbose, init=self.flow_
-            )
-            return inputs
-        embedding = None if self.svdd_ is None else self.svdd_.transform(Z_benign)
-        inputs = flow_inputs(self._encode(Z_benign), embedding, None)
-        self.flow_scaler_ = None
-        if self.flow_standardize:
-            self.flow_scaler_ = FeaturePreprocessor(scaler="standard").fit(inputs)
-            inputs = self.flow_scaler_.transform(inputs)
-        self.flow_, self.history_["stage2_nll"] = fit_flow(
-            inputs, **params, device=self.device_, verbose=self.verbose
-        )
-        return inputs
-
-    def _flow_inputs(self, Z: np.ndarray) -> np.ndarray:
-        """The fitted flow's inputs of scaled rows: the code, the Deep SVDD embedding when
-        there is one, through the flow's scaler."""
-        embedding = None if self.svdd_ is None else self.svdd_.transform(Z)
-        return flow_inputs(self._encode(Z), embedding, self.flow_scaler_)
 
     @contextlib.contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -595,13 +568,14 @@ class LatentSculpting(BaseEstimator):
         benign centroid minus distance to the attack centroid), above every Stage-2 NLL.
         """
         check_is_fitted(self, "flow_")
-        read = self.fusion_.channels_read()
+        parts = self.parts_
 
         def score(rows: np.ndarray) -> np.ndarray:
-            Z = self.preprocessor_.transform(rows)
-            return self.fusion_.combine(self._channel_scores(Z, only=read))
+            return parts.score(parts.preprocessor.transform(rows))
 
-        return np.concatenate(self._map_blocks(X, score, flow="nll" in read))
+        return np.concatenate(
+            self._map_blocks(X, score, flow="nll" in parts.fusion.channels_read())
+        )
 
     def predict(self, X: Any) -> np.ndarray:
         """1 for an attack, 0 for benign, at ``threshold_``."""
@@ -619,7 +593,9 @@ class LatentSculpting(BaseEstimator):
         """Latent codes of ``X`` (the scaled features when ``stage1=False``)."""
         return np.concatenate(
             self._map_blocks(
-                X, lambda rows: self._encode(self.preprocessor_.transform(rows)), flow=False
+                X,
+                lambda rows: self.parts_.encode(self.parts_.preprocessor.transform(rows)),
+                flow=False,
             )
         )
 
@@ -630,7 +606,7 @@ class LatentSculpting(BaseEstimator):
         and its verdict ``stage1_attack``."""
 
         def details(rows: np.ndarray) -> dict[str, np.ndarray]:
-            scores = self._channel_scores(self.preprocessor_.transform(rows))
+            scores = self.parts_.channel_scores(self.parts_.preprocessor.transform(rows))
             out = {"nll": scores["nll"]} if "nll" in scores else {}
             out.update({c.column: scores[name] for name, c in self.channels_.items()})
             out["score"] = self.fusion_.combine(scores)
@@ -643,31 +619,6 @@ class LatentSculpting(BaseEstimator):
         blocks = self._map_blocks(X, details)
         return {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
 
-    def _channel_scores(
-        self,
-        Z: np.ndarray,
-        side: dict[str, np.ndarray] | None = None,
-        *,
-        only: Collection[str] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Every channel's scores of scaled rows ``Z``, by name (those in ``only``, when
-        given); ``side`` replaces the side channels' (their out-of-sample scores while
-        fitting)."""
-        scores = {}
-        wanted = {"nll", "distance_benign", "distance_attack"}
-        if self.flow_ is not None and (only is None or not wanted.isdisjoint(only)):
-            codes = self._encode(Z)
-            embedding = None if self.svdd_ is None else self.svdd_.transform(Z)
-            scores["nll"] = self._nll(flow_inputs(codes, embedding, self.flow_scaler_))
-            if self.stage1:
-                t = torch.as_tensor(codes, device=self.device_)
-                scores["distance_benign"] = sqdist(t, self.center_benign_).cpu().numpy()
-                scores["distance_attack"] = sqdist(t, self.center_attack_).cpu().numpy()
-        for name, channel in self.channels_.items():
-            if only is None or name in only:
-                scores[name] = channel.score(Z) if side is None else side[name]
-        return scores
-
     def _map_blocks(self, X: Any, score: Callable[[np.ndarray], Any], *, flow: bool = True) -> list:
         """``score`` of each :data:`~.fastpath.SCORE_BLOCK`-row block of the checked ``X``, in
         order, on :func:`~.fastpath.scoring_workers` threads when there are several blocks.
@@ -678,34 +629,9 @@ class LatentSculpting(BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         arr = check_features(X, n_features=self.n_features_in_, feature_names=names)
         blocks = [arr[start : start + SCORE_BLOCK] for start in range(0, len(arr), SCORE_BLOCK)]
-        if flow and self.flow_ is not None and self._use_fastpath():
-            self._fast_flow()  # built once here rather than by each worker
+        if flow and self.flow_ is not None and self.parts_.fast:
+            self.parts_.fast_flow()  # built once here rather than by each worker
         return map_blocks(score, blocks or [arr], scoring_workers())
-
-    def _use_fastpath(self) -> bool:
-        return not (getattr(self, "_reference_scoring", False) or reference_scoring())
-
-    def _encode(self, Z: np.ndarray) -> np.ndarray:
-        if not self.stage1:
-            return np.ascontiguousarray(Z, dtype=np.float32)
-        codes = encode(
-            self.encoder_, torch.as_tensor(Z, device=self.device_), fast=self._use_fastpath()
-        )
-        return codes.float().cpu().numpy()
-
-    def _nll(self, inputs: np.ndarray) -> np.ndarray:
-        fast_flow = self._fast_flow() if self._use_fastpath() else None
-        return negative_log_likelihood(self.flow_, inputs, device=self.device_, fast_flow=fast_flow)
-
-    def _fast_flow(self) -> FastMAF:
-        # FastMAF copies the masked weights, so rebuild it when the flow is replaced or its
-        # parameters change in place (training, load_state_dict bump their version counters).
-        key = (id(self.flow_), tuple(p._version for p in self.flow_.parameters()))
-        cached = getattr(self, "_fast_flow_cache", None)
-        if cached is None or cached[0] != key:
-            cached = (key, FastMAF(self.flow_.maf).to(self.device_))
-            self._fast_flow_cache = cached
-        return cached[1]
 
     # ------------------------------------------------------------------ persistence
 
@@ -723,6 +649,30 @@ class LatentSculpting(BaseEstimator):
     def _from_state(cls, params: dict[str, Any], fitted: dict[str, Any]) -> LatentSculpting:
         """A fitted model from checked parameters and fitted attributes (:func:`load_model`)."""
         model = cls(**params)
+        model.parts_ = FittedParts()
         for name, value in fitted.items():
             setattr(model, name, value)
         return model
+
+
+def _view(field: str) -> property:
+    """The estimator's fitted attribute ``field_``: a view of :class:`FittedParts`'s field."""
+
+    def get(self: LatentSculpting) -> Any:
+        try:
+            parts = self.__dict__["parts_"]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} is not fitted: no {field}_") from None
+        return getattr(parts, field)
+
+    def set(self: LatentSculpting, value: Any) -> None:
+        if "parts_" not in self.__dict__:
+            self.parts_ = FittedParts()
+        setattr(self.parts_, field, value)
+
+    return property(get, set, doc=f"The fitted part ``parts_.{field}``.")
+
+
+for _field in FIELDS:
+    setattr(LatentSculpting, f"{_field}_", _view(_field))
+del _field

@@ -6,8 +6,7 @@ training data can stage that test itself: hold each known attack family out in t
 supervised channels without it (the benign-only channels and the flow never saw an attack, so
 they are reused as fitted), and score the held-out family and the benign reference flows. The
 ``"stacked"`` rule (:class:`~latent_sculpting.model.fusion.StackedFusion`) chooses its channel
-weights
-on these folds. Nothing here reads the calibration rows: the detector's threshold stays
+weights on these folds. Nothing here reads the calibration rows: the detector's threshold stays
 conformal.
 
 The folds' refits are independent: they run on up to the estimator's ``n_jobs`` workers
@@ -17,10 +16,12 @@ it, so the folds are the same bits whatever the number of workers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from latent_sculpting.model.parts import FittedParts
 from latent_sculpting.threads import map_workers, resolve_n_jobs
 
 __all__ = ["MIN_FAMILY_ROWS", "pseudo_zero_day_folds"]
@@ -30,7 +31,8 @@ MIN_FAMILY_ROWS = 20
 
 
 def pseudo_zero_day_folds(
-    model: Any,
+    parts: FittedParts,
+    params: Mapping[str, Any],
     Z: np.ndarray,
     y: np.ndarray,
     groups: np.ndarray | None,
@@ -44,8 +46,11 @@ def pseudo_zero_day_folds(
 
     Parameters
     ----------
-    model : LatentSculpting
-        Fitted but for its fusion: its channels, flow and preprocessor are used.
+    parts : FittedParts
+        Fitted but for the fusion: the channels and the flow are used.
+    params : dict
+        The estimator's parameters: ``stack_folds``, ``stack_neighbours``, ``n_jobs`` and each
+        supervised channel's size.
     Z : ndarray
         Scaled features of every row given to ``fit``.
     y, groups : ndarray
@@ -66,7 +71,7 @@ def pseudo_zero_day_folds(
         ``{"reference": {channel: scores}, "attack": {channel: scores}}`` per fold, for the
         flow's NLL and every side channel.
     """
-    if groups is None or model.stack_folds == 0:
+    if groups is None or params["stack_folds"] == 0:
         return []
     attacks = fit_rows[y[fit_rows] == 1]
     attack_families = groups[attacks]
@@ -75,31 +80,31 @@ def pseudo_zero_day_folds(
     eligible = [families[i] for i in order if counts[i] >= MIN_FAMILY_ROWS]
     if len(eligible) < 2:
         return []
-    chosen = eligible[: model.stack_folds]
+    chosen = eligible[: params["stack_folds"]]
     helds = [attacks[attack_families == family] for family in chosen]
     # Each fold's refits also leave out the families nearest the held-out one (none by
     # default): a held-out family that has a close sibling among the known ones is half
     # recognised by trees that learned the sibling, unlike a family new to the network.
-    neighbours = _nearest_families(Z, attacks, attack_families, chosen, model.stack_neighbours)
+    neighbours = _nearest_families(Z, attacks, attack_families, chosen, params["stack_neighbours"])
     excluded = [
         attacks[np.isin(attack_families, [family, *neighbours[family]])] for family in chosen
     ]
-    supervised = {name: c for name, c in model.channels_.items() if c.supervised}
+    supervised = {name: c for name, c in parts.channels.items() if c.supervised}
     train = fit_rows if train_rows is None else train_rows
     tasks = [
-        (channel, getattr(model, channel.parameter), Z, y, held, left_out, reference, train)
+        (channel, params[channel.parameter], Z, y, held, left_out, reference, train)
         for held, left_out in zip(helds, excluded, strict=True)
         for channel in supervised.values()
     ]
-    refits = iter(map_workers(_refit_without, tasks, resolve_n_jobs(model.n_jobs)))
+    refits = iter(map_workers(_refit_without, tasks, resolve_n_jobs(params["n_jobs"])))
     folds = []
     for held in helds:
-        as_fitted = model._channel_scores(Z[held])
+        as_fitted = parts.channel_scores(Z[held])
         fold = {"reference": {}, "attack": {}}
         if "nll" in reference_scores:  # a model without a flow has none
             fold["reference"]["nll"] = reference_scores["nll"]
             fold["attack"]["nll"] = as_fitted["nll"]
-        for name, channel in model.channels_.items():
+        for name, channel in parts.channels.items():
             if channel.supervised:
                 fold["reference"][name], fold["attack"][name] = next(refits)
             else:

@@ -162,15 +162,19 @@ class FittedParts:
         params: Mapping[str, Any],
         *,
         fine_tune_epochs: int | None = None,
-    ) -> np.ndarray | None:
-        """Fit the flow (and its input's scaler) on scaled benign rows; their flow inputs (None,
-        and no flow, when ``flow_transforms=0``).
+    ) -> tuple[np.ndarray | None, list | None]:
+        """Fit the flow (and its input's scaler) on scaled benign rows (no flow when
+        ``flow_transforms=0``).
 
         ``params`` are the estimator's (:data:`STAGE2_PARAMETERS`, ``flow_standardize``,
         ``verbose``). With ``fine_tune_epochs``, the fitted flow is trained that many more
         epochs on the rows instead (its input's scaler kept: the flow is only valid on the
         inputs it was trained on), as :func:`~latent_sculpting.model.adapt.adapt` does.
-        Returns the flow's training losses beside the inputs, as ``(inputs, losses)``.
+
+        Returns
+        -------
+        inputs, losses : numpy.ndarray, list of float; or None, None without a flow
+            The benign rows' flow inputs, and the flow's training loss per epoch.
         """
         if params["flow_transforms"] == 0:
             self.flow = self.flow_scaler = None
@@ -195,12 +199,11 @@ class FittedParts:
 
     def fine_tune_blocked(self, Z: np.ndarray) -> float | None:
         """The largest NLL of the scaled rows ``Z`` when the flow could not be fine-tuned on
-        them, None when it could (:func:`~latent_sculpting.model.density.train.fine_tune_blocked`)."""
+        them, None when it could
+        (:func:`~latent_sculpting.model.density.train.fine_tune_blocked`)."""
         return fine_tune_blocked(self.flow, self.flow_inputs(Z), device=self.device)
 
-    def calibrate(
-        self, scores: np.ndarray, percentile: float, target_fpr: float | None
-    ) -> None:
+    def calibrate(self, scores: np.ndarray, percentile: float, target_fpr: float | None) -> None:
         """Set the calibration scores (sorted) and the thresholds from benign ``scores``."""
         self.calibration_scores = np.sort(np.asarray(scores).astype(np.float64))
         self.thresholds, self.threshold = thresholds(

@@ -32,8 +32,8 @@ measurement (``benchmarks/run.py``; the figures are in ``BENCHMARKS.md``):
 Reduced precision (bf16 autocast) and int8 dynamic quantisation are measured by the benchmark
 but are not the default: the default must match the reference path within 1e-4.
 
-Set the environment variable ``LATENT_SCULPTING_REFERENCE_SCORING=1`` (or a model's private
-``_reference_scoring = True``) to score through the plain PyTorch modules instead; the
+Set the environment variable ``LATENT_SCULPTING_REFERENCE_SCORING=1`` (or a model's
+``parts_.reference_path = True``) to score through the plain PyTorch modules instead; the
 equivalence tests and the benchmark use it.
 """
 
