@@ -361,7 +361,7 @@ class Lab:
 
     def up(self) -> None:
         """Create namespaces, veths, addresses, routes and services; undo all of it on error."""
-        leftovers = lab_namespaces(self.prefix)
+        leftovers = sorted(set(lab_namespaces(self.prefix)) & set(self.namespaces))
         if leftovers:
             raise LabError(
                 f"namespaces {leftovers} already exist: another lab with prefix "
@@ -566,21 +566,20 @@ Subsystem sftp /usr/lib/openssh/sftp-server
             return
         self.procs.end_all()
         self._services.clear()
-        teardown(self.prefix, self.namespaces)
+        teardown(self.namespaces)
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self._up = False
 
 
-def teardown(prefix: str, namespaces: Sequence[str] | None = None) -> list[str]:
-    """Delete a lab's namespaces (the listed ones and any left with the prefix); their names.
+def teardown(namespaces: Sequence[str]) -> list[str]:
+    """Delete these namespaces (and with them their veths) and their /etc/netns folders.
 
     Processes still inside them (started by a lab that was killed) are ended first: a namespace
-    with a process in it outlives ``ip netns del``.
+    with a process in it outlives ``ip netns del``. Returns the namespaces that existed.
     """
-    _check_prefix(prefix)
-    names = sorted(set(namespaces or []) | set(lab_namespaces(prefix)))
-    existing = set(lab_namespaces(prefix)) | {n for n in names if Path("/run/netns", n).exists()}
+    names = sorted(set(namespaces))
+    existing = {n for n in names if Path("/run/netns", n).exists()}
     for sig in (signal.SIGTERM, signal.SIGKILL):
         pids = []
         for netns in names:
@@ -597,6 +596,11 @@ def teardown(prefix: str, namespaces: Sequence[str] | None = None) -> list[str]:
         if netns in existing:
             _sh(["ip", "netns", "del", netns], check=False)
         shutil.rmtree(Path("/etc/netns") / netns, ignore_errors=True)
+    with contextlib.suppress(OSError):  # only when empty: other labs may be up
+        Path("/etc/netns").rmdir()
+    stuck = [n for n in names if Path("/run/netns", n).exists()]
+    if stuck:
+        raise LabError(f"namespaces {stuck} are still there after ip netns del")
     return [n for n in names if n in existing]
 
 
@@ -640,8 +644,15 @@ class Capture:
         text = self._err.read().decode(errors="replace")
         raise LabError(f"tcpdump on {netns}/{interface} did not start: {text.strip()}")
 
-    def stop(self) -> CaptureStats:
+    def stop(self, settle_s: float = 1.5) -> CaptureStats:
+        """Stop tcpdump after ``settle_s`` seconds; what it captured and what the kernel dropped.
+
+        libpcap hands packets over in ring blocks that are retired when full or after tcpdump's
+        1 s timeout, and SIGINT discards a block not yet retired: stopping at once lost every
+        packet of a short replay (captured 0 of 848), hence the wait.
+        """
         if self._proc.poll() is None:
+            time.sleep(settle_s)
             os.killpg(self._proc.pid, signal.SIGINT)  # SIGINT: tcpdump flushes and counts
             try:
                 self._proc.wait(10)
@@ -1255,7 +1266,7 @@ def replay(pcap: str | Path, *, prefix: str, delay: float, verify: bool, **rate)
         raise ValueError(f"{pcap}: no such capture file")
     _check_prefix(prefix)
     netns = f"{prefix}-tap"
-    if netns in lab_namespaces(prefix):
+    if Path("/run/netns", netns).exists():
         raise LabError(f"namespace {netns} exists already (lab.py down --prefix {prefix})")
     argv = tcpreplay_argv("rp0", pcap, **rate)
     procs = Processes()
@@ -1290,14 +1301,13 @@ def replay(pcap: str | Path, *, prefix: str, delay: float, verify: bool, **rate)
         result["tcpreplay"] = parse_tcpreplay(out.stdout)
         result["command"] = " ".join(argv)
         if capture is not None:
-            time.sleep(0.5)
             stats = capture.stop()
             Path(stats.path).unlink(missing_ok=True)
             Path(stats.path).parent.rmdir()
             result["capture"] = {"captured": stats.captured, "dropped_by_kernel": stats.dropped}
     finally:
         procs.end_all()
-        teardown(prefix, [netns])
+        teardown([netns])
     return result
 
 
@@ -1421,7 +1431,7 @@ def cmd_up(args) -> int:
 
 
 def cmd_down(args) -> int:
-    removed = teardown(args.prefix)
+    removed = teardown(lab_namespaces(_check_prefix(args.prefix)))
     print(json.dumps({"removed": removed}))
     return 0
 
