@@ -1432,7 +1432,11 @@ def cmd_up(args) -> int:
 
 def cmd_down(args) -> int:
     removed = teardown(lab_namespaces(_check_prefix(args.prefix)))
-    print(json.dumps({"removed": removed}))
+    # The temporary folders of labs that were killed (a lab removes its own at the end).
+    folders = sorted(Path(tempfile.gettempdir()).glob(f"{args.prefix}-lab-*"))
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps({"removed": removed, "folders_removed": [str(f) for f in folders]}))
     return 0
 
 
