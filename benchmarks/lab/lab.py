@@ -1178,7 +1178,7 @@ def label_capture(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from latent_sculpting.extract import extract
+    from latent_sculpting.io.extract import extract
 
     rows = read_labels(labels)
     output = Path(output)
