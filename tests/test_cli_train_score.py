@@ -278,7 +278,7 @@ def test_train_refuses_a_target_fpr_the_calibration_set_cannot_support(
         ]
     )
     assert code == 2
-    assert "needs at least 999 held-out benign flows" in capsys.readouterr().err
+    assert "needs at least 999 calibration flows" in capsys.readouterr().err
 
 
 def test_score_ray_engine_without_ray_says_how_to_install(cic_model, tmp_path, monkeypatch, capsys):

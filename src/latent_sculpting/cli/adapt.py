@@ -53,6 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "and set the threshold (default 0.5)",
     )
     parser.add_argument(
+        "--coarse-threshold",
+        action="store_true",
+        help="accept a threshold coarser than the model's target FPR when too few flows are "
+        "held out for it (its false-positive rate is then at most 1/(n+1) for n calibration "
+        "flows, printed)",
+    )
+    parser.add_argument(
         "--keep-training-prototypes",
         action="store_true",
         help="keep the benign prototypes of the training flows beside the new ones: for the "
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             fresh_flow=args.fresh_flow,
             calibration_fraction=args.calibration_fraction,
             random_state=args.seed,
+            coarse_threshold=True if args.coarse_threshold else None,
         )
     record = model.training_info_["adaptations"][-1]
     record["files"] = [f.name for f in table.files]
@@ -116,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(describe_adaptation(model, record))
         print(f"adapted model written to {path}")
+    warn_coarse(model, "sculpt adapt")
     return 0
 
 
@@ -166,8 +175,10 @@ def read_benign_flows(
 
 def describe_adaptation(model: Any, record: dict[str, Any]) -> str:
     """What ``sculpt adapt`` (and ``sculpt train --benign-extra``) print about an adaptation."""
+    from latent_sculpting.model.calibration import effective_fpr
+
     rows = record["rows"]
-    target = model.target_fpr if model.target_fpr is not None else 1 - model.percentile / 100
+    target = effective_fpr(model.target_fpr, model.percentile)
     before = record["flagged_before"]
     density = (
         "the benign prototypes (no flow)"
@@ -213,3 +224,17 @@ def describe_adaptation(model: Any, record: dict[str, Any]) -> str:
 def _rows_before(table: Any, row: int) -> int:
     """Rows of the table that come from files before the one holding ``row``."""
     return int((table.source < table.source[row]).sum())
+
+
+def warn_coarse(model: Any, command: str) -> None:
+    """Say on stderr when the threshold is coarser than the target FPR, and how coarse."""
+    from latent_sculpting.model.calibration import conformal_rows
+
+    n = len(model.calibration_scores_)
+    if model.target_fpr is not None and n < conformal_rows(model.target_fpr):
+        print(
+            f"{command}: warning: {n:,} calibration flows cannot guarantee target FPR "
+            f"{model.target_fpr:g}; the threshold is the largest of their scores, whose "
+            f"false-positive rate is at most 1/(n+1) = {1 / (n + 1):.3g}",
+            file=sys.stderr,
+        )

@@ -65,6 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(e.g. 0.01)",
     )
     parser.add_argument(
+        "--coarse-threshold",
+        action="store_true",
+        help="accept a threshold coarser than --target-fpr when too few benign flows are held "
+        "out for it (its false-positive rate is then at most 1/(n+1) for n calibration flows, "
+        "printed; same as --set coarse_threshold=true)",
+    )
+    parser.add_argument(
         "--calibration",
         choices=("train", "holdout"),
         help="where thresholds and p-values come from: benign flows held out from training "
@@ -103,14 +110,16 @@ def run(args: argparse.Namespace) -> int:
     from latent_sculpting.serve.outputs import check_output
     from latent_sculpting.threads import limit_threads
 
+    from .adapt import warn_coarse
+
     started = time.perf_counter()
     overrides = apply_threads(args, model_overrides(args))
     if args.target_fpr is not None:
-        if overrides.get("calibration") == "train":
-            raise ValueError(
-                "--target-fpr needs held-out calibration flows; drop --calibration train"
-            )
-        overrides.update(calibration="holdout", target_fpr=args.target_fpr)
+        # holdout unless asked otherwise; the parameter checks refuse target_fpr with train
+        overrides.setdefault("calibration", "holdout")
+        overrides["target_fpr"] = args.target_fpr
+    if args.coarse_threshold:
+        overrides["coarse_threshold"] = True
     check_model(args.preset, overrides)
     files = list_flow_files(args.data if args.data else sample_path())
     extra_files = list_flow_files(args.benign_extra) if args.benign_extra else []
@@ -169,10 +178,6 @@ def run(args: argparse.Namespace) -> int:
             f"score={params['score']!r}), without a known-attack channel",
             file=sys.stderr,
         )
-    if params["calibration"] == "holdout":
-        _check_calibration_size(
-            int((y == 0).sum()), params["calibration_fraction"], args.target_fpr
-        )
 
     model = LatentSculpting(**params)
     groups = labels if labels is not None and not benign_only else None
@@ -209,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
             model.adapt(extra_held.frame(), refit=False, random_state=args.seed)
     path = model.save(args.output)
     _print_summary(model, path, time.perf_counter() - started)
+    warn_coarse(model, "sculpt train")
     if extra is not None and not args.quiet:
         record = model.training_info_["adaptations"][-1]
         print("--benign-extra: " + describe_adaptation(model, record).replace("\n", "\n  "))
@@ -257,28 +263,6 @@ def _preset(name: str) -> dict:
     from latent_sculpting.model.presets import preset
 
     return preset(name)
-
-
-def _check_calibration_size(n_benign: int, fraction: float, target_fpr: float | None) -> None:
-    """Refuse before fitting when too few benign flows would be held out for calibration."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"--calibration-fraction must be in (0, 1), got {fraction}")
-    n_cal = int(round(fraction * n_benign))
-    if target_fpr is not None and 0 < target_fpr < 1:
-        # Split conformal needs (n + 1)(1 - alpha) <= n, i.e. n >= 1/alpha - 1 calibration flows.
-        needed = math.ceil(1 / target_fpr) - 1
-        if n_cal < needed:
-            raise ValueError(
-                f"--target-fpr {target_fpr} needs at least {needed} held-out benign flows, but "
-                f"{n_benign} benign rows x --calibration-fraction {fraction} gives {n_cal}; use "
-                "more benign data, a larger --calibration-fraction or a larger --target-fpr"
-            )
-    if n_cal < 20:
-        raise ValueError(
-            f"holdout calibration needs at least 20 held-out benign flows, but {n_benign} "
-            f"benign rows x --calibration-fraction {fraction} gives {n_cal}; use more benign "
-            "data, a larger --calibration-fraction, or --calibration train"
-        )
 
 
 def _print_summary(model: Any, path: Any, seconds: float) -> None:

@@ -54,7 +54,12 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from latent_sculpting.model.calibration import MIN_HELD_OUT, reference_split
+from latent_sculpting.model.calibration import (
+    MIN_HELD_OUT,
+    calibration_rows,
+    min_calibration_rows,
+    reference_split,
+)
 from latent_sculpting.model.channels.deep_sad import DeepSAD
 from latent_sculpting.model.fusion import FUSIONS
 from latent_sculpting.model.parts import FittedParts
@@ -81,6 +86,7 @@ def adapt(
     fresh_flow: bool = False,
     calibration_fraction: float = 0.5,
     random_state: int | None = None,
+    coarse_threshold: bool | None = None,
 ) -> Any:
     """Refit what describes benign traffic on benign flows of a new network, in place.
 
@@ -117,6 +123,9 @@ def adapt(
         of them place the tails, half set the threshold).
     random_state : int or None, default=None
         Seed of the split and the refits; None takes the model's ``random_state``.
+    coarse_threshold : bool or None, default=None
+        Set the model's ``coarse_threshold`` (accept a ``target_fpr`` that the calibration
+        rows cannot guarantee; see :class:`~latent_sculpting.LatentSculpting`); None keeps it.
 
     Returns
     -------
@@ -136,6 +145,8 @@ def adapt(
         for the model's ``target_fpr`` (the message says how many are needed).
     """
     check_is_fitted(model, "flow_")
+    if coarse_threshold is not None:
+        model.set_params(coarse_threshold=bool(coarse_threshold))
     if not 0 < calibration_fraction < 1:
         raise ValueError(f"calibration_fraction must be in (0, 1), got {calibration_fraction}")
     names = getattr(model, "feature_names_in_", None)
@@ -238,16 +249,18 @@ def min_benign_rows(model: Any, *, refit: bool = True, calibration_fraction: flo
 
 
 def _calibration_rows_needed(model: Any) -> int:
-    if model.target_fpr is None:
+    """:func:`~latent_sculpting.model.calibration.min_calibration_rows`, or with the model's
+    ``coarse_threshold`` the fewest any threshold takes."""
+    if model.coarse_threshold:
         return MIN_HELD_OUT
-    return max(MIN_HELD_OUT, math.ceil(1 / model.target_fpr) - 1)
+    return min_calibration_rows(model.target_fpr)
 
 
 def _sizes(model: Any, n: int, refit: bool, fraction: float) -> tuple[int, int, int]:
     """Rows to fit on, tail reference rows and calibration rows, of ``n`` benign rows."""
     n_held = int(round(fraction * n)) if refit else n
-    n_ref = n_held // 2 if FUSIONS[model.score].needs_reference else 0
-    return n - n_held, n_ref, n_held - n_ref
+    n_cal = calibration_rows(n_held, 1.0, FUSIONS[model.score].needs_reference)
+    return n - n_held, n_held - n_cal, n_cal
 
 
 def _shortfall(model: Any, n: int, refit: bool, fraction: float) -> list[str]:
@@ -279,6 +292,13 @@ def _split(
         raise ValueError(
             f"{n} benign flows are too few to adapt this model ({'; '.join(shortfall)}); "
             f"bring at least {needed} benign flows of the new network"
+            + (
+                ", or hold out more of them (a larger calibration_fraction), or accept a "
+                "coarser threshold (coarse_threshold=True: a false-positive rate of at most "
+                f"1/(n+1) for n calibration flows, n >= {MIN_HELD_OUT})"
+                if model.target_fpr is not None and not model.coarse_threshold
+                else ""
+            )
         )
     n_fit = _sizes(model, n, refit, fraction)[0]
     order = rng.permutation(n)

@@ -11,14 +11,19 @@ unrelated scales can be fused (:mod:`latent_sculpting.model.fusion`).
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "MIN_HELD_OUT",
     "PERCENTILES",
     "TailPValue",
+    "calibration_rows",
+    "check_calibration_rows",
+    "conformal_rows",
+    "effective_fpr",
+    "min_calibration_rows",
     "conformal_p_values",
     "conformal_threshold",
     "holdout_split",
@@ -31,6 +36,86 @@ PERCENTILES = (85.0, 90.0, 95.0, 97.0, 99.0)
 
 #: Fewest held-out benign rows that ``calibration="holdout"`` accepts.
 MIN_HELD_OUT = 20
+
+
+def effective_fpr(target_fpr: float | None, percentile: float) -> float:
+    """The false-positive rate a threshold aims at: ``target_fpr``, else ``1 - percentile/100``."""
+    return target_fpr if target_fpr is not None else 1 - percentile / 100
+
+
+def min_calibration_rows(target_fpr: float | None) -> int:
+    """Fewest calibration scores a threshold needs: :func:`conformal_rows` for a
+    ``target_fpr``, and never fewer than :data:`MIN_HELD_OUT`."""
+    if target_fpr is None:
+        return MIN_HELD_OUT
+    return max(MIN_HELD_OUT, conformal_rows(target_fpr))
+
+
+def conformal_rows(target_fpr: float) -> int:
+    """Fewest calibration scores that have a split-conformal threshold for ``target_fpr``.
+
+    The ``ceil((n + 1)(1 - alpha))``-th smallest of ``n`` scores exists only when
+    ``n >= 1/alpha - 1`` (99 for 1 %, 999 for 0.1 %); this is that ``n``, found in the float
+    arithmetic :func:`conformal_threshold` itself uses.
+    """
+    n = max(1, math.ceil(1 / target_fpr) - 2)
+    while _conformal_rank(n, target_fpr) > n:
+        n += 1
+    return n
+
+
+def _conformal_rank(n: int, target_fpr: float) -> int:
+    """The rank, among ``n`` sorted calibration scores, of the split-conformal threshold."""
+    return math.ceil((n + 1) * (1 - target_fpr))
+
+
+def calibration_rows(n_benign: int, fraction: float, needs_reference: bool) -> int:
+    """How many calibration rows ``fit`` sets the threshold on: of ``n_benign`` benign rows,
+    ``round(fraction * n_benign)`` are held out (:func:`holdout_split`), and a score rule that
+    needs reference rows takes half of those (:func:`reference_split`)."""
+    n_held = int(round(fraction * n_benign))
+    return n_held - (n_held // 2 if needs_reference else 0)
+
+
+def check_calibration_rows(
+    n_calibration: int,
+    target_fpr: float | None,
+    *,
+    coarse: bool = False,
+    what: str = "",
+    ways_out: str = "",
+) -> None:
+    """Refuse a ``target_fpr`` that ``n_calibration`` rows cannot guarantee
+    (:func:`conformal_rows`), unless ``coarse`` accepts the coarser threshold: the largest
+    calibration score, whose false-positive rate is at most ``1 / (n + 1)``.
+
+    The floor of :data:`MIN_HELD_OUT` held-out rows is :func:`holdout_split`'s to check.
+
+    Parameters
+    ----------
+    what : str
+        Where the rows come from, for the message.
+    ways_out : str
+        What the caller can change, for the message.
+
+    Raises
+    ------
+    ValueError
+        Naming the count, the minimum, the ways out and the override.
+    """
+    if target_fpr is None or coarse:
+        return
+    needed = conformal_rows(target_fpr)
+    if n_calibration >= needed:
+        return
+    source = f" ({what})" if what else ""
+    floor = 1 / (n_calibration + 1)
+    raise ValueError(
+        f"target FPR {target_fpr:g} needs at least {needed:,} calibration flows held out of "
+        f"every fit, and there would be {n_calibration:,}{source}: no threshold guarantees it, "
+        f"so nothing would be flagged. {ways_out}or accept a coarser threshold "
+        f"(coarse_threshold=True; its false-positive rate is then at most 1/(n+1) = {floor:.3g})"
+    )
 
 
 def holdout_split(
@@ -67,37 +152,41 @@ def reference_split(
 
 
 def thresholds(
-    calibration: np.ndarray, percentile: float, target_fpr: float | None
+    calibration: np.ndarray,
+    percentile: float,
+    target_fpr: float | None,
+    *,
+    coarse: bool = False,
 ) -> tuple[dict[float, float], float]:
     """Threshold at each of :data:`PERCENTILES` and ``percentile``, and the one in use.
 
     The one in use is the ``percentile`` threshold, or with ``target_fpr`` the split-conformal
-    one (:func:`conformal_threshold`).
+    one (:func:`conformal_threshold`, ``coarse`` passed on).
     """
     by_percentile = {
         p: float(np.percentile(calibration, p)) for p in sorted({*PERCENTILES, float(percentile)})
     }
     if target_fpr is None:
         return by_percentile, by_percentile[float(percentile)]
-    return by_percentile, conformal_threshold(calibration, target_fpr)
+    return by_percentile, conformal_threshold(calibration, target_fpr, coarse=coarse)
 
 
-def conformal_threshold(calibration: np.ndarray, target_fpr: float) -> float:
+def conformal_threshold(
+    calibration: np.ndarray, target_fpr: float, *, coarse: bool = False
+) -> float:
     """Split-conformal threshold: ``P(score > threshold) <= target_fpr`` for a fresh benign flow.
 
     The ``ceil((n + 1)(1 - alpha))``-th smallest of ``n`` calibration scores (Vovk et al.; Lei et
-    al. 2018). When ``n`` is too small for the target, no finite threshold guarantees it and
-    ``inf`` is returned (nothing is flagged), with a warning.
+    al. 2018). When ``n`` is too small for the target (``n < 1/alpha - 1``,
+    :func:`min_calibration_rows`), no finite threshold guarantees it: ``inf`` is returned
+    (nothing is flagged), or with ``coarse`` the largest score, whose false-positive rate is at
+    most ``1 / (n + 1)``. ``fit`` and ``adapt`` refuse that case before fitting
+    (:func:`check_calibration_rows`), so only a caller that skipped the check meets it.
     """
     scores = np.sort(np.asarray(calibration, dtype=np.float64))
-    k = math.ceil((len(scores) + 1) * (1 - target_fpr))
+    k = _conformal_rank(len(scores), target_fpr)
     if k > len(scores):
-        warnings.warn(
-            f"{len(scores)} calibration scores cannot guarantee target_fpr={target_fpr}: "
-            f"need at least {math.ceil(1 / target_fpr) - 1}; threshold set to +inf",
-            stacklevel=2,
-        )
-        return math.inf
+        return float(scores[-1]) if coarse and len(scores) else math.inf
     return float(scores[k - 1])
 
 

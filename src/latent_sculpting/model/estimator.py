@@ -36,7 +36,10 @@ from sklearn.utils.validation import check_is_fitted
 from latent_sculpting.io.flowspec import FlowSpec, spec_for_features
 from latent_sculpting.model.calibration import (
     PERCENTILES,
+    calibration_rows,
+    check_calibration_rows,
     conformal_p_values,
+    effective_fpr,
     holdout_split,
     reference_split,
 )
@@ -162,7 +165,14 @@ class LatentSculpting(BaseEstimator):
     target_fpr : float or None, default=None
         If given, ``threshold_`` is the split-conformal threshold whose false-positive rate on
         exchangeable benign flows is at most ``target_fpr``; overrides ``percentile``. Needs
-        ``calibration="holdout"``.
+        ``calibration="holdout"``. Too few held-out benign flows for it (fewer than
+        ``1/target_fpr - 1`` calibration flows,
+        :func:`~latent_sculpting.model.calibration.conformal_rows`) are refused before
+        fitting, unless ``coarse_threshold``.
+    coarse_threshold : bool, default=False
+        Accept a ``target_fpr`` that the calibration flows cannot guarantee: the threshold is
+        then the largest calibration score, whose false-positive rate is at most ``1/(n+1)``
+        for ``n`` calibration flows (``history_["fpr_floor"]``).
     random_state : int or None, default=None
     device : str, default="auto"
         A torch device; ``"auto"`` takes CUDA when available.
@@ -256,6 +266,7 @@ class LatentSculpting(BaseEstimator):
         calibration: str = "holdout",
         calibration_fraction: float = 0.2,
         target_fpr: float | None = None,
+        coarse_threshold: bool = False,
         random_state: int | None = None,
         device: str = "auto",
         n_jobs: int | None = None,
@@ -304,6 +315,7 @@ class LatentSculpting(BaseEstimator):
         self.calibration = calibration
         self.calibration_fraction = calibration_fraction
         self.target_fpr = target_fpr
+        self.coarse_threshold = coarse_threshold
         self.random_state = random_state
         self.device = device
         self.n_jobs = n_jobs
@@ -370,6 +382,8 @@ class LatentSculpting(BaseEstimator):
             for name in ("feature_names_in_", "spec_"):
                 if hasattr(self, name):
                     delattr(self, name)
+        if self.calibration == "holdout":
+            self._check_calibration_rows(int((y == 0).sum()))
         self.parts_ = parts = FittedParts(
             device=torch.device(
                 ("cuda" if torch.cuda.is_available() else "cpu")
@@ -437,7 +451,7 @@ class LatentSculpting(BaseEstimator):
             else:
                 side = {name: scores[n_ref:] for name, scores in out_of_sample.items()}
                 cal = parts.fusion.combine(parts.channel_scores(Z[held_out], side))
-            parts.calibrate(cal, self.percentile, self.target_fpr)
+            parts.calibrate(cal, self.percentile, self.target_fpr, coarse=self.coarse_threshold)
         with self._timed("benign_profile"):
             self.describe_benign(X[y == 0])
         return self
@@ -448,9 +462,24 @@ class LatentSculpting(BaseEstimator):
         alert (``benign_profile_``). Neither takes part in the score; ``fit`` and ``adapt``
         call it with the benign rows they learned from."""
         names = getattr(self, "feature_names_in_", range(self.n_features_in_))
-        target = self.target_fpr if self.target_fpr is not None else 1 - self.percentile / 100
+        target = effective_fpr(self.target_fpr, self.percentile)
         self.parts_.describe_benign(
             X_benign, names, target_fpr=target, spec=getattr(self, "spec_", None)
+        )
+
+    def _check_calibration_rows(self, n_benign: int) -> None:
+        """Refuse, before any fitting, a threshold that the held-out benign rows cannot set."""
+        needs_reference = FUSIONS[self.score].needs_reference
+        n_cal = calibration_rows(n_benign, self.calibration_fraction, needs_reference)
+        halved = ", half of them for the score rule's reference" if needs_reference else ""
+        check_calibration_rows(
+            n_cal,
+            self.target_fpr,
+            coarse=self.coarse_threshold,
+            what=f"{n_benign:,} benign rows x calibration_fraction {self.calibration_fraction:g}"
+            + halved,
+            ways_out="Hold out more (a larger calibration_fraction), bring more benign flows, "
+            "aim at a larger target_fpr, ",
         )
 
     def _benign_sample(self, benign: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -532,6 +561,7 @@ class LatentSculpting(BaseEstimator):
         fresh_flow: bool = False,
         calibration_fraction: float = 0.5,
         random_state: int | None = None,
+        coarse_threshold: bool | None = None,
     ) -> LatentSculpting:
         """Adapt the fitted model to another network from benign flows of that network.
 
@@ -556,6 +586,7 @@ class LatentSculpting(BaseEstimator):
             fresh_flow=fresh_flow,
             calibration_fraction=calibration_fraction,
             random_state=random_state,
+            coarse_threshold=coarse_threshold,
         )
 
     # ------------------------------------------------------------------ scoring

@@ -91,6 +91,7 @@ PARAMETER_CONSTRAINTS: dict[str, list] = {
     "calibration": [StrOptions(set(CALIBRATIONS))],
     "calibration_fraction": _reals(0, 1, closed="neither"),
     "target_fpr": [*_reals(0, 1, closed="neither"), None],
+    "coarse_threshold": ["boolean"],
     "random_state": [*_ints(0), None],
     "device": [str],
     # scikit-learn's convention: None is one worker, -1 one per CPU.

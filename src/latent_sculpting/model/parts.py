@@ -203,11 +203,19 @@ class FittedParts:
         (:func:`~latent_sculpting.model.density.train.fine_tune_blocked`)."""
         return fine_tune_blocked(self.flow, self.flow_inputs(Z), device=self.device)
 
-    def calibrate(self, scores: np.ndarray, percentile: float, target_fpr: float | None) -> None:
-        """Set the calibration scores (sorted) and the thresholds from benign ``scores``."""
+    def calibrate(
+        self,
+        scores: np.ndarray,
+        percentile: float,
+        target_fpr: float | None,
+        *,
+        coarse: bool = False,
+    ) -> None:
+        """Set the calibration scores (sorted) and the thresholds from benign ``scores``
+        (:func:`~latent_sculpting.model.calibration.thresholds`)."""
         self.calibration_scores = np.sort(np.asarray(scores).astype(np.float64))
         self.thresholds, self.threshold = thresholds(
-            self.calibration_scores, percentile, target_fpr
+            self.calibration_scores, percentile, target_fpr, coarse=coarse
         )
 
     def describe_benign(

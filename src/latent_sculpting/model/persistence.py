@@ -44,7 +44,6 @@ import math
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +123,7 @@ _ADDED_IN_3 = {
     "stack_neighbours": 0,
     "n_jobs": None,
     "max_benign_rows": None,
+    "coarse_threshold": False,
 }
 #: Options that versions 1 and 2 allowed and this version does not.
 _REMOVED = {
@@ -783,10 +783,9 @@ def _thresholds(
     fitted: dict[str, Any], cal: np.ndarray, params: dict[str, Any]
 ) -> tuple[dict[float, float], float]:
     """The stored thresholds, which must be those the calibration scores give."""
-    with warnings.catch_warnings():
-        # The "cannot guarantee target_fpr" warning was given when the model was fitted.
-        warnings.simplefilter("ignore")
-        by_percentile, threshold = thresholds(cal, params["percentile"], params["target_fpr"])
+    by_percentile, threshold = thresholds(
+        cal, params["percentile"], params["target_fpr"], coarse=params["coarse_threshold"]
+    )
     stored = fitted["thresholds_"]
     if not isinstance(stored, dict):
         raise ModelFileError(f"thresholds_ must be an object, got {_shown(stored)}")
