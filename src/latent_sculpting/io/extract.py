@@ -8,8 +8,6 @@ error or Ctrl-C leaves no half-written file, and an existing file is replaced on
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from latent_sculpting.atomic import publish
+from latent_sculpting.atomic import atomic_path
 from latent_sculpting.io.readers import list_flow_files, pcap
 
 __all__ = ["CaptureSummary", "ExtractSummary", "extract"]
@@ -125,28 +123,23 @@ def extract(
         None if progress else False,
         "extracting",
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+    # The writer closes before the file is renamed into place (or deleted, on any failure).
     try:
-        for path, scan in zip(files, scans, strict=True):
-            began, flows = time.perf_counter(), 0
-            for batch in pcap.meter(path, batch_rows, meters=meters, advance=bar.update):
-                source = pa.array([str(path)] * batch.num_rows, type=pa.string())
-                writer.write_batch(
-                    pa.RecordBatch.from_arrays([source, *batch.columns], schema=schema)
+        with (
+            atomic_path(output) as tmp,
+            pq.ParquetWriter(tmp, schema, compression="zstd") as writer,
+        ):
+            for path, scan in zip(files, scans, strict=True):
+                began, flows = time.perf_counter(), 0
+                for batch in pcap.meter(path, batch_rows, meters=meters, advance=bar.update):
+                    source = pa.array([str(path)] * batch.num_rows, type=pa.string())
+                    writer.write_batch(
+                        pa.RecordBatch.from_arrays([source, *batch.columns], schema=schema)
+                    )
+                    flows += batch.num_rows
+                summary.captures.append(
+                    CaptureSummary(str(path), scan.packets, flows, time.perf_counter() - began)
                 )
-                flows += batch.num_rows
-            summary.captures.append(
-                CaptureSummary(str(path), scan.packets, flows, time.perf_counter() - began)
-            )
-        writer.close()
-        publish(tmp, output)
-    except BaseException:
-        writer.close()
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - started

@@ -41,9 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +51,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from latent_sculpting.atomic import publish
+from latent_sculpting.atomic import atomic_path
 from latent_sculpting.errors import ModelFileError
 from latent_sculpting.io.flowspec import MAX_NAME_LENGTH, FlowSpec, legacy_spec
 from latent_sculpting.model.calibration import PERCENTILES, thresholds
@@ -216,15 +214,8 @@ def save_model(model: Any, path: str | Path) -> Path:
         "params": json.dumps(model.get_params(deep=False)),
         "fitted": json.dumps(fitted),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

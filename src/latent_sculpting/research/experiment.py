@@ -6,10 +6,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -21,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from latent_sculpting import __version__
-from latent_sculpting.atomic import publish
+from latent_sculpting.atomic import write_json, write_text
 from latent_sculpting.data import (
     DEFAULT_WITHHELD,
     FlowTable,
@@ -48,34 +46,6 @@ PAPER = {
     "supervised_mlp_zero_shot_f1": 0.30,
     "ocsvm_zero_shot_f1": 0.76,
 }
-
-
-def write_json(obj: Any, path: Path) -> Path:
-    """Write JSON to a temporary file in the same folder, then rename it into place."""
-    return write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", path)
-
-
-def write_text(text: str, path: Path) -> Path:
-    """Write text atomically (temporary file, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def sha256(path: Path) -> str:

@@ -78,7 +78,7 @@ def write_report(run_dir: str | Path, output: str | Path) -> Path:
     ValueError
         If it is not a folder or holds nothing to report (no ``.md``, ``.json`` or ``.png``).
     """
-    from latent_sculpting.research.experiment import write_text
+    from latent_sculpting.atomic import write_text
 
     page = render_report(run_dir)
     output = Path(output)
@@ -190,7 +190,7 @@ def write_alerts(
         If ``output`` is a folder, the scored file itself or not writable, or as
         :func:`render_alerts`.
     """
-    from latent_sculpting.research.experiment import write_text
+    from latent_sculpting.atomic import write_text
     from latent_sculpting.serve.outputs import check_output
 
     output = check_output(output, inputs=[scored], what="report")

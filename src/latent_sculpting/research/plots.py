@@ -7,6 +7,8 @@ from pathlib import Path
 
 import matplotlib
 
+from latent_sculpting.atomic import atomic_path
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -25,10 +27,11 @@ __all__ = [
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
     """Save to a temporary name, then rename, so a figure is never half-written."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

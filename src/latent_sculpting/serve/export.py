@@ -645,15 +645,8 @@ def to_onnx(model: Any, *, channel_outputs: bool = False) -> onnx.ModelProto:
 
 def export_onnx(model: Any, path: str | Path) -> Path:
     """Write :func:`to_onnx` of ``model`` to ``path`` (a temporary file, then renamed)."""
-    from latent_sculpting.serve.outputs import check_output, publish, temporary_path
+    from latent_sculpting.atomic import write_bytes
+    from latent_sculpting.serve.outputs import check_output
 
     path = check_output(path, suffixes=(".onnx",), what="ONNX file")
-    proto = to_onnx(model)
-    tmp = temporary_path(path)
-    try:
-        tmp.write_bytes(proto.SerializeToString())
-        publish(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(to_onnx(model).SerializeToString(), path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from latent_sculpting.atomic import publish
+from latent_sculpting.atomic import publish, temporary_path
 from latent_sculpting.errors import FlowInputError
 
 __all__ = [
@@ -73,13 +72,6 @@ def check_output(
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {path}: folder {parent} is not writable")
     return path
-
-
-def temporary_path(path: Path) -> Path:
-    """A new empty temporary file beside ``path`` (hidden, same file system)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 @contextlib.contextmanager

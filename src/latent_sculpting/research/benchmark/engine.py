@@ -34,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from latent_sculpting import __version__
+from latent_sculpting.atomic import write_json
 from latent_sculpting.io.flowspec import encode
 from latent_sculpting.research.baselines import Method, make_method, parse_method
 from latent_sculpting.research.benchmark.datasets import DATASETS, Dataset, load_dataset
@@ -51,7 +52,6 @@ from latent_sculpting.research.benchmark.splits import (
     validation_folds,
 )
 from latent_sculpting.research.evaluation import FPRS, fold_metrics
-from latent_sculpting.research.experiment import write_json
 from latent_sculpting.threads import available_cpus, limit_threads
 
 __all__ = [

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from latent_sculpting.atomic import write_json, write_text
 from latent_sculpting.research.benchmark.statistics import (
     friedman_nemenyi,
     mean_std,
     paired_bootstrap,
 )
 from latent_sculpting.research.evaluation import FPRS, fpr_key
-from latent_sculpting.research.experiment import write_json, write_text
 
 __all__ = ["METRICS", "benchmark_markdown", "json_safe", "summarise", "write_results"]
 

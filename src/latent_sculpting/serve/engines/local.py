@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from latent_sculpting.atomic import write_json
 from latent_sculpting.io.readers import list_flow_files, sniff
 from latent_sculpting.io.table import iter_flow_batches
-from latent_sculpting.research.experiment import write_json
 from latent_sculpting.serve.outputs import (
     TABLE_SUFFIXES,
     AtomicTableWriter,

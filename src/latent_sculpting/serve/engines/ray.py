@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from latent_sculpting.atomic import write_text
 from latent_sculpting.io.readers import list_flow_files
-from latent_sculpting.serve.outputs import publish, temporary_path
 
 __all__ = ["MAX_RESTARTS", "MAX_TASK_RETRIES", "SUMMARY_FILE", "score_with_ray"]
 
@@ -228,9 +228,7 @@ def score_with_ray(
             labelled_rows=sum(d["labelled_rows"] for d in done.values()),
         )
     target = output_dir / SUMMARY_FILE
-    tmp = temporary_path(target)
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    publish(tmp, target)
+    write_text(json.dumps(summary, indent=2) + "\n", target)
     return summary
 
 
