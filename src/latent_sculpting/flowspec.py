@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from .cleaning import CleaningReport, replace_nonfinite
 from .errors import FlowInputError
 from .formats import FlowFormat, detect_format, get_format, normalize_column_name
-from .formats.table import looks_like_identifier
+from .formats.table import identifier_by_values, looks_like_identifier
 from .readers.parquet import cast_column
 
 __all__ = [
@@ -419,8 +419,11 @@ def fit_spec(
             identifiers.append(name)
             dropped.append((name, "its name reads like an identifier (--keep to use it)"))
         else:
-            role, reason = _role_of(column, name, source)
-            if role == "numeric" and fixed_numeric is None:
+            role, reason = _role_of(column, name, source, keep=key in keep_keys)
+            if role == "identifier":
+                identifiers.append(name)
+                dropped.append((name, f"{reason} (--keep to use it)"))
+            elif role == "numeric" and fixed_numeric is None:
                 numeric.append(name)
             elif role == "categorical" and fixed_categorical is None:
                 categorical.append(name)
@@ -482,11 +485,18 @@ def _shown(names: Sequence[str], limit: int = 15) -> str:
     return ", ".join(repr(n) for n in names[:limit]) + more
 
 
-def _role_of(column: pa.ChunkedArray, name: str, source: object) -> tuple[str, str | None]:
-    """``("numeric" | "categorical" | "dropped", reason)`` of a column the format leaves open."""
+def _role_of(
+    column: pa.ChunkedArray, name: str, source: object, *, keep: bool = False
+) -> tuple[str, str | None]:
+    """``("numeric" | "categorical" | "identifier" | "dropped", reason)`` of a column the format
+    leaves open; text columns whose values identify flows (times, encoded bytes, mostly
+    distinct values: :func:`~.formats.table.identifier_by_values`) are identifiers unless
+    ``keep``."""
     kind = column.type
     if pa.types.is_null(kind) or column.null_count == len(column):
         return "dropped", "empty in every row"
+    if pa.types.is_floating(kind) and not pc.sum(pc.is_finite(column)).as_py():
+        return "dropped", "no finite value in any row (each is infinite, NaN or missing)"
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
         return "numeric", None
     if pa.types.is_boolean(kind):
@@ -494,8 +504,15 @@ def _role_of(column: pa.ChunkedArray, name: str, source: object) -> tuple[str, s
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind):
         values = pc.unique(column.cast(pa.string()) if pa.types.is_binary(kind) else column)
         values = values.drop_null().to_pylist()
+        rows = len(column) - column.null_count
+        # Times first: Unix times written as text are numbers, but not quantities.
+        reason = None if keep else identifier_by_values(values, rows, distinct=False)
+        if reason is not None:
+            return "identifier", reason
         parsed = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
         numbers = int(parsed.notna().sum())
+        if numbers == len(values):
+            return "numeric", None  # numbers written as text (JSON strings): read as numbers
         # A text column whose values are almost all numbers is a numeric column with a bad
         # cell, not a category: refusing it is better than one-hot encoding every number.
         if numbers and numbers >= 0.9 * len(values):
@@ -505,6 +522,9 @@ def _role_of(column: pa.ChunkedArray, name: str, source: object) -> tuple[str, s
                 "column, or --drop it",
                 column=name,
             )
+        reason = None if keep else identifier_by_values(values, rows)
+        if reason is not None:
+            return "identifier", reason
         return "categorical", None
     return "dropped", f"holds {kind} values, neither numbers nor text"
 
