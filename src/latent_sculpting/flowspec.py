@@ -44,9 +44,11 @@ __all__ = [
     "Categorical",
     "FlowBatch",
     "FlowSpec",
+    "check_columns",
     "encode",
     "fit_spec",
     "spec_for_features",
+    "usable_counts",
 ]
 
 OTHER = "(other)"
@@ -629,13 +631,9 @@ def encode(
     """
     fmt = get_format(spec.format)
     raw_of = _raw_names(fmt, records.column_names, source)
-    given = set() if numeric is None else set(spec.numeric)
-    missing = [c for c in spec.required_columns() if c not in given and c.casefold() not in raw_of]
-    if missing:
-        raise FlowInputError(
-            f"{source}: {len(missing)} column(s) the model needs are missing: {_shown(missing)}",
-            missing=missing,
-        )
+    check_columns(
+        spec, records.column_names, source=source, given=() if numeric is None else spec.numeric
+    )
     n = records.num_rows
     if numeric is not None:
         numeric = np.asarray(numeric)
@@ -719,6 +717,68 @@ def encode(
     if report is not None:
         report.rows_read += n
     return FlowBatch(X, names, identifiers, labels)
+
+
+def check_columns(
+    spec: FlowSpec, columns: Sequence[str], *, source: object = "input", given: Iterable[str] = ()
+) -> None:
+    """Refuse records that lack a column ``spec`` reads (the one rule for scoring, training and
+    adapting: every file must have every column, none is filled in).
+
+    Parameters
+    ----------
+    spec : FlowSpec
+    columns : sequence of str
+        The records' column names, raw or canonical.
+    source : object
+        Names the records in the error.
+    given : iterable of str
+        Columns supplied otherwise (numbers parsed elsewhere), not needed among ``columns``.
+
+    Raises
+    ------
+    FlowInputError
+        Naming ``source`` and every missing column.
+    """
+    raw_of = _raw_names(get_format(spec.format), list(columns), source)
+    given = set(given)
+    missing = [c for c in spec.required_columns() if c not in given and c.casefold() not in raw_of]
+    if missing:
+        raise FlowInputError(
+            f"{source}: {len(missing)} column(s) the model needs are missing: {_shown(missing)}",
+            missing=missing,
+        )
+
+
+def usable_counts(spec: FlowSpec, records: pa.Table | pa.RecordBatch) -> dict[str, int]:
+    """Rows of ``records`` whose value of each numeric input column is a finite number.
+
+    A column of which no row has one gives the model nothing but zeros put in its place: the
+    readers refuse it (:func:`latent_sculpting.data.read_flows`, ``iter_flow_batches``).
+    Columns the records lack count 0 (:func:`check_columns` names them first).
+    """
+    raw_of = _raw_names(get_format(spec.format), records.column_names, "input")
+    counts = {}
+    for name in spec.numeric:
+        raw = raw_of.get(name.casefold())
+        if raw is None:
+            counts[name] = 0
+            continue
+        column = records.column(raw)
+        if pa.types.is_integer(column.type):
+            counts[name] = len(column) - column.null_count
+        elif pa.types.is_floating(column.type):
+            counts[name] = int(pc.sum(pc.is_finite(column)).as_py() or 0)
+        elif pa.types.is_null(column.type):
+            counts[name] = 0
+        else:  # text holding numbers: as encode reads it (a value that is none fails there)
+            try:
+                values = _float64(column, name, "input", 0)
+            except FlowInputError:
+                counts[name] = len(column)
+                continue
+            counts[name] = int(pc.sum(pc.is_finite(values)).as_py() or 0)
+    return counts
 
 
 def _raw_names(fmt: FlowFormat, columns: list[str], source: object) -> dict[str, str]:

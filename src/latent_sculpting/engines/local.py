@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ..cleaning import CleaningReport
 from ..data.table import iter_flow_batches
 from ..experiment import write_json
 from ..outputs import TABLE_SUFFIXES, AtomicTableWriter, check_output, terminate_cleanly
@@ -75,7 +76,9 @@ def score_files(
         ``explanation`` column), ``drift`` (the report as
         :meth:`DriftReport.to_dict <latent_sculpting.drift.DriftReport.to_dict>` gives it, plus
         ``counted``; None without ``drift`` or for a model file without drift bins),
-        ``drift_file`` and, when inputs are labelled, ``labelled``.
+        ``drift_file``, ``cleaning`` (:meth:`CleaningReport.to_dict
+        <latent_sculpting.cleaning.CleaningReport.to_dict>`: the missing and non-finite values
+        replaced by 0, per column) and, when inputs are labelled, ``labelled``.
 
     Raises
     ------
@@ -88,6 +91,7 @@ def score_files(
     files = list_flow_files(inputs)
     output = check_output(output, inputs=files, suffixes=TABLE_SUFFIXES)
     scorer = Scorer(model, explain=explain, drift=drift_monitor(model) if drift else None)
+    report = CleaningReport()
     started = time.perf_counter()
     bar = tqdm(
         total=_known_rows(files), unit="rows", unit_scale=True, desc="scoring", disable=not progress
@@ -98,7 +102,7 @@ def score_files(
             AtomicTableWriter(output, empty_columns=scorer.output_columns) as out,
         ):
             for path in files:
-                for scored in _scored_batches(scorer, path, batch_rows):
+                for scored in _scored_batches(scorer, path, batch_rows, report):
                     # Records that name their source already (sculpt extract's output) keep
                     # their own, finer source_file.
                     if len(files) > 1 and "source_file" not in scored.columns:
@@ -121,6 +125,7 @@ def score_files(
         explained=scorer.explainer is not None,
         drift=None,
         drift_file=None,
+        cleaning=report.to_dict(),
     )
     if scorer.drift is not None:
         summary["drift"] = drift_summary(
@@ -144,8 +149,10 @@ def score_file_into(scorer: Scorer, path: Path, output: Path, batch_rows: int) -
         return out.rows
 
 
-def _scored_batches(scorer: Scorer, path: Path, batch_rows: int):  # noqa: ANN202 - generator
-    for batch in iter_flow_batches(scorer.spec, path, batch_rows):
+def _scored_batches(  # noqa: ANN202 - generator
+    scorer: Scorer, path: Path, batch_rows: int, report: CleaningReport | None = None
+):
+    for batch in iter_flow_batches(scorer.spec, path, batch_rows, report=report):
         if len(batch):
             yield scorer.score(batch)
 
