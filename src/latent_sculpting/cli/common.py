@@ -106,10 +106,17 @@ def add_input_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def warn_cleaning(command: str, cleaning: dict[str, Any]) -> None:
-    """Say on stderr what reading the flows changed: the values replaced by 0, per column
-    (``cleaning`` is a CleaningReport's ``to_dict()``, which ``--json`` output carries)."""
+    """Say on stderr what reading the flows changed: the values replaced by 0, per column, and
+    the flows left out as unlabelled (``cleaning`` is a CleaningReport's ``to_dict()``, which
+    ``--json`` output carries)."""
     import sys
 
+    for label, n in (cleaning.get("unlabelled_left_out") or {}).items():
+        print(
+            f"sculpt {command}: left out {n:,} flows labelled {label!r}: nobody labelled them, "
+            "so they are neither benign nor attack",
+            file=sys.stderr,
+        )
     total = cleaning.get("values_replaced", 0)
     if not total:
         return

@@ -27,13 +27,14 @@ from ..flowspec import (
     numeric_types,
     usable_counts,
 )
-from ..formats import detect_format, get_format
+from ..formats import detect_format, get_format, normalize_column_name
 from ..readers import iter_batches, list_flow_files, read_columns
 
 __all__ = [
     "FlowTable",
     "check_files_usable",
     "iter_flow_batches",
+    "leave_out_unlabelled",
     "read_flows",
     "read_records",
     "refuse_unusable",
@@ -175,6 +176,36 @@ def _read_files(
     return records, source, files, fmt.name, columns
 
 
+def leave_out_unlabelled(
+    records: pa.Table, source: np.ndarray, label: str | None, fmt: str, report: CleaningReport
+) -> tuple[pa.Table, np.ndarray]:
+    """``records`` without the rows whose label the format calls unlabelled (CTU-13's
+    ``Background``), counted per label in ``report.unlabelled_left_out``.
+
+    Raises
+    ------
+    FlowInputError
+        If every row is such a row (nothing would be left to learn from).
+    """
+    unknown = get_format(fmt).unlabelled_labels
+    if not unknown or label is None or label not in records.column_names:
+        return records, source
+    labels = get_format(fmt).labels(records.column(label))
+    mask = np.isin(labels.astype(str), unknown) & pd.notna(labels)
+    if not mask.any():
+        return records, source
+    for value, n in pd.Series(labels[mask]).value_counts().items():
+        report.unlabelled_left_out[str(value)] = report.unlabelled_left_out.get(str(value), 0) + n
+    if mask.all():
+        raise FlowInputError(
+            f"every one of the {len(mask):,} flows is labelled {', '.join(map(repr, unknown))} "
+            f"in column {label!r}: flows nobody labelled, which are neither benign nor attack; "
+            "bring flows labelled benign (or pass --unlabeled to declare them all benign)",
+            column=label,
+        )
+    return records.filter(pa.array(~mask)), source[~mask]
+
+
 def check_files_usable(
     spec: FlowSpec, records: pa.Table, source: np.ndarray, files: Sequence[Path]
 ) -> None:
@@ -245,6 +276,14 @@ def read_flows(
     records, source, files, fmt, columns = _read_files(
         paths, spec.format if spec is not None else format, report
     )
+    if spec is not None:
+        label = spec.label_column
+    elif unlabelled:
+        label = None
+    else:
+        wanted = normalize_column_name(label_column or get_format(fmt).label_column or "")
+        label = next((c for c in records.column_names if c.casefold() == wanted.casefold()), None)
+    records, source = leave_out_unlabelled(records, source, label, fmt, report)
     if spec is None:
         spec = fit_spec(
             records,

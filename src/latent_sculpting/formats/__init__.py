@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .argus import ARGUS
 from .base import FlowFormat, normalize_column_name
 from .cicids2017 import CICIDS2017
 from .netflow import NETFLOW
@@ -19,7 +20,9 @@ from .zeek import ZEEK
 __all__ = ["FORMATS", "FlowFormat", "detect_format", "get_format", "normalize_column_name"]
 
 #: Registered formats, in the order auto-detection tries them (the generic table last).
-FORMATS: dict[str, FlowFormat] = {f.name: f for f in (CICIDS2017, ZEEK, NETFLOW, NFSTREAM, TABLE)}
+FORMATS: dict[str, FlowFormat] = {
+    f.name: f for f in (CICIDS2017, ZEEK, NETFLOW, NFSTREAM, ARGUS, TABLE)
+}
 
 
 def get_format(name: str) -> FlowFormat:
