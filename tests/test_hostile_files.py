@@ -221,3 +221,20 @@ def test_adapt_refuses_benign_flows_with_no_usable_value(table_model, tmp_path, 
         in capsys.readouterr().err
     )
     assert not out.exists()
+
+
+def test_adapt_counts_each_value_it_replaces(table_model, tmp_path, capsys):
+    benign = _table(1200, seed=3)
+    benign = benign[benign["verdict"] == "ok"].astype({"f2": object}).reset_index(drop=True)
+    benign.loc[:9, "f2"] = "Infinity"
+    benign.to_csv(tmp_path / "benign.csv", index=False)
+    out = tmp_path / "adapted.sculpt"
+    args = ["adapt", str(table_model), "--benign", str(tmp_path / "benign.csv"), "-o", str(out)]
+    assert main([*args, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "sculpt adapt: warning: 10 missing or non-finite feature value(s) replaced by 0, which "
+        "the model reads as an ordinary value: 'f2' 10 +inf" in captured.err
+    )
+    summary = json.loads(captured.out)
+    assert summary["cleaning"]["posinf_replaced"] == {"f2": 10} and summary["rows"] == len(benign)
