@@ -282,3 +282,56 @@ def test_duplicated_columns_are_named(tmp_path):
     frame.to_parquet(tmp_path / "dup.parquet")
     with pytest.raises(FlowInputError, match="'a' appears"):
         read_flows(tmp_path / "dup.parquet", unlabelled=True)
+
+
+# ------------------------------------------------------------------------------ separators
+
+
+SEPARATED = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
+@pytest.mark.parametrize("name", ["flows.csv", "flows.tsv", "flows.binetflow", "flows.txt"])
+@pytest.mark.parametrize("sep", list(SEPARATED))
+def test_the_separator_comes_from_the_content_not_the_name(tmp_path, sep, name):
+    rows = [["Src IP", "a", "b", "Label"], ["10.0.0.1", "1.5", "2", "ok"]]
+    rows += [["10.0.0.2", "3", "4", "bad"], ["10.0.0.3", "5", "6", "ok"]]
+    path = tmp_path / name
+    path.write_text("".join(sep.join(row) + "\n" for row in rows))
+    table = read_flows(path, label_column="Label", benign_label="ok")
+    assert table.spec.numeric == ("a", "b") and table.spec.identifiers == ("Src IP",)
+    np.testing.assert_array_equal(table.X, [[1.5, 2], [3, 4], [5, 6]])
+    assert table.labels.tolist() == ["ok", "bad", "ok"]
+
+
+def test_the_separator_that_splits_the_header_into_more_columns_wins(tmp_path):
+    from latent_sculpting.io.readers.delimited import detect_separator
+
+    # Commas inside tab-separated cells: one column under comma would be wrong twice over.
+    assert detect_separator(b"a\tb,c\tLabel\n1\t2,5\tok\n") == "\t"
+    assert detect_separator(b"a;b;c\n1;2;3\n") == ";"
+    # The header splits under both, the data lines under one only: that one.
+    assert detect_separator(b"a,b;c,d\n1,2,3;4\n") == ","
+    assert detect_separator(b"a;b,c;d\n1;2;3,4\n") == ";"
+    assert detect_separator(b"x\n1\n2\n") == ","  # one column under every separator
+    path = tmp_path / "quoted.tsv"
+    path.write_text('name\tvalue\n"a, b"\t1\n"c; d"\t2\n')
+    assert read_flows(path, unlabelled=True, drop=["name"]).X[:, 0].tolist() == [1.0, 2.0]
+
+
+def test_an_unreadable_header_names_the_separators_tried(tmp_path):
+    spaced = tmp_path / "ra.txt"
+    spaced.write_text("StartTime  Dur  Proto  Pkts\n10:00:00  1.5  tcp  4\n10:00:01  2  udp  2\n")
+    with pytest.raises(
+        FlowInputError,
+        match=r"ra\.txt: the header line is one column under every separator "
+        r"tried \(comma \(','\), tab \('\\t'\), semicolon \(';'\), pipe \('\|'\)\)",
+    ):
+        read_flows(spaced, unlabelled=True)
+    ragged = tmp_path / "ragged.tsv"
+    ragged.write_text("a\tb\tc\n1\t2\t3\n4\t5\n")
+    with pytest.raises(FlowInputError, match=r"ragged\.tsv.*tab-separated text \('\\t'\)"):
+        read_flows(ragged, unlabelled=True)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("a|b|a\n1|2|3\n")
+    with pytest.raises(FlowInputError, match=r"twice\.csv: column 'a' appears twice.*pipe"):
+        read_flows(twice, unlabelled=True)

@@ -66,10 +66,58 @@ def test_a_text_cell_in_a_numeric_column_is_an_error_not_a_dropped_column():
         fit_spec(table, label_column="label", benign_label="normal")
 
 
+def test_columns_whose_values_identify_flows_are_identifiers_with_the_rule_that_said_so():
+    import base64
+
+    n = 200
+    rng = np.random.default_rng(1)
+    table = pa.table(
+        {
+            "bytes": rng.integers(0, 1000, n),
+            "duration": rng.random(n),
+            "proto": ["tcp", "udp"] * (n // 2),
+            "label": ["normal"] * (n - 20) + ["scan"] * 20,
+        }
+    )
+    table = table.append_column(
+        "StartTime",
+        pa.array([f"2011/08/10 09:{i // 60:02d}:{i % 60:02d}.{i:06d}" for i in range(n)]),
+    )
+    table = table.append_column(
+        "started",
+        pa.array([f"{1313005613 + i}.25" for i in range(n)]),  # epoch seconds as text
+    )
+    payloads = [base64.b64encode(rng.bytes(30)).decode() for _ in range(n // 4)] * 4
+    table = table.append_column("payload", pa.array([f"s[30]={p}" for p in payloads]))
+    table = table.append_column("hash", pa.array([rng.bytes(16).hex() for _ in range(n)]))
+    table = table.append_column("host", pa.array([f"pc-{i % 150}.example.org" for i in range(n)]))
+    table = table.append_column("service", pa.array(["http", "dns", "ssh", "ntp"] * (n // 4)))
+    spec = fit_spec(table, label_column="label", benign_label="normal")
+    assert spec.numeric == ("bytes", "duration")
+    assert [c.column for c in spec.categorical] == ["proto", "service"]
+    assert set(spec.identifiers) == {"StartTime", "started", "payload", "hash", "host"}
+    reasons = dict(spec.dropped)
+    assert reasons["StartTime"].startswith("its values read as times (e.g. '2011/08/10 09:00:00.")
+    assert reasons["started"].startswith("its values read as times (e.g. '1313005613.25')")
+    assert reasons["payload"].startswith("its values look like encoded bytes, base64 or hex")
+    assert reasons["hash"].startswith("its values look like encoded bytes, base64 or hex")
+    assert reasons["host"].startswith("most of its values are distinct (150 in 200 rows)")
+    assert all(reason.endswith("(--keep to use it)") for reason in reasons.values())
+    assert "left out 'StartTime': its values read as times" in spec.summary()
+    # --keep makes a feature of any of them: text is categorical, numbers as text numeric.
+    kept = fit_spec(table, label_column="label", benign_label="normal", keep=["host", "started"])
+    assert kept.numeric == ("bytes", "duration", "started")
+    assert [c.column for c in kept.categorical] == ["proto", "host", "service"]
+
+
 def test_an_all_empty_column_is_left_out_with_its_reason():
     table = records().append_column("empty", pa.nulls(20))
     spec = fit_spec(table, label_column="label", benign_label="normal")
     assert dict(spec.dropped)["empty"] == "empty in every row"
+    infinite = records().append_column("infinite", pa.array([np.inf] * 10 + [None] * 10))
+    spec = fit_spec(infinite, label_column="label", benign_label="normal")
+    reason = "no finite value in any row (each is infinite, NaN or missing)"
+    assert dict(spec.dropped)["infinite"] == reason and "infinite" not in spec.numeric
 
 
 def test_encode_one_hot_other_and_missing():

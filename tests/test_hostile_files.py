@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import json
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -107,3 +109,132 @@ def test_a_signal_mid_run_leaves_no_temporary_file(model_path, flows_csv, tmp_pa
         break
     assert proc.returncode in (130, 143), proc.stderr.read().decode()
     assert list(out.parent.iterdir()) == []
+
+
+# ------------------------------------------------------- values that are not numbers: never silent
+
+
+def _table(n=600, seed=0):
+    """A numeric flow table: benign rows and attacks far from them, labelled ok/bad."""
+    rng = np.random.default_rng(seed)
+    attack = np.arange(n) % 5 == 0
+    frame = pd.DataFrame(
+        rng.normal(size=(n, 4)) + 4 * attack[:, None], columns=list("f1 f2 f3 f4".split())
+    )
+    frame["verdict"] = np.where(attack, "bad", "ok")
+    return frame
+
+
+TRAIN = ["--label-column", "verdict", "--benign-label", "ok", "--preset", "fast", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def table_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("table")
+    _table().to_csv(folder / "a.csv", index=False)
+    assert (
+        main(["train", "--data", str(folder / "a.csv"), *TRAIN, "-o", str(folder / "m.sculpt")])
+        == 0
+    )
+    return folder / "m.sculpt"
+
+
+@pytest.mark.parametrize(
+    ("cell", "kind"), [("Infinity", "+inf"), ("NaN", "NaN or missing"), ("", "NaN or missing")]
+)
+def test_score_counts_each_value_it_replaces(table_model, tmp_path, capsys, cell, kind):
+    path = tmp_path / "flows.csv"
+    frame = _table(50, seed=1).astype({"f2": object})
+    frame.loc[3, "f2"] = cell
+    frame.to_csv(path, index=False)
+    capsys.readouterr()
+    assert _score(table_model, path, "-o", tmp_path / "out.csv", "--json") == 0
+    captured = capsys.readouterr()
+    assert (
+        "sculpt score: warning: 1 missing or non-finite feature value(s) replaced by 0, which "
+        f"the model reads as an ordinary value: 'f2' 1 {kind}" in captured.err
+    )
+    cleaning = json.loads(captured.out)["cleaning"]
+    assert cleaning["values_replaced"] == 1
+    key = "posinf_replaced" if kind == "+inf" else "nan_replaced"
+    assert cleaning[key] == {"f2": 1}
+
+
+def test_train_counts_each_value_it_replaces(tmp_path, capsys):
+    frame = _table().astype({"f1": object, "f3": object})
+    frame.loc[:299, "f1"] = "Infinity"
+    frame.loc[300:, "f3"] = "NaN"
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    out = tmp_path / "m.sculpt"
+    assert main(["train", "--data", str(tmp_path / "a.csv"), *TRAIN, "-o", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "sculpt train: warning: 600 missing or non-finite feature value(s) replaced by 0, which "
+        "the model reads as an ordinary value: 'f1' 300 +inf, 'f3' 300 NaN or missing"
+        in captured.err
+    )
+    cleaning = json.loads(captured.out)["cleaning"]
+    assert cleaning["posinf_replaced"] == {"f1": 300} and cleaning["nan_replaced"] == {"f3": 300}
+
+
+def test_train_refuses_a_file_without_a_column_the_others_have(tmp_path, capsys):
+    _table().to_csv(tmp_path / "a.csv", index=False)
+    _table(seed=1).drop(columns="f4").to_csv(tmp_path / "b.csv", index=False)
+    files = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+    assert main(["train", "--data", *files, *TRAIN, "-o", str(tmp_path / "m.sculpt")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"sculpt train: error: {tmp_path / 'b.csv'}: 1 column(s) the model needs are missing: 'f4'"
+        in err
+    )
+    assert not (tmp_path / "m.sculpt").exists()
+
+
+@pytest.mark.parametrize("cell", ["NaN", "Infinity", ""])
+def test_a_file_whose_column_holds_no_usable_value_is_refused(table_model, tmp_path, capsys, cell):
+    good, bad = _table(), _table(seed=1).astype({"f4": object})
+    bad["f4"] = cell
+    good.to_csv(tmp_path / "a.csv", index=False)
+    bad.to_csv(tmp_path / "b.csv", index=False)
+    message = f"{tmp_path / 'b.csv'}: no usable value in column(s) 'f4': each of the 600 rows"
+    files = [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+    assert main(["train", "--data", *files, *TRAIN, "-o", str(tmp_path / "m.sculpt")]) == 2
+    assert message in capsys.readouterr().err
+    assert _score(table_model, *files, "-o", tmp_path / "out.csv") == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "m.sculpt").exists()
+
+
+@pytest.mark.parametrize("cell", ["NaN", "Infinity"])
+def test_adapt_refuses_benign_flows_with_no_usable_value(table_model, tmp_path, capsys, cell):
+    benign = _table(seed=2).astype({f: object for f in ("f1", "f2", "f3", "f4")})
+    benign = benign[benign["verdict"] == "ok"]
+    benign[["f1", "f2", "f3", "f4"]] = cell
+    benign.to_csv(tmp_path / "benign.csv", index=False)
+    out = tmp_path / "adapted.sculpt"
+    assert (
+        main(["adapt", str(table_model), "--benign", str(tmp_path / "benign.csv"), "-o", str(out)])
+        == 2
+    )
+    assert (
+        f"{tmp_path / 'benign.csv'}: no usable value in column(s) 'f1', 'f2', 'f3', 'f4'"
+        in capsys.readouterr().err
+    )
+    assert not out.exists()
+
+
+def test_adapt_counts_each_value_it_replaces(table_model, tmp_path, capsys):
+    benign = _table(1200, seed=3)
+    benign = benign[benign["verdict"] == "ok"].astype({"f2": object}).reset_index(drop=True)
+    benign.loc[:9, "f2"] = "Infinity"
+    benign.to_csv(tmp_path / "benign.csv", index=False)
+    out = tmp_path / "adapted.sculpt"
+    args = ["adapt", str(table_model), "--benign", str(tmp_path / "benign.csv"), "-o", str(out)]
+    assert main([*args, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "sculpt adapt: warning: 10 missing or non-finite feature value(s) replaced by 0, which "
+        "the model reads as an ordinary value: 'f2' 10 +inf" in captured.err
+    )
+    summary = json.loads(captured.out)
+    assert summary["cleaning"]["posinf_replaced"] == {"f2": 10} and summary["rows"] == len(benign)

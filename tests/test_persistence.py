@@ -5,8 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from score_tolerance import assert_scores_close
 
 from latent_sculpting import LatentSculpting
 from latent_sculpting.model.persistence import FORMAT_VERSION
@@ -20,17 +22,44 @@ def expected():
     return np.load(LEGACY / "format2-scores.npz")
 
 
+#: Scores of a stored model file, computed on another CPU, agree with the saved ones to this share
+#: of their spread (tests/score_tolerance.py: measured 2e-5 at most across CPU code paths, and
+#: 2.6e-4 or more with one weight moved by 1e-3).
+SHARE = 1e-4
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_format_2_files_written_by_the_old_code_give_their_scores(name, expected, tmp_path):
     model = LatentSculpting.load(LEGACY / f"format2-{name}.sculpt")
     X = expected["X"]
-    np.testing.assert_array_equal(model.decision_function(X), expected[f"{name}/scores"])
-    np.testing.assert_array_equal(model.p_values(X), expected[f"{name}/p_values"])
-    # Saved again, in today's format, it gives the same scores.
+    scores = model.decision_function(X)
+    assert_scores_close(scores, expected[f"{name}/scores"], share=SHARE, what=name)
+    # p-values count calibration scores at or above a score: one that moved past a calibration
+    # score by rounding moves its p-value by one step of 1 / (n + 1).
+    step = 1 / (len(model.calibration_scores_) + 1)
+    np.testing.assert_allclose(model.p_values(X), expected[f"{name}/p_values"], atol=step)
+    # Saved again, in today's format, it gives the same scores, bit for bit (one machine).
     again = LatentSculpting.load(model.save(tmp_path / "again.sculpt"))
-    np.testing.assert_array_equal(again.decision_function(X), expected[f"{name}/scores"])
+    np.testing.assert_array_equal(again.decision_function(X), scores)
     assert again.get_params() == model.get_params()
     assert metadata(tmp_path / "again.sculpt")["format_version"] == str(FORMAT_VERSION)
+
+
+@pytest.mark.parametrize(
+    ("name", "part"),
+    [("fused", "flow_"), ("fused", "encoder_"), ("benign-only", "flow_"), ("paper-v2", "flow_")]
+    + [("paper-v2", "encoder_")],
+)
+def test_the_tolerance_catches_one_weight_moved_by_1e_3(name, part, expected):
+    """The comparison above is not so loose that a real change of the model passes it."""
+    model = LatentSculpting.load(LEGACY / f"format2-{name}.sculpt")
+    weight = next(getattr(model, part).parameters())
+    with torch.no_grad():
+        weight.view(-1)[0] += 1e-3
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        assert_scores_close(
+            model.decision_function(expected["X"]), expected[f"{name}/scores"], share=SHARE
+        )
 
 
 def test_format_2_parameters_are_translated():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from latent_sculpting.cli.common import add_threads_flag
+from latent_sculpting.cli.common import add_threads_flag, warn_cleaning
 
 LEARNED_AS_BENIGN = (
     "every flow given is learned as benign traffic of the new network: an attack hidden among "
@@ -76,6 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the adaptation's record as JSON, with what reading changed (values "
+        "replaced by 0 per column, flows left out)",
+    )
     add_threads_flag(parser)
     return parser
 
@@ -104,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         files, model_spec(model), benign_rows_only=args.benign_rows_only
     )
     print(f"sculpt adapt: warning: {LEARNED_AS_BENIGN}", file=sys.stderr)
-    if left_out and not args.quiet:
+    warn_cleaning("adapt", table.report.to_dict())
+    if left_out and not (args.quiet or args.json):
         shown = ", ".join(f"{label} {n:,}" for label, n in left_out.most_common())
         print(f"left out {sum(left_out.values()):,} flows labelled as attacks: {shown}")
     with limit_threads(1):
@@ -121,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
     if left_out:
         record["left_out_labelled_attacks"] = dict(left_out)
     path = model.save(args.output)
-    if not args.quiet:
+    if args.json:
+        summary = {"model": str(path), **record, "cleaning": table.report.to_dict()}
+        print(json.dumps(summary, indent=2, default=str))
+    elif not args.quiet:
         print(describe_adaptation(model, record))
         print(f"adapted model written to {path}")
     warn_coarse(model, "sculpt adapt")

@@ -105,6 +105,36 @@ def add_input_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def warn_cleaning(command: str, cleaning: dict[str, Any]) -> None:
+    """Say on stderr what reading the flows changed: the values replaced by 0, per column, and
+    the flows left out as unlabelled (``cleaning`` is a CleaningReport's ``to_dict()``, which
+    ``--json`` output carries)."""
+    import sys
+
+    for label, n in (cleaning.get("unlabelled_left_out") or {}).items():
+        print(
+            f"sculpt {command}: left out {n:,} flows labelled {label!r}: nobody labelled them, "
+            "so they are neither benign nor attack",
+            file=sys.stderr,
+        )
+    total = cleaning.get("values_replaced", 0)
+    if not total:
+        return
+    parts = []
+    for key, title in (
+        ("posinf_replaced", "+inf"),
+        ("neginf_replaced", "-inf"),
+        ("nan_replaced", "NaN or missing"),
+    ):
+        parts += [f"{column!r} {n:,} {title}" for column, n in (cleaning.get(key) or {}).items()]
+    shown = ", ".join(parts[:12]) + (f" and {len(parts) - 12} more" if len(parts) > 12 else "")
+    print(
+        f"sculpt {command}: warning: {total:,} missing or non-finite feature value(s) replaced "
+        f"by 0, which the model reads as an ordinary value: {shown}",
+        file=sys.stderr,
+    )
+
+
 #: ``--threads`` of every command that computes.
 THREADS_HELP = (
     "CPU cores to use: up to N independent tasks at a time (e.g. the stacked rule's folds), "

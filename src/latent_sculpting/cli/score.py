@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from latent_sculpting.cli.common import add_threads_flag, threads_from_args
+from latent_sculpting.cli.common import add_threads_flag, threads_from_args, warn_cleaning
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             )
     finally:
         set_scoring_workers(previous)
+    warn_cleaning("score", summary["cleaning"])
     if not args.no_drift:
         print_drift(summary["drift"], summary["drift_file"], quiet=args.quiet)
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -21,6 +22,7 @@ from latent_sculpting.cli.common import (
     apply_threads,
     check_model,
     model_overrides,
+    warn_cleaning,
 )
 
 #: Share of the ``--benign-extra`` flows held out of every fit, for the tails and the threshold.
@@ -97,6 +99,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "-o", "--output", required=True, metavar="MODEL", help="model file to write"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as JSON, with what reading changed (values replaced by 0 per "
+        "column, flows left out)",
+    )
     add_threads_flag(parser)
     add_aliases(parser, ("calibration", "calibration_fraction", "device"))
     return parser
@@ -104,13 +112,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from latent_sculpting import LatentSculpting, __version__
+    from latent_sculpting.cli.adapt import warn_coarse
     from latent_sculpting.data import read_flows, sample_path
     from latent_sculpting.io.readers import list_flow_files
     from latent_sculpting.model.channels.registry import SIDE_CHANNELS
     from latent_sculpting.serve.outputs import check_output
     from latent_sculpting.threads import limit_threads
-
-    from .adapt import warn_coarse
 
     started = time.perf_counter()
     overrides = apply_threads(args, model_overrides(args))
@@ -140,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     spec = table.spec
     if not args.quiet:
         print(spec.summary(), file=sys.stderr)
+    warn_cleaning("train", table.report.to_dict())
     if args.max_per_class is not None:
         table = _cap(table, args.max_per_class, args.seed)
     extra = None
@@ -147,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         extra, left_out = read_benign_flows(
             extra_files, spec, benign_rows_only=args.benign_rows_only
         )
+        warn_cleaning("train --benign-extra", extra.report.to_dict())
         if left_out:
             print(
                 f"--benign-extra: left out {sum(left_out.values()):,} flows labelled as attacks",
@@ -213,6 +222,25 @@ def run(args: argparse.Namespace) -> int:
         with limit_threads(1):
             model.adapt(extra_held.frame(), refit=False, random_state=args.seed)
     path = model.save(args.output)
+    if args.json:
+        summary = {
+            "model": str(path),
+            **model.training_info_,
+            "format": spec.format,
+            "features": model.n_features_in_,
+            "score": model.score,
+            "threshold": float(model.threshold_),
+            "seconds": time.perf_counter() - started,
+            "spec": spec.to_dict(),
+            "cleaning": table.report.to_dict(),
+        }
+        if extra is not None:
+            summary["benign_extra"] = {
+                **summary["benign_extra"],
+                "cleaning": extra.report.to_dict(),
+            }
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
     _print_summary(model, path, time.perf_counter() - started)
     warn_coarse(model, "sculpt train")
     if extra is not None and not args.quiet:

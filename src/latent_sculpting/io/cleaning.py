@@ -43,6 +43,9 @@ class CleaningReport:
         What was done with CIC-IDS-2017 improved-release "attempted" flows.
     attempted_rows, attempted_dropped, attempted_relabelled : int
         Rows flagged as attempted, and of them dropped or relabelled benign.
+    unlabelled_left_out : dict of str to int
+        Per label, rows left out of learning because the format says nobody labelled them
+        (CTU-13's ``Background``).
     posinf_replaced, neginf_replaced, nan_replaced : dict of str to int
         Per feature column, values replaced by 0 (NaN counts missing cells too).
     engineered : list of str
@@ -57,6 +60,7 @@ class CleaningReport:
     attempted_rows: int = 0
     attempted_dropped: int = 0
     attempted_relabelled: int = 0
+    unlabelled_left_out: dict[str, int] = field(default_factory=dict)
     posinf_replaced: dict[str, int] = field(default_factory=dict)
     neginf_replaced: dict[str, int] = field(default_factory=dict)
     nan_replaced: dict[str, int] = field(default_factory=dict)
@@ -84,6 +88,10 @@ class CleaningReport:
             lines.append(
                 f"attempted flows: {self.attempted_rows} rows, policy {self.attempted_policy!r} "
                 f"({self.attempted_dropped} dropped, {self.attempted_relabelled} relabelled BENIGN)"
+            )
+        for label, n in self.unlabelled_left_out.items():
+            lines.append(
+                f"left out {n} flows labelled {label!r}: unlabelled, neither benign nor attack"
             )
         lines.append("non-finite or missing feature values:")
         if not self.values_replaced:

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.cleaning import CleaningReport, replace_nonfinite
 from latent_sculpting.io.formats import FlowFormat, detect_format, get_format, normalize_column_name
-from latent_sculpting.io.formats.table import looks_like_identifier
+from latent_sculpting.io.formats.table import identifier_by_values, looks_like_identifier
 from latent_sculpting.io.readers.parquet import cast_column
 
 __all__ = [
@@ -44,9 +44,11 @@ __all__ = [
     "Categorical",
     "FlowBatch",
     "FlowSpec",
+    "check_columns",
     "encode",
     "fit_spec",
     "spec_for_features",
+    "usable_counts",
 ]
 
 OTHER = "(other)"
@@ -419,8 +421,11 @@ def fit_spec(
             identifiers.append(name)
             dropped.append((name, "its name reads like an identifier (--keep to use it)"))
         else:
-            role, reason = _role_of(column, name, source)
-            if role == "numeric" and fixed_numeric is None:
+            role, reason = _role_of(column, name, source, keep=key in keep_keys)
+            if role == "identifier":
+                identifiers.append(name)
+                dropped.append((name, f"{reason} (--keep to use it)"))
+            elif role == "numeric" and fixed_numeric is None:
                 numeric.append(name)
             elif role == "categorical" and fixed_categorical is None:
                 categorical.append(name)
@@ -482,11 +487,18 @@ def _shown(names: Sequence[str], limit: int = 15) -> str:
     return ", ".join(repr(n) for n in names[:limit]) + more
 
 
-def _role_of(column: pa.ChunkedArray, name: str, source: object) -> tuple[str, str | None]:
-    """``("numeric" | "categorical" | "dropped", reason)`` of a column the format leaves open."""
+def _role_of(
+    column: pa.ChunkedArray, name: str, source: object, *, keep: bool = False
+) -> tuple[str, str | None]:
+    """``("numeric" | "categorical" | "identifier" | "dropped", reason)`` of a column the format
+    leaves open; text columns whose values identify flows (times, encoded bytes, mostly
+    distinct values: :func:`~.formats.table.identifier_by_values`) are identifiers unless
+    ``keep``."""
     kind = column.type
     if pa.types.is_null(kind) or column.null_count == len(column):
         return "dropped", "empty in every row"
+    if pa.types.is_floating(kind) and not pc.sum(pc.is_finite(column)).as_py():
+        return "dropped", "no finite value in any row (each is infinite, NaN or missing)"
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
         return "numeric", None
     if pa.types.is_boolean(kind):
@@ -494,8 +506,15 @@ def _role_of(column: pa.ChunkedArray, name: str, source: object) -> tuple[str, s
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind):
         values = pc.unique(column.cast(pa.string()) if pa.types.is_binary(kind) else column)
         values = values.drop_null().to_pylist()
+        rows = len(column) - column.null_count
+        # Times first: Unix times written as text are numbers, but not quantities.
+        reason = None if keep else identifier_by_values(values, rows, distinct=False)
+        if reason is not None:
+            return "identifier", reason
         parsed = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
         numbers = int(parsed.notna().sum())
+        if numbers == len(values):
+            return "numeric", None  # numbers written as text (JSON strings): read as numbers
         # A text column whose values are almost all numbers is a numeric column with a bad
         # cell, not a category: refusing it is better than one-hot encoding every number.
         if numbers and numbers >= 0.9 * len(values):
@@ -505,6 +524,9 @@ def _role_of(column: pa.ChunkedArray, name: str, source: object) -> tuple[str, s
                 "column, or --drop it",
                 column=name,
             )
+        reason = None if keep else identifier_by_values(values, rows)
+        if reason is not None:
+            return "identifier", reason
         return "categorical", None
     return "dropped", f"holds {kind} values, neither numbers nor text"
 
@@ -609,13 +631,9 @@ def encode(
     """
     fmt = get_format(spec.format)
     raw_of = _raw_names(fmt, records.column_names, source)
-    given = set() if numeric is None else set(spec.numeric)
-    missing = [c for c in spec.required_columns() if c not in given and c.casefold() not in raw_of]
-    if missing:
-        raise FlowInputError(
-            f"{source}: {len(missing)} column(s) the model needs are missing: {_shown(missing)}",
-            missing=missing,
-        )
+    check_columns(
+        spec, records.column_names, source=source, given=() if numeric is None else spec.numeric
+    )
     n = records.num_rows
     if numeric is not None:
         numeric = np.asarray(numeric)
@@ -699,6 +717,68 @@ def encode(
     if report is not None:
         report.rows_read += n
     return FlowBatch(X, names, identifiers, labels)
+
+
+def check_columns(
+    spec: FlowSpec, columns: Sequence[str], *, source: object = "input", given: Iterable[str] = ()
+) -> None:
+    """Refuse records that lack a column ``spec`` reads (the one rule for scoring, training and
+    adapting: every file must have every column, none is filled in).
+
+    Parameters
+    ----------
+    spec : FlowSpec
+    columns : sequence of str
+        The records' column names, raw or canonical.
+    source : object
+        Names the records in the error.
+    given : iterable of str
+        Columns supplied otherwise (numbers parsed elsewhere), not needed among ``columns``.
+
+    Raises
+    ------
+    FlowInputError
+        Naming ``source`` and every missing column.
+    """
+    raw_of = _raw_names(get_format(spec.format), list(columns), source)
+    given = set(given)
+    missing = [c for c in spec.required_columns() if c not in given and c.casefold() not in raw_of]
+    if missing:
+        raise FlowInputError(
+            f"{source}: {len(missing)} column(s) the model needs are missing: {_shown(missing)}",
+            missing=missing,
+        )
+
+
+def usable_counts(spec: FlowSpec, records: pa.Table | pa.RecordBatch) -> dict[str, int]:
+    """Rows of ``records`` whose value of each numeric input column is a finite number.
+
+    A column of which no row has one gives the model nothing but zeros put in its place: the
+    readers refuse it (:func:`latent_sculpting.data.read_flows`, ``iter_flow_batches``).
+    Columns the records lack count 0 (:func:`check_columns` names them first).
+    """
+    raw_of = _raw_names(get_format(spec.format), records.column_names, "input")
+    counts = {}
+    for name in spec.numeric:
+        raw = raw_of.get(name.casefold())
+        if raw is None:
+            counts[name] = 0
+            continue
+        column = records.column(raw)
+        if pa.types.is_integer(column.type):
+            counts[name] = len(column) - column.null_count
+        elif pa.types.is_floating(column.type):
+            counts[name] = int(pc.sum(pc.is_finite(column)).as_py() or 0)
+        elif pa.types.is_null(column.type):
+            counts[name] = 0
+        else:  # text holding numbers: as encode reads it (a value that is none fails there)
+            try:
+                values = _float64(column, name, "input", 0)
+            except FlowInputError:
+                counts[name] = len(column)
+                continue
+            counts[name] = int(pc.sum(pc.is_finite(values)).as_py() or 0)
+    return counts
 
 
 def _raw_names(fmt: FlowFormat, columns: list[str], source: object) -> dict[str, str]:

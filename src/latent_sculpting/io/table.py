@@ -18,11 +18,27 @@ import pyarrow as pa
 
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.cleaning import CleaningReport
-from latent_sculpting.io.flowspec import FlowBatch, FlowSpec, encode, fit_spec, numeric_types
-from latent_sculpting.io.formats import detect_format, get_format
+from latent_sculpting.io.flowspec import (
+    FlowBatch,
+    FlowSpec,
+    check_columns,
+    encode,
+    fit_spec,
+    numeric_types,
+    usable_counts,
+)
+from latent_sculpting.io.formats import detect_format, get_format, normalize_column_name
 from latent_sculpting.io.readers import iter_batches, list_flow_files, read_columns
 
-__all__ = ["FlowTable", "iter_flow_batches", "read_flows", "read_records"]
+__all__ = [
+    "FlowTable",
+    "check_files_usable",
+    "iter_flow_batches",
+    "leave_out_unlabelled",
+    "read_flows",
+    "read_records",
+    "refuse_unusable",
+]
 
 PathLike = str | Path
 
@@ -116,6 +132,8 @@ def read_records(
 ) -> tuple[pa.Table, np.ndarray, list[Path], str]:
     """Every record of the files as one Arrow table with canonical column names.
 
+    A column some files lack is null in their rows; :func:`read_flows` refuses such files.
+
     Returns
     -------
     records : pyarrow.Table
@@ -125,9 +143,17 @@ def read_records(
     format : str
         The format (detected from the first file when ``format="auto"``).
     """
+    records, source, files, fmt, _ = _read_files(paths, format, report)
+    return records, source, files, fmt
+
+
+def _read_files(
+    paths: PathLike | Sequence[PathLike], format: str, report: CleaningReport | None
+) -> tuple[pa.Table, np.ndarray, list[Path], str, list[list[str]]]:
+    """:func:`read_records`, and the (canonical) columns each file has."""
     files = list_flow_files(paths)
     fmt = detect_format(read_columns(files[0])) if format == "auto" else get_format(format)
-    tables, sizes = [], []
+    tables, sizes, columns = [], [], []
     for path in files:
         parts = list(iter_batches(path))
         if not parts or sum(p.num_rows for p in parts) == 0:
@@ -137,6 +163,7 @@ def read_records(
         table = table.select(list(rename)).rename_columns(list(rename.values()))
         tables.append(table)
         sizes.append(table.num_rows)
+        columns.append(table.column_names)
         if report is not None:
             report.files[str(path)] = {"format": fmt.name, "rows": table.num_rows}
     try:
@@ -146,7 +173,69 @@ def read_records(
             f"the files' columns do not agree in type ({error}); read them separately"
         ) from None
     source = np.repeat(np.arange(len(files), dtype=np.int32), sizes)
-    return records, source, files, fmt.name
+    return records, source, files, fmt.name, columns
+
+
+def leave_out_unlabelled(
+    records: pa.Table, source: np.ndarray, label: str | None, fmt: str, report: CleaningReport
+) -> tuple[pa.Table, np.ndarray]:
+    """``records`` without the rows whose label the format calls unlabelled (CTU-13's
+    ``Background``), counted per label in ``report.unlabelled_left_out``.
+
+    Raises
+    ------
+    FlowInputError
+        If every row is such a row (nothing would be left to learn from).
+    """
+    unknown = get_format(fmt).unlabelled_labels
+    if not unknown or label is None or label not in records.column_names:
+        return records, source
+    labels = get_format(fmt).labels(records.column(label))
+    mask = np.isin(labels.astype(str), unknown) & pd.notna(labels)
+    if not mask.any():
+        return records, source
+    for value, n in pd.Series(labels[mask]).value_counts().items():
+        report.unlabelled_left_out[str(value)] = report.unlabelled_left_out.get(str(value), 0) + n
+    if mask.all():
+        raise FlowInputError(
+            f"every one of the {len(mask):,} flows is labelled {', '.join(map(repr, unknown))} "
+            f"in column {label!r}: flows nobody labelled, which are neither benign nor attack; "
+            "bring flows labelled benign (or pass --unlabeled to declare them all benign)",
+            column=label,
+        )
+    return records.filter(pa.array(~mask)), source[~mask]
+
+
+def check_files_usable(
+    spec: FlowSpec, records: pa.Table, source: np.ndarray, files: Sequence[Path]
+) -> None:
+    """Refuse a file in which a numeric input column holds no finite number.
+
+    Raises
+    ------
+    FlowInputError
+        Naming the first such file and its columns.
+    """
+    starts = np.searchsorted(source, np.arange(len(files) + 1))
+    for index, path in enumerate(files):
+        rows = records.slice(starts[index], starts[index + 1] - starts[index])
+        if rows.num_rows:
+            refuse_unusable(spec, usable_counts(spec, rows), rows.num_rows, path)
+
+
+def refuse_unusable(spec: FlowSpec, usable: dict[str, int], rows: int, path: object) -> None:
+    """Refuse ``path`` if ``usable`` (:func:`~latent_sculpting.io.flowspec.usable_counts` over
+    its ``rows`` rows) counts no finite value in a column."""
+    unusable = [name for name in spec.numeric if usable.get(name, 0) == 0]
+    if unusable:
+        shown = ", ".join(repr(c) for c in unusable)
+        raise FlowInputError(
+            f"{path}: no usable value in column(s) {shown}: each of the {rows:,} rows is "
+            "missing, NaN or infinite there, and the model would see only the 0 put in their "
+            "place; fix or drop the file",
+            path=path if isinstance(path, Path) else None,
+            column=unusable[0],
+        )
 
 
 def read_flows(
@@ -184,9 +273,17 @@ def read_flows(
         For a missing path, an unreadable file, a missing column or a bad value (named).
     """
     report = CleaningReport()
-    records, source, files, fmt = read_records(
-        paths, format=spec.format if spec is not None else format, report=report
+    records, source, files, fmt, columns = _read_files(
+        paths, spec.format if spec is not None else format, report
     )
+    if spec is not None:
+        label = spec.label_column
+    elif unlabelled:
+        label = None
+    else:
+        wanted = normalize_column_name(label_column or get_format(fmt).label_column or "")
+        label = next((c for c in records.column_names if c.casefold() == wanted.casefold()), None)
+    records, source = leave_out_unlabelled(records, source, label, fmt, report)
     if spec is None:
         spec = fit_spec(
             records,
@@ -200,6 +297,9 @@ def read_flows(
             max_categories=max_categories,
             source=files[0] if len(files) == 1 else f"{len(files)} files",
         )
+    for path, names in zip(files, columns, strict=True):
+        check_columns(spec, names, source=path)
+    check_files_usable(spec, records, source, files)
     labelled = spec.label_column is not None and spec.label_column in records.column_names
     batch = encode(
         spec,
@@ -228,10 +328,20 @@ def iter_flow_batches(
 ) -> Iterator[FlowBatch]:
     """Stream one flow file as encoded batches, in constant memory, for files of any size."""
     path = Path(path)
-    types = numeric_types(spec, read_columns(path))
+    names = read_columns(path)
+    check_columns(spec, names, source=path)
+    types = numeric_types(spec, names)
     offset = 0
+    usable = dict.fromkeys(spec.numeric, 0)
     for records in iter_batches(path, batch_rows, types=types):
         if records.num_rows == 0:
             continue
-        yield encode(spec, records, source=path, offset=offset, report=report)
+        batch = encode(spec, records, source=path, offset=offset, report=report)
+        for name, count in usable_counts(spec, records).items():
+            usable[name] += count
+        yield batch
         offset += records.num_rows
+    if offset:
+        # Only now is a column known to hold nothing usable in the whole file; a caller writes
+        # its output atomically (sculpt score), so nothing of the file is kept.
+        refuse_unusable(spec, usable, offset, path)

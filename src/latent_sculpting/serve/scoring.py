@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from latent_sculpting.io.flowspec import FlowBatch, model_spec
+from latent_sculpting.io.formats import get_format
 from latent_sculpting.model.estimator import conformal_p_values
 from latent_sculpting.monitor.drift import DriftMonitor, RollingDriftMonitor
 from latent_sculpting.monitor.explain import Explainer, Explanation
@@ -75,11 +76,21 @@ class ScoreTally:
     attack_rows: int = 0
     attack_flagged: int = 0
 
-    def add(self, is_attack: np.ndarray, flagged_by: np.ndarray, benign: np.ndarray | None) -> None:
+    def add(
+        self,
+        is_attack: np.ndarray,
+        flagged_by: np.ndarray,
+        benign: np.ndarray | None,
+        labelled: np.ndarray | None = None,
+    ) -> None:
+        """Count a batch; ``benign`` says which rows are labelled benign, and ``labelled``
+        (default: every row, when ``benign`` is given) which carry a label at all."""
         self.rows += len(is_attack)
         self.flagged += int(is_attack.sum())
         self.flagged_stage1 += int((flagged_by == "stage1").sum())
         self.flagged_stage2 += int((flagged_by == "stage2").sum())
+        if benign is not None and labelled is not None:
+            is_attack, benign = is_attack[labelled], benign[labelled]
         if benign is not None:
             self.labelled_rows += len(benign)
             self.benign_rows += int(benign.sum())
@@ -257,10 +268,13 @@ class Scorer:
         found = None
         if self.explainer is not None and explain:
             found = self._explanations(batch.X, score, is_attack)
-        benign = None
+        benign = labelled = None
         if batch.labels is not None:
             benign = np.asarray(batch.labels == self.spec.benign_label, dtype=bool)
-        self.tally.add(is_attack, flagged_by, benign)
+            unlabelled = get_format(self.spec.format).unlabelled_labels
+            if unlabelled:  # CTU-13's Background: neither benign nor attack
+                labelled = ~np.isin(batch.labels.astype(str), unlabelled)
+        self.tally.add(is_attack, flagged_by, benign, labelled)
         if self.drift is not None:
             counted = slice(None) if benign is None else benign
             self.drift.update(batch.X[counted], is_attack[counted])

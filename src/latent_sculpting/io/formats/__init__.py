@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from latent_sculpting.io.formats.argus import ARGUS
 from latent_sculpting.io.formats.base import FlowFormat, normalize_column_name
 from latent_sculpting.io.formats.cicids2017 import CICIDS2017
 from latent_sculpting.io.formats.netflow import NETFLOW
@@ -19,7 +20,9 @@ from latent_sculpting.io.formats.zeek_conn import ZEEK
 __all__ = ["FORMATS", "FlowFormat", "detect_format", "get_format", "normalize_column_name"]
 
 #: Registered formats, in the order auto-detection tries them (the generic table last).
-FORMATS: dict[str, FlowFormat] = {f.name: f for f in (CICIDS2017, ZEEK, NETFLOW, NFSTREAM, TABLE)}
+FORMATS: dict[str, FlowFormat] = {
+    f.name: f for f in (CICIDS2017, ZEEK, NETFLOW, NFSTREAM, ARGUS, TABLE)
+}
 
 
 def get_format(name: str) -> FlowFormat:

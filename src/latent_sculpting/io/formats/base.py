@@ -47,6 +47,10 @@ class FlowFormat:
         Canonical name of the label column when the user names none.
     benign_label : str or None
         Label of benign flows (after :meth:`labels`) when the user names none.
+    unlabelled_labels : tuple of str
+        Labels (after :meth:`labels`) that say nobody labelled the flow (CTU-13's
+        ``Background``): such rows are left out of training and adaptation, counted, and are
+        neither benign nor attack in a scored file's tally.
     identifier_columns : tuple of str
         Canonical names that identify a flow (addresses, ports, times, ids): carried to the
         output, never features. Matching is case-insensitive.
@@ -68,6 +72,7 @@ class FlowFormat:
     description: str = ""
     label_column: str | None = None
     benign_label: str | None = None
+    unlabelled_labels: tuple[str, ...] = ()
     identifier_columns: tuple[str, ...] = ()
     categorical_columns: tuple[str, ...] | None = None
     numeric_columns: tuple[str, ...] | None = None

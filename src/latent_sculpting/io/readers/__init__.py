@@ -8,7 +8,8 @@ name, and hands it to one module per syntax:
 syntax     module
 ========== ===================================================================================
 parquet    :mod:`.parquet` (``PAR1`` magic)
-csv        :mod:`.delimited` (comma-separated text with a header line; BOM and cp1252 tolerated)
+csv        :mod:`.delimited` (delimited text with a header line: comma, tab, semicolon or pipe,
+           detected from the content whatever the name; BOM and cp1252 tolerated)
 zeek       :mod:`.zeek` (Zeek's own tab-separated log with ``#fields``/``#types``, or its JSON
            lines)
 pcap       :mod:`.pcap` (pcap/pcapng packet captures, turned into flows by nfstream)
@@ -39,6 +40,8 @@ PathLike = str | Path
 #: File name suffixes a folder is searched for.
 SUFFIXES = (
     ".csv",
+    ".tsv",
+    ".binetflow",
     ".parquet",
     ".pq",
     ".log",

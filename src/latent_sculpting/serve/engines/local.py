@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from latent_sculpting.atomic import write_json
+from latent_sculpting.io.cleaning import CleaningReport
 from latent_sculpting.io.readers import list_flow_files, sniff
 from latent_sculpting.io.table import iter_flow_batches
 from latent_sculpting.serve.outputs import (
@@ -82,7 +83,9 @@ def score_files(
         :meth:`DriftReport.to_dict <latent_sculpting.monitor.drift.DriftReport.to_dict>` gives it,
         plus
         ``counted``; None without ``drift`` or for a model file without drift bins),
-        ``drift_file`` and, when inputs are labelled, ``labelled``.
+        ``drift_file``, ``cleaning`` (:meth:`CleaningReport.to_dict
+        <latent_sculpting.io.cleaning.CleaningReport.to_dict>`: the missing and non-finite values
+        replaced by 0, per column) and, when inputs are labelled, ``labelled``.
 
     Raises
     ------
@@ -95,6 +98,7 @@ def score_files(
     files = list_flow_files(inputs)
     output = check_output(output, inputs=files, suffixes=TABLE_SUFFIXES)
     scorer = Scorer(model, explain=explain, drift=drift_monitor(model) if drift else None)
+    report = CleaningReport()
     started = time.perf_counter()
     bar = tqdm(
         total=_known_rows(files), unit="rows", unit_scale=True, desc="scoring", disable=not progress
@@ -105,7 +109,7 @@ def score_files(
             AtomicTableWriter(output, empty_columns=scorer.output_columns) as out,
         ):
             for path in files:
-                for scored in _scored_batches(scorer, path, batch_rows):
+                for scored in _scored_batches(scorer, path, batch_rows, report):
                     # Records that name their source already (sculpt extract's output) keep
                     # their own, finer source_file.
                     if len(files) > 1 and "source_file" not in scored.columns:
@@ -128,6 +132,7 @@ def score_files(
         explained=scorer.explainer is not None,
         drift=None,
         drift_file=None,
+        cleaning=report.to_dict(),
     )
     if scorer.drift is not None:
         summary["drift"] = drift_summary(
@@ -151,8 +156,10 @@ def score_file_into(scorer: Scorer, path: Path, output: Path, batch_rows: int) -
         return out.rows
 
 
-def _scored_batches(scorer: Scorer, path: Path, batch_rows: int):  # noqa: ANN202 - generator
-    for batch in iter_flow_batches(scorer.spec, path, batch_rows):
+def _scored_batches(  # noqa: ANN202 - generator
+    scorer: Scorer, path: Path, batch_rows: int, report: CleaningReport | None = None
+):
+    for batch in iter_flow_batches(scorer.spec, path, batch_rows, report=report):
         if len(batch):
             yield scorer.score(batch)
 
