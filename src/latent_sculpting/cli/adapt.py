@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from latent_sculpting.cli.common import add_threads_flag, warn_cleaning
 
@@ -98,36 +94,29 @@ def add_benign_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latent_sculpting.io.flowspec import model_spec
     from latent_sculpting.io.readers import list_flow_files
     from latent_sculpting.model.estimator import LatentSculpting
     from latent_sculpting.serve.outputs import check_output
-    from latent_sculpting.threads import limit_threads
+    from latent_sculpting.train import adapt_from_files
 
     files = list_flow_files(args.benign)
     check_output(args.output, inputs=[args.model, *files], what="model file")
     model = LatentSculpting.load(args.model, device=args.device)
-    table, left_out = read_benign_flows(
-        files, model_spec(model), benign_rows_only=args.benign_rows_only
-    )
     print(f"sculpt adapt: warning: {LEARNED_AS_BENIGN}", file=sys.stderr)
+    record, table, left_out = adapt_from_files(
+        model,
+        files,
+        benign_rows_only=args.benign_rows_only,
+        keep_training_prototypes=args.keep_training_prototypes,
+        fresh_flow=args.fresh_flow,
+        calibration_fraction=args.calibration_fraction,
+        random_state=args.seed,
+        coarse_threshold=True if args.coarse_threshold else None,
+    )
     warn_cleaning("adapt", table.report.to_dict())
     if left_out and not (args.quiet or args.json):
         shown = ", ".join(f"{label} {n:,}" for label, n in left_out.most_common())
         print(f"left out {sum(left_out.values()):,} flows labelled as attacks: {shown}")
-    with limit_threads(1):
-        model.adapt(
-            table.frame(),
-            keep_training_prototypes=args.keep_training_prototypes,
-            fresh_flow=args.fresh_flow,
-            calibration_fraction=args.calibration_fraction,
-            random_state=args.seed,
-            coarse_threshold=True if args.coarse_threshold else None,
-        )
-    record = model.training_info_["adaptations"][-1]
-    record["files"] = [f.name for f in table.files]
-    if left_out:
-        record["left_out_labelled_attacks"] = dict(left_out)
     path = model.save(args.output)
     if args.json:
         summary = {"model": str(path), **record, "cleaning": table.report.to_dict()}
@@ -137,51 +126,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"adapted model written to {path}")
     warn_coarse(model, "sculpt adapt")
     return 0
-
-
-def read_benign_flows(
-    files: list[Path], spec: Any, *, benign_rows_only: bool
-) -> tuple[Any, Counter]:
-    """Flows declared benign, read with a model's input spec; labelled attacks refused.
-
-    Returns
-    -------
-    table : FlowTable
-    left_out : Counter
-        Rows left out per label (``benign_rows_only``); empty otherwise.
-
-    Raises
-    ------
-    ValueError
-        If the files lack a column the model needs (named), hold a bad value, or carry labels
-        of attacks without ``benign_rows_only`` (the labels, their counts and the first row
-        are named).
-    """
-    from latent_sculpting.data import read_flows
-
-    table = read_flows(files, spec=spec)
-    if table.labels is None or spec.benign_label is None:
-        return table, Counter()
-    attack = table.labels != spec.benign_label
-    counts = Counter(str(label) for label in table.labels[attack])
-    if not counts:
-        return table, counts
-    if not benign_rows_only:
-        first = int(np.flatnonzero(attack)[0])
-        shown = ", ".join(f"{label!r} {n:,}" for label, n in counts.most_common(8))
-        raise ValueError(
-            f"the benign flows carry labels in column {spec.label_column!r}, and "
-            f"{int(attack.sum()):,} of {len(table):,} are not {spec.benign_label!r} ({shown}; "
-            f"the first is data row {first - _rows_before(table, first) + 1} of "
-            f"{table.files[table.source[first]]}): every flow given is learned as benign. "
-            "Remove them, or pass --benign-rows-only to use only the rows labelled benign"
-        )
-    if attack.all():
-        raise ValueError(
-            f"no flow is labelled {spec.benign_label!r} in column {spec.label_column!r}; "
-            f"labels found: {', '.join(counts)}"
-        )
-    return table.subset(~attack), counts
 
 
 def describe_adaptation(model: Any, record: dict[str, Any]) -> str:
@@ -230,11 +174,6 @@ def describe_adaptation(model: Any, record: dict[str, Any]) -> str:
         f"({rule} on {record['calibration_rows']:,} held-out flows)"
     )
     return "\n".join(lines)
-
-
-def _rows_before(table: Any, row: int) -> int:
-    """Rows of the table that come from files before the one holding ``row``."""
-    return int((table.source < table.source[row]).sum())
 
 
 def warn_coarse(model: Any, command: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from latent_sculpting.model.presets import PRESETS
@@ -259,33 +259,6 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
                 )
             overrides[name] = value
     return overrides
-
-
-def method_factory(args: argparse.Namespace, methods: Sequence[str]) -> Callable[..., Any]:
-    """The factory of ``compare`` and ``sweep`` methods: ``make_method``, with ``--set`` applied
-    to our detector's presets (baselines have parameters of their own).
-
-    Every method is built once here, so that a bad name or parameter stops the command before
-    any data is read.
-
-    Raises
-    ------
-    ValueError
-        As :func:`model_overrides`; on an unknown method; when the parameters do not fit
-        together for one of the methods; or with ``--set`` but none of our presets among them.
-    """
-    from functools import partial
-
-    from latent_sculpting.research.baselines import SculptingMethod, make_method
-
-    overrides = model_overrides(args)
-    factory = partial(make_method, overrides=overrides) if overrides else make_method
-    built = [factory(name, 0, None) for name in methods]
-    if overrides and not any(isinstance(method, SculptingMethod) for method in built):
-        raise ValueError(
-            f"--set sets parameters of our detector's presets, and none of {list(methods)} is one"
-        )
-    return factory
 
 
 def check_model(preset: str, overrides: dict[str, Any]) -> None:

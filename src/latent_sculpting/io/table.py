@@ -32,6 +32,8 @@ from latent_sculpting.io.readers import iter_batches, list_flow_files, read_colu
 
 __all__ = [
     "FlowTable",
+    "cap_per_class",
+    "cap_rows",
     "check_files_usable",
     "iter_flow_batches",
     "leave_out_unlabelled",
@@ -345,3 +347,22 @@ def iter_flow_batches(
         # Only now is a column known to hold nothing usable in the whole file; a caller writes
         # its output atomically (sculpt score), so nothing of the file is kept.
         refuse_unusable(spec, usable, offset, path)
+
+
+def cap_per_class(table: FlowTable, max_rows: int, seed: int = 0) -> FlowTable:
+    """At most ``max_rows`` random rows of each label: a small, still stratified slice."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in np.unique(table.labels):
+        rows = np.flatnonzero(table.labels == label)
+        keep.append(rng.choice(rows, size=min(max_rows, len(rows)), replace=False))
+    return table.subset(np.sort(np.concatenate(keep)))
+
+
+def cap_rows(table: FlowTable, max_rows: int, seed: int = 0) -> FlowTable:
+    """:func:`cap_per_class` of a labelled table; ``max_rows`` random rows of an unlabelled one."""
+    if table.labels is not None:
+        return cap_per_class(table, max_rows, seed)
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(table), size=min(max_rows, len(table)), replace=False)
+    return table.subset(np.sort(rows))

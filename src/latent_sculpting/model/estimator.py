@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -343,6 +343,7 @@ class LatentSculpting(BaseEstimator):
         *,
         groups: Sequence[str] | None = None,
         spec: FlowSpec | None = None,
+        training_info: Mapping[str, Any] | None = None,
     ) -> LatentSculpting:
         """Fit both stages, the side channels, the score rule and the thresholds.
 
@@ -361,6 +362,9 @@ class LatentSculpting(BaseEstimator):
             How flow records became ``X`` (:func:`latent_sculpting.io.flowspec.fit_spec`); stored
             as ``spec_`` so that files and requests are read as the training data was. Without
             it, a DataFrame's columns are taken as a plain numeric table's.
+        training_info : dict, optional
+            Where the training rows came from (files, counts, preset, date), kept as
+            ``training_info_`` in the model file; :meth:`adapt` appends its records to it.
 
         Returns
         -------
@@ -368,6 +372,7 @@ class LatentSculpting(BaseEstimator):
         """
         self._validate_params()
         X, y, groups_arr, names = check_fit_data(X, y, groups, stage1=self.stage1)
+        self.training_info_ = dict(training_info or {})
         self.n_features_in_ = X.shape[1]
         if spec is not None:
             if names is not None and list(names) != spec.feature_names:

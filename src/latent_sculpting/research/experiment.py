@@ -27,13 +27,14 @@ from latent_sculpting.data import (
     load_cicids2017,
     zero_shot_splits,
 )
+from latent_sculpting.io.table import cap_per_class
 from latent_sculpting.model.estimator import LatentSculpting
 from latent_sculpting.model.fusion import STAGE1_OFFSET
 from latent_sculpting.model.presets import preset as get_preset
 from latent_sculpting.research.evaluation import aggregate, binary_metrics, per_class_recall
 from latent_sculpting.threads import limit_threads
 
-__all__ = ["PAPER", "cap_per_class", "evaluate_detector", "reproduce", "write_json"]
+__all__ = ["PAPER", "evaluate_detector", "reproduce", "write_json"]
 
 #: Figures reported by Chhetri et al. (arXiv:2512.22179) on the full CIC-IDS-2017, 3 seeds.
 PAPER = {
@@ -54,16 +55,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def cap_per_class(table: FlowTable, max_rows: int, seed: int = 0) -> FlowTable:
-    """At most ``max_rows`` random rows of each label: a small, still stratified slice."""
-    rng = np.random.default_rng(seed)
-    keep = []
-    for label in np.unique(table.labels):
-        rows = np.flatnonzero(table.labels == label)
-        keep.append(rng.choice(rows, size=min(max_rows, len(rows)), replace=False))
-    return table.subset(np.sort(np.concatenate(keep)))
 
 
 def evaluate_detector(model: LatentSculpting, splits: ZeroShotSplits) -> tuple[dict, dict]:
