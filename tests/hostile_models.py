@@ -12,7 +12,7 @@ from small import FUSED_FAST
 
 from latent_sculpting import LatentSculpting
 from latent_sculpting.data import load_cicids2017
-from latent_sculpting.research.experiment import cap_per_class
+from latent_sculpting.io.table import cap_per_class
 
 
 def training_table():

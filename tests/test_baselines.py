@@ -12,6 +12,7 @@ from small import FUSED_FAST
 
 from latent_sculpting import preset
 from latent_sculpting.data import zero_shot_splits
+from latent_sculpting.io.table import cap_per_class
 from latent_sculpting.research.baselines import (
     BASELINES,
     DeepSAD,
@@ -24,7 +25,6 @@ from latent_sculpting.research.baselines import (
     parse_method,
     preserve_global_rng,
 )
-from latent_sculpting.research.experiment import cap_per_class
 from latent_sculpting.threads import limit_threads
 
 FAST_METHODS = ["fast", "fast-stage2", "fast-noboost", "fast-noknn", "fast-fisher", "fast-forest"]

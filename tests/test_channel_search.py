@@ -1,4 +1,5 @@
-"""The design search's weight rules (benchmarks/channel_search.py): the default's channels and
+"""The design search's weight rules (benchmarks/design/channel_search.py): the default's channels
+and
 weights were chosen with them, so a leak here would have chosen them on the folds they report."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "design"))
 import channel_search as cs  # noqa: E402
 
 

@@ -1,7 +1,5 @@
 """The shared model flags: --set reaches every parameter, typed and checked; --list-params."""
 
-import argparse
-
 import pytest
 
 from latent_sculpting.cli import build_parser, main
@@ -9,13 +7,11 @@ from latent_sculpting.cli.common import (
     NOT_SETTABLE,
     check_model,
     describe,
-    method_factory,
     model_overrides,
     parameter_table,
     parse_settings,
 )
 from latent_sculpting.model.params import PARAMETER_CONSTRAINTS
-from latent_sculpting.research.baselines import SculptingMethod, make_method
 
 
 def test_values_are_parsed_to_each_parameters_type():
@@ -112,20 +108,6 @@ def test_bad_settings_stop_a_command_before_it_reads_data(capsys, tmp_path):
     code = main(["reproduce", "--set", "score=nll", "--data", str(tmp_path / "absent")])
     assert code == 2
     assert "boost_iter=100 fits a boost channel" in capsys.readouterr().err
-
-
-def test_compare_and_sweep_apply_settings_to_presets_before_ablations():
-    args = argparse.Namespace(settings=["boost_iter=30", "flow_epochs=1"])
-    factory = method_factory(args, ["knn", "default", "default-noboost"])
-    assert factory("default", 0, None).params["boost_iter"] == 30
-    ablated = factory("default-noboost", 0, None)
-    assert isinstance(ablated, SculptingMethod)
-    assert ablated.params["boost_iter"] == 0 and ablated.params["flow_epochs"] == 1
-    assert method_factory(argparse.Namespace(settings=[]), ["knn"]) is make_method
-    with pytest.raises(ValueError, match="none of \\['knn'\\] is one"):
-        method_factory(args, ["knn"])
-    with pytest.raises(ValueError, match="method default: .*score='nll'"):
-        method_factory(argparse.Namespace(settings=["score=nll"]), ["default"])
 
 
 #: The least each command needs to parse, and the commands --threads is on.

@@ -327,7 +327,7 @@ def test_forest_scores_held_out_rows_out_of_bag(spied):
 @pytest.mark.parametrize("name", ["fast", "default"])
 def test_a_flow_scores_the_same_alone_or_in_any_batch(name, sample_table):
     """Scores do not depend on the batch a flow arrives in (one request, one file chunk)."""
-    from latent_sculpting.research.experiment import cap_per_class
+    from latent_sculpting.io.table import cap_per_class
 
     table = cap_per_class(sample_table, 150, seed=0)
     params = {**preset(name), "epochs": 2, "flow_epochs": 2}

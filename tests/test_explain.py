@@ -406,7 +406,7 @@ def test_a_scorer_explains_with_the_models_own_profile_by_default(benign):
 
 def test_on_the_sample_the_model_guided_features_lower_the_score_most(sample_table):
     from latent_sculpting import LatentSculpting, preset
-    from latent_sculpting.research.experiment import cap_per_class
+    from latent_sculpting.io.table import cap_per_class
 
     table = cap_per_class(sample_table, 150)
     y = (table.labels != "BENIGN").astype(int)

@@ -16,12 +16,12 @@ from small import FUSED_FAST  # noqa: E402
 
 from latent_sculpting import LatentSculpting, preset  # noqa: E402
 from latent_sculpting.cli import main  # noqa: E402
+from latent_sculpting.io.table import cap_per_class  # noqa: E402
 from latent_sculpting.model.calibration import TailPValue  # noqa: E402
 from latent_sculpting.model.channels.boost import AttackBooster  # noqa: E402
 from latent_sculpting.model.channels.forest import AttackForest  # noqa: E402
 from latent_sculpting.model.channels.registry import NeighbourChannel  # noqa: E402
 from latent_sculpting.model.presets import benign_only  # noqa: E402
-from latent_sculpting.research.experiment import cap_per_class  # noqa: E402
 from latent_sculpting.serve.export import (  # noqa: E402
     ML_OPSET,
     ONNX_OPSET,

@@ -195,7 +195,7 @@ def test_workers_give_one_thread_scores_to_the_bit(fitted, workers):
 def fast_preset(sample_table):
     """``preset("fast")`` (the ``default`` design, small) fitted on a slice of the sample."""
     from latent_sculpting import preset
-    from latent_sculpting.research.experiment import cap_per_class
+    from latent_sculpting.io.table import cap_per_class
 
     table = cap_per_class(sample_table, 150, seed=0)
     model = LatentSculpting(**preset("fast"), random_state=0)

@@ -175,7 +175,7 @@ def _fit_sample(table, n_jobs):
 
 
 def test_folds_fitted_on_two_workers_are_the_sequential_fit_bit_for_bit(sample_table):
-    from latent_sculpting.research.experiment import cap_per_class
+    from latent_sculpting.io.table import cap_per_class
 
     table = cap_per_class(sample_table, 150, seed=0)
     one, two = _fit_sample(table, 1), _fit_sample(table, 2)

@@ -16,7 +16,7 @@ import pytest
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.cli import main
 from latent_sculpting.data import load_cicids2017, sample_path
-from latent_sculpting.research.experiment import cap_per_class
+from latent_sculpting.io.table import cap_per_class
 
 
 @pytest.fixture(scope="module")

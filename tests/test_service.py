@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from latent_sculpting import LatentSculpting
 from latent_sculpting.data import load_cicids2017, sample_path
-from latent_sculpting.research.experiment import cap_per_class
+from latent_sculpting.io.table import cap_per_class
 from latent_sculpting.serve.scoring import Scorer
 
 pytest.importorskip("fastapi")

@@ -11,7 +11,7 @@ Usage::
 
     sculpt benchmark --quick --out runs/quick-after            # at the new commit
     sculpt benchmark --quick --out runs/quick-before           # at the old one (a worktree)
-    python benchmarks/compare_runs.py runs/quick-before runs/quick-after --method default
+    python benchmarks/analysis/compare_runs.py runs/quick-before runs/quick-after --method default
 """
 
 from __future__ import annotations

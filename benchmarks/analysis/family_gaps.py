@@ -1,6 +1,6 @@
 """Withheld families where a method trails the best baseline, from a `sculpt benchmark` run.
 
-    python benchmarks/family_gaps.py runs/benchmark-... [--method default] [--margin 0.05]
+    python benchmarks/analysis/family_gaps.py runs/benchmark-... [--method default] [--margin 0.05]
 
 Reads the run's checkpoints (``folds/DATASET/FOLD/seed-*/METHOD.json``), averages each method's
 recall at the 1 % threshold (``--metric``) over the split seeds of each test fold, and prints,

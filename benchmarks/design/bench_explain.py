@@ -22,9 +22,9 @@ flags. Prints:
 
 Usage::
 
-    python benchmarks/bench_explain.py                      # default preset (fit a few minutes)
-    python benchmarks/bench_explain.py --preset fast        # quick
-    python benchmarks/bench_explain.py --model model.sculpt # a model fitted on the same split
+    python benchmarks/design/bench_explain.py                       # default preset (minutes)
+    python benchmarks/design/bench_explain.py --preset fast         # quick
+    python benchmarks/design/bench_explain.py --model model.sculpt  # fitted on the same split
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ Each channel is fitted once per fold and its scores of four parts are cached: ``
 p-values), ``calibration`` (the fold's threshold rows), ``test_benign`` and ``test_attack``.
 Combination rules are then evaluated on the cached scores without refitting::
 
-    python benchmarks/channel_search.py fit --datasets cicids2017 unsw-nb15 iot-23 --seeds 0
-    python benchmarks/channel_search.py rank --out runs/channel-search
+    python benchmarks/design/channel_search.py fit --datasets cicids2017 unsw-nb15 iot-23 --seeds 0
+    python benchmarks/design/channel_search.py rank --out runs/channel-search
 
 ``rank`` prints, per dataset and over every fold, the mean AUROC and recall at 5 %, 1 % and
 0.1 % false positives of every channel and combination, and per test fold which design the
@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import provenance  # benchmarks/provenance.py (this script's folder)
 
 from latent_sculpting.io.flowspec import encode
 from latent_sculpting.model.calibration import TailPValue
+from latent_sculpting.research import provenance
 from latent_sculpting.research.benchmark import load_dataset
 from latent_sculpting.research.benchmark.splits import (
     check_fold,
@@ -648,7 +648,8 @@ def cmd_report(args):
     lines = [
         "# Design search on validation folds",
         "",
-        f"`python benchmarks/channel_search.py report --out {args.out}` on the folds cached by "
+        f"`python benchmarks/design/channel_search.py report --out {args.out}` on the folds "
+        "cached by "
         "`channel_search.py fit` (split seed 0, at most 6,000 rows per class). Machine "
         f"{platform.machine()}, {os.cpu_count()} CPUs; {datetime.date.today()}; commit {commit}.",
         "",

@@ -14,7 +14,7 @@ fitted on Monday to Wednesday.
 
 Usage::
 
-    python benchmarks/drift_false_warnings.py [--repeats 200] [--target-fpr 0.01]
+    python benchmarks/design/drift_false_warnings.py [--repeats 200] [--target-fpr 0.01]
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ reported (the machine may be shared).
 
 Usage::
 
-    SCULPT_SHARED=../shared python benchmarks/network_shift.py        # about 1 h on 2 idle cores
-    python benchmarks/network_shift.py --draws 1 --repeats 2          # a quick look
+    SCULPT_SHARED=../shared python benchmarks/design/network_shift.py  # about 1 h, 2 idle cores
+    python benchmarks/design/network_shift.py --draws 1 --repeats 2    # a quick look
 """
 
 from __future__ import annotations
@@ -50,11 +50,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
-from provenance import commit  # benchmarks/provenance.py (this script's folder)
 from sklearn.metrics import roc_auc_score
 
 from latent_sculpting import LatentSculpting, __version__, preset
-from latent_sculpting.cli.train import EXTRA_HELD_OUT
 from latent_sculpting.data import BENIGN, load_cicids2017
 from latent_sculpting.io.flowspec import FlowSpec, encode
 from latent_sculpting.io.table import read_records
@@ -63,6 +61,8 @@ from latent_sculpting.monitor.drift import DriftMonitor
 from latent_sculpting.research.baselines import make_method
 from latent_sculpting.research.benchmark.datasets import data_root, get_adapter
 from latent_sculpting.research.benchmark.statistics import verdict
+from latent_sculpting.research.provenance import commit
+from latent_sculpting.train import EXTRA_HELD_OUT
 
 TARGET_FPR = 0.01
 ALPHAS = (0.01, 0.05)
@@ -456,7 +456,8 @@ def main() -> int:
         f"{__version__}, torch {torch.__version__}, {platform.machine()} with "
         f"{torch.get_num_threads()} torch thread(s), python {platform.python_version()}; "
         f"`default` preset, target FPR {TARGET_FPR:g}, {args.new:,} benign flows of the new "
-        f"network for adapting.\n\n`python benchmarks/network_shift.py {' '.join(sys.argv[1:])}`"
+        f"network for adapting.\n\n"
+        f"`python benchmarks/design/network_shift.py {' '.join(sys.argv[1:])}`"
     )
     captures = None
     if "iot23" not in args.skip:

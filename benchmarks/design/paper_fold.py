@@ -1,6 +1,6 @@
 """The paper's CIC-IDS-2017 fold of a `sculpt benchmark` run, against the default's targets.
 
-    python benchmarks/paper_fold.py runs/benchmark-... [--methods default rf knn]
+    python benchmarks/design/paper_fold.py runs/benchmark-... [--methods default rf knn]
 
 Reads the run's checkpoints (``folds/cicids2017/paper/seed-*/METHOD.json``) and prints, per
 method, mean ± sample std over split seeds of: zero-shot AUROC, recall of the four withheld

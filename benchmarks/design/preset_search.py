@@ -13,7 +13,7 @@ leave-one-family-out). See docs/protocol.md.
 
 Usage::
 
-    python benchmarks/preset_search.py --out runs/preset-search [--datasets cicids2017]
+    python benchmarks/design/preset_search.py --out runs/preset-search [--datasets cicids2017]
         [--outer paper | FAMILY | all] [--split-seeds 0 1 2] [--jobs 2] [--threads 1]
         [--variants NAME ...] [--max-per-class N]
 """

@@ -10,8 +10,8 @@ average and the commit.
 
 Usage::
 
-    python benchmarks/bench_adapt.py --model model.sculpt
-    python benchmarks/bench_adapt.py --model model.sculpt --rows 1000 5000 --repeats 3
+    python benchmarks/speed/bench_adapt.py --model model.sculpt
+    python benchmarks/speed/bench_adapt.py --model model.sculpt --rows 1000 5000 --repeats 3
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import provenance  # benchmarks/provenance.py (this script's folder)
+from latent_sculpting.research import provenance
 
 
 def main() -> int:
@@ -42,10 +42,10 @@ def main() -> int:
 
     import latent_sculpting
     from latent_sculpting import LatentSculpting
-    from latent_sculpting.cli.adapt import read_benign_flows
     from latent_sculpting.data import sample_path
     from latent_sculpting.io.flowspec import model_spec
     from latent_sculpting.threads import limit_threads
+    from latent_sculpting.train import read_benign_flows
 
     days = pd.concat([pd.read_parquet(p) for p in sorted(sample_path().glob("*.parquet"))])
     benign = days[days["Label"] == "BENIGN"]

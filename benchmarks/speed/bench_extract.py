@@ -8,7 +8,7 @@ The load average is printed before and after: run it on an idle machine.
 
 Usage::
 
-    python benchmarks/bench_extract.py [--pcaps ../shared/pcaps] [--repeats 3] [--meters 1]
+    python benchmarks/speed/bench_extract.py [--pcaps ../shared/pcaps] [--repeats 3] [--meters 1]
                                        [--copies 40] [--base test-cc-capture-2.pcap]
 """
 

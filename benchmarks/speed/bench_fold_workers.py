@@ -10,8 +10,8 @@ load average is printed beside them.
 
 Usage::
 
-    python benchmarks/bench_fold_workers.py                         # default preset, 300 a class
-    python benchmarks/bench_fold_workers.py --max-per-class 100 --repeats 1   # a quick check
+    python benchmarks/speed/bench_fold_workers.py               # default preset, 300 a class
+    python benchmarks/speed/bench_fold_workers.py --max-per-class 100 --repeats 1  # quick
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from unittest import mock
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017
+from latent_sculpting.io.table import cap_per_class
 from latent_sculpting.model import folds as folds_module
-from latent_sculpting.research.experiment import cap_per_class
 from latent_sculpting.threads import limit_threads
 
 

@@ -22,8 +22,8 @@ Evaluators:
 
 Usage::
 
-    python benchmarks/bench_forest.py                      # batches 4096 and 65536, 5 repeats
-    python benchmarks/bench_forest.py --batches 1024 --repeats 3 --trees 50
+    python benchmarks/speed/bench_forest.py                      # batches 4096 and 65536, 5 repeats
+    python benchmarks/speed/bench_forest.py --batches 1024 --repeats 3 --trees 50
 """
 
 from __future__ import annotations

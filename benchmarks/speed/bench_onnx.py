@@ -16,9 +16,9 @@ not to be published, only their ratios compared.
 
 Usage::
 
-    python benchmarks/bench_onnx.py                          # the default preset (minutes)
-    python benchmarks/bench_onnx.py --cap 2000 --repeats 3   # a quick run
-    python benchmarks/bench_onnx.py --model model.sculpt     # any fitted model
+    python benchmarks/speed/bench_onnx.py                          # the default preset (minutes)
+    python benchmarks/speed/bench_onnx.py --cap 2000 --repeats 3   # a quick run
+    python benchmarks/speed/bench_onnx.py --model model.sculpt     # any fitted model
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017, zero_shot_splits
-from latent_sculpting.research.experiment import cap_per_class
+from latent_sculpting.io.table import cap_per_class
 from latent_sculpting.serve.export import to_onnx
 from latent_sculpting.threads import SCORING_THREADS_ENV, limit_threads
 

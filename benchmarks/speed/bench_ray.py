@@ -1,14 +1,15 @@
 """Flows/s of the local engine vs the Ray engine on one synthetic file set, in one run.
 
 Uses the issue-7 scale set when given (``--data``, e.g. the files written by
-``benchmarks/make_scale_data.py``); otherwise writes a SYNTHETIC set by resampling the embedded
+``benchmarks/speed/make_scale_data.py``); otherwise writes a SYNTHETIC set by resampling the
+embedded
 improved CIC-IDS-2017 sample with replacement (``--rows`` rows over ``--files`` Parquet files).
 Both engines score the same files with the same model; the local engine writes one file
 (``engines.local.score_files``), the Ray engine one shard per input (``engines.ray.score_with_ray``)
 on a local Ray instance bound to 127.0.0.1. Ray's start-up is timed separately: on a running
 cluster it is paid once, not per job.
 
-    python benchmarks/bench_ray.py --rows 400000 --files 4 --workers 1
+    python benchmarks/speed/bench_ray.py --rows 400000 --files 4 --workers 1
 """
 
 from __future__ import annotations

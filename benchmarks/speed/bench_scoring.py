@@ -10,7 +10,7 @@ one process, with the candidates interleaved repeat by repeat (median of ``--rep
   ``--workers`` (:func:`latent_sculpting.model.density.fastpath.set_scoring_workers`);
 * single-flow latency p50/p99 over ``--calls`` calls of one row each;
 * flows/s of the eager loop of ``paper-v1`` (the plain PyTorch modules scoring 4,096-row
-  batches; ``time_scoring`` of ``benchmarks/run.py``), fitted for one epoch per stage on a
+  batches; ``time_scoring`` of ``benchmarks/speed/run.py``), fitted for one epoch per stage on a
   capped slice of the sample (speed does not depend on how well it is trained), and the ratio.
 
 It checks that the scores on one thread and on the workers are the same to the bit, and prints
@@ -20,8 +20,8 @@ figures measured under load are not to be published, only their ratios compared.
 
 Usage::
 
-    python benchmarks/bench_scoring.py                          # fits default (a minute)
-    python benchmarks/bench_scoring.py --model m.sculpt --repeats 2 --calls 1000   # quick
+    python benchmarks/speed/bench_scoring.py                          # fits default (a minute)
+    python benchmarks/speed/bench_scoring.py --model m.sculpt --repeats 2 --calls 1000   # quick
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ from sklearn.metrics import roc_auc_score
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017, zero_shot_splits
+from latent_sculpting.io.table import cap_per_class
 from latent_sculpting.model.density.fastpath import set_scoring_workers
-from latent_sculpting.research.experiment import cap_per_class
 
 sys.path.insert(0, str(Path(__file__).parent))
-from provenance import commit  # noqa: E402  (benchmarks/provenance.py)
-from run import machine, median, time_scoring  # noqa: E402  (benchmarks/run.py)
+from run import machine, median, time_scoring  # noqa: E402  (benchmarks/speed/run.py)
+
+from latent_sculpting.research.provenance import commit
 
 #: Rows per eager call of paper-v1 (bench_flops of run.py measures the same batch).
 EAGER_BATCH = 4096

@@ -1,7 +1,7 @@
 """Load test of ``sculpt serve`` with locust: requests/s, flows/s, p50/p99 latency, failures.
 
 Starts the real service (``sculpt serve``, uvicorn) on 127.0.0.1 once per worker count, drives
-``POST /v1/score`` with locust's headless runner (``benchmarks/locustfile_service.py``, fast
+``POST /v1/score`` with locust's headless runner (``benchmarks/speed/locustfile_service.py``, fast
 HTTP users sending back to back) for a fixed time per cell, at 1, 64 and 1,024 real flows of the
 embedded sample per request, as JSON and as CSV bodies, with explanations on and off
 (``?explain=false``), answered as JSON records or, with ``--answers csv``, as CSV (``Accept:
@@ -16,11 +16,11 @@ stopped at the end, on errors and on Ctrl-C (its whole process group).
 
 Usage (needs the serve and bench extras)::
 
-    python benchmarks/bench_service.py                       # fast model on a sample slice
-    python benchmarks/bench_service.py --model model.sculpt --workers 1 2 --duration 30
-    python benchmarks/bench_service.py --duration 3 --users 4   # a quick check that it works
-    python benchmarks/bench_service.py --bodies csv --explain off --flows 1024
-    python benchmarks/bench_service.py --bodies csv --answers json csv --flows 1024
+    python benchmarks/speed/bench_service.py                       # fast model on a sample slice
+    python benchmarks/speed/bench_service.py --model model.sculpt --workers 1 2 --duration 30
+    python benchmarks/speed/bench_service.py --duration 3 --users 4   # a quick check that it works
+    python benchmarks/speed/bench_service.py --bodies csv --explain off --flows 1024
+    python benchmarks/speed/bench_service.py --bodies csv --answers json csv --flows 1024
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import provenance  # benchmarks/provenance.py (this script's folder)
+
+from latent_sculpting.research import provenance
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile_service.py"

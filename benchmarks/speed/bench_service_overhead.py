@@ -9,8 +9,8 @@ answers of both versions are compared first (they must be identical).
 
 Usage::
 
-    python benchmarks/bench_service_overhead.py                  # against main
-    python benchmarks/bench_service_overhead.py --baseline HEAD~3 --model model.sculpt
+    python benchmarks/speed/bench_service_overhead.py                  # against main
+    python benchmarks/speed/bench_service_overhead.py --baseline HEAD~3 --model model.sculpt
 """
 
 from __future__ import annotations

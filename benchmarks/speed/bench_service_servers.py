@@ -9,8 +9,8 @@ own time is in every figure (it is the same for both).
 
 Usage::
 
-    python benchmarks/bench_service_servers.py --model model.sculpt
-    python benchmarks/bench_service_servers.py             # trains a fast model on the sample
+    python benchmarks/speed/bench_service_servers.py --model model.sculpt
+    python benchmarks/speed/bench_service_servers.py             # trains a fast model on the sample
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import provenance  # benchmarks/provenance.py (this script's folder)
+from latent_sculpting.research import provenance
 
 HERE = Path(__file__).resolve().parent
 

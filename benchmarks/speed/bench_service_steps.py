@@ -9,10 +9,10 @@ row per body type, explanations setting and request size.
 
 Usage::
 
-    python benchmarks/bench_service_steps.py --model model.sculpt
-    python benchmarks/bench_service_steps.py --flows 1 1024 --bodies json csv --explain off
-    python benchmarks/bench_service_steps.py --bodies json json-checked  # the quick parse's gain
-    python benchmarks/bench_service_steps.py --bodies csv --answers json csv  # CSV answers
+    python benchmarks/speed/bench_service_steps.py --model model.sculpt
+    python benchmarks/speed/bench_service_steps.py --flows 1 1024 --bodies json csv --explain off
+    python benchmarks/speed/bench_service_steps.py --bodies json json-checked  # quick parse
+    python benchmarks/speed/bench_service_steps.py --bodies csv --answers json csv  # CSV answers
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import provenance  # benchmarks/provenance.py (this script's folder)
+from latent_sculpting.research import provenance
 
 HERE = Path(__file__).resolve().parent
 STEPS = ("parse", "encode", "score", "answer", "render")

@@ -11,8 +11,8 @@ machine may be shared.
 
 Usage::
 
-    python benchmarks/bench_threads.py                          # the whole sample (minutes)
-    python benchmarks/bench_threads.py --max-per-class 100 --repeats 1   # a quick check
+    python benchmarks/speed/bench_threads.py                          # the whole sample (minutes)
+    python benchmarks/speed/bench_threads.py --max-per-class 100 --repeats 1   # a quick check
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ The forest's evaluators are compared in ``bench_forest.py``, whose table this on
 
 Usage::
 
-    python benchmarks/bench_trees.py                      # batches 4096 and 65536, 5 repeats
-    python benchmarks/bench_trees.py --batches 1024 --repeats 3 --iter 50
+    python benchmarks/speed/bench_trees.py                      # batches 4096 and 65536, 5 repeats
+    python benchmarks/speed/bench_trees.py --batches 1024 --repeats 3 --iter 50
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Runs the real command a user runs, ``sculpt train --data DIR --preset PRESET --threads T -o
 MODEL``, in a child process on the SYNTHETIC full-size CIC-IDS-2017 of
-``benchmarks/make_scale_data.py`` (the real rows of the embedded sample resampled to the original
+``benchmarks/speed/make_scale_data.py`` (the real rows of the embedded sample resampled to the
+original
 release's 2,830,743 rows and schema; written first if the folder is empty). Prints a Markdown
 table: wall time (reading and encoding the CSVs included), the seconds of each stage of the fit
 as the model file records them, the rows each part trained on, and the child's peak resident
@@ -13,8 +14,8 @@ only. Quality is measured on real data by ``sculpt reproduce`` and ``sculpt benc
 
 Usage::
 
-    python benchmarks/fullscale.py                       # about 20-30 min on 2 idle cores
-    python benchmarks/fullscale.py --rows 283074 --out /tmp/scale-10pct   # a tenth
+    python benchmarks/speed/fullscale.py                       # about 20-30 min on 2 idle cores
+    python benchmarks/speed/fullscale.py --rows 283074 --out /tmp/scale-10pct   # a tenth
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import provenance  # benchmarks/provenance.py (this script's folder)
+from latent_sculpting.research import provenance
 
 FULL_ROWS = 2_830_743
 HERE = Path(__file__).resolve().parent
@@ -70,7 +71,7 @@ def main() -> int:
     history = model.history_
     commit = provenance.commit()
     print(
-        f"`python benchmarks/fullscale.py {' '.join(sys.argv[1:])}`: "
+        f"`python benchmarks/speed/fullscale.py {' '.join(sys.argv[1:])}`: "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}, latent-sculpting "
         f"{__version__}, {platform.machine()}, {os.cpu_count()} CPUs, python "
         f"{platform.python_version()}; load average before {load_before[0]:.2f}, after "

@@ -1,4 +1,5 @@
-"""Locust users for ``benchmarks/bench_service.py``: each posts prepared bodies of real flows to
+"""Locust users for ``benchmarks/speed/bench_service.py``: each posts prepared bodies of real flows
+to
 ``POST /v1/score`` back to back.
 
 The bodies come from the JSON file named by ``SCULPT_BENCH_BODIES`` (a list of texts, one request
@@ -7,7 +8,7 @@ the answer type ``SCULPT_BENCH_ACCEPT`` (default JSON; ``text/csv`` for CSV answ
 path ``SCULPT_BENCH_PATH`` (default ``/v1/score``; ``/v1/score?explain=false`` turns explanations
 off); ``SCULPT_BENCH_TOKEN``, when set, is sent as the bearer token. Run alone::
 
-    locust -f benchmarks/locustfile_service.py --headless -u 8 -r 8 -t 30s --host URL
+    locust -f benchmarks/speed/locustfile_service.py --headless -u 8 -r 8 -t 30s --host URL
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ repository (about 1.2 GB in all).
 
 Usage::
 
-    python benchmarks/make_scale_data.py [--rows 2830743] [--out /tmp/cicids2017-synthetic]
+    python benchmarks/speed/make_scale_data.py [--rows 2830743] [--out /tmp/cicids2017-synthetic]
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ as the median of the repeats; the machine may be shared, so compare ratios, not 
 
 Usage::
 
-    python benchmarks/run.py [--quick] [--sections scoring,flops,training,loading]
+    python benchmarks/speed/run.py [--quick] [--sections scoring,flops,training,loading]
                              [--scale-data /tmp/cicids2017-synthetic] [--out results.md]
 
-``loading`` needs the SYNTHETIC files of ``benchmarks/make_scale_data.py``. Models for the
+``loading`` needs the SYNTHETIC files of ``benchmarks/speed/make_scale_data.py``. Models for the
 scoring benchmark are fitted for one epoch per stage on a capped slice of the embedded sample:
 speed does not depend on how well they are trained.
 """
@@ -32,7 +32,7 @@ import torch
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017
-from latent_sculpting.research.experiment import cap_per_class
+from latent_sculpting.io.table import cap_per_class
 
 PRESETS = ("paper-v1", "paper-v2", "default", "fast")
 BATCHES = (1, 64, 4096)
@@ -301,7 +301,9 @@ def bench_loading(path: str, profile: bool) -> dict:
     """Wall time and peak RSS of load_cicids2017 on the SYNTHETIC scale files, in a subprocess."""
     files = sorted(Path(path).glob("SYNTHETIC-*.csv"))
     if not files:
-        raise SystemExit(f"no SYNTHETIC-*.csv under {path}; run benchmarks/make_scale_data.py")
+        raise SystemExit(
+            f"no SYNTHETIC-*.csv under {path}; run benchmarks/speed/make_scale_data.py"
+        )
     t = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _LOAD_CHILD, path, "1" if profile else "0"],
@@ -434,7 +436,7 @@ def main() -> None:
     results = {
         "machine": machine(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/speed/run.py " + " ".join(sys.argv[1:]),
         "load_average": os.getloadavg(),
     }
     if sections & {"scoring", "flops"}:

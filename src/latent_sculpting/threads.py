@@ -120,7 +120,7 @@ def map_workers(func: Callable[..., _T], tasks: Iterable[Sequence[Any]], n_jobs:
 
     Threads rather than processes: the tasks this runs (scikit-learn's histogram boosting)
     spend their time in compiled loops that release the GIL, and threads share the training
-    data instead of copying it to each process (``benchmarks/bench_fold_workers.py`` measures
+    data instead of copying it to each process (``benchmarks/speed/bench_fold_workers.py`` measures
     both). The cap is set once, here, for the whole pool: threadpoolctl's limits are
     process-wide, and caps entered and left by each worker would restore each other's.
     """

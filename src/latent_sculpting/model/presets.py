@@ -122,7 +122,8 @@ PRESETS["fused"] = {
 }
 
 # Every choice below was made on validation folds only (a known family held out inside the
-# training families of each test fold; benchmarks/channel_search.py, docs/presets.md), never on
+# training families of each test fold; benchmarks/design/channel_search.py, docs/presets.md), never
+# on
 # the benchmark's test folds.
 PRESETS["default"] = {
     **PRESETS["fused"],

@@ -1,8 +1,4 @@
-"""What the benchmark scripts print beside their figures: the commit measured.
-
-Every script in this folder runs as ``python benchmarks/<script>.py``, so this folder is on its
-import path and ``from provenance import commit`` finds this module.
-"""
+"""What benchmark scripts and reports print beside their figures: the commit measured."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A supervised channel like the random forest (:mod:`.forest`): scikit-learn's
 ``HistGradientBoostingClassifier``, binary, trained on the scaled features of benign flows
 against the *known* attacks. The design search on validation folds
-(``benchmarks/channel_search.py``, ``docs/presets.md``) found it the stronger of the two at
+(``benchmarks/design/channel_search.py``, ``docs/presets.md``) found it the stronger of the two at
 low false-positive rates.
 
 scikit-learn fits. The fitted trees are read once, at fit time, into the node arrays of

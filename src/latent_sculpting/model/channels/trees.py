@@ -35,9 +35,9 @@ its own child: each step is the same branch-free load, compare and load for ever
 block, so the rows proceed independently and the processor never waits on the data-dependent
 branch that bounds a row-by-row walk such as scikit-learn's. It computes what scikit-learn
 computes, bit for bit; the tests of :mod:`.forest` and :mod:`.boost` compare them.
-``benchmarks/bench_forest.py`` measured the candidates for the forest on one thread
+``benchmarks/speed/bench_forest.py`` measured the candidates for the forest on one thread
 (scikit-learn's walk, the same walk in numba, a level-by-level walk in NumPy, treelite's GTIL):
-the block walk is the fastest and exact. ``benchmarks/bench_trees.py`` measures it on the
+the block walk is the fastest and exact. ``benchmarks/speed/bench_trees.py`` measures it on the
 boosted trees against scikit-learn's own ``decision_function``.
 """
 

@@ -2,7 +2,7 @@
 
 Scoring is the hot loop of a detector that watches millions of flows, so the estimator scores
 through this module rather than through the modules as trained. Three choices, each picked by
-measurement (``benchmarks/run.py``; the figures are in ``BENCHMARKS.md``):
+measurement (``benchmarks/speed/run.py``; the figures are in ``BENCHMARKS.md``):
 
 * **The MAF as plain masked matmuls.** zuko builds a lazy distribution object on every call,
   multiplies every mask into its weight and evaluates the MADE outputs through generic

@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 #: ``factory(name, random_state, shared) -> Method``: :func:`make_method` unless a caller (a
-#: test, ``benchmarks/preset_search.py``) builds its own.
+#: test, ``benchmarks/design/preset_search.py``) builds its own.
 MethodFactory = Callable[[str, int | None, dict], Method]
 
 #: Methods of a full run: our default, its flow channel alone, and every baseline.
