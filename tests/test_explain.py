@@ -10,15 +10,9 @@ import pyarrow as pa
 import pytest
 
 from latent_sculpting.io.flowspec import Categorical, FlowBatch, FlowSpec
-from latent_sculpting.monitor.explain import (
-    LEVELS,
-    BenignProfile,
-    Explainer,
-    Explanation,
-    explain,
-    format_number,
-    spec_categorical,
-)
+from latent_sculpting.monitor.explain import Explainer, explain
+from latent_sculpting.monitor.profile import LEVELS, BenignProfile, spec_categorical
+from latent_sculpting.monitor.reasons import Explanation, format_number
 from latent_sculpting.serve.scoring import NO_PROFILE, OUTPUT_COLUMNS, Scorer
 
 NAMES = ["Flow Duration", "SYN Flag Count", "proto=tcp", "proto=udp", "proto=(other)"]

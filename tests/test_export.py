@@ -22,18 +22,15 @@ from latent_sculpting.model.channels.boost import AttackBooster  # noqa: E402
 from latent_sculpting.model.channels.forest import AttackForest  # noqa: E402
 from latent_sculpting.model.channels.registry import NeighbourChannel  # noqa: E402
 from latent_sculpting.model.presets import benign_only  # noqa: E402
-from latent_sculpting.serve.export import (  # noqa: E402
+from latent_sculpting.serve.export import export_onnx, to_onnx  # noqa: E402
+from latent_sculpting.serve.onnx_graph.builder import (  # noqa: E402
     ML_OPSET,
     ONNX_OPSET,
     ExportError,
     GraphBuilder,
-    boost,
-    export_onnx,
-    forest,
-    neighbours,
-    tail_neg_log_p,
-    to_onnx,
 )
+from latent_sculpting.serve.onnx_graph.channels import boost, forest, neighbours  # noqa: E402
+from latent_sculpting.serve.onnx_graph.rules import tail_neg_log_p  # noqa: E402
 
 
 def session(proto, threads: int = 1) -> ort.InferenceSession:

@@ -8,8 +8,8 @@ import pytest
 
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.cleaning import CleaningReport
+from latent_sculpting.io.column_roles import MISSING
 from latent_sculpting.io.flowspec import (
-    MISSING,
     Categorical,
     FlowSpec,
     encode,

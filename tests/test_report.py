@@ -11,8 +11,10 @@ from small import FUSED_FAST
 
 from latent_sculpting import preset
 from latent_sculpting.cli import main
+from latent_sculpting.research.alerts_report import render_alerts
 from latent_sculpting.research.experiment import reproduce
-from latent_sculpting.research.html_report import markdown_to_html, render_alerts, render_report
+from latent_sculpting.research.html_page import markdown_to_html
+from latent_sculpting.research.html_report import render_report
 
 IMG = '<img src="data:image/png;base64,'
 

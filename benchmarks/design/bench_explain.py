@@ -3,10 +3,9 @@ Markdown.
 
 Fits ``LatentSculpting(**preset(PRESET), random_state=0)`` on the training rows of the zero-shot
 protocol on the embedded sample (``zero_shot_splits(load_cicids2017(), seed=42)``), a
-:class:`~latent_sculpting.monitor.explain.BenignProfile` on its benign training rows, and explains
-the
-flows of the zero-shot set (withheld attacks and reserved benign flows, 1:1) that the model
-flags. Prints:
+:class:`~latent_sculpting.monitor.profile.BenignProfile` on its benign training rows, and
+explains the flows of the zero-shot set (withheld attacks and reserved benign flows, 1:1) that
+the model flags. Prints:
 
 - **faithfulness**: for the features each method names (model-guided, as ``explain`` does with
   the model; model-guided within the scorer's default budget; the most unusual features,
@@ -40,7 +39,8 @@ import torch
 
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import load_cicids2017, zero_shot_splits
-from latent_sculpting.monitor.explain import BenignProfile, Explainer, explain
+from latent_sculpting.monitor.explain import Explainer, explain
+from latent_sculpting.monitor.profile import BenignProfile
 
 
 def main() -> int:
@@ -304,7 +304,7 @@ def _first_pass_greedy(
     """Each deviating unit reset alone (one pass), then ``k`` greedy steps among the ``few``
     units whose reset alone lowered the score most."""
     n_units = len(profile.units_)
-    deviating = profile._assess(X)[2]
+    deviating = profile.assess(X)[2]
     rows, units = np.nonzero(deviating)
     single = np.full((len(X), n_units), np.inf)
     single[rows, units] = score(profile.reset(X[rows], units[:, None]))

@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from latent_sculpting.research.html_report import write_alerts, write_report
+    from latent_sculpting.research.alerts_report import write_alerts
+    from latent_sculpting.research.html_report import write_report
 
     source = Path(args.run_dir)
     if source.is_file():

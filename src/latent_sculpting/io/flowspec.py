@@ -15,8 +15,8 @@ missing values become 0 (the paper's choice), counted in a
 feature per frequent training value plus one for every other value (``column=(other)``); a
 missing value is the value ``(missing)``.
 
-It is long because it is the whole contract between raw columns and model inputs (fitting,
-encoding, persisting and checking the spec); splitting it would spread one concept over files.
+How a training column's role is decided is in :mod:`latent_sculpting.io.column_roles`, how
+numeric columns become a checked float64 matrix in :mod:`latent_sculpting.io.numbers`.
 """
 
 from __future__ import annotations
@@ -32,12 +32,24 @@ import pyarrow.compute as pc
 
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.cleaning import CleaningReport, replace_nonfinite
-from latent_sculpting.io.formats import FlowFormat, detect_format, get_format, normalize_column_name
-from latent_sculpting.io.formats.table import identifier_by_values, looks_like_identifier
-from latent_sculpting.io.readers.parquet import cast_column
+from latent_sculpting.io.column_roles import (
+    as_text,
+    column_role,
+    find_column,
+    resolve_format,
+    shown_names,
+    vocabulary,
+)
+from latent_sculpting.io.formats import FlowFormat, get_format, normalize_column_name
+from latent_sculpting.io.formats.table import looks_like_identifier
+from latent_sculpting.io.numbers import (
+    as_float64,
+    check_float32_range,
+    number_column,
+    number_matrix,
+)
 
 __all__ = [
-    "MISSING",
     "legacy_spec",
     "model_spec",
     "OTHER",
@@ -52,9 +64,6 @@ __all__ = [
 ]
 
 OTHER = "(other)"
-MISSING = "(missing)"
-#: Largest finite float32; a finite input beyond it would become an infinity.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Bounds on a spec read from a model file (they keep a tampered file from asking for absurd
 #: allocations); far above any real flow format.
 MAX_FEATURES = 10_000
@@ -359,7 +368,7 @@ def fit_spec(
         raise ValueError("max_categories and min_count must be at least 1")
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
-    fmt = _resolve_format(format, table.column_names)
+    fmt = resolve_format(format, table.column_names)
     rename = fmt.canonical_columns(table.column_names, source=source)
     table = table.select(list(rename)).rename_columns(list(rename.values()))
     names = table.column_names
@@ -367,7 +376,7 @@ def fit_spec(
 
     if unlabelled and label_column is not None:
         raise ValueError("unlabelled data has no label column; drop one of the two options")
-    label = None if unlabelled else _find(by_key, label_column or fmt.label_column)
+    label = None if unlabelled else find_column(by_key, label_column or fmt.label_column)
     if label_column is not None and label is None:
         raise FlowInputError(
             f"{source}: no label column {label_column!r} among {names}", column=label_column
@@ -421,7 +430,7 @@ def fit_spec(
             identifiers.append(name)
             dropped.append((name, "its name reads like an identifier (--keep to use it)"))
         else:
-            role, reason = _role_of(column, name, source, keep=key in keep_keys)
+            role, reason = column_role(column, name, source, keep=key in keep_keys)
             if role == "identifier":
                 identifiers.append(name)
                 dropped.append((name, f"{reason} (--keep to use it)"))
@@ -436,7 +445,7 @@ def fit_spec(
         if missing:
             raise FlowInputError(
                 f"{source}: {len(missing)} feature column(s) of the {fmt.name} format missing: "
-                f"{_shown(missing)}",
+                f"{shown_names(missing)}",
                 missing=missing,
             )
     # Identifiers the format knows travel to the output whenever a scored file has them, even
@@ -449,7 +458,7 @@ def fit_spec(
         if needed:
             raise FlowInputError(f"{source}: engineered features need {needed}", missing=needed)
     cats = tuple(
-        Categorical(name, _vocabulary(table.column(name), max_categories, min_count))
+        Categorical(name, vocabulary(table.column(name), max_categories, min_count))
         for name in categorical
     )
     spec = FlowSpec(
@@ -466,86 +475,6 @@ def fit_spec(
     if spec.n_features == 0:
         raise FlowInputError(f"{source}: no feature column (columns: {names})")
     return spec
-
-
-def _resolve_format(format: str | FlowFormat, columns: Sequence[str]) -> FlowFormat:
-    if isinstance(format, FlowFormat):
-        return format
-    if format == "auto":
-        return detect_format(columns)
-    return get_format(format)
-
-
-def _find(by_key: Mapping[str, str], name: str | None) -> str | None:
-    if name is None:
-        return None
-    return by_key.get(normalize_column_name(name).casefold())
-
-
-def _shown(names: Sequence[str], limit: int = 15) -> str:
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(repr(n) for n in names[:limit]) + more
-
-
-def _role_of(
-    column: pa.ChunkedArray, name: str, source: object, *, keep: bool = False
-) -> tuple[str, str | None]:
-    """``("numeric" | "categorical" | "identifier" | "dropped", reason)`` of a column the format
-    leaves open; text columns whose values identify flows (times, encoded bytes, mostly
-    distinct values: :func:`~.formats.table.identifier_by_values`) are identifiers unless
-    ``keep``."""
-    kind = column.type
-    if pa.types.is_null(kind) or column.null_count == len(column):
-        return "dropped", "empty in every row"
-    if pa.types.is_floating(kind) and not pc.sum(pc.is_finite(column)).as_py():
-        return "dropped", "no finite value in any row (each is infinite, NaN or missing)"
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        return "numeric", None
-    if pa.types.is_boolean(kind):
-        return "categorical", None
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind):
-        values = pc.unique(column.cast(pa.string()) if pa.types.is_binary(kind) else column)
-        values = values.drop_null().to_pylist()
-        rows = len(column) - column.null_count
-        # Times first: Unix times written as text are numbers, but not quantities.
-        reason = None if keep else identifier_by_values(values, rows, distinct=False)
-        if reason is not None:
-            return "identifier", reason
-        parsed = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
-        numbers = int(parsed.notna().sum())
-        if numbers == len(values):
-            return "numeric", None  # numbers written as text (JSON strings): read as numbers
-        # A text column whose values are almost all numbers is a numeric column with a bad
-        # cell, not a category: refusing it is better than one-hot encoding every number.
-        if numbers and numbers >= 0.9 * len(values):
-            bad = next(v for v, ok in zip(values, parsed.notna(), strict=True) if not ok)
-            raise FlowInputError(
-                f"{source}: column {name!r} holds numbers and text (e.g. {bad!r}); clean the "
-                "column, or --drop it",
-                column=name,
-            )
-        reason = None if keep else identifier_by_values(values, rows)
-        if reason is not None:
-            return "identifier", reason
-        return "categorical", None
-    return "dropped", f"holds {kind} values, neither numbers nor text"
-
-
-def _vocabulary(column: pa.ChunkedArray, limit: int, min_count: int) -> tuple[str, ...]:
-    counts = _as_text(column).value_counts()
-    frame = pd.DataFrame({"value": counts.index.astype(str), "count": counts.to_numpy()})
-    frame = frame[frame["count"] >= min_count]
-    frame = frame.sort_values(["count", "value"], ascending=[False, True], kind="stable")
-    return tuple(frame["value"].head(limit))
-
-
-def _as_text(column: pa.ChunkedArray | pa.Array) -> pd.Series:
-    """A categorical column as strings, missing values as :data:`MISSING`."""
-    if pa.types.is_boolean(column.type):
-        column = pc.if_else(column, "true", "false")
-    elif not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        column = column.cast(pa.string())
-    return pd.Series(column.to_pandas(), dtype=object).fillna(MISSING).astype(str)
 
 
 # --------------------------------------------------------------------------------------------
@@ -646,13 +575,13 @@ def encode(
                 f"numeric must be float64 of shape ({n}, {len(spec.numeric)}), got "
                 f"{numeric.dtype} {numeric.shape}"
             )
-        _check_float32_range(numeric, spec.numeric, source, offset)
+        check_float32_range(numeric, spec.numeric, source, offset)
         X[:, : len(spec.numeric)] = numeric
     else:
         raws = [raw_of[name.casefold()] for name in spec.numeric]
         for first in range(0, n, _MATRIX_ROWS):
             rows = records.slice(first, _MATRIX_ROWS)
-            block = _number_matrix(rows, raws, spec.numeric, source, offset + first)
+            block = number_matrix(rows, raws, spec.numeric, source, offset + first)
             X[first : first + rows.num_rows, : len(raws)] = block
     start = len(spec.numeric)
     if spec.engineered:
@@ -661,7 +590,7 @@ def encode(
         inputs = {
             c: X[:, column[c]]
             if c in column
-            else _numbers(records, raw_of[c.casefold()], c, source, offset).astype(np.float32)
+            else number_column(records, raw_of[c.casefold()], c, source, offset).astype(np.float32)
             for c in fmt.needs()
         }
         derived = fmt.derive(inputs)
@@ -686,7 +615,7 @@ def encode(
         replace_nonfinite(X[:, :start], names[:start], report=report)
     for cat in spec.categorical:
         width = len(cat.values) + 1
-        text = _as_text(records.column(raw_of[cat.column.casefold()]))
+        text = as_text(records.column(raw_of[cat.column.casefold()]))
         codes = pd.Index(cat.values, dtype=object).get_indexer(text).astype(np.int64)
         codes[codes < 0] = len(cat.values)  # unseen and rare values: the (other) indicator
         block = X[:, start : start + width]
@@ -745,7 +674,8 @@ def check_columns(
     missing = [c for c in spec.required_columns() if c not in given and c.casefold() not in raw_of]
     if missing:
         raise FlowInputError(
-            f"{source}: {len(missing)} column(s) the model needs are missing: {_shown(missing)}",
+            f"{source}: {len(missing)} column(s) the model needs are missing: "
+            f"{shown_names(missing)}",
             missing=missing,
         )
 
@@ -773,7 +703,7 @@ def usable_counts(spec: FlowSpec, records: pa.Table | pa.RecordBatch) -> dict[st
             counts[name] = 0
         else:  # text holding numbers: as encode reads it (a value that is none fails there)
             try:
-                values = _float64(column, name, "input", 0)
+                values = as_float64(column, name, "input", 0)
             except FlowInputError:
                 counts[name] = len(column)
                 continue
@@ -802,79 +732,3 @@ def _raw_names(fmt: FlowFormat, columns: list[str], source: object) -> dict[str,
 #: Lists of column names whose matching :func:`_raw_names` remembers, at most.
 _KNOWN_COLUMN_LISTS = 64
 _RAW_NAMES: dict[tuple[FlowFormat, tuple[str, ...]], dict[str, str]] = {}
-
-
-def _numbers(
-    records: pa.Table | pa.RecordBatch, raw: str, name: str, source: object, offset: int
-) -> np.ndarray:
-    """One numeric column as float64, checked against float32's range."""
-    return _number_matrix(records, [raw], [name], source, offset)[:, 0]
-
-
-def _number_matrix(
-    records: pa.Table | pa.RecordBatch,
-    raws: Sequence[str],
-    names: Sequence[str],
-    source: object,
-    offset: int,
-) -> np.ndarray:
-    """Numeric columns ``raws`` (named ``names`` in errors) as one float64 matrix of shape
-    (n_rows, len(raws)), nulls as NaN, checked against float32's range.
-
-    One Arrow-to-tensor conversion of all columns rather than one per column: with a few rows
-    (a service request) the per-column calls cost more than scoring them.
-    """
-    n = records.num_rows
-    if n == 0 or not raws:
-        for raw, name in zip(raws, names, strict=True):  # still refuse columns of no numbers
-            _float64(records.column(raw), name, source, offset)
-        return np.empty((n, len(raws)), dtype=np.float64)
-    table = records.select(list(raws))
-    for j, (column_type, name) in enumerate(zip(table.schema.types, names, strict=True)):
-        if not pa.types.is_float64(column_type):
-            column = _float64(table.column(j), name, source, offset)
-            table = table.set_column(j, table.schema.names[j], column)
-    if isinstance(table, pa.Table):
-        table = table.combine_chunks().to_batches()[0]
-    values = np.asarray(table.to_tensor(null_to_nan=True, row_major=True))
-    _check_float32_range(values, names, source, offset)
-    return values
-
-
-def _float64(
-    column: pa.Array | pa.ChunkedArray, name: str, source: object, offset: int
-) -> pa.Array:
-    """A column of numbers (or of text that holds numbers) as float64."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if pa.types.is_float64(column.type):
-        return column
-    if pa.types.is_boolean(column.type) or not (
-        pa.types.is_integer(column.type)
-        or pa.types.is_floating(column.type)
-        or pa.types.is_null(column.type)
-        or pa.types.is_string(column.type)
-        or pa.types.is_large_string(column.type)
-    ):
-        raise FlowInputError(
-            f"{source}: column {name!r} holds {column.type} values, not numbers", column=name
-        )
-    return cast_column(column, pa.float64(), path=source, column=name, offset=offset)
-
-
-def _check_float32_range(
-    values: np.ndarray, names: Sequence[str], source: object, offset: int
-) -> None:
-    """Refuse a finite value beyond float32's range, naming the first (column by column)."""
-    with np.errstate(invalid="ignore"):
-        beyond = np.abs(values) > FLOAT32_MAX
-    beyond &= np.isfinite(values)
-    if beyond.any():
-        col, row = (int(i) for i in np.argwhere(beyond.T)[0])
-        name = names[col]
-        raise FlowInputError(
-            f"{source}, row {offset + row + 1}, column {name!r}: {values[row, col]!r} is "
-            f"beyond float32's range (+-{FLOAT32_MAX:.4g}), the model's precision",
-            line=offset + row + 1,
-            column=name,
-        )

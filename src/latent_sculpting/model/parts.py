@@ -32,7 +32,7 @@ from latent_sculpting.model.density.train import (
 from latent_sculpting.model.preprocessing import FeaturePreprocessor
 from latent_sculpting.model.stage1.train import sqdist
 from latent_sculpting.monitor.drift import DriftReference
-from latent_sculpting.monitor.explain import BenignProfile, spec_categorical
+from latent_sculpting.monitor.profile import BenignProfile, spec_categorical
 
 __all__ = ["FIELDS", "FittedParts"]
 

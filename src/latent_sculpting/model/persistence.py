@@ -64,7 +64,7 @@ from latent_sculpting.model.params import PARAMETER_CONSTRAINTS, check_params
 from latent_sculpting.model.preprocessing import FEATURE_TRANSFORMS, SCALERS, FeaturePreprocessor
 from latent_sculpting.model.stage1.encoders import ENCODER_SIZES, build_encoder
 from latent_sculpting.monitor.drift import DriftReference
-from latent_sculpting.monitor.explain import BenignProfile
+from latent_sculpting.monitor.profile import BenignProfile
 
 __all__ = [
     "FORMAT_NAME",

@@ -1,5 +1,4 @@
-"""One self-contained HTML page for a run folder (``sculpt reproduce``, ``sculpt compare``, ...)
-or for the top alerts of a scored file (``sculpt score``).
+"""One self-contained HTML page for a run folder (``sculpt reproduce``, ``sculpt compare``, ...).
 
 The page has no external assets: CSS is inline and every PNG is embedded as a base64 data URI,
 so it can be mailed or archived as one file. A ``reproduce`` run (``results.json``) gets a
@@ -7,37 +6,31 @@ layout of its own: the headline beside the paper, every percentile threshold, St
 recall per withheld attack class, the plots with captions, the splits and the configuration.
 Any other run folder is rendered generically: each ``*.md`` file converted to HTML (its tables
 become HTML tables), each ``*.json`` without a Markdown twin shown as text, every PNG embedded.
-A scored file's page (:func:`render_alerts`) is one table of its highest-scoring flagged flows
-with their explanations; every value in it comes from the file and is escaped.
 
-It is long because the two pages are self-contained HTML (styles, tables, inline figures) written
-here rather than through a template engine, which would be one more dependency for two pages.
+A scored file's top alerts have their own page (:mod:`latent_sculpting.research.alerts_report`);
+the page parts (styles, tables, figures, Markdown) are in
+:mod:`latent_sculpting.research.html_page`.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import math
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
+from latent_sculpting.research.html_page import (
+    Raw,
+    anchor,
+    figure_html,
+    markdown_to_html,
+    page_html,
+    strip_inline,
+    table_html,
+)
 
-from latent_sculpting.errors import FlowInputError
-
-__all__ = [
-    "markdown_to_html",
-    "render_alerts",
-    "render_report",
-    "write_alerts",
-    "write_report",
-]
+__all__ = ["REPRODUCE_FIGURES", "render_report", "write_report"]
 
 #: Captions of the figures ``sculpt reproduce`` writes, in page order.
 REPRODUCE_FIGURES = {
@@ -48,24 +41,6 @@ REPRODUCE_FIGURES = {
     "latent_projection.png": "Latent codes of test flows, projected to two dimensions, with the "
     "Stage-1 centroids.",
 }
-
-_CSS = """
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;
-background:#f6f7f9}
-main{max-width:1100px;margin:0 auto;padding:24px 32px 64px;background:#fff;min-height:100vh}
-h1{font-size:1.7em;margin:.2em 0 .4em}h2{font-size:1.3em;margin-top:1.8em;
-border-bottom:1px solid #e3e6eb;padding-bottom:.2em}h3{font-size:1.1em;margin-top:1.4em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.93em}
-th,td{border:1px solid #d9dde3;padding:4px 10px;vertical-align:top}
-th{background:#f0f2f5;text-align:left}td.num,th.num{text-align:right;
-font-variant-numeric:tabular-nums}
-tr:nth-child(even) td{background:#fafbfc}code{background:#f0f2f5;padding:1px 4px;
-border-radius:3px;font-size:.92em}pre{background:#f6f8fa;padding:12px;overflow:auto;
-font-size:.85em;max-height:480px}figure{margin:1.2em 0}figure img{max-width:100%;
-border:1px solid #e3e6eb}figcaption{color:#5b6472;font-size:.9em}
-.meta{color:#5b6472}.bar{display:inline-block;height:.8em;background:#3b73c4;
-vertical-align:middle;margin-right:6px}
-"""
 
 
 def write_report(run_dir: str | Path, output: str | Path) -> Path:
@@ -80,10 +55,10 @@ def write_report(run_dir: str | Path, output: str | Path) -> Path:
     """
     from latent_sculpting.atomic import write_text
 
-    page = render_report(run_dir)
+    document = render_report(run_dir)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    return write_text(page, output)
+    return write_text(document, output)
 
 
 def render_report(run_dir: str | Path) -> str:
@@ -118,8 +93,8 @@ def render_report(run_dir: str | Path) -> str:
         if len(shown_text) == 0 and title.startswith("Run report"):
             first = re.match(r"\s*#\s+(.+)", text)
             if first:
-                title = _strip_inline(first.group(1))
-        body.append(f'<section class="markdown" id="{_anchor(path.stem)}">')
+                title = strip_inline(first.group(1))
+        body.append(f'<section class="markdown" id="{anchor(path.stem)}">')
         body.append(f'<p class="meta">from <code>{html.escape(path.name)}</code></p>')
         body.append(markdown_to_html(text))
         body.append("</section>")
@@ -135,8 +110,8 @@ def render_report(run_dir: str | Path) -> str:
     rest = [p for p in pngs if p.name not in shown_png]
     if rest:
         body.append("<h2>Figures</h2>")
-        body += [_figure(p, p.stem.replace("_", " ")) for p in rest]
-    return _page(title, f"Run folder <code>{html.escape(str(run_dir))}</code>", body)
+        body += [figure_html(p, p.stem.replace("_", " ")) for p in rest]
+    return page_html(title, f"Run folder <code>{html.escape(str(run_dir))}</code>", body)
 
 
 def _check_inside(run_dir: Path, paths: list[Path]) -> None:
@@ -155,171 +130,6 @@ def _check_inside(run_dir: Path, paths: list[Path]) -> None:
             )
         if not target.is_file():
             raise ValueError(f"{path} is not a regular file; refusing to read it")
-
-
-def _page(title: str, source: str, body: list[str]) -> str:
-    """The whole page: ``source`` (HTML) says what it reports on."""
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>"
-        f"<h1>{html.escape(title)}</h1>"
-        f'<p class="meta">{source}; report made '
-        f"{stamp} by <code>sculpt report</code> (latent-sculpting, arXiv:2512.22179).</p>"
-        + "\n".join(body)
-        + "</main></body></html>\n"
-    )
-
-
-# ---------------------------------------------------------------------------- scored files
-
-#: Columns of a scored file shown in their own place, not among the flow's other columns.
-_ALERT_COLUMNS = ("score", "p_value", "is_attack", "flagged_by", "explanation")
-
-
-def write_alerts(
-    scored: str | Path, output: str | Path, *, top: int = 50, batch_rows: int = 65_536
-) -> Path:
-    """Render the top alerts of ``scored`` (:func:`render_alerts`) and write the page to
-    ``output`` (temporary file, then rename).
-
-    Raises
-    ------
-    ValueError
-        If ``output`` is a folder, the scored file itself or not writable, or as
-        :func:`render_alerts`.
-    """
-    from latent_sculpting.atomic import write_text
-    from latent_sculpting.serve.outputs import check_output
-
-    output = check_output(output, inputs=[scored], what="report")
-    return write_text(render_alerts(scored, top=top, batch_rows=batch_rows), output)
-
-
-def render_alerts(scored: str | Path, *, top: int = 50, batch_rows: int = 65_536) -> str:
-    """The HTML page of the ``top`` highest-scoring flagged flows of a scored file.
-
-    The file (Parquet or CSV, as ``sculpt score`` writes it) is read ``batch_rows`` rows at a
-    time, keeping only the best ``top`` rows, so its size does not matter. Each alert shows its
-    row in the file, score, p-value, which rule flagged it, the file's other columns
-    (identifiers, labels) and its explanation when the file has one.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    FlowInputError
-        If it is not a readable table, or a ``score`` or ``is_attack`` value is missing or not
-        what it should be (row and column named).
-    ValueError
-        If it lacks the ``score`` or ``is_attack`` column, or ``top`` is not positive.
-    """
-    from latent_sculpting.io.readers import iter_batches, read_columns
-
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"top must be a positive integer, got {top!r}")
-    path = Path(scored)
-    if not path.is_file():
-        raise FileNotFoundError(f"scored file not found: {path}")
-    names = read_columns(path)
-    missing = [c for c in ("score", "is_attack") if c not in names]
-    if missing:
-        raise ValueError(
-            f"{path}: no column {' or '.join(repr(c) for c in missing)}; pass a file "
-            "`sculpt score` wrote"
-        )
-    best = None
-    rows = flagged = 0
-    for batch in iter_batches(path, batch_rows, types={"score": pa.float64()}):
-        frame = batch.to_pandas()
-        flags = _flags(frame["is_attack"], path, rows)
-        score = frame["score"].to_numpy()
-        bad = np.flatnonzero(np.isnan(score))
-        if len(bad):
-            raise FlowInputError(
-                f"{path}, row {rows + bad[0] + 1}, column 'score': missing value",
-                path=path,
-                line=rows + int(bad[0]) + 1,
-                column="score",
-            )
-        picked = frame[flags]
-        picked.insert(0, "(row)", rows + 1 + np.flatnonzero(flags))
-        rows += len(frame)
-        flagged += int(flags.sum())
-        best = picked if best is None else pd.concat([best, picked], ignore_index=True)
-        best = best.sort_values(["score", "(row)"], ascending=[False, True], kind="stable")
-        best = best.head(top)
-
-    shown = 0 if best is None else len(best)
-    share = f" ({flagged / rows:.2%})" if rows else ""
-    body = [
-        f"<p>{rows:,} flows, {flagged:,} flagged{share}; the {shown:,} highest-scoring flagged "
-        "flows, highest first. The score is higher for more anomalous flows; the p-value is the "
-        "share of benign calibration flows scoring at least as high.</p>"
-    ]
-    if shown:
-        others = [c for c in best.columns if c not in _ALERT_COLUMNS and c != "(row)"]
-        has_explanation = "explanation" in best.columns
-        header = ["#", "row", "score", "p-value", "flagged by", *others]
-        if has_explanation:
-            header.append("explanation")
-        table = []
-        for rank, record in enumerate(best.to_dict(orient="records"), start=1):
-            cells = [
-                str(rank),
-                str(record["(row)"]),
-                f"{record['score']:.4g}",
-                _cell_number(record.get("p_value")),
-                _cell_text(record.get("flagged_by")),
-                *(_cell_text(record[c]) for c in others),
-            ]
-            if has_explanation:
-                parts = _cell_text(record["explanation"]).split("; ")
-                cells.append(_Raw(";<br>".join(html.escape(p, quote=False) for p in parts)))
-            table.append(cells)
-        body.append(_table(header, table))
-        if not has_explanation:
-            body.append(
-                '<p class="meta">The file has no <code>explanation</code> column: it was scored '
-                "without explanations.</p>"
-            )
-    return _page(
-        f"Top alerts: {path.name}", f"Scored file <code>{html.escape(str(path))}</code>", body
-    )
-
-
-def _flags(values: pd.Series, path: Path, offset: int) -> np.ndarray:
-    """``is_attack`` as booleans: Parquet's booleans, or CSV's true/false text."""
-    if values.dtype == bool:
-        return values.to_numpy()
-    text = values.astype("string").str.strip().str.lower()
-    known = text.isin(["true", "false", "1", "0"]).fillna(False).to_numpy(dtype=bool)
-    if not known.all():
-        row = int(np.flatnonzero(~known)[0])
-        raise FlowInputError(
-            f"{path}, row {offset + row + 1}, column 'is_attack': {values.iloc[row]!r} is not "
-            "true or false",
-            path=path,
-            line=offset + row + 1,
-            column="is_attack",
-        )
-    return text.isin(["true", "1"]).to_numpy(dtype=bool)
-
-
-def _cell_text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value)
-
-
-def _cell_number(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    try:
-        return f"{float(value):.3g}"
-    except (TypeError, ValueError):
-        return str(value)
 
 
 # ---------------------------------------------------------------------------- reproduce runs
@@ -365,7 +175,7 @@ def _reproduce_sections(data: dict, run_dir: Path, shown_png: set[str]) -> list[
             _stat(zs.get("per_attack_recall", {}).get("Infiltration"), pct=True),
         ],
     ]
-    out.append(_table(["metric", "paper", "this run (mean ± std over seeds)"], rows))
+    out.append(table_html(["metric", "paper", "this run (mean ± std over seeds)"], rows))
 
     thresholds = data.get("thresholds", {})
     if thresholds:
@@ -385,7 +195,7 @@ def _reproduce_sections(data: dict, run_dir: Path, shown_png: set[str]) -> list[
                 ]
             )
         out.append(
-            _table(
+            table_html(
                 [
                     "threshold",
                     "known F1",
@@ -403,7 +213,7 @@ def _reproduce_sections(data: dict, run_dir: Path, shown_png: set[str]) -> list[
         s1 = data["stage1_only"]
         out.append("<h2>Stage 1 alone (nearest centroid) vs both stages</h2>")
         out.append(
-            _table(
+            table_html(
                 ["", "known F1", "zero-shot F1", "zero-shot recall", "zero-shot AUROC"],
                 [
                     [
@@ -439,19 +249,19 @@ def _reproduce_sections(data: dict, run_dir: Path, shown_png: set[str]) -> list[
             row = [
                 html.escape(str(label)),
                 f"{counts.get(label, 0):,}",
-                _Raw(bar + html.escape(_stat(stat, pct=True))),
+                Raw(bar + html.escape(_stat(stat, pct=True))),
             ]
             if s1_recall is not None:
                 row.append(_stat(s1_recall.get(label), pct=True))
             rows.append(row)
-        out.append(_table(header, rows))
+        out.append(table_html(header, rows))
 
     figures = [(run_dir / name, caption) for name, caption in REPRODUCE_FIGURES.items()]
     figures = [(p, c) for p, c in figures if p.is_file()]
     if figures:
         out.append("<h2>Plots</h2>")
         for path, caption in figures:
-            out.append(_figure(path, caption))
+            out.append(figure_html(path, caption))
             shown_png.add(path.name)
 
     splits = data.get("splits", {})
@@ -465,13 +275,13 @@ def _reproduce_sections(data: dict, run_dir: Path, shown_png: set[str]) -> list[
             [html.escape(label), *(f"{splits[n].get(label, 0):,}" for n in names)]
             for label in labels
         ]
-        out.append(_table(["class", *names], rows))
+        out.append(table_html(["class", *names], rows))
 
     params = cfg.get("params", {})
     if params:
         out.append("<h2>Configuration</h2>")
         out.append(
-            _table(
+            table_html(
                 ["parameter", "value"],
                 [[html.escape(k), html.escape(json.dumps(v))] for k, v in params.items()],
             )
@@ -480,10 +290,10 @@ def _reproduce_sections(data: dict, run_dir: Path, shown_png: set[str]) -> list[
     if files:
         out.append("<h3>Data files</h3>")
         out.append(
-            _table(
+            table_html(
                 ["file", "sha256"],
                 [
-                    [html.escape(str(f.get("path"))), _Raw(f"<code>{f.get('sha256')}</code>")]
+                    [html.escape(str(f.get("path"))), Raw(f"<code>{f.get('sha256')}</code>")]
                     for f in files
                 ],
             )
@@ -492,7 +302,7 @@ def _reproduce_sections(data: dict, run_dir: Path, shown_png: set[str]) -> list[
     if per_stage:
         out.append("<h3>Time per seed (mean seconds)</h3>")
         out.append(
-            _table(
+            table_html(
                 ["stage", "seconds"],
                 [
                     [html.escape(k), _num(v.get("mean") if isinstance(v, dict) else v, 1)]
@@ -501,24 +311,6 @@ def _reproduce_sections(data: dict, run_dir: Path, shown_png: set[str]) -> list[
             )
         )
     return out
-
-
-class _Raw(str):
-    """Cell content that is already HTML."""
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    def cell(tag: str, value: Any) -> str:
-        text = value if isinstance(value, _Raw) else html.escape(str(value), quote=False)
-        numeric = bool(re.fullmatch(r"[\s\d.,%±+\-–e]+", html.unescape(str(value)))) and any(
-            ch.isdigit() for ch in str(value)
-        )
-        attr = ' class="num"' if numeric else ""
-        return f"<{tag}{attr}>{text}</{tag}>"
-
-    head = "".join(cell("th", h) for h in header)
-    body = "".join("<tr>" + "".join(cell("td", v) for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _stat(stat: Any, pct: bool = False) -> str:
@@ -538,132 +330,8 @@ def _num(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _figure(path: Path, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
-        f"<figcaption>{html.escape(caption)} <code>{html.escape(path.name)}</code>"
-        "</figcaption></figure>"
-    )
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
-
-
-def _anchor(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
-
-
-# ---------------------------------------------------------------------------- Markdown
-
-
-_TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-
-
-def markdown_to_html(text: str) -> str:
-    """Convert the Markdown our runs write to HTML: headings, pipe tables, lists, code, prose.
-
-    Links keep their text only, so a page never points outside itself; raw HTML is escaped.
-    """
-    lines = text.splitlines()
-    out: list[str] = []
-    paragraph: list[str] = []
-    i = 0
-
-    def flush() -> None:
-        if paragraph:
-            out.append("<p>" + _inline(" ".join(paragraph)) + "</p>")
-            paragraph.clear()
-
-    while i < len(lines):
-        line = lines[i]
-        stripped = line.strip()
-        if stripped.startswith("```"):
-            flush()
-            block = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith("```"):
-                block.append(lines[i])
-                i += 1
-            out.append(f"<pre>{html.escape(chr(10).join(block))}</pre>")
-            i += 1
-            continue
-        heading = re.match(r"^(#{1,6})\s+(.*)$", stripped)
-        if heading:
-            flush()
-            # The page has its own h1; Markdown headings move one level down.
-            level = min(len(heading.group(1)) + 1, 6)
-            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-            i += 1
-            continue
-        if stripped.startswith("|") and i + 1 < len(lines) and _TABLE_SEP.match(lines[i + 1]):
-            flush()
-            header = _cells(stripped)
-            aligns = [
-                "num" if c.strip().endswith(":") and not c.strip().startswith(":") else ""
-                for c in _cells(lines[i + 1].strip())
-            ]
-            i += 2
-            rows = []
-            while i < len(lines) and lines[i].strip().startswith("|"):
-                rows.append(_cells(lines[i].strip()))
-                i += 1
-            out.append(_md_table(header, rows, aligns))
-            continue
-        if re.match(r"^[-*]\s+", stripped):
-            flush()
-            items = []
-            while i < len(lines) and re.match(r"^\s*[-*]\s+", lines[i]):
-                items.append("<li>" + _inline(re.sub(r"^\s*[-*]\s+", "", lines[i])) + "</li>")
-                i += 1
-            out.append("<ul>" + "".join(items) + "</ul>")
-            continue
-        if not stripped:
-            flush()
-        else:
-            paragraph.append(stripped)
-        i += 1
-    flush()
-    return "\n".join(out)
-
-
-def _cells(row: str) -> list[str]:
-    row = row.strip()
-    row = row[1:] if row.startswith("|") else row
-    row = row[:-1] if row.endswith("|") and not row.endswith("\\|") else row
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row)]
-
-
-def _md_table(header: list[str], rows: list[list[str]], aligns: list[str]) -> str:
-    def cls(j: int) -> str:
-        return ' class="num"' if j < len(aligns) and aligns[j] else ""
-
-    head = "".join(f"<th{cls(j)}>{_inline(c)}</th>" for j, c in enumerate(header))
-    body = "".join(
-        "<tr>" + "".join(f"<td{cls(j)}>{_inline(c)}</td>" for j, c in enumerate(row)) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _inline(text: str) -> str:
-    parts = re.split(r"(`[^`]*`)", text)
-    out = []
-    for part in parts:
-        if part.startswith("`") and part.endswith("`") and len(part) >= 2:
-            out.append(f"<code>{html.escape(part[1:-1])}</code>")
-            continue
-        part = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", part)  # links and images: text only
-        part = html.escape(part, quote=False)
-        part = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", part)
-        part = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", part)
-        out.append(part)
-    return "".join(out)
-
-
-def _strip_inline(text: str) -> str:
-    return re.sub(r"[`*]", "", text).strip()

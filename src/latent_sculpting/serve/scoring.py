@@ -24,7 +24,8 @@ from latent_sculpting.io.flowspec import FlowBatch, model_spec
 from latent_sculpting.io.formats import get_format
 from latent_sculpting.model.estimator import conformal_p_values
 from latent_sculpting.monitor.drift import DriftMonitor, RollingDriftMonitor
-from latent_sculpting.monitor.explain import Explainer, Explanation
+from latent_sculpting.monitor.explain import Explainer
+from latent_sculpting.monitor.reasons import Explanation
 
 __all__ = [
     "NO_PROFILE",
@@ -124,7 +125,7 @@ class ScoredBatch:
     """One scored batch (:meth:`Scorer.score_columns`): the identifier columns and, row-aligned
     with them, the arrays :meth:`Scorer.score` puts in its frame.
 
-    ``explanations`` holds one :class:`~latent_sculpting.monitor.explain.Explanation` per flagged
+    ``explanations`` holds one :class:`~latent_sculpting.monitor.reasons.Explanation` per flagged
     row
     and None for the others, or is None when the batch was not explained; ``labels`` are the
     records' labels (in column ``label_column``), when they carried them.
