@@ -152,6 +152,7 @@ def context_features(
     Returns
     -------
     features : ndarray of float64, shape (n_flows, n_features)
+        In Fortran order: each feature's column is contiguous.
     names : list of str
         ``state.config.feature_names``.
 
@@ -169,7 +170,7 @@ def context_features(
         raise ValueError(f"time must be 1-D, got shape {t.shape}")
     n = len(t)
     if n == 0:
-        return np.zeros((0, len(names))), names
+        return np.zeros((len(names), 0)).T, names
     if not np.isfinite(t).all():
         row = int(np.flatnonzero(~np.isfinite(t))[0])
         raise ValueError(f"time: row {row} holds {t[row]!r}; start times must be finite")
@@ -191,7 +192,8 @@ def context_features(
         if len(h) != n:
             raise ValueError(f"{what} has {len(h)} values for {n} start times")
         hashes.append(h)
-    keys = kernel.combine_keys(*hashes, _SEEDS)
+    # The kernel compares the keys' bits as int64.
+    keys = kernel.combine_keys(*hashes, _SEEDS).view(np.int64)
     nbytes = _numbers(nbytes, "bytes", n)
     npackets = _numbers(npackets, "packets", n)
     if failed is None:
@@ -215,7 +217,9 @@ def context_features(
         t, keys, flags = t[order], keys[:, order], flags[order]
         nbytes, npackets, emit = nbytes[order], npackets[order], emit[order]
 
-    out = np.empty((n, len(names)))
+    # Feature-major, returned transposed: each feature's values are contiguous (an Arrow column
+    # without a copy).
+    out = np.empty((len(names), n))
     taus = np.asarray(config.windows_s, np.float64)
     cols = _columns(config.entities, len(taus))
     tables = state.tables
@@ -249,7 +253,7 @@ def context_features(
         "packets": npackets[position:].copy(),
     }
     state.time = float(t[-1])
-    return out, names
+    return out.T, names
 
 
 def _canonical_order(

@@ -15,8 +15,10 @@ stored in model files.
 power-of-two index at most half full, and backward-shift deletion (no tombstones, so a table
 that evicts forever does not slow down). numba's typed ``Dict`` does the same job, but was
 measured 9-16x slower here (1 M inserts and lookups: 0.83 s and 0.45 s against 0.05 s and
-0.05 s). Entities live in *slots*: per-slot key, time of the last flow (``last``), a creation
-serial (``born``), a link to the source entity's serial (``link``) and the statistics.
+0.05 s). Entities live in *slots*, each one record (see the tables section): time of the last
+flow, a creation serial, a link to the serial of the source it was last counted for, and the
+statistics; a flow reads one index cell and one record per table, which is what a million
+entities that do not fit in the cache cost.
 
 **Eviction.** A table holds at most its capacity. When a new entity finds no free slot, the
 eighth of the table with the oldest last flow is evicted at once (ties broken by key), so the
@@ -49,7 +51,6 @@ __all__ = [
     "run",
 ]
 
-_U1 = np.uint64(1)
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -134,115 +135,126 @@ def combine_keys(src, dst, port, proto, seeds):
 
 
 # --- tables --------------------------------------------------------------------------------
-# A table is a tuple (index_keys, index_slots, keys, last, born, link, stats, used, free, meta):
-# index_slots[h] < 0 marks an empty index cell; meta[0] is the number of free slots, whose
-# numbers are free[:meta[0]] (a stack).
+# A table is a tuple (index, keys, rows, used, free, meta). ``index`` is int64 (size, 2): a
+# key's bits and its slot + 1 (0: an empty cell, so that a fresh index is all zeros, which the
+# system maps lazily), side by side so that a probe reads one cache line. ``rows`` holds one
+# record per slot: the time of its last flow, its creation serial, the serial of the source it
+# was last counted for, then its statistics per time scale; a record is a few adjacent cache
+# lines. ``keys`` and ``used`` say which key a slot holds, for eviction and for writing a
+# state. Slots from ``meta[1]`` on have never been used; slots freed by eviction are the stack
+# ``free[:meta[0]]``. Arrays grow with zeros the system maps lazily, so memory is touched only
+# as entities arrive.
+LAST, BORN, LINK, STATS = 0, 1, 2, 3
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _find(ik, islot, key):
-    mask = np.uint64(ik.shape[0] - 1)
+def _find(index, key):
+    mask = index.shape[0] - 1
     h = key & mask
     while True:
-        s = islot[h]
-        if s < 0:
+        s = index[h, 1]
+        if s == 0:
             return -1
-        if ik[h] == key:
-            return s
-        h = (h + _U1) & mask
+        if index[h, 0] == key:
+            return s - 1
+        h = (h + 1) & mask
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _insert(ik, islot, key, slot):
-    mask = np.uint64(ik.shape[0] - 1)
+def _insert(index, key, slot):
+    mask = index.shape[0] - 1
     h = key & mask
-    while islot[h] >= 0:
-        h = (h + _U1) & mask
-    ik[h] = key
-    islot[h] = slot
+    while index[h, 1] != 0:
+        h = (h + 1) & mask
+    index[h, 0] = key
+    index[h, 1] = slot + 1
 
 
 @numba.njit(nogil=True, cache=True)
-def _delete(ik, islot, key):
+def _delete(index, key):
     """Remove ``key`` and shift the cells of its probe run back, so no tombstone is left."""
-    mask = np.uint64(ik.shape[0] - 1)
+    mask = index.shape[0] - 1
     i = key & mask
-    while ik[i] != key or islot[i] < 0:
-        i = (i + _U1) & mask
-    islot[i] = -1
+    while index[i, 0] != key or index[i, 1] == 0:
+        i = (i + 1) & mask
+    index[i, 1] = 0
     j = i
     while True:
-        j = (j + _U1) & mask
-        if islot[j] < 0:
+        j = (j + 1) & mask
+        if index[j, 1] == 0:
             return
-        home = ik[j] & mask
+        home = index[j, 0] & mask
         # The entry at j may move back to i only if its home cell is not cyclically in (i, j].
         if i <= j:
             stays = i < home <= j
         else:
             stays = home > i or home <= j
         if not stays:
-            ik[i] = ik[j]
-            islot[i] = islot[j]
-            islot[j] = -1
+            index[i, 0] = index[j, 0]
+            index[i, 1] = index[j, 1]
+            index[j, 1] = 0
             i = j
 
 
 @numba.njit(nogil=True, cache=True)
-def rebuild_index(ik, islot, keys, used):
-    """Index every used slot (after the slot arrays grew or were read from a state)."""
-    islot[:] = -1
+def rebuild_index(index, keys, used):
+    """Index every used slot of an empty (all zero) index."""
     for s in range(keys.shape[0]):
         if used[s]:
-            _insert(ik, islot, keys[s], s)
+            _insert(index, keys[s], s)
 
 
 @numba.njit(nogil=True, cache=True)
-def _release(ik, islot, keys, used, free, meta, s):
-    _delete(ik, islot, keys[s])
+def _release(index, keys, used, free, meta, s):
+    _delete(index, keys[s])
     used[s] = 0
     free[meta[0]] = s
     meta[0] += 1
 
 
 @numba.njit(nogil=True, cache=True)
-def _evict(ik, islot, keys, last, used, free, meta):
+def _evict(index, keys, rows, used, free, meta):
     """Free the eighth of a full table whose last flows are oldest (ties: smallest keys)."""
     cap = keys.shape[0]
     k = max(1, cap // 8)
+    last = rows[:, LAST].copy()
     threshold = np.partition(last.copy(), k - 1)[k - 1]
     evicted = 0
     for s in range(cap):
-        if last[s] < threshold:
-            _release(ik, islot, keys, used, free, meta, s)
+        if last[s] < threshold and used[s]:
+            _release(index, keys, used, free, meta, s)
             evicted += 1
     if evicted < k:
         tied = np.flatnonzero(last == threshold)
         tied = tied[np.argsort(keys[tied], kind="mergesort")]
         for s in tied[: k - evicted]:
-            _release(ik, islot, keys, used, free, meta, s)
+            _release(index, keys, used, free, meta, s)
 
 
 # The hot path takes each table's arrays one by one: numba pays a reference count per array
 # each time a tuple of them is unpacked, which measured 0.1 us per lookup with ten arrays.
 @numba.njit(nogil=True, cache=True, inline="always")
-def _acquire(ik, islot, keys, last, born, link, stats, used, free, meta, key, t, serial):
+def _acquire(index, keys, rows, used, free, meta, key, t, serial):
     """Slot of ``key``, created (statistics zero, born ``serial[0]``) when absent."""
-    s = _find(ik, islot, key)
+    s = _find(index, key)
     if s >= 0:
         return s
-    if meta[0] == 0:
-        _evict(ik, islot, keys, last, used, free, meta)
-    meta[0] -= 1
-    s = free[meta[0]]
+    if meta[0] == 0 and meta[1] == keys.shape[0]:
+        _evict(index, keys, rows, used, free, meta)
+    if meta[0] > 0:
+        meta[0] -= 1
+        s = free[meta[0]]
+    else:
+        s = meta[1]
+        meta[1] += 1
     keys[s] = key
-    last[s] = t
-    born[s] = serial[0]
-    serial[0] += 1
-    link[s] = -1
     used[s] = 1
-    stats[s] = 0.0
-    _insert(ik, islot, key, s)
+    rows[s] = 0.0
+    rows[s, LAST] = t
+    rows[s, BORN] = serial[0]
+    rows[s, LINK] = -1.0
+    serial[0] += 1
+    _insert(index, key, s)
     return s
 
 
@@ -250,13 +262,13 @@ def _acquire(ik, islot, keys, last, born, link, stats, used, free, meta, key, t,
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _welford(stats, mean, squares, weight, x, decay):
+def _welford(rows, s, mean, squares, weight, x, decay):
     """West's weighted update of a mean and sum of squares with the past decayed by ``decay``;
     ``weight`` is the series' total weight after the update."""
-    delta = x - stats[mean]
-    stats[mean] += delta / weight
+    delta = x - rows[s, mean]
+    rows[s, mean] += delta / weight
     # When a value dwarfs a fully decayed mean, rounding can leave a residue below zero.
-    stats[squares] = max(stats[squares] * decay + delta * (x - stats[mean]), 0.0)
+    rows[s, squares] = max(rows[s, squares] * decay + delta * (x - rows[s, mean]), 0.0)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -273,111 +285,120 @@ def _cv(mean, squares, weight, weight2):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _src_features(out, e, c, now, taus, s, last, stats):
+def _src_features(out, e, c, now, taus, s, rows):
     n_scales = taus.shape[0]
     for k in range(n_scales):
-        d = math.exp(-(now - last[s]) / taus[k]) if s >= 0 else 0.0
-        w = stats[s, k, SRC_W] if s >= 0 else 0.0
+        b = STATS + k * N_STATS[0]
+        d = math.exp(-(now - rows[s, LAST]) / taus[k]) if s >= 0 else 0.0
+        w = rows[s, b + SRC_W] if s >= 0 else 0.0
         if w * d >= MIN_WEIGHT:
-            out[e, c + k] = w * d
-            out[e, c + n_scales + k] = stats[s, k, SRC_DH] * d
-            out[e, c + 2 * n_scales + k] = stats[s, k, SRC_DP] * d
+            out[c + k, e] = w * d
+            out[c + n_scales + k, e] = rows[s, b + SRC_DH] * d
+            out[c + 2 * n_scales + k, e] = rows[s, b + SRC_DP] * d
             # Shares, means and spreads do not change as the weights decay together.
-            out[e, c + 3 * n_scales + k] = stats[s, k, SRC_WF] / w
-            out[e, c + 4 * n_scales + k] = stats[s, k, SRC_BM]
-            out[e, c + 5 * n_scales + k] = math.sqrt(stats[s, k, SRC_BS] / w)
-            out[e, c + 6 * n_scales + k] = stats[s, k, SRC_PM]
-            out[e, c + 7 * n_scales + k] = math.sqrt(stats[s, k, SRC_PS] / w)
+            out[c + 3 * n_scales + k, e] = rows[s, b + SRC_WF] / w
+            out[c + 4 * n_scales + k, e] = rows[s, b + SRC_BM]
+            out[c + 5 * n_scales + k, e] = math.sqrt(rows[s, b + SRC_BS] / w)
+            out[c + 6 * n_scales + k, e] = rows[s, b + SRC_PM]
+            out[c + 7 * n_scales + k, e] = math.sqrt(rows[s, b + SRC_PS] / w)
         else:
             for f in range(N_FEATURES[0]):
-                out[e, c + f * n_scales + k] = 0.0
+                out[c + f * n_scales + k, e] = 0.0
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _pair_features(out, e, c, now, taus, p, last, stats):
+def _pair_features(out, e, c, now, taus, p, rows):
     n_scales = taus.shape[0]
     for k in range(n_scales):
-        d = math.exp(-(now - last[p]) / taus[k]) if p >= 0 else 0.0
-        w = stats[p, k, PAIR_W] if p >= 0 else 0.0
+        b = STATS + k * N_STATS[1]
+        d = math.exp(-(now - rows[p, LAST]) / taus[k]) if p >= 0 else 0.0
+        w = rows[p, b + PAIR_W] if p >= 0 else 0.0
         if w * d >= MIN_WEIGHT:
-            out[e, c + k] = w * d
-            out[e, c + n_scales + k] = stats[p, k, PAIR_WF] / w
-            gw = stats[p, k, PAIR_GW]
-            out[e, c + 2 * n_scales + k] = stats[p, k, PAIR_GM] if gw > 0.0 else taus[k]
-            out[e, c + 3 * n_scales + k] = _cv(
-                stats[p, k, PAIR_GM], stats[p, k, PAIR_GS], gw, stats[p, k, PAIR_GW2]
+            out[c + k, e] = w * d
+            out[c + n_scales + k, e] = rows[p, b + PAIR_WF] / w
+            gw = rows[p, b + PAIR_GW]
+            out[c + 2 * n_scales + k, e] = rows[p, b + PAIR_GM] if gw > 0.0 else taus[k]
+            out[c + 3 * n_scales + k, e] = _cv(
+                rows[p, b + PAIR_GM], rows[p, b + PAIR_GS], gw, rows[p, b + PAIR_GW2]
             )
-            out[e, c + 4 * n_scales + k] = _cv(
-                stats[p, k, PAIR_BM], stats[p, k, PAIR_BS], w, stats[p, k, PAIR_W2]
+            out[c + 4 * n_scales + k, e] = _cv(
+                rows[p, b + PAIR_BM], rows[p, b + PAIR_BS], w, rows[p, b + PAIR_W2]
             )
         else:
-            out[e, c + k] = 0.0
-            out[e, c + n_scales + k] = 0.0
-            out[e, c + 2 * n_scales + k] = taus[k]
-            out[e, c + 3 * n_scales + k] = 1.0
-            out[e, c + 4 * n_scales + k] = 1.0
+            out[c + k, e] = 0.0
+            out[c + n_scales + k, e] = 0.0
+            out[c + 2 * n_scales + k, e] = taus[k]
+            out[c + 3 * n_scales + k, e] = 1.0
+            out[c + 4 * n_scales + k, e] = 1.0
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _service_features(out, e, c, now, taus, v, last, stats):
+def _service_features(out, e, c, now, taus, v, rows):
     n_scales = taus.shape[0]
     for k in range(n_scales):
-        d = math.exp(-(now - last[v]) / taus[k]) if v >= 0 else 0.0
-        w = stats[v, k, SVC_W] if v >= 0 else 0.0
+        b = STATS + k * N_STATS[2]
+        d = math.exp(-(now - rows[v, LAST]) / taus[k]) if v >= 0 else 0.0
+        w = rows[v, b + SVC_W] if v >= 0 else 0.0
         if w * d >= MIN_WEIGHT:
-            out[e, c + k] = w * d
-            out[e, c + n_scales + k] = stats[v, k, SVC_WF] / w
-            out[e, c + 2 * n_scales + k] = stats[v, k, SVC_BM]
-            out[e, c + 3 * n_scales + k] = math.sqrt(stats[v, k, SVC_BS] / w)
+            out[c + k, e] = w * d
+            out[c + n_scales + k, e] = rows[v, b + SVC_WF] / w
+            out[c + 2 * n_scales + k, e] = rows[v, b + SVC_BM]
+            out[c + 3 * n_scales + k, e] = math.sqrt(rows[v, b + SVC_BS] / w)
         else:
             for f in range(N_FEATURES[2]):
-                out[e, c + f * n_scales + k] = 0.0
+                out[c + f * n_scales + k, e] = 0.0
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _update_src(stats, s, k, age, tau, x_failed, x_bytes, x_packets):
+def _update_src(rows, s, b, age, tau, x_failed, x_bytes, x_packets):
     d = math.exp(-age / tau)
-    w = stats[s, k, SRC_W] * d + 1.0
-    stats[s, k, SRC_W] = w
-    stats[s, k, SRC_WF] = stats[s, k, SRC_WF] * d + x_failed
-    _welford(stats[s, k], SRC_BM, SRC_BS, w, x_bytes, d)
-    _welford(stats[s, k], SRC_PM, SRC_PS, w, x_packets, d)
-    stats[s, k, SRC_DH] *= d
-    stats[s, k, SRC_DP] *= d
+    w = rows[s, b + SRC_W] * d + 1.0
+    rows[s, b + SRC_W] = w
+    rows[s, b + SRC_WF] = rows[s, b + SRC_WF] * d + x_failed
+    _welford(rows, s, b + SRC_BM, b + SRC_BS, w, x_bytes, d)
+    _welford(rows, s, b + SRC_PM, b + SRC_PS, w, x_packets, d)
+    rows[s, b + SRC_DH] *= d
+    rows[s, b + SRC_DP] *= d
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _update_pair(stats, p, k, gap, tau, fresh, x_failed, x_bytes):
+def _update_pair(rows, p, b, gap, tau, fresh, x_failed, x_bytes):
     d = math.exp(-gap / tau)
     if not fresh:
-        gw = stats[p, k, PAIR_GW] * d + 1.0
-        stats[p, k, PAIR_GW] = gw
-        stats[p, k, PAIR_GW2] = stats[p, k, PAIR_GW2] * d * d + 1.0
-        _welford(stats[p, k], PAIR_GM, PAIR_GS, gw, gap, d)
-    w = stats[p, k, PAIR_W] * d + 1.0
-    stats[p, k, PAIR_W] = w
-    stats[p, k, PAIR_W2] = stats[p, k, PAIR_W2] * d * d + 1.0
-    stats[p, k, PAIR_WF] = stats[p, k, PAIR_WF] * d + x_failed
-    _welford(stats[p, k], PAIR_BM, PAIR_BS, w, x_bytes, d)
-    return d
+        gw = rows[p, b + PAIR_GW] * d + 1.0
+        rows[p, b + PAIR_GW] = gw
+        rows[p, b + PAIR_GW2] = rows[p, b + PAIR_GW2] * d * d + 1.0
+        _welford(rows, p, b + PAIR_GM, b + PAIR_GS, gw, gap, d)
+    w = rows[p, b + PAIR_W] * d + 1.0
+    rows[p, b + PAIR_W] = w
+    rows[p, b + PAIR_W2] = rows[p, b + PAIR_W2] * d * d + 1.0
+    rows[p, b + PAIR_WF] = rows[p, b + PAIR_WF] * d + x_failed
+    _welford(rows, p, b + PAIR_BM, b + PAIR_BS, w, x_bytes, d)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _update_service(stats, v, k, age, tau, x_failed, x_bytes):
+def _update_service(rows, v, b, age, tau, x_failed, x_bytes):
     d = math.exp(-age / tau)
-    w = stats[v, k, SVC_W] * d + 1.0
-    stats[v, k, SVC_W] = w
-    stats[v, k, SVC_WF] = stats[v, k, SVC_WF] * d + x_failed
-    _welford(stats[v, k], SVC_BM, SVC_BS, w, x_bytes, d)
+    w = rows[v, b + SVC_W] * d + 1.0
+    rows[v, b + SVC_W] = w
+    rows[v, b + SVC_WF] = rows[v, b + SVC_WF] * d + x_failed
+    _welford(rows, v, b + SVC_BM, b + SVC_BS, w, x_bytes, d)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _distinct(stats, s, k, column, counted, since, tau):
+def _distinct(rows, s, column, counted, since, tau):
     """Replace a value's old contribution to a damped distinct count by 1."""
     if counted:
-        stats[s, k, column] -= math.exp(-since / tau)
+        rows[s, column] -= math.exp(-since / tau)
     # Subtracting a contribution can leave a rounding residue just below zero.
-    stats[s, k, column] = max(stats[s, k, column], 0.0) + 1.0
+    rows[s, column] = max(rows[s, column], 0.0) + 1.0
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _short(keys, meta, need, limit):
+    """Whether a table has fewer than ``need`` free slots and may still grow."""
+    cap = keys.shape[0]
+    return meta[0] + cap - meta[1] < need and cap < limit
 
 
 @numba.njit(nogil=True, cache=True)
@@ -399,7 +420,8 @@ def run(
     start,
     limit,
 ):
-    """Features of every flow with ``emit[r] >= 0`` into ``out[emit[r]]``, then the flows into
+    """Features of every flow with ``emit[r] >= 0`` into ``out[:, emit[r]]`` (one row per
+    feature, so that each feature's column is contiguous for Arrow), then the flows into
     the tables, one group of equal start times at a time, from row ``start`` on: a group's flows
     are featurised before any of them is applied, so flows that start together do not see
     each other. The last group is featurised but not applied (a later batch may hold more
@@ -407,6 +429,7 @@ def run(
 
     ``t`` is non-decreasing (checked by the caller); the rows of a group are in the caller's
     canonical order, so the tables do not depend on the order flows of one instant came in.
+    ``keys`` are int64 (the bits of the uint64 keys).
 
     Returns
     -------
@@ -417,10 +440,10 @@ def run(
         A table below ``limit`` slots has fewer free slots than the group has flows: the caller
         grows it and calls again from ``position`` (nothing of that group was done).
     """
-    sik, sis, skeys, slast, sborn, slink, sst, sused, sfree, smeta = src
-    pik, pis, pkeys, plast, pborn, plink, pst, pused, pfree, pmeta = pair
-    vik, vis, vkeys, vlast, vborn, vlink, vst, vused, vfree, vmeta = svc
-    qik, qis, qkeys, qlast, qborn, qlink, qst, qused, qfree, qmeta = port
+    s_index, s_keys, s_rows, s_used, s_free, s_meta = src
+    p_index, p_keys, p_rows, p_used, p_free, p_meta = pair
+    v_index, v_keys, v_rows, v_used, v_free, v_meta = svc
+    q_index, q_keys, q_rows, q_used, q_free, q_meta = port
     n_scales = taus.shape[0]
     n = t.shape[0]
     i = start
@@ -430,10 +453,10 @@ def run(
             j += 1
         size = j - i
         if j < n and (
-            (smeta[0] < size and skeys.shape[0] < limit)
-            or (pmeta[0] < size and pkeys.shape[0] < limit)
-            or (vmeta[0] < size and vkeys.shape[0] < limit)
-            or (qmeta[0] < size and qkeys.shape[0] < limit)
+            _short(s_keys, s_meta, size, limit)
+            or _short(p_keys, p_meta, size, limit)
+            or _short(v_keys, v_meta, size, limit)
+            or _short(q_keys, q_meta, size, limit)
         ):
             return i, True
         for r in range(i, j):
@@ -442,113 +465,61 @@ def run(
                 continue
             now = t[r]
             if cols[0] >= 0:
-                s = _find(sik, sis, keys[0, r])
-                _src_features(out, e, cols[0], now, taus, s, slast, sst)
+                _src_features(out, e, cols[0], now, taus, _find(s_index, keys[0, r]), s_rows)
             if cols[1] >= 0:
-                p = _find(pik, pis, keys[1, r])
-                _pair_features(out, e, cols[1], now, taus, p, plast, pst)
+                _pair_features(out, e, cols[1], now, taus, _find(p_index, keys[1, r]), p_rows)
             if cols[2] >= 0:
-                v = _find(vik, vis, keys[2, r])
-                _service_features(out, e, cols[2], now, taus, v, vlast, vst)
+                _service_features(out, e, cols[2], now, taus, _find(v_index, keys[2, r]), v_rows)
         if j == n:
             return i, False
         for r in range(i, j):
             now = t[r]
             x_failed, x_bytes, x_packets = failed[r], nbytes[r], npackets[r]
-            s = _acquire(
-                sik,
-                sis,
-                skeys,
-                slast,
-                sborn,
-                slink,
-                sst,
-                sused,
-                sfree,
-                smeta,
-                keys[0, r],
-                now,
-                serial,
-            )
-            age = now - slast[s]
+            s = _acquire(s_index, s_keys, s_rows, s_used, s_free, s_meta, keys[0, r], now, serial)
+            age = now - s_rows[s, LAST]
             for k in range(n_scales):
-                _update_src(sst, s, k, age, taus[k], x_failed, x_bytes, x_packets)
-            slast[s] = now
-            generation = sborn[s]
+                b = STATS + k * N_STATS[0]
+                _update_src(s_rows, s, b, age, taus[k], x_failed, x_bytes, x_packets)
+            s_rows[s, LAST] = now
+            generation = s_rows[s, BORN]
 
             # The pair: its own statistics, and the source's distinct destination hosts, where
             # the pair's previous flow (if it counted for this incarnation of the source) is
             # replaced.
-            p = _find(pik, pis, keys[1, r])
+            p = _find(p_index, keys[1, r])
             fresh = p < 0
             if fresh:
                 p = _acquire(
-                    pik,
-                    pis,
-                    pkeys,
-                    plast,
-                    pborn,
-                    plink,
-                    pst,
-                    pused,
-                    pfree,
-                    pmeta,
-                    keys[1, r],
-                    now,
-                    serial,
+                    p_index, p_keys, p_rows, p_used, p_free, p_meta, keys[1, r], now, serial
                 )
-            gap = now - plast[p]
-            counted = not fresh and plink[p] == generation
+            gap = now - p_rows[p, LAST]
+            counted = not fresh and p_rows[p, LINK] == generation
             for k in range(n_scales):
-                _update_pair(pst, p, k, gap, taus[k], fresh, x_failed, x_bytes)
-                _distinct(sst, s, k, SRC_DH, counted, gap, taus[k])
-            plast[p] = now
-            plink[p] = generation
+                b = STATS + k * N_STATS[1]
+                _update_pair(p_rows, p, b, gap, taus[k], fresh, x_failed, x_bytes)
+                _distinct(s_rows, s, STATS + k * N_STATS[0] + SRC_DH, counted, gap, taus[k])
+            p_rows[p, LAST] = now
+            p_rows[p, LINK] = generation
 
             # The source's distinct destination ports, from the (source, port, protocol) table.
-            q = _find(qik, qis, keys[3, r])
+            q = _find(q_index, keys[3, r])
             fresh = q < 0
             if fresh:
                 q = _acquire(
-                    qik,
-                    qis,
-                    qkeys,
-                    qlast,
-                    qborn,
-                    qlink,
-                    qst,
-                    qused,
-                    qfree,
-                    qmeta,
-                    keys[3, r],
-                    now,
-                    serial,
+                    q_index, q_keys, q_rows, q_used, q_free, q_meta, keys[3, r], now, serial
                 )
-            counted = not fresh and qlink[q] == generation
-            since = now - qlast[q]
+            counted = not fresh and q_rows[q, LINK] == generation
+            since = now - q_rows[q, LAST]
             for k in range(n_scales):
-                _distinct(sst, s, k, SRC_DP, counted, since, taus[k])
-            qlast[q] = now
-            qlink[q] = generation
+                _distinct(s_rows, s, STATS + k * N_STATS[0] + SRC_DP, counted, since, taus[k])
+            q_rows[q, LAST] = now
+            q_rows[q, LINK] = generation
 
-            v = _acquire(
-                vik,
-                vis,
-                vkeys,
-                vlast,
-                vborn,
-                vlink,
-                vst,
-                vused,
-                vfree,
-                vmeta,
-                keys[2, r],
-                now,
-                serial,
-            )
-            age = now - vlast[v]
+            v = _acquire(v_index, v_keys, v_rows, v_used, v_free, v_meta, keys[2, r], now, serial)
+            age = now - v_rows[v, LAST]
             for k in range(n_scales):
-                _update_service(vst, v, k, age, taus[k], x_failed, x_bytes)
-            vlast[v] = now
+                b = STATS + k * N_STATS[2]
+                _update_service(v_rows, v, b, age, taus[k], x_failed, x_bytes)
+            v_rows[v, LAST] = now
         i = j
     return n, False

@@ -30,81 +30,61 @@ _SLACK = 1e-6
 
 
 class _Table:
-    """One entity table: slot arrays and an index half full at most (see :mod:`.kernel`)."""
+    """One entity table: slot records and an index half full at most (see :mod:`.kernel`)."""
 
     def __init__(self, n_stats: int, n_scales: int, capacity: int) -> None:
         self.n_stats, self.n_scales = n_stats, n_scales
-        self.keys = np.zeros(capacity, np.uint64)
-        self.last = np.zeros(capacity, np.float64)
-        self.born = np.zeros(capacity, np.int64)
-        self.link = np.full(capacity, -1, np.int64)
-        self.stats = np.zeros((capacity, n_scales, n_stats), np.float64)
+        self.keys = np.zeros(capacity, np.int64)
+        self.rows = np.zeros((capacity, kernel.STATS + n_scales * n_stats), np.float64)
         self.used = np.zeros(capacity, np.uint8)
-        # Free slots as a stack; slot 0 is taken first.
-        self.free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
-        self.meta = np.array([capacity], np.int64)
+        self.free = np.zeros(capacity, np.int64)
+        # Slots freed by eviction (a stack, none yet), and the first slot never used.
+        self.meta = np.zeros(2, np.int64)
         self._index(capacity)
 
     def _index(self, capacity: int) -> None:
         size = 1 << max(4, (2 * capacity - 1).bit_length())
-        self.index_keys = np.zeros(size, np.uint64)
-        self.index_slots = np.full(size, -1, np.int64)
-        kernel.rebuild_index(self.index_keys, self.index_slots, self.keys, self.used)
+        self.index = np.zeros((size, 2), np.int64)
+        kernel.rebuild_index(self.index, self.keys, self.used)
 
     @property
     def capacity(self) -> int:
         return len(self.keys)
 
     def __len__(self) -> int:
-        return self.capacity - int(self.meta[0])
+        return int(self.meta[1] - self.meta[0])
 
     def reserve(self, new: int, limit: int) -> None:
         """Grow so that ``new`` more entities fit without eviction, up to ``limit`` slots."""
-        if int(self.meta[0]) >= new or self.capacity >= limit:
+        available = int(self.meta[0]) + self.capacity - int(self.meta[1])
+        if available >= new or self.capacity >= limit:
             return
         capacity = min(limit, max(2 * self.capacity, len(self) + new))
-        old = self.capacity
-        grow = capacity - old
-        self.keys = np.concatenate([self.keys, np.zeros(grow, np.uint64)])
-        self.last = np.concatenate([self.last, np.zeros(grow)])
-        self.born = np.concatenate([self.born, np.zeros(grow, np.int64)])
-        self.link = np.concatenate([self.link, np.full(grow, -1, np.int64)])
-        self.stats = np.concatenate(
-            [self.stats, np.zeros((grow, self.n_scales, self.n_stats))], axis=0
-        )
-        self.used = np.concatenate([self.used, np.zeros(grow, np.uint8)])
-        n_free = int(self.meta[0])
-        # New slots go under the old free ones, so the stack's top is unchanged.
-        self.free = np.concatenate(
-            [np.arange(capacity - 1, old - 1, -1, dtype=np.int64), self.free[:n_free]]
-        )
-        self.meta[0] = n_free + grow
+        # Fresh zeros are mapped lazily: only the copied part and what is written later is
+        # touched (a concatenation would write all of it at once).
+        for name in ("keys", "rows", "used", "free"):
+            old = getattr(self, name)
+            grown = np.zeros((capacity, *old.shape[1:]), old.dtype)
+            grown[: len(old)] = old
+            setattr(self, name, grown)
         self._index(capacity)
 
     def as_tuple(self) -> tuple:
-        return (
-            self.index_keys,
-            self.index_slots,
-            self.keys,
-            self.last,
-            self.born,
-            self.link,
-            self.stats,
-            self.used,
-            self.free,
-            self.meta,
-        )
+        return (self.index, self.keys, self.rows, self.used, self.free, self.meta)
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
-        """The used slots, by key (keys as int64 bit patterns: safetensors has no uint64)."""
+        """The used slots, by key (keys are the int64 bit patterns of the uint64 hashes)."""
         slots = np.flatnonzero(self.used)
         slots = slots[np.argsort(self.keys[slots], kind="stable")]
+        rows = self.rows[slots]
         return {
-            f"{name}.keys": self.keys[slots].view(np.int64),
-            f"{name}.last": self.last[slots],
-            f"{name}.born": self.born[slots],
-            f"{name}.link": self.link[slots],
-            f"{name}.stats": self.stats[slots],
+            f"{name}.keys": self.keys[slots],
+            f"{name}.last": rows[:, kernel.LAST].copy(),
+            f"{name}.born": rows[:, kernel.BORN].astype(np.int64),
+            f"{name}.link": rows[:, kernel.LINK].astype(np.int64),
+            f"{name}.stats": rows[:, kernel.STATS :].reshape(
+                len(slots), self.n_scales, self.n_stats
+            ),
         }
 
     @classmethod
@@ -125,19 +105,28 @@ class _Table:
             )
         if len(np.unique(keys)) != n:
             raise ValueError(f"context state table {name!r} holds a key twice")
-        if (born < 0).any() or (link < -1).any():
-            raise ValueError(f"context state table {name!r}: negative serials")
+        # Serials are kept as float64 in the records: exact below 2**53.
+        if (born < 0).any() or (link < -1).any() or (born >= 2**53).any() or (link >= 2**53).any():
+            raise ValueError(f"context state table {name!r}: serials out of range")
         table = cls(n_stats, n_scales, min(limit, max(_FIRST_CAPACITY, n)))
-        table.keys[:n] = keys.view(np.uint64)
-        table.last[:n] = last
-        table.born[:n] = born
-        table.link[:n] = link
-        table.stats[:n] = stats
+        table.keys[:n] = keys
+        table.rows[:n, kernel.LAST] = last
+        table.rows[:n, kernel.BORN] = born
+        table.rows[:n, kernel.LINK] = link
+        table.rows[:n, kernel.STATS :] = stats.reshape(n, n_scales * n_stats)
         table.used[:n] = 1
-        table.free = np.arange(table.capacity - 1, n - 1, -1, dtype=np.int64)
-        table.meta[0] = table.capacity - n
+        table.meta[:] = (0, n)
         table._index(table.capacity)
         return table
+
+    def column(self, part: int) -> np.ndarray:
+        """One record column (LAST, BORN or LINK) of the used slots."""
+        return self.rows[self.used.astype(bool), part]
+
+    def stats(self) -> np.ndarray:
+        """The statistics of the used slots, (n, scales, stats)."""
+        rows = self.rows[self.used.astype(bool), kernel.STATS :]
+        return rows.reshape(len(rows), self.n_scales, self.n_stats)
 
 
 def _array(
@@ -212,7 +201,7 @@ class ContextState:
         for name, table in self.tables.items():
             arrays.update(table.arrays(name))
         arrays["pending.time"] = self.pending["time"].copy()
-        arrays["pending.keys"] = self.pending["keys"].view(np.int64).copy()
+        arrays["pending.keys"] = self.pending["keys"].copy()
         arrays["pending.failed"] = self.pending["failed"].copy()
         arrays["pending.bytes"] = self.pending["bytes"].copy()
         arrays["pending.packets"] = self.pending["packets"].copy()
@@ -264,8 +253,7 @@ class ContextState:
             _check_table(name, table, state.time, serial)
             state.tables[name] = table
         for name in ("pair", "src_port"):
-            links = state.tables[name].link[: len(state.tables[name])]
-            if (links >= serial).any():
+            if (state.tables[name].column(kernel.LINK) >= serial).any():
                 raise ValueError(f"context state table {name!r} links to a future serial")
         state.pending = _load_pending(arrays, state.time)
         return state
@@ -275,11 +263,11 @@ def _check_table(name: str, table: _Table, time: float, serial: int) -> None:
     n = len(table)
     if n and time == -math.inf:
         raise ValueError(f"context state table {name!r} holds entities but the state saw no flow")
-    if n and (table.last[:n] > time).any():
+    if n and (table.column(kernel.LAST) > time).any():
         raise ValueError(f"context state table {name!r}: an entity's last flow is after {time}")
-    if (table.born[:n] >= serial).any():
+    if (table.column(kernel.BORN) >= serial).any():
         raise ValueError(f"context state table {name!r}: a serial at or above {serial}")
-    stats = table.stats[:n]
+    stats = table.stats()
     if name == "src":
         w = stats[..., kernel.SRC_W]
         nonneg = [kernel.SRC_W, kernel.SRC_WF, kernel.SRC_BS, kernel.SRC_PS]
@@ -308,7 +296,7 @@ def _check_table(name: str, table: _Table, time: float, serial: int) -> None:
 def _empty_pending() -> dict[str, np.ndarray]:
     return {
         "time": np.zeros(0),
-        "keys": np.zeros((4, 0), np.uint64),
+        "keys": np.zeros((4, 0), np.int64),
         "failed": np.zeros(0),
         "bytes": np.zeros(0),
         "packets": np.zeros(0),
@@ -332,7 +320,7 @@ def _load_pending(arrays: dict[str, np.ndarray], time: float) -> dict[str, np.nd
         raise ValueError("context state: a pending flow with negative bytes or packets")
     return {
         "time": t.copy(),
-        "keys": keys.view(np.uint64).copy(),
+        "keys": keys.copy(),
         "failed": failed.copy(),
         "bytes": nbytes.copy(),
         "packets": packets.copy(),
