@@ -35,8 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import kernel
 from .config import ENTITY_KINDS, KIND_FEATURES
+from .kernel import combine_keys, hash_integers, hash_strings, run
 from .state import TABLES, ContextState
 
 __all__ = ["context_features", "entity_hashes"]
@@ -76,14 +76,14 @@ def entity_hashes(values: Any, what: str) -> np.ndarray:
         encoded = pc.dictionary_encode(array)
         return _string_hashes(encoded.dictionary)[encoded.indices.to_numpy()]
     if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
-        return kernel.hash_integers(array.cast(pa.int64()).to_numpy())
+        return hash_integers(array.cast(pa.int64()).to_numpy())
     if pa.types.is_floating(kind):
         numbers = array.to_numpy()
         whole = np.isfinite(numbers) & (numbers == np.round(numbers))
         if not whole.all():
             row = int(np.flatnonzero(~whole)[0])
             raise ValueError(f"{what}: row {row} holds {numbers[row]!r}, not a whole number")
-        return kernel.hash_integers(numbers.astype(np.int64))
+        return hash_integers(numbers.astype(np.int64))
     raise TypeError(f"{what}: a column of {kind} cannot name an entity (text or integers only)")
 
 
@@ -93,7 +93,7 @@ def _string_hashes(array: pa.Array) -> np.ndarray:
     first = array.offset
     offsets = np.frombuffer(offsets, dtype=offset_type)[first : first + len(array) + 1]
     data = np.zeros(0, np.uint8) if data is None else np.frombuffer(data, dtype=np.uint8)
-    return kernel.hash_strings(offsets.astype(np.int64), data)
+    return hash_strings(offsets.astype(np.int64), data)
 
 
 def _numbers(values: Any, what: str, n: int) -> np.ndarray:
@@ -193,7 +193,7 @@ def context_features(
             raise ValueError(f"{what} has {len(h)} values for {n} start times")
         hashes.append(h)
     # The kernel compares the keys' bits as int64.
-    keys = kernel.combine_keys(*hashes, _SEEDS).view(np.int64)
+    keys = combine_keys(*hashes, _SEEDS).view(np.int64)
     nbytes = _numbers(nbytes, "bytes", n)
     npackets = _numbers(npackets, "packets", n)
     if failed is None:
@@ -225,7 +225,7 @@ def context_features(
     tables = state.tables
     position, limit = 0, config.max_entities
     while True:
-        position, grow = kernel.run(
+        position, grow = run(
             t,
             keys,
             flags,

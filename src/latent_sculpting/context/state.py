@@ -11,8 +11,36 @@ from typing import Any
 
 import numpy as np
 
-from . import kernel
 from .config import ContextConfig
+from .kernel import (
+    BORN,
+    LAST,
+    LINK,
+    N_STATS,
+    PAIR_BM,
+    PAIR_BS,
+    PAIR_GM,
+    PAIR_GS,
+    PAIR_GW,
+    PAIR_GW2,
+    PAIR_W,
+    PAIR_W2,
+    PAIR_WF,
+    SRC_BM,
+    SRC_BS,
+    SRC_DH,
+    SRC_DP,
+    SRC_PM,
+    SRC_PS,
+    SRC_W,
+    SRC_WF,
+    STATS,
+    SVC_BM,
+    SVC_BS,
+    SVC_W,
+    SVC_WF,
+    rebuild_index,
+)
 
 __all__ = ["STATE_VERSION", "TABLES", "ContextState"]
 
@@ -20,7 +48,7 @@ STATE_VERSION = 1
 #: The entity tables: source hosts, host pairs, destination services, and the (source,
 #: destination port, protocol) entries behind a source's distinct destination ports.
 TABLES = ("src", "pair", "service", "src_port")
-_STATS = dict(zip(TABLES, kernel.N_STATS, strict=True))
+_STATS = dict(zip(TABLES, N_STATS, strict=True))
 #: Slots a table starts with; it doubles as entities arrive, up to ``max_entities``.
 _FIRST_CAPACITY = 1024
 #: The flows of the latest instant, kept until a later flow arrives (see ContextState).
@@ -35,7 +63,7 @@ class _Table:
     def __init__(self, n_stats: int, n_scales: int, capacity: int) -> None:
         self.n_stats, self.n_scales = n_stats, n_scales
         self.keys = np.zeros(capacity, np.int64)
-        self.rows = np.zeros((capacity, kernel.STATS + n_scales * n_stats), np.float64)
+        self.rows = np.zeros((capacity, STATS + n_scales * n_stats), np.float64)
         self.used = np.zeros(capacity, np.uint8)
         self.free = np.zeros(capacity, np.int64)
         # Slots freed by eviction (a stack, none yet), and the first slot never used.
@@ -45,7 +73,7 @@ class _Table:
     def _index(self, capacity: int) -> None:
         size = 1 << max(4, (2 * capacity - 1).bit_length())
         self.index = np.zeros((size, 2), np.int64)
-        kernel.rebuild_index(self.index, self.keys, self.used)
+        rebuild_index(self.index, self.keys, self.used)
 
     @property
     def capacity(self) -> int:
@@ -79,12 +107,10 @@ class _Table:
         rows = self.rows[slots]
         return {
             f"{name}.keys": self.keys[slots],
-            f"{name}.last": rows[:, kernel.LAST].copy(),
-            f"{name}.born": rows[:, kernel.BORN].astype(np.int64),
-            f"{name}.link": rows[:, kernel.LINK].astype(np.int64),
-            f"{name}.stats": rows[:, kernel.STATS :].reshape(
-                len(slots), self.n_scales, self.n_stats
-            ),
+            f"{name}.last": rows[:, LAST].copy(),
+            f"{name}.born": rows[:, BORN].astype(np.int64),
+            f"{name}.link": rows[:, LINK].astype(np.int64),
+            f"{name}.stats": rows[:, STATS:].reshape(len(slots), self.n_scales, self.n_stats),
         }
 
     @classmethod
@@ -110,10 +136,10 @@ class _Table:
             raise ValueError(f"context state table {name!r}: serials out of range")
         table = cls(n_stats, n_scales, min(limit, max(_FIRST_CAPACITY, n)))
         table.keys[:n] = keys
-        table.rows[:n, kernel.LAST] = last
-        table.rows[:n, kernel.BORN] = born
-        table.rows[:n, kernel.LINK] = link
-        table.rows[:n, kernel.STATS :] = stats.reshape(n, n_scales * n_stats)
+        table.rows[:n, LAST] = last
+        table.rows[:n, BORN] = born
+        table.rows[:n, LINK] = link
+        table.rows[:n, STATS:] = stats.reshape(n, n_scales * n_stats)
         table.used[:n] = 1
         table.meta[:] = (0, n)
         table._index(table.capacity)
@@ -125,7 +151,7 @@ class _Table:
 
     def stats(self) -> np.ndarray:
         """The statistics of the used slots, (n, scales, stats)."""
-        rows = self.rows[self.used.astype(bool), kernel.STATS :]
+        rows = self.rows[self.used.astype(bool), STATS:]
         return rows.reshape(len(rows), self.n_scales, self.n_stats)
 
 
@@ -253,7 +279,7 @@ class ContextState:
             _check_table(name, table, state.time, serial)
             state.tables[name] = table
         for name in ("pair", "src_port"):
-            if (state.tables[name].column(kernel.LINK) >= serial).any():
+            if (state.tables[name].column(LINK) >= serial).any():
                 raise ValueError(f"context state table {name!r} links to a future serial")
         state.pending = _load_pending(arrays, state.time)
         return state
@@ -263,25 +289,25 @@ def _check_table(name: str, table: _Table, time: float, serial: int) -> None:
     n = len(table)
     if n and time == -math.inf:
         raise ValueError(f"context state table {name!r} holds entities but the state saw no flow")
-    if n and (table.column(kernel.LAST) > time).any():
+    if n and (table.column(LAST) > time).any():
         raise ValueError(f"context state table {name!r}: an entity's last flow is after {time}")
-    if (table.column(kernel.BORN) >= serial).any():
+    if (table.column(BORN) >= serial).any():
         raise ValueError(f"context state table {name!r}: a serial at or above {serial}")
     stats = table.stats()
     if name == "src":
-        w = stats[..., kernel.SRC_W]
-        nonneg = [kernel.SRC_W, kernel.SRC_WF, kernel.SRC_BS, kernel.SRC_PS]
-        nonneg += [kernel.SRC_DH, kernel.SRC_DP, kernel.SRC_BM, kernel.SRC_PM]
-        failed = stats[..., kernel.SRC_WF]
+        w = stats[..., SRC_W]
+        nonneg = [SRC_W, SRC_WF, SRC_BS, SRC_PS]
+        nonneg += [SRC_DH, SRC_DP, SRC_BM, SRC_PM]
+        failed = stats[..., SRC_WF]
     elif name == "pair":
-        w = stats[..., kernel.PAIR_W]
-        nonneg = [kernel.PAIR_W, kernel.PAIR_W2, kernel.PAIR_WF, kernel.PAIR_BM, kernel.PAIR_BS]
-        nonneg += [kernel.PAIR_GW, kernel.PAIR_GW2, kernel.PAIR_GM, kernel.PAIR_GS]
-        failed = stats[..., kernel.PAIR_WF]
+        w = stats[..., PAIR_W]
+        nonneg = [PAIR_W, PAIR_W2, PAIR_WF, PAIR_BM, PAIR_BS]
+        nonneg += [PAIR_GW, PAIR_GW2, PAIR_GM, PAIR_GS]
+        failed = stats[..., PAIR_WF]
     elif name == "service":
-        w = stats[..., kernel.SVC_W]
-        nonneg = [kernel.SVC_W, kernel.SVC_WF, kernel.SVC_BM, kernel.SVC_BS]
-        failed = stats[..., kernel.SVC_WF]
+        w = stats[..., SVC_W]
+        nonneg = [SVC_W, SVC_WF, SVC_BM, SVC_BS]
+        failed = stats[..., SVC_WF]
     else:
         return
     if (stats[..., nonneg] < 0).any():
