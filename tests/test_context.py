@@ -339,6 +339,7 @@ HOSTILE = {
     "budget": lambda c, a: c["context"].update(max_entities=10**12),
     "time": lambda c, a: c.update(time=float("nan")),
     "serial": lambda c, a: c.update(serial=-1),
+    "serial beyond float64": lambda c, a: c.update(serial=2**60),
     "missing array": lambda c, a: a.pop("src.stats"),
     "unknown array": lambda c, a: a.update({"src.extra": np.zeros(1)}),
     "dtype": lambda c, a: a.update({"src.last": a["src.last"].astype(np.float32)}),

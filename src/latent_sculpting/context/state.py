@@ -268,8 +268,11 @@ class ContextState:
             isinstance(time, bool) or not isinstance(time, int | float) or not math.isfinite(time)
         ):
             raise ValueError(f"context state time must be a finite number or null, got {time!r}")
-        if isinstance(serial, bool) or not isinstance(serial, int) or serial < 0:
-            raise ValueError(f"context state serial must be an integer >= 0, got {serial!r}")
+        # Serials are held as float64 in the records: exact below 2**53.
+        if isinstance(serial, bool) or not isinstance(serial, int) or not 0 <= serial < 2**53:
+            raise ValueError(
+                f"context state serial must be an integer in [0, 2**53), got {serial!r}"
+            )
         state = cls(context)
         state.time = -math.inf if time is None else float(time)
         state.serial[0] = serial
