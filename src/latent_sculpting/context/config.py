@@ -60,8 +60,9 @@ class ContextConfig:
     max_entities : int
         Most entities tracked per table (source hosts, host pairs, destination services, and a
         source's destination ports). A full table evicts the eighth of its entities whose last
-        flow is oldest. Memory grows with the entities seen, up to about 1 KB per tracked
-        source with everything it links to (``benchmarks/bench_context.py`` measures it).
+        flow is oldest. Memory grows with the entities seen: about 0.7 KB for a source seen
+        once, with its pair and port (``benchmarks/bench_context.py``: 687 MiB of tables for a
+        million sources).
     """
 
     windows_s: tuple[float, ...] = (10.0, 60.0, 600.0)

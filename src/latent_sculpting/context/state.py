@@ -110,7 +110,11 @@ class _Table:
             f"{name}.last": rows[:, LAST].copy(),
             f"{name}.born": rows[:, BORN].astype(np.int64),
             f"{name}.link": rows[:, LINK].astype(np.int64),
-            f"{name}.stats": rows[:, STATS:].reshape(len(slots), self.n_scales, self.n_stats),
+            # Contiguous: a writer that takes an array's buffer as it lies (safetensors) would
+            # otherwise store a strided view's memory, not its values.
+            f"{name}.stats": np.ascontiguousarray(
+                rows[:, STATS:].reshape(len(slots), self.n_scales, self.n_stats)
+            ),
         }
 
     @classmethod
