@@ -36,8 +36,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import ENTITY_KINDS, KIND_FEATURES
-from .kernel import combine_keys, hash_integers, hash_strings, run
+from .kernel import run
 from .state import TABLES, ContextState
+from .tables import combine_keys, hash_integers, hash_strings
 
 __all__ = ["context_features", "entity_hashes"]
 
@@ -51,7 +52,7 @@ _SEEDS = np.array(
 def entity_hashes(values: Any, what: str) -> np.ndarray:
     """64-bit key of each value of an identity column (addresses, ports, protocols).
 
-    Text is hashed by its UTF-8 bytes, integers by their value (see :mod:`.kernel`); a
+    Text is hashed by its UTF-8 bytes, integers by their value (see :mod:`.tables`); a
     float column is taken as integers when every value is one (a CSV port column with
     ``80.0``).
 

@@ -13,9 +13,6 @@ import numpy as np
 
 from .config import ContextConfig
 from .kernel import (
-    BORN,
-    LAST,
-    LINK,
     N_STATS,
     PAIR_BM,
     PAIR_BS,
@@ -34,13 +31,12 @@ from .kernel import (
     SRC_PS,
     SRC_W,
     SRC_WF,
-    STATS,
     SVC_BM,
     SVC_BS,
     SVC_W,
     SVC_WF,
-    rebuild_index,
 )
+from .tables import BORN, LAST, LINK, STATS, rebuild_index
 
 __all__ = ["STATE_VERSION", "TABLES", "ContextState"]
 
@@ -58,7 +54,7 @@ _SLACK = 1e-6
 
 
 class _Table:
-    """One entity table: slot records and an index half full at most (see :mod:`.kernel`)."""
+    """One entity table: slot records and an index half full at most (see :mod:`.tables`)."""
 
     def __init__(self, n_stats: int, n_scales: int, capacity: int) -> None:
         self.n_stats, self.n_scales = n_stats, n_scales
