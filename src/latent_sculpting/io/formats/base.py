@@ -12,15 +12,47 @@ the spec.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from latent_sculpting.errors import FlowInputError
 
-__all__ = ["FlowFormat", "normalize_column_name"]
+__all__ = [
+    "ENDPOINT_ROLES",
+    "PER_CLASS_SAMPLES",
+    "FlowFormat",
+    "TIME_UNITS",
+    "normalize_column_name",
+    "per_class_sample",
+    "refuse_context_on_samples",
+]
+
+#: What a flow's endpoint columns say: its start time, source and destination host, ports and
+#: protocol, whether it was answered (``state``), its duration, and its bytes and packets (both
+#: directions). Time, hosts, ports and protocol identify a flow and are never model features.
+ENDPOINT_ROLES = (
+    "time",
+    "src",
+    "dst",
+    "sport",
+    "dport",
+    "proto",
+    "state",
+    "duration",
+    "bytes",
+    "packets",
+)
+#: The roles a format needs before its records can have context.
+REQUIRED_ROLES = ("time", "src", "dst", "dport", "proto", "bytes", "packets")
+#: Units of the ``time`` and ``duration`` roles: seconds, milliseconds, microseconds, or
+#: ``datetime`` (ISO 8601 text, or an Arrow timestamp column).
+TIME_UNITS = ("s", "ms", "us", "datetime")
 
 _SPACE_RE = re.compile(r"\s+")
 
@@ -66,6 +98,21 @@ class FlowFormat:
         and the reason is reported).
     engineered : tuple of str
         Names of the features :meth:`derive` computes.
+    endpoint_columns : dict of str to str or tuple of str, or None
+        Role (one of :data:`ENDPOINT_ROLES`) -> canonical column name, or a tuple of names
+        whose values are summed (``bytes``: the bytes of both directions); None when the
+        format carries no start time and endpoints. ``state`` is a text column of connection
+        states (failed: one of :attr:`failed_states`) or a count of reply packets (failed: 0).
+    endpoint_units : dict of str to str
+        Unit (one of :data:`TIME_UNITS`) of the ``time`` and ``duration`` roles.
+    endpoint_alternatives : tuple of (dict, dict)
+        Further (``endpoint_columns``, ``endpoint_units``) pairs for other spellings of the
+        format's records, tried in order after the first (NetFlow: NF-v3, nfdump 1.6, 1.7).
+    failed_states : frozenset of str
+        Values of a text ``state`` column that mean the connection failed or went unanswered.
+    time_hint : str
+        Said when the ``time`` column cannot be read (what the format's time columns look
+        like, and which releases lack usable ones).
     """
 
     name: str = ""
@@ -78,6 +125,13 @@ class FlowFormat:
     numeric_columns: tuple[str, ...] | None = None
     ignored_columns: Mapping[str, str] = {}
     engineered: tuple[str, ...] = ()
+    endpoint_columns: Mapping[str, str | tuple[str, ...]] | None = None
+    endpoint_units: Mapping[str, str] = {}
+    endpoint_alternatives: tuple[
+        tuple[Mapping[str, str | tuple[str, ...]], Mapping[str, str]], ...
+    ] = ()
+    failed_states: frozenset[str] = frozenset()
+    time_hint: str = ""
 
     def matches(self, columns: Sequence[str]) -> bool:
         """Whether a file with these (raw) column names holds this format's records; used by
@@ -115,8 +169,96 @@ class FlowFormat:
         """Canonical numeric columns :meth:`derive` reads."""
         return ()
 
+    def endpoint_roles(
+        self, columns: Sequence[str]
+    ) -> tuple[dict[str, str | tuple[str, ...]], dict[str, str]] | None:
+        """The endpoint columns of a table with these canonical column names, and their units.
+
+        Each spelling (:attr:`endpoint_columns`, then :attr:`endpoint_alternatives`) is tried
+        in turn; the first whose columns for every role of :data:`REQUIRED_ROLES` are present
+        wins, with the optional roles (``sport``, ``state``, ``duration``) it also finds. Names
+        are returned as the table spells them (matching ignores case).
+
+        Returns
+        -------
+        (roles, units) or None
+            None when no spelling's required columns are all present.
+        """
+        present = {c.casefold(): c for c in columns}
+        spellings = [(self.endpoint_columns, self.endpoint_units), *self.endpoint_alternatives]
+        for roles, units in spellings:
+            if not roles:
+                continue
+            found: dict[str, str | tuple[str, ...]] = {}
+            for role, names in roles.items():
+                group = (names,) if isinstance(names, str) else tuple(names)
+                if all(n.casefold() in present for n in group):
+                    hit = tuple(present[n.casefold()] for n in group)
+                    found[role] = hit[0] if isinstance(names, str) else hit
+            if all(role in found for role in REQUIRED_ROLES):
+                return found, dict(units)
+        return None
+
     def __repr__(self) -> str:
         return f"<format {self.name}>"
+
+
+#: Files known to be per-class random samples (SHA-256 of the file -> what it is). Counts of
+#: flows in a time window measure the sampling there, not the traffic, so context features are
+#: refused on them (:func:`refuse_context_on_samples`).
+PER_CLASS_SAMPLES: Mapping[str, str] = {
+    digest: (
+        f"the embedded CIC-IDS-2017 sample ({day}.parquet): at most 2,500-5,000 random flows "
+        "per class, about 0.5 % of benign flows and 5-100 % of each attack class"
+    )
+    for day, digest in (
+        ("monday", "e871f3bc8b5d0f5ce034aea65673a98b7e751bed30be24785cf1f46189019a00"),
+        ("tuesday", "c1fe21d42b230a579e99a8381bd47efa5e3fdfd7cc2b80b86e3b4496400adf80"),
+        ("wednesday", "4fe1e8c5b41503e4fe363c838a3965865f9556d3a47bf23194877e76eabc9de1"),
+        ("thursday", "a1a66289669e862690db888dc333e628944a3652b33251ae128f6b9d2b21bec3"),
+        ("friday", "924fe09b041e15d397ce472d14765c6d8ab27af27d2702a01ad4838f057fd068"),
+    )
+}
+# Sizes of the files above: a file of another size is not hashed.
+_SAMPLE_SIZES = frozenset({404_183, 1_518_567, 4_003_428, 733_120, 2_286_549})
+
+
+def per_class_sample(path: str | os.PathLike) -> str | None:
+    """What a file is when it is a known per-class sample (:data:`PER_CLASS_SAMPLES`), else
+    None. Recognised by content, wherever the copy lies; only files of a known sample's size
+    are hashed."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size not in _SAMPLE_SIZES:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return PER_CLASS_SAMPLES.get(digest.hexdigest())
+
+
+def refuse_context_on_samples(paths: Iterable[str | os.PathLike]) -> None:
+    """Refuse context features on files that are per-class samples.
+
+    Raises
+    ------
+    FlowInputError
+        Naming the first such file and why: a per-class random sample keeps a different
+        share of each class, so the number of flows of a host in a time window measures the
+        sampling (benign hosts seem quiet, attackers busy), not the traffic, and a model
+        would learn the sampling.
+    """
+    for path in paths:
+        what = per_class_sample(path)
+        if what is not None:
+            raise FlowInputError(
+                f"{path}: context features are refused on {what}. In a per-class random "
+                "sample the flows around a flow were thinned at a different rate for each "
+                "class, so counts of a host's flows in a time window would measure the "
+                "sampling, not the traffic. Use complete captures (e.g. the full CIC-IDS-2017 "
+                "release, or IoT-23's Zeek logs), or leave context off for this data.",
+                path=path,
+            )
 
 
 def _text(value: object) -> str:

@@ -7,6 +7,15 @@ sample comes. Both map to one canonical feature set (the 76 flow features the re
 named as in the original release with leading spaces stripped), the paper's two engineered
 features, and one canonical label vocabulary. Each file's release is detected from its header,
 so a model trained on one release scores files of the other.
+
+Endpoints (for context features): ``Timestamp`` (the improved release's
+``2017-07-03 12:00:00.847886``), ``Src IP``/``Dst IP`` (``Source IP``/``Destination IP`` in the
+original release's GeneratedLabelledFlows), ports, ``Protocol``, ``Total Backward Packets`` as
+the state (no reply packet: unanswered), ``Flow Duration`` (microseconds), the forward and
+backward payload lengths and packet counts. The original release's Timestamp (``3/7/2017
+8:55``: minutes, a 12-hour clock without AM/PM) cannot order flows, so it is refused, and its
+MachineLearningCSV files have neither time nor addresses. The embedded sample is a per-class
+random sample: context is refused on it (:func:`~latent_sculpting.formats.base.per_class_sample`).
 """
 
 from __future__ import annotations
@@ -390,6 +399,37 @@ class CICIDS2017Format(FlowFormat):
     categorical_columns = ()
     numeric_columns = CANONICAL_FEATURES
     engineered = ENGINEERED_FEATURES
+    endpoint_columns = {
+        "time": "Timestamp",
+        "src": "Src IP",
+        "dst": "Dst IP",
+        "sport": "Src Port",
+        "dport": "Dst Port",
+        "proto": "Protocol",
+        "state": "Total Backward Packets",
+        "duration": "Flow Duration",
+        "bytes": ("Total Length of Fwd Packets", "Total Length of Bwd Packets"),
+        "packets": ("Total Fwd Packets", "Total Backward Packets"),
+    }
+    endpoint_units = {"time": "datetime", "duration": "us"}
+    endpoint_alternatives = (
+        (
+            {
+                **endpoint_columns,
+                "src": "Source IP",
+                "dst": "Destination IP",
+                "sport": "Source Port",
+                "dport": "Destination Port",
+            },
+            {"time": "datetime", "duration": "us"},
+        ),
+    )
+    time_hint = (
+        "CIC-IDS-2017's improved release writes Timestamp as 2017-07-03 12:00:00.847886; the "
+        "original release's GeneratedLabelledFlows write 3/7/2017 8:55 (minutes, and a "
+        "12-hour clock without AM/PM), from which the order of flows cannot be recovered, and "
+        "its MachineLearningCSV files have no Timestamp at all"
+    )
 
     def matches(self, columns: Sequence[str]) -> bool:
         try:

@@ -22,6 +22,17 @@ codes, forwarding status and direction are categorical (numbers whose size means
 sizes, durations, throughputs, inter-arrival times and latencies are numeric features.
 ``Attack`` is the label column (``Benign`` for benign flows); ``Label`` (its 0/1 twin) and
 NF-UQ-NIDS's ``Dataset`` are left out of the features.
+
+Endpoints (for context features), in the first spelling present: NF-v3's
+``FLOW_START_MILLISECONDS`` with ``IPV4_SRC_ADDR``/``IPV4_DST_ADDR``, ``L4_*_PORT``,
+``PROTOCOL``, ``OUT_PKTS`` as the state (no reply packet: unanswered),
+``FLOW_DURATION_MILLISECONDS``, ``IN_BYTES + OUT_BYTES`` and ``IN_PKTS + OUT_PKTS`` (versions 1
+and 2 have no start time, so no context); nfdump 1.6's ``ts`` (date-time text), ``sa``/``da``,
+``sp``/``dp``, ``pr``, ``td`` (seconds), ``ibyt + obyt``, ``ipkt + opkt`` (or ``ibyt``,
+``ipkt`` alone); nfdump 1.7's ``firstSeen``, ``srcAddr``/``dstAddr``, ``srcPort``/``dstPort``,
+``proto``, ``bytes``, ``packets`` (or ``inBytes``, ``inPackets``). nfdump's flows carry no
+state: exporters of one-way flows leave the return counters at 0, so a zero there would not
+mean unanswered.
 """
 
 from __future__ import annotations
@@ -151,6 +162,41 @@ _NFDUMP17_CATEGORICAL = (
 )
 
 
+_NF3_ENDPOINTS = {
+    "time": "FLOW_START_MILLISECONDS",
+    "src": "IPV4_SRC_ADDR",
+    "dst": "IPV4_DST_ADDR",
+    "sport": "L4_SRC_PORT",
+    "dport": "L4_DST_PORT",
+    "proto": "PROTOCOL",
+    "state": "OUT_PKTS",
+    "duration": "FLOW_DURATION_MILLISECONDS",
+    "bytes": ("IN_BYTES", "OUT_BYTES"),
+    "packets": ("IN_PKTS", "OUT_PKTS"),
+}
+_NFDUMP16_ENDPOINTS = {
+    "time": "ts",
+    "src": "sa",
+    "dst": "da",
+    "sport": "sp",
+    "dport": "dp",
+    "proto": "pr",
+    "duration": "td",
+    "bytes": ("ibyt", "obyt"),
+    "packets": ("ipkt", "opkt"),
+}
+_NFDUMP17_ENDPOINTS = {
+    "time": "firstSeen",
+    "src": "srcAddr",
+    "dst": "dstAddr",
+    "sport": "srcPort",
+    "dport": "dstPort",
+    "proto": "proto",
+    "bytes": "bytes",
+    "packets": "packets",
+}
+
+
 def _names(columns: Sequence[str]) -> set[str]:
     return {normalize_column_name(c).casefold() for c in columns}
 
@@ -176,6 +222,26 @@ class NetFlow(FlowFormat):
         "endReason": "how the exporter ended the flow (timeout, end of capture): an artefact "
         "of the exporter's settings",
     }
+
+    endpoint_columns = _NF3_ENDPOINTS
+    endpoint_units = {"time": "ms", "duration": "ms"}
+    endpoint_alternatives = (
+        (_NFDUMP16_ENDPOINTS, {"time": "datetime", "duration": "s"}),
+        (
+            {**_NFDUMP16_ENDPOINTS, "bytes": "ibyt", "packets": "ipkt"},
+            {"time": "datetime", "duration": "s"},
+        ),
+        (_NFDUMP17_ENDPOINTS, {"time": "datetime"}),
+        (
+            {**_NFDUMP17_ENDPOINTS, "bytes": "inBytes", "packets": "inPackets"},
+            {"time": "datetime"},
+        ),
+    )
+    time_hint = (
+        "NF-v3's FLOW_START_MILLISECONDS is milliseconds since the epoch; nfdump writes its "
+        "first-seen time as date-time text (2016-09-15 12:34:56.789); the NF datasets' "
+        "versions 1 and 2 carry no start time"
+    )
 
     def matches(self, columns: Sequence[str]) -> bool:
         """The NF-* datasets' core v9 fields, nfdump 1.6's or nfdump 1.7's CSV header."""

@@ -17,6 +17,11 @@ Roles
   of the capture; an artefact of the settings and of where the capture stops) and
   ``content_type`` (free text from an HTTP header, empty for every other flow).
 
+Endpoints (for context features): ``bidirectional_first_seen_ms`` (milliseconds), ``src_ip``
+-> ``dst_ip``, ``src_port``/``dst_port``, ``protocol``, ``dst2src_packets`` as the state (no
+reply packet: unanswered), ``bidirectional_duration_ms``, ``bidirectional_bytes`` and
+``bidirectional_packets``.
+
 Extracted flows carry no label; a labelled table built from them names its label column with
 ``--label-column``.
 """
@@ -79,6 +84,21 @@ class NFStreamFlows(FlowFormat):
         "capture): an artefact of the settings and of where the capture stops",
         "content_type": "free text from an HTTP header, empty for every other flow",
     }
+
+    endpoint_columns = {
+        "time": "bidirectional_first_seen_ms",
+        "src": "src_ip",
+        "dst": "dst_ip",
+        "sport": "src_port",
+        "dport": "dst_port",
+        "proto": "protocol",
+        "state": "dst2src_packets",
+        "duration": "bidirectional_duration_ms",
+        "bytes": "bidirectional_bytes",
+        "packets": "bidirectional_packets",
+    }
+    endpoint_units = {"time": "ms", "duration": "ms"}
+    time_hint = "nfstream's bidirectional_first_seen_ms is milliseconds since the epoch"
 
     def matches(self, columns: Sequence[str]) -> bool:
         """nfstream's bidirectional and per-direction counters are all present."""

@@ -25,6 +25,14 @@ Roles
   ``PartOfAHorizontalPortScan``...; CTU-SME-11, which spells it ``detailedlabel``: a free-text
   description) is a second label. Both are left out of the features: either would give the
   answer away.
+
+Endpoints (for context features): ``ts`` (seconds), ``id.orig_h`` -> ``id.resp_h``,
+``id.orig_p``/``id.resp_p``, ``proto``, ``conn_state`` (failed or unanswered: ``S0``, no reply;
+``REJ``, rejected; ``RSTOS0``/``RSTRH``, a reset before any handshake; ``SH``/``SHR``, a close
+before any handshake: the attempts Zeek's own scan detection counts), ``duration``, bytes
+``orig_ip_bytes + resp_ip_bytes`` and packets ``orig_pkts + resp_pkts``. The IP-level byte
+counts are taken rather than ``orig_bytes``/``resp_bytes`` because Zeek always sets them, while
+it leaves the payload counts unset when a connection's duration is zero.
 """
 
 from __future__ import annotations
@@ -96,6 +104,22 @@ class ZeekConn(FlowFormat):
         "detailed-label": "a second label column (the attack or a description of the flow): as "
         "a feature it would give the answer away",
     }
+
+    endpoint_columns = {
+        "time": "ts",
+        "src": "id.orig_h",
+        "dst": "id.resp_h",
+        "sport": "id.orig_p",
+        "dport": "id.resp_p",
+        "proto": "proto",
+        "state": "conn_state",
+        "duration": "duration",
+        "bytes": ("orig_ip_bytes", "resp_ip_bytes"),
+        "packets": ("orig_pkts", "resp_pkts"),
+    }
+    endpoint_units = {"time": "s", "duration": "s"}
+    failed_states = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR"})
+    time_hint = "Zeek's ts is seconds since the epoch (its JSON logs' ISO 8601 times are read so)"
 
     def matches(self, columns: Sequence[str]) -> bool:
         """A Zeek conn.log: every column of :data:`_SIGNATURE` is present."""

@@ -1,0 +1,254 @@
+"""What the context stage computes: its configuration, its feature names, and words for them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CONFIG_VERSION",
+    "ENTITY_KINDS",
+    "ContextConfig",
+    "describe",
+    "feature_names",
+]
+
+CONFIG_VERSION = 1
+#: The entity kinds, in the order of their feature columns: the source host, the (source,
+#: destination) host pair, the destination service (host, port, protocol).
+ENTITY_KINDS = ("src", "pair", "service")
+#: Each kind's features per time scale, in column order (the kernel writes them so).
+KIND_FEATURES: dict[str, tuple[str, ...]] = {
+    "src": (
+        "flows",
+        "dst_hosts",
+        "dst_ports",
+        "failed_share",
+        "bytes_mean",
+        "bytes_std",
+        "packets_mean",
+        "packets_std",
+    ),
+    "pair": ("flows", "failed_share", "gap_mean", "gap_cv", "bytes_cv"),
+    "service": ("flows", "failed_share", "bytes_mean", "bytes_std"),
+}
+#: Bounds of the configuration (a model file is untrusted: these bound what it may ask for).
+MAX_WINDOWS = 8
+MIN_WINDOW_S = 1e-3
+MAX_WINDOW_S = 30 * 86_400.0
+MIN_ENTITIES = 8
+MAX_ENTITIES = 1 << 27
+_PREFIX = "ctx"
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """How the context of a flow is measured.
+
+    Parameters
+    ----------
+    windows_s : tuple of float
+        Time scales in seconds, strictly increasing. A flow ``a`` seconds older than the one
+        being featurised weighs ``exp(-a / tau)`` at scale ``tau``, so at a steady rate the
+        decayed flow count equals the number of flows in the last ``tau`` seconds.
+    entities : tuple of str
+        Kinds whose features are output, a subset of :data:`ENTITY_KINDS` in that order. Every
+        table is kept whatever is output (a source's distinct destinations come from the pair
+        table), so this changes the columns, not the cost.
+    max_entities : int
+        Most entities tracked per table (source hosts, host pairs, destination services, and a
+        source's destination ports). A full table evicts the eighth of its entities whose last
+        flow is oldest. Memory grows with the entities seen: about 0.7 KB for a source seen
+        once, with its pair and port (``benchmarks/bench_context.py``: 687 MiB of tables for a
+        million sources).
+    """
+
+    windows_s: tuple[float, ...] = (10.0, 60.0, 600.0)
+    entities: tuple[str, ...] = ENTITY_KINDS
+    max_entities: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        windows = self.windows_s
+        if not isinstance(windows, tuple) or not 1 <= len(windows) <= MAX_WINDOWS:
+            raise ValueError(
+                f"windows_s must be a tuple of 1 to {MAX_WINDOWS} numbers, got {windows!r}"
+            )
+        for value in windows:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not MIN_WINDOW_S <= value <= MAX_WINDOW_S
+            ):
+                raise ValueError(
+                    f"windows_s: each time scale must be a number of seconds in "
+                    f"[{MIN_WINDOW_S}, {MAX_WINDOW_S:.0f}], got {value!r}"
+                )
+        if any(b <= a for a, b in zip(windows, windows[1:], strict=False)):
+            raise ValueError(f"windows_s must be strictly increasing, got {windows!r}")
+        object.__setattr__(self, "windows_s", tuple(float(v) for v in windows))
+        kinds = self.entities
+        if (
+            not isinstance(kinds, tuple)
+            or not kinds
+            or any(not isinstance(k, str) or k not in ENTITY_KINDS for k in kinds)
+            or list(kinds) != [k for k in ENTITY_KINDS if k in kinds]
+        ):
+            raise ValueError(
+                f"entities must be a non-empty subset of {ENTITY_KINDS} in that order, "
+                f"got {kinds!r}"
+            )
+        size = self.max_entities
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise ValueError(f"max_entities must be an integer, got {size!r}")
+        if not MIN_ENTITIES <= size <= MAX_ENTITIES:
+            raise ValueError(
+                f"max_entities must lie in [{MIN_ENTITIES}, {MAX_ENTITIES}], got {size}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values; :meth:`from_dict` reads them back."""
+        return {
+            "version": CONFIG_VERSION,
+            "windows_s": list(self.windows_s),
+            "entities": list(self.entities),
+            "max_entities": self.max_entities,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ContextConfig:
+        """A configuration from :meth:`to_dict` output, every key and value checked.
+
+        Raises
+        ------
+        ValueError
+            On a value that is not a dict, an unknown version, a missing or unknown key, or a
+            value :class:`ContextConfig` refuses (the message names it).
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"context config must be a dict, got {type(data).__name__}")
+        if data.get("version") != CONFIG_VERSION:
+            raise ValueError(f"unsupported context config version {data.get('version')!r}")
+        expected = {"version", "windows_s", "entities", "max_entities"}
+        unknown = sorted(set(data) - expected, key=str)
+        missing = sorted(expected - set(data))
+        if unknown or missing:
+            raise ValueError(f"context config: unknown keys {unknown}, missing keys {missing}")
+        for key in ("windows_s", "entities"):
+            if not isinstance(data[key], list | tuple):
+                raise ValueError(
+                    f"context config {key} must be a list, got {type(data[key]).__name__}"
+                )
+        return cls(
+            windows_s=tuple(data["windows_s"]),
+            entities=tuple(data["entities"]),
+            max_entities=data["max_entities"],
+        )
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the output columns, in order (see :func:`feature_names`)."""
+        return feature_names(self)
+
+
+def window_label(seconds: float) -> str:
+    """``10`` -> ``"10s"``, ``600`` -> ``"10min"``, ``7200`` -> ``"2h"``, ``0.5`` -> ``"0.5s"``."""
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def feature_names(config: ContextConfig) -> list[str]:
+    """``ctx_<kind>_<feature>_<window>`` for each output kind, feature and time scale, in the
+    kernel's column order: kind, then feature, then scale (``ctx_src_flows_10s``,
+    ``ctx_src_flows_1min``, ..., ``ctx_service_bytes_std_10min``)."""
+    return [
+        f"{_PREFIX}_{kind}_{feature}_{window_label(w)}"
+        for kind in config.entities
+        for feature in KIND_FEATURES[kind]
+        for w in config.windows_s
+    ]
+
+
+def parse_feature_name(name: str, config: ContextConfig) -> tuple[str, str, float]:
+    """(kind, feature, window in seconds) of a context feature name.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of ``config``'s feature names.
+    """
+    for kind in config.entities:
+        for feature in KIND_FEATURES[kind]:
+            for w in config.windows_s:
+                if name == f"{_PREFIX}_{kind}_{feature}_{window_label(w)}":
+                    return kind, feature, w
+    raise ValueError(f"{name!r} is not a context feature of this configuration")
+
+
+def _window_words(seconds: float) -> str:
+    label = window_label(seconds)
+    number = label.rstrip("hmins")
+    unit = label[len(number) :]
+    words = {"s": "s", "min": "min", "h": "h"}[unit]
+    return f"{number} {words}"
+
+
+_WHO = {"src": "this source", "pair": "this pair", "service": "this service"}
+
+
+def describe(name: str, value: float, config: ContextConfig, entity: str | None = None) -> str:
+    """Words for one context feature's value, for explanations.
+
+    Parameters
+    ----------
+    name : str
+        A feature name of ``config``.
+    value : float
+        Its value for one flow.
+    config : ContextConfig
+    entity : str, optional
+        Who the feature is about, as :meth:`ContextStage.entities` writes it (``10.0.0.3``,
+        ``10.0.0.3 -> 10.0.0.9``, ``10.0.0.9 port 80/tcp``); "this source" and the like when
+        None.
+
+    Examples
+    --------
+    >>> config = ContextConfig()
+    >>> describe("ctx_src_dst_ports_1min", 387.2, config, "10.0.0.3")
+    'about 387 distinct destination ports contacted by 10.0.0.3 in the last 1 min'
+    >>> describe("ctx_pair_gap_cv_10min", 0.02, config, "10.0.0.3 -> 10.0.0.9")[:58]
+    'gaps between flows of 10.0.0.3 -> 10.0.0.9 vary by 0.02 of'
+    """
+    kind, feature, window = parse_feature_name(name, config)
+    who = entity if entity is not None else _WHO[kind]
+    within = f"in the last {_window_words(window)}"
+    if feature == "flows":
+        direction = {"src": "from", "pair": "of", "service": "to"}[kind]
+        return f"about {value:,.0f} flows {direction} {who} {within}"
+    if feature == "dst_hosts":
+        return f"about {value:,.0f} distinct destination hosts contacted by {who} {within}"
+    if feature == "dst_ports":
+        return f"about {value:,.0f} distinct destination ports contacted by {who} {within}"
+    if feature == "failed_share":
+        return f"{value:.0%} of the flows of {who} {within} failed or went unanswered"
+    if feature in ("bytes_mean", "packets_mean"):
+        unit = feature.split("_")[0]
+        return f"flows of {who} {within} carried {value:,.4g} {unit} on average"
+    if feature in ("bytes_std", "packets_std"):
+        unit = feature.split("_")[0]
+        return f"{unit} per flow of {who} {within} varied by {value:,.4g} (standard deviation)"
+    if feature == "gap_mean":
+        return f"flows of {who} came every {value:,.4g} s on average ({within.split(' ', 1)[1]})"
+    if feature == "gap_cv":
+        return (
+            f"gaps between flows of {who} vary by {value:.2g} of their mean (0: as regular as "
+            f"a beacon; 1: random; last {_window_words(window)})"
+        )
+    return (
+        f"sizes of the flows of {who} vary by {value:.2g} of their mean (0: all alike; "
+        f"last {_window_words(window)})"
+    )
