@@ -14,17 +14,17 @@ import safetensors.numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latent_sculpting.context import (
+from latent_sculpting.data import sample_path
+from latent_sculpting.errors import FlowInputError
+from latent_sculpting.io.context import (
     ContextConfig,
     ContextStage,
     ContextState,
     context_features,
     describe,
 )
-from latent_sculpting.data import sample_path
-from latent_sculpting.errors import FlowInputError
-from latent_sculpting.formats import get_format
-from latent_sculpting.formats.base import per_class_sample, refuse_context_on_samples
+from latent_sculpting.io.formats import get_format
+from latent_sculpting.io.formats.base import per_class_sample, refuse_context_on_samples
 
 WINDOWS = (10.0, 60.0, 600.0)
 

@@ -15,7 +15,8 @@ the state (no reply packet: unanswered), ``Flow Duration`` (microseconds), the f
 backward payload lengths and packet counts. The original release's Timestamp (``3/7/2017
 8:55``: minutes, a 12-hour clock without AM/PM) cannot order flows, so it is refused, and its
 MachineLearningCSV files have neither time nor addresses. The embedded sample is a per-class
-random sample: context is refused on it (:func:`~latent_sculpting.formats.base.per_class_sample`).
+random sample: context is refused on it
+(:func:`~latent_sculpting.io.formats.base.per_class_sample`).
 """
 
 from __future__ import annotations

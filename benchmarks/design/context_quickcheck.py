@@ -3,11 +3,11 @@ and kNN, leave-one-family-out, with and without context. NOT the benchmark: one 
 seeds, no intervals; it says whether the features carry signal, not how much `sculpt
 benchmark` will measure.
 
-Protocol (the benchmark's own pieces, :mod:`latent_sculpting.benchmark`):
+Protocol (the benchmark's own pieces, :mod:`latent_sculpting.research.benchmark`):
 
 * Context is computed per capture file, over every record of it, before any row is dropped
   (each capture is its own network and time; hosts' addresses recur across captures), with a
-  fresh :class:`~latent_sculpting.context.ContextStage` per file and the default configuration.
+  fresh :class:`~latent_sculpting.io.context.ContextStage` per file and the default configuration.
 * Folds: each IoT-23 family withheld in turn (``test_folds``), rows drawn by ``split_fold``
   for each split seed: benign 60/20/20 into fitting, calibration and test rows.
 * Features: the fold's FlowSpec fitted on its fitting rows (``encode``), and the same with the
@@ -22,14 +22,13 @@ Protocol (the benchmark's own pieces, :mod:`latent_sculpting.benchmark`):
 
 Usage::
 
-    python benchmarks/context_quickcheck.py [--seeds 0 1] [--methods rf knn]
+    python benchmarks/design/context_quickcheck.py [--seeds 0 1] [--methods rf knn]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,17 +36,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from latent_sculpting.baselines import make_method
-from latent_sculpting.benchmark.datasets import get_adapter, load_dataset
-from latent_sculpting.benchmark.protocol import drop_duplicates, split_fold, test_folds
-from latent_sculpting.context import ContextStage
-from latent_sculpting.data.table import read_records
-from latent_sculpting.evaluation import fold_metrics
-from latent_sculpting.flowspec import encode
-from latent_sculpting.formats import get_format
-
-sys.path.insert(0, str(Path(__file__).parent))
-from provenance import commit  # noqa: E402  (benchmarks/provenance.py)
+from latent_sculpting.io.context import ContextStage
+from latent_sculpting.io.flowspec import encode
+from latent_sculpting.io.formats import get_format
+from latent_sculpting.io.table import read_records
+from latent_sculpting.research.baselines import make_method
+from latent_sculpting.research.benchmark.datasets import get_adapter, load_dataset
+from latent_sculpting.research.benchmark.splits import drop_duplicates, split_fold, test_folds
+from latent_sculpting.research.evaluation import fold_metrics
+from latent_sculpting.research.provenance import commit  # noqa: E402
 
 DATA = Path("../shared/data/iot23_zeek")
 

@@ -4,7 +4,7 @@ beside `sculpt score`.
 Each scenario runs in a fresh process (so its peak memory is its own) on one thread: a
 SYNTHETIC stream of ``--flows`` flows over one hour, start times sorted, as a Zeek conn.log
 table (IPv4 addresses as text, as a reader gives them), featurised by
-:class:`latent_sculpting.context.ContextStage` in ``--batch``-row tables (``sculpt score``'s
+:class:`latent_sculpting.io.context.ContextStage` in ``--batch``-row tables (``sculpt score``'s
 default batch):
 
 * ``1M sources``: every flow from its own source host (the worst case for memory: every flow
@@ -29,7 +29,7 @@ a shared machine figures are comparable only within one run.
 
 Usage::
 
-    python benchmarks/bench_context.py [--flows 1000000] [--batch 65536] [--score-model M]
+    python benchmarks/speed/bench_context.py [--flows 1000000] [--batch 65536] [--score-model M]
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from provenance import commit  # noqa: E402  (benchmarks/provenance.py)
+from latent_sculpting.research.provenance import commit  # noqa: E402
 
 SCENARIOS = ("1M sources", "100 sources")
 ONE_THREAD = {
@@ -116,8 +115,8 @@ def scenario(name: str, flows: int, batch: int) -> dict:
     """One scenario, in this process: featurise the stream batch by batch."""
     import numpy as np
 
-    from latent_sculpting.context import ContextStage
-    from latent_sculpting.formats import get_format
+    from latent_sculpting.io.context import ContextStage
+    from latent_sculpting.io.formats import get_format
 
     zeek = get_format("zeek")
     warm = synthetic_stream(100, name, seed=1)
@@ -159,7 +158,7 @@ def write_scoring_file(path: Path, flows: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from latent_sculpting.data.table import read_records
+    from latent_sculpting.io.table import read_records
 
     real, _, _, _ = read_records(Path("../shared/data/iot23_zeek"), format="zeek")
     stream = synthetic_stream(flows, "1M sources")
@@ -173,9 +172,9 @@ def write_scoring_file(path: Path, flows: int) -> None:
 
 
 def context_on_file(path: Path, batch: int) -> dict:
-    from latent_sculpting.context import ContextStage
-    from latent_sculpting.data.table import read_records
-    from latent_sculpting.formats import get_format
+    from latent_sculpting.io.context import ContextStage
+    from latent_sculpting.io.formats import get_format
+    from latent_sculpting.io.table import read_records
 
     zeek = get_format("zeek")
     ContextStage().fit_transform(synthetic_stream(100, "1M sources", seed=1), zeek)

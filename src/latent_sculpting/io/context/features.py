@@ -1,7 +1,7 @@
 """Context features of a batch of flows from plain arrays: the entry point under the stage.
 
 :func:`context_features` takes one batch of flows in start-time order and a
-:class:`~latent_sculpting.context.state.ContextState`, returns each flow's features and
+:class:`~latent_sculpting.io.context.state.ContextState`, returns each flow's features and
 advances the state. Its contract:
 
 - **Causal.** A flow's features come from the flows that started strictly before it (and
@@ -13,7 +13,7 @@ advances the state. Its contract:
   the flows of one instant enter the tables in a canonical order (by key, then by value).
 - **Time order is the caller's.** A batch whose start times decrease, or that starts before
   the state's latest flow, is refused with the offending row; nothing is sorted here.
-  (:class:`~latent_sculpting.context.stage.ContextStage` sorts a table and puts the rows
+  (:class:`~latent_sculpting.io.context.stage.ContextStage` sorts a table and puts the rows
   back.)
 
 What a flow's record gives is used as a whole: the statistics of a flow that started earlier
@@ -35,10 +35,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .config import ENTITY_KINDS, KIND_FEATURES
-from .kernel import run
-from .state import TABLES, ContextState
-from .tables import combine_keys, hash_integers, hash_strings
+from latent_sculpting.io.context.config import ENTITY_KINDS, KIND_FEATURES
+from latent_sculpting.io.context.kernel import run
+from latent_sculpting.io.context.state import TABLES, ContextState
+from latent_sculpting.io.context.tables import combine_keys, hash_integers, hash_strings
 
 __all__ = ["context_features", "entity_hashes"]
 

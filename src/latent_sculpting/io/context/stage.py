@@ -2,9 +2,9 @@
 
 :class:`ContextStage` is what an input pipeline calls: it reads the start time and endpoints
 of each record through the format's
-:meth:`~latent_sculpting.formats.base.FlowFormat.endpoint_roles`, sorts the records by start
+:meth:`~latent_sculpting.io.formats.base.FlowFormat.endpoint_roles`, sorts the records by start
 time (stably; the features come back in the table's own row order), computes
-:func:`~latent_sculpting.context.features.context_features` and carries the state from one
+:func:`~latent_sculpting.io.context.features.context_features` and carries the state from one
 table to the next, so that the files of one run, read in time order, share it.
 """
 
@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import FlowInputError
-from ..formats.base import FlowFormat, refuse_context_on_samples
-from .config import ContextConfig, describe, parse_feature_name
-from .features import context_features
-from .state import ContextState
+from latent_sculpting.errors import FlowInputError
+from latent_sculpting.io.context.config import ContextConfig, describe, parse_feature_name
+from latent_sculpting.io.context.features import context_features
+from latent_sculpting.io.context.state import ContextState
+from latent_sculpting.io.formats.base import FlowFormat, refuse_context_on_samples
 
 __all__ = ["ContextStage", "flow_endpoints"]
 
@@ -77,7 +77,7 @@ class ContextStage:
         fmt : FlowFormat
         sources : iterable of path, optional
             The files the records came from; a known per-class sample among them is refused
-            (:func:`~latent_sculpting.formats.base.refuse_context_on_samples`).
+            (:func:`~latent_sculpting.io.formats.base.refuse_context_on_samples`).
 
         Returns
         -------

@@ -4,10 +4,10 @@ See :mod:`.features` for the contract (causal, independent of batching) and :mod
 for how it is computed.
 """
 
-from .config import ENTITY_KINDS, ContextConfig, describe, feature_names
-from .features import context_features
-from .stage import ContextStage, flow_endpoints
-from .state import ContextState
+from latent_sculpting.io.context.config import ENTITY_KINDS, ContextConfig, describe, feature_names
+from latent_sculpting.io.context.features import context_features
+from latent_sculpting.io.context.stage import ContextStage, flow_endpoints
+from latent_sculpting.io.context.state import ContextState
 
 __all__ = [
     "ENTITY_KINDS",

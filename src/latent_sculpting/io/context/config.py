@@ -61,7 +61,7 @@ class ContextConfig:
         Most entities tracked per table (source hosts, host pairs, destination services, and a
         source's destination ports). A full table evicts the eighth of its entities whose last
         flow is oldest. Memory grows with the entities seen: about 0.7 KB for a source seen
-        once, with its pair and port (``benchmarks/bench_context.py``: 687 MiB of tables for a
+        once, with its pair and port (``benchmarks/speed/bench_context.py``: 687 MiB of tables for a
         million sources).
     """
 

@@ -19,7 +19,7 @@ import math
 
 import numba
 
-from .tables import BORN, LAST, LINK, STATS, acquire, find, short
+from latent_sculpting.io.context.tables import BORN, LAST, LINK, STATS, acquire, find, short
 
 __all__ = ["MIN_EFFECTIVE", "MIN_WEIGHT", "N_FEATURES", "N_STATS", "run"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import ContextConfig
-from .kernel import (
+from latent_sculpting.io.context.config import ContextConfig
+from latent_sculpting.io.context.kernel import (
     N_STATS,
     PAIR_BM,
     PAIR_BS,
@@ -36,7 +36,7 @@ from .kernel import (
     SVC_W,
     SVC_WF,
 )
-from .tables import BORN, LAST, LINK, STATS, rebuild_index
+from latent_sculpting.io.context.tables import BORN, LAST, LINK, STATS, rebuild_index
 
 __all__ = ["STATE_VERSION", "TABLES", "ContextState"]
 
