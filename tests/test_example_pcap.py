@@ -1,4 +1,4 @@
-"""The packet-capture example of docs/example-pcap.md, end to end: extract the ordinary
+"""The packet-capture example of docs/guides/example-pcap.md, end to end: extract the ordinary
 captures, train a benign-only model, score every shared capture in one command, report the
 alerts with their explanations. Then the folder forms a capture comes in, and bad captures."""
 
@@ -21,7 +21,7 @@ from latent_sculpting.cli import main  # noqa: E402
 ORDINARY_SHARED = ("ssh.pcap", "http_auth.pcap", "smb_deletefile.pcap", "ftp_failed.pcap")
 ORDINARY_HERE = Path(__file__).parent / "data" / "pcaps"
 SCANS = ("synscan.pcap", "tcp_0_1000_20190821.pcap", "udp_0_1000_20190821.pcap")
-DOC = Path(__file__).resolve().parents[1] / "docs" / "example-pcap.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "guides" / "example-pcap.md"
 # Explanations the doc quotes whole. Where most of a batch is flagged the names come from the
 # benign profile alone, not from the model, so these texts do not move with its training.
 SYN_PROBE = (

@@ -1,8 +1,8 @@
 """Which channels, combined how, detect withheld attack families at low false-alarm rates?
 
-The design search behind the ``default`` preset (docs/presets.md), run on VALIDATION folds only:
-inside each test fold of ``sculpt benchmark`` (one attack family withheld), each other family is
-held out in turn as a pseudo-zero-day
+The design search behind the ``default`` preset (docs/research/presets.md), run on VALIDATION
+folds only: inside each test fold of ``sculpt benchmark`` (one attack family withheld), each other
+family is held out in turn as a pseudo-zero-day
 (:func:`latent_sculpting.research.benchmark.validation_folds`), so
 no choice made here ever sees a test fold's withheld family, benign test rows or calibration
 rows.

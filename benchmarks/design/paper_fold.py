@@ -6,7 +6,7 @@ Reads the run's checkpoints (``folds/cicids2017/paper/seed-*/METHOD.json``) and 
 method, mean ± sample std over split seeds of: zero-shot AUROC, recall of the four withheld
 classes at the 1 % threshold, the realised benign false-positive rate there, Bot's recall there,
 and the known attacks' AUROC. The threshold is each method's 1 % threshold on held-out benign
-rows (docs/protocol.md), not the method's own rule.
+rows (docs/research/protocol.md), not the method's own rule.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ test rows drawn from the training benign rows. The test fold's withheld family a
 test and calibration rows are never seen, so the test fold stays a held-out test of whatever is
 chosen here. A choice made on the validation folds of one test fold is tested on that fold
 only; to claim it for every family, repeat the choice per test fold (``--outer all``: nested
-leave-one-family-out). See docs/protocol.md.
+leave-one-family-out). See docs/research/protocol.md.
 
 Usage::
 

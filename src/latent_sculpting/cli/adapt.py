@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help="keep the benign prototypes of the training flows beside the new ones: for the "
         "same network later rather than another network, where it can hide attacks that look "
-        "like the training network's benign traffic (docs/usage.md)",
+        "like the training network's benign traffic (docs/guides/usage.md)",
     )
     parser.add_argument(
         "--fresh-flow",

@@ -78,7 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Withhold every attack family of every dataset in turn (and the paper's "
         "four CIC-IDS-2017 classes), fit each method on benign flows and the other families, "
         "threshold it on held-out benign flows at 5 %, 1 % and 0.1 % false positives, and "
-        "compare the methods with bootstrap intervals and mean ranks (see docs/protocol.md).",
+        "compare the methods with bootstrap intervals and mean ranks "
+        "(see docs/research/protocol.md).",
     )
     parser.add_argument(
         "--datasets",

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Withhold the paper's four classes (or --withhold), fit every method on the "
         "same rows for each split seed, threshold each on held-out benign rows at 5 %, 1 % and "
         "0.1 % false positives, and compare them: sculpt benchmark restricted to one fold "
-        "(see docs/protocol.md and docs/baselines.md).",
+        "(see docs/research/protocol.md and docs/research/baselines.md).",
     )
     parser.add_argument(
         "--data",

@@ -163,7 +163,7 @@ def print_drift(report: dict | None, where: str | None, *, quiet: bool = False) 
         lines.append(f"  report: {where}")
     lines.append(
         "  if this traffic is benign traffic of another network, `sculpt adapt` recalibrates "
-        "the model to it (docs/usage.md, 'Adapting to your network')"
+        "the model to it (docs/guides/usage.md, 'Adapting to your network')"
     )
     print("\n".join(lines), file=sys.stderr)
 

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "benchmark.md and a heat map",
         description="For each attack family, train on benign flows and every other family and "
         "report the family's recall at 5 %, 1 % and 0.1 % benign false positives and its AUROC: "
-        "sculpt benchmark restricted to one dataset (see docs/protocol.md).",
+        "sculpt benchmark restricted to one dataset (see docs/research/protocol.md).",
     )
     parser.add_argument(
         "--dataset",

@@ -1,6 +1,6 @@
 """Datasets and protocols: flow files read into tables, CIC-IDS-2017, the zero-shot splits.
 
-See ``docs/data.md`` and Chhetri et al., "Latent Sculpting for Zero-Shot Generalization"
+See ``docs/reference/data.md`` and Chhetri et al., "Latent Sculpting for Zero-Shot Generalization"
 (arXiv:2512.22179).
 """
 

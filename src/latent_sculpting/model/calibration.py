@@ -208,7 +208,7 @@ class TailPValue:
     continuous and strictly increasing in the score, so ranks within the tail survive a fusion.
     The extrapolation is trusted only so far (``max_extrapolation`` nats beyond the smallest
     empirical p-value): without a bound, one channel's wildest scores (a benign flow the
-    density finds bizarre) would outvote everything another channel says (docs/presets.md
+    density finds bizarre) would outvote everything another channel says (docs/research/presets.md
     measures the bound).
 
     Parameters

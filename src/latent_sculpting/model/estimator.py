@@ -115,7 +115,7 @@ class LatentSculpting(BaseEstimator):
         (:class:`~latent_sculpting.model.channels.deep_sad.DeepSAD`
         with ``eta=0``) appended to the latent code as the flow's input; 0 for none. Stage 1
         keeps the directions that separate benign flows from the *known* attacks and squeezes
-        the rest; this channel keeps what it squeezed (docs/presets.md).
+        the rest; this channel keeps what it squeezed (docs/research/presets.md).
     forest_trees : int, default=0
         Trees of the random forest side channel
         (:class:`~latent_sculpting.model.channels.registry.ForestChannel`)

@@ -233,7 +233,8 @@ class StackedFusion(FisherFusion):
     fprs : sequence of float, default=(0.01,)
         The false-positive rates whose recalls, with the AUROC, score a weighting on a fold:
         the criterion is the mean of the AUROC and the recall at each. Adding 0.1 % to 1 % was
-        tried on validation folds (docs/presets.md) and tied, so the default stays 1 % alone.
+        tried on validation folds (docs/research/presets.md) and tied, so the default stays 1 %
+        alone.
 
     Attributes
     ----------

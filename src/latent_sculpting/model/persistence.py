@@ -9,7 +9,7 @@ benign training traffic (``drift_reference.*``, ``benign_profile.*``). Its strin
 the format name and version, the estimator's parameters and its fitted scalars and part
 configurations as JSON. Nothing is unpickled, so a model file cannot run code.
 
-A model file is untrusted data (docs/security.md), so :func:`load_model` checks all of it
+A model file is untrusted data (docs/reference/security.md), so :func:`load_model` checks all of it
 before any of it is used, and a file that fails a check raises one
 :class:`~latent_sculpting.errors.ModelFileError` naming the file, the part and the problem:
 
@@ -33,7 +33,7 @@ This module reads a file into checked parameters and fitted attributes;
 
 It is long on purpose: every key, type, shape and value range of a model file is checked in this
 one module, before anything is allocated or used, so that the rules a hostile file meets are
-read in one place (docs/security.md).
+read in one place (docs/reference/security.md).
 """
 
 from __future__ import annotations

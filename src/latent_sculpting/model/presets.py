@@ -13,14 +13,14 @@ changes a preset; the constructor's defaults are the ``default`` preset.
 ``paper-v2``
     The later version [1]_: an FT-Transformer encoder and the Binary Latent Sculpting loss, the
     same MAF, 85th-percentile threshold. Its text is not available to us; every choice where it
-    is silent is listed in ``docs/presets.md``.
+    is silent is listed in ``docs/research/presets.md``.
 ``fused``
     The previous default: the sculpted flow fused with a random forest (Fisher's method).
 ``default``
     The detector chosen on validation folds of the multi-dataset zero-day benchmark: a benign
     density (a flow on the scaled features), gradient-boosted trees against the known attacks
     and the distance to benign prototypes, combined by weights learned on pseudo-zero-day folds
-    (``docs/presets.md``).
+    (``docs/research/presets.md``).
 ``fast``
     A tiny configuration for tests and smoke runs; not for results.
 
@@ -98,7 +98,7 @@ PRESETS["paper-v2"] = {
 
 # The project's previous default: the sculpted flow (with a Deep SVDD embedding beside the code)
 # fused with a random forest by Fisher's method. Kept for comparison: on validation folds of the
-# multi-dataset benchmark it was overtaken (docs/presets.md).
+# multi-dataset benchmark it was overtaken (docs/research/presets.md).
 PRESETS["fused"] = {
     **PRESETS["paper-v1"],
     # CIC counters span ten orders of magnitude; standardising them raw leaves most flows in a
@@ -122,14 +122,14 @@ PRESETS["fused"] = {
 }
 
 # Every choice below was made on validation folds only (a known family held out inside the
-# training families of each test fold; benchmarks/design/channel_search.py, docs/presets.md), never
-# on
-# the benchmark's test folds.
+# training families of each test fold; benchmarks/design/channel_search.py,
+# docs/research/presets.md), never on the benchmark's test folds.
 PRESETS["default"] = {
     **PRESETS["fused"],
     # The flow models benign traffic on the scaled features themselves. A sculpted encoder in
     # front of it (Stage 1) helped the flow alone, but with learned weights beside the other
-    # channels it tied or lost (docs/presets.md): it leaves the default, stays in paper-v1/v2.
+    # channels it tied or lost (docs/research/presets.md): it leaves the default, stays in
+    # paper-v1/v2.
     "stage1": False,
     "svdd_dim": 0,
     "flow_standardize": False,
@@ -146,7 +146,7 @@ PRESETS["default"] = {
     "score": "stacked",
     "stack_folds": 8,
     # Folds that also leave out the held-out family's nearest sibling tied on validation
-    # folds (docs/presets.md): none is left out.
+    # folds (docs/research/presets.md): none is left out.
     "stack_neighbours": 0,
     # The benign densities and the fold refits train on at most 262,144 benign rows (a seeded
     # sample): full-scale data has millions, and the flow's cost grows with each. Every data

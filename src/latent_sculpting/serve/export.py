@@ -5,8 +5,8 @@ order of ``feature_names_in_``; what :meth:`LatentSculpting.decision_function` t
 :class:`~latent_sculpting.io.flowspec.FlowSpec` has turned records into numbers) and answers
 ``score`` (float64, higher is more anomalous), ``p_value`` (float64, split-conformal against the
 benign calibration scores) and ``is_attack`` (bool, ``score > threshold_``), equal to the
-native ones within float rounding (``tests/test_export.py``; docs/export.md has the measured
-differences and what the graph does not cover).
+native ones within float rounding (``tests/test_export.py``; docs/reference/export.md has the
+measured differences and what the graph does not cover).
 
 The graph is written from the model's arrays with :mod:`onnx.helper`, one function per part
 (in :mod:`latent_sculpting.serve.onnx_graph`), in the order the estimator scores:

@@ -16,7 +16,7 @@ model's benign training traffic (:mod:`latent_sculpting.monitor.drift`, over a r
 verdict is looked at after every tenth of the window and logged when it changes); ``GET /health``
 answers when it is up.
 
-Requests are untrusted (docs/security.md): every limit below is checked before the work it
+Requests are untrusted (docs/reference/security.md): every limit below is checked before the work it
 bounds, and a bad request gets a 4xx answer naming the record and field, never a 500 and never
 a guess. A record that lacks a field the model needs, or holds null in a numeric one, is refused
 (422): the service does not impute. Limits: body size (413), flows per request (413), fields per
@@ -66,7 +66,7 @@ __all__ = ["CONFIG_ENV", "LIMITS", "app_from_config", "create_app", "model_card"
 
 logger = logging.getLogger(__name__)
 
-#: Documented request limits (docs/security.md); ``create_app`` takes overrides.
+#: Documented request limits (docs/reference/security.md); ``create_app`` takes overrides.
 LIMITS = {
     "max_body_bytes": 10 * 1024 * 1024,
     "max_flows": 100_000,

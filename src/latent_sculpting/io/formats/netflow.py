@@ -11,7 +11,7 @@ Two families of column names are recognised (files are read by the CSV or Parque
   osmc,mpls1..mpls10,cl,sl,al,ra,eng,exid,tr``) and 1.7's long ones (``cnt,af,firstSeen,
   lastSeen,proto,srcAddr,srcPort,dstAddr,dstPort,srcAS,dstAS,input,output,flags,srcTos,packets,
   bytes`` and the ``csv:%...`` fields). nfdump 1.6 appends a ``Summary`` block after the flows;
-  cut it off first (docs/formats.md says how).
+  cut it off first (docs/reference/formats.md says how).
 
 Roles: addresses, ports, times, interfaces, AS numbers, masks, next hops, VLANs, MACs, MPLS
 labels, exporter ids and DNS transaction ids are identifiers; so are the TTLs (``MIN_TTL``,

@@ -3,8 +3,8 @@
 A supervised channel like the random forest (:mod:`.forest`): scikit-learn's
 ``HistGradientBoostingClassifier``, binary, trained on the scaled features of benign flows
 against the *known* attacks. The design search on validation folds
-(``benchmarks/design/channel_search.py``, ``docs/presets.md``) found it the stronger of the two at
-low false-positive rates.
+(``benchmarks/design/channel_search.py``, ``docs/research/presets.md``) found it the stronger of
+the two at low false-positive rates.
 
 scikit-learn fits. The fitted trees are read once, at fit time, into the node arrays of
 :mod:`latent_sculpting.model.channels.trees` with its ``"sum"`` aggregation (the baseline plus one

@@ -4,7 +4,7 @@ The ``default`` preset fuses the flow's likelihood with a supervised channel: a 
 the same scaled features, trained on benign flows against the *known* attacks. On the zero-shot
 protocol such a forest ranks most withheld attacks well, because they resemble known ones in the
 directions its axis-aligned splits use, and it misses what resembles nothing known (withheld
-Infiltration, a withheld port scan), which the flow catches (docs/presets.md).
+Infiltration, a withheld port scan), which the flow catches (docs/research/presets.md).
 
 scikit-learn fits. The fitted trees are then copied, through the public ``tree_`` attributes,
 into the flat node arrays of :mod:`latent_sculpting.model.channels.trees` (the arrays a model file

@@ -85,8 +85,8 @@ class NeighbourChannel:
     rows when there are no more than ``n_prototypes``), in the scaled feature space. A flow far
     from every benign prototype is unlike benign traffic whatever it resembles; on validation
     folds this catches the families a supervised channel misses (a port scan or an
-    infiltration that looks like no known attack; docs/presets.md). Prototypes rather than every
-    benign row bound the model file and the scoring cost (one matrix product with
+    infiltration that looks like no known attack; docs/research/presets.md). Prototypes rather
+    than every benign row bound the model file and the scoring cost (one matrix product with
     ``n_prototypes`` rows per flow).
 
     Parameters

@@ -3,7 +3,7 @@
 Every method is a :class:`Method`: fitted on raw flow features with 0/1 targets and canonical
 labels, scoring with higher = more anomalous. :func:`make_method` builds one from its name;
 ``"knn@none"`` picks a method with another feature transform than its default. See
-``docs/baselines.md`` for each method's library, inputs and threshold rule.
+``docs/research/baselines.md`` for each method's library, inputs and threshold rule.
 """
 
 from __future__ import annotations

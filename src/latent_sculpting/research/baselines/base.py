@@ -169,8 +169,8 @@ class EstimatorMethod:
         ).fit(X[rows])
         Z = self.preprocessor_.transform(X[rows])
         with preserve_global_rng(), warnings.catch_warnings():
-            # A capped iteration budget is a deliberate cost choice (see docs/baselines.md), not
-            # a failure worth a warning per seed.
+            # A capped iteration budget is a deliberate cost choice (see
+            # docs/research/baselines.md), not a failure worth a warning per seed.
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.estimator_ = self.build(self.random_state)
             if self.trains_on == "benign":

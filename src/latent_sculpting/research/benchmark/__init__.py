@@ -6,7 +6,8 @@
 - :mod:`.statistics`: sample std, paired bootstrap intervals, Friedman and Nemenyi.
 - :mod:`.report`: ``benchmark.json``, ``benchmark.md`` and the figures.
 
-``sculpt compare`` and ``sculpt sweep`` are views of the same engine. See ``docs/protocol.md``.
+``sculpt compare`` and ``sculpt sweep`` are views of the same engine. See
+``docs/research/protocol.md``.
 """
 
 from latent_sculpting.research.benchmark.datasets import (

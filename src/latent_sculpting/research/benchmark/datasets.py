@@ -8,7 +8,7 @@ training together). Each dataset is read once (:func:`load_dataset`, through
 :func:`latent_sculpting.io.table.read_records`); the folds take rows of it, and each fold fits
 its own :class:`~latent_sculpting.io.flowspec.FlowSpec` on its training rows only.
 
-The family maps and the reasons for each choice are in ``docs/protocol.md``.
+The family maps and the reasons for each choice are in ``docs/research/protocol.md``.
 
 It is long because each dataset's adapter (classes, families, campaigns, natural counts) is a
 small class of its own, kept together so the protocol's data choices read in one place.

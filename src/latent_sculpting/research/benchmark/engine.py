@@ -162,7 +162,7 @@ def run_unit(
     Returns
     -------
     list of dict
-        One record per method (see ``docs/protocol.md`` for the keys).
+        One record per method (see ``docs/research/protocol.md`` for the keys).
 
     Raises
     ------

@@ -239,7 +239,7 @@ def benchmark_markdown(results: dict) -> str:
         )
         + "Thresholds are set on benign rows held out of every fit "
         f"({100 * cfg['fractions']['calibration']:g} % of the benign rows); test rows that copy "
-        "a training row are removed. Protocol: docs/protocol.md.",
+        "a training row are removed. Protocol: docs/research/protocol.md.",
         "",
         "Mean ± sample std (ddof=1) over split seeds of the mean over folds. Recall is of the "
         "withheld family, at the threshold that flags the given share of held-out benign rows; "

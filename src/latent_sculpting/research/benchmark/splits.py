@@ -7,7 +7,7 @@ test folds (each family in turn, and for CIC-IDS-2017 the paper's four classes);
 held out as a pseudo-zero-day, for choosing designs without touching any test row.
 :func:`split_fold` draws the rows of a fold for one split seed; :func:`check_fold` refuses a
 fold whose roles overlap, whose fitting rows hold a withheld or sibling class, or whose
-evaluation rows copy a fitting row (see ``docs/protocol.md``).
+evaluation rows copy a fitting row (see ``docs/research/protocol.md``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the local engine's own path (:func:`latent_sculpting.serve.engines.local.score_f
 model and every input syntax the local engine scores, Ray scores, with the same numbers. Each
 input file becomes one Parquet shard in the output folder, written under a temporary name and
 renamed when complete. The run's summary holds the drift report of the files it scored, merged
-from each worker's counts. See ``docs/ray.md``.
+from each worker's counts. See ``docs/guides/ray.md``.
 
 The model travels to the workers as the bytes of its model file, never as a pickled estimator.
 
