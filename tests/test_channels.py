@@ -138,3 +138,19 @@ def test_the_distance_of_a_flow_does_not_depend_on_its_batch():
     together = channel.score(Z)
     alone = np.concatenate([channel.score(Z[i : i + 1]) for i in range(len(Z))])
     np.testing.assert_allclose(alone, together, rtol=1e-12, atol=1e-15)
+
+
+def test_a_stored_channel_must_be_the_models_size_and_width():
+    # A model file's channel is loaded with the model's size parameter and scaled width; one
+    # of another size or width is refused when loading, not when scoring.
+    X, y = toy()
+    held_out = np.flatnonzero(y == 0)[:50]
+    for cls, size in ((ForestChannel, 5), (BoostChannel, 4), (NeighbourChannel, 16)):
+        channel = cls(size, random_state=0)
+        channel.fit(X, y, held_out)
+        config, arrays = channel.get_state()
+        cls.from_state(config, arrays, size=size, n_features=5)
+        with pytest.raises(ValueError, match="reads 5 features; the model has 6"):
+            cls.from_state(config, arrays, size=size, n_features=6)
+        with pytest.raises(ValueError, match=f"{size}.*{size + 1}"):
+            cls.from_state(config, arrays, size=size + 1, n_features=5)

@@ -23,15 +23,10 @@ from latent_sculpting import LatentSculpting
 from latent_sculpting.cli import main
 from latent_sculpting.data import sample_path
 from latent_sculpting.errors import ModelFileError
-from latent_sculpting.model.density.maf import LatentDensity
-from latent_sculpting.model.persistence import (
-    MAX_INFO_BYTES,
-    MAX_WEIGHTS,
-    _assign,
-    _flow_layout,
-    _meta_layout,
-)
+from latent_sculpting.model.density.maf import LatentDensity, flow_layout
+from latent_sculpting.model.persistence import MAX_INFO_BYTES, MAX_WEIGHTS
 from latent_sculpting.model.stage1.encoders import build_encoder
+from latent_sculpting.model.state import assign, meta_layout
 
 FLOW = "flow.maf.transform.transforms.0.hyper."
 
@@ -388,7 +383,7 @@ def test_the_flow_layout_is_the_built_flows(features, transforms, hidden, layers
         features, transforms=transforms, hidden_features=hidden, hidden_layers=layers
     )
     built = {k: (tuple(v.shape), v.dtype) for k, v in flow.state_dict().items()}
-    assert _flow_layout(features, transforms, hidden, layers) == built
+    assert flow_layout(features, transforms, hidden, layers) == built
 
 
 @pytest.mark.parametrize("kind", ["mlp", "ft_transformer", "cnn_transformer"])
@@ -401,10 +396,10 @@ def test_an_encoder_built_on_meta_holds_the_files_tensors(kind):
     def build():
         return build_encoder(kind, 12, **sizes, dropout=0.0)
 
-    assert _meta_layout(build) == {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
+    assert meta_layout(build) == {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
     with torch.device("meta"):
         meta = build()
-    loaded = _assign(meta, state).eval()
+    loaded = assign(meta, state).eval()
     x = torch.randn(5, 12)
     torch.testing.assert_close(loaded(x), real(x), rtol=0, atol=0)
 

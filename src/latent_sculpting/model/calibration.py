@@ -15,11 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from latent_sculpting.model.state import check_array, check_number, check_object, few, shown
+
 __all__ = [
     "MIN_HELD_OUT",
     "PERCENTILES",
     "TailPValue",
     "calibration_rows",
+    "check_calibration_scores",
+    "check_thresholds",
     "check_calibration_rows",
     "conformal_rows",
     "effective_fpr",
@@ -171,6 +175,62 @@ def thresholds(
     return by_percentile, conformal_threshold(calibration, target_fpr, coarse=coarse)
 
 
+def check_calibration_scores(scores: np.ndarray) -> np.ndarray:
+    """Stored calibration scores (float64, finite: :func:`~latent_sculpting.model.state.
+    check_tensor`): not empty and sorted, or every p-value would be 1."""
+    if len(scores) == 0:
+        raise ValueError("there are none")
+    if np.any(np.diff(scores) < 0):
+        raise ValueError("they are not sorted")
+    return scores
+
+
+def check_thresholds(
+    stored: Any,
+    threshold: Any,
+    calibration: np.ndarray,
+    percentile: float,
+    target_fpr: float | None,
+    *,
+    coarse: bool = False,
+) -> tuple[dict[float, float], float]:
+    """Stored thresholds (by percentile, as JSON keys) and the one in use, which must be those
+    the calibration scores give (:func:`thresholds`): a NaN threshold would flag nothing.
+
+    ``+inf`` is accepted where the conformal rule gives it (too few calibration scores for
+    ``target_fpr``).
+    """
+    by_percentile, expected = thresholds(calibration, percentile, target_fpr, coarse=coarse)
+    if not isinstance(stored, dict):
+        raise ValueError(f"thresholds_ must be an object, got {shown(stored)}")
+    try:
+        given = {float(k): v for k, v in stored.items()}
+    except ValueError:
+        raise ValueError(f"thresholds_ keys {few(list(stored))} are not percentiles") from None
+    if set(given) != set(by_percentile):
+        raise ValueError(
+            f"thresholds_ at percentiles {few(sorted(given))}, expected {sorted(by_percentile)}"
+        )
+    for p, value in given.items():
+        value = check_number(value, f"the P{p:g} threshold")
+        if not math.isclose(value, by_percentile[p], rel_tol=1e-9, abs_tol=1e-12):
+            raise ValueError(
+                f"the P{p:g} threshold {value!r} is not P{p:g} of the calibration scores "
+                f"({by_percentile[p]!r})"
+            )
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ValueError(f"threshold_ must be a number, got {shown(threshold)}")
+    if not (
+        threshold == expected or math.isclose(threshold, expected, rel_tol=1e-9, abs_tol=1e-12)
+    ):
+        rule = f"target_fpr={target_fpr}" if target_fpr is not None else f"percentile={percentile}"
+        raise ValueError(
+            f"threshold_ {threshold!r} is not the threshold that {rule} gives on the "
+            f"calibration scores ({expected!r})"
+        )
+    return {p: float(v) for p, v in given.items()}, float(threshold)
+
+
 def conformal_threshold(
     calibration: np.ndarray, target_fpr: float, *, coarse: bool = False
 ) -> float:
@@ -314,27 +374,34 @@ class TailPValue:
         return config, {"reference": self.reference_}
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> TailPValue:
-        """Rebuild from :meth:`get_state` output.
+    def from_state(
+        cls, config: Any, arrays: dict[str, np.ndarray], *, what: str = "the tail"
+    ) -> TailPValue:
+        """Rebuild from :meth:`get_state` output, every key and array checked (a model file is
+        untrusted input); ``what`` names the tail in errors.
 
         Raises
         ------
         ValueError
-            If the reference is not a sorted, finite 1-D array of at least 10 scores, or the
-            scale is not positive.
+            If the config lacks a key or holds a non-finite number, the reference is not a
+            sorted, finite 1-D array of at least 10 scores, the scale is not positive, or the
+            threshold and scale are not those the reference gives.
         """
+        config = check_object(config, what, set(_TAIL_KEYS), {"interpolate"})
+        for key in _TAIL_KEYS:
+            check_number(config[key], f"{what}'s {key}")
         # A tail saved before the interpolation existed has no "interpolate": it kept its steps.
         interpolate = config.get("interpolate", False)
         if not isinstance(interpolate, bool):
-            raise ValueError(f"tail's interpolate must be true or false, got {interpolate!r}")
+            raise ValueError(f"{what}'s interpolate is not true or false, got {interpolate!r}")
         model = cls(
             config["tail"],
             config["max_extrapolation"],
             config["min_scale"],
             interpolate=interpolate,
         )
-        reference = np.asarray(arrays["reference"], dtype=np.float64)
-        if reference.ndim != 1 or len(reference) < 10 or not np.isfinite(reference).all():
+        reference = check_array(arrays, "reference", np.float64, (None,))
+        if len(reference) < 10:
             raise ValueError(
                 f"tail reference must be at least 10 finite scores, got shape {reference.shape}"
             )
@@ -345,4 +412,15 @@ class TailPValue:
         model.scale_ = float(config["scale_"])
         if not model.scale_ > 0:
             raise ValueError(f"tail scale must be positive, got {model.scale_}")
+        refit = cls(model.tail, model.max_extrapolation, model.min_scale).fit(reference)
+        for key in ("threshold_", "scale_"):
+            stored, expected = getattr(model, key), getattr(refit, key)
+            if not math.isclose(stored, expected, rel_tol=1e-9, abs_tol=1e-12):
+                raise ValueError(
+                    f"{what}'s {key} {stored!r} is not its reference scores' ({expected!r})"
+                )
         return model
+
+
+#: The keys of a tail's stored config, each a finite number.
+_TAIL_KEYS = ("tail", "max_extrapolation", "min_scale", "threshold_", "scale_")

@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latent_sculpting.model.calibration import TailPValue
+from latent_sculpting.model.state import check_number, check_object, few, shown
 
 __all__ = [
     "FUSIONS",
@@ -109,8 +110,22 @@ class Fusion:
         return {}, {}
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
-        """Rebuild from :meth:`get_state` output."""
+    def from_state(
+        cls, config: Any, arrays: dict[str, np.ndarray], *, channels: Sequence[str] | None = None
+    ) -> Any:
+        """Rebuild from :meth:`get_state` output, every key and array checked (a model file is
+        untrusted input). ``channels``, when given, are the channels the model scores with in
+        order (the flow's ``"nll"`` first when it has one, then the side channels): a rule
+        with a tail per channel must have exactly theirs, and no other arrays.
+
+        Raises
+        ------
+        ValueError
+            Naming the key, tail or array at fault.
+        """
+        check_object(config, "its config", set())
+        if arrays:
+            raise ValueError(f"this score rule has no arrays, got {few(sorted(arrays))}")
         return cls()
 
 
@@ -210,16 +225,27 @@ class FisherFusion(Fusion):
         return config, arrays
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> FisherFusion:
+    def from_state(
+        cls, config: Any, arrays: dict[str, np.ndarray], *, channels: Sequence[str] | None = None
+    ) -> FisherFusion:
+        tails = check_object(config, "its config", {"tails"})["tails"]
+        if not isinstance(tails, dict) or (channels is not None and list(tails) != channels):
+            listed = list(tails) if isinstance(tails, dict) else shown(tails)
+            raise ValueError(f"tails of {listed}, channels {channels}")
+        expected = {f"{name}.reference" for name in tails}
+        if channels is not None and set(arrays) != expected:
+            raise ValueError(f"arrays {few(sorted(arrays))}, expected {sorted(expected)}")
         model = cls()
         model.tails_ = {}
-        for name, tail_config in config["tails"].items():
+        for name, tail_config in tails.items():
             tail_arrays = {
                 key.removeprefix(f"{name}."): value
                 for key, value in arrays.items()
                 if key.startswith(f"{name}.")
             }
-            model.tails_[name] = TailPValue.from_state(tail_config, tail_arrays)
+            model.tails_[name] = TailPValue.from_state(
+                tail_config, tail_arrays, what=f"the {name} tail"
+            )
         if not model.tails_:
             raise ValueError("Fisher fusion state has no tails")
         return model
@@ -318,9 +344,26 @@ class StackedFusion(FisherFusion):
         return config, arrays
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> StackedFusion:
-        plain = FisherFusion.from_state(config, arrays)
-        model = cls(config["fprs"])
+    def from_state(
+        cls, config: Any, arrays: dict[str, np.ndarray], *, channels: Sequence[str] | None = None
+    ) -> StackedFusion:
+        # The criterion's rates are "fprs"; files written before it took several hold "fpr".
+        rates = "fprs" if isinstance(config, dict) and "fpr" not in config else "fpr"
+        config = check_object(config, "its config", {"tails", rates, "weights", "fold_scores"})
+        fprs = config[rates] if rates == "fprs" else [config[rates]]
+        if not isinstance(fprs, list) or not 1 <= len(fprs) <= 16:  # a handful in use
+            raise ValueError(f"its fprs {shown(fprs)} are not a short list")
+        for value in fprs:
+            check_number(value, "its fpr")
+            if not 0 < value < 1:
+                raise ValueError(f"its fpr {value!r} is not in (0, 1)")
+        scores = config["fold_scores"]
+        if not isinstance(scores, list) or len(scores) > 1 << 10:  # stack_folds' cap
+            raise ValueError(f"its fold scores {shown(scores)} are not a short list")
+        for value in scores:
+            check_number(value, "a fold score")
+        plain = FisherFusion.from_state({"tails": config["tails"]}, arrays, channels=channels)
+        model = cls(fprs)
         model.tails_ = plain.tails_
         weights = config["weights"]
         if not isinstance(weights, dict) or set(weights) != set(model.tails_):
@@ -331,7 +374,7 @@ class StackedFusion(FisherFusion):
         if not any(weights.values()):
             raise ValueError("stacked fusion weights are all zero")
         model.weights_ = {name: float(value) for name, value in weights.items()}
-        model.fold_scores_ = [float(v) for v in config.get("fold_scores", [])]
+        model.fold_scores_ = [float(v) for v in scores]
         return model
 
 

@@ -15,11 +15,28 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.preprocessing import QuantileTransformer
 from sklearn.utils.validation import check_is_fitted
 
+from latent_sculpting.model.state import (
+    check_array,
+    check_int,
+    check_number,
+    check_object,
+    few,
+    shown,
+)
+
 __all__ = ["FEATURE_TRANSFORMS", "SCALERS", "FeaturePreprocessor"]
 
 FEATURE_TRANSFORMS = ("none", "log1p", "quantile")
 SCALERS = ("standard", "none")
 _STATE_VERSION = 1
+#: The parameters a stored state may hold.
+_PARAMS = {
+    "feature_transform",
+    "scaler",
+    "variance_threshold",
+    "quantile_subsample",
+    "random_state",
+}
 
 
 class FeaturePreprocessor(TransformerMixin, BaseEstimator):
@@ -260,43 +277,68 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
         return config, arrays
 
     @classmethod
-    def from_state(
-        cls, config: dict[str, Any], arrays: dict[str, np.ndarray]
-    ) -> FeaturePreprocessor:
-        """Rebuild a fitted preprocessor from :meth:`get_state` output.
+    def from_state(cls, config: Any, arrays: dict[str, np.ndarray]) -> FeaturePreprocessor:
+        """Rebuild a fitted preprocessor from :meth:`get_state` output, every key and array
+        checked first (a model file is untrusted input).
+
+        Checked: the config's keys and parameters (as :meth:`fit` checks them, and each of its
+        JSON type), exactly the arrays the transform needs, each of its dtype and shape and
+        finite; at least one column kept, no negative variance, positive scales (0 and 1 for
+        ``scaler="none"``), 2 to 1000 sorted quantiles on evenly spaced references.
 
         Raises
         ------
         ValueError
-            If the state version is unknown or an array is missing or has the wrong shape.
+            Naming the key, array or value at fault.
         """
-        if config.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"unsupported FeaturePreprocessor state version {config.get('version')!r}"
-            )
-        pre = cls(**config["params"])
+        config = check_object(config, "its config", {"version", "params", "n_features_in_"})
+        if config["version"] != _STATE_VERSION:
+            raise ValueError(f"unsupported FeaturePreprocessor state version {config['version']!r}")
+        settings = check_object(config["params"], "its params", set(), _PARAMS)
+        if settings.get("feature_transform", "none") not in FEATURE_TRANSFORMS:
+            raise ValueError(f"feature_transform {shown(settings['feature_transform'])}")
+        if settings.get("scaler", "standard") not in SCALERS:
+            raise ValueError(f"scaler {shown(settings['scaler'])}")
+        check_number(settings.get("variance_threshold", 0.0), "variance_threshold")
+        check_int(settings.get("quantile_subsample", 1), "quantile_subsample", 1, 2**62)
+        if settings.get("random_state") is not None:
+            check_int(settings["random_state"], "random_state", 0, 2**32 - 1)
+        pre = cls(**settings)
         pre._validate_params()
-        needed = ["support", "variances", "center", "scale"]
-        if pre.feature_transform == "quantile":
-            needed += ["quantiles", "references"]
-        missing = [k for k in needed if k not in arrays]
-        if missing:
-            raise ValueError(f"FeaturePreprocessor state is missing arrays {missing}")
-        pre.n_features_in_ = int(config["n_features_in_"])
-        pre.support_ = np.asarray(arrays["support"]).astype(bool)
-        pre.variances_ = np.asarray(arrays["variances"], dtype=np.float64)
-        pre.center_ = np.asarray(arrays["center"], dtype=np.float64)
-        pre.scale_ = np.asarray(arrays["scale"], dtype=np.float64)
-        if pre.support_.shape != (pre.n_features_in_,) or pre.center_.shape != (
-            int(pre.support_.sum()),
+        n_features = check_int(config["n_features_in_"], "n_features_in_", 1, 2**31)
+        quantile = pre.feature_transform == "quantile"
+        needed = {"support", "variances", "center", "scale"} | (
+            {"quantiles", "references"} if quantile else set()
+        )
+        missing, unknown = sorted(needed - set(arrays)), sorted(set(arrays) - needed)
+        if missing or unknown:
+            raise ValueError(f"arrays missing {missing}, unknown {few(unknown)}")
+        pre.n_features_in_ = n_features
+        pre.support_ = check_array(arrays, "support", np.bool_, (n_features,))
+        kept = int(pre.support_.sum())
+        if kept == 0:
+            raise ValueError("it keeps no column")
+        pre.variances_ = check_array(arrays, "variances", np.float64, (n_features,))
+        if bool((pre.variances_ < 0).any()):
+            raise ValueError("negative variances")
+        pre.center_ = check_array(arrays, "center", np.float64, (kept,))
+        pre.scale_ = check_array(arrays, "scale", np.float64, (kept,))
+        if not bool((pre.scale_ > 0).all()):
+            raise ValueError("scales must be positive")
+        if pre.scaler == "none" and not (
+            bool((pre.center_ == 0).all()) and bool((pre.scale_ == 1).all())
         ):
-            raise ValueError(
-                f"FeaturePreprocessor state shapes disagree: support {pre.support_.shape}, "
-                f"center {pre.center_.shape}, n_features_in_ {pre.n_features_in_}"
-            )
+            raise ValueError("scaler='none' centres at 0 and scales by 1")
         pre.quantile_ = None
-        if pre.feature_transform == "quantile":
-            quantiles = np.asarray(arrays["quantiles"], dtype=np.float64)
+        if quantile:
+            quantiles = check_array(arrays, "quantiles", np.float64, (None, n_features))
+            if not 2 <= len(quantiles) <= 1_000:
+                raise ValueError(f"{len(quantiles)} quantiles; 2 to 1000 expected")
+            if bool((np.diff(quantiles, axis=0) < 0).any()):
+                raise ValueError("quantiles are not sorted")
+            references = check_array(arrays, "references", np.float64, (len(quantiles),))
+            if not np.allclose(references, np.linspace(0, 1, len(quantiles))):
+                raise ValueError("quantile references are not evenly spaced over [0, 1]")
             qt = QuantileTransformer(
                 n_quantiles=quantiles.shape[0],
                 output_distribution="normal",
@@ -305,8 +347,8 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
             )
             # Restores exactly the fitted attributes QuantileTransformer.transform reads.
             qt.quantiles_ = quantiles
-            qt.references_ = np.asarray(arrays["references"], dtype=np.float64)
+            qt.references_ = references
             qt.n_quantiles_ = quantiles.shape[0]
-            qt.n_features_in_ = pre.n_features_in_
+            qt.n_features_in_ = n_features
             pre.quantile_ = qt
         return pre

@@ -14,11 +14,25 @@ References
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from latent_sculpting.model.state import (
+    MAX_LAYERS,
+    MAX_WIDTH,
+    Layout,
+    assign,
+    check_int,
+    check_layout,
+    check_object,
+    check_tensor,
+    few,
+    meta_layout,
+    meta_module,
+)
 from latent_sculpting.model.training import train_epochs
 
 __all__ = ["BiasFreeEncoder", "DeepSAD"]
@@ -195,27 +209,55 @@ class DeepSAD:
         tensors.update({f"net.{k}": v.detach().clone() for k, v in self.net_.state_dict().items()})
         return config, tensors
 
+    @staticmethod
+    def check_config(config: Any) -> tuple[int, tuple[int, ...], int]:
+        """The input width, hidden widths and embedding width of a stored config, checked."""
+        config = check_object(config, "its config", {"n_features", "hidden", "rep_dim"})
+        hidden = config["hidden"]
+        if not isinstance(hidden, list) or len(hidden) > MAX_LAYERS:
+            raise ValueError(f"hidden must be a list of at most {MAX_LAYERS} widths")
+        hidden = tuple(check_int(h, "a hidden width", 1, MAX_WIDTH) for h in hidden)
+        n_features = check_int(config["n_features"], "n_features", 1, 2**31)
+        return n_features, hidden, check_int(config["rep_dim"], "rep_dim", 1, MAX_WIDTH)
+
     @classmethod
-    def from_state(cls, config: dict, tensors: dict[str, torch.Tensor]) -> DeepSAD:
+    def layout(cls, config: Any) -> Layout:
+        """The network's state layout that a stored config defines (no memory)."""
+        n_features, hidden, rep_dim = cls.check_config(config)
+        return meta_layout(lambda: BiasFreeEncoder(n_features, latent_dim=rep_dim, hidden=hidden))
+
+    @classmethod
+    def from_state(cls, config: Any, tensors: dict[str, torch.Tensor]) -> DeepSAD:
         """Rebuild a fitted model from :meth:`get_state` output (scoring only).
+
+        Every tensor is checked against the :meth:`layout` before the network is built (on the
+        meta device, then holding the given tensors): the centre, the network's weights and
+        batch-norm statistics (finite, variances and counts not negative).
 
         Raises
         ------
         ValueError
-            If the centre is missing or not of length ``rep_dim``.
-        RuntimeError
-            If the network's tensors do not match its configuration.
+            If the config is malformed, or a tensor is missing, unknown, of another shape or
+            dtype, or out of range.
         """
-        model = cls(hidden=tuple(int(h) for h in config["hidden"]), rep_dim=int(config["rep_dim"]))
-        model.net_ = BiasFreeEncoder(
-            int(config["n_features"]), latent_dim=model.rep_dim, hidden=model.hidden
-        )
-        state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
-        model.net_.load_state_dict(state, strict=True)
-        model.net_.eval()
-        center = tensors.get("center")
-        if center is None or tuple(center.shape) != (model.rep_dim,):
+        n_features, hidden, rep_dim = cls.check_config(config)
+        state = dict(tensors)
+        center = state.pop("center", None)
+        if center is None or tuple(center.shape) != (rep_dim,):
             shape = None if center is None else tuple(center.shape)
-            raise ValueError(f"Deep SVDD centre must have shape ({model.rep_dim},), got {shape}")
+            raise ValueError(f"Deep SVDD centre must have shape ({rep_dim},), got {shape}")
+        check_tensor(center, "'svdd.center'", torch.float32, (rep_dim,))
+        if any(not k.startswith("net.") for k in state):
+            raise ValueError(f"unknown tensors {few(sorted(state))}")
+        net = {k.removeprefix("net."): v for k, v in state.items()}
+        check_layout(cls.layout(config), net)
+        for key, value in net.items():
+            if key.endswith("running_var") and bool((value < 0).any()):
+                raise ValueError(f"{key} holds negative variances")
+            if key.endswith("num_batches_tracked") and int(value) < 0:
+                raise ValueError(f"{key} is negative")
+        model = cls(hidden=hidden, rep_dim=rep_dim)
+        build = lambda: BiasFreeEncoder(n_features, latent_dim=rep_dim, hidden=hidden)  # noqa: E731
+        model.net_ = assign(meta_module(build), net).eval()
         model.center_ = center
         return model

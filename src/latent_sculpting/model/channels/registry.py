@@ -32,6 +32,7 @@ import numpy as np
 
 from latent_sculpting.model.channels.boost import AttackBooster
 from latent_sculpting.model.channels.forest import AttackForest
+from latent_sculpting.model.state import check_object, shown
 
 __all__ = [
     "SIDE_CHANNELS",
@@ -74,7 +75,18 @@ class SideChannel(Protocol):
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> SideChannel: ...
+    def from_state(
+        cls,
+        config: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        *,
+        size: int | None = None,
+        n_features: int | None = None,
+    ) -> SideChannel:
+        """Rebuild from :meth:`get_state` output, every key and array checked (a model file is
+        untrusted input); given ``size`` (the model's :attr:`parameter`) and ``n_features``
+        (its scaled width), the channel must be of that size and read that many features."""
+        ...
 
 
 class NeighbourChannel:
@@ -174,7 +186,14 @@ class NeighbourChannel:
         return {"n_prototypes": self.n_prototypes}, {"prototypes": self.prototypes_}
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> NeighbourChannel:
+    def from_state(
+        cls,
+        config: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        *,
+        size: int | None = None,
+        n_features: int | None = None,
+    ) -> NeighbourChannel:
         n = int(config["n_prototypes"])
         prototypes = np.asarray(arrays.get("prototypes"))
         if n < 1:
@@ -185,6 +204,7 @@ class NeighbourChannel:
             )
         if prototypes.dtype != np.float32 or not np.isfinite(prototypes).all():
             raise ValueError("neighbour prototypes must be finite float32")
+        _check_fit(n, size, prototypes.shape[1], n_features)
         channel = cls(n)
         channel._set_prototypes(prototypes)
         return channel
@@ -242,12 +262,25 @@ class ForestChannel:
         return {"n_trees": self.n_trees, "forest": config}, arrays
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> ForestChannel:
+    def from_state(
+        cls,
+        config: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        *,
+        size: int | None = None,
+        n_features: int | None = None,
+    ) -> ForestChannel:
+        config = check_object(config, "its config", {"n_trees", "forest"})
+        if size is not None and config["n_trees"] != size:
+            raise ValueError(f"{shown(config['n_trees'])} trees, but forest_trees={size}")
         n_trees = int(config["n_trees"])
         if n_trees < 1:
             raise ValueError(f"forest channel needs at least one tree, got n_trees={n_trees}")
         channel = cls(n_trees)
-        channel.forest_ = AttackForest.from_state(config["forest"], arrays)
+        forest = channel.forest_ = AttackForest.from_state(config["forest"], arrays)
+        if forest.n_estimators != n_trees:
+            raise ValueError(f"{forest.n_estimators} trees stored for {n_trees}")
+        _check_fit(n_trees, None, forest.n_features_in_, n_features)
         return channel
 
 
@@ -299,8 +332,16 @@ class BoostChannel:
         return self.booster_.get_state()
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoostChannel:
+    def from_state(
+        cls,
+        config: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        *,
+        size: int | None = None,
+        n_features: int | None = None,
+    ) -> BoostChannel:
         booster = AttackBooster.from_state(config, arrays)
+        _check_fit(booster.max_iter, size, booster.n_features_in_, n_features)
         channel = cls(booster.max_iter)
         channel.booster_ = booster
         return channel
@@ -350,6 +391,14 @@ SIDE_CHANNELS: dict[str, type[SideChannel]] = {
     BoostChannel.name: BoostChannel,
     NeighbourChannel.name: NeighbourChannel,
 }
+
+
+def _check_fit(size: int, expected_size: int | None, width: int, n_features: int | None) -> None:
+    """A stored channel is of the model's size and reads the model's scaled features."""
+    if expected_size is not None and size != expected_size:
+        raise ValueError(f"its size is {size}; the model's parameter says {expected_size}")
+    if n_features is not None and width != n_features:
+        raise ValueError(f"it reads {width} features; the model has {n_features}")
 
 
 def enabled_channels(params: Mapping[str, Any]) -> list[str]:

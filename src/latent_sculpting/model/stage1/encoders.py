@@ -15,9 +15,12 @@ References
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
+
+from latent_sculpting.model.state import Layout, assign, check_layout, meta_layout, meta_module
 
 __all__ = [
     "ENCODERS",
@@ -25,6 +28,8 @@ __all__ = [
     "FTTransformerEncoder",
     "MLPEncoder",
     "build_encoder",
+    "encoder_from_state",
+    "encoder_layout",
 ]
 
 
@@ -254,3 +259,25 @@ def build_encoder(
             n_features, latent_dim=latent_dim, d_hidden=d_model, n_blocks=n_layers, dropout=dropout
         )
     raise ValueError(f"unknown encoder {kind!r}; expected one of {ENCODERS}")
+
+
+def encoder_layout(kind: str, n_features: int, **sizes: Any) -> Layout:
+    """The state layout of ``build_encoder(kind, n_features, **sizes)``, built on PyTorch's
+    meta device (no memory)."""
+    return meta_layout(lambda: build_encoder(kind, n_features, **sizes))
+
+
+def encoder_from_state(
+    kind: str, n_features: int, state: dict[str, torch.Tensor], **sizes: Any
+) -> nn.Module:
+    """The encoder holding the stored tensors ``state`` (in eval mode), checked first against
+    :func:`encoder_layout`: built on the meta device, it then holds the file's own tensors, so
+    no allocation exceeds what the file holds.
+
+    Raises
+    ------
+    ValueError
+        Naming the tensor that is missing, unknown, of another shape or dtype, or not finite.
+    """
+    check_layout(encoder_layout(kind, n_features, **sizes), state)
+    return assign(meta_module(lambda: build_encoder(kind, n_features, **sizes)), state).eval()
