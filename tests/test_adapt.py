@@ -31,6 +31,9 @@ from latent_sculpting.model.calibration import conformal_threshold
 from latent_sculpting.model.channels.registry import NeighbourChannel
 from latent_sculpting.model.density.train import fit_flow
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 TARGET = 0.05
 
 

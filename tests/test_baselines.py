@@ -27,6 +27,9 @@ from latent_sculpting.research.baselines import (
 )
 from latent_sculpting.threads import limit_threads
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 FAST_METHODS = ["fast", "fast-stage2", "fast-noboost", "fast-noknn", "fast-fisher", "fast-forest"]
 
 

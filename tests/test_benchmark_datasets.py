@@ -9,6 +9,9 @@ import pytest
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.research.benchmark import get_adapter, load_dataset
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def unsw(shared_data):

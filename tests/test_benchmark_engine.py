@@ -26,6 +26,9 @@ from latent_sculpting.research.benchmark import test_folds as make_folds
 from latent_sculpting.research.benchmark.splits import drop_duplicates
 from latent_sculpting.research.evaluation import threshold_at_fpr
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 FOLD_KEYS = {
     "dataset", "withheld", "split_seed", "method", "auroc", "auprc", "recall_at_fpr",
     "realised_fpr", "f1_balanced", "f1_prevalence", "fit_seconds",

@@ -30,6 +30,9 @@ from latent_sculpting.model.params import check_params
 from latent_sculpting.model.preprocessing import FeaturePreprocessor
 from latent_sculpting.threads import limit_threads
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

@@ -17,6 +17,9 @@ from latent_sculpting.model.calibration import (
     conformal_threshold,
 )
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(("alpha", "n"), [(0.1, 9), (0.05, 19), (0.01, 99), (0.001, 999)])
 def test_conformal_rows_is_the_fewest_scores_with_a_threshold(alpha, n):

@@ -13,6 +13,9 @@ from latent_sculpting.model.channels.registry import (
     enabled_channels,
 )
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 def toy(seed=0):
     rng = np.random.default_rng(seed)

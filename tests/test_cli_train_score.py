@@ -16,6 +16,9 @@ from latent_sculpting.cli import main
 from latent_sculpting.data import iter_flow_batches, sample_path
 from latent_sculpting.serve.scoring import OUTPUT_COLUMNS, Scorer
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sample_rows() -> pd.DataFrame:

@@ -26,6 +26,9 @@ from latent_sculpting.io.context import (
 from latent_sculpting.io.formats import get_format
 from latent_sculpting.io.formats.base import per_class_sample, refuse_context_on_samples
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 WINDOWS = (10.0, 60.0, 600.0)
 
 

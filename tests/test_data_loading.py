@@ -18,6 +18,9 @@ from latent_sculpting.data import (
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.cleaning import CleaningReport, replace_nonfinite
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 # SOURCE.md, "Rows per label per file", after canonical renaming.
 SOURCE_COUNTS = {
     "BENIGN": 7492,

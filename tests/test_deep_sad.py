@@ -6,6 +6,9 @@ import torch
 
 from latent_sculpting.model.channels.deep_sad import BiasFreeEncoder, DeepSAD
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 def test_bias_free_encoder_has_no_bias_and_no_affine_norm():
     net = BiasFreeEncoder(6, latent_dim=3, hidden=(8, 4))

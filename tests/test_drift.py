@@ -20,6 +20,9 @@ from latent_sculpting.monitor.drift import (
     _equal_frequency_edges,
 )
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 def hand_made_reference(n_reference: int = 1000) -> DriftReference:
     """Two features: "a" with bins (-inf, 1], (1, 2], (2, inf) and range [0, 3]; "b" constant 5."""

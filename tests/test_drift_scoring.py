@@ -17,6 +17,9 @@ from latent_sculpting.monitor.drift import DriftMonitor, RollingDriftMonitor
 from latent_sculpting.serve.engines.local import drift_path, score_files
 from latent_sculpting.serve.scoring import Scorer, drift_monitor
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 TARGET = 0.05
 
 

@@ -12,6 +12,7 @@ from latent_sculpting.model.stage1.encoders import (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ENCODERS)
 def test_every_encoder_maps_rows_to_latent_codes_and_trains(kind):
     torch.manual_seed(0)

@@ -13,6 +13,9 @@ from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.data import read_flows, sample_path
 from latent_sculpting.serve.engines.local import score_files
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 

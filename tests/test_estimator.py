@@ -19,6 +19,9 @@ from latent_sculpting.model.density.train import flow_inputs
 from latent_sculpting.model.params import PARAMETER_CONSTRAINTS, RUN_PARAMETERS
 from latent_sculpting.model.preprocessing import FeaturePreprocessor
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 # Small and quick, but trained enough (about 100 steps a stage) to separate the toy classes.
 TINY = {
     **FUSED_FAST,

@@ -18,6 +18,9 @@ pytest.importorskip("nfstream", reason="the capture extra (nfstream) is not inst
 from latent_sculpting import LatentSculpting  # noqa: E402
 from latent_sculpting.cli import main  # noqa: E402
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 ORDINARY_SHARED = ("ssh.pcap", "http_auth.pcap", "smb_deletefile.pcap", "ftp_failed.pcap")
 ORDINARY_HERE = Path(__file__).parent / "data" / "pcaps"
 SCANS = ("synscan.pcap", "tcp_0_1000_20190821.pcap", "udp_0_1000_20190821.pcap")

@@ -11,6 +11,9 @@ import pytest
 from latent_sculpting.cli import main
 from latent_sculpting.research.evaluation import aggregate, binary_metrics, per_class_recall
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 WITHHELD = ["DoS slowloris", "DoS Slowhttptest", "Bot", "Infiltration"]
 
 

@@ -15,6 +15,9 @@ from latent_sculpting.monitor.profile import LEVELS, BenignProfile, spec_categor
 from latent_sculpting.monitor.reasons import Explanation, format_number
 from latent_sculpting.serve.scoring import NO_PROFILE, OUTPUT_COLUMNS, Scorer
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 NAMES = ["Flow Duration", "SYN Flag Count", "proto=tcp", "proto=udp", "proto=(other)"]
 PROTO = {"proto": ["proto=tcp", "proto=udp", "proto=(other)"]}
 

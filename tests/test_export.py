@@ -32,6 +32,9 @@ from latent_sculpting.serve.onnx_graph.builder import (  # noqa: E402
 from latent_sculpting.serve.onnx_graph.channels import boost, forest, neighbours  # noqa: E402
 from latent_sculpting.serve.onnx_graph.rules import tail_neg_log_p  # noqa: E402
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 def session(proto, threads: int = 1) -> ort.InferenceSession:
     options = ort.SessionOptions()

@@ -19,6 +19,9 @@ from latent_sculpting.model.density.fastpath import (
 )
 from latent_sculpting.model.density.maf import LatentDensity
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 # One epoch a stage: the models only need non-trivial weights, not a good fit.
 TINY = {
     **FUSED_FAST,

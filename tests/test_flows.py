@@ -57,6 +57,7 @@ def test_nll_is_negative_log_prob_and_every_parameter_gets_a_gradient(flow):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.slow
 def test_training_lowers_nll_on_a_gaussian():
     torch.manual_seed(1)
     data = torch.randn(512, 3) @ torch.tensor([[2.0, 0, 0], [1.0, 0.5, 0], [0, 0, 0.1]]) + 3

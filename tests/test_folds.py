@@ -7,6 +7,9 @@ from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.model.channels.registry import ForestChannel
 from latent_sculpting.model.folds import MIN_FAMILY_ROWS
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 STACKED = {
     **preset("fast"),
     "stage1": False,

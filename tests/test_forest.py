@@ -33,6 +33,9 @@ from latent_sculpting.errors import ModelFileError
 from latent_sculpting.model.channels.forest import MAX_DEPTH, MAX_FEATURES, MAX_TREES, AttackForest
 from latent_sculpting.model.preprocessing import FeaturePreprocessor
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 V2_STATE = Path(__file__).parent / "data" / "forest_v2_state.npz"
 
 

@@ -22,6 +22,9 @@ from latent_sculpting.data import read_flows
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.formats import detect_format, get_format
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 #: Columns that identify a flow or carry its payload: never features of an Argus model.
 NEVER_FEATURES = ("StartTime", "SrcAddr", "Sport", "DstAddr", "Dport", "srcUdata", "dstUdata")
 #: The columns of a CTU-13 capture (capture20110810.binetflow), in order.

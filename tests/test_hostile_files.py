@@ -18,6 +18,9 @@ from latent_sculpting.cli import main
 from latent_sculpting.data import load_cicids2017, sample_path
 from latent_sculpting.io.table import cap_per_class
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):

@@ -38,6 +38,7 @@ def test_single_class_batches_are_finite(kind):
         loss.backward()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "loss_fn", [DualCentroidCompactnessLoss(), BinaryLatentSculptingLoss(), CrossEntropyLoss(2)]
 )

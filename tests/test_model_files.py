@@ -28,6 +28,9 @@ from latent_sculpting.model.persistence import MAX_INFO_BYTES, MAX_WEIGHTS
 from latent_sculpting.model.stage1.encoders import build_encoder
 from latent_sculpting.model.state import assign, meta_layout
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 FLOW = "flow.maf.transform.transforms.0.hyper."
 
 

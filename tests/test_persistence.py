@@ -13,6 +13,9 @@ from score_tolerance import assert_scores_close
 from latent_sculpting import LatentSculpting
 from latent_sculpting.model.persistence import FORMAT_VERSION
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 LEGACY = Path(__file__).parent / "legacy"
 NAMES = ("fused", "benign-only", "paper-v2")
 

@@ -50,6 +50,9 @@ from schemathesis.checks import (  # noqa: E402
 
 from latent_sculpting.serve.service import create_app  # noqa: E402
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 SCALE = int(os.environ.get("SCULPT_PROPERTY_SCALE", "1"))
 
 

@@ -18,6 +18,9 @@ from latent_sculpting.serve.engines.local import score_files
 from latent_sculpting.serve.engines.ray import SUMMARY_FILE
 from latent_sculpting.serve.scoring import OUTPUT_COLUMNS
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 # Ray reads this at import: a local instance then binds to 127.0.0.1 only.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

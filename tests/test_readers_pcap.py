@@ -23,6 +23,9 @@ from latent_sculpting.io.formats.nfstream import NFSTREAM  # noqa: E402
 from latent_sculpting.io.readers import iter_batches, pcap, read_columns  # noqa: E402
 from latent_sculpting.io.readers import sniff as sniff_file  # noqa: E402
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 def capture(name: str):
     return shared("pcaps", name)

@@ -13,6 +13,9 @@ import torch
 from reference_scores import PATH, PRESET_NAMES, fitted_preset, preset_scores
 from score_tolerance import assert_scores_close, spread
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 #: name -> (share of the spread allowed, p-value difference allowed). Measured worst over
 #: ATEN_CPU_CAPABILITY=default, MKL_CBWR=COMPATIBLE, DNNL_MAX_CPU_ISA=SSE41 and
 #: OPENBLAS_CORETYPE=Prescott against the saved file: fused 1.3e-5, default 8.6e-6, fast

@@ -16,6 +16,9 @@ from latent_sculpting.research.experiment import reproduce
 from latent_sculpting.research.html_page import markdown_to_html
 from latent_sculpting.research.html_report import render_report
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 IMG = '<img src="data:image/png;base64,'
 
 

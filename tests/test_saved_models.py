@@ -14,6 +14,9 @@ import pytest
 from latent_sculpting import LatentSculpting
 from latent_sculpting.data import read_flows, sample_path
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).parent / "data" / "pre-restructure"
 
 

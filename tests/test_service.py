@@ -33,6 +33,9 @@ from small import FUSED_FAST  # noqa: E402
 
 from latent_sculpting.serve.service import LIMITS, create_app  # noqa: E402
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 MAX_BODY = 256 * 1024
 TOKEN = "s3cret-token-of-some-length"
 

@@ -6,6 +6,9 @@ import torch
 
 from latent_sculpting.model.stage1.train import STAGE1_PARAMETERS, _undersample, fit_stage1, sqdist
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 PARAMS = {
     "encoder": "mlp",
     "latent_dim": 4,

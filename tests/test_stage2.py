@@ -1,6 +1,7 @@
 """Stage 2: fitting the flow, assembling its input, and scoring by its NLL."""
 
 import numpy as np
+import pytest
 import torch
 
 from latent_sculpting.model.density.fastpath import FastMAF
@@ -12,6 +13,9 @@ from latent_sculpting.model.density.train import (
 )
 from latent_sculpting.model.fusion import NLL_CAP
 from latent_sculpting.model.preprocessing import FeaturePreprocessor
+
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
 
 PARAMS = {
     "flow_transforms": 2,

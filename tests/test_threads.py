@@ -18,6 +18,9 @@ from latent_sculpting.threads import (
     single_thread_blas,
 )
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def three_threads():

@@ -7,6 +7,9 @@ import torch
 
 from latent_sculpting.model.training import train_epochs
 
+#: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 
 def linear_problem(seed=0):
     torch.manual_seed(seed)

@@ -80,6 +80,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "calibration": "train",
         "calibration_fraction": 0.2,
         "target_fpr": None,
+        "coarse_threshold": False,
     },
 }
 
