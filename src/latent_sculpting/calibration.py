@@ -22,6 +22,7 @@ __all__ = [
     "conformal_p_values",
     "conformal_threshold",
     "holdout_split",
+    "min_calibration_rows",
     "reference_split",
     "thresholds",
 ]
@@ -80,6 +81,27 @@ def thresholds(
     if target_fpr is None:
         return by_percentile, by_percentile[float(percentile)]
     return by_percentile, conformal_threshold(calibration, target_fpr)
+
+
+def min_calibration_rows(target_fpr: float) -> int:
+    """Fewest calibration scores whose split-conformal threshold can meet ``target_fpr``.
+
+    :func:`conformal_threshold` takes the ``ceil((n + 1)(1 - alpha))``-th smallest of ``n``
+    scores, which exists only when ``n >= 1 / alpha - 1`` (99 at 1 %, 999 at 0.1 %); with fewer,
+    no finite threshold guarantees the rate. Computed with the same arithmetic as the threshold,
+    so the two never disagree at the boundary.
+
+    Raises
+    ------
+    ValueError
+        If ``target_fpr`` is not in (0, 1).
+    """
+    if not 0 < target_fpr < 1:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr!r}")
+    n = max(1, math.ceil(1 / target_fpr) - 2)
+    while math.ceil((n + 1) * (1 - target_fpr)) > n:
+        n += 1
+    return n
 
 
 def conformal_threshold(calibration: np.ndarray, target_fpr: float) -> float:
