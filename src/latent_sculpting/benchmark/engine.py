@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import partial
@@ -53,6 +54,7 @@ from .protocol import (
     validation_folds,
 )
 from .report import json_safe
+from .statistics import fold_bootstrap
 
 __all__ = [
     "BENCHMARK_METHODS",
@@ -262,6 +264,15 @@ def run_unit(
             "score_seconds": score_seconds,
             "key": keys[name],
         }
+        if all(len(scores[p]) for p in ("calibration", "test_benign", "test_attack")):
+            # One seed per fold and split seed, the same for every method: paired resamples.
+            replicates = fold_bootstrap(
+                scores["calibration"],
+                scores["test_benign"],
+                scores["test_attack"],
+                seed=[seed, zlib.crc32(dataset.name.encode()), zlib.crc32(fold.name.encode())],
+            )
+            record["bootstrap"] = {k: np.round(v, 6).tolist() for k, v in replicates.items()}
         record = json_safe(record)
         path = _checkpoint(out, fold, seed, name)
         path.parent.mkdir(parents=True, exist_ok=True)
