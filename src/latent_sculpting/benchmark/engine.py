@@ -488,6 +488,15 @@ def benchmark(
     if not units:
         raise ValueError(f"no fold to run; skipped: {skipped}")
 
+    done = _finished_fits(units, methods, out, overrides)
+    info["resumed_fits"] = done
+    if done:
+        total = len(units) * len(methods)
+        print(
+            f"resuming: {done} of {total} fold fits already done in {out}"
+            + (" (nothing left to fit)" if done == total else ""),
+            file=sys.stderr,
+        )
     records: list[dict] = []
     bar = tqdm(total=len(units), desc=title, unit="fold", disable=not verbose)
     if jobs == 1 or len(units) == 1:
@@ -535,6 +544,22 @@ def benchmark(
     if verbose:
         tqdm.write(f"benchmark in {out}/ (benchmark.json, benchmark.md, plots)")
     return results
+
+
+def _finished_fits(
+    units: Sequence[tuple[Dataset, Fold, int]],
+    methods: Sequence[str],
+    out: Path,
+    overrides: Mapping | None,
+) -> int:
+    """How many (unit, method) results an earlier run into ``out`` left as checkpoints; a
+    checkpoint computed from other data or settings is refused here, before any fit."""
+    done = 0
+    for dataset, fold, seed in units:
+        for method in methods:
+            key = _key(dataset, fold, seed, method, overrides)
+            done += _read_checkpoint(_checkpoint(out, fold, seed, method), key) is not None
+    return done
 
 
 def _run_parallel(

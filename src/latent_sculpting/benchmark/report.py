@@ -311,7 +311,14 @@ def benchmark_markdown(results: dict) -> str:
         f"{prov.get('machine')}; commit {prov.get('git_commit')}; torch "
         f"{prov.get('torch_version')}. Load average at start "
         f"{_load(prov.get('load_average_start'))}, at end {_load(prov.get('load_average_end'))}; "
-        f"total time {prov.get('seconds') or 0:.0f} s ({cfg.get('jobs', 1)} job(s)).",
+        f"total time {prov.get('seconds') or 0:.0f} s ({cfg.get('jobs', 1)} job(s))."
+        + (
+            f" Resumed: {prov['resumed_fits']:,} of {len(results['folds']):,} fold fits were "
+            "read from the checkpoints of an earlier run into the same folder (their fit times "
+            "are that run's; the total time is this run's)."
+            if prov.get("resumed_fits")
+            else ""
+        ),
         "",
         f"Split seeds {seeds}: each re-draws every split and seeds every model. "
         + ("Validation folds inside each test fold. " if cfg.get("validation") else "")
