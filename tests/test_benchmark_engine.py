@@ -248,6 +248,8 @@ def test_cli_compare_and_sweep_are_views_of_the_engine(tmp_path, capsys):
         main(["compare", "--methods", "ecod", "knn@none", *common, "--out", str(tmp_path / "c")])
         == 0
     )
+    # 100 rows per class leave 20 benign test rows: no recall at 1 % to print.
+    assert "recall at 1 % FPR n/a (20 benign)" in capsys.readouterr().out
     data = json.loads((tmp_path / "c" / "benchmark.json").read_text())
     assert {r["fold"] for r in data["folds"]} == {"paper"}
     assert {r["method"] for r in data["folds"]} == {"ecod", "knn@none"}
