@@ -22,6 +22,7 @@ from sklearn.metrics import (
 from .calibration import min_calibration_rows
 
 __all__ = [
+    "BENIGN_TEST_ROWS_PER_FPR",
     "FPRS",
     "aggregate",
     "binary_metrics",

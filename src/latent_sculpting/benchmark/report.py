@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation import FPRS, fpr_key, min_rows_at_fpr, resolvable
+from ..evaluation import BENIGN_TEST_ROWS_PER_FPR, FPRS, fpr_key, min_rows_at_fpr, resolvable
 from ..experiment import write_json, write_text
 from .statistics import friedman_nemenyi, mean_std, paired_bootstrap, percentile_interval
 
@@ -388,8 +388,8 @@ def _resolution_note() -> str:
         for n in [min_rows_at_fpr(f)]
     )
     return (
-        "A figure at a false-positive rate α is reported only for folds with at least 10/α "
-        "benign test rows and 1/α − 1 held-out benign rows "
+        "A figure at a false-positive rate α is reported only for folds with at least "
+        f"{BENIGN_TEST_ROWS_PER_FPR}/α benign test rows and 1/α − 1 held-out benign rows "
         f"({needs}); elsewhere it reads n/a with the fold's benign count, and no mean, rank "
         "or paired interval uses it. A mean over only some folds says how many."
     )
