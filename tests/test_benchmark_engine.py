@@ -280,7 +280,7 @@ def test_an_interrupted_run_resumes_without_refitting_and_gives_the_same_results
     with pytest.raises(KeyboardInterrupt):
         benchmark(**kwargs, out=tmp_path / "run", factory=interrupted)
     assert len(list((tmp_path / "run" / "folds").rglob("*.json"))) == 3
-    capsys.readouterr()
+    assert f"--out {tmp_path / 'run'} to resume" in capsys.readouterr().err
 
     refitted: list = []
 

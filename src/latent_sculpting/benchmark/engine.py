@@ -499,16 +499,27 @@ def benchmark(
         )
     records: list[dict] = []
     bar = tqdm(total=len(units), desc=title, unit="fold", disable=not verbose)
-    if jobs == 1 or len(units) == 1:
-        with limit_threads(threads):
-            for dataset, fold, seed in units:
-                bar.set_description(f"{dataset.name}: {fold.name} (seed {seed})")
-                records += run_unit(
-                    dataset, fold, seed, methods, out=out, factory=factory, overrides=overrides
-                )
-                bar.update()
-    else:
-        records = _run_parallel(units, methods, out, factory, jobs, threads, bar, overrides)
+    try:
+        if jobs == 1 or len(units) == 1:
+            with limit_threads(threads):
+                for dataset, fold, seed in units:
+                    bar.set_description(f"{dataset.name}: {fold.name} (seed {seed})")
+                    records += run_unit(
+                        dataset, fold, seed, methods, out=out, factory=factory, overrides=overrides
+                    )
+                    bar.update()
+        else:
+            records = _run_parallel(units, methods, out, factory, jobs, threads, bar, overrides)
+    except KeyboardInterrupt:
+        bar.close()
+        # The default folder is named by the start time: without this, a user would not know
+        # which folder to resume from.
+        print(
+            f"interrupted: the finished fold fits are checkpointed in {out}; run the same "
+            f"command with --out {out} to resume",
+            file=sys.stderr,
+        )
+        raise
     bar.close()
 
     info["load_average_end"] = list(os.getloadavg())
