@@ -184,24 +184,27 @@ def test_per_fold_intervals_average_the_seeds_replicates(tmp_path):
     assert "bootstrap" not in (tmp_path / "benchmark.json").read_text()
 
 
-def test_fold_bootstrap_recomputes_each_resample():
-    rng = np.random.default_rng(3)
-    # Integer scores: many ties, which the AUROC counts one half.
-    cal = rng.integers(0, 40, 150).astype(float)
-    benign = rng.integers(0, 40, 120).astype(float)
-    attacks = rng.integers(10, 60, 80).astype(float)
-    out = fold_bootstrap(cal, benign, attacks, fprs=(0.05, 0.01), n_resamples=50, seed=7, chunk=50)
+@pytest.mark.parametrize("n_benign, n_attack", [(120, 80), (60, 150)])
+def test_fold_bootstrap_recomputes_each_resample(n_benign, n_attack):
+    """Each replicate equals the metrics recomputed on its resampled rows, whichever side the
+    Mann-Whitney count walks (the smaller)."""
     from sklearn.metrics import roc_auc_score
 
     from latent_sculpting.evaluation import threshold_at_fpr
 
+    rng = np.random.default_rng(3)
+    # Integer scores: many ties, which the AUROC counts one half.
+    cal = rng.integers(0, 40, 150).astype(float)
+    benign = rng.integers(0, 40, n_benign).astype(float)
+    attacks = rng.integers(10, 60, n_attack).astype(float)
+    out = fold_bootstrap(cal, benign, attacks, fprs=(0.05, 0.01), n_resamples=50, seed=7, chunk=50)
     draw = np.random.default_rng(7)
     cal_i = draw.integers(0, len(cal), (50, len(cal)))
     benign_i = draw.integers(0, len(benign), (50, len(benign)))
     attack_i = draw.integers(0, len(attacks), (50, len(attacks)))
-    sorted_benign = np.sort(benign)
+    sorted_benign, sorted_attacks = np.sort(benign), np.sort(attacks)
     for r in range(50):
-        b, a = sorted_benign[benign_i[r]], attacks[attack_i[r]]
+        b, a = sorted_benign[benign_i[r]], sorted_attacks[attack_i[r]]
         y = np.r_[np.zeros(len(b)), np.ones(len(a))]
         assert out["auroc"][r] == pytest.approx(roc_auc_score(y, np.r_[b, a]), abs=1e-12)
         for f in (0.05, 0.01):

@@ -114,10 +114,10 @@ def fold_bootstrap(
     The same ``seed`` for every method of a fold draws the same resamples for each, so their
     replicates are paired.
 
-    Each chunk of ``chunk`` replicates draws, in this order, the calibration, benign and attack
-    row indices with ``rng.integers`` (shape ``(chunk, n_rows)``); the AUROC of a replicate is
-    the Mann-Whitney statistic of the resampled rows (ties count one half), computed from how
-    many times each row was drawn.
+    Each chunk of ``chunk`` replicates draws, in this order, indices into the calibration
+    scores, the sorted benign scores and the sorted attack scores with ``rng.integers`` (shape
+    ``(chunk, n_rows)``); the AUROC of a replicate is the Mann-Whitney statistic of the
+    resampled rows (ties count one half), computed from how many times each row was drawn.
 
     Returns
     -------
@@ -132,7 +132,7 @@ def fold_bootstrap(
     parts = {
         "calibration": np.asarray(calibration, dtype=np.float64).ravel(),
         "benign": np.sort(np.asarray(benign, dtype=np.float64).ravel()),
-        "attacks": np.asarray(attacks, dtype=np.float64).ravel(),
+        "attacks": np.sort(np.asarray(attacks, dtype=np.float64).ravel()),
     }
     for name, values in parts.items():
         if len(values) == 0 or not np.isfinite(values).all():
@@ -141,11 +141,13 @@ def fold_bootstrap(
         raise ValueError(f"n_resamples and chunk must be >= 1, got {n_resamples}, {chunk}")
     cal, benign, attacks = parts["calibration"], parts["benign"], parts["attacks"]
     n_cal, n_benign, n_attack = len(cal), len(benign), len(attacks)
-    fprs = list(fprs)
     ranks = {fpr_key(f): threshold_rank(n_cal, f) for f in fprs}
-    # Benign rows strictly below, and at or below, each attack score: the pairs it wins, ties.
-    below = np.searchsorted(benign, attacks, side="left")
-    at_most = np.searchsorted(benign, attacks, side="right")
+    # The Mann-Whitney count walks the smaller side against the cumulative draws of the other:
+    # for each of its rows, how much of the other side lies strictly below it and how much ties.
+    attacks_walk = n_attack <= n_benign
+    walk, other = (attacks, benign) if attacks_walk else (benign, attacks)
+    below = np.searchsorted(other, walk, side="left")
+    at_most = np.searchsorted(other, walk, side="right")
     rng = np.random.default_rng(seed)
     out: dict[str, list] = {"auroc": [], **{f"recall@{k}": [] for k in ranks}}
     for start in range(0, n_resamples, chunk):
@@ -153,14 +155,30 @@ def fold_bootstrap(
         cal_r = np.sort(cal[rng.integers(0, n_cal, size=(size, n_cal))], axis=1)
         w_benign = _draw_counts(rng.integers(0, n_benign, size=(size, n_benign)), n_benign)
         w_attack = _draw_counts(rng.integers(0, n_attack, size=(size, n_attack)), n_attack)
-        cum = np.zeros((size, n_benign + 1))
-        np.cumsum(w_benign, axis=1, out=cum[:, 1:])
-        wins = cum[:, below] + 0.5 * (cum[:, at_most] - cum[:, below])
-        out["auroc"].append((w_attack * wins).sum(axis=1) / (n_benign * n_attack))
+        cum_attack = _cumulative(w_attack)
+        w_walk, cum_other = (
+            (w_attack, _cumulative(w_benign)) if attacks_walk else (w_benign, cum_attack)
+        )
+        lower = np.take(cum_other, below, axis=1)
+        ties = np.take(cum_other, at_most, axis=1) - lower
+        if attacks_walk:  # attack rows win over the benign rows below them
+            wins = lower + 0.5 * ties
+        else:  # benign rows lose to the attack rows above them
+            wins = (cum_other[:, -1:] - lower - ties) + 0.5 * ties
+        out["auroc"].append((w_walk * wins).sum(axis=1) / (n_benign * n_attack))
+        rows = np.arange(size)
         for key, rank in ranks.items():
-            above = attacks[None, :] > cal_r[:, rank][:, None]
-            out[f"recall@{key}"].append((w_attack * above).sum(axis=1) / n_attack)
+            caught_below = cum_attack[rows, np.searchsorted(attacks, cal_r[:, rank], "right")]
+            out[f"recall@{key}"].append((n_attack - caught_below) / n_attack)
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _cumulative(counts: np.ndarray) -> np.ndarray:
+    """Running sums of ``counts`` along each row, with a leading 0: ``out[:, i]`` is the
+    weight of the first ``i`` rows."""
+    out = np.zeros((counts.shape[0], counts.shape[1] + 1))
+    np.cumsum(counts, axis=1, out=out[:, 1:])
+    return out
 
 
 def _draw_counts(index: np.ndarray, n: int) -> np.ndarray:
