@@ -251,6 +251,8 @@ def test_cli_compare_and_sweep_are_views_of_the_engine(tmp_path, capsys):
         main(["compare", "--methods", "ecod", "knn@none", *common, "--out", str(tmp_path / "c")])
         == 0
     )
+    # 100 rows per class leave 20 benign test rows: no recall at 1 % to print.
+    assert "recall at 1 % FPR n/a (20 benign)" in capsys.readouterr().out
     data = json.loads((tmp_path / "c" / "benchmark.json").read_text())
     assert {r["fold"] for r in data["folds"]} == {"paper"}
     assert {r["method"] for r in data["folds"]} == {"ecod", "knn@none"}
@@ -262,3 +264,61 @@ def test_cli_compare_and_sweep_are_views_of_the_engine(tmp_path, capsys):
     assert main(["compare", "--methods", "nope", "--out", str(tmp_path / "x")]) == 2
     assert main(["sweep", "--families", "Ghost", "--out", str(tmp_path / "g")]) == 2
     assert main(["benchmark", "--data", "nonsense", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_an_interrupted_run_resumes_without_refitting_and_gives_the_same_results(
+    cic, tmp_path, capsys
+):
+    kwargs = {"datasets": [cic], "families": ["Bot", "DDoS"], "protocols": ["families"],
+              "methods": ["ecod", "knn"], "split_seeds": [0, 1], "verbose": False,
+              "plots": False}  # fmt: skip
+    fitted: list = []
+
+    def interrupted(name, seed, shared):
+        if len(fitted) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the fourth fit
+        fitted.append((name, seed))
+        return make_method(name, seed, shared)
+
+    with pytest.raises(KeyboardInterrupt):
+        benchmark(**kwargs, out=tmp_path / "run", factory=interrupted)
+    assert len(list((tmp_path / "run" / "folds").rglob("*.json"))) == 3
+    assert f"--out {tmp_path / 'run'} to resume" in capsys.readouterr().err
+
+    refitted: list = []
+
+    def counting(name, seed, shared):
+        refitted.append((name, seed))
+        return make_method(name, seed, shared)
+
+    resumed = benchmark(**kwargs, out=tmp_path / "run", factory=counting)
+    assert len(refitted) == 8 - 3
+    assert f"resuming: 3 of 8 fold fits already done in {tmp_path / 'run'}" in (
+        capsys.readouterr().err
+    )
+    assert resumed["provenance"]["resumed_fits"] == 3
+    fresh = benchmark(**kwargs, out=tmp_path / "fresh")
+    assert fresh["provenance"]["resumed_fits"] == 0
+
+    def results(run):
+        timing = {"fit_seconds", "score_seconds"}
+        return [{k: v for k, v in r.items() if k not in timing} for r in run["folds"]]
+
+    assert results(resumed) == results(fresh)
+
+    def per_fold(run):
+        return [{k: v for k, v in p.items() if k != "fit_seconds"} for p in run["per_fold"]]
+
+    assert per_fold(resumed) == per_fold(fresh) and per_fold(resumed) != []
+    assert load_records(tmp_path / "run") != [] and all(
+        a["bootstrap"] == b["bootstrap"]
+        for a, b in zip(load_records(tmp_path / "run"), load_records(tmp_path / "fresh"),
+                        strict=True)
+    )  # fmt: skip
+    assert "Resumed: 3 of 8 fold fits" in (tmp_path / "run" / "benchmark.md").read_text()
+
+    def no_fit(name, seed, shared):
+        raise AssertionError(f"{name} was fitted again")
+
+    benchmark(**kwargs, out=tmp_path / "run", factory=no_fit)
+    assert "8 of 8 fold fits already done" in capsys.readouterr().err

@@ -52,11 +52,19 @@ def main() -> int:
     print("| metric | before | after | after - before | interval | verdict |")
     print("|---|---:|---:|---:|---|---|")
     for metric in METRICS:
-        b = [before[k][metric]["mean"] for k in keys]
-        a = [after[k][metric]["mean"] for k in keys]
+        # A fold whose benign rows do not resolve a rate has no mean there (None): left out.
+        pairs = [
+            (after[k][metric]["mean"], before[k][metric]["mean"])
+            for k in keys
+            if after[k][metric]["mean"] is not None and before[k][metric]["mean"] is not None
+        ]
+        if not pairs:
+            print(f"| {metric} | n/a | n/a | n/a | no fold resolves it | – |")
+            continue
+        a, b = (list(x) for x in zip(*pairs, strict=True))
         result = paired_bootstrap(a, b)
         print(
-            f"| {metric} | {sum(b) / len(b):.4f} | {sum(a) / len(a):.4f} | "
+            f"| {metric} ({len(pairs)} folds) | {sum(b) / len(b):.4f} | {sum(a) / len(a):.4f} | "
             f"{result['difference']:+.4f} | [{result['low']:+.4f}, {result['high']:+.4f}] | "
             f"{result['verdict']} |"
         )

@@ -173,12 +173,23 @@ def run_view(args: argparse.Namespace, **fixed) -> dict:
 
 
 def _print(results: dict) -> None:
+    from latent_sculpting.research.evaluation import resolvable
+
     for entry in results["summary"]:
         if entry["dataset"] != "all":
             continue
         auroc, recall = entry["auroc"], entry["recall@0.01"]
+        text, benign = _fmt(recall), entry.get("benign_rows")
+        if (
+            recall.get("mean") is None
+            and benign
+            and not resolvable(0.01, benign["test_benign"], benign["calibration"])
+        ):
+            text = f"n/a ({benign['test_benign']:,} benign)"
+        elif recall.get("n_folds") is not None and recall["n_folds"] < entry["n_folds"]:
+            text += f" ({recall['n_folds']} of {entry['n_folds']} folds resolve it)"
         print(
-            f"{entry['method']:18s} AUROC {_fmt(auroc)}  recall at 1 % FPR {_fmt(recall)}"
+            f"{entry['method']:18s} AUROC {_fmt(auroc)}  recall at 1 % FPR {text}"
             f"  ({entry['n_folds']} folds)"
         )
 

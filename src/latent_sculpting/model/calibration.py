@@ -61,7 +61,14 @@ def conformal_rows(target_fpr: float) -> int:
     The ``ceil((n + 1)(1 - alpha))``-th smallest of ``n`` scores exists only when
     ``n >= 1/alpha - 1`` (99 for 1 %, 999 for 0.1 %); this is that ``n``, found in the float
     arithmetic :func:`conformal_threshold` itself uses.
+
+    Raises
+    ------
+    ValueError
+        If ``target_fpr`` is not in (0, 1).
     """
+    if not 0 < target_fpr < 1:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr!r}")
     n = max(1, math.ceil(1 / target_fpr) - 2)
     while _conformal_rank(n, target_fpr) > n:
         n += 1

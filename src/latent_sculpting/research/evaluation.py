@@ -9,6 +9,7 @@ does not depend on how many benign test rows happened to be drawn.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -18,16 +19,22 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from latent_sculpting.model.calibration import conformal_rows
+
 __all__ = [
+    "BENIGN_TEST_ROWS_PER_FPR",
     "FPRS",
     "aggregate",
     "binary_metrics",
     "f1_at_prevalence",
     "fold_metrics",
     "fpr_key",
+    "min_rows_at_fpr",
     "per_class_recall",
     "recall_at_fpr",
+    "resolvable",
     "threshold_at_fpr",
+    "threshold_rank",
 ]
 
 #: Benign false-positive rates of the reported operating points: 5 % (the paper's P95), and the
@@ -35,9 +42,45 @@ __all__ = [
 FPRS: tuple[float, ...] = (0.05, 0.01, 0.001)
 
 
+#: A recall at a false-positive rate ``alpha`` is reported only on at least this many times
+#: ``1 / alpha`` benign test rows: ten expected false positives at the nominal rate, so the
+#: realised rate is known to about a third of itself (1 / sqrt(10)), not to a row or two.
+BENIGN_TEST_ROWS_PER_FPR = 10
+
+
 def fpr_key(fpr: float) -> str:
     """The JSON key of an operating point: ``0.01 -> "0.01"``."""
     return f"{fpr:g}"
+
+
+def min_rows_at_fpr(fpr: float) -> dict[str, int]:
+    """Fewest benign rows of each role at which a recall at ``fpr`` is reported.
+
+    ``test_benign``: ``BENIGN_TEST_ROWS_PER_FPR / fpr`` (10,000 at 0.1 %, 1,000 at 1 %), so that
+    the realised false-positive rate is measured, not guessed from one or two rows.
+    ``calibration``: ``1 / fpr - 1`` (999 at 0.1 %), the fewest held-out rows whose threshold
+    can reach the rate at all (:func:`latent_sculpting.model.calibration.conformal_rows`, the
+    rule of the estimator's conformal threshold); with fewer the threshold is the largest
+    held-out score and the rate is not the one named.
+
+    Raises
+    ------
+    ValueError
+        If ``fpr`` is not in (0, 1).
+    """
+    calibration = conformal_rows(fpr)  # checks fpr
+    return {
+        "test_benign": math.ceil(BENIGN_TEST_ROWS_PER_FPR / fpr - 1e-9),
+        "calibration": calibration,
+    }
+
+
+def resolvable(fpr: float, test_benign: int, calibration: int) -> bool:
+    """Whether a fold with these benign row counts resolves a recall at ``fpr``
+    (:func:`min_rows_at_fpr`): the one rule by which benchmark tables print such a recall or
+    "n/a", and by which means, ranks and paired intervals take it in or leave it out."""
+    need = min_rows_at_fpr(fpr)
+    return test_benign >= need["test_benign"] and calibration >= need["calibration"]
 
 
 def binary_metrics(y_true: np.ndarray, scores: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -95,8 +138,13 @@ def threshold_at_fpr(benign_scores: np.ndarray, fpr: float) -> float:
     scores = np.sort(np.asarray(benign_scores, dtype=np.float64).ravel())
     if len(scores) == 0 or not np.isfinite(scores).all():
         raise ValueError("threshold_at_fpr needs at least one score, all finite")
-    k = int(np.floor(len(scores) * fpr + 1e-9))
-    return float(scores[len(scores) - 1 - k])
+    return float(scores[threshold_rank(len(scores), fpr)])
+
+
+def threshold_rank(n: int, fpr: float) -> int:
+    """Position, in ``n`` benign scores sorted ascending, of :func:`threshold_at_fpr`'s
+    threshold: ``n - 1 - floor(n * fpr)``."""
+    return n - 1 - int(np.floor(n * fpr + 1e-9))
 
 
 def recall_at_fpr(benign_scores: np.ndarray, attack_scores: np.ndarray, fpr: float) -> float:

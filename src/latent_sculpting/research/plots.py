@@ -185,11 +185,14 @@ def plot_recall_heatmap(results: Mapping, path: Path, *, fpr: str = "0.01") -> P
     per = {(p["dataset"], p["fold"], p["method"]): p for p in results["per_fold"]}
     folds = list(dict.fromkeys((r["dataset"], r["fold"]) for r in results["folds"]))
     grid = np.full((len(folds), len(methods)), np.nan)
+    unresolved = np.zeros(grid.shape, dtype=bool)
     for i, fold in enumerate(folds):
         for j, method in enumerate(methods):
             stat = per.get((*fold, method), {}).get(f"recall@{fpr}") or {}
             if stat.get("mean") is not None:
                 grid[i, j] = stat["mean"]
+            # No seed of the fold resolves the rate (its benign rows are too few).
+            unresolved[i, j] = stat.get("n") == 0
     fig, ax = plt.subplots(figsize=(3 + 1.1 * len(methods), 1.2 + 0.38 * len(folds)))
     image = ax.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
@@ -206,6 +209,8 @@ def plot_recall_heatmap(results: Mapping, path: Path, *, fpr: str = "0.01") -> P
                     fontsize=7,
                     color="white" if grid[i, j] < 0.6 else "black",
                 )
+            elif unresolved[i, j]:
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="grey")
     ax.set_title(f"Recall of the withheld family at {100 * float(fpr):g} % benign FPR")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()

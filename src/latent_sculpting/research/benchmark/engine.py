@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import partial
@@ -51,6 +52,7 @@ from latent_sculpting.research.benchmark.splits import (
     test_folds,
     validation_folds,
 )
+from latent_sculpting.research.benchmark.statistics import fold_bootstrap
 from latent_sculpting.research.evaluation import FPRS, fold_metrics
 from latent_sculpting.threads import available_cpus, limit_threads
 
@@ -262,6 +264,15 @@ def run_unit(
             "score_seconds": score_seconds,
             "key": keys[name],
         }
+        if all(len(scores[p]) for p in ("calibration", "test_benign", "test_attack")):
+            # One seed per fold and split seed, the same for every method: paired resamples.
+            replicates = fold_bootstrap(
+                scores["calibration"],
+                scores["test_benign"],
+                scores["test_attack"],
+                seed=[seed, zlib.crc32(dataset.name.encode()), zlib.crc32(fold.name.encode())],
+            )
+            record["bootstrap"] = {k: np.round(v, 6).tolist() for k, v in replicates.items()}
         record = json_safe(record)
         path = _checkpoint(out, fold, seed, name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -477,18 +488,38 @@ def benchmark(
     if not units:
         raise ValueError(f"no fold to run; skipped: {skipped}")
 
+    done = _finished_fits(units, methods, out, overrides)
+    info["resumed_fits"] = done
+    if done:
+        total = len(units) * len(methods)
+        print(
+            f"resuming: {done} of {total} fold fits already done in {out}"
+            + (" (nothing left to fit)" if done == total else ""),
+            file=sys.stderr,
+        )
     records: list[dict] = []
     bar = tqdm(total=len(units), desc=title, unit="fold", disable=not verbose)
-    if jobs == 1 or len(units) == 1:
-        with limit_threads(threads):
-            for dataset, fold, seed in units:
-                bar.set_description(f"{dataset.name}: {fold.name} (seed {seed})")
-                records += run_unit(
-                    dataset, fold, seed, methods, out=out, factory=factory, overrides=overrides
-                )
-                bar.update()
-    else:
-        records = _run_parallel(units, methods, out, factory, jobs, threads, bar, overrides)
+    try:
+        if jobs == 1 or len(units) == 1:
+            with limit_threads(threads):
+                for dataset, fold, seed in units:
+                    bar.set_description(f"{dataset.name}: {fold.name} (seed {seed})")
+                    records += run_unit(
+                        dataset, fold, seed, methods, out=out, factory=factory, overrides=overrides
+                    )
+                    bar.update()
+        else:
+            records = _run_parallel(units, methods, out, factory, jobs, threads, bar, overrides)
+    except KeyboardInterrupt:
+        bar.close()
+        # The default folder is named by the start time: without this, a user would not know
+        # which folder to resume from.
+        print(
+            f"interrupted: the finished fold fits are checkpointed in {out}; run the same "
+            f"command with --out {out} to resume",
+            file=sys.stderr,
+        )
+        raise
     bar.close()
 
     info["load_average_end"] = list(os.getloadavg())
@@ -524,6 +555,22 @@ def benchmark(
     if verbose:
         tqdm.write(f"benchmark in {out}/ (benchmark.json, benchmark.md, plots)")
     return results
+
+
+def _finished_fits(
+    units: Sequence[tuple[Dataset, Fold, int]],
+    methods: Sequence[str],
+    out: Path,
+    overrides: Mapping | None,
+) -> int:
+    """How many (unit, method) results an earlier run into ``out`` left as checkpoints; a
+    checkpoint computed from other data or settings is refused here, before any fit."""
+    done = 0
+    for dataset, fold, seed in units:
+        for method in methods:
+            key = _key(dataset, fold, seed, method, overrides)
+            done += _read_checkpoint(_checkpoint(out, fold, seed, method), key) is not None
+    return done
 
 
 def _run_parallel(

@@ -21,8 +21,15 @@ from latent_sculpting.research.benchmark.statistics import (
     friedman_nemenyi,
     mean_std,
     paired_bootstrap,
+    percentile_interval,
 )
-from latent_sculpting.research.evaluation import FPRS, fpr_key
+from latent_sculpting.research.evaluation import (
+    BENIGN_TEST_ROWS_PER_FPR,
+    FPRS,
+    fpr_key,
+    min_rows_at_fpr,
+    resolvable,
+)
 
 __all__ = ["METRICS", "benchmark_markdown", "json_safe", "summarise", "write_results"]
 
@@ -40,6 +47,8 @@ METRICS: dict[str, tuple[str, ...]] = {
 #: Metrics the reference is compared on, and ranked by.
 COMPARED = ("auroc", "auprc", "recall@0.05", "recall@0.01", "recall@0.001")
 RANKED = ("auroc", "recall@0.01")
+#: Metrics with a per-fold bootstrap interval (:func:`.statistics.fold_bootstrap`).
+INTERVALS = ("auroc", *(f"recall@{fpr_key(f)}" for f in FPRS))
 
 
 def _get(record: dict, path: tuple[str, ...]) -> float:
@@ -51,18 +60,62 @@ def _get(record: dict, path: tuple[str, ...]) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _fpr_of(metric: str) -> float | None:
+    """The false-positive rate a metric is measured at (``"recall@0.01" -> 0.01``), if any."""
+    fpr = metric.partition("@")[2]
+    return float(fpr) if fpr else None
+
+
+def _resolves(record: dict, fpr: float) -> bool:
+    rows = record.get("rows") or {}
+    return resolvable(fpr, rows.get("test_benign", 0), rows.get("calibration", 0))
+
+
+def _value(record: dict, metric: str) -> float:
+    """The record's metric, NaN where its fold's benign rows do not resolve the metric's
+    false-positive rate (:func:`~latent_sculpting.research.evaluation.resolvable`): every mean, rank
+    and paired interval reads metrics through here, so none uses such a cell."""
+    fpr = _fpr_of(metric)
+    if fpr is not None and not _resolves(record, fpr):
+        return float("nan")
+    return _get(record, METRICS[metric])
+
+
+def _finite_mean(values: Sequence[float]) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.mean()) if len(arr) else float("nan")
+
+
+def _fewest_rows(records: list[dict]) -> dict[str, int]:
+    """Fewest benign test and held-out benign rows among ``records``."""
+    return {
+        role: min((r.get("rows") or {}).get(role, 0) for r in records)
+        for role in ("test_benign", "calibration")
+    }
+
+
 def _unit_values(records: list[dict], metric: str) -> dict[tuple, dict[str, float]]:
-    """(dataset, fold) -> method -> the metric averaged over split seeds."""
-    path = METRICS[metric]
+    """(dataset, fold) -> method -> the metric averaged over split seeds (NaN: unresolved)."""
     acc: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        acc[(r["dataset"], r["fold"])][r["method"]].append(_get(r, path))
-    return {
-        unit: {
-            m: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for m, v in by.items()
-        }
-        for unit, by in acc.items()
-    }
+        acc[(r["dataset"], r["fold"])][r["method"]].append(_value(r, metric))
+    return {unit: {m: _finite_mean(v) for m, v in by.items()} for unit, by in acc.items()}
+
+
+def _fold_interval(records: list[dict], metric: str) -> list[float] | None:
+    """95 % percentile interval of the fold's metric averaged over its split seeds, from each
+    seed's bootstrap replicates averaged replicate by replicate (each seed's rows resampled
+    independently); None when a seed that enters the mean has no replicates (a checkpoint
+    written before they were kept) or none resolves the metric."""
+    used = [r for r in records if np.isfinite(_value(r, metric))]
+    replicates = [np.asarray((r.get("bootstrap") or {}).get(metric, []), float) for r in used]
+    if not used or any(len(x) == 0 for x in replicates):
+        return None
+    if len({len(x) for x in replicates}) != 1:
+        return None
+    low, high = percentile_interval(np.mean(replicates, axis=0))
+    return [low, high]
 
 
 def summarise(records: list[dict], methods: Sequence[str], reference: str) -> dict:
@@ -81,7 +134,9 @@ def summarise(records: list[dict], methods: Sequence[str], reference: str) -> di
                 "method": method,
                 "withheld": rs[0]["withheld"],
                 "split_seeds": [r["split_seed"] for r in rs],
-                **{m: mean_std([_get(r, p) for r in rs]) for m, p in METRICS.items()},
+                "benign_rows": _fewest_rows(rs),
+                **{m: mean_std([_value(r, m) for r in rs]) for m in METRICS},
+                "interval": {m: _fold_interval(rs, m) for m in INTERVALS},
             }
         )
 
@@ -97,10 +152,17 @@ def summarise(records: list[dict], methods: Sequence[str], reference: str) -> di
             for r in mine:
                 by_seed[r["split_seed"]].append(r)
             entry["n_folds"] = len({(r["dataset"], r["fold"]) for r in mine})
-            for metric, path in METRICS.items():
-                # Folds averaged within each seed, then the spread over seeds.
-                per_seed = [np.nanmean([_get(r, path) for r in rs]) for rs in by_seed.values()]
+            entry["benign_rows"] = _fewest_rows(mine)
+            for metric in METRICS:
+                # Folds averaged within each seed, then the spread over seeds; a fold whose
+                # benign rows do not resolve the metric is in neither.
+                per_seed = [
+                    _finite_mean([_value(r, metric) for r in rs]) for rs in by_seed.values()
+                ]
                 entry[metric] = mean_std(per_seed)
+                entry[metric]["n_folds"] = len(
+                    {(r["dataset"], r["fold"]) for r in mine if np.isfinite(_value(r, metric))}
+                )
             summary.append(entry)
 
     comparisons = []
@@ -149,11 +211,13 @@ def write_results(
     """Summarise, then write ``benchmark.json``, ``benchmark.md`` and (``plots``) the figures."""
     methods = [m for m in config["methods"] if any(r["method"] == m for r in records)]
     stats = summarise(records, methods, config["reference"])
+    # The bootstrap replicates stay in the checkpoints; the result set keeps their intervals.
+    folds = [{k: v for k, v in r.items() if k != "bootstrap"} for r in records]
     results = {
         "config": config,
         "provenance": provenance,
         "datasets": datasets,
-        "folds": records,
+        "folds": folds,
         **stats,
     }
     results = json_safe(results)
@@ -211,6 +275,36 @@ def _cell(stat: dict | None, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
+def _na(rows: dict, fpr: float) -> str:
+    """The cell of a fold whose benign rows do not resolve ``fpr``: "n/a (N benign)"."""
+    need = min_rows_at_fpr(fpr)
+    if rows.get("test_benign", 0) < need["test_benign"]:
+        return f"n/a ({rows.get('test_benign', 0):,} benign)"
+    return f"n/a ({rows.get('calibration', 0):,} held-out benign)"
+
+
+def _rate_cell(
+    stat: dict | None, metric: str, rows: dict | None, n_folds: int | None = None, digits: int = 3
+) -> str:
+    """A cell of a metric that may be measured at a false-positive rate: "n/a (N benign)" where
+    no fold of the cell resolves it, and "(k/n folds)" where only some do."""
+    fpr = _fpr_of(metric)
+    empty = stat is None or stat.get("mean") is None
+    if fpr is not None and empty and rows and not _resolves({"rows": rows}, fpr):
+        return _na(rows, fpr)
+    text = _cell(stat, digits)
+    k = None if stat is None else stat.get("n_folds")
+    if fpr is not None and n_folds and k is not None and 0 < k < n_folds:
+        text += f" ({k}/{n_folds} folds)"
+    return text
+
+
+def _interval(bounds: Sequence[float | None] | None, digits: int = 3) -> str:
+    if not bounds or bounds[0] is None or bounds[1] is None:
+        return ""
+    return f" [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+
+
 def _signed(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:+.{digits}f}"
 
@@ -228,7 +322,14 @@ def benchmark_markdown(results: dict) -> str:
         f"{prov.get('machine')}; commit {prov.get('git_commit')}; torch "
         f"{prov.get('torch_version')}. Load average at start "
         f"{_load(prov.get('load_average_start'))}, at end {_load(prov.get('load_average_end'))}; "
-        f"total time {prov.get('seconds') or 0:.0f} s ({cfg.get('jobs', 1)} job(s)).",
+        f"total time {prov.get('seconds') or 0:.0f} s ({cfg.get('jobs', 1)} job(s))."
+        + (
+            f" Resumed: {prov['resumed_fits']:,} of {len(results['folds']):,} fold fits were "
+            "read from the checkpoints of an earlier run into the same folder (their fit times "
+            "are that run's; the total time is this run's)."
+            if prov.get("resumed_fits")
+            else ""
+        ),
         "",
         f"Split seeds {seeds}: each re-draws every split and seeds every model. "
         + ("Validation folds inside each test fold. " if cfg.get("validation") else "")
@@ -246,6 +347,8 @@ def benchmark_markdown(results: dict) -> str:
         "F1 comes from that recall and the realised false-positive rate on the benign test "
         "rows, on a balanced set and at the dataset's natural prevalence of the family.",
         "",
+        _resolution_note(),
+        "",
     ]
     for dataset in [*results["datasets"], "all"]:
         rows = [s for s in results["summary"] if s["dataset"] == dataset]
@@ -262,11 +365,20 @@ def benchmark_markdown(results: dict) -> str:
         ]
         for r in sorted(rows, key=lambda r: -(r["auroc"]["mean"] or 0)):
             name = f"**{r['method']}**" if r["method"] == reference else r["method"]
+            n, benign = r["n_folds"], r.get("benign_rows")
+            rates = " | ".join(
+                _rate_cell(r[m], m, benign, n, d)
+                for m, d in (
+                    ("recall@0.05", 3),
+                    ("recall@0.01", 3),
+                    ("recall@0.001", 3),
+                    ("f1_balanced@0.01", 3),
+                    ("f1_prevalence@0.01", 4),
+                )
+            )
             lines.append(
-                f"| {name} | {_cell(r['auroc'])} | {_cell(r['auprc'])} "
-                f"| {_cell(r['recall@0.05'])} | {_cell(r['recall@0.01'])} "
-                f"| {_cell(r['recall@0.001'])} | {_cell(r['f1_balanced@0.01'])} "
-                f"| {_cell(r['f1_prevalence@0.01'], 4)} | {_cell(r['fit_seconds'], 1)} |"
+                f"| {name} | {_cell(r['auroc'])} | {_cell(r['auprc'])} | {rates} "
+                f"| {_cell(r['fit_seconds'], 1)} |"
             )
         lines.append("")
 
@@ -277,6 +389,21 @@ def benchmark_markdown(results: dict) -> str:
     lines += _fpr_lines(results, methods)
     lines += _dataset_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def _resolution_note() -> str:
+    needs = ", ".join(
+        f"{100 * f:g} %: {n['test_benign']:,} benign test and {n['calibration']:,} held-out "
+        "benign rows"
+        for f in FPRS
+        for n in [min_rows_at_fpr(f)]
+    )
+    return (
+        "A figure at a false-positive rate α is reported only for folds with at least "
+        f"{BENIGN_TEST_ROWS_PER_FPR}/α benign test rows and 1/α − 1 held-out benign rows "
+        f"({needs}); elsewhere it reads n/a with the fold's benign count, and no mean, rank "
+        "or paired interval uses it. A mean over only some folds says how many."
+    )
 
 
 def _load(values: Sequence[float] | None) -> str:
@@ -335,6 +462,9 @@ def _comparison_lines(results: dict, reference: str) -> list[str]:
                 c = index.get((other, scope, metric))
                 if c is None:
                     cells.append("–")
+                    continue
+                if c["n"] == 0 and _fpr_of(metric) is not None:
+                    cells.append("n/a (no fold resolves it)")
                     continue
                 n = max(n, c["n"])
                 cells.append(
@@ -396,19 +526,30 @@ def _fold_lines(results: dict, methods: Sequence[str]) -> list[str]:
         lines += [
             f"## {dataset}: per fold, recall at 1 % FPR / AUROC",
             "",
-            "| fold (test attacks) | " + " | ".join(methods) + " |",
+            "Mean ± std over split seeds, and in brackets the 95 % bootstrap interval of that "
+            "mean with the fitted models fixed: each seed's held-out benign, benign test and "
+            "attack rows resampled (1,000 times). The interval is what other rows of the same "
+            "traffic would give; the std, what another split and fit gave.",
+            "",
+            "| fold (test attacks, test benign) | " + " | ".join(methods) + " |",
             "|---|" + "---:|" * len(methods),
         ]
         for key in mine:
             r = first[key]
-            n = r["rows"]["test_attack"]
+            n, benign = r["rows"]["test_attack"], r["rows"]["test_benign"]
             cells = []
             for m in methods:
                 p = per.get((*key, m))
-                cells.append(
-                    "–" if p is None else f"{_cell(p['recall@0.01'])} / {_cell(p['auroc'])}"
-                )
-            lines.append(f"| {key[1]} ({n:,}) | " + " | ".join(cells) + " |")
+                if p is None:
+                    cells.append("–")
+                    continue
+                interval = p.get("interval") or {}
+                recall = _rate_cell(p["recall@0.01"], "recall@0.01", p.get("benign_rows"))
+                if not recall.startswith("n/a"):
+                    recall += _interval(interval.get("recall@0.01"))
+                auroc = _cell(p["auroc"]) + _interval(interval.get("auroc"))
+                cells.append(f"{recall} / {auroc}")
+            lines.append(f"| {key[1]} ({n:,}, {benign:,}) | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
@@ -417,30 +558,33 @@ def _fpr_lines(results: dict, methods: Sequence[str]) -> list[str]:
     lines = [
         "## Realised benign false-positive rate on the test rows",
         "",
-        "Mean over folds and seeds of the share of benign test rows above each threshold. "
-        "A threshold resolves a rate only with at least 1/rate held-out benign rows (1,000 for "
-        "0.1 %); with fewer it is the largest held-out score, and its realised rate is lower "
-        "than nominal.",
+        "Mean over folds and seeds of the share of benign test rows above each threshold, on "
+        "the folds whose benign rows resolve the rate (see above).",
         "",
-        "| dataset | method | held-out benign rows | at 5 % | at 1 % | at 0.1 % |",
-        "|---|---|---:|---:|---:|---:|",
+        "| dataset | method | held-out benign rows | benign test rows | at 5 % | at 1 % "
+        "| at 0.1 % |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for s in results["summary"]:
         if s["dataset"] == "all":
             continue
-        cal = [
-            r["rows"]["calibration"]
+        mine = [
+            r["rows"]
             for r in results["folds"]
             if r["dataset"] == s["dataset"] and r["method"] == s["method"]
         ]
-        low = " †" if min(cal) < 1000 else ""
+        cal = [r["calibration"] for r in mine]
+        test = [r["test_benign"] for r in mine]
+        benign, n = s.get("benign_rows"), s["n_folds"]
         lines.append(
-            f"| {s['dataset']} | {s['method']} | {min(cal):,}–{max(cal):,}{low} "
-            f"| {_cell(s['realised_fpr@0.05'], 4)} | {_cell(s['realised_fpr@0.01'], 4)} "
-            f"| {_cell(s['realised_fpr@0.001'], 4)} |"
+            f"| {s['dataset']} | {s['method']} | {min(cal):,}–{max(cal):,} "
+            f"| {min(test):,}–{max(test):,} "
+            + " | ".join(
+                _rate_cell(s[f"realised_fpr@{k}"], f"realised_fpr@{k}", benign, n, 4)
+                for k in ("0.05", "0.01", "0.001")
+            )
+            + " |"
         )
-    if any(" †" in line for line in lines):
-        lines += ["", "† fewer than 1,000 held-out benign rows: the 0.1 % column is limited."]
     lines.append("")
     return lines
 

@@ -13,12 +13,24 @@ are written here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["friedman_nemenyi", "mean_std", "paired_bootstrap", "verdict"]
+from latent_sculpting.research.evaluation import FPRS, fpr_key, threshold_rank
+
+__all__ = [
+    "fold_bootstrap",
+    "friedman_nemenyi",
+    "mean_std",
+    "paired_bootstrap",
+    "percentile_interval",
+    "verdict",
+]
+
+#: Resamples of :func:`fold_bootstrap`.
+FOLD_RESAMPLES = 1000
 
 
 def mean_std(values: Sequence[float]) -> dict:
@@ -81,6 +93,114 @@ def paired_bootstrap(
     }
     out["verdict"] = verdict(out["low"], out["high"])
     return out
+
+
+def fold_bootstrap(
+    calibration: np.ndarray,
+    benign: np.ndarray,
+    attacks: np.ndarray,
+    *,
+    fprs: Iterable[float] = FPRS,
+    n_resamples: int = FOLD_RESAMPLES,
+    seed: int | Sequence[int] = 0,
+    chunk: int = 100,
+) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of one fitted method's AUROC and recall at each false-positive rate
+    on one fold: the held-out benign (calibration), benign test and attack test rows are each
+    resampled with replacement, the threshold re-set on the resampled calibration rows by the
+    rule of :func:`~latent_sculpting.research.evaluation.threshold_at_fpr`, and the metrics
+    recomputed.
+
+    The model stays fixed: the replicates say how much the figure would move with other rows
+    drawn from the same traffic, not with another fit (that is the spread over split seeds).
+    The same ``seed`` for every method of a fold draws the same resamples for each, so their
+    replicates are paired.
+
+    Each chunk of ``chunk`` replicates draws, in this order, indices into the calibration
+    scores, the sorted benign scores and the sorted attack scores with ``rng.integers`` (shape
+    ``(chunk, n_rows)``); the AUROC of a replicate is the Mann-Whitney statistic of the
+    resampled rows (ties count one half), computed from how many times each row was drawn.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_resamples,)
+        ``"auroc"`` and ``"recall@<fpr>"`` (keys
+        :func:`~latent_sculpting.research.evaluation.fpr_key`).
+
+    Raises
+    ------
+    ValueError
+        If a set of scores is empty or not finite, or ``n_resamples`` or ``chunk`` < 1.
+    """
+    parts = {
+        "calibration": np.asarray(calibration, dtype=np.float64).ravel(),
+        "benign": np.sort(np.asarray(benign, dtype=np.float64).ravel()),
+        "attacks": np.sort(np.asarray(attacks, dtype=np.float64).ravel()),
+    }
+    for name, values in parts.items():
+        if len(values) == 0 or not np.isfinite(values).all():
+            raise ValueError(f"fold_bootstrap needs {name} scores, all finite; got {len(values)}")
+    if n_resamples < 1 or chunk < 1:
+        raise ValueError(f"n_resamples and chunk must be >= 1, got {n_resamples}, {chunk}")
+    cal, benign, attacks = parts["calibration"], parts["benign"], parts["attacks"]
+    n_cal, n_benign, n_attack = len(cal), len(benign), len(attacks)
+    ranks = {fpr_key(f): threshold_rank(n_cal, f) for f in fprs}
+    # The Mann-Whitney count walks the smaller side against the cumulative draws of the other:
+    # for each of its rows, how much of the other side lies strictly below it and how much ties.
+    attacks_walk = n_attack <= n_benign
+    walk, other = (attacks, benign) if attacks_walk else (benign, attacks)
+    below = np.searchsorted(other, walk, side="left")
+    at_most = np.searchsorted(other, walk, side="right")
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {"auroc": [], **{f"recall@{k}": [] for k in ranks}}
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        cal_r = np.sort(cal[rng.integers(0, n_cal, size=(size, n_cal))], axis=1)
+        w_benign = _draw_counts(rng.integers(0, n_benign, size=(size, n_benign)), n_benign)
+        w_attack = _draw_counts(rng.integers(0, n_attack, size=(size, n_attack)), n_attack)
+        cum_attack = _cumulative(w_attack)
+        w_walk, cum_other = (
+            (w_attack, _cumulative(w_benign)) if attacks_walk else (w_benign, cum_attack)
+        )
+        lower = np.take(cum_other, below, axis=1)
+        ties = np.take(cum_other, at_most, axis=1) - lower
+        if attacks_walk:  # attack rows win over the benign rows below them
+            wins = lower + 0.5 * ties
+        else:  # benign rows lose to the attack rows above them
+            wins = (cum_other[:, -1:] - lower - ties) + 0.5 * ties
+        out["auroc"].append((w_walk * wins).sum(axis=1) / (n_benign * n_attack))
+        rows = np.arange(size)
+        for key, rank in ranks.items():
+            caught_below = cum_attack[rows, np.searchsorted(attacks, cal_r[:, rank], "right")]
+            out[f"recall@{key}"].append((n_attack - caught_below) / n_attack)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _cumulative(counts: np.ndarray) -> np.ndarray:
+    """Running sums of ``counts`` along each row, with a leading 0: ``out[:, i]`` is the
+    weight of the first ``i`` rows."""
+    out = np.zeros((counts.shape[0], counts.shape[1] + 1))
+    np.cumsum(counts, axis=1, out=out[:, 1:])
+    return out
+
+
+def _draw_counts(index: np.ndarray, n: int) -> np.ndarray:
+    """How many times each of ``n`` rows is drawn in each row of ``index`` (shape
+    ``(replicates, draws)``), as float64 of shape ``(replicates, n)``."""
+    size = index.shape[0]
+    flat = (index + n * np.arange(size)[:, None]).ravel()
+    return np.bincount(flat, minlength=size * n).reshape(size, n).astype(np.float64)
+
+
+def percentile_interval(replicates: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap replicates (NaN, NaN without a finite one)."""
+    values = np.asarray(replicates, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(low), float(high)
 
 
 def verdict(low: float, high: float) -> str:
