@@ -164,8 +164,11 @@ def adapt(
         side, merged = {}, []
         if refit:
             side, merged = _refit_densities(model, Z, fit_rows, held, rng, keep_training_prototypes)
+            events = list(model.svdd_.training_events_) if model.svdd_ is not None else []
             if model.flow_ is not None:  # a model without a flow refits its prototypes alone
-                _refit_flow(model, Z[fit_rows], fresh_flow, record)
+                _refit_flow(model, Z[fit_rows], fresh_flow, record, events)
+            if events:  # absent otherwise, as in a fit's history
+                record["training_events"] = events
         for name, channel in model.channels_.items():
             if name not in side:  # kept: it never saw these rows
                 side[name] = channel.score(Z[held])
@@ -204,9 +207,12 @@ def adapt(
     return model
 
 
-def _refit_flow(model: Any, Z_fit: np.ndarray, fresh_flow: bool, record: dict) -> None:
+def _refit_flow(
+    model: Any, Z_fit: np.ndarray, fresh_flow: bool, record: dict, events: list[dict]
+) -> None:
     """Fine-tune the flow on the new flows' scaled rows, or fit it afresh (``fresh_flow``, a
-    Deep SVDD embedding refitted under it, or a fine-tune that could not take a step)."""
+    Deep SVDD embedding refitted under it, or a fine-tune that could not take a step);
+    ``events`` receives the training loop's reports."""
     fine_tune = model.svdd_ is None and not fresh_flow
     if fine_tune:
         blocked = _fine_tune_blocked(model, Z_fit)
@@ -216,7 +222,7 @@ def _refit_flow(model: Any, Z_fit: np.ndarray, fresh_flow: bool, record: dict) -
             fine_tune = False
             record["flow_fine_tune_refused"] = blocked
     epochs = _fine_tune_epochs(model, len(Z_fit)) if fine_tune else model.flow_epochs
-    model._fit_stage2(Z_fit, fine_tune_epochs=epochs if fine_tune else None)
+    model._fit_stage2(Z_fit, fine_tune_epochs=epochs if fine_tune else None, events=events)
     record.update(flow="fine-tuned" if fine_tune else "fitted afresh", flow_epochs=epochs)
 
 

@@ -200,7 +200,10 @@ class LatentSculpting(BaseEstimator):
     n_features_in_ : int
     feature_names_in_ : numpy.ndarray, optional
     history_ : dict
-        Per-epoch losses and validation F1, best epoch, and seconds per stage.
+        Per-epoch losses and validation F1, best epoch, and seconds per stage; under
+        ``training_events`` (only when there were any) the training loops' reports of
+        exploded epochs trained again and of skipped non-finite batches
+        (:func:`~latent_sculpting.training.train_epochs`).
 
     Examples
     --------
@@ -368,6 +371,7 @@ class LatentSculpting(BaseEstimator):
         )
         rng = np.random.default_rng(self.random_state)
         self.history_ = {"seconds": {}}
+        events: list[dict] = []
         self.fusion_ = FUSIONS[self.score]()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(2**31)))
@@ -385,13 +389,15 @@ class LatentSculpting(BaseEstimator):
                 Z = self.preprocessor_.transform(X)
             with self._timed("stage1"):
                 groups_fit = None if groups_arr is None else groups_arr[fit_rows]
-                self._fit_stage1(Z[fit_rows], y[fit_rows], groups_fit, rng)
+                self._fit_stage1(Z[fit_rows], y[fit_rows], groups_fit, rng, events)
             benign = self._benign_sample(fit_rows[y[fit_rows] == 0], rng)
             with self._timed("side_channels"):
                 rows = np.concatenate([reference, held_out])
                 out_of_sample = self._fit_side_channels(Z, y, benign, rows, rng)
+                if self.svdd_ is not None:
+                    events.extend(self.svdd_.training_events_)
             with self._timed("stage2"):
-                benign_inputs = self._fit_stage2(Z[benign])
+                benign_inputs = self._fit_stage2(Z[benign], events=events)
 
             n_ref = len(reference)
             if self.fusion_.needs_reference:
@@ -420,6 +426,8 @@ class LatentSculpting(BaseEstimator):
             )
         with self._timed("benign_profile"):
             self._describe_benign(X[y == 0])
+        if events:  # absent otherwise, so that an ordinary fit's history is what it was
+            self.history_["training_events"] = events
         return self
 
     def _describe_benign(self, X_benign: np.ndarray) -> None:
@@ -445,7 +453,12 @@ class LatentSculpting(BaseEstimator):
         return np.sort(rng.choice(benign, size=cap, replace=False))
 
     def _fit_stage1(
-        self, Z: np.ndarray, y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator
+        self,
+        Z: np.ndarray,
+        y: np.ndarray,
+        groups: np.ndarray | None,
+        rng: np.random.Generator,
+        events: list[dict],
     ) -> None:
         self.encoder_ = self.center_benign_ = self.center_attack_ = None
         if not self.stage1:
@@ -460,6 +473,7 @@ class LatentSculpting(BaseEstimator):
             device=self.device_,
             fast=self._use_fastpath(),
             verbose=self.verbose,
+            events=events,
         )
         self.encoder_ = fitted.encoder
         self.center_benign_, self.center_attack_ = fitted.center_benign, fitted.center_attack
@@ -498,14 +512,19 @@ class LatentSculpting(BaseEstimator):
         return scores
 
     def _fit_stage2(
-        self, Z_benign: np.ndarray, *, fine_tune_epochs: int | None = None
+        self,
+        Z_benign: np.ndarray,
+        *,
+        fine_tune_epochs: int | None = None,
+        events: list[dict] | None = None,
     ) -> np.ndarray | None:
         """Fit the flow (and its input's scaler) on benign rows; their flow inputs (None, and
         no flow, when ``flow_transforms=0``).
 
         With ``fine_tune_epochs``, the fitted flow is trained that many more epochs on the rows
         instead (its input's scaler kept: the flow is only valid on the inputs it was trained
-        on), as :func:`~latent_sculpting.adapt.adapt` does.
+        on), as :func:`~latent_sculpting.adapt.adapt` does. ``events`` receives the training
+        loop's reports.
         """
         if self.flow_transforms == 0:
             self.flow_ = self.flow_scaler_ = None
@@ -515,7 +534,12 @@ class LatentSculpting(BaseEstimator):
             inputs = self._flow_inputs(Z_benign)
             params["flow_epochs"] = fine_tune_epochs
             self.flow_, self.history_["stage2_nll"] = fit_flow(
-                inputs, **params, device=self.device_, verbose=self.verbose, init=self.flow_
+                inputs,
+                **params,
+                device=self.device_,
+                verbose=self.verbose,
+                init=self.flow_,
+                events=events,
             )
             return inputs
         embedding = None if self.svdd_ is None else self.svdd_.transform(Z_benign)
@@ -525,7 +549,7 @@ class LatentSculpting(BaseEstimator):
             self.flow_scaler_ = FeaturePreprocessor(scaler="standard").fit(inputs)
             inputs = self.flow_scaler_.transform(inputs)
         self.flow_, self.history_["stage2_nll"] = fit_flow(
-            inputs, **params, device=self.device_, verbose=self.verbose
+            inputs, **params, device=self.device_, verbose=self.verbose, events=events
         )
         return inputs
 
