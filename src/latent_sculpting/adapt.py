@@ -361,11 +361,13 @@ def _drift_summary(model: Any, X: np.ndarray, flags: np.ndarray) -> dict[str, An
     reference = getattr(model, "drift_reference_", None)
     if reference is None:
         return None
-    report = DriftMonitor(reference).update(X, flags).report()
+    # The flows are benign by the user's word: a flag among them is a false alarm.
+    report = DriftMonitor(reference).update(X, flags, labelled_benign=True).report()
     order = np.lexsort((-report.out_of_range_share, -report.psi))
     moved = [report.feature_names[j] for j in order if report.feature_drifted[j]]
     return {
         "drifted": report.drifted,
+        "flag_rate_exceeded": report.flag_rate_exceeded,
         "flagged_share": report.flagged_share,
         "moved_features": moved,
         "consequence": report.consequence,
