@@ -120,18 +120,45 @@ def test_binomial_test_of_the_flag_rate_known_answer():
         return 1 - sum(math.comb(100, i) * 0.01**i * 0.99 ** (100 - i) for i in range(k))
 
     five = DriftMonitor(ref).update(X, np.r_[np.ones(5), np.zeros(95)]).report()
-    assert five.flagged_share == 0.05 and five.fpr_p_value == pytest.approx(tail(5), rel=1e-9)
-    assert five.fpr_p_value == pytest.approx(0.0034323, abs=1e-7)
-    assert not five.fpr_exceeded  # 5 x the target, but 5 of 100 flows is not yet evidence
+    assert five.flagged_share == 0.05
+    assert five.flag_rate_p_value == pytest.approx(tail(5), rel=1e-9)
+    assert five.flag_rate_p_value == pytest.approx(0.0034323, abs=1e-7)
+    assert not five.flag_rate_exceeded  # 5 x the target, but 5 of 100 flows is not yet evidence
     seven = DriftMonitor(ref).update(X, np.r_[np.ones(7), np.zeros(93)]).report()
-    assert seven.fpr_p_value == pytest.approx(tail(7), rel=1e-9) and seven.fpr_p_value < 1e-3
-    assert seven.fpr_exceeded and seven.drifted
-    assert seven.consequence == (
-        "false-alarm rate will exceed the target: 7 % of flows flagged against a 1 % target"
-    )
+    assert seven.flag_rate_p_value == pytest.approx(tail(7), rel=1e-9)
+    assert seven.flag_rate_p_value < 1e-3 and seven.flag_rate_exceeded
     # Above the target but under twice it: no warning however many flows say so.
     many = DriftMonitor(ref).update(np.repeat(X, 100, axis=0), np.arange(10_000) % 60 == 0)
-    assert many.report().fpr_p_value < 1e-3 and not many.report().fpr_exceeded
+    assert many.report().flag_rate_p_value < 1e-3 and not many.report().flag_rate_exceeded
+
+
+def test_many_flags_alone_are_not_called_drift_nor_false_alarms_unless_the_flows_are_benign():
+    # 7 % flagged, nothing moved. Of unlabelled flows the report cannot tell attacks from false
+    # alarms and must say so; of flows known benign (labelled) the flags are false alarms.
+    ref = hand_made_reference()
+    X = batch([0.5] * 50 + [1.5] * 30 + [2.5] * 20)  # the training shares exactly
+    flags = np.r_[np.ones(7), np.zeros(93)]
+    unlabelled = DriftMonitor(ref).update(X, flags).report()
+    assert unlabelled.warning and unlabelled.flag_rate_exceeded and not unlabelled.drifted
+    assert unlabelled.n_labelled_benign == 0
+    assert unlabelled.flag_rate == (
+        "7 % of flows flagged against a 1 % target: attacks among them, or false alarms on "
+        "benign traffic unlike the training traffic; the flag rate alone cannot tell which "
+        "(labels, or a look at the flagged flows, can)"
+    )
+    assert unlabelled.traffic == "no feature moved against the benign training traffic"
+    assert unlabelled.consequence == f"{unlabelled.flag_rate}; {unlabelled.traffic}"
+    assert "false-alarm rate" not in unlabelled.consequence
+    assert str(unlabelled).startswith("drift check (100 flows): MANY FLAGGED: 7 % of flows")
+    benign = DriftMonitor(ref).update(X, flags, labelled_benign=True).report()
+    assert benign.n_labelled_benign == 100 and benign.flag_rate == (
+        "the false-alarm rate exceeds the target: 7 % of flows labelled benign flagged against "
+        "a 1 % target"
+    )
+    # One unlabelled batch among labelled ones: the flags may be attacks again.
+    mixed = DriftMonitor(ref).update(X, flags, labelled_benign=True).update(X[:1], flags[:1])
+    assert mixed.report().n_labelled_benign == 100
+    assert "cannot tell which" in mixed.report().flag_rate
 
 
 # -- the verdict on real traffic ----------------------------------------------------------
@@ -166,7 +193,7 @@ def benign_split(sample_table):
 def test_no_warning_on_an_unshifted_random_split_of_benign_rows(benign_split):
     ref, detector, new = benign_split
     report = DriftMonitor(ref).update(new, detector.flag(new)).report()
-    assert not report.drifted, report.reasons
+    assert not report.warning and not report.drifted, report.reasons
     assert report.psi.max() < 0.05 and report.out_of_range_share.max() < 0.005
     assert report.flagged_share < 0.02
     assert report.consequence.startswith("no drift detected")
@@ -176,7 +203,7 @@ def test_a_large_psi_from_few_flows_is_no_warning(benign_split):
     ref, detector, new = benign_split
     report = DriftMonitor(ref).update(new[:30], detector.flag(new[:30])).report()
     assert report.psi.max() > 0.25  # 30 flows in up to 10 bins: PSI is mostly noise
-    assert not report.drifted, report.reasons
+    assert not report.warning, report.reasons
 
 
 def test_warning_names_the_feature_multiplied_by_ten(benign_split):
@@ -189,6 +216,19 @@ def test_warning_names_the_feature_multiplied_by_ten(benign_split):
     assert np.flatnonzero(report.feature_drifted).tolist() == [j]
     assert report.psi[j] > 1.0
     assert "Flow Duration" in report.consequence and "Flow Duration" in str(report)
+    # Unlabelled flows: attacks could have moved the feature; labelled benign ones: not.
+    assert report.traffic == (
+        "the traffic moved: 1 feature(s) unlike the benign training traffic (Flow Duration); "
+        "if benign traffic moved, the 1 % false-alarm target is not guaranteed for it "
+        "(recalibrate or retrain on recent benign traffic), though attacks among the flows "
+        "move features too"
+    )
+    assert report.consequence.startswith(report.traffic) and "flagged so far" in report.consequence
+    benign = DriftMonitor(ref).update(shifted, detector.flag(shifted), labelled_benign=True)
+    assert benign.report().traffic.startswith(
+        "the benign traffic moved: 1 feature(s) unlike the benign training traffic "
+        "(Flow Duration); the 1 % false-alarm target is not guaranteed for it"
+    )
 
 
 def test_values_in_a_feature_constant_in_training_are_caught_out_of_range(benign_split):
@@ -236,18 +276,32 @@ def test_rolling_window_reports_only_the_last_flows(benign_split):
     )
 
 
+def test_counts_carry_the_labelled_share_between_processes(benign_split):
+    ref, detector, new = benign_split
+    flags = detector.flag(new)
+    worker = DriftMonitor(ref).update(new[:100], flags[:100], labelled_benign=True)
+    worker.update(new[100:150], flags[100:150])
+    counts = json.loads(json.dumps(worker.get_counts()))
+    assert counts["labelled_benign"] == 100
+    merged = DriftMonitor(ref).add_counts(counts).add_counts(counts)
+    assert merged.report().n_labelled_benign == 200 and merged.report().n_flows == 300
+    for bad in (None, -1, 151, 1.5):
+        with pytest.raises(ValueError, match="labelled_benign"):
+            DriftMonitor(ref).add_counts({**counts, "labelled_benign": bad})
+
+
 def test_monitors_are_thread_safe(benign_split, monkeypatch):
     ref, detector, new = benign_split
     flags = detector.flag(new)
     serial = DriftMonitor(ref).update(new, flags).report().to_dict()
     add = _Counts.add
 
-    def slow_add(self, index, flags):
+    def slow_add(self, index, flags, labelled):
         # Counting that yields to other threads half-way: unlocked, updates would be lost.
         before = self.copy()
         time.sleep(1e-4)
         self.bins, self.n, self.flagged = before.bins, before.n, before.flagged
-        add(self, index, flags)
+        add(self, index, flags, labelled)
 
     monkeypatch.setattr(_Counts, "add", slow_add)
     parts = np.array_split(np.arange(len(new)), 200)

@@ -64,8 +64,9 @@ def test_no_warning_on_held_out_benign_flows_like_the_training_flows(model, file
     out = tmp_path / "held.parquet"
     summary = score_files(model, files / "held.parquet", out, progress=False)
     drift = summary["drift"]
-    assert not drift["drifted"] and drift["reasons"] == []
+    assert not drift["warning"] and not drift["drifted"] and drift["reasons"] == []
     assert drift["n_flows"] == summary["rows"] and drift["counted"] == "flows labelled benign"
+    assert drift["n_labelled_benign"] == drift["n_flows"]
     assert drift["flagged_share"] < 2 * TARGET
     assert summary["drift_file"] == str(drift_path(out)) == str(out) + ".drift.json"
     assert json.loads(drift_path(out).read_text()) == drift
@@ -74,7 +75,7 @@ def test_no_warning_on_held_out_benign_flows_like_the_training_flows(model, file
 def test_a_warning_names_the_moved_features_on_a_slower_network(model, files, tmp_path):
     summary = score_files(model, files / "slow.parquet", tmp_path / "slow.csv", progress=False)
     drift = summary["drift"]
-    assert drift["drifted"] and drift["counted"] == "all flows"
+    assert drift["drifted"] and drift["counted"] == "all flows" and drift["n_labelled_benign"] == 0
     moved = [name for name, f in drift["features"].items() if f["drifted"]]
     assert "Flow Duration" in moved and "Flow Bytes/s" in moved
     assert drift["top_features"][0]["drifted"]
@@ -84,7 +85,7 @@ def test_a_warning_names_the_moved_features_on_a_slower_network(model, files, tm
     plain = score_files(
         model, files / "held-unlabelled.parquet", tmp_path / "plain.csv", progress=False
     )
-    assert not plain["drift"]["drifted"]
+    assert not plain["drift"]["warning"]
 
 
 def test_only_flows_labelled_benign_are_counted_when_labels_are_there(model, files, tmp_path):
@@ -92,14 +93,18 @@ def test_only_flows_labelled_benign_are_counted_when_labels_are_there(model, fil
     n_benign = len(pd.read_parquet(files / "held.parquet"))
     assert labelled["drift"]["n_flows"] == n_benign
     assert labelled["drift"]["n_flagged"] == labelled["labelled"]["benign_flagged"]
-    assert not labelled["drift"]["drifted"]
+    assert not labelled["drift"]["warning"]
     # Without labels every flow counts: half are attacks, flagged, and unlike benign traffic.
+    # The report must not call the flags false alarms: it cannot know they are not attacks.
     blind = score_files(
         model, files / "mixed-unlabelled.parquet", tmp_path / "b.parquet", progress=False
     )
-    assert blind["drift"]["n_flows"] == 2 * n_benign
-    assert blind["drift"]["drifted"] and blind["drift"]["fpr_exceeded"]
-    assert "false-alarm rate will exceed the target" in blind["drift"]["consequence"]
+    drift = blind["drift"]
+    assert drift["n_flows"] == 2 * n_benign and drift["n_labelled_benign"] == 0
+    assert drift["drifted"] and drift["flag_rate_exceeded"]
+    assert "the flag rate alone cannot tell which" in drift["consequence"]
+    assert "attacks among the flows move features too" in drift["consequence"]
+    assert "false-alarm rate exceeds" not in drift["consequence"]
 
 
 def test_sculpt_score_says_so_on_stderr_and_in_its_json(model_path, files, tmp_path, capsys):
@@ -121,6 +126,27 @@ def test_sculpt_score_says_so_on_stderr_and_in_its_json(model_path, files, tmp_p
     argv = ["score", str(model_path), str(files / "slow.parquet"), "-o", str(none)]
     assert main([*argv, "--no-drift", "--quiet"]) == 0
     assert capsys.readouterr().err == "" and not drift_path(none).exists()
+
+
+def test_many_flagged_flows_alone_are_not_called_drift_on_stderr(model, files, capsys):
+    from latent_sculpting.cli.score import print_drift
+
+    # 20 of 100 unlabelled benign flows flagged against a 5 % target: many, and no drift.
+    monitor = DriftMonitor(model.drift_reference_)
+    rows = read_flows(files / "held-unlabelled.parquet").X[:100]
+    flags = [1] * 20 + [0] * 80
+    report = drift_summary_of(monitor.update(rows, flags))
+    assert report["warning"] and report["flag_rate_exceeded"] and not report["drifted"]
+    print_drift(report, "x.drift.json")
+    err = capsys.readouterr().err
+    assert err.startswith("sculpt score: warning: many flows flagged (100 flows): 20 % of flows ")
+    assert "the flag rate alone cannot tell which" in err and "drift (" not in err
+
+
+def drift_summary_of(monitor):
+    from latent_sculpting.serve.scoring import drift_summary
+
+    return drift_summary(monitor, rows=monitor.n_flows, labelled_rows=0)
 
 
 def test_a_model_file_without_drift_bins_scores_and_says_so(model, files, tmp_path, capsys):

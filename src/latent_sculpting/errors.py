@@ -1,6 +1,6 @@
-"""The errors a user sees: bad flow input and bad model files.
+"""The errors a user sees: bad flow input, bad model files, and a training that diverged.
 
-Both are ``ValueError`` subclasses, so code that catches ``ValueError`` keeps working; the CLI
+All are ``ValueError`` subclasses, so code that catches ``ValueError`` keeps working; the CLI
 turns each into one line on stderr and exit code 2, never a traceback.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["FlowInputError", "ModelFileError"]
+__all__ = ["FlowInputError", "LossDivergedError", "ModelFileError"]
 
 
 class FlowInputError(ValueError):
@@ -54,3 +54,20 @@ class ModelFileError(ValueError):
     node 17: left child 1000000000 outside the tree (nodes 0-210)``. Raised before anything in
     the file is used.
     """
+
+
+class LossDivergedError(ValueError):
+    """A training loss that kept exploding (or became non-finite) after every restart.
+
+    Attributes
+    ----------
+    stage : str
+        The training loop, e.g. ``stage 2 (flow)``.
+    epoch : int
+        1-based epoch that could not be trained.
+    """
+
+    def __init__(self, message: str, *, stage: str, epoch: int) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.epoch = epoch

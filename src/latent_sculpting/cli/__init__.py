@@ -8,9 +8,11 @@ one-to-one to estimator arguments where they set one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from latent_sculpting import __version__
 
@@ -50,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        with report_warnings(args.command):
+            return int(args._run(args) or 0)
     except (ValueError, OSError) as error:
         # Bad input (a damaged model file is a ModelFileError, a ValueError) is the user's to
         # fix, and so is a file the system will not read or write (missing, no permission, a
@@ -60,6 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sculpt {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def report_warnings(command: str) -> Iterator[None]:
+    """Print the library's logged warnings (``latent_sculpting.*`` loggers: an exploded training
+    epoch, say) on stderr as ``sculpt COMMAND: warning: ...``, the form of the command's own."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"sculpt {command}: warning: %(message)s"))
+    package = logging.getLogger("latent_sculpting")
+    package.addHandler(handler)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
 
 
 if __name__ == "__main__":

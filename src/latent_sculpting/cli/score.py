@@ -142,8 +142,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_drift(report: dict | None, where: str | None, *, quiet: bool = False) -> None:
-    """The drift verdict on stderr: a warning naming the moved features and what follows, or
-    (unless ``quiet``) one line saying there is none."""
+    """The drift verdict on stderr: a warning (the traffic moved, with the features that did;
+    or many flows flagged, with what that can and cannot mean), or (unless ``quiet``) one line
+    saying there is none."""
     if report is None:
         print(
             "sculpt score: note: this model file has no drift bins (written by an older "
@@ -153,11 +154,12 @@ def print_drift(report: dict | None, where: str | None, *, quiet: bool = False) 
         return
     n = report["n_flows"]
     counted = f"{n:,} flows" if report["counted"] == "all flows" else f"{n:,} {report['counted']}"
-    if not report["drifted"]:
+    if not report["warning"]:
         if not quiet:
             print(f"drift check ({counted}): {report['consequence']}", file=sys.stderr)
         return
-    lines = [f"sculpt score: warning: drift ({counted}): {report['consequence']}"]
+    what = "drift" if report["drifted"] else "many flows flagged"
+    lines = [f"sculpt score: warning: {what} ({counted}): {report['consequence']}"]
     lines += [f"  - {reason}" for reason in report["reasons"]]
     if where is not None:
         lines.append(f"  report: {where}")

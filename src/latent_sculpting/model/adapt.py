@@ -177,8 +177,11 @@ def adapt(
         side, merged = {}, []
         if refit:
             side, merged = _refit_densities(model, Z, fit_rows, held, rng, keep_training_prototypes)
+            events = list(parts.svdd.training_events_) if parts.svdd is not None else []
             if parts.flow is not None:  # a model without a flow refits its prototypes alone
-                _refit_flow(model, Z[fit_rows], fresh_flow, record)
+                _refit_flow(model, Z[fit_rows], fresh_flow, record, events)
+            if events:  # absent otherwise, as in a fit's history
+                record["training_events"] = events
         for name, channel in parts.channels.items():
             if name not in side:  # kept: it never saw these rows
                 side[name] = channel.score(Z[held])
@@ -214,9 +217,12 @@ def adapt(
     return model
 
 
-def _refit_flow(model: Any, Z_fit: np.ndarray, fresh_flow: bool, record: dict) -> None:
+def _refit_flow(
+    model: Any, Z_fit: np.ndarray, fresh_flow: bool, record: dict, events: list[dict]
+) -> None:
     """Fine-tune the flow on the new flows' scaled rows, or fit it afresh (``fresh_flow``, a
-    Deep SVDD embedding refitted under it, or a fine-tune that could not take a step)."""
+    Deep SVDD embedding refitted under it, or a fine-tune that could not take a step);
+    ``events`` receives the training loop's reports."""
     parts = model.parts_
     fine_tune = parts.svdd is None and not fresh_flow
     if fine_tune:
@@ -228,7 +234,10 @@ def _refit_flow(model: Any, Z_fit: np.ndarray, fresh_flow: bool, record: dict) -
             record["flow_fine_tune_refused"] = blocked
     epochs = _fine_tune_epochs(model, len(Z_fit)) if fine_tune else model.flow_epochs
     _, model.history_["stage2_nll"] = parts.fit_flow(
-        Z_fit, model.get_params(deep=False), fine_tune_epochs=epochs if fine_tune else None
+        Z_fit,
+        model.get_params(deep=False),
+        fine_tune_epochs=epochs if fine_tune else None,
+        events=events,
     )
     record.update(flow="fine-tuned" if fine_tune else "fitted afresh", flow_epochs=epochs)
 
@@ -379,11 +388,13 @@ def _drift_summary(model: Any, X: np.ndarray, flags: np.ndarray) -> dict[str, An
     reference = getattr(model, "drift_reference_", None)
     if reference is None:
         return None
-    report = DriftMonitor(reference).update(X, flags).report()
+    # The flows are benign by the user's word: a flag among them is a false alarm.
+    report = DriftMonitor(reference).update(X, flags, labelled_benign=True).report()
     order = np.lexsort((-report.out_of_range_share, -report.psi))
     moved = [report.feature_names[j] for j in order if report.feature_drifted[j]]
     return {
         "drifted": report.drifted,
+        "flag_rate_exceeded": report.flag_rate_exceeded,
         "flagged_share": report.flagged_share,
         "moved_features": moved,
         "consequence": report.consequence,

@@ -209,7 +209,10 @@ class LatentSculpting(BaseEstimator):
     n_features_in_ : int
     feature_names_in_ : numpy.ndarray, optional
     history_ : dict
-        Per-epoch losses and validation F1, best epoch, and seconds per stage.
+        Per-epoch losses and validation F1, best epoch, and seconds per stage; under
+        ``training_events`` (only when there were any) the training loops' reports of
+        exploded epochs trained again and of skipped non-finite batches
+        (:func:`~latent_sculpting.model.training.train_epochs`).
 
     Examples
     --------
@@ -399,6 +402,7 @@ class LatentSculpting(BaseEstimator):
         )
         rng = np.random.default_rng(self.random_state)
         self.history_ = {"seconds": {}}
+        events: list[dict] = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(2**31)))
             fit_rows, held_out = np.arange(len(y)), np.zeros(0, dtype=np.int64)
@@ -415,14 +419,16 @@ class LatentSculpting(BaseEstimator):
                 Z = parts.preprocessor.transform(X)
             with self._timed("stage1"):
                 groups_fit = None if groups_arr is None else groups_arr[fit_rows]
-                self._fit_stage1(Z[fit_rows], y[fit_rows], groups_fit, rng)
+                self._fit_stage1(Z[fit_rows], y[fit_rows], groups_fit, rng, events)
             benign = self._benign_sample(fit_rows[y[fit_rows] == 0], rng)
             with self._timed("side_channels"):
                 rows = np.concatenate([reference, held_out])
                 out_of_sample = self._fit_side_channels(Z, y, benign, rows, rng)
+                if self.svdd_ is not None:
+                    events.extend(self.svdd_.training_events_)
             with self._timed("stage2"):
                 benign_inputs, self.history_["stage2_nll"] = parts.fit_flow(
-                    Z[benign], self.get_params(deep=False)
+                    Z[benign], self.get_params(deep=False), events=events
                 )
                 if benign_inputs is None:
                     del self.history_["stage2_nll"]
@@ -459,6 +465,8 @@ class LatentSculpting(BaseEstimator):
             parts.calibrate(cal, self.percentile, self.target_fpr, coarse=self.coarse_threshold)
         with self._timed("benign_profile"):
             self.describe_benign(X[y == 0])
+        if events:  # absent otherwise, so that an ordinary fit's history is what it was
+            self.history_["training_events"] = events
         return self
 
     def describe_benign(self, X_benign: np.ndarray) -> None:
@@ -497,7 +505,12 @@ class LatentSculpting(BaseEstimator):
         return np.sort(rng.choice(benign, size=cap, replace=False))
 
     def _fit_stage1(
-        self, Z: np.ndarray, y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator
+        self,
+        Z: np.ndarray,
+        y: np.ndarray,
+        groups: np.ndarray | None,
+        rng: np.random.Generator,
+        events: list[dict],
     ) -> None:
         parts = self.parts_
         parts.encoder = parts.center_benign = parts.center_attack = None
@@ -513,6 +526,7 @@ class LatentSculpting(BaseEstimator):
             device=parts.device,
             fast=parts.fast,
             verbose=self.verbose,
+            events=events,
         )
         parts.encoder = fitted.encoder
         parts.center_benign, parts.center_attack = fitted.center_benign, fitted.center_attack

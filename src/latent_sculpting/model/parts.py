@@ -162,6 +162,7 @@ class FittedParts:
         params: Mapping[str, Any],
         *,
         fine_tune_epochs: int | None = None,
+        events: list[dict] | None = None,
     ) -> tuple[np.ndarray | None, list | None]:
         """Fit the flow (and its input's scaler) on scaled benign rows (no flow when
         ``flow_transforms=0``).
@@ -170,6 +171,7 @@ class FittedParts:
         ``verbose``). With ``fine_tune_epochs``, the fitted flow is trained that many more
         epochs on the rows instead (its input's scaler kept: the flow is only valid on the
         inputs it was trained on), as :func:`~latent_sculpting.model.adapt.adapt` does.
+        ``events`` receives the training loop's reports (a diverged epoch, its restart).
 
         Returns
         -------
@@ -185,7 +187,7 @@ class FittedParts:
             inputs = self.flow_inputs(Z_benign)
             kwargs["flow_epochs"] = fine_tune_epochs
             self.flow, losses = fit_flow(
-                inputs, **kwargs, device=self.device, verbose=verbose, init=self.flow
+                inputs, **kwargs, device=self.device, verbose=verbose, init=self.flow, events=events
             )
             return inputs, losses
         embedding = None if self.svdd is None else self.svdd.transform(Z_benign)
@@ -194,7 +196,9 @@ class FittedParts:
         if params["flow_standardize"]:
             self.flow_scaler = FeaturePreprocessor(scaler="standard").fit(inputs)
             inputs = self.flow_scaler.transform(inputs)
-        self.flow, losses = fit_flow(inputs, **kwargs, device=self.device, verbose=verbose)
+        self.flow, losses = fit_flow(
+            inputs, **kwargs, device=self.device, verbose=verbose, events=events
+        )
         return inputs, losses
 
     def fine_tune_blocked(self, Z: np.ndarray) -> float | None:

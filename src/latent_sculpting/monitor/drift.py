@@ -12,8 +12,12 @@ still are, from the features and flags alone:
   long-running service. Both are thread-safe; a monitor's counts travel between processes as
   JSON (:meth:`~DriftMonitor.get_counts`, :meth:`~DriftMonitor.add_counts`).
 - :class:`DriftReport`: the population stability index (PSI) and the share outside the training
-  range per feature, the flagged share against the target with a one-sided binomial test, a
-  verdict, the features that moved most and what it means in plain words.
+  range per feature, the flagged share against the target with a one-sided binomial test, and
+  two separate findings in plain words. *The traffic moved* (features unlike the benign
+  training traffic) is evidence that the false-alarm target may no longer hold. *Many flows
+  are flagged* says nothing about why: attacks are meant to be flagged, so the flag rate is a
+  false-alarm rate only when the flows counted are known to be benign (labelled so); otherwise
+  the report says that it cannot tell attacks from false alarms.
 
 PSI is the Jeffreys divergence between the binned training and observed distributions,
 ``sum_i (q_i - p_i) log(q_i / p_i)`` (Siddiqi, *Credit Risk Scorecards*, 2006). Scaled by
@@ -329,6 +333,10 @@ class DriftReport:
     ----------
     n_flows, n_flagged : int
         Flows counted, and those the detector flagged.
+    n_labelled_benign : int
+        Flows counted that were known benign, by a label (:meth:`DriftMonitor.update`). When it
+        is ``n_flows`` the flag rate is a false-alarm rate; otherwise flagged flows may be
+        attacks.
     n_reference : int
         Benign training rows of the reference.
     target_fpr : float
@@ -336,10 +344,11 @@ class DriftReport:
     flagged_share : float
         ``n_flagged / n_flows``; NaN without flows. It counts every flagged flow, real attacks
         included, so it bounds the false-alarm rate from above.
-    fpr_p_value : float
+    flag_rate_p_value : float
         One-sided binomial test of "the flag rate is at most ``target_fpr``".
-    fpr_exceeded : bool
-        ``flagged_share > fpr_factor * target_fpr`` and ``fpr_p_value < alpha``.
+    flag_rate_exceeded : bool
+        ``flagged_share > fpr_factor * target_fpr`` and ``flag_rate_p_value < alpha``: many
+        flows are flagged. Attacks or false alarms: only labels tell (``n_labelled_benign``).
     feature_names : list of str
     psi, psi_p_value : ndarray of shape (n_features,)
         Population stability index per feature, and the chi-squared p-value of
@@ -354,24 +363,32 @@ class DriftReport:
         PSI above ``psi_threshold``, or out-of-range share above ``out_of_range_threshold``,
         with the matching p-value below ``alpha / n_features`` (Bonferroni).
     drifted : bool
-        ``fpr_exceeded`` or any feature drifted.
+        Any feature drifted: the traffic moved against the benign training traffic.
+    warning : bool
+        ``drifted`` or ``flag_rate_exceeded``: the report is worth a warning.
     top_features : list of str
         The features that moved most: the drifted ones first, then by PSI.
     reasons : list of str
-        Why ``drifted`` is set, one line per cause; empty when it is not.
+        Why ``warning`` is set, one line per test that fired; empty when it is not.
+    traffic : str
+        What the features say, in plain words: whether the traffic moved, and what that
+        means for the false-alarm target.
+    flag_rate : str
+        What the flag rate says, in plain words, and what it cannot say.
     consequence : str
-        What it means, in plain words.
+        The two together, as one line: what the report means.
     thresholds : dict
         The verdict's parameters.
     """
 
     n_flows: int
     n_flagged: int
+    n_labelled_benign: int
     n_reference: int
     target_fpr: float
     flagged_share: float
-    fpr_p_value: float
-    fpr_exceeded: bool
+    flag_rate_p_value: float
+    flag_rate_exceeded: bool
     feature_names: list[str]
     psi: np.ndarray
     psi_p_value: np.ndarray
@@ -379,8 +396,11 @@ class DriftReport:
     out_of_range_p_value: np.ndarray
     feature_drifted: np.ndarray
     drifted: bool
+    warning: bool
     top_features: list[str]
     reasons: list[str]
+    traffic: str
+    flag_rate: str
     consequence: str
     thresholds: dict[str, float] = field(default_factory=dict)
 
@@ -398,15 +418,19 @@ class DriftReport:
             for name, j in index.items()
         }
         out = {
+            "warning": self.warning,
             "drifted": self.drifted,
+            "flag_rate_exceeded": self.flag_rate_exceeded,
             "consequence": self.consequence,
+            "traffic": self.traffic,
+            "flag_rate": self.flag_rate,
             "reasons": list(self.reasons),
             "n_flows": self.n_flows,
             "n_flagged": self.n_flagged,
+            "n_labelled_benign": self.n_labelled_benign,
             "flagged_share": _num(self.flagged_share),
             "target_fpr": self.target_fpr,
-            "fpr_p_value": _num(self.fpr_p_value),
-            "fpr_exceeded": self.fpr_exceeded,
+            "flag_rate_p_value": _num(self.flag_rate_p_value),
             "n_reference": self.n_reference,
             "top_features": [{"feature": name, **features[name]} for name in self.top_features],
             "features": features,
@@ -416,7 +440,9 @@ class DriftReport:
         return out
 
     def __str__(self) -> str:
-        head = "DRIFT" if self.drifted else "no drift"
+        head = (
+            "DRIFT" if self.drifted else "MANY FLAGGED" if self.flag_rate_exceeded else "no drift"
+        )
         lines = [f"drift check ({self.n_flows:,} flows): {head}: {self.consequence}"]
         if self.n_flows:
             moved = []
@@ -509,7 +535,9 @@ class DriftMonitor:
         with self._lock:
             return self._total().n
 
-    def update(self, X: np.ndarray, flagged: np.ndarray) -> DriftMonitor:
+    def update(
+        self, X: np.ndarray, flagged: np.ndarray, *, labelled_benign: bool = False
+    ) -> DriftMonitor:
         """Count one scored batch.
 
         Parameters
@@ -518,6 +546,8 @@ class DriftMonitor:
             The batch's features, finite, columns in the reference's order.
         flagged : array-like of shape (n_rows,)
             The detector's decision per flow: 0/1 or bool.
+        labelled_benign : bool, default=False
+            Every flow of the batch is known benign (by its label): its flags are false alarms.
 
         Raises
         ------
@@ -527,7 +557,7 @@ class DriftMonitor:
         """
         index, flags = self._prepare(X, flagged)
         with self._lock:
-            self._add(index, flags)
+            self._add(index, flags, bool(labelled_benign))
         return self
 
     def report(self) -> DriftReport:
@@ -541,7 +571,12 @@ class DriftMonitor:
         in another process (the Ray engine's workers each count their own files)."""
         with self._lock:
             total = self._total()
-            return {"bins": total.bins.tolist(), "n": total.n, "flagged": total.flagged}
+            return {
+                "bins": total.bins.tolist(),
+                "n": total.n,
+                "flagged": total.flagged,
+                "labelled_benign": total.labelled,
+            }
 
     def add_counts(self, counts: dict[str, Any]) -> DriftMonitor:
         """Add :meth:`get_counts` of a monitor on the same reference.
@@ -553,6 +588,7 @@ class DriftMonitor:
         """
         bins = np.asarray(counts.get("bins", ()), dtype=np.int64)
         n, flagged = counts.get("n"), counts.get("flagged")
+        labelled = counts.get("labelled_benign")
         n_features = len(self.reference.feature_names_)
         if bins.shape != (self.reference._n_extended,) or (bins < 0).any():
             raise ValueError(
@@ -561,16 +597,21 @@ class DriftMonitor:
             )
         if not isinstance(n, int) or not isinstance(flagged, int) or not 0 <= flagged <= n:
             raise ValueError(f"drift counts need integers 0 <= flagged <= n, got {flagged}, {n}")
+        if not isinstance(labelled, int) or not 0 <= labelled <= n:
+            raise ValueError(
+                f"drift counts need an integer 0 <= labelled_benign <= n, got {labelled!r}, {n}"
+            )
         if int(bins.sum()) != n * n_features:
             raise ValueError(f"drift counts hold {int(bins.sum())} values for {n} flows")
         with self._lock:
-            self._merge(_Counts(bins, n, flagged))
+            self._merge(_Counts(bins, n, flagged, labelled))
         return self
 
     def _merge(self, counts: _Counts) -> None:
         self._counts.bins += counts.bins
         self._counts.n += counts.n
         self._counts.flagged += counts.flagged
+        self._counts.labelled += counts.labelled
 
     def _prepare(self, X: np.ndarray, flagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X = _check_features(X, self.reference.feature_names_)
@@ -586,8 +627,8 @@ class DriftMonitor:
             )
         return self.reference._bin_index(X), flags.astype(bool)
 
-    def _add(self, index: np.ndarray, flags: np.ndarray) -> None:
-        self._counts.add(index, flags)
+    def _add(self, index: np.ndarray, flags: np.ndarray, labelled: bool) -> None:
+        self._counts.add(index, flags, labelled)
 
     def _total(self) -> _Counts:
         return self._counts
@@ -635,7 +676,7 @@ class RollingDriftMonitor(DriftMonitor):
         with self._lock:
             self._buckets: deque[_Counts] = deque(maxlen=self.n_buckets)
 
-    def _add(self, index: np.ndarray, flags: np.ndarray) -> None:
+    def _add(self, index: np.ndarray, flags: np.ndarray, labelled: bool) -> None:
         capacity = self._bucket_size * self.n_buckets
         if len(index) >= capacity:
             # Only the last full ring of flows can be in the window.
@@ -647,7 +688,7 @@ class RollingDriftMonitor(DriftMonitor):
                 self._buckets.append(_Counts.zeros(self.reference._n_extended))
             bucket = self._buckets[-1]
             stop = min(len(index), start + self._bucket_size - bucket.n)
-            bucket.add(index[start:stop], flags[start:stop])
+            bucket.add(index[start:stop], flags[start:stop], labelled)
             start = stop
 
     def _merge(self, counts: _Counts) -> None:
@@ -659,28 +700,32 @@ class RollingDriftMonitor(DriftMonitor):
             total.bins += bucket.bins
             total.n += bucket.n
             total.flagged += bucket.flagged
+            total.labelled += bucket.labelled
         return total
 
 
 @dataclass
 class _Counts:
-    """Extended-bin counts of some flows, how many, and how many were flagged."""
+    """Extended-bin counts of some flows, how many, how many were flagged, and how many were
+    known benign by a label."""
 
     bins: np.ndarray
     n: int = 0
     flagged: int = 0
+    labelled: int = 0
 
     @classmethod
     def zeros(cls, size: int) -> _Counts:
         return cls(np.zeros(size, dtype=np.int64))
 
-    def add(self, index: np.ndarray, flags: np.ndarray) -> None:
+    def add(self, index: np.ndarray, flags: np.ndarray, labelled: bool) -> None:
         self.bins += np.bincount(index.ravel(), minlength=len(self.bins))
         self.n += len(index)
         self.flagged += int(flags.sum())
+        self.labelled += len(index) if labelled else 0
 
     def copy(self) -> _Counts:
-        return _Counts(self.bins.copy(), self.n, self.flagged)
+        return _Counts(self.bins.copy(), self.n, self.flagged, self.labelled)
 
 
 def _build_report(monitor: DriftMonitor, counts: _Counts) -> DriftReport:
@@ -697,11 +742,13 @@ def _build_report(monitor: DriftMonitor, counts: _Counts) -> DriftReport:
     if m == 0:
         nan = np.full(n_features, np.nan)
         return DriftReport(
-            n_flows=0, n_flagged=0, n_reference=n, target_fpr=target, flagged_share=np.nan,
-            fpr_p_value=np.nan, fpr_exceeded=False, feature_names=list(names), psi=nan,
-            psi_p_value=nan, out_of_range_share=nan, out_of_range_p_value=nan,
-            feature_drifted=np.zeros(n_features, dtype=bool), drifted=False, top_features=[],
-            reasons=[], consequence="no flows counted yet", thresholds=thresholds,
+            n_flows=0, n_flagged=0, n_labelled_benign=0, n_reference=n, target_fpr=target,
+            flagged_share=np.nan, flag_rate_p_value=np.nan, flag_rate_exceeded=False,
+            feature_names=list(names), psi=nan, psi_p_value=nan, out_of_range_share=nan,
+            out_of_range_p_value=nan, feature_drifted=np.zeros(n_features, dtype=bool),
+            drifted=False, warning=False, top_features=[], reasons=[],
+            traffic="no flows counted yet", flag_rate="no flows counted yet",
+            consequence="no flows counted yet", thresholds=thresholds,
         )  # fmt: skip
     psi = _psi(ref.shares_, _regular(counts.bins, ref.n_edges_), ref.n_edges_, n, m)
     df = np.maximum(ref.n_edges_, 1)
@@ -719,12 +766,12 @@ def _build_report(monitor: DriftMonitor, counts: _Counts) -> DriftReport:
     # building its result object: the service looks at the verdict after every tenth of its
     # window, which for 1,024-flow requests is every request.
     fpr_p = min(1.0, float(binom.sf(counts.flagged - 1, m, target)))
-    fpr_exceeded = bool(share > monitor.fpr_factor * target and fpr_p < monitor.alpha)
+    flag_rate_exceeded = bool(share > monitor.fpr_factor * target and fpr_p < monitor.alpha)
 
     order = [int(j) for j in np.lexsort((-oor_share, -psi, ~feature_drifted))]
     top = [names[j] for j in order[: monitor.n_top]]
     reasons = []
-    if fpr_exceeded:
+    if flag_rate_exceeded:
         reasons.append(
             f"{_pct(share)} of flows flagged, over {monitor.fpr_factor:g} x the "
             f"{_pct(target)} target (binomial p {_p(fpr_p)})"
@@ -741,30 +788,73 @@ def _build_report(monitor: DriftMonitor, counts: _Counts) -> DriftReport:
         if hits:
             listed = _listing([f"{names[j]} ({shown(j)})" for j in hits])
             reasons.append(f"{label} on {len(hits)} feature(s): {listed}")
-    if fpr_exceeded:
-        consequence = (
-            f"false-alarm rate will exceed the target: {_pct(share)} of flows flagged "
-            f"against a {_pct(target)} target"
-        )
-    elif feature_drifted.any():
-        moved_names = _listing([names[j] for j in order if feature_drifted[j]])
-        consequence = (
-            f"traffic no longer looks like the training traffic ({moved_names}); the "
-            f"{_pct(target)} false-alarm target is not guaranteed for it: recalibrate or "
-            f"retrain on recent benign traffic ({_pct(share)} of flows flagged so far)"
-        )
+    drifted = bool(feature_drifted.any())
+    moved_names = [names[j] for j in order if feature_drifted[j]]
+    traffic, flag_rate = _findings(
+        moved_names, share, target, flag_rate_exceeded, known_benign=counts.labelled == m
+    )
+    if flag_rate_exceeded and drifted:
+        consequence = f"{traffic}; and {flag_rate}"
+    elif flag_rate_exceeded:
+        consequence = f"{flag_rate}; {traffic}"
+    elif drifted:
+        consequence = f"{traffic} ({_pct(share)} of flows flagged so far)"
     else:
         consequence = (
             f"no drift detected: {_pct(share)} of flows flagged against a {_pct(target)} target"
         )
     return DriftReport(
-        n_flows=m, n_flagged=counts.flagged, n_reference=n, target_fpr=target,
-        flagged_share=share, fpr_p_value=fpr_p, fpr_exceeded=fpr_exceeded,
-        feature_names=list(names), psi=psi, psi_p_value=psi_p, out_of_range_share=oor_share,
-        out_of_range_p_value=oor_p, feature_drifted=feature_drifted,
-        drifted=bool(fpr_exceeded or feature_drifted.any()), top_features=top, reasons=reasons,
-        consequence=consequence, thresholds=thresholds,
+        n_flows=m, n_flagged=counts.flagged, n_labelled_benign=counts.labelled, n_reference=n,
+        target_fpr=target, flagged_share=share, flag_rate_p_value=fpr_p,
+        flag_rate_exceeded=flag_rate_exceeded, feature_names=list(names), psi=psi,
+        psi_p_value=psi_p, out_of_range_share=oor_share, out_of_range_p_value=oor_p,
+        feature_drifted=feature_drifted, drifted=drifted,
+        warning=drifted or flag_rate_exceeded, top_features=top, reasons=reasons,
+        traffic=traffic, flag_rate=flag_rate, consequence=consequence, thresholds=thresholds,
     )  # fmt: skip
+
+
+def _findings(
+    moved: list[str], share: float, target: float, exceeded: bool, *, known_benign: bool
+) -> tuple[str, str]:
+    """What the features say, and what the flag rate says, each in plain words.
+
+    A feature that moved is evidence that the traffic is unlike the benign training traffic;
+    only when the flows are known benign is it evidence about benign traffic alone, since
+    attacks among them move features too. A high flag rate is a false-alarm rate only for flows
+    known benign: otherwise attacks (which the detector is meant to flag) and false alarms on
+    changed benign traffic both raise it, and nothing in the counts tells them apart.
+    """
+    rate = f"{_pct(share)} of flows flagged against a {_pct(target)} target"
+    if not moved:
+        traffic = "no feature moved against the benign training traffic"
+    elif known_benign:
+        traffic = (
+            f"the benign traffic moved: {len(moved)} feature(s) unlike the benign training "
+            f"traffic ({_listing(moved)}); the {_pct(target)} false-alarm target is not "
+            "guaranteed for it: recalibrate or retrain on recent benign traffic"
+        )
+    else:
+        traffic = (
+            f"the traffic moved: {len(moved)} feature(s) unlike the benign training traffic "
+            f"({_listing(moved)}); if benign traffic moved, the {_pct(target)} false-alarm "
+            "target is not guaranteed for it (recalibrate or retrain on recent benign "
+            "traffic), though attacks among the flows move features too"
+        )
+    if not exceeded:
+        flag_rate = rate
+    elif known_benign:
+        flag_rate = (
+            f"the false-alarm rate exceeds the target: {_pct(share)} of flows labelled benign "
+            f"flagged against a {_pct(target)} target"
+        )
+    else:
+        flag_rate = (
+            f"{rate}: attacks among them, or false alarms on benign traffic unlike the "
+            "training traffic; the flag rate alone cannot tell which (labels, or a look at the "
+            "flagged flows, can)"
+        )
+    return traffic, flag_rate
 
 
 def _equal_frequency_edges(values: np.ndarray, n_bins: int) -> np.ndarray:

@@ -200,7 +200,8 @@ class Scorer:
         Counts every scored flow's features and flag (:func:`drift_monitor`). When the records
         carry labels, only the flows labelled benign are counted: the question is whether
         *benign* traffic still looks like the benign training traffic, and attacks are meant to
-        differ and to be flagged.
+        differ and to be flagged. Their flags are then false alarms, and the report says so;
+        flows without labels may be attacks, and the report says that it cannot tell.
 
     Attributes
     ----------
@@ -278,7 +279,9 @@ class Scorer:
         self.tally.add(is_attack, flagged_by, benign, labelled)
         if self.drift is not None:
             counted = slice(None) if benign is None else benign
-            self.drift.update(batch.X[counted], is_attack[counted])
+            self.drift.update(
+                batch.X[counted], is_attack[counted], labelled_benign=benign is not None
+            )
         return ScoredBatch(
             identifiers=batch.identifiers,
             score=score,

@@ -166,7 +166,7 @@ def create_app(
     if scorer.explain_missing:
         logger.warning("%s", scorer.explain_missing)
     # The verdict is looked at again after every tenth of the window, and logged when it changed.
-    verdict = {"drifted": False, "rows": 0}
+    verdict = {"warning": False, "rows": 0}
     # torch modules are not documented thread-safe for concurrent forward passes; FastAPI runs
     # blocking work in a thread pool, so scoring is serialised.
     lock = threading.Lock()
@@ -219,9 +219,9 @@ def create_app(
             return
         verdict["rows"] = scorer.tally.rows
         report = scorer.drift.report()
-        if report.drifted != verdict["drifted"]:
-            verdict["drifted"] = report.drifted
-            log = logger.warning if report.drifted else logger.info
+        if report.warning != verdict["warning"]:
+            verdict["warning"] = report.warning
+            log = logger.warning if report.warning else logger.info
             log("%s", report)
 
     # The scoring route checks the token itself rather than through a dependency: FastAPI's

@@ -115,6 +115,9 @@ class DeepSAD:
     center_ : torch.Tensor
     history_ : list of float
         Mean loss per epoch.
+    training_events_ : list of dict
+        The training loop's reports (restarted epochs, skipped batches;
+        :func:`~latent_sculpting.model.training.train_epochs`).
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class DeepSAD:
                 attack = y_t[batch] == 1
                 return torch.where(attack, self.eta / (dist + self.eps), dist).mean()
 
+            self.training_events_: list[dict] = []
             self.history_ = train_epochs(
                 batch_loss,
                 optimizer,
@@ -176,6 +180,8 @@ class DeepSAD:
                 batch_size=self.batch_size,
                 epochs=self.epochs,
                 min_batch_rows=2,  # batch norm needs two rows
+                desc="Deep SAD" if (y_t == 1).any() else "Deep SVDD",
+                events=self.training_events_,
             )
         self.net_.eval()
         return self

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +68,7 @@ def fit_flow(
     device: torch.device,
     verbose: bool = False,
     init: LatentDensity | None = None,
+    events: list[dict[str, Any]] | None = None,
 ) -> tuple[LatentDensity, list[float]]:
     """Fit a MAF to ``inputs`` by maximum likelihood; the flow (eval mode) and its mean NLL per
     epoch.
@@ -74,7 +76,10 @@ def fit_flow(
     Adam on minibatches; the batch order comes from a generator seeded from torch's global one.
     A batch whose NLL is not finite is skipped, as in the reference code. With ``init``, training
     starts from a copy of that flow (``init`` itself is left as it is; the architecture
-    parameters are then its own) rather than from a fresh one: fine-tuning.
+    parameters are then its own) rather than from a fresh one: fine-tuning. ``events`` receives
+    the training loop's reports; a loss that keeps diverging raises
+    :class:`~latent_sculpting.errors.LossDivergedError`
+    (:func:`~latent_sculpting.model.training.train_epochs`).
     """
     if init is None:
         flow = LatentDensity(
@@ -107,6 +112,7 @@ def fit_flow(
         after_epoch=progress,
         desc="stage 2 (flow)",
         verbose=verbose,
+        events=events,
     )
     flow.eval()
     return flow, losses

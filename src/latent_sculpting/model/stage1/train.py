@@ -103,18 +103,22 @@ def fit_stage1(
     device: torch.device,
     fast: bool = True,
     verbose: bool = False,
+    events: list[dict[str, Any]] | None = None,
 ) -> Stage1Fit:
     """Train the encoder on scaled rows ``Z`` with 0/1 targets ``y``.
 
     The hyperparameters are the estimator's (see :class:`~latent_sculpting.LatentSculpting`);
     ``groups`` (attack class per row) sizes the benign undersample, ``rng`` draws the row
     choices and the seed of the batch order and input noise, ``fast`` encodes the validation
-    rows through the fast path (:mod:`~latent_sculpting.model.density.fastpath`).
+    rows through the fast path (:mod:`~latent_sculpting.model.density.fastpath`), ``events``
+    receives the training loop's reports (:func:`~latent_sculpting.model.training.train_epochs`).
 
     Raises
     ------
     ValueError
         If the rows left for training after the validation split lack one class.
+    LossDivergedError
+        If the loss keeps exploding (:func:`~latent_sculpting.model.training.train_epochs`).
     """
     rows = _undersample(y, groups, rng) if undersample_benign else np.arange(len(y))
     rows = rng.permutation(rows)
@@ -194,6 +198,7 @@ def fit_stage1(
         after_epoch=after_epoch,
         desc="stage 1 (encoder)",
         verbose=verbose,
+        events=events,
     )
     net.load_state_dict(best["state"])
     net.eval()
