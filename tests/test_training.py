@@ -288,7 +288,8 @@ def small_flows(n=400, seed=0):
 def test_every_training_loop_of_a_fit_reports_into_its_history(monkeypatch, tmp_path):
     from small import FUSED_FAST
 
-    from latent_sculpting import LatentSculpting, training
+    from latent_sculpting import LatentSculpting
+    from latent_sculpting.model import training
 
     frame = small_flows()
     X, y = frame[[f"f{j}" for j in range(4)]], (frame["label"] == "bad").to_numpy().astype(int)
@@ -316,7 +317,7 @@ def test_every_training_loop_of_a_fit_reports_into_its_history(monkeypatch, tmp_
 def test_sculpt_train_prints_the_reports_and_fails_cleanly_on_divergence(
     monkeypatch, tmp_path, capsys
 ):
-    from latent_sculpting import training
+    from latent_sculpting.model import training
     from latent_sculpting.cli import main
 
     src = tmp_path / "flows.csv"

@@ -204,7 +204,9 @@ class NeighbourChannel:
             )
         if prototypes.dtype != np.float32 or not np.isfinite(prototypes).all():
             raise ValueError("neighbour prototypes must be finite float32")
-        _check_fit(n, size, prototypes.shape[1], n_features)
+        # No size check: after `sculpt adapt --keep-training-prototypes` the channel holds the
+        # training prototypes beside the new ones, more than the model's parameter.
+        _check_fit(n, None, prototypes.shape[1], n_features)
         channel = cls(n)
         channel._set_prototypes(prototypes)
         return channel
