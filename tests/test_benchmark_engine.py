@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from latent_sculpting.cli import main
-from latent_sculpting.io.flowspec import encode
+from latent_sculpting.io.encoding import encode
 from latent_sculpting.research.baselines import make_method
 from latent_sculpting.research.benchmark import (
     LeakError,

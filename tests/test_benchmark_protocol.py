@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from latent_sculpting.io.flowspec import encode
+from latent_sculpting.io.encoding import encode
 from latent_sculpting.research.benchmark import (
     Fold,
     LeakError,

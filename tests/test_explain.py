@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from latent_sculpting.io.flowspec import Categorical, FlowBatch, FlowSpec
+from latent_sculpting.io.encoding import FlowBatch
+from latent_sculpting.io.flowspec import Categorical, FlowSpec
 from latent_sculpting.monitor.explain import Explainer, explain
 from latent_sculpting.monitor.profile import LEVELS, BenignProfile, spec_categorical
 from latent_sculpting.monitor.reasons import Explanation, format_number

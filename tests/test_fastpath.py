@@ -264,7 +264,7 @@ def test_scorer_scores_without_the_channels_weighted_zero(fast_preset, monkeypat
     ``score_details``, without running a channel the rule weights 0."""
     import pyarrow as pa
 
-    from latent_sculpting.io.flowspec import FlowBatch
+    from latent_sculpting.io.encoding import FlowBatch
     from latent_sculpting.serve.scoring import Scorer
 
     model, X = fast_preset

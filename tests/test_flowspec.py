@@ -9,13 +9,9 @@ import pytest
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.cleaning import CleaningReport
 from latent_sculpting.io.column_roles import MISSING
-from latent_sculpting.io.flowspec import (
-    Categorical,
-    FlowSpec,
-    encode,
-    fit_spec,
-    legacy_spec,
-)
+from latent_sculpting.io.encoding import encode
+from latent_sculpting.io.fitting import fit_spec
+from latent_sculpting.io.flowspec import Categorical, FlowSpec, legacy_spec
 
 
 def records(n=20):
@@ -212,7 +208,7 @@ def test_the_benign_label_is_spelt_as_the_format_spells_labels(sample_table):
 
 
 def test_numbers_converted_in_row_blocks_are_the_numbers_converted_at_once(monkeypatch):
-    import latent_sculpting.io.flowspec as flowspec
+    import latent_sculpting.io.encoding as encoding
 
     spec = fit_spec(records(), label_column="label", benign_label="normal")
     table = pa.table(
@@ -223,7 +219,7 @@ def test_numbers_converted_in_row_blocks_are_the_numbers_converted_at_once(monke
         }
     )
     whole = encode(spec, table).X
-    monkeypatch.setattr(flowspec, "_MATRIX_ROWS", 2)
+    monkeypatch.setattr(encoding, "_MATRIX_ROWS", 2)
     np.testing.assert_array_equal(encode(spec, table).X, whole)
     np.testing.assert_array_equal(whole[:, 0], np.float32([1, 2, 0, 4, 5]))
     np.testing.assert_array_equal(whole[:, 1], np.float32([0.5, 1000, -2, 0, 7]))

@@ -35,7 +35,7 @@ from latent_sculpting import LatentSculpting
 from latent_sculpting.cli import main
 from latent_sculpting.data import sample_path
 from latent_sculpting.errors import FlowInputError, ModelFileError
-from latent_sculpting.io.flowspec import encode
+from latent_sculpting.io.encoding import encode
 from latent_sculpting.serve.scoring import Scorer
 
 pytest.importorskip("fastapi")

@@ -161,7 +161,7 @@ def test_a_csv_body_encodes_categorical_values_as_a_file_does(tmp_path):
     # Identifiers are read as text, but a categorical column must be typed as in training:
     # pyarrow reads "True"/"False" as booleans in a file, and as text they would all be
     # "(other)" to the model.
-    from latent_sculpting.io.flowspec import fit_spec
+    from latent_sculpting.io.fitting import fit_spec
     from latent_sculpting.io.readers.delimited import parse_bytes
     from latent_sculpting.io.table import iter_flow_batches
     from latent_sculpting.serve.service import LIMITS, RecordParser
@@ -852,7 +852,8 @@ def _connections_held(parent: int, port: int) -> dict[int, int]:
 
 
 def _score_in_process(model, flow: pd.DataFrame) -> float:
-    from latent_sculpting.io.flowspec import encode, model_spec
+    from latent_sculpting.io.encoding import encode
+    from latent_sculpting.io.flowspec import model_spec
 
     batch = encode(model_spec(model), pa.Table.from_pandas(flow, preserve_index=False))
     return float(model.decision_function(batch.X)[0])

@@ -317,8 +317,8 @@ def test_every_training_loop_of_a_fit_reports_into_its_history(monkeypatch, tmp_
 def test_sculpt_train_prints_the_reports_and_fails_cleanly_on_divergence(
     monkeypatch, tmp_path, capsys
 ):
-    from latent_sculpting.model import training
     from latent_sculpting.cli import main
+    from latent_sculpting.model import training
 
     src = tmp_path / "flows.csv"
     small_flows().to_csv(src, index=False)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latent_sculpting.io.flowspec import encode
+from latent_sculpting.io.encoding import encode
 from latent_sculpting.model.calibration import TailPValue
 from latent_sculpting.research import provenance
 from latent_sculpting.research.benchmark import load_dataset

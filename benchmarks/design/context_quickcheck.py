@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from latent_sculpting.io.context import ContextStage
-from latent_sculpting.io.flowspec import encode
+from latent_sculpting.io.encoding import encode
 from latent_sculpting.io.formats import get_format
 from latent_sculpting.io.table import read_records
 from latent_sculpting.research.baselines import make_method

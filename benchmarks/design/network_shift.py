@@ -54,7 +54,8 @@ from sklearn.metrics import roc_auc_score
 
 from latent_sculpting import LatentSculpting, __version__, preset
 from latent_sculpting.data import BENIGN, load_cicids2017
-from latent_sculpting.io.flowspec import FlowSpec, encode
+from latent_sculpting.io.encoding import encode
+from latent_sculpting.io.flowspec import FlowSpec
 from latent_sculpting.io.table import read_records
 from latent_sculpting.model.calibration import conformal_threshold
 from latent_sculpting.monitor.drift import DriftMonitor

@@ -206,7 +206,8 @@ def _in_process_rate(
     import pyarrow as pa
 
     from latent_sculpting import LatentSculpting
-    from latent_sculpting.io.flowspec import encode, model_spec
+    from latent_sculpting.io.encoding import encode
+    from latent_sculpting.io.flowspec import model_spec
     from latent_sculpting.serve.scoring import Scorer, drift_monitor
 
     model = LatentSculpting.load(model_path)

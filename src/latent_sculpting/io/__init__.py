@@ -1,3 +1,4 @@
 """The input layer: flow files of any syntax (readers), what their records mean (formats),
-the model's input spec (flowspec), cleaning, and packet captures to flows (extract).
+the model's input spec (flowspec), fitted on training records (fitting) and applied to any
+records (encoding), cleaning, and packet captures to flows (extract).
 """

@@ -1,7 +1,7 @@
 """What a training column is: its role (numeric, categorical, identifier or left out, with the
 reason), the vocabulary of a categorical column, and its values as text.
 
-:func:`latent_sculpting.io.flowspec.fit_spec` decides each column with these; ``encode`` reads
+:func:`latent_sculpting.io.fitting.fit_spec` decides each column with these; ``encode`` reads
 categorical values with :func:`as_text`.
 """
 

@@ -2,7 +2,7 @@
 training and evaluation, or batches for scoring files of any size.
 
 Both go through the same two steps, :func:`latent_sculpting.io.readers.iter_batches` (file syntax)
-then :func:`latent_sculpting.io.flowspec.encode` (meaning), so a flow becomes the same features
+then :func:`latent_sculpting.io.encoding.encode` (meaning), so a flow becomes the same features
 whether it is trained on, evaluated or scored.
 """
 
@@ -18,15 +18,15 @@ import pyarrow as pa
 
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.cleaning import CleaningReport
-from latent_sculpting.io.flowspec import (
+from latent_sculpting.io.encoding import (
     FlowBatch,
-    FlowSpec,
     check_columns,
     encode,
-    fit_spec,
     numeric_types,
     usable_counts,
 )
+from latent_sculpting.io.fitting import fit_spec
+from latent_sculpting.io.flowspec import FlowSpec
 from latent_sculpting.io.formats import detect_format, get_format, normalize_column_name
 from latent_sculpting.io.readers import iter_batches, list_flow_files, read_columns
 
@@ -226,7 +226,7 @@ def check_files_usable(
 
 
 def refuse_unusable(spec: FlowSpec, usable: dict[str, int], rows: int, path: object) -> None:
-    """Refuse ``path`` if ``usable`` (:func:`~latent_sculpting.io.flowspec.usable_counts` over
+    """Refuse ``path`` if ``usable`` (:func:`~latent_sculpting.io.encoding.usable_counts` over
     its ``rows`` rows) counts no finite value in a column."""
     unusable = [name for name in spec.numeric if usable.get(name, 0) == 0]
     if unusable:
@@ -263,7 +263,7 @@ def read_flows(
         Files or folders (see :func:`latent_sculpting.io.readers.list_flow_files`).
     spec : FlowSpec, optional
         Encode with this spec (a fitted model's); without one, a spec is fitted on these rows
-        (:func:`latent_sculpting.io.flowspec.fit_spec`, whose options follow).
+        (:func:`latent_sculpting.io.fitting.fit_spec`, whose options follow).
     require_labels : bool, default True
         Refuse a missing label when the records have a label column.
     keep_identifiers : bool, default True

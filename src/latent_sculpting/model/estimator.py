@@ -362,7 +362,7 @@ class LatentSculpting(BaseEstimator):
             Attack class of each row. Only used to undersample benign rows for Stage 1 to the
             size of the largest attack class; without it all attacks count as one class.
         spec : FlowSpec, optional
-            How flow records became ``X`` (:func:`latent_sculpting.io.flowspec.fit_spec`); stored
+            How flow records became ``X`` (:func:`latent_sculpting.io.fitting.fit_spec`); stored
             as ``spec_`` so that files and requests are read as the training data was. Without
             it, a DataFrame's columns are taken as a plain numeric table's.
         training_info : dict, optional

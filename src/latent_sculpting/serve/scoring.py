@@ -1,7 +1,7 @@
 """Scoring a batch of flows: the one scorer every engine shares.
 
 ``sculpt score`` (one process), the Ray engine (one actor per worker) and the HTTP service all
-turn records into a :class:`~latent_sculpting.io.flowspec.FlowBatch` and hand it to a
+turn records into a :class:`~latent_sculpting.io.encoding.FlowBatch` and hand it to a
 :class:`Scorer`, so a flow gets the same columns and the same numbers whichever way it is
 scored, and the flag counts of a run are kept in one place (:class:`ScoreTally`). By default
 each flagged flow is explained (:mod:`latent_sculpting.monitor.explain`) with the benign profile the
@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from latent_sculpting.io.flowspec import FlowBatch, model_spec
+from latent_sculpting.io.encoding import FlowBatch
+from latent_sculpting.io.flowspec import model_spec
 from latent_sculpting.io.formats import get_format
 from latent_sculpting.model.estimator import conformal_p_values
 from latent_sculpting.monitor.drift import DriftMonitor, RollingDriftMonitor

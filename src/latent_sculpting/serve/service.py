@@ -50,7 +50,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from latent_sculpting.errors import FlowInputError
-from latent_sculpting.io.flowspec import encode, model_spec
+from latent_sculpting.io.encoding import encode
+from latent_sculpting.io.flowspec import model_spec
 from latent_sculpting.io.formats import get_format
 from latent_sculpting.io.readers.delimited import header_names, parse_bytes
 from latent_sculpting.serve.scoring import (

@@ -88,11 +88,11 @@ class FlowFormat:
         output, never features. Matching is case-insensitive.
     categorical_columns : tuple of str or None
         Canonical names of categorical feature columns; None lets
-        :func:`~latent_sculpting.io.flowspec.fit_spec` infer them (text columns).
+        :func:`~latent_sculpting.io.fitting.fit_spec` infer them (text columns).
     numeric_columns : tuple of str or None
         Canonical names of the numeric feature columns when the format fixes them (every other
         column is then an identifier, the label or left out); None lets
-        :func:`~latent_sculpting.io.flowspec.fit_spec` infer them from the column types.
+        :func:`~latent_sculpting.io.fitting.fit_spec` infer them from the column types.
     ignored_columns : dict of str to str
         Canonical column name -> why it is neither a feature nor an identifier (it is left out,
         and the reason is reported).

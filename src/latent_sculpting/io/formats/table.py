@@ -5,7 +5,7 @@ says they identify a flow (addresses, ports, times, ids) are identifiers
 (:func:`looks_like_identifier`); so are text columns whose *values* do
 (:func:`identifier_by_values`): times written as text, long encoded byte strings (payloads,
 hashes), and columns in which most values are distinct. These rules are guesses, so
-:func:`~latent_sculpting.io.flowspec.fit_spec` records each decision with the rule that made it,
+:func:`~latent_sculpting.io.fitting.fit_spec` records each decision with the rule that made it,
 ``sculpt train`` prints them, and ``--drop``/``--keep`` override them.
 """
 

@@ -26,7 +26,8 @@ import pandas as pd
 import pyarrow as pa
 
 from latent_sculpting.errors import FlowInputError
-from latent_sculpting.io.flowspec import FlowSpec, fit_spec
+from latent_sculpting.io.fitting import fit_spec
+from latent_sculpting.io.flowspec import FlowSpec
 from latent_sculpting.io.formats import get_format
 from latent_sculpting.io.formats.cicids2017 import ATTEMPTED_SUFFIX
 from latent_sculpting.research.experiment import sha256

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from latent_sculpting import __version__
 from latent_sculpting.atomic import write_json
-from latent_sculpting.io.flowspec import encode
+from latent_sculpting.io.encoding import encode
 from latent_sculpting.research.baselines import Method, make_method, parse_method
 from latent_sculpting.research.benchmark.datasets import DATASETS, Dataset, load_dataset
 from latent_sculpting.research.benchmark.report import json_safe
