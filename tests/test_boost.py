@@ -14,7 +14,7 @@ from small import FUSED_FAST
 from test_forest import fit_width, load_mutated
 from threadpoolctl import threadpool_limits
 
-import latent_sculpting.model.estimator as estimator_module
+import latent_sculpting.model.calibration as calibration_module
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.errors import ModelFileError
 from latent_sculpting.model.channels.boost import (
@@ -253,7 +253,7 @@ def boosted():
     held out of every fit and those the booster was fitted on."""
     log = {}
     with pytest.MonkeyPatch.context() as patch:
-        for owner, name in ((estimator_module, "holdout_split"), (AttackBooster, "fit")):
+        for owner, name in ((calibration_module, "holdout_split"), (AttackBooster, "fit")):
             original = getattr(owner, name)
 
             def wrapper(*args, original=original, name=name, **kwargs):

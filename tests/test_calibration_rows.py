@@ -16,6 +16,7 @@ from latent_sculpting.model.calibration import (
     conformal_rows,
     conformal_threshold,
 )
+from latent_sculpting.model.parts import FittedParts
 
 #: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
@@ -100,6 +101,6 @@ def test_fit_refuses_before_fitting(monkeypatch):
     frame = table(650)
     X, y = frame.drop(columns="label").to_numpy(np.float32), (frame["label"] != "normal").to_numpy()
     model = LatentSculpting(**{**preset("fast"), "target_fpr": 0.01}, random_state=0)
-    monkeypatch.setattr(LatentSculpting, "_fit_stage1", None)  # reaching it would fail otherwise
+    monkeypatch.setattr(FittedParts, "fit_stage1", None)  # reaching it would fail otherwise
     with pytest.raises(ValueError, match="there would be 65"):
         model.fit(X, y.astype(int), groups=frame["label"].to_numpy())

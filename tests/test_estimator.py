@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from small import FUSED_FAST
 
-import latent_sculpting.model.estimator as estimator_module
+import latent_sculpting.model.calibration as calibration_module
 import latent_sculpting.model.parts as parts_module
 from latent_sculpting import LatentSculpting, preset
 from latent_sculpting.model.channels.deep_sad import DeepSAD
@@ -263,10 +263,10 @@ def spied():
 
             patch.setattr(owner, name, wrapper)
 
-        record(estimator_module, "holdout_split", "holdout", lambda a, k, r: r)
-        record(estimator_module, "reference_split", "reference", lambda a, k, r: r)
+        record(calibration_module, "holdout_split", "holdout", lambda a, k, r: r)
+        record(calibration_module, "reference_split", "reference", lambda a, k, r: r)
         record(FeaturePreprocessor, "fit", "preprocessor", lambda a, k, r: np.array(a[1]))
-        record(estimator_module, "fit_stage1", "stage1", lambda a, k, r: a[0].copy())
+        record(parts_module, "fit_stage1", "stage1", lambda a, k, r: a[0].copy())
         record(DeepSAD, "fit", "svdd", lambda a, k, r: np.array(a[1]))
         record(parts_module, "fit_flow", "flow", lambda a, k, r: a[0].copy())
         record(AttackForest, "fit", "oob", lambda a, k, r: r.oob_proba_.copy())

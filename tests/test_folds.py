@@ -211,10 +211,10 @@ def test_fit_restores_the_thread_settings(monkeypatch):
 def test_fold_refits_never_train_on_the_calibration_rows(monkeypatch):
     """The weights are part of the score: chosen with the threshold's rows, the threshold
     would no longer be conformal."""
-    import latent_sculpting.model.estimator as estimator
+    import latent_sculpting.model.calibration as calibration
 
     splits, seen = {}, []
-    holdout, reference = estimator.holdout_split, estimator.reference_split
+    holdout, reference = calibration.holdout_split, calibration.reference_split
 
     def spy_holdout(*args, **kwargs):
         splits["fit"], splits["held"] = holdout(*args, **kwargs)
@@ -230,8 +230,8 @@ def test_fold_refits_never_train_on_the_calibration_rows(monkeypatch):
         seen.append(np.delete(Z, held_out, axis=0).copy())
         return original(self, Z, y, held_out)
 
-    monkeypatch.setattr(estimator, "holdout_split", spy_holdout)
-    monkeypatch.setattr(estimator, "reference_split", spy_reference)
+    monkeypatch.setattr(calibration, "holdout_split", spy_holdout)
+    monkeypatch.setattr(calibration, "reference_split", spy_reference)
     monkeypatch.setattr(ForestChannel, "fit", spy_fit)
     X, y, groups = data()
     model = LatentSculpting(**STACKED, random_state=0).fit(X, y, groups=groups)

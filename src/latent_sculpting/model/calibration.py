@@ -25,11 +25,13 @@ __all__ = [
     "check_calibration_scores",
     "check_thresholds",
     "check_calibration_rows",
+    "check_holdout_rows",
     "conformal_rows",
     "effective_fpr",
     "min_calibration_rows",
     "conformal_p_values",
     "conformal_threshold",
+    "fit_splits",
     "holdout_split",
     "reference_split",
     "thresholds",
@@ -127,6 +129,50 @@ def check_calibration_rows(
         f"so nothing would be flagged. {ways_out}or accept a coarser threshold "
         f"(coarse_threshold=True; its false-positive rate is then at most 1/(n+1) = {floor:.3g})"
     )
+
+
+def check_holdout_rows(
+    n_benign: int,
+    fraction: float,
+    needs_reference: bool,
+    target_fpr: float | None,
+    *,
+    coarse: bool = False,
+) -> None:
+    """Refuse, before any fitting, a threshold that the benign rows a fit holds out of
+    ``n_benign`` (:func:`calibration_rows`) cannot set (:func:`check_calibration_rows`)."""
+    n_cal = calibration_rows(n_benign, fraction, needs_reference)
+    halved = ", half of them for the score rule's reference" if needs_reference else ""
+    check_calibration_rows(
+        n_cal,
+        target_fpr,
+        coarse=coarse,
+        what=f"{n_benign:,} benign rows x calibration_fraction {fraction:g}" + halved,
+        ways_out="Hold out more (a larger calibration_fraction), bring more benign flows, "
+        "aim at a larger target_fpr, ",
+    )
+
+
+def fit_splits(
+    y: np.ndarray,
+    calibration: str,
+    fraction: float,
+    needs_reference: bool,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows a fit learns from, the benign reference rows and the benign calibration rows.
+
+    With ``calibration="holdout"``, :func:`holdout_split` holds ``fraction`` of the benign rows
+    out of every fit, and for a score rule that ``needs_reference``, :func:`reference_split`
+    halves them; with ``"train"`` every row is fitted on. Draws from ``rng`` in that order.
+    """
+    fit_rows, held_out = np.arange(len(y)), np.zeros(0, dtype=np.int64)
+    if calibration == "holdout":
+        fit_rows, held_out = holdout_split(y, fraction, rng)
+    reference = np.zeros(0, dtype=np.int64)
+    if needs_reference:
+        reference, held_out = reference_split(held_out, rng)
+    return fit_rows, reference, held_out
 
 
 def holdout_split(

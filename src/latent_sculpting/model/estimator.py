@@ -5,13 +5,13 @@ codes form a dense hypersphere and attacks lie at least a margin away. Stage 2 f
 Autoregressive Flow to the codes of benign training flows. A score rule combines the flow's
 negative log-likelihood with the Stage-1 centroids or with side channels [1]_.
 
-This module owns the public API, the order of the parts and the random draws between them; each
-part lives in its own module: the held-out splits and thresholds in :mod:`.calibration`, the
-features in :mod:`.preprocessing`, Stage 1 in :mod:`.stage1`, the Deep SVDD embedding in
-:mod:`.deep_sad`, the side channels in :mod:`.channels`, Stage 2 in :mod:`.stage2`, the score
-rules in :mod:`.fusion`, the parameter checks in :mod:`.params`, the data checks in
-:mod:`.validation`, model files in :mod:`.persistence`. It runs to about 500 lines because the
-43 parameters' documentation and constructor take about 200 of them.
+This module owns the public API, the order of the parts and the random draws between them; the
+fitted parts and the methods that fit and score each of them are :class:`~.parts.FittedParts`,
+and each part lives in its own module: the held-out splits and thresholds in :mod:`.calibration`,
+the features in :mod:`.preprocessing`, Stage 1 in :mod:`.stage1`, the Deep SVDD embedding and
+the side channels in :mod:`.channels`, Stage 2 in :mod:`.density`, the score rules in
+:mod:`.fusion`, the constructor and parameter checks in :mod:`.params`, the data checks in
+:mod:`.validation`, model files in :mod:`.persistence`. The 48 parameters are documented here.
 
 References
 ----------
@@ -26,43 +26,32 @@ import copy
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from latent_sculpting.io.flowspec import FlowSpec, spec_for_features
 from latent_sculpting.model.calibration import (
     PERCENTILES,
-    calibration_rows,
-    check_calibration_rows,
+    check_holdout_rows,
     conformal_p_values,
     effective_fpr,
-    holdout_split,
-    reference_split,
-)
-from latent_sculpting.model.channels.deep_sad import DeepSAD
-from latent_sculpting.model.channels.registry import SIDE_CHANNELS, enabled_channels
-from latent_sculpting.model.density.fastpath import (
-    SCORE_BLOCK,
-    map_blocks,
-    scoring_workers,
+    fit_splits,
 )
 from latent_sculpting.model.folds import pseudo_zero_day_folds
 from latent_sculpting.model.fusion import FUSIONS
-from latent_sculpting.model.params import PARAMETER_CONSTRAINTS, check_params
-from latent_sculpting.model.parts import FIELDS, FittedParts
+from latent_sculpting.model.params import Parameters
+from latent_sculpting.model.parts import FIELDS, FittedParts, fitted_attribute
 from latent_sculpting.model.persistence import load_model, save_model
 from latent_sculpting.model.preprocessing import FeaturePreprocessor
-from latent_sculpting.model.stage1.train import STAGE1_PARAMETERS, fit_stage1
 from latent_sculpting.model.validation import check_features, check_fit_data
 
 __all__ = ["PERCENTILES", "LatentSculpting"]
 
 
-class LatentSculpting(BaseEstimator):
+class LatentSculpting(Parameters):
     """Two-stage zero-shot attack detector: latent sculpting, then MAF density [1]_.
 
     The defaults are the ``default`` preset (:mod:`latent_sculpting.model.presets`).
@@ -186,28 +175,18 @@ class LatentSculpting(BaseEstimator):
 
     Attributes
     ----------
-    preprocessor_ : FeaturePreprocessor
-    encoder_ : torch.nn.Module or None
-    center_benign_, center_attack_ : torch.Tensor or None
-        Stage-1 centroids, from the Stage-1 training rows.
-    svdd_ : DeepSAD or None
-        The benign-only embedding beside the codes (``svdd_dim > 0``).
-    flow_scaler_ : FeaturePreprocessor or None
-        The flow input's standardisation (``flow_standardize=True``).
-    flow_ : LatentDensity or None
-        None when ``flow_transforms=0``.
-    channels_ : dict of str to side channel
-        The side channels that are on (``"forest"``, ``"boost"``), by name.
-    fusion_ : latent_sculpting.model.fusion.Fusion
-        The fitted score rule (for ``"fisher"``, the tails of each channel).
-    thresholds_ : dict of float to float
-        Threshold at each percentile of :data:`~latent_sculpting.model.calibration.PERCENTILES`
-        (and ``percentile``).
-    threshold_ : float
-    calibration_scores_ : numpy.ndarray
-        Sorted benign calibration scores behind thresholds and p-values.
+    parts_ : FittedParts
+        The fitted parts (:class:`~latent_sculpting.model.parts.FittedParts`, which describes
+        each). ``preprocessor_``, ``encoder_``, ``center_benign_``, ``center_attack_``,
+        ``svdd_``, ``flow_scaler_``, ``flow_``, ``channels_``, ``fusion_``,
+        ``calibration_scores_``, ``thresholds_``, ``threshold_``, ``drift_reference_``,
+        ``benign_profile_`` and ``device_`` are views of its fields.
     n_features_in_ : int
     feature_names_in_ : numpy.ndarray, optional
+    spec_ : FlowSpec, optional
+        How flow records become ``X`` (see :meth:`fit`).
+    training_info_ : dict
+        Where the training rows came from (see :meth:`fit`).
     history_ : dict
         Per-epoch losses and validation F1, best epoch, and seconds per stage; under
         ``training_events`` (only when there were any) the training loops' reports of
@@ -221,109 +200,6 @@ class LatentSculpting(BaseEstimator):
     >>> model.fit(X_train, y_train).decision_function(X_test)  # doctest: +SKIP
     """
 
-    _parameter_constraints: ClassVar[dict[str, list]] = PARAMETER_CONSTRAINTS
-
-    def __init__(
-        self,
-        *,
-        feature_transform: str = "log1p",
-        scaler: str = "standard",
-        stage1: bool = False,
-        encoder: str = "mlp",
-        latent_dim: int = 32,
-        d_model: int = 256,
-        n_heads: int = 4,
-        n_layers: int = 2,
-        d_ffn: int = 256,
-        dropout: float = 0.1,
-        loss: str = "binary_sculpting",
-        alpha: float = 0.1,
-        beta: float = 0.1,
-        gamma: float = 1.0,
-        margin: float = 5.0,
-        input_noise: float = 0.1,
-        lr: float = 3e-4,
-        weight_decay: float = 1e-2,
-        batch_size: int = 512,
-        epochs: int = 10,
-        grad_clip: float = 1.0,
-        validation_fraction: float = 0.1,
-        selection: str = "distance_auroc",
-        undersample_benign: bool = True,
-        flow_transforms: int = 5,
-        flow_hidden: int = 128,
-        flow_hidden_layers: int = 1,
-        flow_lr: float = 5e-4,
-        flow_epochs: int = 20,
-        flow_batch_size: int = 512,
-        flow_standardize: bool = False,
-        svdd_dim: int = 0,
-        forest_trees: int = 0,
-        boost_iter: int = 100,
-        knn_prototypes: int = 1024,
-        stack_folds: int = 8,
-        stack_neighbours: int = 0,
-        max_benign_rows: int | None = 262_144,
-        score: str = "stacked",
-        percentile: float = 95.0,
-        calibration: str = "holdout",
-        calibration_fraction: float = 0.2,
-        target_fpr: float | None = None,
-        coarse_threshold: bool = False,
-        random_state: int | None = None,
-        device: str = "auto",
-        n_jobs: int | None = None,
-        verbose: bool = False,
-    ) -> None:
-        self.feature_transform = feature_transform
-        self.scaler = scaler
-        self.stage1 = stage1
-        self.encoder = encoder
-        self.latent_dim = latent_dim
-        self.d_model = d_model
-        self.n_heads = n_heads
-        self.n_layers = n_layers
-        self.d_ffn = d_ffn
-        self.dropout = dropout
-        self.loss = loss
-        self.alpha = alpha
-        self.beta = beta
-        self.gamma = gamma
-        self.margin = margin
-        self.input_noise = input_noise
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.grad_clip = grad_clip
-        self.validation_fraction = validation_fraction
-        self.selection = selection
-        self.undersample_benign = undersample_benign
-        self.flow_transforms = flow_transforms
-        self.flow_hidden = flow_hidden
-        self.flow_hidden_layers = flow_hidden_layers
-        self.flow_lr = flow_lr
-        self.flow_epochs = flow_epochs
-        self.flow_batch_size = flow_batch_size
-        self.flow_standardize = flow_standardize
-        self.svdd_dim = svdd_dim
-        self.forest_trees = forest_trees
-        self.boost_iter = boost_iter
-        self.knn_prototypes = knn_prototypes
-        self.stack_folds = stack_folds
-        self.stack_neighbours = stack_neighbours
-        self.max_benign_rows = max_benign_rows
-        self.score = score
-        self.percentile = percentile
-        self.calibration = calibration
-        self.calibration_fraction = calibration_fraction
-        self.target_fpr = target_fpr
-        self.coarse_threshold = coarse_threshold
-        self.random_state = random_state
-        self.device = device
-        self.n_jobs = n_jobs
-        self.verbose = verbose
-
     def __copy__(self) -> LatentSculpting:
         # The fitted attributes are views of ``parts_``: a shallow copy gets its own parts
         # (sharing the part objects), so that replacing a part of the copy leaves this one be,
@@ -333,9 +209,6 @@ class LatentSculpting(BaseEstimator):
         if "parts_" in self.__dict__:
             new.parts_ = copy.copy(self.parts_)
         return new
-
-    def _validate_params(self) -> None:
-        check_params(self.get_params(deep=False), caller=type(self).__name__)
 
     # ------------------------------------------------------------------ fitting
 
@@ -374,6 +247,7 @@ class LatentSculpting(BaseEstimator):
         self
         """
         self._validate_params()
+        params = self.get_params(deep=False)
         X, y, groups_arr, names = check_fit_data(X, y, groups, stage1=self.stage1)
         self.training_info_ = dict(training_info or {})
         self.n_features_in_ = X.shape[1]
@@ -391,7 +265,13 @@ class LatentSculpting(BaseEstimator):
                 if hasattr(self, name):
                     delattr(self, name)
         if self.calibration == "holdout":
-            self._check_calibration_rows(int((y == 0).sum()))
+            check_holdout_rows(
+                int((y == 0).sum()),
+                self.calibration_fraction,
+                FUSIONS[self.score].needs_reference,
+                self.target_fpr,
+                coarse=self.coarse_threshold,
+            )
         self.parts_ = parts = FittedParts(
             device=torch.device(
                 ("cuda" if torch.cuda.is_available() else "cpu")
@@ -405,13 +285,9 @@ class LatentSculpting(BaseEstimator):
         events: list[dict] = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(2**31)))
-            fit_rows, held_out = np.arange(len(y)), np.zeros(0, dtype=np.int64)
-            if self.calibration == "holdout":
-                fit_rows, held_out = holdout_split(y, self.calibration_fraction, rng)
-            reference = np.zeros(0, dtype=np.int64)
-            if parts.fusion.needs_reference:
-                reference, held_out = reference_split(held_out, rng)
-
+            fit_rows, reference, held_out = fit_splits(
+                y, self.calibration, self.calibration_fraction, parts.fusion.needs_reference, rng
+            )
             with self._timed("preprocess"):
                 parts.preprocessor = FeaturePreprocessor(
                     feature_transform=self.feature_transform, scaler=self.scaler
@@ -419,16 +295,19 @@ class LatentSculpting(BaseEstimator):
                 Z = parts.preprocessor.transform(X)
             with self._timed("stage1"):
                 groups_fit = None if groups_arr is None else groups_arr[fit_rows]
-                self._fit_stage1(Z[fit_rows], y[fit_rows], groups_fit, rng, events)
+                history = parts.fit_stage1(
+                    Z[fit_rows], y[fit_rows], groups_fit, rng, params, events=events
+                )
+                self.history_.update(history)
             benign = self._benign_sample(fit_rows[y[fit_rows] == 0], rng)
             with self._timed("side_channels"):
                 rows = np.concatenate([reference, held_out])
-                out_of_sample = self._fit_side_channels(Z, y, benign, rows, rng)
-                if self.svdd_ is not None:
-                    events.extend(self.svdd_.training_events_)
+                out_of_sample = parts.fit_side_channels(Z, y, benign, rows, rng, params)
+                if parts.svdd is not None:
+                    events.extend(parts.svdd.training_events_)
             with self._timed("stage2"):
                 benign_inputs, self.history_["stage2_nll"] = parts.fit_flow(
-                    Z[benign], self.get_params(deep=False), events=events
+                    Z[benign], params, events=events
                 )
                 if benign_inputs is None:
                     del self.history_["stage2_nll"]
@@ -436,26 +315,18 @@ class LatentSculpting(BaseEstimator):
             n_ref = len(reference)
             if parts.fusion.needs_reference:
                 side = {name: scores[:n_ref] for name, scores in out_of_sample.items()}
-                resolution = {name: c.resolution for name, c in parts.channels.items()}
                 reference_scores = parts.channel_scores(Z[reference], side)
+                folds = None
                 if parts.fusion.needs_folds:
                     with self._timed("folds"):
                         train = np.union1d(fit_rows[y[fit_rows] == 1], benign)
                         folds = pseudo_zero_day_folds(
-                            parts,
-                            self.get_params(deep=False),
-                            Z,
-                            y,
-                            groups_arr,
-                            fit_rows,
-                            reference,
-                            reference_scores,
-                            train,
-                        )
-                    parts.fusion.fit(reference_scores, resolution, folds)
+                            parts, params, Z, y, groups_arr, fit_rows, reference,
+                            reference_scores, train,
+                        )  # fmt: skip
+                parts.fit_fusion(reference_scores, folds)
+                if folds is not None:
                     self.history_["fusion_weights"] = dict(parts.fusion.weights_)
-                else:
-                    parts.fusion.fit(reference_scores, resolution)
             if self.calibration == "train":
                 # The paper: the flow's NLL of the benign rows it was trained on.
                 cal = parts.nll(benign_inputs)
@@ -480,21 +351,6 @@ class LatentSculpting(BaseEstimator):
             X_benign, names, target_fpr=target, spec=getattr(self, "spec_", None)
         )
 
-    def _check_calibration_rows(self, n_benign: int) -> None:
-        """Refuse, before any fitting, a threshold that the held-out benign rows cannot set."""
-        needs_reference = FUSIONS[self.score].needs_reference
-        n_cal = calibration_rows(n_benign, self.calibration_fraction, needs_reference)
-        halved = ", half of them for the score rule's reference" if needs_reference else ""
-        check_calibration_rows(
-            n_cal,
-            self.target_fpr,
-            coarse=self.coarse_threshold,
-            what=f"{n_benign:,} benign rows x calibration_fraction {self.calibration_fraction:g}"
-            + halved,
-            ways_out="Hold out more (a larger calibration_fraction), bring more benign flows, "
-            "aim at a larger target_fpr, ",
-        )
-
     def _benign_sample(self, benign: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``benign``, or a sorted random sample of ``max_benign_rows`` of them when there are
         more (no draw otherwise, so that a fit below the budget is the fit without one)."""
@@ -503,67 +359,6 @@ class LatentSculpting(BaseEstimator):
         if cap is None or len(benign) <= cap:
             return benign
         return np.sort(rng.choice(benign, size=cap, replace=False))
-
-    def _fit_stage1(
-        self,
-        Z: np.ndarray,
-        y: np.ndarray,
-        groups: np.ndarray | None,
-        rng: np.random.Generator,
-        events: list[dict],
-    ) -> None:
-        parts = self.parts_
-        parts.encoder = parts.center_benign = parts.center_attack = None
-        if not self.stage1:
-            return
-        params = {name: getattr(self, name) for name in STAGE1_PARAMETERS}
-        fitted = fit_stage1(
-            Z,
-            y,
-            groups,
-            rng,
-            **params,
-            device=parts.device,
-            fast=parts.fast,
-            verbose=self.verbose,
-            events=events,
-        )
-        parts.encoder = fitted.encoder
-        parts.center_benign, parts.center_attack = fitted.center_benign, fitted.center_attack
-        self.history_.update(fitted.history)
-
-    def _fit_side_channels(
-        self,
-        Z: np.ndarray,
-        y: np.ndarray,
-        benign: np.ndarray,
-        held_out: np.ndarray,
-        rng: np.random.Generator,
-    ) -> dict[str, np.ndarray]:
-        """Fit the Deep SVDD embedding (on ``benign`` rows) and every side channel that is on;
-        each channel's out-of-sample scores of the ``held_out`` rows."""
-        # Seeds are drawn only for the parts in use, so that a model without them draws
-        # exactly what it would draw if they did not exist.
-        parts = self.parts_
-        parts.svdd = None
-        if self.svdd_dim > 0:
-            seed = int(rng.integers(2**31))
-            parts.svdd = DeepSAD(eta=0.0, rep_dim=self.svdd_dim, random_state=seed)
-            parts.svdd.fit(Z[benign])
-        parts.channels, scores = {}, {}
-        # A benign-only channel sees the benign fitting rows (the sample, under
-        # max_benign_rows) and the held-out rows it scores, as adapt refits it.
-        benign_rows = np.r_[benign, held_out]
-        local_held = np.arange(len(benign), len(benign_rows))
-        for name in enabled_channels(self.get_params(deep=False)):
-            cls = SIDE_CHANNELS[name]
-            channel = cls(getattr(self, cls.parameter), random_state=int(rng.integers(2**31)))
-            if channel.supervised:
-                scores[name] = channel.fit(Z, y, held_out)
-            else:
-                scores[name] = channel.fit(Z[benign_rows], y[benign_rows], local_held)
-            parts.channels[name] = channel
-        return scores
 
     @contextlib.contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -656,32 +451,19 @@ class LatentSculpting(BaseEstimator):
         and its verdict ``stage1_attack``."""
 
         def details(rows: np.ndarray) -> dict[str, np.ndarray]:
-            scores = self.parts_.channel_scores(self.parts_.preprocessor.transform(rows))
-            out = {"nll": scores["nll"]} if "nll" in scores else {}
-            out.update({c.column: scores[name] for name, c in self.channels_.items()})
-            out["score"] = self.fusion_.combine(scores)
-            if self.stage1:
-                out["distance_benign"] = scores["distance_benign"]
-                out["distance_attack"] = scores["distance_attack"]
-                out["stage1_attack"] = out["distance_attack"] < out["distance_benign"]
-            return out
+            Z = self.parts_.preprocessor.transform(rows)
+            return self.parts_.score_details(Z, stage1=self.stage1)
 
         blocks = self._map_blocks(X, details)
         return {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
 
     def _map_blocks(self, X: Any, score: Callable[[np.ndarray], Any], *, flow: bool = True) -> list:
-        """``score`` of each :data:`~.fastpath.SCORE_BLOCK`-row block of the checked ``X``, in
-        order, on :func:`~.fastpath.scoring_workers` threads when there are several blocks.
-        Blocks bound scoring's working memory (float64 transforms, activations) however large
-        ``X`` is. ``flow``: whether ``score`` runs the flow (its fast copy is then checked once
-        here; checking it walks the flow's parameters, more than scoring one flow costs)."""
+        """``score`` of each block of the checked ``X``, in order
+        (:meth:`~.parts.FittedParts.map_blocks`)."""
         check_is_fitted(self, "flow_")
         names = getattr(self, "feature_names_in_", None)
         arr = check_features(X, n_features=self.n_features_in_, feature_names=names)
-        blocks = [arr[start : start + SCORE_BLOCK] for start in range(0, len(arr), SCORE_BLOCK)]
-        if flow and self.flow_ is not None and self.parts_.fast:
-            self.parts_.fast_flow()  # built once here rather than by each worker
-        return map_blocks(score, blocks or [arr], scoring_workers())
+        return self.parts_.map_blocks(arr, score, flow=flow)
 
     # ------------------------------------------------------------------ persistence
 
@@ -705,24 +487,6 @@ class LatentSculpting(BaseEstimator):
         return model
 
 
-def _view(field: str) -> property:
-    """The estimator's fitted attribute ``field_``: a view of :class:`FittedParts`'s field."""
-
-    def get(self: LatentSculpting) -> Any:
-        try:
-            parts = self.__dict__["parts_"]
-        except KeyError:
-            raise AttributeError(f"{type(self).__name__} is not fitted: no {field}_") from None
-        return getattr(parts, field)
-
-    def set(self: LatentSculpting, value: Any) -> None:
-        if "parts_" not in self.__dict__:
-            self.parts_ = FittedParts()
-        setattr(self.parts_, field, value)
-
-    return property(get, set, doc=f"The fitted part ``parts_.{field}``.")
-
-
 for _field in FIELDS:
-    setattr(LatentSculpting, f"{_field}_", _view(_field))
+    setattr(LatentSculpting, f"{_field}_", fitted_attribute(_field))
 del _field

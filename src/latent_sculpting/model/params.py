@@ -7,14 +7,16 @@
 :func:`check_params` adds the checks across parameters, so that a setting the chosen score
 rule would ignore is refused rather than silently dropped. Both run before any data is
 touched; the command line reads the same table to parse ``--set name=value``.
+:class:`Parameters` is the estimator's constructor: it stores each parameter as given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, ClassVar
 
+from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import (
     Interval,
     Options,
@@ -28,7 +30,14 @@ from latent_sculpting.model.preprocessing import FEATURE_TRANSFORMS, SCALERS
 from latent_sculpting.model.stage1.encoders import ATTENTION_ENCODERS, ENCODERS
 from latent_sculpting.model.stage1.losses import LOSSES
 
-__all__ = ["CALIBRATIONS", "PARAMETER_CONSTRAINTS", "RUN_PARAMETERS", "SELECTIONS", "check_params"]
+__all__ = [
+    "CALIBRATIONS",
+    "PARAMETER_CONSTRAINTS",
+    "RUN_PARAMETERS",
+    "SELECTIONS",
+    "Parameters",
+    "check_params",
+]
 
 #: Where thresholds and p-values come from (see :class:`~latent_sculpting.LatentSculpting`).
 CALIBRATIONS = ("train", "holdout")
@@ -203,3 +212,118 @@ def check_params(params: Mapping[str, Any], *, caller: str = "LatentSculpting") 
             problems.append(f"device={params['device']!r} is not a torch device: {error}")
     if problems:
         raise ValueError(f"{caller} parameters do not fit together: " + "; ".join(problems))
+
+
+class Parameters(BaseEstimator):
+    """The parameters of :class:`~latent_sculpting.LatentSculpting`, which documents them.
+
+    scikit-learn's convention: the constructor stores each parameter as given, under its own
+    name, and nothing else; :meth:`_validate_params` (scikit-learn's hook, which ``fit`` calls)
+    checks them with :func:`check_params`.
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = PARAMETER_CONSTRAINTS
+
+    def __init__(
+        self,
+        *,
+        feature_transform: str = "log1p",
+        scaler: str = "standard",
+        stage1: bool = False,
+        encoder: str = "mlp",
+        latent_dim: int = 32,
+        d_model: int = 256,
+        n_heads: int = 4,
+        n_layers: int = 2,
+        d_ffn: int = 256,
+        dropout: float = 0.1,
+        loss: str = "binary_sculpting",
+        alpha: float = 0.1,
+        beta: float = 0.1,
+        gamma: float = 1.0,
+        margin: float = 5.0,
+        input_noise: float = 0.1,
+        lr: float = 3e-4,
+        weight_decay: float = 1e-2,
+        batch_size: int = 512,
+        epochs: int = 10,
+        grad_clip: float = 1.0,
+        validation_fraction: float = 0.1,
+        selection: str = "distance_auroc",
+        undersample_benign: bool = True,
+        flow_transforms: int = 5,
+        flow_hidden: int = 128,
+        flow_hidden_layers: int = 1,
+        flow_lr: float = 5e-4,
+        flow_epochs: int = 20,
+        flow_batch_size: int = 512,
+        flow_standardize: bool = False,
+        svdd_dim: int = 0,
+        forest_trees: int = 0,
+        boost_iter: int = 100,
+        knn_prototypes: int = 1024,
+        stack_folds: int = 8,
+        stack_neighbours: int = 0,
+        max_benign_rows: int | None = 262_144,
+        score: str = "stacked",
+        percentile: float = 95.0,
+        calibration: str = "holdout",
+        calibration_fraction: float = 0.2,
+        target_fpr: float | None = None,
+        coarse_threshold: bool = False,
+        random_state: int | None = None,
+        device: str = "auto",
+        n_jobs: int | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.feature_transform = feature_transform
+        self.scaler = scaler
+        self.stage1 = stage1
+        self.encoder = encoder
+        self.latent_dim = latent_dim
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.n_layers = n_layers
+        self.d_ffn = d_ffn
+        self.dropout = dropout
+        self.loss = loss
+        self.alpha = alpha
+        self.beta = beta
+        self.gamma = gamma
+        self.margin = margin
+        self.input_noise = input_noise
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.grad_clip = grad_clip
+        self.validation_fraction = validation_fraction
+        self.selection = selection
+        self.undersample_benign = undersample_benign
+        self.flow_transforms = flow_transforms
+        self.flow_hidden = flow_hidden
+        self.flow_hidden_layers = flow_hidden_layers
+        self.flow_lr = flow_lr
+        self.flow_epochs = flow_epochs
+        self.flow_batch_size = flow_batch_size
+        self.flow_standardize = flow_standardize
+        self.svdd_dim = svdd_dim
+        self.forest_trees = forest_trees
+        self.boost_iter = boost_iter
+        self.knn_prototypes = knn_prototypes
+        self.stack_folds = stack_folds
+        self.stack_neighbours = stack_neighbours
+        self.max_benign_rows = max_benign_rows
+        self.score = score
+        self.percentile = percentile
+        self.calibration = calibration
+        self.calibration_fraction = calibration_fraction
+        self.target_fpr = target_fpr
+        self.coarse_threshold = coarse_threshold
+        self.random_state = random_state
+        self.device = device
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    def _validate_params(self) -> None:
+        check_params(self.get_params(deep=False), caller=type(self).__name__)

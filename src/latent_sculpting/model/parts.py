@@ -1,7 +1,8 @@
 """The fitted parts of a detector, and the public methods every user of them calls.
 
-:class:`~latent_sculpting.model.estimator.LatentSculpting` fits the parts in order and owns
-their random draws; :class:`FittedParts` holds what it fitted and is what scoring, adaptation
+:class:`~latent_sculpting.model.estimator.LatentSculpting` fits the parts in order, through the
+fitting methods below, and owns their random draws (each method draws from the generator it is
+given); :class:`FittedParts` holds what it fitted and is what scoring, adaptation
 (:mod:`latent_sculpting.model.adapt`) and the pseudo-zero-day folds
 (:mod:`latent_sculpting.model.folds`) work on, through the methods below and never through a
 private method of the estimator. The estimator's fitted attributes (``preprocessor_``,
@@ -13,7 +14,7 @@ Each part validates its own state when it is built from a model file
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,16 @@ import numpy as np
 import torch
 
 from latent_sculpting.model.calibration import thresholds
-from latent_sculpting.model.density.fastpath import FastMAF, encode, reference_scoring
+from latent_sculpting.model.channels.deep_sad import DeepSAD
+from latent_sculpting.model.channels.registry import SIDE_CHANNELS, enabled_channels
+from latent_sculpting.model.density.fastpath import (
+    SCORE_BLOCK,
+    FastMAF,
+    encode,
+    map_blocks,
+    reference_scoring,
+    scoring_workers,
+)
 from latent_sculpting.model.density.train import (
     STAGE2_PARAMETERS,
     fine_tune_blocked,
@@ -30,11 +40,11 @@ from latent_sculpting.model.density.train import (
     negative_log_likelihood,
 )
 from latent_sculpting.model.preprocessing import FeaturePreprocessor
-from latent_sculpting.model.stage1.train import sqdist
+from latent_sculpting.model.stage1.train import STAGE1_PARAMETERS, fit_stage1, sqdist
 from latent_sculpting.monitor.drift import DriftReference
 from latent_sculpting.monitor.profile import BenignProfile, spec_categorical
 
-__all__ = ["FIELDS", "FittedParts"]
+__all__ = ["FIELDS", "FittedParts", "fitted_attribute"]
 
 
 @dataclass(eq=False)
@@ -48,21 +58,22 @@ class FittedParts:
     encoder : torch.nn.Module or None
         The Stage-1 encoder; None when the flow reads the scaled features.
     center_benign, center_attack : torch.Tensor or None
-        The Stage-1 centroids.
+        The Stage-1 centroids, from the Stage-1 training rows.
     svdd : DeepSAD or None
-        The benign-only embedding beside the codes.
+        The benign-only embedding beside the codes (``svdd_dim > 0``).
     flow_scaler : FeaturePreprocessor or None
-        The flow input's standardisation.
+        The flow input's standardisation (``flow_standardize=True``).
     flow : LatentDensity or None
-        The Stage-2 density; None for a model without a flow.
+        The Stage-2 density; None for a model without a flow (``flow_transforms=0``).
     channels : dict of str to side channel
-        The side channels that are on, by name.
+        The side channels that are on (``"forest"``, ``"boost"``, ...), by name.
     fusion : Fusion
-        The score rule.
+        The fitted score rule (for ``"fisher"``, the tails of each channel).
     calibration_scores : numpy.ndarray
         Sorted benign calibration scores behind the thresholds and p-values.
     thresholds : dict of float to float
-        Threshold at each percentile.
+        Threshold at each percentile of
+        :data:`~latent_sculpting.model.calibration.PERCENTILES` (and ``percentile``).
     threshold : float
         The threshold in use.
     drift_reference, benign_profile : DriftReference, BenignProfile or None
@@ -154,7 +165,114 @@ class FittedParts:
         """The detector's score of scaled rows: the fusion of the channels it reads."""
         return self.fusion.combine(self.channel_scores(Z, only=self.fusion.channels_read()))
 
+    def score_details(self, Z: np.ndarray, *, stage1: bool) -> dict[str, np.ndarray]:
+        """Everything behind the score of scaled rows: the flow's NLL (when there is a flow),
+        each side channel's score (by its column, e.g. ``forest_probability``), the score, and
+        with ``stage1`` the distances to the centroids and its verdict ``stage1_attack``."""
+        scores = self.channel_scores(Z)
+        out = {"nll": scores["nll"]} if "nll" in scores else {}
+        out.update({c.column: scores[name] for name, c in self.channels.items()})
+        out["score"] = self.fusion.combine(scores)
+        if stage1:
+            out["distance_benign"] = scores["distance_benign"]
+            out["distance_attack"] = scores["distance_attack"]
+            out["stage1_attack"] = out["distance_attack"] < out["distance_benign"]
+        return out
+
+    def map_blocks(
+        self, X: np.ndarray, score: Callable[[np.ndarray], Any], *, flow: bool = True
+    ) -> list:
+        """``score`` of each :data:`~.fastpath.SCORE_BLOCK`-row block of checked rows ``X``, in
+        order, on :func:`~.fastpath.scoring_workers` threads when there are several blocks.
+        Blocks bound scoring's working memory (float64 transforms, activations) however large
+        ``X`` is. ``flow``: whether ``score`` runs the flow (its fast copy is then checked once
+        here; checking it walks the flow's parameters, more than scoring one flow costs)."""
+        blocks = [X[start : start + SCORE_BLOCK] for start in range(0, len(X), SCORE_BLOCK)]
+        if flow and self.flow is not None and self.fast:
+            self.fast_flow()  # built once here rather than by each worker
+        return map_blocks(score, blocks or [X], scoring_workers())
+
     # ------------------------------------------------------------------ fitting
+    # ``params`` are the estimator's parameters (``get_params``); ``rng`` is the estimator's
+    # generator, from which each method draws in a fixed order, so a fit is the same bits
+    # whoever calls it.
+
+    def fit_stage1(
+        self,
+        Z: np.ndarray,
+        y: np.ndarray,
+        groups: np.ndarray | None,
+        rng: np.random.Generator,
+        params: Mapping[str, Any],
+        *,
+        events: list[dict] | None = None,
+    ) -> dict[str, Any]:
+        """Fit the Stage-1 encoder and its centroids on scaled rows (none without
+        ``params["stage1"]``); the training history (:func:`~.stage1.train.fit_stage1`).
+        ``events`` receives the training loop's reports."""
+        self.encoder = self.center_benign = self.center_attack = None
+        if not params["stage1"]:
+            return {}
+        fitted = fit_stage1(
+            Z,
+            y,
+            groups,
+            rng,
+            **{name: params[name] for name in STAGE1_PARAMETERS},
+            device=self.device,
+            fast=self.fast,
+            verbose=params["verbose"],
+            events=events,
+        )
+        self.encoder = fitted.encoder
+        self.center_benign, self.center_attack = fitted.center_benign, fitted.center_attack
+        return fitted.history
+
+    def fit_side_channels(
+        self,
+        Z: np.ndarray,
+        y: np.ndarray,
+        benign: np.ndarray,
+        held_out: np.ndarray,
+        rng: np.random.Generator,
+        params: Mapping[str, Any],
+    ) -> dict[str, np.ndarray]:
+        """Fit the Deep SVDD embedding (on ``benign`` rows) and every side channel that is on;
+        each channel's out-of-sample scores of the ``held_out`` rows."""
+        # Seeds are drawn only for the parts in use, so that a model without them draws
+        # exactly what it would draw if they did not exist.
+        self.svdd = None
+        if params["svdd_dim"] > 0:
+            seed = int(rng.integers(2**31))
+            self.svdd = DeepSAD(eta=0.0, rep_dim=params["svdd_dim"], random_state=seed)
+            self.svdd.fit(Z[benign])
+        self.channels, scores = {}, {}
+        # A benign-only channel sees the benign fitting rows (the sample, under
+        # max_benign_rows) and the held-out rows it scores, as adapt refits it.
+        benign_rows = np.r_[benign, held_out]
+        local_held = np.arange(len(benign), len(benign_rows))
+        for name in enabled_channels(params):
+            cls = SIDE_CHANNELS[name]
+            channel = cls(params[cls.parameter], random_state=int(rng.integers(2**31)))
+            if channel.supervised:
+                scores[name] = channel.fit(Z, y, held_out)
+            else:
+                scores[name] = channel.fit(Z[benign_rows], y[benign_rows], local_held)
+            self.channels[name] = channel
+        return scores
+
+    def fit_fusion(
+        self,
+        reference_scores: Mapping[str, np.ndarray],
+        folds: Sequence[Mapping[str, Mapping[str, np.ndarray]]] | None = None,
+    ) -> None:
+        """Fit the score rule on the benign reference rows' channel scores, and for a rule
+        that learns from them, on the pseudo-zero-day ``folds`` (:mod:`.folds`)."""
+        resolution = {name: c.resolution for name, c in self.channels.items()}
+        if folds is None:
+            self.fusion.fit(reference_scores, resolution)
+        else:
+            self.fusion.fit(reference_scores, resolution, folds)
 
     def fit_flow(
         self,
@@ -259,3 +377,22 @@ FIELDS = (
     "benign_profile",
     "device",
 )
+
+
+def fitted_attribute(name: str) -> property:
+    """The estimator's fitted attribute ``name_``: a view of the field ``name`` of its
+    ``parts_`` (unfitted until it has them; setting one gives it parts)."""
+
+    def get(self: Any) -> Any:
+        try:
+            parts = self.__dict__["parts_"]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} is not fitted: no {name}_") from None
+        return getattr(parts, name)
+
+    def set(self: Any, value: Any) -> None:
+        if "parts_" not in self.__dict__:
+            self.parts_ = FittedParts()
+        setattr(self.parts_, name, value)
+
+    return property(get, set, doc=f"The fitted part ``parts_.{name}``.")
