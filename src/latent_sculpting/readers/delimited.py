@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..errors import FlowInputError
+from ._text import arrow_buffer
 
 __all__ = ["NULL_TOKENS", "batches", "columns", "decode", "header_names", "parse_bytes"]
 
@@ -127,8 +128,9 @@ def parse_bytes(
         raise ValueError(f"{source}: types given for columns not in the header: {unknown}")
     read = pacsv.ReadOptions(column_names=names, skip_rows=1)
     try:
+        # Arrow-owned memory, not a view of ``data``: see _text.arrow_buffer.
         table = pacsv.read_csv(
-            pa.BufferReader(data), read_options=read, convert_options=_convert(types)
+            pa.BufferReader(arrow_buffer(data)), read_options=read, convert_options=_convert(types)
         )
     except pa.ArrowInvalid as error:
         raise _explain(source, names, types, error, lambda: io.BytesIO(data)) from None
