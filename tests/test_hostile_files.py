@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,30 @@ def test_compressed_csv_is_a_clear_error(model_path, flows_csv, tmp_path, capsys
     err = capsys.readouterr().err
     assert "gzip-compressed content; decompress it first" in err and "Traceback" not in err
     assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
+def test_ctrl_c_while_sculpt_is_still_importing_says_interrupted(model_path, flows_csv, tmp_path):
+    # The first seconds of `sculpt score` are imports (torch among them), and a SIGINT there
+    # used to end in a KeyboardInterrupt traceback and death by the signal. Sent the moment
+    # torch's library is mapped, it lands in the middle of them. The command line is the
+    # `sculpt` script's own, with SIGINT as an interactive terminal has it.
+    code = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from latent_sculpting.cli import main; sys.exit(main())"
+    )
+    argv = ["score", str(model_path), str(flows_csv), "-o", str(tmp_path / "out.csv")]
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stderr=subprocess.PIPE)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 120
+    while "libtorch" not in maps.read_text():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "torch was never loaded"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err.decode()) == (130, "sculpt score: interrupted\n")
+    assert not (tmp_path / "out.csv").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

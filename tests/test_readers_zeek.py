@@ -212,6 +212,66 @@ def test_truncated_last_row_names_its_line(tmp_path):
 def test_wrong_field_count_names_its_line(tmp_path):
     path = write(tmp_path, plain(rows=(ROW_A + "\t-", ROW_B + "\t-\textra")))
     raises_at(path, 10, match="22 fields where #fields names 21")
+    # Too few fields, further down a log with many rows: the first bad one is named.
+    rows = [ROW_A + "\t-"] * 500 + [ROW_B] + [ROW_A + "\t-"] * 10
+    raises_at(write(tmp_path, plain(rows=rows)), 9 + 500, match="20 fields where #fields names 21")
+
+
+def test_arrow_buffer_holds_no_python_object():
+    import sys
+
+    from latent_sculpting.io.readers._text import arrow_buffer
+
+    data = b"some bytes of a block\n" * 1000
+    before = sys.getrefcount(data)
+    buffer = arrow_buffer(data)
+    assert sys.getrefcount(data) == before  # pa.py_buffer(data) would hold one more
+    assert buffer.to_pybytes() == data
+
+
+def test_arrow_readers_are_given_nothing_that_needs_the_gil_to_drop(tmp_path, monkeypatch):
+    # Arrow's threaded readers drop their input and options on their own threads, sometimes
+    # after the read returned; a Python object among them needs the GIL to be dropped, and a
+    # thread that takes it while the interpreter exits aborts the process (exit 134, once in
+    # 40-130 runs of sculpt score on a log with one bad row; see _text.arrow_buffer). So every
+    # read gets an Arrow-owned buffer from arrow_buffer and no Python callback, error path
+    # included.
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+
+    from latent_sculpting.io.readers import _text, delimited
+
+    given, copied = [], []
+    to_arrow = _text.arrow_buffer
+
+    def counted(data):
+        copied.append(len(data))
+        return to_arrow(data)
+
+    def spy(read):
+        def wrapped(source, *args, **kwargs):
+            options = kwargs.get("parse_options")
+            handler = getattr(options, "invalid_row_handler", None)
+            given.append((type(source), handler, len(copied)))
+            return read(source, *args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(_text, "arrow_buffer", counted)
+    monkeypatch.setattr(delimited, "arrow_buffer", counted)
+    monkeypatch.setattr(pacsv, "read_csv", spy(pacsv.read_csv))
+    monkeypatch.setattr(pajson, "read_json", spy(pajson.read_json))
+    bad_tsv = write(tmp_path, plain(rows=(ROW_A + "\t-", ROW_B + "\t-\textra")))
+    raises_at(bad_tsv, 10, match="22 fields")
+    bad_json = write(tmp_path, jsonl(JSON_A) + "[1, 2]\n", name="conn.json")
+    raises_at(bad_json, 2, match="not an object")
+    read(write(tmp_path, plain(), name="good.log"))
+    with pytest.raises(FlowInputError, match="not readable as comma-separated"):
+        delimited.parse_bytes(b"a,b\n1,2,3\n", {})
+    assert len(given) == 4
+    for number, (kind, handler, copies) in enumerate(given, start=1):
+        assert kind is pa.BufferReader and handler is None
+        assert copies == number  # the buffer read is the one arrow_buffer made just before
 
 
 @pytest.mark.parametrize(

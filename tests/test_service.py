@@ -433,6 +433,24 @@ def test_a_token_is_required_except_for_health(server, raw_rows):
             assert response.headers["www-authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        (f"Bearer {TOKEN}", 200),
+        (f"bearer {TOKEN}", 200),  # RFC 7235: the scheme is case-insensitive
+        (f"BEARER  {TOKEN}", 200),
+        (f"Basic {TOKEN}", 401),
+        (f"bearer {TOKEN}x", 401),
+        (TOKEN, 401),
+        ("bearer", 401),
+    ],
+)
+def test_the_bearer_scheme_is_case_insensitive_and_the_token_is_not(server, authorization, status):
+    with httpx.Client(base_url=server, timeout=30) as anonymous:
+        response = anonymous.get("/v1/model", headers={"Authorization": authorization})
+        assert response.status_code == status, authorization
+
+
 def test_no_interactive_docs_and_no_schema_unless_asked(client):
     for path in ("/docs", "/redoc", "/openapi.json"):
         assert client.get(path).status_code == 404
@@ -609,6 +627,148 @@ def test_names_only_later_records_have_are_kept_and_a_boolean_is_not_a_number(mo
     records[1]["Flow Duration"] = True
     with pytest.raises(RequestError, match="record 2 field 'Flow Duration': True is not a number"):
         parser.parse(json.dumps(records).encode(), "application/json")
+
+
+def test_a_csv_header_of_a_million_columns_is_refused_before_it_is_parsed(model, monkeypatch):
+    # 9.9 MB of header: Arrow used to refuse it after seconds of the event loop with "header is
+    # larger than block size". Counted first, it never reaches a parser.
+    import latent_sculpting.serve.service as service
+
+    header = ",".join(f"c{i}" for i in range(1_000_000)).encode()
+    body = header + b"\n" + b",".join([b"1"] * 1_000_000) + b"\n"
+    assert 9_000_000 < len(body) < LIMITS["max_body_bytes"]
+
+    def never(*args, **kwargs):
+        raise AssertionError("the body was parsed")
+
+    monkeypatch.setattr(service, "header_names", never)
+    monkeypatch.setattr(service, "parse_bytes", never)
+    started = time.perf_counter()
+    with pytest.raises(service.RequestError, match="^1000000 columns; at most 1024$") as error:
+        _parser(model).parse(body, "text/csv")
+    assert error.value.status == 422 and time.perf_counter() - started < 1
+    # Commas inside quoted names are not columns: 1,024 such names are within the limit.
+    quoted = ",".join(f'"a,b,{i}"' for i in range(1024)).encode() + b"\n"
+    with pytest.raises(AssertionError, match="parsed"):
+        _parser(model).parse(quoted + b"1\n", "text/csv")
+    with pytest.raises(service.RequestError, match="^1025 columns"):
+        _parser(model).parse(quoted.replace(b"\n", b',"x""y"\n') + b"1\n", "text/csv")
+
+
+def test_gzip_bodies_are_read_within_the_limit_and_other_encodings_refused(client, raw_rows):
+    import gzip
+
+    body = raw_rows.to_csv(index=False).encode()
+    csv = {"Content-Type": "text/csv"}
+    plain = client.post("/v1/score", content=body, headers=csv)
+    packed = client.post(
+        "/v1/score", content=gzip.compress(body), headers={**csv, "Content-Encoding": "gzip"}
+    )
+    assert packed.status_code == 200 and packed.json() == plain.json()
+    cases = [
+        # A small body that inflates past the limit (a decompression bomb) is cut off there.
+        (gzip.compress(b"a" * (MAX_BODY * 50)), "gzip", 413, "limit once decompressed"),
+        (gzip.compress(body)[:-20], "GZIP", 400, "cut short"),
+        (gzip.compress(body) + b"junk", "gzip", 400, "bytes follow the gzip stream"),
+        (body, "gzip", 400, "the body is not gzip"),
+        (gzip.compress(body), None, 400, "no Content-Encoding: gzip header"),
+        (body, "br", 415, "unsupported Content-Encoding 'br'"),
+    ]
+    for content, encoding, status, message in cases:
+        headers = csv if encoding is None else {**csv, "Content-Encoding": encoding}
+        response = client.post("/v1/score", content=content, headers=headers)
+        assert response.status_code == status, (encoding, response.text)
+        assert message in response.json()["detail"]
+
+
+def test_a_gzip_bomb_is_never_inflated_beyond_the_limit():
+    import tracemalloc
+    import zlib
+
+    from latent_sculpting.serve.service import RequestError, _decoded
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = b"0" * (1 << 20)
+    bomb = b"".join(packer.compress(zeros) for _ in range(200)) + packer.flush()
+    assert len(bomb) < 300_000  # 200 MiB of text in a body of a few hundred KB
+    tracemalloc.start()
+    try:
+        with pytest.raises(RequestError, match="once decompressed"):
+            _decoded(bomb, "gzip", 1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # the limit and change, not the 200 MiB
+
+
+def test_hosts_outside_the_allowed_list_are_refused(model):
+    from fastapi.testclient import TestClient
+
+    from latent_sculpting.cli.serve import default_allowed_hosts
+    from latent_sculpting.serve.service import check_allowed_hosts
+
+    app = create_app(model, allowed_hosts=["localhost", "127.0.0.1", "[::1]", "*.example.org"])
+    with TestClient(app) as c:
+        for host in ("localhost:8000", "127.0.0.1", "[::1]:8000", "a.b.example.org"):
+            assert c.get("/health", headers={"Host": host}).status_code == 200, host
+        for host in ("attacker.example.com", "127.0.0.1.nip.io", "example.org"):
+            response = c.get("/health", headers={"Host": host})
+            assert response.status_code == 400 and response.text == "Invalid host header"
+    with TestClient(create_app(model)) as c:  # no list: any host
+        assert c.get("/health", headers={"Host": "anything.example"}).status_code == 200
+    assert default_allowed_hosts("127.0.0.1") == ["localhost", "127.0.0.1", "[::1]"]
+    assert default_allowed_hosts("::1") == ["localhost", "127.0.0.1", "[::1]"]
+    assert default_allowed_hosts("127.0.0.2")[-1] == "127.0.0.2"
+    assert default_allowed_hosts("0.0.0.0") == ["*"]
+    for bad in (["*.*.org"], ["a*"], ["host:80"], ["::1"], ["[::1]:80"], []):
+        with pytest.raises(ValueError, match="allowed host"):
+            check_allowed_hosts(bad)
+
+
+def test_sculpt_serve_on_loopback_allows_only_its_own_names_by_default(model_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from latent_sculpting.cli import main
+
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: apps.append(app))
+    assert main(["serve", str(model_path)]) == 0
+    assert main(["serve", str(model_path), "--allowed-hosts", "scorer.example"]) == 0
+    assert main(["serve", str(model_path), "--allowed-hosts", "*"]) == 0
+    expected = [
+        {"127.0.0.1:8000": 200, "localhost": 200, "rebound.example": 400},
+        {"scorer.example": 200, "127.0.0.1": 400},
+        {"rebound.example": 200},
+    ]
+    for app, answers in zip(apps, expected, strict=True):
+        with TestClient(app) as c:
+            for host, status in answers.items():
+                assert c.get("/health", headers={"Host": host}).status_code == status, host
+
+
+def test_csv_answers_and_files_escape_formulas_in_text_identifiers_only(
+    client, model, raw_rows, tmp_path
+):
+    from latent_sculpting.serve.engines.local import score_files
+
+    rows = raw_rows.head(5).copy()
+    rows["Flow ID"] = ['=HYPERLINK("http://evil.example/","x")', "+1+1", "-2+3", "@SUM(A1)", "ok"]
+    escaped = ["'" + v for v in rows["Flow ID"][:4]] + ["ok"]
+    answer = client.post("/v1/score", json=_records(rows), headers={"Accept": "text/csv"})
+    got = pd.read_csv(io.StringIO(answer.text), dtype=str, keep_default_na=False)
+    assert got["Flow ID"].tolist() == escaped
+    plain = client.post("/v1/score", json=_records(rows)).json()  # JSON: as sent
+    assert [r["Flow ID"] for r in plain] == rows["Flow ID"].tolist()
+    assert got["score"].astype(float).tolist() == pytest.approx([r["score"] for r in plain])
+    rows.to_csv(tmp_path / "flows.csv", index=False)
+    score_files(model, [tmp_path / "flows.csv"], tmp_path / "scored.csv", progress=False)
+    written = pd.read_csv(tmp_path / "scored.csv", dtype=str, keep_default_na=False)
+    assert written["Flow ID"].tolist() == escaped
+    assert written["score"].astype(float).tolist() == pytest.approx(got["score"].astype(float))
+    score_files(model, [tmp_path / "flows.csv"], tmp_path / "scored.parquet", progress=False)
+    assert (
+        pd.read_parquet(tmp_path / "scored.parquet")["Flow ID"].tolist() == rows["Flow ID"].tolist()
+    )
 
 
 def test_a_record_with_too_many_fields_is_refused_quickly(client):
@@ -893,6 +1053,7 @@ def test_a_worker_config_sets_its_thread_cap_and_refuses_a_bad_one(model_path, t
         "limits": {},
         "drift_window": 100,
         "threads": 0,
+        "allowed_hosts": None,
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))

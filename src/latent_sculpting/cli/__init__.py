@@ -49,7 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sculpt`` script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # Building the parser imports every command's module, torch among them: the first
+        # seconds of any command. A Ctrl-C there is an interruption like any other.
+        parser = build_parser()
+    except KeyboardInterrupt:
+        command = next((arg for arg in argv if arg in COMMANDS), None)
+        print(
+            f"sculpt {command}: interrupted" if command else "sculpt: interrupted", file=sys.stderr
+        )
+        return 130
     args = parser.parse_args(argv)
     try:
         with report_warnings(args.command):

@@ -76,6 +76,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="GET /v1/drift compares the last N flows scored with the model's benign training "
         "traffic (default 10000)",
     )
+    parser.add_argument(
+        "--allowed-hosts",
+        nargs="+",
+        metavar="HOST",
+        help="Host header names requests may carry (e.g. scorer.example.com, *.example.com, "
+        "10.0.0.5, [::1]); others get 400. Default on a loopback address: localhost, "
+        "127.0.0.1, [::1] and --host, so that a web page whose name was rebound to this "
+        "machine cannot reach the service (DNS rebinding); on any other address: any host. "
+        "'*' allows any",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     add_threads_flag(
         parser,
@@ -93,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from latent_sculpting.serve.service import CONFIG_ENV, create_app
+        from latent_sculpting.serve.service import CONFIG_ENV, check_allowed_hosts, create_app
     except ImportError as error:
         raise ValueError(
             f"sculpt serve needs FastAPI and uvicorn: install latent-sculpting[serve] ({error})"
@@ -115,13 +125,20 @@ def run(args: argparse.Namespace) -> int:
             "authenticates",
             file=sys.stderr,
         )
+    hosts = check_allowed_hosts(args.allowed_hosts or default_allowed_hosts(args.host))
+    allowed_hosts = None if hosts == ["*"] else hosts
     limits = {"max_body_bytes": int(args.max_body_mb * 1024 * 1024)}
     threads = 1 if args.threads is None else threads_from_args(args)
     # Built here also with several workers, so that a bad model file or option is one clear
     # error before any worker starts, not one per worker restart.
     model = LatentSculpting.load(args.model, device=args.device)
     app = create_app(
-        model, token=token, openapi=args.openapi, limits=limits, drift_window=args.drift_window
+        model,
+        token=token,
+        openapi=args.openapi,
+        limits=limits,
+        drift_window=args.drift_window,
+        allowed_hosts=allowed_hosts,
     )
     where = f"http://{args.host}:{args.port}"
     if args.workers == 1:
@@ -138,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         "limits": limits,
         "drift_window": args.drift_window,
         "threads": threads,
+        "allowed_hosts": allowed_hosts,
     }
     with _config_file(config) as path:
         os.environ[CONFIG_ENV] = str(path)
@@ -253,6 +271,15 @@ def _config_file(config: dict) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def default_allowed_hosts(host: str) -> list[str]:
+    """The ``Host`` names a service bound to ``host`` accepts by default: this machine's own
+    names on a loopback address, any (``["*"]``) on another."""
+    if not _is_loopback(host):
+        return ["*"]
+    own = f"[{host}]" if ":" in host else host
+    return list(dict.fromkeys(["localhost", "127.0.0.1", "[::1]", own]))
 
 
 def _is_loopback(host: str) -> bool:

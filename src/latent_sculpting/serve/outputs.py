@@ -4,7 +4,8 @@ Every file the package writes (scored flows, model files, results, reports) goes
 temporary name in the destination folder and is renamed into place once complete; an error,
 Ctrl-C or SIGTERM deletes the temporary file. :func:`check_output` refuses a destination before
 any work starts: one that is a folder, that is one of the inputs, or whose folder cannot be
-written.
+written. CSV text copied from the input (identifiers, labels) is made safe to open in a
+spreadsheet (:func:`escape_formulas`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -25,14 +27,45 @@ from latent_sculpting.atomic import publish, temporary_path
 from latent_sculpting.errors import FlowInputError
 
 __all__ = [
+    "FORMULA_STARTS",
     "AtomicTableWriter",
     "check_output",
+    "escape_formulas",
     "publish",
     "temporary_path",
     "terminate_cleanly",
 ]
 
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
+
+#: First characters that make a spreadsheet read a cell as a formula: OWASP's list for CSV
+#: injection (equals, plus, minus, at, tab, carriage return).
+FORMULA_STARTS = "=+-@\t\r"
+_FORMULA_START = r"^[=+\-@\t\r]"  # FORMULA_STARTS as a regular expression (RE2)
+
+
+def escape_formulas(table: pa.Table, *, keep: Iterable[str] = ()) -> pa.Table:
+    """``table`` with every text cell that starts with one of :data:`FORMULA_STARTS` prefixed
+    with a single quote, as OWASP recommends against CSV injection: opened in a spreadsheet,
+    ``=HYPERLINK(...)`` sent as a flow's identifier would otherwise run as a formula.
+
+    Only text columns are touched, never numbers (a negative score stays a number), and not
+    the columns named in ``keep`` (text the package writes itself). Null stays null.
+    """
+    kept = set(keep)
+    for index, field in enumerate(table.schema):
+        if field.name in kept or not (
+            pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+        ):
+            continue
+        column = table.column(index)
+        risky = pc.match_substring_regex(column, _FORMULA_START)
+        if not pc.any(risky).as_py():
+            continue
+        quote, nothing = pa.scalar("'", field.type), pa.scalar("", field.type)
+        quoted = pc.binary_join_element_wise(quote, column, nothing)
+        table = table.set_column(index, field, pc.if_else(risky, quoted, column))
+    return table
 
 
 def check_output(
@@ -102,16 +135,24 @@ class AtomicTableWriter:
     file in the same folder, renamed over ``path`` on commit; :meth:`abort` deletes it. The
     first frame fixes the columns and types; later frames must have the same columns. Use it as
     a context manager: leaving the block by an exception (or SIGTERM under
-    :func:`terminate_cleanly`) aborts, a normal exit commits.
+    :func:`terminate_cleanly`) aborts, a normal exit commits. A CSV file's text columns are
+    escaped against formulas (:func:`escape_formulas`), but for the ``generated`` ones.
     """
 
-    def __init__(self, path: str | Path, *, empty_columns: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        empty_columns: Iterable[str] = (),
+        generated: Iterable[str] = (),
+    ) -> None:
         self.path = check_output(path, suffixes=TABLE_SUFFIXES)
         self.kind = "csv" if self.path.suffix.lower() == ".csv" else "parquet"
         self._tmp = temporary_path(self.path)
         self._writer: Any = None
         self._schema: pa.Schema | None = None
         self._empty_columns = list(empty_columns)
+        self._generated = list(generated)
         self.rows = 0
 
     def __enter__(self) -> AtomicTableWriter:
@@ -149,6 +190,8 @@ class AtomicTableWriter:
             raise FlowInputError(
                 f"{source}: column types differ from the first input's ({error})"
             ) from None
+        if self.kind == "csv":
+            table = escape_formulas(table, keep=self._generated)
         self._writer.write_table(table)
         self.rows += table.num_rows
 

@@ -19,10 +19,14 @@ answers when it is up.
 Requests are untrusted (docs/reference/security.md): every limit below is checked before the work it
 bounds, and a bad request gets a 4xx answer naming the record and field, never a 500 and never
 a guess. A record that lacks a field the model needs, or holds null in a numeric one, is refused
-(422): the service does not impute. Limits: body size (413), flows per request (413), fields per
-record (422), JSON nesting depth and number length (400). An optional bearer token guards every
-endpoint but ``/health``. The OpenAPI schema is served only when asked for, and no page that
-loads scripts from elsewhere is ever served.
+(422): the service does not impute. Limits: body size (413, also once a ``Content-Encoding:
+gzip`` body is decompressed), flows per request (413), fields per record (422, for a CSV body
+counted on its header line before it is parsed), JSON nesting depth and number length (400). An
+optional bearer token guards every endpoint but ``/health`` (the scheme's case does not matter,
+RFC 7235); an optional list of allowed ``Host`` names refuses the others (DNS rebinding). CSV
+answers escape text that a spreadsheet would run as a formula
+(:func:`~latent_sculpting.serve.outputs.escape_formulas`). The OpenAPI schema is served only when
+asked for, and no page that loads scripts from elsewhere is ever served.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import operator
 import os
 import re
 import threading
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,12 +53,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.encoding import encode
 from latent_sculpting.io.flowspec import model_spec
 from latent_sculpting.io.formats import get_format
 from latent_sculpting.io.readers.delimited import header_names, parse_bytes
+from latent_sculpting.serve.outputs import escape_formulas
 from latent_sculpting.serve.scoring import (
     OUTPUT_COLUMNS,
     ScoredBatch,
@@ -63,7 +70,14 @@ from latent_sculpting.serve.scoring import (
 )
 from latent_sculpting.threads import set_process_threads
 
-__all__ = ["CONFIG_ENV", "LIMITS", "app_from_config", "create_app", "model_card"]
+__all__ = [
+    "CONFIG_ENV",
+    "LIMITS",
+    "app_from_config",
+    "check_allowed_hosts",
+    "create_app",
+    "model_card",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +95,16 @@ LIMITS = {
 #: builds its app from (:func:`app_from_config`).
 CONFIG_ENV = "SCULPT_SERVE_CONFIG"
 
-_CONFIG_KEYS = {"model", "device", "token", "openapi", "limits", "drift_window", "threads"}
+_CONFIG_KEYS = {
+    "model",
+    "device",
+    "token",
+    "openapi",
+    "limits",
+    "drift_window",
+    "threads",
+    "allowed_hosts",
+}
 
 
 class RequestError(Exception):
@@ -128,6 +151,7 @@ def create_app(
     openapi: bool = False,
     limits: dict[str, int] | None = None,
     drift_window: int = 10_000,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """Build the service around a fitted ``model``.
 
@@ -136,13 +160,20 @@ def create_app(
     model : LatentSculpting
         Fitted, with an input spec (``sculpt train`` models always have one).
     token : str, optional
-        Require ``Authorization: Bearer <token>`` on every endpoint but ``/health``.
+        Require ``Authorization: Bearer <token>`` on every endpoint but ``/health`` (``bearer``
+        in any case: RFC 7235 makes the scheme case-insensitive).
     openapi : bool, default False
         Serve the OpenAPI schema at ``/openapi.json`` (no interactive page either way).
     limits : dict, optional
         Overrides of :data:`LIMITS`.
     drift_window : int, default 10000
         Flows the drift report of ``GET /v1/drift`` covers: the most recent ones.
+    allowed_hosts : sequence of str, optional
+        The ``Host`` names requests may carry (``example.com``, ``*.example.com``,
+        ``127.0.0.1``, ``[::1]``); any other gets 400 ``Invalid host header`` (Starlette's
+        ``TrustedHostMiddleware``). None: any host. A service on loopback without a token
+        should name its own names, so that a web page whose name was rebound to 127.0.0.1
+        cannot use it (DNS rebinding); ``sculpt serve`` does so by default.
 
     Returns
     -------
@@ -161,6 +192,7 @@ def create_app(
         raise ValueError("the model is not fitted")
     if not isinstance(drift_window, int) or drift_window < 10:
         raise ValueError(f"drift_window must be an integer >= 10, got {drift_window!r}")
+    hosts = None if allowed_hosts is None else check_allowed_hosts(allowed_hosts)
     card = model_card(model)
     parser = RecordParser(model_spec(model), limits)
     scorer = Scorer(model, drift=drift_monitor(model, window=drift_window))
@@ -171,7 +203,7 @@ def create_app(
     # torch modules are not documented thread-safe for concurrent forward passes; FastAPI runs
     # blocking work in a thread pool, so scoring is serialised.
     lock = threading.Lock()
-    expected = None if token is None else f"Bearer {token}".encode()
+    expected = None if token is None else token.encode()
 
     app = FastAPI(
         title="latent-sculpting",
@@ -186,8 +218,10 @@ def create_app(
     # handed to a worker thread and back on every request, which cost more than a comparison.
     async def authorize(request: Request) -> None:
         if expected is not None:
-            given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
+            scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+            # Compared whatever the scheme, so that the time taken says nothing either way.
+            matches = hmac.compare_digest(given.strip().encode(), expected)
+            if not (matches and scheme.lower() == "bearer"):
                 raise RequestError(401, "missing or wrong bearer token")
 
     @app.exception_handler(RequestError)
@@ -251,6 +285,7 @@ def create_app(
         explain = _explain_flag(request.query_params.get("explain"))
         as_csv = _answer_is_csv(request.headers.get("accept"))
         body = await _read_body(request, limits["max_body_bytes"])
+        body = _decoded(body, request.headers.get("content-encoding"), limits["max_body_bytes"])
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         records = parser.parse(body, kind)
 
@@ -279,7 +314,8 @@ def create_app(
             else:
                 scored = await anyio.to_thread.run_sync(_score)
             if as_csv:
-                return _CsvAnswer(content=scored.table(), headers=_VARY)
+                table = escape_formulas(scored.table(), keep=scorer.output_columns)
+                return _CsvAnswer(content=table, headers=_VARY)
             return _Answer(content=_records(scored), headers=_VARY)
         except RequestError:
             raise
@@ -288,7 +324,37 @@ def create_app(
             return JSONResponse(status_code=500, content={"detail": "internal error"})
 
     app.state.scorer = scorer
+    if hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
     return app
+
+
+def check_allowed_hosts(hosts: Sequence[str]) -> list[str]:
+    """``hosts`` as :func:`create_app` takes them, checked: names, addresses (an IPv6 one in
+    brackets, as the ``Host`` header writes it), ``*.domain`` or ``*`` (any).
+
+    Raises
+    ------
+    ValueError
+        For an empty list, an empty name, one with a port or a path, or a wildcard elsewhere
+        than a leading ``*.``.
+    """
+    if isinstance(hosts, str) or not hosts:
+        raise ValueError(f"allowed hosts must be a non-empty list of names, got {hosts!r}")
+    checked = []
+    for host in hosts:
+        name = str(host).strip()
+        rest = name[2:] if name.startswith("*.") else name
+        if not rest or (name != "*" and "*" in rest):
+            raise ValueError(f"allowed host {host!r}: a name, an address, '*.domain' or '*'")
+        bracketed = name.startswith("[") and name.endswith("]")
+        if "/" in name or (":" in name and not bracketed):
+            raise ValueError(
+                f"allowed host {host!r}: a name without port or path (an IPv6 address in "
+                "brackets, e.g. [::1])"
+            )
+        checked.append(name)
+    return checked
 
 
 def app_from_config(path: str | os.PathLike[str] | None = None) -> FastAPI:
@@ -302,7 +368,8 @@ def app_from_config(path: str | os.PathLike[str] | None = None) -> FastAPI:
     ----------
     path : str or os.PathLike, optional
         The JSON config: ``model`` (path), ``device``, ``token`` (or null), ``openapi``,
-        ``limits`` and ``drift_window``, as :func:`create_app` takes them, and ``threads``, the
+        ``limits``, ``drift_window`` and ``allowed_hosts`` (or null), as :func:`create_app`
+        takes them, and ``threads``, the
         worker's intra-op thread cap (:func:`~latent_sculpting.threads.set_process_threads`).
         Default: the file named by the :data:`CONFIG_ENV` environment variable.
 
@@ -333,6 +400,11 @@ def app_from_config(path: str | os.PathLike[str] | None = None) -> FastAPI:
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"{path}: 'threads' must be a whole number at least 1, got {threads!r}")
     set_process_threads(threads)
+    hosts = config["allowed_hosts"]
+    if hosts is not None and not (
+        isinstance(hosts, list) and all(isinstance(h, str) for h in hosts)
+    ):
+        raise ValueError(f"{path}: 'allowed_hosts' must be a list of names or null")
     model = LatentSculpting.load(config["model"], device=config["device"])
     return create_app(
         model,
@@ -340,6 +412,7 @@ def app_from_config(path: str | os.PathLike[str] | None = None) -> FastAPI:
         openapi=config["openapi"],
         limits=config["limits"],
         drift_window=config["drift_window"],
+        allowed_hosts=hosts,
     )
 
 
@@ -466,6 +539,12 @@ class RecordParser:
             raise RequestError(400, f"malformed JSON body: {error}") from None
 
     def _csv(self, body: bytes) -> Parsed:
+        limit = self.limits["max_fields_per_record"]
+        # Before any parsing: a header of a million names cost Arrow and the csv module seconds
+        # of the event loop, only to be refused for its columns afterwards.
+        fields = _header_fields(body)
+        if fields > limit:
+            raise RequestError(422, f"{fields} columns; at most {limit}")
         try:
             types = self._csv_types(tuple(header_names(body, source="the request")))
             table = parse_bytes(body, types, source="the request")
@@ -838,6 +917,57 @@ def _long_number(bare: bytes, digits: int) -> int:
     and in true/false one at a time)."""
     found = re.search(rb"[-+0-9.eE]{%d,}" % (digits + 1), bare)
     return 0 if found is None else len(found.group())
+
+
+def _header_fields(body: bytes) -> int:
+    """Fields on a CSV body's first line, counted in C: its commas outside quoted names, plus
+    one. Exact for a header :func:`~latent_sculpting.io.readers.delimited.header_names` reads;
+    the time is one scan of the line (bounded by the body limit)."""
+    end = body.find(b"\n")
+    line = body if end < 0 else body[:end]
+    if b'"' in line:
+        line = _CSV_QUOTED.sub(b"", line)
+    return line.count(b",") + 1
+
+
+#: A quoted CSV field (a doubled quote inside it is part of it).
+_CSV_QUOTED = re.compile(rb'"[^"]*(?:""[^"]*)*"')
+
+#: What a gzip stream starts with (RFC 1952).
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _decoded(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The request body as sent before its ``Content-Encoding``: as is, or decompressed from
+    gzip, at most ``limit`` bytes of it (a small body that decompresses to gigabytes is refused
+    after ``limit + 1`` bytes, never held whole)."""
+    coding = (encoding or "").strip().lower()
+    if coding in ("", "identity"):
+        if body.startswith(_GZIP_MAGIC):
+            raise RequestError(
+                400,
+                "the body is gzip-compressed (it starts with bytes 1f 8b) but the request has "
+                "no Content-Encoding: gzip header; add it, or send the body uncompressed",
+            )
+        return body
+    if coding not in ("gzip", "x-gzip"):
+        raise RequestError(
+            415, f"unsupported Content-Encoding {encoding!r}; send the body as is or gzip"
+        )
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing only
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise RequestError(
+            400, f"Content-Encoding gzip, but the body is not gzip ({error})"
+        ) from None
+    if len(data) > limit:
+        raise RequestError(413, f"request body exceeds the {limit}-byte limit once decompressed")
+    if not inflater.eof:
+        raise RequestError(400, "Content-Encoding gzip, but the gzip stream is cut short")
+    if inflater.unused_data:
+        raise RequestError(400, "Content-Encoding gzip, but bytes follow the gzip stream")
+    return data
 
 
 def _json_schema(spec: Any) -> dict[str, Any]:

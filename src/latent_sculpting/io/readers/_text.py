@@ -83,11 +83,29 @@ def make_block(data: bytes, first_line: int) -> Block:
     return Block(body, first_line, np.asarray(numbers, dtype=np.int64), removed)
 
 
-def row_of_text(block: Block, text: str) -> int | None:
-    """Index of the row whose text is ``text`` (when a parser reports a row by its text)."""
-    target = text.encode()
-    for index, candidate in enumerate(block.data.split(b"\n")):
-        if candidate.rstrip(b"\r") == target.rstrip(b"\r"):
+def arrow_buffer(data: bytes) -> pa.Buffer:
+    """``data`` copied into memory that Arrow owns, to hand to an Arrow reader.
+
+    Arrow's threaded readers drop their inputs and options on their own threads, sometimes after
+    the read has returned. Whatever refers to a Python object (a ``BytesIO``, a buffer over
+    ``bytes``, a Python callback such as ``invalid_row_handler``) must take the GIL to be
+    dropped, and a thread that tries while the interpreter exits is ended there, inside a C++
+    destructor: the process aborts with "terminate called without an active exception" (exit
+    134), after the error message, about once in 40-130 runs of ``sculpt score`` on a bad Zeek
+    log under load (a core dump showed the CSV reader's invalid-row handler released on an
+    Arrow pool thread during ``Py_FinalizeEx``). Buffers from here hold no Python object; the
+    copy costs a memcpy beside a parse.
+    """
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return sink.getvalue()
+
+
+def row_of_fields(block: Block, separator: bytes, expected: int) -> int | None:
+    """Index of the block's first row that does not hold ``expected`` fields, when fields are
+    split at ``separator`` with no quoting (Zeek logs), or None."""
+    for index, text in enumerate(block.data.split(b"\n")[:-1]):
+        if text.rstrip(b"\r").count(separator) + 1 != expected:
             return index
     return None
 

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from latent_sculpting.errors import FlowInputError
-from latent_sculpting.io.readers._text import preview
+from latent_sculpting.io.readers._text import arrow_buffer, preview
 
 __all__ = [
     "NULL_TOKENS",
@@ -232,8 +232,9 @@ def parse_bytes(
         raise ValueError(f"{source}: types given for columns not in the header: {unknown}")
     read = pacsv.ReadOptions(column_names=names, skip_rows=1)
     try:
+        # Arrow-owned memory, not a view of ``data``: see _text.arrow_buffer.
         table = pacsv.read_csv(
-            pa.BufferReader(data),
+            pa.BufferReader(arrow_buffer(data)),
             read_options=read,
             parse_options=pacsv.ParseOptions(delimiter=sep),
             convert_options=_convert(types),

@@ -40,7 +40,6 @@ line and column.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -376,16 +375,13 @@ def _check_inner_header(path: Path, header: _Header, block: _text.Block) -> None
 
 
 def _parse_tsv(path: Path, header: _Header, block: _text.Block) -> pa.Table:
-    invalid: list[tuple[int | None, str, int]] = []
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        invalid.append((row.number, row.text, row.actual_columns))
-        return "skip"
-
+    # No invalid_row_handler and no Python file object: Arrow may drop either on one of its
+    # threads after the read returned, which aborts an exiting process (_text.arrow_buffer). A
+    # row of the wrong width fails the read, and is then found here.
     fields = list(header.raw_fields)
     try:
         table = pacsv.read_csv(
-            io.BytesIO(block.data),
+            pa.BufferReader(_text.arrow_buffer(block.data)),
             # pyarrow parses a block of lines fastest in pieces of about a megabyte.
             read_options=pacsv.ReadOptions(column_names=fields, block_size=1 << 20),
             parse_options=pacsv.ParseOptions(
@@ -395,7 +391,6 @@ def _parse_tsv(path: Path, header: _Header, block: _text.Block) -> pa.Table:
                 double_quote=False,
                 newlines_in_values=False,
                 ignore_empty_lines=False,
-                invalid_row_handler=on_invalid,
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in fields},
@@ -405,20 +400,22 @@ def _parse_tsv(path: Path, header: _Header, block: _text.Block) -> pa.Table:
             ),
         )
     except _text.ARROW_ERRORS as error:
+        separator = header.separator.encode()
+        row = _text.row_of_fields(block, separator, len(fields))
+        if row is not None:
+            text = block.data.split(b"\n")[row].rstrip(b"\r")
+            count = text.count(separator) + 1
+            shown = _text.preview(text.decode("utf-8", errors="replace"))
+            raise _text.error(
+                path,
+                f"{count} fields where #fields names {len(fields)} (row {shown})",
+                line=block.line_of(row),
+            ) from None
         line = _text.first_undecodable_line(block)
         where = f", line {line}" if line is not None else ""
         raise FlowInputError(
             f"{path}{where}: cannot read the log ({error})", path=path, line=line
         ) from None
-    if invalid:
-        number, text, count = invalid[0]
-        row = number - 1 if number is not None else _text.row_of_text(block, text)
-        line = block.line_of(row) if row is not None else None
-        raise _text.error(
-            path,
-            f"{count} fields where #fields names {len(fields)} (row {_text.preview(text)})",
-            line=line,
-        )
     return table
 
 
@@ -533,7 +530,8 @@ def _json_read(path: Path, block: _text.Block, schema: pa.Schema | None) -> pa.T
     # pyarrow parses fastest in pieces of about a megabyte (one line must fit in a piece).
     read = pajson.ReadOptions(block_size=max(1 << 20, _longest_line(block.data) + 1))
     try:
-        return pajson.read_json(io.BytesIO(block.data), read_options=read, parse_options=options)
+        source = pa.BufferReader(_text.arrow_buffer(block.data))  # not a Python object: see there
+        return pajson.read_json(source, read_options=read, parse_options=options)
     except _text.ARROW_ERRORS as error:
         raise _json_error(path, block, str(error)) from None
 

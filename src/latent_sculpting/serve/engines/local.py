@@ -106,7 +106,9 @@ def score_files(
     try:
         with (
             terminate_cleanly(),
-            AtomicTableWriter(output, empty_columns=scorer.output_columns) as out,
+            AtomicTableWriter(
+                output, empty_columns=scorer.output_columns, generated=scorer.output_columns
+            ) as out,
         ):
             for path in files:
                 for scored in _scored_batches(scorer, path, batch_rows, report):
