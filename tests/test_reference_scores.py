@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 #: ATEN_CPU_CAPABILITY=default, MKL_CBWR=COMPATIBLE, DNNL_MAX_CPU_ISA=SSE41 and
 #: OPENBLAS_CORETYPE=Prescott against the saved file: fused 1.3e-5, default 8.6e-6, fast
 #: 6.2e-7, paper-v1 0.12, paper-v2 0.024 of the spread; p-values equal for the first three,
-#: 0.093 and 0.0074 apart for the paper presets.
+#: 0.093 and 0.0074 apart for the paper presets. (fast failed under Prescott until its knn
+#: prototypes were seeded without BLAS, model/channels/registry.py `_prototypes`; all four
+#: settings at once pass since.)
 TOLERANCE = {
     "fused": (5e-5, 0.01),
     "default": (3e-5, 0.01),
@@ -50,10 +52,14 @@ def test_preset_scores_match_the_saved_reference(name):
     )
 
 
-@pytest.mark.parametrize("name", ["fused", "default", "fast"])
+# Not "fast": on this slice its stacked fusion gives the flow's NLL weight 0 (the knn and
+# boost channels carry its scores), so a flow weight cannot move them.
+@pytest.mark.parametrize("name", ["fused", "default"])
 def test_the_tolerance_catches_one_weight_of_the_flow_moved_by_1e_3(name):
     saved = np.load(PATH, allow_pickle=False)
     model = fitted_preset(name)
+    # The flow must weigh in the scores, or moving it would prove nothing.
+    assert getattr(model.parts_.fusion, "weights_", {}).get("nll", 1.0) > 0
     weight = next(model.flow_.parameters())
     original = weight.detach().clone()
     with torch.no_grad():
