@@ -37,6 +37,13 @@ from latent_sculpting.model.channels.trees import (
     check_training_data,
 )
 
+# With few trees some rows are in every bootstrap sample; oob_proba_ says so (NaN), so
+# scikit-learn's warning tells the user nothing. A filter for the process, not only a
+# catch_warnings block: fold refits run in threads (n_jobs), and one thread leaving its block
+# restores the filters while another's fit is still inside (the warning leaked that way).
+_NO_OOB = "Some inputs do not have OOB scores"
+warnings.filterwarnings("ignore", _NO_OOB, UserWarning)
+
 __all__ = ["MAX_DEPTH", "MAX_FEATURES", "MAX_NODES_PER_TREE", "MAX_TREES", "AttackForest"]
 
 #: The config of :meth:`AttackForest.get_state`, each key with its cap.
@@ -91,8 +98,8 @@ class AttackForest:
             self.n_estimators, n_jobs=1, oob_score=True, random_state=self.random_state
         )
         with warnings.catch_warnings():
-            # With few trees some rows are in every bootstrap sample; oob_proba_ says so (NaN).
-            warnings.filterwarnings("ignore", "Some inputs do not have OOB scores")
+            # Again here: a caller (pytest, for one) may have reset the filters since import.
+            warnings.filterwarnings("ignore", _NO_OOB, UserWarning)
             forest.fit(X, y)
         config = {"n_estimators": self.n_estimators, "n_features_in_": X.shape[1]}
         self._load(config, _sklearn_arrays(forest))

@@ -394,12 +394,15 @@ def _prototypes(benign: np.ndarray, n: int, random_state: int | None) -> np.ndar
 
 @numba.njit(nogil=True, cache=True)
 def _kmeans_plusplus(Z, first, draws):
-    """Row indices of greedy k-means++ seeds, and their inertia on ``Z`` (scikit-learn's rule: each step draws
-    ``draws.shape[1]`` candidates with probability proportional to the squared distance to
-    the nearest seed so far, and keeps the one that lowers the total most). ``draws`` are
-    uniforms in [0, 1), one row per seed after ``first``. Distances are summed feature by
-    feature in float64, in the same order on every CPU (the loop runs across rows, which the
-    processor vectorises without reordering any row's sum), so every CPU picks the same rows."""
+    """Row indices of greedy k-means++ seeds, and their inertia on ``Z``.
+
+    scikit-learn's rule: each step draws ``draws.shape[1]`` candidates with probability
+    proportional to the squared distance to the nearest seed so far, and keeps the one that
+    lowers the total most. ``draws`` are uniforms in [0, 1), one row per seed after ``first``.
+    Distances are summed feature by feature in float64, in the same order on every CPU (the
+    loop runs across rows, which the processor vectorises without reordering any row's sum),
+    so every CPU picks the same rows.
+    """
     n = Z.shape[0]
     columns = np.ascontiguousarray(Z.T)
     k = draws.shape[0] + 1
