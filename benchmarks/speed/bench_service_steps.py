@@ -73,7 +73,8 @@ def main() -> int:
     from latent_sculpting import LatentSculpting
     from latent_sculpting.data import sample_path
     from latent_sculpting.io.flowspec import model_spec
-    from latent_sculpting.serve import service
+    from latent_sculpting.serve import answers, records
+    from latent_sculpting.serve.request import LIMITS
     from latent_sculpting.serve.scoring import Scorer, drift_monitor
     from latent_sculpting.threads import set_process_threads
 
@@ -84,13 +85,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.model) if args.model else train_fast_model(Path(tmp) / "bench.sculpt")
         model = LatentSculpting.load(path)
-    quick = service.RecordParser(model_spec(model), service.LIMITS)
-    checked = service.RecordParser(model_spec(model), service.LIMITS)
-    checked._quick_json = lambda body: service._ABSENT  # as the service parsed JSON before
+    quick = records.RecordParser(model_spec(model), LIMITS)
+    checked = records.RecordParser(model_spec(model), LIMITS)
+    checked._quick_json = lambda body: records._ABSENT  # as the service parsed JSON before
     scorer = Scorer(model, drift=drift_monitor(model, window=10_000))
     results = []
-    build = {"json": service._records, "csv": lambda scored: scored.table()}
-    render = {"json": service._Answer, "csv": service._CsvAnswer}
+    build = {"json": answers.json_records, "csv": lambda scored: scored.table()}
+    render = {"json": answers.JsonAnswer, "csv": answers.CsvAnswer}
     for kind, answer_kind in itertools.product(args.bodies, args.answers):
         parser_ = checked if kind == "json-checked" else quick
         content_type = "text/csv" if kind == "csv" else "application/json"
