@@ -1,8 +1,11 @@
 """``sculpt benchmark``: the zero-day protocol over several datasets, with honest statistics.
 
-- :mod:`.datasets`: one adapter per dataset (classes, families, campaigns, column roles).
-- :mod:`.protocol`: the folds and the rows each one fits, calibrates and tests on.
-- :mod:`.engine`: runs (one checkpoint per fold, seed and method; parallel jobs).
+- :mod:`.adapters`: one adapter per dataset (classes, families, campaigns, column roles).
+- :mod:`.datasets`: a dataset read once, with the class of every record.
+- :mod:`.splits`: the folds and the rows each one fits, calibrates and tests on.
+- :mod:`.units`: one fold for one split seed, every method (one checkpoint each).
+- :mod:`.engine`: runs (the units of every dataset, fold and seed; parallel jobs).
+- :mod:`.runs`: finished runs read back and merged.
 - :mod:`.statistics`: sample std, paired bootstrap intervals, Friedman and Nemenyi.
 - :mod:`.report`: ``benchmark.json``, ``benchmark.md`` and the figures.
 
@@ -17,14 +20,8 @@ from latent_sculpting.research.benchmark.datasets import (
     get_adapter,
     load_dataset,
 )
-from latent_sculpting.research.benchmark.engine import (
-    BENCHMARK_METHODS,
-    QUICK,
-    benchmark,
-    load_records,
-    merge_runs,
-    run_unit,
-)
+from latent_sculpting.research.benchmark.engine import BENCHMARK_METHODS, QUICK, benchmark
+from latent_sculpting.research.benchmark.runs import load_records, merge_runs
 from latent_sculpting.research.benchmark.splits import (
     PROTOCOLS,
     Fold,
@@ -35,6 +32,7 @@ from latent_sculpting.research.benchmark.splits import (
     test_folds,
     validation_folds,
 )
+from latent_sculpting.research.benchmark.units import run_unit
 
 __all__ = [
     "BENCHMARK_METHODS",
