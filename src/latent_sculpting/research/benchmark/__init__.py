@@ -5,9 +5,10 @@
 - :mod:`.splits`: the folds and the rows each one fits, calibrates and tests on.
 - :mod:`.units`: one fold for one split seed, every method (one checkpoint each).
 - :mod:`.engine`: runs (the units of every dataset, fold and seed; parallel jobs).
-- :mod:`.runs`: finished runs read back and merged.
+- :mod:`.runs`: finished runs read back, merged, and compared with each other.
 - :mod:`.statistics`: sample std, paired bootstrap intervals, Friedman and Nemenyi.
-- :mod:`.report`: ``benchmark.json``, ``benchmark.md`` and the figures.
+- :mod:`.summary`: the statistics of a result set, and the families the reference trails on.
+- :mod:`.report`, :mod:`.markdown`: ``benchmark.json``, ``benchmark.md`` and the figures.
 
 ``sculpt compare`` and ``sculpt sweep`` are views of the same engine. See
 ``docs/research/protocol.md``.
@@ -21,7 +22,12 @@ from latent_sculpting.research.benchmark.datasets import (
     load_dataset,
 )
 from latent_sculpting.research.benchmark.engine import BENCHMARK_METHODS, QUICK, benchmark
-from latent_sculpting.research.benchmark.runs import load_records, merge_runs
+from latent_sculpting.research.benchmark.runs import (
+    compare_markdown,
+    compare_runs,
+    load_records,
+    merge_runs,
+)
 from latent_sculpting.research.benchmark.splits import (
     PROTOCOLS,
     Fold,
@@ -46,6 +52,8 @@ __all__ = [
     "LeakError",
     "benchmark",
     "check_fold",
+    "compare_markdown",
+    "compare_runs",
     "get_adapter",
     "load_dataset",
     "load_records",

@@ -1,5 +1,7 @@
 """Finished benchmark runs, read back from their folders: their checkpoint records
-(:func:`load_records`), and one result set merged from several runs (:func:`merge_runs`).
+(:func:`load_records`), one result set merged from several runs (:func:`merge_runs`), and the
+same methods compared across two runs, fold by fold (:func:`compare_runs`, ``sculpt benchmark
+--compare BEFORE AFTER``).
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from pathlib import Path
 
 from latent_sculpting.atomic import write_json
 from latent_sculpting.research.benchmark.engine import provenance
+from latent_sculpting.research.benchmark.markdown import heading
 from latent_sculpting.research.benchmark.splits import Fold
+from latent_sculpting.research.benchmark.statistics import paired_bootstrap
+from latent_sculpting.research.benchmark.summary import COMPARED
 from latent_sculpting.research.benchmark.units import checkpoint_path
 
-__all__ = ["load_records", "merge_runs"]
+__all__ = ["compare_markdown", "compare_runs", "load_records", "merge_runs"]
 
 
 def load_records(run: str | Path) -> list[dict]:
@@ -77,3 +82,116 @@ def merge_runs(runs: Sequence[str | Path], out: str | Path, *, plots: bool = Tru
     return write_results(
         records, out, config=config, provenance=info, datasets=datasets, plots=plots
     )
+
+
+def compare_runs(
+    before: str | Path, after: str | Path, methods: Sequence[str] | None = None
+) -> dict:
+    """Methods of two runs, fold by fold: did a change (two commits, two settings) move them?
+
+    For each method, the folds both runs' ``benchmark.json`` hold are paired (each fold's split
+    seeds averaged, as in the runs' own comparisons); per metric of :data:`~.summary.COMPARED`
+    the result gives the mean over those folds in each run and the mean of the paired
+    differences, ``after - before``, with its percentile bootstrap interval over folds
+    (:func:`~.statistics.paired_bootstrap`, as between the methods of one run): an interval
+    that contains 0 is a tie. A fold whose benign rows do not resolve a rate in one of the
+    runs is left out of that rate.
+
+    Parameters
+    ----------
+    before, after : path
+        Folders of finished ``sculpt benchmark`` (or compare, sweep) runs.
+    methods : sequence of str, optional
+        Default: the reference method of the ``after`` run.
+
+    Returns
+    -------
+    dict
+        ``before``, ``after`` (the folders) and ``methods``: method -> ``paired_folds`` and
+        ``metrics``, a list of ``{metric, n, before, after, difference, low, high, verdict}``
+        (only ``metric`` and ``n`` = 0 where no paired fold resolves the metric).
+
+    Raises
+    ------
+    ValueError
+        If a folder has no readable ``benchmark.json``, a method has no fold in one of the
+        runs, or the two runs share no fold of it.
+    """
+    old, new = _result_set(before), _result_set(after)
+    if methods is None:
+        methods = [new.get("config", {}).get("reference", "default")]
+    compared = {}
+    for method in methods:
+        b, a = _folds(old, before, method), _folds(new, after, method)
+        keys = [k for k in a if k in b]
+        if not keys:
+            raise ValueError(f"{before} and {after} share no fold of {method!r}")
+        rows = []
+        for metric in COMPARED:
+            pairs = [
+                (a[k][metric]["mean"], b[k][metric]["mean"])
+                for k in keys
+                if a[k][metric]["mean"] is not None and b[k][metric]["mean"] is not None
+            ]
+            if not pairs:
+                rows.append({"metric": metric, "n": 0})
+                continue
+            after_values, before_values = (list(x) for x in zip(*pairs, strict=True))
+            rows.append(
+                {
+                    "metric": metric,
+                    "before": sum(before_values) / len(pairs),
+                    "after": sum(after_values) / len(pairs),
+                    **paired_bootstrap(after_values, before_values),
+                }
+            )
+        compared[method] = {"paired_folds": len(keys), "metrics": rows}
+    return {"before": str(before), "after": str(after), "methods": compared}
+
+
+def _result_set(run: str | Path) -> dict:
+    path = Path(run) / "benchmark.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not the result set of a benchmark run ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("per_fold"), list):
+        raise ValueError(f"{path}: not the result set of a benchmark run (no per_fold list)")
+    return data
+
+
+def _folds(data: dict, run: str | Path, method: str) -> dict[tuple[str, str], dict]:
+    folds = {(r["dataset"], r["fold"]): r for r in data["per_fold"] if r["method"] == method}
+    if not folds:
+        methods = sorted({r["method"] for r in data["per_fold"]})
+        raise ValueError(f"{run}: no fold of method {method!r} (methods: {', '.join(methods)})")
+    return folds
+
+
+def compare_markdown(comparison: dict) -> str:
+    """:func:`compare_runs`'s result as markdown, one table per method."""
+    before, after = comparison["before"], comparison["after"]
+    lines = [f"# `{after}` against `{before}`", ""]
+    words = {"higher": "after higher", "lower": "after lower"}
+    for method, entry in comparison["methods"].items():
+        lines += [
+            f"## `{method}`: after - before over {entry['paired_folds']} paired folds",
+            "",
+            "Each fold's split seeds averaged; 95 % bootstrap interval over folds (10,000 "
+            "resamples). An interval that contains 0 is a **tie**.",
+            "",
+            "| metric | folds | before | after | after - before | interval | verdict |",
+            "|---|---:|---:|---:|---:|---|---|",
+        ]
+        for row in entry["metrics"]:
+            name = heading(row["metric"])
+            if not row["n"]:
+                lines.append(f"| {name} | 0 | n/a | n/a | n/a | no fold resolves it | – |")
+                continue
+            lines.append(
+                f"| {name} | {row['n']} | {row['before']:.4f} | {row['after']:.4f} "
+                f"| {row['difference']:+.4f} | [{row['low']:+.4f}, {row['high']:+.4f}] "
+                f"| {words.get(row['verdict'], row['verdict'])} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
