@@ -10,6 +10,8 @@
 ``docs/research/protocol.md``.
 """
 
+# Registers the ablation dataset unsw-nb15-noct beside the datasets.
+from latent_sculpting.research.benchmark.context import ABLATION_DATASETS
 from latent_sculpting.research.benchmark.datasets import (
     DATASETS,
     Dataset,
@@ -37,6 +39,7 @@ from latent_sculpting.research.benchmark.splits import (
 )
 
 __all__ = [
+    "ABLATION_DATASETS",
     "BENCHMARK_METHODS",
     "DATASETS",
     "PROTOCOLS",

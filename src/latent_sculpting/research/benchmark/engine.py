@@ -1,17 +1,14 @@
 """Runs of the zero-day benchmark: every method on every fold and split seed, checkpointed.
 
-The unit of work is one fold of one dataset for one split seed: its rows are drawn
-(:func:`~.protocol.split_fold`), its input spec is fitted on its training records and every row
-it uses is encoded with it, evaluation rows that copy a training row are removed, the fold is
-checked for leaks, and then each method is fitted on the training rows, thresholded on the
-held-out benign rows and measured on the test rows (:func:`run_unit`). Each finished method
-writes one checkpoint file, atomically; a rerun with the same output folder reads it instead of
-fitting again. :func:`benchmark` runs the units (in parallel with ``jobs``) and writes the
-result set (:mod:`.report`).
-
-It is long because running, checkpointing (with keys that say what a result was computed
-from), parallel workers and merging runs are one concern: producing a result set that a rerun
-can trust.
+A unit of work is a fold for a split seed: rows drawn by :func:`~.protocol.split_fold`, a
+spec fitted on its training records encodes every row it uses (a method with
+context features gets the dataset's context columns after them, :mod:`.context`), evaluation
+rows that copy a training row are removed, the fold is checked for leaks, and each method is
+fitted, thresholded on held-out benign rows and measured on test rows (:func:`run_unit`). Each
+finished method writes one checkpoint, atomically, which a rerun into the same folder reads.
+:func:`benchmark` runs the units (in parallel with ``jobs``) and writes the result set
+(:mod:`.report`). Running, checkpointing (keys say what a result was computed from), parallel
+workers and merging runs are one concern, a result set that a rerun can trust: hence its length.
 """
 
 from __future__ import annotations
@@ -38,6 +35,7 @@ from latent_sculpting import __version__
 from latent_sculpting.atomic import write_json
 from latent_sculpting.io.encoding import encode
 from latent_sculpting.research.baselines import Method, make_method, parse_method
+from latent_sculpting.research.benchmark.context import MAIN_DATASETS, check_context, with_context
 from latent_sculpting.research.benchmark.datasets import DATASETS, Dataset, load_dataset
 from latent_sculpting.research.benchmark.report import json_safe
 from latent_sculpting.research.benchmark.splits import (
@@ -225,10 +223,11 @@ def run_unit(
             continue
         method = factory(name, seed, shared)
         start = time.perf_counter()
-        method.fit(X_fit, y_fit, labels_fit)
+        X_method, method_parts = with_context(method, dataset, rows, X_fit, parts)
+        method.fit(X_method, y_fit, labels_fit)
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        scores = {part: method.decision_function(Xp) for part, Xp in parts.items()}
+        scores = {part: method.decision_function(Xp) for part, Xp in method_parts.items()}
         score_seconds = time.perf_counter() - start
         for part, values in scores.items():
             if not np.isfinite(values).all():
@@ -366,7 +365,7 @@ def _resolve_datasets(
 
 def benchmark(
     *,
-    datasets: Sequence[str | Dataset] = tuple(DATASETS),
+    datasets: Sequence[str | Dataset] = MAIN_DATASETS,
     data: Mapping[str, Any] | None = None,
     methods: Sequence[str] = BENCHMARK_METHODS,
     split_seeds: Sequence[int] = (0, 1, 2),
@@ -392,7 +391,7 @@ def benchmark(
     Parameters
     ----------
     datasets : sequence of str or Dataset
-        Keys of :data:`~.datasets.DATASETS`, or datasets already loaded.
+        Keys of :data:`~.datasets.DATASETS` (default all but the ablations), or datasets loaded.
     data : mapping of str to path, optional
         Dataset name -> files or folder (default: each adapter's own place).
     methods : sequence of str
@@ -466,6 +465,7 @@ def benchmark(
     out.mkdir(parents=True, exist_ok=True)
 
     loaded = _resolve_datasets(datasets, data, max_per_class)
+    check_context(loaded, methods, factory)
     if families is not None:
         known = {f for d in loaded for f in d.family_map()}
         unknown = [f for f in families if f not in known]
