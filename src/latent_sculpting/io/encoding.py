@@ -195,6 +195,8 @@ def encode(
         start += width
     if spec.context is not None:
         if not isinstance(context, np.ndarray):
+            if numeric is not None:  # the context reads bytes and packets among these too
+                records = _with_columns(records, spec.numeric, numeric, raw_of)
             context = context_matrix(
                 spec.context,
                 spec.format,
@@ -294,6 +296,20 @@ def context_matrix(
         for note, count in stage.notes_.items():
             report.context_notes[note] = report.context_notes.get(note, 0) + count
     return np.column_stack([c.to_numpy() for c in out.columns]).astype(np.float32)
+
+
+def _with_columns(
+    records: pa.Table | pa.RecordBatch,
+    names: Sequence[str],
+    values: np.ndarray,
+    raw_of: dict[str, str],
+) -> pa.Table:
+    """``records`` with the columns of ``values`` (named ``names``) that they lack."""
+    table = records if isinstance(records, pa.Table) else pa.Table.from_batches([records])
+    for j, name in enumerate(names):
+        if name.casefold() not in raw_of:
+            table = table.append_column(name, pa.array(values[:, j]))
+    return table
 
 
 def check_columns(

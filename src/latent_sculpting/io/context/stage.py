@@ -300,6 +300,19 @@ def _seconds(column: pa.ChunkedArray, unit: str, name: str, fmt: FlowFormat) -> 
                 line=row + 1,
             ) from None
         return parsed.cast(pa.int64()).to_numpy().astype(np.float64) * 1e-6
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # Numbers sent as text (the service keeps identifier fields as the client sent them).
+        try:
+            column = pc.cast(column, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            row = next(i for i, v in enumerate(column.to_pylist()) if not _is_number(v))
+            raise FlowInputError(
+                f"column {name!r}, table row {row + 1}: {column[row].as_py()!r} is not a number "
+                f"of {unit} ({fmt.time_hint})",
+                column=name,
+                line=row + 1,
+            ) from None
+        kind = column.type
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
         raise FlowInputError(
             f"column {name!r} holds {kind}, not a number of {unit} ({fmt.time_hint})", column=name
@@ -314,6 +327,14 @@ def _seconds(column: pa.ChunkedArray, unit: str, name: str, fmt: FlowFormat) -> 
             line=row + 1,
         )
     return values
+
+
+def _is_number(text: Any) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _unparsed(column: pa.ChunkedArray) -> tuple[int, Any]:

@@ -30,9 +30,9 @@ from latent_sculpting.serve.outputs import (
     check_output,
     terminate_cleanly,
 )
-from latent_sculpting.serve.scoring import Scorer, drift_monitor, drift_summary
+from latent_sculpting.serve.scoring import Scorer, drift_monitor, drift_summary, new_run
 
-__all__ = ["DRIFT_SUFFIX", "drift_path", "new_run", "score_file_into", "score_files"]
+__all__ = ["DRIFT_SUFFIX", "drift_path", "score_file_into", "score_files"]
 
 #: Appended to the output's name for the drift report's file.
 DRIFT_SUFFIX = ".drift.json"
@@ -102,7 +102,7 @@ def score_files(
     files = list_flow_files(inputs)
     output = check_output(output, inputs=files, suffixes=TABLE_SUFFIXES)
     scorer = Scorer(model, explain=explain, drift=drift_monitor(model) if drift else None)
-    context = new_run(scorer.spec)
+    context = scorer.context
     if context is not None:
         files = order_by_start(files, scorer.spec.format)
     report = CleaningReport()
@@ -164,15 +164,6 @@ def score_file_into(scorer: Scorer, path: Path, output: Path, batch_rows: int) -
         for scored in _scored_batches(scorer, path, batch_rows, None, new_run(scorer.spec)):
             out.write(scored, source=path)
         return out.rows
-
-
-def new_run(spec: Any) -> Any:
-    """A fresh context state for a run of records of ``spec`` (None without context)."""
-    if spec.context is None:
-        return None
-    from latent_sculpting.io.context.state import ContextState
-
-    return ContextState(spec.context)
 
 
 def _scored_batches(  # noqa: ANN202 - generator
