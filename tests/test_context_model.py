@@ -299,3 +299,37 @@ def test_context_feature_names_read_as_words():
     )
     for other in ("ctx_src_nothing_10s", "ctx_src_flows_10x", "duration", "ctx_pair_flows_"):
         assert describe_feature(other, 1.0) is None
+
+
+# --- the service ------------------------------------------------------------------------------
+
+
+def test_serve_keeps_one_state_per_process_and_scores_as_score_does(model, run_files, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from latent_sculpting.serve.service import create_app
+
+    reference = scores(model, [run_files["whole"]], tmp_path, "ref")["score"].to_numpy()
+    frame = pd.read_csv(run_files["whole"], keep_default_na=False)
+    got = []
+    with TestClient(create_app(model)) as client:
+        for start in range(0, len(frame), 150):  # CSV and JSON requests, in time order
+            part = frame.iloc[start : start + 150]
+            if start % 300:
+                body, kind = part.to_csv(index=False), "text/csv"
+            else:
+                body, kind = json.dumps(part.to_dict(orient="records")), "application/json"
+            response = client.post("/v1/score", content=body, headers={"Content-Type": kind})
+            assert response.status_code == 200, response.text
+            got += [r["score"] for r in response.json()]
+        late = frame.iloc[:3].to_csv(index=False)
+        response = client.post("/v1/score", content=late, headers={"Content-Type": "text/csv"})
+        assert response.status_code == 422
+        assert "follow each other in time" in response.text
+    assert close(got, reference)
+    # A fresh process (app) starts from an empty state: the second half alone scores otherwise.
+    with TestClient(create_app(model)) as client:
+        rest = frame.iloc[450:].to_csv(index=False)
+        response = client.post("/v1/score", content=rest, headers={"Content-Type": "text/csv"})
+        alone = [r["score"] for r in response.json()]
+    assert not close(alone, reference[450:])

@@ -294,7 +294,7 @@ def create_app(
                 return _score_locked()
 
         def _score_locked() -> ScoredBatch:
-            scored = scorer.score_columns(parser.encode(records), explain=explain)
+            scored = scorer.score_columns(parser.encode(records, scorer.context), explain=explain)
             check_drift()
             return scored
 
@@ -522,9 +522,8 @@ class RecordParser:
         def constant(text: str) -> None:
             raise RequestError(400, f"{text} is not valid JSON; send numbers, or null")
 
-        # Both limits are checked on the body with its strings removed, before json.loads
-        # recurses or converts a number: a conversion hook per number would cost more than the
-        # parsing itself.
+        # Both limits are checked on the body, strings removed, before json.loads recurses or
+        # converts a number: a hook per number would cost more than the parsing itself.
         bare = _STRING.sub(b"", body)
         if _nesting(bare) > self.limits["max_json_depth"]:
             raise RequestError(400, f"JSON nested deeper than {self.limits['max_json_depth']}")
@@ -700,7 +699,7 @@ class RecordParser:
                 break
         raise RequestError(422, {"error": "; ".join(problems)})
 
-    def encode(self, parsed: Parsed) -> Any:
+    def encode(self, parsed: Parsed, context: Any = None) -> Any:
         try:
             # Missing and non-finite values are refused, whatever the model's policy for files:
             # the service never imputes (a JSON number beyond float64, 1e400, reads as inf).
@@ -710,6 +709,7 @@ class RecordParser:
                 source="the request",
                 numeric=parsed.numeric,
                 nonfinite="error",
+                context=context,
             )
         except FlowInputError as error:
             detail: dict[str, Any] = {"error": str(error).replace("row ", "record ", 1)}
