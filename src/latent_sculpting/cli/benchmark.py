@@ -70,6 +70,7 @@ def add_run_flags(
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from latent_sculpting.research.benchmark import BENCHMARK_METHODS, DATASETS, PROTOCOLS, QUICK
+    from latent_sculpting.research.benchmark.context import ABLATION_DATASETS, MAIN_DATASETS
 
     parser = subparsers.add_parser(
         "benchmark",
@@ -85,9 +86,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--datasets",
         nargs="+",
         choices=list(DATASETS),
-        default=list(DATASETS),
+        default=list(MAIN_DATASETS),
         metavar="NAME",
-        help=f"datasets (default all: {' '.join(DATASETS)})",
+        help=f"datasets (default: {' '.join(MAIN_DATASETS)}; also the ablation "
+        f"{' '.join(ABLATION_DATASETS)}, UNSW-NB15 without its connection counts)",
     )
     parser.add_argument(
         "--data",

@@ -309,7 +309,7 @@ class RecordParser:
                 break
         raise RequestError(422, {"error": "; ".join(problems)})
 
-    def encode(self, parsed: Parsed) -> Any:
+    def encode(self, parsed: Parsed, context: Any = None) -> Any:
         try:
             # Missing and non-finite values are refused, whatever the model's policy for files:
             # the service never imputes (a JSON number beyond float64, 1e400, reads as inf).
@@ -319,6 +319,7 @@ class RecordParser:
                 source="the request",
                 numeric=parsed.numeric,
                 nonfinite="error",
+                context=context,
             )
         except FlowInputError as error:
             detail: dict[str, Any] = {"error": str(error).replace("row ", "record ", 1)}

@@ -255,7 +255,7 @@ def create_app(
                 return _score_locked()
 
         def _score_locked() -> ScoredBatch:
-            scored = scorer.score_columns(parser.encode(records), explain=explain)
+            scored = scorer.score_columns(parser.encode(records, scorer.context), explain=explain)
             check_drift()
             return scored
 

@@ -14,6 +14,8 @@
 ``docs/research/protocol.md``.
 """
 
+# Registers the ablation dataset unsw-nb15-noct beside the datasets.
+from latent_sculpting.research.benchmark.context import ABLATION_DATASETS
 from latent_sculpting.research.benchmark.datasets import (
     DATASETS,
     Dataset,
@@ -41,6 +43,7 @@ from latent_sculpting.research.benchmark.splits import (
 from latent_sculpting.research.benchmark.units import run_unit
 
 __all__ = [
+    "ABLATION_DATASETS",
     "BENCHMARK_METHODS",
     "DATASETS",
     "PROTOCOLS",

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from latent_sculpting import __version__
 from latent_sculpting.research.baselines import make_method, parse_method
+from latent_sculpting.research.benchmark.context import MAIN_DATASETS, check_context
 from latent_sculpting.research.benchmark.datasets import DATASETS, Dataset, load_dataset
 from latent_sculpting.research.benchmark.splits import (
     BENIGN_TEST_FRACTION,
@@ -160,7 +161,7 @@ def _resolve_datasets(
 
 def benchmark(
     *,
-    datasets: Sequence[str | Dataset] = tuple(DATASETS),
+    datasets: Sequence[str | Dataset] = MAIN_DATASETS,
     data: Mapping[str, Any] | None = None,
     methods: Sequence[str] = BENCHMARK_METHODS,
     split_seeds: Sequence[int] = (0, 1, 2),
@@ -186,7 +187,7 @@ def benchmark(
     Parameters
     ----------
     datasets : sequence of str or Dataset
-        Keys of :data:`~.datasets.DATASETS`, or datasets already loaded.
+        Keys of :data:`~.datasets.DATASETS` (default all but the ablations), or datasets loaded.
     data : mapping of str to path, optional
         Dataset name -> files or folder (default: each adapter's own place).
     methods : sequence of str
@@ -260,6 +261,7 @@ def benchmark(
     out.mkdir(parents=True, exist_ok=True)
 
     loaded = _resolve_datasets(datasets, data, max_per_class)
+    check_context(loaded, methods, factory)
     if families is not None:
         known = {f for d in loaded for f in d.family_map()}
         unknown = [f for f in families if f not in known]

@@ -23,6 +23,7 @@ import numpy as np
 from latent_sculpting.atomic import write_json
 from latent_sculpting.io.encoding import encode
 from latent_sculpting.research.baselines import Method, make_method
+from latent_sculpting.research.benchmark.context import with_context
 from latent_sculpting.research.benchmark.datasets import Dataset
 from latent_sculpting.research.benchmark.report import json_safe
 from latent_sculpting.research.benchmark.splits import (
@@ -179,10 +180,11 @@ def run_unit(
             continue
         method = factory(name, seed, shared)
         start = time.perf_counter()
-        method.fit(X_fit, y_fit, labels_fit)
+        X_method, method_parts = with_context(method, dataset, rows, X_fit, parts)
+        method.fit(X_method, y_fit, labels_fit)
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        scores = {part: method.decision_function(Xp) for part, Xp in parts.items()}
+        scores = {part: method.decision_function(Xp) for part, Xp in method_parts.items()}
         score_seconds = time.perf_counter() - start
         for part, values in scores.items():
             if not np.isfinite(values).all():
