@@ -272,6 +272,7 @@ class Watcher:
         reader = threading.Thread(target=self._read, name="sculpt-watch-source", daemon=True)
         with _signals(self):
             reader.start()
+            self.log(f"watching {self.source.describe()} with {self.model_path}")
             while True:
                 if self._reload:
                     self._reload_model()
@@ -376,7 +377,9 @@ class Watcher:
         self.counts["corrupt"] += 1
         self.metrics.corrupt.inc()
         n = self.counts["corrupt"]
-        detail = str(error).replace(f"{origin}, row 1, ", f"{origin}, ").replace(f"{origin}: ", "")
+        detail = str(error).replace(f"{origin}, row 1, ", f"{origin}, ")
+        if detail.startswith(origin):
+            detail = detail[len(origin) :].lstrip(":, ")
         if n <= REPORT_EACH or n % REPORT_EVERY == 0:
             more = f" ({n:,} so far)" if n > REPORT_EACH else ""
             self.log(f"corrupt record set aside{more}: {origin}, line {line}: {detail}")

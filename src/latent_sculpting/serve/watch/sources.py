@@ -27,8 +27,9 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from latent_sculpting.errors import FlowInputError
-from latent_sculpting.io.encoding import check_columns, numeric_types
+from latent_sculpting.io.encoding import numeric_types
 from latent_sculpting.io.flowspec import FlowSpec
+from latent_sculpting.io.formats import get_format
 from latent_sculpting.io.readers import delimited, pcap, zeek
 
 __all__ = [
@@ -89,9 +90,17 @@ class CsvDecoder(Decoder):
 
 
 class JsonDecoder(Decoder):
-    """JSON lines, one flow object per line (flat keys, as Zeek's JSON writer puts them)."""
+    """JSON lines, one flow object per line with flat keys.
+
+    As in Zeek's JSON logs (and as the Zeek reader reads a whole JSON log), a key a record
+    leaves out is an unset value: null, which the model's policy for missing values then
+    handles and the run's cleaning summary counts. A record with none of the model's numeric
+    inputs is not a flow record: it is refused (and set aside by the loop).
+    """
 
     def decode(self, records: list, spec: FlowSpec, origin: str) -> pa.Table:
+        fmt = get_format(spec.format)
+        numeric = {name.casefold() for name in spec.numeric}
         rows = []
         for line in records:
             try:
@@ -100,11 +109,19 @@ class JsonDecoder(Decoder):
                 raise FlowInputError(f"{origin}: not JSON ({error})") from None
             if not isinstance(row, dict):
                 raise FlowInputError(f"{origin}: a JSON {type(row).__name__}, not an object")
-            # Every record must bring the model's columns itself: a key one record lacks would
-            # otherwise become null beside the others' values, and then 0.
-            check_columns(spec, list(row), source=origin)
+            canonical = fmt.canonical_columns(list(row), source=origin).values()
+            if not any(name.casefold() in numeric for name in canonical):
+                raise FlowInputError(
+                    f"{origin}: none of the model's {len(numeric)} numeric inputs "
+                    f"(e.g. {spec.numeric[0]!r}) in the record"
+                )
             rows.append(row)
         table = pa.Table.from_pylist(rows)
+        have = {c.casefold() for c in fmt.canonical_columns(table.column_names).values()}
+        for name in spec.required_columns():
+            if name.casefold() not in have:
+                kind = pa.float64() if name in spec.numeric else pa.string()
+                table = table.append_column(name, pa.nulls(table.num_rows, kind))
         types = numeric_types(spec, table.column_names)
         for name, wanted in types.items():
             index = table.column_names.index(name)
@@ -193,6 +210,10 @@ class Source:
         """The raw columns every record will have, when known before the first record."""
         return None
 
+    def describe(self) -> str:
+        """What is read, for the operator."""
+        return self.name
+
     def run(self, emit: Emit, stop: threading.Event) -> None:
         """Read until the stream ends or ``stop`` is set, handing records to ``emit``."""
         raise NotImplementedError
@@ -230,6 +251,9 @@ class PcapSource(Source):
 
     def columns(self) -> list[str]:
         return self.decoder.columns
+
+    def describe(self) -> str:
+        return f"{len(self.paths)} capture(s) ({self.pace} pace)"
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         names = self.decoder.columns
@@ -290,6 +314,9 @@ class InterfaceSource(Source):
 
     def columns(self) -> list[str]:
         return self.decoder.columns
+
+    def describe(self) -> str:
+        return f"interface {self.interface}"
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         with _performance_reports(self):
@@ -366,6 +393,9 @@ class ZeekDirSource(Source):
         self.rotations = 0
         self._scratch = tempfile.TemporaryDirectory(prefix="sculpt-watch-")
 
+    def describe(self) -> str:
+        return f"{self.path} ({'from its start' if self.from_start else 'from its end'})"
+
     def run(self, emit: Emit, stop: threading.Event) -> None:
         first = True
         try:
@@ -406,6 +436,8 @@ class ZeekDirSource(Source):
             records, lines = [], []
             for line in data[:cut].splitlines(keepends=True):
                 number, offset = number + 1, offset + len(line)
+                # A byte-order mark or stray blanks before the header (as the Zeek reader).
+                line = line.lstrip(b"\xef\xbb\xbf \t") if number == 1 else line
                 if line.startswith(b"#separator"):
                     header, in_header, decoder = [line], True, None
                 elif line.startswith(b"#"):
