@@ -21,15 +21,17 @@ pending, flush the grouper and the output, and :meth:`Watcher.run` returns norma
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,20 +42,12 @@ from latent_sculpting.io.cleaning import CleaningReport
 from latent_sculpting.io.encoding import FlowBatch, check_columns, encode
 from latent_sculpting.io.formats import get_format
 from latent_sculpting.serve.scoring import Scorer, drift_monitor
-from latent_sculpting.serve.watch.ecs import (
-    EventWriter,
-    endpoint_frame,
-    flow_events,
-    incident_event,
-)
+from latent_sculpting.serve.watch.delivery import Delivery, IncidentGrouper
+from latent_sculpting.serve.watch.ecs import EventWriter, endpoint_frame
 from latent_sculpting.serve.watch.metrics import WatchMetrics
 from latent_sculpting.serve.watch.sources import Arrival, Decoder, Source
 
-__all__ = ["IncidentGrouper", "WatchConfig", "Watcher", "incident_frame"]
-
-#: Corrupt records reported one by one; after that, one line per this many.
-REPORT_EACH = 20
-REPORT_EVERY = 1000
+__all__ = ["WatchConfig", "Watcher"]
 
 
 @dataclass
@@ -103,35 +97,6 @@ class WatchConfig:
             raise ValueError("drift verdicts need a positive number of flows and seconds")
 
 
-class IncidentGrouper(Protocol):
-    """What the loop needs of an incident grouper
-    (``latent_sculpting.monitor.incidents.IncidentGrouper``): ``add`` takes the scored flows
-    as :func:`incident_frame` gives them and returns the incidents it closed; ``flush`` closes
-    and returns the rest. Each incident has ``to_dict()``."""
-
-    def add(self, frame: pd.DataFrame) -> list: ...
-
-    def flush(self) -> list: ...
-
-
-def incident_frame(scored: pd.DataFrame, endpoints: pd.DataFrame) -> pd.DataFrame:
-    """The columns an incident grouper reads: ``time`` (epoch seconds, the flow's start),
-    ``source``, ``destination``, ``destination_port``, ``score``, ``flagged`` and ``reason``
-    (the explanation, empty for flows not flagged)."""
-    reason = scored["explanation"] if "explanation" in scored.columns else ""
-    return pd.DataFrame(
-        {
-            "time": endpoints["time"].to_numpy(),
-            "source": endpoints["source"].to_numpy(),
-            "destination": endpoints["destination"].to_numpy(),
-            "destination_port": endpoints["destination_port"].to_numpy(),
-            "score": scored["score"].to_numpy(),
-            "flagged": scored["is_attack"].to_numpy(dtype=bool),
-            "reason": reason,
-        }
-    )
-
-
 class Watcher:
     """Scores a source's flows as they come, until it ends or a signal stops it.
 
@@ -169,19 +134,27 @@ class Watcher:
         self.model_path = str(model_path)
         self.source, self.writer = source, writer
         self.metrics = WatchMetrics() if metrics is None else metrics
-        self.incidents = incidents
         if load is None:
             from latent_sculpting.model.estimator import LatentSculpting
 
             load = LatentSculpting.load
         self.load = load
         self.log = log or (lambda line: print(f"sculpt watch: {line}", file=sys.stderr))
-        self.scorer = self._scorer(self.load(self.model_path))
+        self.scorer = self._scorer(self._load())
         self._check_source(self.scorer)
         self.report = CleaningReport()
-        self.counts = dict.fromkeys(
-            ("flows", "alerts", "incidents", "corrupt", "shed", "reloads", "reloads_refused"), 0
+        self.delivery = Delivery(
+            writer,
+            self.metrics,
+            self.log,
+            model_path=self.model_path,
+            all_flows=self.config.all_flows,
+            drift_every_flows=self.config.drift_every_flows,
+            drift_every_seconds=self.config.drift_every_seconds,
+            incidents=incidents,
         )
+        self.counts = self.delivery.counts
+        self.counts.update(shed=0, reloads=0, reloads_refused=0)
         self._room = threading.Condition()
         self._arrivals: deque[Arrival] = deque()
         self._queued = 0
@@ -189,9 +162,24 @@ class Watcher:
         self._reload = False
         self._source_done = threading.Event()
         self._source_error: BaseException | None = None
-        self._since_drift = (0, time.monotonic())
 
     # -- the model ------------------------------------------------------------------------
+
+    def _load(self) -> Any:
+        """The model file, loaded from a private copy.
+
+        A model file's tensors stay mapped from the file they were loaded from; a file copied
+        over in place (``cp new.sculpt model.sculpt``) would then be truncated under the
+        running sensor, which dies of SIGBUS. The copy, unlinked once loaded, is never
+        written to again.
+        """
+        with tempfile.TemporaryDirectory(prefix="sculpt-watch-model-") as folder:
+            copy = Path(folder) / Path(self.model_path).name
+            shutil.copyfile(self.model_path, copy)
+            try:
+                return self.load(str(copy))
+            except ValueError as error:
+                raise ValueError(str(error).replace(str(copy), self.model_path)) from None
 
     def _scorer(self, model: Any) -> Scorer:
         drift = drift_monitor(model, window=self.config.drift_window)
@@ -215,7 +203,7 @@ class Watcher:
     def _reload_model(self) -> None:
         self._reload = False
         try:
-            scorer = self._scorer(self.load(self.model_path))
+            scorer = self._scorer(self._load())
             self._check_source(scorer)
         except (ValueError, OSError) as error:
             self.counts["reloads_refused"] += 1
@@ -281,10 +269,9 @@ class Watcher:
                     self._score(batch)
                 if done:
                     break
-        if self.incidents is not None:
-            self._write_incidents(self.incidents.flush())
-        self._drift_verdict(force=True)
-        self.writer.flush()
+            # The source stops within a poll; one still inside a read must not be at shutdown.
+            reader.join(timeout=5)
+        self.delivery.finish(self.scorer)
         if self._source_error is not None and not isinstance(self._source_error, KeyboardInterrupt):
             raise self._source_error
         stats = self.source.stats()
@@ -301,8 +288,10 @@ class Watcher:
         config = self.config
         with self._room:
             while True:
+                if self._reload:  # reload first: the pending flows are scored by the new model
+                    return [], False
                 ending = self._stop.is_set() or self._source_done.is_set()
-                if self._queued >= config.batch_rows or ending or self._reload:
+                if self._queued >= config.batch_rows or ending:
                     break
                 if self._arrivals:
                     wait = self._arrivals[0].arrived + config.max_delay - time.monotonic()
@@ -337,7 +326,7 @@ class Watcher:
             origin = group[0].origin
             found = self._decode(group[0].decoder, records, lines, origin)
             if found is not None:
-                self.deliver(*found)
+                self.delivery.deliver(self.scorer, *found)
         now = time.monotonic()
         self.metrics.batch_seconds.observe(now - began)
         self.metrics.lag.set(now - min(a.arrived for a in arrivals))
@@ -357,7 +346,7 @@ class Watcher:
             endpoints = endpoint_frame(table, get_format(spec.format))
         except (FlowInputError, pa.ArrowException) as error:
             if len(records) == 1:
-                self._corrupt(origin, lines[0], error)
+                self.delivery.corrupt(origin, lines[0], error)
                 return None
             half = len(records) // 2
             parts = [
@@ -372,96 +361,6 @@ class Watcher:
             (a, ea), (b, eb) = parts
             return _joined(a, b), pd.concat([ea, eb], ignore_index=True)
         return batch, endpoints
-
-    def _corrupt(self, origin: str, line: int, error: Exception) -> None:
-        self.counts["corrupt"] += 1
-        self.metrics.corrupt.inc()
-        n = self.counts["corrupt"]
-        detail = str(error).replace(f"{origin}, row 1, ", f"{origin}, ")
-        if detail.startswith(origin):
-            detail = detail[len(origin) :].lstrip(":, ")
-        if n <= REPORT_EACH or n % REPORT_EVERY == 0:
-            more = f" ({n:,} so far)" if n > REPORT_EACH else ""
-            self.log(f"corrupt record set aside{more}: {origin}, line {line}: {detail}")
-            self.writer.write(
-                time.time(),
-                {
-                    "event.kind": "pipeline_error",
-                    "event.dataset": "latent_sculpting.input",
-                    "error.message": detail,
-                    "log.file.path": origin,
-                    "latent_sculpting": {"line": line, "corrupt_records": n},
-                    "message": f"corrupt record set aside: {origin}, line {line}",
-                },
-            )
-
-    def deliver(self, batch: FlowBatch, endpoints: pd.DataFrame) -> None:
-        """Score one batch and send it everywhere: alerts, incidents, metrics, drift."""
-        scored = self.scorer.score(batch)
-        flagged = scored["is_attack"].to_numpy(dtype=bool)
-        rows = np.arange(len(scored)) if self.config.all_flows else np.flatnonzero(flagged)
-        events = flow_events(
-            scored,
-            endpoints,
-            rows=rows,
-            threshold=float(self.scorer.model.threshold_),
-            model=self.model_path,
-        )
-        for stamp, fields in events:
-            self.writer.write(stamp, fields)
-        self.counts["flows"] += len(scored)
-        self.counts["alerts"] += int(flagged.sum())
-        self.metrics.flows.inc(len(scored))
-        self.metrics.alerts.inc(int(flagged.sum()))
-        if self.incidents is not None:
-            self._write_incidents(self.incidents.add(incident_frame(scored, endpoints)))
-        self._drift_verdict()
-
-    def _write_incidents(self, closed: list) -> None:
-        for incident in closed:
-            stamp, fields = incident_event(incident.to_dict(), model=self.model_path)
-            self.writer.write(stamp, fields)
-        self.counts["incidents"] += len(closed)
-        self.metrics.incidents.inc(len(closed))
-
-    def _drift_verdict(self, *, force: bool = False) -> None:
-        monitor = self.scorer.drift
-        flows, since = self._since_drift
-        total = self.counts["flows"]
-        due = total - flows >= self.config.drift_every_flows or (
-            time.monotonic() - since >= self.config.drift_every_seconds
-        )
-        if monitor is None or total == flows or not (due or force):
-            return
-        self._since_drift = (total, time.monotonic())
-        report = monitor.report().to_dict()
-        self.metrics.drift.set(1 if report["warning"] else 0)
-        what = "drift" if report["drifted"] else "many flows flagged" if report["warning"] else ""
-        line = f"drift check (last {report['n_flows']:,} flows): {report['consequence']}"
-        self.log(f"warning: {what}: {line}" if what else line)
-        self.writer.write(
-            time.time(),
-            {
-                "event.kind": "metric",
-                "event.dataset": "latent_sculpting.drift",
-                "message": report["consequence"],
-                "latent_sculpting": {
-                    "drift": {
-                        key: report[key]
-                        for key in (
-                            "warning",
-                            "drifted",
-                            "flag_rate_exceeded",
-                            "reasons",
-                            "n_flows",
-                            "n_flagged",
-                            "flagged_share",
-                            "target_fpr",
-                        )
-                    }
-                },
-            },
-        )
 
 
 def _joined(a: FlowBatch, b: FlowBatch) -> FlowBatch:
