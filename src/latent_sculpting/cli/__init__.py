@@ -22,6 +22,7 @@ COMMANDS = (
     "train",
     "score",
     "serve",
+    "watch",
     "adapt",
     "extract",
     "export",
