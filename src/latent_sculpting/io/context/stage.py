@@ -23,7 +23,7 @@ from latent_sculpting.io.context.features import context_features
 from latent_sculpting.io.context.state import ContextState
 from latent_sculpting.io.formats.base import FlowFormat, refuse_context_on_samples
 
-__all__ = ["ContextStage", "flow_endpoints"]
+__all__ = ["ContextStage", "flow_endpoints", "start_seconds"]
 
 _SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
@@ -226,9 +226,8 @@ def flow_endpoints(table: pa.Table, fmt: FlowFormat) -> dict[str, Any]:
     if found is None:
         raise FlowInputError(_no_endpoints(fmt, table.column_names))
     roles, units = found
-    out: dict[str, Any] = {
-        "time": _seconds(table.column(roles["time"]), units.get("time", "s"), roles["time"], fmt)
-    }
+    time = table.column(roles["time"])
+    out: dict[str, Any] = {"time": start_seconds(time, units.get("time", "s"), roles["time"], fmt)}
     for role in ("src", "dst", "dport", "proto"):
         column = table.column(roles[role])
         out[role] = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -255,7 +254,15 @@ def _first_null(column: pa.ChunkedArray) -> int:
     return int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
 
 
-def _seconds(column: pa.ChunkedArray, unit: str, name: str, fmt: FlowFormat) -> np.ndarray:
+def start_seconds(column: pa.ChunkedArray, unit: str, name: str, fmt: FlowFormat) -> np.ndarray:
+    """A format's start-time column (``unit``: one of
+    :data:`~latent_sculpting.io.formats.base.TIME_UNITS`) as float64 epoch seconds.
+
+    Raises
+    ------
+    FlowInputError
+        For a missing, unreadable or non-finite time (column ``name`` and row named).
+    """
     if column.null_count:
         row = _first_null(column)
         raise FlowInputError(
