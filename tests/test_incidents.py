@@ -178,3 +178,36 @@ def test_batching_never_changes_the_incidents(steps, cuts, key, max_open, late):
     assert sum(i["n_flagged"] for i in whole) == int(frame["flagged"].sum())
     for i in whole:
         assert i["start"] <= i["end"] and i["n_flows"] >= i["n_flagged"] >= 1
+
+
+def test_calibration_rate_threshold_and_suppression():
+    from latent_sculpting.monitor.incident_calibration import IncidentCalibration
+
+    calibration = IncidentCalibration(
+        grouping=IncidentConfig(gap_s=10).grouping(),
+        model="0" * 64,
+        scores=(1.0, 1.0, 2.0, 5.0),
+        host_days=2.0,
+        hosts=2,
+        windows=48,
+        window_s=3600.0,
+        flows=100,
+        flagged=4,
+        excluded={},
+        sources=["x"],
+    )
+    assert calibration.rate(1.0) == 2.0 and calibration.rate(1.5) == 1.0
+    assert calibration.threshold(2.0) == 0.0  # every benign incident fits the target
+    assert 2.0 < calibration.threshold(0.5) <= 5.0 and calibration.rate(
+        calibration.threshold(0.5)
+    ) == pytest.approx(0.5)
+    assert calibration.threshold(0.1) > 5.0  # below the resolution of 0.5 per host-day
+    config = IncidentConfig(gap_s=10, target_incidents=0.5)
+    rows = [(0.0, "a", "b", 1, True)] + [(100.0 + i, "c", "b", i, True) for i in range(6)]
+    grouper = IncidentGrouper(config, calibration)
+    out = grouper.add(flows(rows)) + grouper.flush()
+    assert [i.source for i in out] == ["c"] and grouper.stats["suppressed"] == 1
+    assert out[0].calibrated and out[0].rate == 0.0 and out[0].score == 6.0
+    assert out[0].rate_resolution == 0.5  # no benign incident scored as high in 2 host-days
+    with pytest.raises(ValueError, match="grouping"):
+        IncidentGrouper(IncidentConfig(gap_s=5), calibration)

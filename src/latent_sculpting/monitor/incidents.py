@@ -162,6 +162,8 @@ class Incident:
         Whether ``rate`` comes from a calibration.
     rate : float or None
         False incidents per benign host-day that score at least as high (calibrated only).
+    rate_resolution : float or None
+        The calibration's smallest nonzero rate: a ``rate`` of 0 means "below this".
     evicted : bool
         Closed early because the budget of open incidents was full.
     """
@@ -187,6 +189,7 @@ class Incident:
     distinct_capped: bool = False
     calibrated: bool = False
     rate: float | None = None
+    rate_resolution: float | None = None
     evicted: bool = False
 
     @property
@@ -445,6 +448,7 @@ class IncidentGrouper:
             distinct_capped=capped,
             calibrated=self.calibration is not None,
             rate=None if self.calibration is None else self.calibration.rate(state.evidence),
+            rate_resolution=None if self.calibration is None else self.calibration.resolution,
             evicted=evicted,
         )
         incident.explanation = explain_incident(incident)
