@@ -152,3 +152,22 @@ def test_calibration_file_is_checked(lab, tmp_path):
         calibration.check_grouping(IncidentConfig(gap_s=1.0))
     save_calibration(calibration, tmp_path / "copy.json")
     assert load_calibration(tmp_path / "copy.json") == calibration
+
+
+def test_report_puts_incidents_first(lab, capsys):
+    folder, model = lab
+    scored, listed = folder / "r.parquet", folder / "r.jsonl"
+    argv = ["score", str(model), str(folder / "test.csv"), "-o", str(scored), "--quiet"]
+    assert main([*argv, "--incidents", str(listed), "--no-drift"]) == 0
+    for extra in ([], ["--incidents", str(listed)]):
+        page_path = folder / "page.html"
+        assert main(["report", str(scored), "-o", str(page_path), *extra]) == 0
+        page = page_path.read_text()
+        incidents_at, flows_at = page.index("<h2>Incidents</h2>"), page.index("Flagged flows")
+        assert incidents_at < flows_at
+        first = page.index('<div class="incident">')
+        # The scan is the highest-scoring incident: its card comes first, with its picture.
+        card = page[first : page.index("</div>", first)]
+        assert "#1 10.0.0.66: " in card and "ports of 10.0.0.1" in card
+        assert "data:image/png;base64," in card and "its flagged flows (20 of" in card
+        assert ("Grouped by <code>sculpt report</code>" in page) == (not extra)
