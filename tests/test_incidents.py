@@ -211,3 +211,32 @@ def test_calibration_rate_threshold_and_suppression():
     assert out[0].rate_resolution == 0.5  # no benign incident scored as high in 2 host-days
     with pytest.raises(ValueError, match="grouping"):
         IncidentGrouper(IncidentConfig(gap_s=5), calibration)
+
+
+def test_incident_files_and_columns(tmp_path):
+    from latent_sculpting.monitor.incident_io import IncidentLog, incident_columns, read_incidents
+
+    rows = [(0.0, "a", "b", 1, True), (1.0, "a", "b", 2, True)]
+    grouper = IncidentGrouper()
+    path = tmp_path / "i.jsonl"
+    with IncidentLog(path) as log:
+        log.write(grouper.add(flows(rows)) + grouper.flush())
+    (record,) = read_incidents(path)
+    assert record["n_flagged"] == 2 and record["source"] == "a"
+    with pytest.raises(RuntimeError), IncidentLog(tmp_path / "gone.jsonl") as log:
+        raise RuntimeError("the run failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i.jsonl"]  # nothing half-written
+    (tmp_path / "bad.jsonl").write_text(path.read_text() + '{"id": 1}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 2: no source"):
+        read_incidents(tmp_path / "bad.jsonl")
+    (tmp_path / "bad.jsonl").write_text(
+        path.read_text().replace('"score": ', '"score": "x", "_": ')
+    )
+    with pytest.raises(ValueError, match="line 1: score is 'x'"):
+        read_incidents(tmp_path / "bad.jsonl")
+    zeek = ["ts", "id.orig_h", "id.resp_h", "id.resp_p", "score"]
+    assert incident_columns("zeek", zeek)[0]["dport"] == "id.resp_p"
+    with pytest.raises(ValueError, match="lack some of them"):
+        incident_columns("zeek", zeek[1:])
+    with pytest.raises(ValueError, match="carries none"):
+        incident_columns("table", zeek)
