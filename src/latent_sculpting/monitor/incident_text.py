@@ -20,6 +20,7 @@ __all__ = [
     "duration_text",
     "explain_incident",
     "iso_time",
+    "port_value",
     "reason_features",
 ]
 
@@ -111,9 +112,9 @@ def check_frame(frame: pd.DataFrame, offset: int) -> dict[str, Any]:
     out["flagged"] = flagged.to_numpy()
     for name in ("source", "destination"):
         out[name] = frame[name].astype(str).to_numpy(dtype=object)
-    out["destination_port"] = np.asarray(
-        [_port(v) for v in frame["destination_port"].tolist()], dtype=object
-    )
+    # Converted flow by flow where the grouper reads it (port_value): only flows of hosts
+    # with incidents.
+    out["destination_port"] = frame["destination_port"].to_numpy(dtype=object)
     out["p_value"] = None
     if "p_value" in frame.columns:
         p = frame["p_value"].to_numpy(dtype=np.float64)
@@ -123,7 +124,7 @@ def check_frame(frame: pd.DataFrame, offset: int) -> dict[str, Any]:
     return out
 
 
-def _port(value: Any) -> Any:
+def port_value(value: Any) -> Any:
     """A port as an int when it is one (JSON-safe), else its text."""
     if isinstance(value, int | np.integer):
         return int(value)

@@ -37,6 +37,7 @@ from latent_sculpting.monitor.incident_text import (
     check_frame,
     explain_incident,
     iso_time,
+    port_value,
     reason_features,
 )
 
@@ -372,7 +373,7 @@ class IncidentGrouper:
         cap = self.config.max_distinct
         for counter, value in (
             (state.destinations, columns["destination"][i]),
-            (state.ports, columns["destination_port"][i]),
+            (state.ports, port_value(columns["destination_port"][i])),
         ):
             if value in counter or len(counter) < cap:
                 counter[value] += 1
