@@ -21,6 +21,7 @@ COMMANDS = (
     "reproduce",
     "train",
     "score",
+    "incidents",
     "serve",
     "watch",
     "adapt",

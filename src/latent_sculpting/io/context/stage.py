@@ -23,7 +23,13 @@ from latent_sculpting.io.context.features import context_features
 from latent_sculpting.io.context.state import ContextState
 from latent_sculpting.io.formats.base import FlowFormat, refuse_context_on_samples
 
-__all__ = ["ContextStage", "flow_endpoints", "missing_endpoints", "start_times"]
+__all__ = [
+    "ContextStage",
+    "flow_endpoints",
+    "missing_endpoints",
+    "start_seconds",
+    "start_times",
+]
 
 _SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
@@ -228,7 +234,7 @@ def start_times(table: pa.Table, fmt: FlowFormat) -> np.ndarray:
     if found is None:
         raise FlowInputError(missing_endpoints(fmt, table.column_names))
     roles, units = found
-    return _seconds(table.column(roles["time"]), units.get("time", "s"), roles["time"], fmt)
+    return start_seconds(table.column(roles["time"]), units.get("time", "s"), roles["time"], fmt)
 
 
 def flow_endpoints(table: pa.Table, fmt: FlowFormat) -> dict[str, Any]:
@@ -273,7 +279,15 @@ def _first_null(column: pa.ChunkedArray) -> int:
     return int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
 
 
-def _seconds(column: pa.ChunkedArray, unit: str, name: str, fmt: FlowFormat) -> np.ndarray:
+def start_seconds(column: pa.ChunkedArray, unit: str, name: str, fmt: FlowFormat) -> np.ndarray:
+    """A format's start-time column (``unit``: one of
+    :data:`~latent_sculpting.io.formats.base.TIME_UNITS`) as float64 epoch seconds.
+
+    Raises
+    ------
+    FlowInputError
+        For a missing, unreadable or non-finite time (column ``name`` and row named).
+    """
     if column.null_count:
         row = _first_null(column)
         raise FlowInputError(

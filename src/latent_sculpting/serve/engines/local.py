@@ -11,7 +11,7 @@ The drift report of the run (:mod:`latent_sculpting.monitor.drift`) is written b
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ def score_files(
     progress: bool = True,
     explain: bool = True,
     drift: bool = True,
+    on_batch: Callable[[Any, Path], None] | None = None,
 ) -> dict[str, Any]:
     """Score flow files into one Parquet or CSV file, in constant memory.
 
@@ -77,6 +78,9 @@ def score_files(
     drift : bool, default True
         Compare the scored flows with the model's benign training traffic and write the drift
         report beside the output (:func:`drift_path`), once the output is in place.
+    on_batch : callable, optional
+        Called with each scored frame (as written, before ``source_file`` is added) and its
+        input file, in output order (the incidents of ``sculpt score --incidents``).
 
     Returns
     -------
@@ -119,6 +123,8 @@ def score_files(
         ):
             for path in files:
                 for scored in _scored_batches(scorer, path, batch_rows, report, context):
+                    if on_batch is not None:
+                        on_batch(scored, path)
                     # Records that name their source already (sculpt extract's output) keep
                     # their own, finer source_file.
                     if len(files) > 1 and "source_file" not in scored.columns:
