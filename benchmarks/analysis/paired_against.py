@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 from latent_sculpting.research.benchmark import load_records
-from latent_sculpting.research.benchmark.report import COMPARED, summarise
+from latent_sculpting.research.benchmark.summary import COMPARED, summarise
 
 LABELS = {
     "auroc": "AUROC",

@@ -161,7 +161,7 @@ PRESETS["default"] = {
 }
 
 # The default with context features (the source, host pair and destination service's recent
-# flows at 10 s, 1 min and 10 min): for complete captures only (docs/presets.md).
+# flows at 10 s, 1 min and 10 min): for complete captures only (docs/guides/usage.md).
 PRESETS["default-context"] = {**PRESETS["default"], "context": "on"}
 
 PRESETS["fast"] = {

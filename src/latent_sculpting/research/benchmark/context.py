@@ -25,11 +25,8 @@ import numpy as np
 
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.context.config import ContextConfig
-from latent_sculpting.research.benchmark.datasets import (
-    DATASETS,
-    Dataset,
-    UNSWNB15Adapter,
-)
+from latent_sculpting.research.benchmark.adapters import DATASETS, UNSWNB15Adapter
+from latent_sculpting.research.benchmark.datasets import Dataset
 
 __all__ = [
     "ABLATION_DATASETS",
