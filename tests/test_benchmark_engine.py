@@ -21,8 +21,8 @@ from latent_sculpting.research.benchmark import (
     run_unit,
     split_fold,
 )
-from latent_sculpting.research.benchmark import engine as engine_module
 from latent_sculpting.research.benchmark import test_folds as make_folds
+from latent_sculpting.research.benchmark import units as unit_module
 from latent_sculpting.research.benchmark.splits import drop_duplicates
 from latent_sculpting.research.evaluation import threshold_at_fpr
 
@@ -103,10 +103,10 @@ def test_methods_fit_on_the_fitting_rows_and_threshold_on_held_out_benign(cic, t
 
     # The mistake of the old compare: thresholds from the benign *test* rows. The check above
     # sees it.
-    real = engine_module.fold_metrics
+    real = unit_module.fold_metrics
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
-            engine_module,
+            unit_module,
             "fold_metrics",
             lambda calibration, benign, attacks, **kw: real(benign, benign, attacks, **kw),
         )
@@ -118,7 +118,7 @@ def test_methods_fit_on_the_fitting_rows_and_threshold_on_held_out_benign(cic, t
 
 def test_the_engine_refuses_a_leaking_fold(cic, tmp_path, monkeypatch):
     fold = make_folds(cic, ["paper"])[0][0]
-    real = engine_module.split_fold
+    real = unit_module.split_fold
 
     def leaky(dataset, fold, seed):
         rows = real(dataset, fold, seed)
@@ -126,7 +126,7 @@ def test_the_engine_refuses_a_leaking_fold(cic, tmp_path, monkeypatch):
         rows.test_attack = rows.test_attack[5:]
         return rows
 
-    monkeypatch.setattr(engine_module, "split_fold", leaky)
+    monkeypatch.setattr(unit_module, "split_fold", leaky)
     with pytest.raises(LeakError, match="withheld or sibling"):
         run_unit(cic, fold, 0, ["ecod"], out=tmp_path)
 
@@ -140,7 +140,7 @@ def test_the_engine_refuses_test_rows_that_copy_training_rows(cic, tmp_path, mon
     (record,) = run_unit(doubled, fold, 0, ["ecod"], out=tmp_path / "ok")
     assert record["duplicates_removed"]["test_benign"] > 0
     # Mistake: deduplication skipped.
-    monkeypatch.setattr(engine_module, "drop_duplicates", lambda rows, *args: rows)
+    monkeypatch.setattr(unit_module, "drop_duplicates", lambda rows, *args: rows)
     with pytest.raises(LeakError, match="copy fitting rows"):
         run_unit(doubled, fold, 0, ["ecod"], out=tmp_path / "bad")
 

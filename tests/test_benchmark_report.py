@@ -1,13 +1,18 @@
 """The benchmark's result set: a figure at a false-positive rate that the fold's benign rows
 cannot resolve reads "n/a (N benign)" and stays out of every mean, rank and paired interval;
-per-fold bootstrap intervals."""
+per-fold bootstrap intervals; the withheld families where the reference trails the best
+baseline; two runs compared fold by fold."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
-from latent_sculpting.research.benchmark import report as report_module
+from latent_sculpting.cli import main
+from latent_sculpting.research.benchmark import compare_markdown, compare_runs
+from latent_sculpting.research.benchmark import summary as summary_module
 from latent_sculpting.research.benchmark.report import summarise, write_results
 from latent_sculpting.research.benchmark.statistics import fold_bootstrap
 from latent_sculpting.research.evaluation import min_rows_at_fpr, resolvable
@@ -140,7 +145,7 @@ def test_a_fold_with_too_few_benign_rows_reads_na_and_stays_out_of_the_means(pla
 
     # The mistake: the cell used anyway. The checks above see it.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(report_module, "resolvable", lambda *args: True)
+        patch.setattr(summary_module, "resolvable", lambda *args: True)
         wrong = summarise(planted, ["a", "b"], "a")
     with pytest.raises(AssertionError):
         check_small_fold_left_out(wrong)
@@ -212,3 +217,118 @@ def test_fold_bootstrap_recomputes_each_resample(n_benign, n_attack):
             assert out[f"recall@{f:g}"][r] == pytest.approx(expected, abs=1e-12)
     with pytest.raises(ValueError, match="attacks scores"):
         fold_bootstrap(cal, benign, [])
+
+
+def gap_records() -> list[dict]:
+    """Recall at 1 % on three folds: `default` trails rf by 0.10 on A (its seeds 0.45 and 0.55),
+    leads on B and is 0.03 behind on C; the preset ablation `default-noknn` recalls 0.99
+    everywhere and is no baseline; on D `default`'s benign rows do not resolve 1 %."""
+    values = {
+        "A": {"default": (0.45, 0.55), "rf": (0.60, 0.60), "knn": (0.52, 0.52)},
+        "B": {"default": (0.80, 0.80), "rf": (0.78, 0.78), "knn": (0.70, 0.70)},
+        "C": {"default": (0.30, 0.30), "rf": (0.33, 0.33), "knn": (0.20, 0.20)},
+        "D": {"default": (0.10, 0.10), "rf": (0.90, 0.90), "knn": (0.90, 0.90)},
+    }
+    out = []
+    for fold, methods in values.items():
+        for method, recalls in [*methods.items(), ("default-noknn", (0.99, 0.99))]:
+            for seed, recall in enumerate(recalls):
+                small = fold == "D" and method == "default"
+                benign = 500 if small else 1500
+                out.append(record(fold, method, seed, recall=recall, auroc=0.9, benign=benign))
+    return out
+
+
+def test_the_report_says_where_the_reference_trails_the_best_baseline(tmp_path):
+    methods = ["default", "default-noknn", "rf", "knn"]
+    results = write_results(
+        gap_records(),
+        tmp_path,
+        config={
+            "methods": methods,
+            "reference": "default",
+            "split_seeds": [0, 1],
+            "fractions": {"calibration": 0.2},
+        },
+        provenance={},
+        datasets={"toy": {}},
+        plots=False,
+    )
+    gaps = results["family_gaps"]
+    assert [(f["fold"], f["best"], f["trails"]) for f in gaps["folds"]] == [
+        ("A", "rf", True),
+        ("B", "rf", False),
+        ("C", "rf", False),
+    ]  # D: 1 % unresolved for default; the preset ablation is never the best baseline
+    assert gaps["folds"][0]["value"] == pytest.approx(0.50)
+    assert gaps["folds"][0]["gap"] == pytest.approx(-0.10)
+    counts = {m: (c["trailing"], c["folds"]) for m, c in gaps["methods"].items()}
+    # Each against the best of the *other* baselines: rf against knn, knn against rf.
+    assert counts == {"default": (1, 3), "default-noknn": (0, 4), "rf": (0, 4), "knn": (3, 4)}
+    text = (tmp_path / "benchmark.md").read_text()
+    assert "## Withheld families where `default` trails the best baseline" in text
+    assert "trails by more than 0.05 on **1 of 3 folds**" in text
+    assert "| toy | A | 0.500 | rf 0.600 | -0.100 | **yes** |" in text
+    assert "| knn | 3 of 4 |" in text
+    # A run without a baseline has no such section.
+    only_ours = [r for r in gap_records() if r["method"].startswith("default")]
+    assert summarise(only_ours, ["default", "default-noknn"], "default")["family_gaps"] is None
+
+
+def write_run(folder, recall_of_default: float) -> None:
+    records = [
+        record(fold, method, seed, recall=recall, auroc=auroc)
+        for fold, shift in (("A", 0.0), ("B", 0.1), ("C", 0.2))
+        for seed in (0, 1)
+        for method, recall, auroc in (
+            ("default", recall_of_default + shift + 0.01 * seed, 0.9),
+            ("rf", 0.5, 0.8),
+        )
+    ]
+    config = {
+        "methods": ["default", "rf"],
+        "reference": "default",
+        "split_seeds": [0, 1],
+        "fractions": {"calibration": 0.2},
+    }
+    write_results(records, folder, config=config, provenance={}, datasets={"toy": {}}, plots=False)
+
+
+def test_two_runs_compared_fold_by_fold(tmp_path):
+    before, after = tmp_path / "before", tmp_path / "after"
+    write_run(before, 0.30)
+    write_run(after, 0.40)
+    comparison = compare_runs(before, after)
+    rows = {r["metric"]: r for r in comparison["methods"]["default"]["metrics"]}
+    assert comparison["methods"]["default"]["paired_folds"] == 3
+    recall = rows["recall@0.01"]
+    assert recall["n"] == 3 and recall["verdict"] == "higher"
+    assert recall["before"] == pytest.approx(0.405) and recall["after"] == pytest.approx(0.505)
+    assert recall["difference"] == pytest.approx(0.10)
+    assert rows["auroc"]["verdict"] == "tie" and rows["auroc"]["difference"] == 0
+    assert rows["recall@0.001"] == {"metric": "recall@0.001", "n": 0}  # 1,500 benign rows
+    text = compare_markdown(comparison)
+    assert "| recall at 1 % FPR | 3 | 0.4050 | 0.5050 | +0.1000 |" in text
+    assert "after higher" in text and "no fold resolves it" in text
+    # The other way round, the verdict turns.
+    back = compare_runs(after, before, ["default", "rf"])
+    turned = {r["metric"]: r.get("verdict") for r in back["methods"]["default"]["metrics"]}
+    assert turned["recall@0.01"] == "lower"
+    assert back["methods"]["rf"]["metrics"][0]["verdict"] == "tie"
+    with pytest.raises(ValueError, match="no fold of method 'knn'"):
+        compare_runs(before, after, ["knn"])
+    with pytest.raises(ValueError, match="not the result set of a benchmark run"):
+        compare_runs(tmp_path, after)
+
+
+def test_sculpt_benchmark_compare_prints_and_writes_the_comparison(tmp_path, capsys):
+    before, after, out = tmp_path / "before", tmp_path / "after", tmp_path / "out"
+    write_run(before, 0.30)
+    write_run(after, 0.40)
+    assert main(["benchmark", "--compare", str(before), str(after), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "## `default`: after - before over 3 paired folds" in printed
+    assert (out / "comparison.md").read_text() == printed
+    written = json.loads((out / "comparison.json").read_text())
+    assert written["methods"]["default"]["metrics"][3]["verdict"] == "higher"
+    assert main(["benchmark", "--compare", str(before), str(tmp_path / "none")]) == 2

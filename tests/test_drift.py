@@ -12,13 +12,9 @@ import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from latent_sculpting.data import BENIGN
-from latent_sculpting.monitor.drift import (
-    DriftMonitor,
-    DriftReference,
-    RollingDriftMonitor,
-    _Counts,
-    _equal_frequency_edges,
-)
+from latent_sculpting.monitor.drift import DriftMonitor, DriftReference, RollingDriftMonitor
+from latent_sculpting.monitor.drift_reference import _equal_frequency_edges
+from latent_sculpting.monitor.drift_report import DriftCounts
 
 #: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
@@ -294,7 +290,7 @@ def test_monitors_are_thread_safe(benign_split, monkeypatch):
     ref, detector, new = benign_split
     flags = detector.flag(new)
     serial = DriftMonitor(ref).update(new, flags).report().to_dict()
-    add = _Counts.add
+    add = DriftCounts.add
 
     def slow_add(self, index, flags, labelled):
         # Counting that yields to other threads half-way: unlocked, updates would be lost.
@@ -303,7 +299,7 @@ def test_monitors_are_thread_safe(benign_split, monkeypatch):
         self.bins, self.n, self.flagged = before.bins, before.n, before.flagged
         add(self, index, flags, labelled)
 
-    monkeypatch.setattr(_Counts, "add", slow_add)
+    monkeypatch.setattr(DriftCounts, "add", slow_add)
     parts = np.array_split(np.arange(len(new)), 200)
     for monitor in (DriftMonitor(ref), RollingDriftMonitor(ref, window=len(new), n_buckets=7)):
 
@@ -413,12 +409,12 @@ def test_damaged_state_is_refused(key, value, message):
 
 
 def test_bins_counted_in_row_blocks_are_the_bins_counted_at_once(monkeypatch):
-    import latent_sculpting.monitor.drift as drift
+    import latent_sculpting.monitor.drift_reference as drift_reference
 
     rng = np.random.default_rng(3)
     X = np.c_[rng.exponential(size=999), rng.integers(0, 4, size=999)].astype(np.float32)
     whole = DriftReference().fit(X, feature_names=["a", "b"], target_fpr=0.01)
-    monkeypatch.setattr(drift, "_FIT_BLOCK", 10)
+    monkeypatch.setattr(drift_reference, "_FIT_BLOCK", 10)
     blocks = DriftReference().fit(X, feature_names=["a", "b"], target_fpr=0.01)
     np.testing.assert_array_equal(blocks.shares_, whole.shares_)
     np.testing.assert_array_equal(blocks.edges_, whole.edges_)
@@ -438,7 +434,7 @@ def test_bin_index_is_searchsorted_whether_compared_or_searched(n_bins):
     ]
     Y[:150, 0] = ref.bin_edges(0)[rng.integers(0, ref.n_edges_[0], 150)]  # on an edge
     Y = Y.astype(np.float32)
-    index = ref._bin_index(Y)
+    index = ref.bin_index(Y)
     offset = 0
     for j in range(4):
         edges = ref.bin_edges(j)
@@ -447,7 +443,7 @@ def test_bin_index_is_searchsorted_whether_compared_or_searched(n_bins):
         expected[Y[:, j] > ref.maximum_[j]] = len(edges) + 2
         np.testing.assert_array_equal(index[:, j], expected + offset)
         offset += len(edges) + 3
-    np.testing.assert_array_equal(ref._bin_index(Y[7:8]), index[7:8])
+    np.testing.assert_array_equal(ref.bin_index(Y[7:8]), index[7:8])
 
 
 def test_a_refitted_reference_bins_with_its_own_edges():
@@ -458,8 +454,8 @@ def test_a_refitted_reference_bins_with_its_own_edges():
     names = ["a", "b", "c"]
     reused = DriftReference().fit(X.astype(np.float32), feature_names=names, target_fpr=0.01)
     Z = rng.lognormal(size=(50, 3)).astype(np.float32) * 2
-    before = reused._bin_index(Z)
+    before = reused.bin_index(Z)
     reused.fit(Y.astype(np.float32), feature_names=names, target_fpr=0.01)
     fresh = DriftReference().fit(Y.astype(np.float32), feature_names=names, target_fpr=0.01)
-    np.testing.assert_array_equal(reused._bin_index(Z), fresh._bin_index(Z))
-    assert not np.array_equal(before, fresh._bin_index(Z))
+    np.testing.assert_array_equal(reused.bin_index(Z), fresh.bin_index(Z))
+    assert not np.array_equal(before, fresh.bin_index(Z))

@@ -152,3 +152,33 @@ def test_bad_values_fail_their_file_only(model_path, flow_files, tmp_path, local
     assert summary["shards_written"] == ["a.parquet"]
     assert list(summary["failed"]) == [str(folder / "b.parquet")]
     assert "not a number" in summary["failed"][str(folder / "b.parquet")]
+
+
+def test_context_each_file_is_a_run_of_its_own_on_ray(tmp_path, local_ray):
+    """With context features each Ray actor scores a file from an empty state: as the local
+    engine scores that file alone. What is lost against one local run over the files (the
+    state of the files before it) shows in the second file's scores."""
+    from test_context_model import TINY, capture, close
+
+    from latent_sculpting.serve.engines.ray import score_with_ray
+    from latent_sculpting.train import fit_training_data, read_training_data
+
+    frame = capture()
+    (tmp_path / "in").mkdir()
+    whole = tmp_path / "whole.csv"
+    frame.to_csv(whole, index=False)
+    first, second = tmp_path / "in" / "a.csv", tmp_path / "in" / "b.csv"
+    frame.iloc[:450].to_csv(first, index=False)
+    frame.iloc[450:].to_csv(second, index=False)
+    model = fit_training_data(read_training_data([whole], context="on"), overrides=TINY)
+    path = model.save(tmp_path / "context.sculpt")
+    score_with_ray(path, tmp_path / "in", tmp_path / "out", num_workers=2, progress=False)
+    together = tmp_path / "together.parquet"
+    score_files(model, [first, second], together, progress=False, drift=False)
+    one_run = pd.read_parquet(together)["score"].to_numpy()
+    for name, rows in (("a", slice(0, 450)), ("b", slice(450, None))):
+        shard = pd.read_parquet(tmp_path / "out" / f"{name}.parquet")["score"].to_numpy()
+        alone = tmp_path / f"alone-{name}.parquet"
+        score_files(model, tmp_path / "in" / f"{name}.csv", alone, progress=False, drift=False)
+        assert close(shard, pd.read_parquet(alone)["score"])
+        assert close(shard, one_run[rows]) == (name == "a")

@@ -158,12 +158,15 @@ def test_alerts_page_lists_the_top_flagged_flows_escaped(tmp_path):
     scored = tmp_path / "scored.parquet"
     frame.to_parquet(scored)
     page = render_alerts(scored, top=5, batch_rows=7)  # the best rows span several batches
-    assert "40 flows, 19 flagged (47.50%); the 5 highest-scoring flagged flows" in page
+    assert "40 flows, 19 flagged (47.50%)." in page
+    assert "The 5 highest-scoring flagged flows" in page
+    # No start times or addresses of a known format: no incidents, said so.
+    assert "cannot be grouped into incidents" in page
     ranks = re.findall(r"<tr><td class=\"num\">(\d+)</td><td class=\"num\">(\d+)</td>", page)
     top = frame[frame["is_attack"]].nlargest(5, "score")
     assert [int(row) for _, row in ranks] == [i + 1 for i in top.index]  # rows of the file
     assert [int(rank) for rank, _ in ranks] == [1, 2, 3, 4, 5]
-    assert "<th>Src IP</th><th>Flow ID</th><th>Label</th><th>explanation</th>" in page
+    assert "<th>explanation</th><th>Src IP</th><th>Flow ID</th><th>Label</th>" in page
     assert "<script" not in page and "<img" not in page
     assert '<td>&lt;script&gt;alert("x")&lt;/script&gt;</td>' in page
     assert '&lt;img src=x onerror="alert(1)"&gt; 7' in page
@@ -196,7 +199,7 @@ def test_alerts_page_refuses_what_is_not_a_scored_file(tmp_path, capsys):
     assert main(["report", str(scored), "-o", str(scored)]) == 2
     assert "is also an input" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--top", "3"]) == 2
-    assert "--top is for a scored file" in capsys.readouterr().err
+    assert "--top and --incidents are for a scored file" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top must be a positive integer"):
         render_alerts(scored, top=0)
 

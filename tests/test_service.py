@@ -164,7 +164,8 @@ def test_a_csv_body_encodes_categorical_values_as_a_file_does(tmp_path):
     from latent_sculpting.io.fitting import fit_spec
     from latent_sculpting.io.readers.delimited import parse_bytes
     from latent_sculpting.io.table import iter_flow_batches
-    from latent_sculpting.serve.service import LIMITS, RecordParser
+    from latent_sculpting.serve.records import RecordParser
+    from latent_sculpting.serve.service import LIMITS
 
     lines = ["bytes,ratio,flag"] + [f"{i},{i / 7:.3f},{i % 2 == 1}" for i in range(60)]
     body = ("\n".join(lines) + "\n").encode()
@@ -203,7 +204,7 @@ def test_the_per_header_caches_stay_bounded_and_keep_each_header_apart(model, ra
     # A CSV header's column types and a JSON field-name set's plan are kept per parser; a
     # client sending ever new names must not grow them without bound, and a header seen
     # again (even after others) must be read as it was the first time.
-    from latent_sculpting.serve.service import _KNOWN_FIELD_SETS, RecordParser
+    from latent_sculpting.serve.records import _KNOWN_FIELD_SETS, RecordParser
 
     parser = RecordParser(model.spec_, dict(LIMITS))
     first = raw_rows.head(3)
@@ -320,9 +321,9 @@ def test_accept_text_csv_answers_the_csv_sculpt_score_writes(client, model, raw_
     ],
 )
 def test_the_answer_format_follows_accept(accept, csv):
-    from latent_sculpting.serve.service import _answer_is_csv
+    from latent_sculpting.serve.answers import answer_is_csv
 
-    assert _answer_is_csv(accept) is csv
+    assert answer_is_csv(accept) is csv
 
 
 def test_canonical_feature_records_are_accepted(client, model, raw_rows):
@@ -507,7 +508,7 @@ def test_hostile_json_gets_a_clear_4xx(client, content, status, message):
 
 def _parser(model, **limits):
     from latent_sculpting.io.flowspec import model_spec
-    from latent_sculpting.serve.service import RecordParser
+    from latent_sculpting.serve.records import RecordParser
 
     return RecordParser(model_spec(model), {**LIMITS, **limits})
 
@@ -546,7 +547,7 @@ _VALUES = _SCALARS | st.recursive(
 def test_the_quick_json_parse_is_the_checked_one_or_steps_aside(
     model, records, wrapped, depth, digits
 ):
-    from latent_sculpting.serve.service import _ABSENT
+    from latent_sculpting.serve.records import _ABSENT
 
     parser = _parser(model, max_json_depth=depth, max_number_digits=digits)
     body = json.dumps({"flows": records} if wrapped else records).encode()
@@ -560,7 +561,8 @@ def test_the_quick_json_parse_is_the_checked_one_or_steps_aside(
 
 
 def test_json_the_quick_parse_leaves_to_the_checked_one_is_answered_as_before(model, raw_rows):
-    from latent_sculpting.serve.service import _ABSENT, RequestError
+    from latent_sculpting.serve.records import _ABSENT
+    from latent_sculpting.serve.request import RequestError
 
     parser = _parser(model)
     record = _records(raw_rows.head(1))[0]
@@ -617,7 +619,7 @@ def test_the_fields_beside_the_numbers_are_each_records_own(model, raw_rows, cas
 
 
 def test_names_only_later_records_have_are_kept_and_a_boolean_is_not_a_number(model, raw_rows):
-    from latent_sculpting.serve.service import RequestError
+    from latent_sculpting.serve.request import RequestError
 
     parser = _parser(model)
     records = _records(raw_rows.head(3))
@@ -632,7 +634,8 @@ def test_names_only_later_records_have_are_kept_and_a_boolean_is_not_a_number(mo
 def test_a_csv_header_of_a_million_columns_is_refused_before_it_is_parsed(model, monkeypatch):
     # 9.9 MB of header: Arrow used to refuse it after seconds of the event loop with "header is
     # larger than block size". Counted first, it never reaches a parser.
-    import latent_sculpting.serve.service as service
+    import latent_sculpting.serve.records as parsing
+    from latent_sculpting.serve.request import RequestError
 
     header = ",".join(f"c{i}" for i in range(1_000_000)).encode()
     body = header + b"\n" + b",".join([b"1"] * 1_000_000) + b"\n"
@@ -641,17 +644,17 @@ def test_a_csv_header_of_a_million_columns_is_refused_before_it_is_parsed(model,
     def never(*args, **kwargs):
         raise AssertionError("the body was parsed")
 
-    monkeypatch.setattr(service, "header_names", never)
-    monkeypatch.setattr(service, "parse_bytes", never)
+    monkeypatch.setattr(parsing, "header_names", never)
+    monkeypatch.setattr(parsing, "parse_bytes", never)
     started = time.perf_counter()
-    with pytest.raises(service.RequestError, match="^1000000 columns; at most 1024$") as error:
+    with pytest.raises(RequestError, match="^1000000 columns; at most 1024$") as error:
         _parser(model).parse(body, "text/csv")
     assert error.value.status == 422 and time.perf_counter() - started < 1
     # Commas inside quoted names are not columns: 1,024 such names are within the limit.
     quoted = ",".join(f'"a,b,{i}"' for i in range(1024)).encode() + b"\n"
     with pytest.raises(AssertionError, match="parsed"):
         _parser(model).parse(quoted + b"1\n", "text/csv")
-    with pytest.raises(service.RequestError, match="^1025 columns"):
+    with pytest.raises(RequestError, match="^1025 columns"):
         _parser(model).parse(quoted.replace(b"\n", b',"x""y"\n') + b"1\n", "text/csv")
 
 
@@ -685,7 +688,7 @@ def test_a_gzip_bomb_is_never_inflated_beyond_the_limit():
     import tracemalloc
     import zlib
 
-    from latent_sculpting.serve.service import RequestError, _decoded
+    from latent_sculpting.serve.request import RequestError, decoded_body
 
     packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     zeros = b"0" * (1 << 20)
@@ -694,7 +697,7 @@ def test_a_gzip_bomb_is_never_inflated_beyond_the_limit():
     tracemalloc.start()
     try:
         with pytest.raises(RequestError, match="once decompressed"):
-            _decoded(bomb, "gzip", 1 << 20)
+            decoded_body(bomb, "gzip", 1 << 20)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -1083,7 +1086,7 @@ def test_brackets_and_digits_inside_strings_count_toward_no_limit(client, raw_ro
 def test_answer_columns_are_json_safe_whatever_their_arrow_type():
     import datetime as dt
 
-    from latent_sculpting.serve.service import _arrow_json_list
+    from latent_sculpting.serve.answers import _arrow_json_list
 
     assert _arrow_json_list(pa.chunked_array([["a", None, "c"]])) == ["a", None, "c"]
     assert _arrow_json_list(pa.array([1, None, 3])) == [1, None, 3]

@@ -1,6 +1,5 @@
-"""Locust users for ``benchmarks/speed/bench_service.py``: each posts prepared bodies of real flows
-to
-``POST /v1/score`` back to back.
+"""Locust users for ``benchmarks/speed/bench_service.py load``: each posts prepared bodies of real
+flows to ``POST /v1/score`` back to back.
 
 The bodies come from the JSON file named by ``SCULPT_BENCH_BODIES`` (a list of texts, one request
 body each), sent with the Content-Type ``SCULPT_BENCH_CONTENT_TYPE`` (default JSON), asking for

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from latent_sculpting.io.context.config import parse_context
 from latent_sculpting.io.flowspec import FlowSpec, model_spec
 from latent_sculpting.io.table import FlowTable, cap_rows, read_flows
 from latent_sculpting.model.adapt import min_benign_rows
@@ -39,6 +40,7 @@ __all__ = [
     "EXTRA_HELD_OUT",
     "TrainingData",
     "adapt_from_files",
+    "context_setting",
     "fit_training_data",
     "read_benign_flows",
     "read_training_data",
@@ -84,8 +86,14 @@ def read_training_data(
     benign_extra: Sequence[Path] = (),
     benign_rows_only: bool = False,
     seed: int = 0,
+    context: str = "off",
 ) -> TrainingData:
     """Read the training flows, and the ``benign_extra`` flows with the same spec.
+
+    ``context`` is the estimator's parameter (:func:`context_setting`): with context on, the
+    files are one run, read in the order of their first flows with the context state carried
+    across them (:func:`latent_sculpting.io.runs.run_context`); the ``benign_extra`` files are
+    another run, with a state of their own.
 
     Raises
     ------
@@ -106,6 +114,7 @@ def read_training_data(
         keep=keep,
         max_categories=max_categories,
         keep_identifiers=False,  # training never reads them; millions of strings otherwise
+        context=parse_context(context),
     )
     if max_per_class is not None:
         table = cap_rows(table, max_per_class, seed)
@@ -119,6 +128,12 @@ def read_training_data(
             n = sum(data.extra_left_out.values())
             data.notices.append(f"--benign-extra: left out {n:,} flows labelled as attacks")
     return data
+
+
+def context_setting(preset_name: str, overrides: Mapping[str, Any] | None = None) -> str:
+    """The ``context`` parameter that ``preset_name`` with ``overrides`` fits with: what
+    :func:`read_training_data` must read the flows with."""
+    return str({**preset(preset_name), **(overrides or {})}["context"])
 
 
 def fit_training_data(

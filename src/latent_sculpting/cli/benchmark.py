@@ -70,6 +70,7 @@ def add_run_flags(
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from latent_sculpting.research.benchmark import BENCHMARK_METHODS, DATASETS, PROTOCOLS, QUICK
+    from latent_sculpting.research.benchmark.context import ABLATION_DATASETS, MAIN_DATASETS
 
     parser = subparsers.add_parser(
         "benchmark",
@@ -85,9 +86,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--datasets",
         nargs="+",
         choices=list(DATASETS),
-        default=list(DATASETS),
+        default=list(MAIN_DATASETS),
         metavar="NAME",
-        help=f"datasets (default all: {' '.join(DATASETS)})",
+        help=f"datasets (default: {' '.join(MAIN_DATASETS)}; also the ablation "
+        f"{' '.join(ABLATION_DATASETS)}, UNSW-NB15 without its connection counts)",
     )
     parser.add_argument(
         "--data",
@@ -127,6 +129,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help=f"every dataset, split seeds {' '.join(map(str, QUICK['split_seeds']))}, methods "
         f"{' '.join(QUICK['methods'])}, at most {QUICK['max_per_class']:,} rows per class "
         "(flags given explicitly win)",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("BEFORE", "AFTER"),
+        help="instead of running, compare two finished runs fold by fold (after - before, with "
+        "bootstrap intervals) for --methods (default: AFTER's reference); print the table, and "
+        "with --out also write comparison.md and comparison.json there",
     )
     add_run_flags(parser, methods=BENCHMARK_METHODS, seeds=(0, 1, 2))
     return parser
@@ -201,8 +211,34 @@ def _fmt(stat: dict) -> str:
     return f"{stat['mean']:.3f}{std}"
 
 
+def compare(args: argparse.Namespace) -> dict:
+    """``--compare BEFORE AFTER``: print the comparison, and write it under ``--out`` if given."""
+    from pathlib import Path
+
+    from latent_sculpting.atomic import write_json, write_text
+    from latent_sculpting.research.benchmark import compare_markdown, compare_runs
+    from latent_sculpting.research.benchmark.report import json_safe
+
+    if args.merge:
+        raise ValueError("--compare and --merge are two different things; give one")
+    comparison = compare_runs(*args.compare, methods=args.methods)
+    text = compare_markdown(comparison)
+    print(text, end="")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(json_safe(comparison), out / "comparison.json")
+        write_text(text, out / "comparison.md")
+        print(f"comparison in {out}/ (comparison.md, comparison.json)", file=sys.stderr)
+    return comparison
+
+
 def run(args: argparse.Namespace) -> int:
     from latent_sculpting.research.benchmark import QUICK
+
+    if args.compare:
+        compare(args)
+        return 0
 
     fixed: dict = {
         "datasets": args.datasets,

@@ -117,6 +117,14 @@ def warn_cleaning(command: str, cleaning: dict[str, Any]) -> None:
             "so they are neither benign nor attack",
             file=sys.stderr,
         )
+    for name, n in (cleaning.get("context_out_of_order") or {}).items():
+        print(
+            f"sculpt {command}: {name}: {n:,} flows out of time order, sorted by start time for "
+            "their context features",
+            file=sys.stderr,
+        )
+    for note, n in (cleaning.get("context_notes") or {}).items():
+        print(f"sculpt {command}: context features: {n:,} {note}", file=sys.stderr)
     total = cleaning.get("values_replaced", 0)
     if not total:
         return

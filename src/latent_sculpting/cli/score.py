@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from latent_sculpting.cli.common import add_threads_flag, threads_from_args, warn_cleaning
+from latent_sculpting.cli.incidents import add_grouping_flags
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -72,6 +73,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help="do not compare the scored flows with the model's benign training traffic",
     )
+    parser.add_argument(
+        "--incidents",
+        metavar="JSONL",
+        help="also group the flagged flows into incidents (by source host and time gap), "
+        "one JSON object a line, with their start, end, flows (output rows, 0-based), "
+        "evidence and a one-sentence explanation (local engine; the input needs start times "
+        "and addresses)",
+    )
+    add_grouping_flags(parser)
     return parser
 
 
@@ -84,7 +94,14 @@ def run(args: argparse.Namespace) -> int:
                 "--no-explain is for the local engine; the ray engine explains the flagged "
                 "flows of every model that holds a benign profile"
             )
+        if args.incidents:
+            raise ValueError("--incidents is for the local engine")
         return _run_ray(args)
+    from latent_sculpting.cli.incidents import (
+        calibration_from_args,
+        config_from_args,
+        describe_incidents,
+    )
     from latent_sculpting.model.density.fastpath import set_scoring_workers
     from latent_sculpting.model.estimator import LatentSculpting
     from latent_sculpting.serve.engines.local import score_files
@@ -94,6 +111,14 @@ def run(args: argparse.Namespace) -> int:
     model = LatentSculpting.load(args.model, device=args.device)
     if args.explain and default_explainer(model) is None:
         print(f"sculpt score: note: {args.model}: {NO_PROFILE}", file=sys.stderr)
+    sink = None
+    if args.incidents:
+        from latent_sculpting.serve.incident_runs import IncidentSink
+
+        config = config_from_args(args)
+        sink = IncidentSink(model, args.incidents, config, calibration_from_args(args, model))
+    elif args.target_incidents is not None or args.incident_calibration is not None:
+        raise ValueError("--target-incidents and --incident-calibration need --incidents PATH")
     # Each chunk's blocks are scored by up to --threads worker threads, each with one
     # intra-op thread (latent_sculpting.threads); the scores do not depend on how many.
     previous = set_scoring_workers(threads_from_args(args))
@@ -107,15 +132,23 @@ def run(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
                 explain=args.explain,
                 drift=not args.no_drift,
+                on_batch=sink,
             )
+        if sink is not None:
+            summary["incidents"] = sink.close()
+            sink = None
     finally:
         set_scoring_workers(previous)
+        if sink is not None:
+            sink.discard()
     warn_cleaning("score", summary["cleaning"])
     if not args.no_drift:
         print_drift(summary["drift"], summary["drift_file"], quiet=args.quiet)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
+    if "incidents" in summary:
+        print(describe_incidents(summary["incidents"]), file=sys.stderr)
     print(
         f"scored {summary['rows']:,} flows from {len(summary['files'])} file(s) in "
         f"{summary['seconds']:.1f} s ({summary['rows_per_second']:,.0f} rows/s)\n"

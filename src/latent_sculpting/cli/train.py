@@ -80,6 +80,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "same as --set calibration_fraction=F)",
     )
     parser.add_argument(
+        "--context",
+        metavar="SCALES",
+        help="add context features: what each flow's source host, host pair and destination "
+        "service did just before it (flow counts, distinct destinations and ports, failed "
+        "share, sizes, regularity), at time scales in seconds: 'on' (10,60,600), 'off', or a "
+        "list such as 30,300. Needs complete captures whose records carry start time and "
+        "endpoints; the files of --data are one run, read in time order (same as --set "
+        "context=...; default: the preset's, off but for default-context)",
+    )
+    parser.add_argument(
         "--max-per-class",
         type=int,
         metavar="N",
@@ -98,7 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "column, flows left out)",
     )
     add_threads_flag(parser)
-    add_aliases(parser, ("calibration", "calibration_fraction", "device"))
+    add_aliases(parser, ("calibration", "calibration_fraction", "device", "context"))
     return parser
 
 
@@ -107,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from latent_sculpting.data import sample_path
     from latent_sculpting.io.readers import list_flow_files
     from latent_sculpting.serve.outputs import check_output
-    from latent_sculpting.train import fit_training_data, read_training_data
+    from latent_sculpting.train import context_setting, fit_training_data, read_training_data
 
     started = time.perf_counter()
     overrides = apply_threads(args, model_overrides(args))
@@ -134,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         benign_extra=extra_files,
         benign_rows_only=args.benign_rows_only,
         seed=args.seed,
+        context=context_setting(args.preset, overrides),
     )
     spec = data.table.spec
     if not args.quiet:

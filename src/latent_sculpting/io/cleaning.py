@@ -50,6 +50,12 @@ class CleaningReport:
         Per feature column, values replaced by 0 (NaN counts missing cells too).
     engineered : list of str
         Names of the engineered features appended.
+    context_out_of_order : dict of str to int
+        Per file, records that started before an earlier record of their batch: sorted by start
+        time for their context features.
+    context_notes : dict of str to int
+        What the context features decided about values (e.g. flows without a connection state,
+        counted as answered), with the number of flows.
     rows_out : int
         Rows in the final table.
     """
@@ -65,6 +71,8 @@ class CleaningReport:
     neginf_replaced: dict[str, int] = field(default_factory=dict)
     nan_replaced: dict[str, int] = field(default_factory=dict)
     engineered: list[str] = field(default_factory=list)
+    context_out_of_order: dict[str, int] = field(default_factory=dict)
+    context_notes: dict[str, int] = field(default_factory=dict)
     rows_out: int = 0
 
     @property
@@ -105,6 +113,10 @@ class CleaningReport:
                 lines.append(f"  {col}: {n} {title} replaced by 0")
         if self.engineered:
             lines.append(f"engineered features added: {', '.join(self.engineered)}")
+        for name, n in self.context_out_of_order.items():
+            lines.append(f"{name}: {n} records out of time order, sorted for context features")
+        for note, n in self.context_notes.items():
+            lines.append(f"context features: {n} {note}")
         lines.append(f"rows out: {self.rows_out}")
         return "\n".join(lines)
 

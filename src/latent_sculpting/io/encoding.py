@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,18 @@ from latent_sculpting.io.numbers import (
     number_matrix,
 )
 
-__all__ = ["FlowBatch", "check_columns", "encode", "numeric_types", "usable_counts"]
+__all__ = [
+    "FlowBatch",
+    "check_columns",
+    "context_matrix",
+    "encode",
+    "numeric_types",
+    "usable_counts",
+]
+
+if TYPE_CHECKING:
+    from latent_sculpting.io.context.config import ContextConfig
+    from latent_sculpting.io.context.state import ContextState
 
 #: Rows converted to one float64 matrix at a time by :func:`encode` (bounds its working memory).
 _MATRIX_ROWS = 65_536
@@ -81,6 +93,7 @@ def encode(
     report: CleaningReport | None = None,
     numeric: np.ndarray | None = None,
     nonfinite: str | None = None,
+    context: ContextState | np.ndarray | None = None,
 ) -> FlowBatch:
     """Turn flow records into model inputs with ``spec``.
 
@@ -105,12 +118,16 @@ def encode(
     nonfinite : {"zero", "error"}, optional
         Overrides the spec's policy for missing and non-finite values (the service, which
         never imputes, passes ``"error"``).
+    context : ContextState or ndarray, optional
+        For a spec with context features: the state of the run these records continue
+        (advanced here; :func:`context_matrix`), or their context features computed already.
 
     Raises
     ------
     FlowInputError
         A missing column (all are named), a value that is not a number or beyond float32, a
-        non-finite value under ``nonfinite="error"``, or a missing label.
+        non-finite value under ``nonfinite="error"``, a missing label, or (with context) records
+        without start time and endpoints or starting before the state's latest flow.
     """
     fmt = get_format(spec.format)
     raw_of = _raw_names(fmt, records.column_names, source)
@@ -176,6 +193,25 @@ def encode(
         block[:] = 0.0
         block[np.arange(n), codes] = 1.0
         start += width
+    if spec.context is not None:
+        if not isinstance(context, np.ndarray):
+            if numeric is not None:  # the context reads bytes and packets among these too
+                records = _with_columns(records, spec.numeric, numeric, raw_of)
+            context = context_matrix(
+                spec.context,
+                spec.format,
+                records,
+                context,
+                source=source,
+                offset=offset,
+                report=report,
+            )
+        if context.shape != (n, len(spec.context_names)):
+            raise ValueError(
+                f"context features of shape {context.shape}, expected "
+                f"({n}, {len(spec.context_names)})"
+            )
+        X[:, start:] = context
 
     present = [c for c in spec.identifiers if c.casefold() in raw_of]
     identifiers = records.select([raw_of[c.casefold()] for c in present]).rename_columns(present)
@@ -200,6 +236,80 @@ def encode(
     if report is not None:
         report.rows_read += n
     return FlowBatch(X, names, identifiers, labels)
+
+
+def context_matrix(
+    config: ContextConfig | None,
+    format: str,
+    records: pa.Table | pa.RecordBatch,
+    state: ContextState | None,
+    *,
+    source: object = "input",
+    offset: int = 0,
+    report: CleaningReport | None = None,
+) -> np.ndarray:
+    """The context features (``config``) of ``format`` records, rows in their order, after the
+    flows of ``state``, which they advance.
+
+    Records need not be in time order among themselves (they are sorted for the computation;
+    ``report.context_out_of_order`` counts those that were not), but none may start before
+    the state's latest flow: the files and batches of one run come in time order.
+
+    Raises
+    ------
+    ValueError
+        When ``config`` is None, or ``state`` is None (the message says what to pass).
+    FlowInputError
+        For records without start time and endpoints, an unreadable value, or records that
+        start before the state's latest flow (``source`` and the rows named).
+    """
+    # Here, not at the top: the numba kernels load only where context is computed.
+    from latent_sculpting.io.context.stage import ContextStage
+
+    if config is None:
+        raise ValueError("this input spec has no context features")
+    if state is None:
+        raise ValueError(
+            "the model's features include context features: pass the ContextState carried "
+            "over the earlier records of this run (a new ContextState(spec.context) for its "
+            "first records)"
+        )
+    fmt = get_format(format)
+    rename = fmt.canonical_columns(records.column_names, source=source)
+    table = records.select(list(rename)).rename_columns(list(rename.values()))
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    stage = ContextStage(config)
+    try:
+        out = stage.transform(table, fmt, state)
+    except FlowInputError as error:
+        line = None if error.line is None else offset + error.line
+        where = f"{source}" if line is None else f"{source}, row {line}"
+        raise FlowInputError(
+            f"{where}: {error}", path=error.path, line=line, column=error.column
+        ) from None
+    if report is not None:
+        key = str(source)
+        if stage.out_of_order_:
+            counts = report.context_out_of_order
+            counts[key] = counts.get(key, 0) + stage.out_of_order_
+        for note, count in stage.notes_.items():
+            report.context_notes[note] = report.context_notes.get(note, 0) + count
+    return np.column_stack([c.to_numpy() for c in out.columns]).astype(np.float32)
+
+
+def _with_columns(
+    records: pa.Table | pa.RecordBatch,
+    names: Sequence[str],
+    values: np.ndarray,
+    raw_of: dict[str, str],
+) -> pa.Table:
+    """``records`` with the columns of ``values`` (named ``names``) that they lack."""
+    table = records if isinstance(records, pa.Table) else pa.Table.from_batches([records])
+    for j, name in enumerate(names):
+        if name.casefold() not in raw_of:
+            table = table.append_column(name, pa.array(values[:, j]))
+    return table
 
 
 def check_columns(

@@ -19,6 +19,7 @@ from latent_sculpting.io.column_roles import (
     shown_names,
     vocabulary,
 )
+from latent_sculpting.io.context.config import ContextConfig
 from latent_sculpting.io.flowspec import NONFINITE_POLICIES, Categorical, FlowSpec
 from latent_sculpting.io.formats import FlowFormat, normalize_column_name
 from latent_sculpting.io.formats.table import looks_like_identifier
@@ -39,6 +40,7 @@ def fit_spec(
     max_categories: int = 32,
     min_count: int = 5,
     nonfinite: str = "zero",
+    context: ContextConfig | None = None,
     source: object = "the training data",
 ) -> FlowSpec:
     """Decide every column's role and learn categorical vocabularies from training records.
@@ -67,6 +69,9 @@ def fit_spec(
     min_count : int, default 5
         Fewest training rows a value needs for its own indicator.
     nonfinite : {"zero", "error"}, default "zero"
+    context : ContextConfig, optional
+        Add these context features after the per-flow ones; the format must know its records'
+        start time and endpoints, which the records must have.
 
     Returns
     -------
@@ -76,7 +81,8 @@ def fit_spec(
     ------
     FlowInputError
         For a named column that is missing, a numeric column holding text, a label column
-        without a benign label, or no feature at all.
+        without a benign label, no feature at all, or context asked of records without start
+        time and endpoints.
     """
     if max_categories < 1 or min_count < 1:
         raise ValueError("max_categories and min_count must be at least 1")
@@ -175,6 +181,10 @@ def fit_spec(
         Categorical(name, vocabulary(table.column(name), max_categories, min_count))
         for name in categorical
     )
+    if context is not None and fmt.endpoint_roles(names) is None:
+        from latent_sculpting.io.context.stage import missing_endpoints
+
+        raise FlowInputError(f"{source}: {missing_endpoints(fmt, names)}")
     spec = FlowSpec(
         format=fmt.name,
         numeric=tuple(numeric),
@@ -185,6 +195,7 @@ def fit_spec(
         benign_label=benign if label is not None else None,
         nonfinite=nonfinite,
         dropped=tuple(dropped),
+        context=context,
     )
     if spec.n_features == 0:
         raise FlowInputError(f"{source}: no feature column (columns: {names})")

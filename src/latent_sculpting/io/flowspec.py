@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from latent_sculpting.io.context.config import ContextConfig
 from latent_sculpting.io.formats import get_format
 
 __all__ = [
@@ -74,6 +75,10 @@ class FlowSpec:
         What a non-finite or missing numeric value becomes.
     dropped : tuple of (str, str)
         Columns left out at fit time, each with the reason (for the training summary).
+    context : ContextConfig or None
+        The context features (:mod:`latent_sculpting.io.context`) after every per-flow
+        feature, from each flow's start time and endpoints; None for none. Model files
+        written before context existed have none.
     """
 
     format: str
@@ -85,21 +90,32 @@ class FlowSpec:
     benign_label: str | None = None
     nonfinite: str = "zero"
     dropped: tuple[tuple[str, str], ...] = field(default=())
+    context: ContextConfig | None = None
 
     @property
     def feature_names(self) -> list[str]:
         names = [*self.numeric, *self.engineered]
         for cat in self.categorical:
             names.extend(cat.feature_names)
-        return names
+        return names + self.context_names
 
     @property
-    def n_features(self) -> int:
+    def context_names(self) -> list[str]:
+        """The context features' names (the last columns), none without context."""
+        return [] if self.context is None else self.context.feature_names
+
+    @property
+    def n_flow_features(self) -> int:
+        """Features of a flow's own record, before the context features."""
         return (
             len(self.numeric)
             + len(self.engineered)
             + sum(len(c.values) + 1 for c in self.categorical)
         )
+
+    @property
+    def n_features(self) -> int:
+        return self.n_flow_features + len(self.context_names)
 
     def required_columns(self) -> list[str]:
         """Canonical columns a record must have to be scored."""
@@ -126,6 +142,12 @@ class FlowSpec:
             lines.append(f"label column: {self.label_column!r} (benign: {self.benign_label!r})")
         for column, reason in self.dropped:
             lines.append(f"left out {column!r}: {reason}")
+        if self.context is not None:
+            scales = ", ".join(f"{w:g} s" for w in self.context.windows_s)
+            lines.append(
+                f"context features ({len(self.context_names)}): the recent flows of each flow's "
+                f"{', '.join(self.context.entities)} at time scales {scales}"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,6 +163,7 @@ class FlowSpec:
             "benign_label": self.benign_label,
             "nonfinite": self.nonfinite,
             "dropped": [list(d) for d in self.dropped],
+            "context": None if self.context is None else self.context.to_dict(),
         }
 
     @classmethod
@@ -175,6 +198,18 @@ class FlowSpec:
             for d in dropped
         ):
             raise ValueError("input spec: 'dropped' must be a list of [column, reason] pairs")
+        # Absent from files written before context features existed: no context.
+        context = data.get("context")
+        if context is not None:
+            try:
+                context = ContextConfig.from_dict(context)
+            except ValueError as error:
+                raise ValueError(f"input spec: {error}") from None
+            if not get_format(fmt).endpoint_columns:
+                raise ValueError(
+                    f"input spec: context features on the {fmt} format, which has no start "
+                    "time and endpoints"
+                )
         spec = cls(
             format=fmt,
             numeric=tuple(_names(data, "numeric")),
@@ -185,6 +220,7 @@ class FlowSpec:
             benign_label=_string(data, "benign_label", optional=True),
             nonfinite=nonfinite,
             dropped=tuple((d[0], d[1]) for d in dropped),
+            context=context,
         )
         names = spec.feature_names
         if not 0 < len(names) <= MAX_FEATURES:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,10 @@ __all__ = [
     "read_records",
     "refuse_unusable",
 ]
+
+if TYPE_CHECKING:
+    from latent_sculpting.io.context.config import ContextConfig
+    from latent_sculpting.io.context.state import ContextState
 
 PathLike = str | Path
 
@@ -254,6 +259,7 @@ def read_flows(
     max_categories: int = 32,
     require_labels: bool = True,
     keep_identifiers: bool = True,
+    context: ContextConfig | None = None,
 ) -> FlowTable:
     """Read flow files of any syntax and format into one table of model inputs.
 
@@ -268,6 +274,11 @@ def read_flows(
         Refuse a missing label when the records have a label column.
     keep_identifiers : bool, default True
         False leaves ``identifiers`` empty (saves memory on large data).
+    context : ContextConfig, optional
+        Add these context features (without ``spec``; a spec brings its own). The files are one
+        run: read in the order of their first flows, one state carried across them
+        (:func:`latent_sculpting.io.runs.run_context`), over every record, those left out of
+        learning too.
 
     Raises
     ------
@@ -285,7 +296,25 @@ def read_flows(
     else:
         wanted = normalize_column_name(label_column or get_format(fmt).label_column or "")
         label = next((c for c in records.column_names if c.casefold() == wanted.casefold()), None)
+    if spec is not None and context is not None and context != spec.context:
+        raise ValueError("context is given by the spec when there is one; pass one of the two")
+    config = spec.context if spec is not None else context
+    names: list[str] = []
+    if config is not None:
+        from latent_sculpting.io.runs import run_context
+
+        # Computed over every record, before any is left out: each is traffic the flows after
+        # it followed. The columns ride along with the rows, and leave before the spec is fit.
+        block = run_context(config, fmt, records, source, files, report)
+        names = [f"\0{n}" for n in config.feature_names]
+        for j, name in enumerate(names):
+            records = records.append_column(name, pa.array(block[:, j]))
+        del block
     records, source = leave_out_unlabelled(records, source, label, fmt, report)
+    context_block = None
+    if names:
+        context_block = np.column_stack([records.column(n).to_numpy() for n in names])
+        records = records.drop_columns(names)
     if spec is None:
         spec = fit_spec(
             records,
@@ -297,6 +326,7 @@ def read_flows(
             keep=keep,
             engineered=engineered,
             max_categories=max_categories,
+            context=context,
             source=files[0] if len(files) == 1 else f"{len(files)} files",
         )
     for path, names in zip(files, columns, strict=True):
@@ -309,6 +339,7 @@ def read_flows(
         source=files[0] if len(files) == 1 else "the files",
         require_labels=require_labels and labelled,
         report=report,
+        context=context_block,
     )
     del records
     report.rows_out = len(batch)
@@ -327,8 +358,15 @@ def iter_flow_batches(
     batch_rows: int = 65_536,
     *,
     report: CleaningReport | None = None,
+    context: ContextState | None = None,
 ) -> Iterator[FlowBatch]:
-    """Stream one flow file as encoded batches, in constant memory, for files of any size."""
+    """Stream one flow file as encoded batches, in constant memory, for files of any size.
+
+    A spec with context features needs ``context``: the state of the run the file belongs to
+    (a new one for its first file), advanced batch by batch. Records out of time order within
+    a batch are sorted for their context (counted in ``report``); a batch that starts before
+    the flows already seen is refused with the file and row.
+    """
     path = Path(path)
     names = read_columns(path)
     check_columns(spec, names, source=path)
@@ -338,7 +376,7 @@ def iter_flow_batches(
     for records in iter_batches(path, batch_rows, types=types):
         if records.num_rows == 0:
             continue
-        batch = encode(spec, records, source=path, offset=offset, report=report)
+        batch = encode(spec, records, source=path, offset=offset, report=report, context=context)
         for name, count in usable_counts(spec, records).items():
             usable[name] += count
         yield batch

@@ -42,7 +42,7 @@ from latent_sculpting.model.calibration import (
 )
 from latent_sculpting.model.folds import pseudo_zero_day_folds
 from latent_sculpting.model.fusion import FUSIONS
-from latent_sculpting.model.params import Parameters
+from latent_sculpting.model.params import Parameters, check_spec_context
 from latent_sculpting.model.parts import FIELDS, FittedParts, fitted_attribute
 from latent_sculpting.model.persistence import load_model, save_model
 from latent_sculpting.model.preprocessing import FeaturePreprocessor
@@ -162,6 +162,10 @@ class LatentSculpting(Parameters):
         Accept a ``target_fpr`` that the calibration flows cannot guarantee: the threshold is
         then the largest calibration score, whose false-positive rate is at most ``1/(n+1)``
         for ``n`` calibration flows (``history_["fpr_floor"]``).
+    context : str, default="off"
+        Context features after the per-flow ones (:mod:`latent_sculpting.io.context`): "off",
+        "on", or time scales in seconds ("10,60,600"). Computed where records are read; a
+        ``spec`` given to :meth:`fit` must hold the same.
     random_state : int or None, default=None
     device : str, default="auto"
         A torch device; ``"auto"`` takes CUDA when available.
@@ -251,6 +255,7 @@ class LatentSculpting(Parameters):
         X, y, groups_arr, names = check_fit_data(X, y, groups, stage1=self.stage1)
         self.training_info_ = dict(training_info or {})
         self.n_features_in_ = X.shape[1]
+        check_spec_context(self.context, spec, named=names is not None)
         if spec is not None:
             if names is not None and list(names) != spec.feature_names:
                 raise ValueError("X's columns are not the features of the spec given")

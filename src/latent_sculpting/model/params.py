@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
 )
 
+from latent_sculpting.io.context.config import context_option, parse_context
 from latent_sculpting.model.channels.registry import SIDE_CHANNELS, enabled_channels
 from latent_sculpting.model.fusion import FUSIONS
 from latent_sculpting.model.preprocessing import FEATURE_TRANSFORMS, SCALERS
@@ -37,6 +38,7 @@ __all__ = [
     "SELECTIONS",
     "Parameters",
     "check_params",
+    "check_spec_context",
 ]
 
 #: Where thresholds and p-values come from (see :class:`~latent_sculpting.LatentSculpting`).
@@ -101,6 +103,7 @@ PARAMETER_CONSTRAINTS: dict[str, list] = {
     "calibration_fraction": _reals(0, 1, closed="neither"),
     "target_fpr": [*_reals(0, 1, closed="neither"), None],
     "coarse_threshold": ["boolean"],
+    "context": [str],
     "random_state": [*_ints(0), None],
     "device": [str],
     # scikit-learn's convention: None is one worker, -1 one per CPU.
@@ -128,6 +131,10 @@ def check_params(params: Mapping[str, Any], *, caller: str = "LatentSculpting") 
     """
     validate_parameter_constraints(PARAMETER_CONSTRAINTS, dict(params), caller_name=caller)
     problems = []
+    try:
+        parse_context(params["context"])
+    except ValueError as error:
+        problems.append(str(error))
     score = params["score"]
     fusion = FUSIONS[score]
     channels = enabled_channels(params)
@@ -214,6 +221,35 @@ def check_params(params: Mapping[str, Any], *, caller: str = "LatentSculpting") 
         raise ValueError(f"{caller} parameters do not fit together: " + "; ".join(problems))
 
 
+def check_spec_context(context: str, spec: Any, *, named: bool = False) -> None:
+    """Refuse a fit (or a model file) whose ``context`` parameter and input spec disagree: the
+    context features are computed where records are read
+    (:func:`latent_sculpting.io.table.read_flows` with ``context=parse_context(context)``),
+    and a model must say what its inputs hold. A fit on a DataFrame (``named``) without a
+    spec would store a plain table's spec, without context: refused with context on. A fit
+    on an array stores no spec; its caller supplies every column.
+
+    Raises
+    ------
+    ValueError
+        Naming both settings.
+    """
+    wanted = parse_context(context)
+    if spec is None:
+        if named and wanted is not None:
+            raise ValueError(
+                f"context={context!r}: a model with context features needs the input spec its "
+                "records were read with (fit(X, y, spec=table.spec))"
+            )
+        return
+    if spec.context != wanted:
+        raise ValueError(
+            f"context={context!r}, but the input spec's records were read with "
+            f"context={context_option(spec.context)!r}: read them with the model's setting "
+            "(read_flows(..., context=parse_context(context)))"
+        )
+
+
 class Parameters(BaseEstimator):
     """The parameters of :class:`~latent_sculpting.LatentSculpting`, which documents them.
 
@@ -271,6 +307,7 @@ class Parameters(BaseEstimator):
         calibration_fraction: float = 0.2,
         target_fpr: float | None = None,
         coarse_threshold: bool = False,
+        context: str = "off",
         random_state: int | None = None,
         device: str = "auto",
         n_jobs: int | None = None,
@@ -320,6 +357,7 @@ class Parameters(BaseEstimator):
         self.calibration_fraction = calibration_fraction
         self.target_fpr = target_fpr
         self.coarse_threshold = coarse_threshold
+        self.context = context
         self.random_state = random_state
         self.device = device
         self.n_jobs = n_jobs

@@ -93,6 +93,7 @@ _ADDED_IN_3 = {
     "n_jobs": None,
     "max_benign_rows": None,
     "coarse_threshold": False,
+    "context": "off",
 }
 #: Options that versions 1 and 2 allowed and this version does not.
 _REMOVED = {"score": {"combined"}, "selection": {"last"}, "encoder": {"bias_free"}}

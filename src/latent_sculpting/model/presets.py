@@ -21,6 +21,10 @@ changes a preset; the constructor's defaults are the ``default`` preset.
     density (a flow on the scaled features), gradient-boosted trees against the known attacks
     and the distance to benign prototypes, combined by weights learned on pseudo-zero-day folds
     (``docs/research/presets.md``).
+``default-context``
+    ``default`` with context features (:mod:`latent_sculpting.io.context`): what each flow's
+    source, host pair and destination service did in the seconds to minutes before it. Only
+    for complete captures; a per-class sample refuses them.
 ``fast``
     A tiny configuration for tests and smoke runs; not for results.
 
@@ -81,6 +85,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "calibration_fraction": 0.2,
         "target_fpr": None,
         "coarse_threshold": False,
+        "context": "off",
     },
 }
 
@@ -154,6 +159,10 @@ PRESETS["default"] = {
     # set of the benchmark is below it, so its results are those of the unbounded fit.
     "max_benign_rows": 262_144,
 }
+
+# The default with context features (the source, host pair and destination service's recent
+# flows at 10 s, 1 min and 10 min): for complete captures only (docs/guides/usage.md).
+PRESETS["default-context"] = {**PRESETS["default"], "context": "on"}
 
 PRESETS["fast"] = {
     **PRESETS["default"],

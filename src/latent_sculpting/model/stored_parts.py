@@ -28,6 +28,7 @@ from latent_sculpting.model.channels.forest import MAX_FEATURES
 from latent_sculpting.model.channels.registry import SIDE_CHANNELS, enabled_channels
 from latent_sculpting.model.density.maf import LatentDensity, flow_layout
 from latent_sculpting.model.fusion import FUSIONS
+from latent_sculpting.model.params import check_spec_context
 from latent_sculpting.model.preprocessing import FeaturePreprocessor
 from latent_sculpting.model.stage1.encoders import (
     ENCODER_SIZES,
@@ -182,6 +183,7 @@ def _spec(load: Loading) -> None:
         return
     if names is None or spec.feature_names != list(names):
         raise ValueError("the input spec's features are not the model's")
+    check_spec_context(load.params["context"], spec)
     load.out["spec_"] = spec
 
 

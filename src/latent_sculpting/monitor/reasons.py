@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from latent_sculpting.io.context.config import describe_feature
 from latent_sculpting.monitor.profile import BenignProfile
 
 __all__ = ["NO_DEVIATION", "Explanation", "FeatureReason", "format_number", "row_reasons"]
@@ -180,7 +181,11 @@ def _numeric_reason(
         where = f"above {_percent_floor(below)} % of benign"
     else:
         where = f"below {_percent_floor(above)} % of benign"
-    text = f"{name} {format_number(value)} ({where}, median {format_number(median)})"
+    words = describe_feature(name, value)
+    if words is None:
+        text = f"{name} {format_number(value)} ({where}, median {format_number(median)})"
+    else:  # a context feature, in words
+        text = f"{words} ({where}, median {format_number(median)})"
     percentile = 100.0 * (below + 1.0 - above) / 2.0
     return FeatureReason(name, value, median, percentile, tail, drop, text)
 

@@ -1,7 +1,10 @@
-"""One self-contained HTML page of the top alerts of a scored file (``sculpt report SCORED``).
+"""One self-contained HTML page of the incidents and top alerts of a scored file
+(``sculpt report SCORED``).
 
-The page (:func:`render_alerts`) is one table of the file's highest-scoring flagged flows with
-their explanations; every value in it comes from the file and is escaped.
+The page (:func:`render_alerts`) puts the file's incidents first
+(:mod:`latent_sculpting.research.incidents_report`: each explanation on its own line, a
+timeline picture, the flows folded under it), then the highest-scoring flagged flows with their
+explanations; every value in it comes from the file and is escaped.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pyarrow as pa
 
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.research.html_page import Raw, page_html, table_html
+from latent_sculpting.research.incidents_report import flag_values, incidents_section
 
 __all__ = ["render_alerts", "write_alerts"]
 
@@ -25,7 +29,12 @@ _ALERT_COLUMNS = ("score", "p_value", "is_attack", "flagged_by", "explanation")
 
 
 def write_alerts(
-    scored: str | Path, output: str | Path, *, top: int = 50, batch_rows: int = 65_536
+    scored: str | Path,
+    output: str | Path,
+    *,
+    top: int = 50,
+    batch_rows: int = 65_536,
+    incidents: str | Path | None = None,
 ) -> Path:
     """Render the top alerts of ``scored`` (:func:`render_alerts`) and write the page to
     ``output`` (temporary file, then rename).
@@ -40,11 +49,23 @@ def write_alerts(
     from latent_sculpting.serve.outputs import check_output
 
     output = check_output(output, inputs=[scored], what="report")
-    return write_text(render_alerts(scored, top=top, batch_rows=batch_rows), output)
+    page = render_alerts(scored, top=top, batch_rows=batch_rows, incidents=incidents)
+    return write_text(page, output)
 
 
-def render_alerts(scored: str | Path, *, top: int = 50, batch_rows: int = 65_536) -> str:
-    """The HTML page of the ``top`` highest-scoring flagged flows of a scored file.
+def render_alerts(
+    scored: str | Path,
+    *,
+    top: int = 50,
+    batch_rows: int = 65_536,
+    incidents: str | Path | None = None,
+) -> str:
+    """The HTML page of a scored file's ``top`` incidents, then its ``top`` highest-scoring
+    flagged flows.
+
+    ``incidents`` is the JSON-lines file ``sculpt score --incidents`` wrote; without it the
+    flows are grouped here with the default settings, when the file has start times and
+    addresses.
 
     The file (Parquet or CSV, as ``sculpt score`` writes it) is read ``batch_rows`` rows at a
     time, keeping only the best ``top`` rows, so its size does not matter. Each alert shows its
@@ -62,6 +83,7 @@ def render_alerts(scored: str | Path, *, top: int = 50, batch_rows: int = 65_536
         If it lacks the ``score`` or ``is_attack`` column, or ``top`` is not positive.
     """
     from latent_sculpting.io.readers import iter_batches, read_columns
+    from latent_sculpting.monitor.incident_io import read_incidents
 
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be a positive integer, got {top!r}")
@@ -79,7 +101,7 @@ def render_alerts(scored: str | Path, *, top: int = 50, batch_rows: int = 65_536
     rows = flagged = 0
     for batch in iter_batches(path, batch_rows, types={"score": pa.float64()}):
         frame = batch.to_pandas()
-        flags = _flags(frame["is_attack"], path, rows)
+        flags = flag_values(frame["is_attack"], path, rows)
         score = frame["score"].to_numpy()
         bad = np.flatnonzero(np.isnan(score))
         if len(bad):
@@ -99,17 +121,22 @@ def render_alerts(scored: str | Path, *, top: int = 50, batch_rows: int = 65_536
 
     shown = 0 if best is None else len(best)
     share = f" ({flagged / rows:.2%})" if rows else ""
-    body = [
-        f"<p>{rows:,} flows, {flagged:,} flagged{share}; the {shown:,} highest-scoring flagged "
-        "flows, highest first. The score is higher for more anomalous flows; the p-value is the "
-        "share of benign calibration flows scoring at least as high.</p>"
-    ]
+    listed = None if incidents is None else read_incidents(incidents)
+    body = [f"<p>{rows:,} flows, {flagged:,} flagged{share}.</p>"]
+    body += incidents_section(path, names, listed, top=top, batch_rows=batch_rows)
+    body.append(
+        "<h2>Flagged flows</h2>"
+        f"<p>The {shown:,} highest-scoring flagged flows, highest first. The score is higher "
+        "for more anomalous flows; the p-value is the share of benign calibration flows "
+        "scoring at least as high.</p>"
+    )
     if shown:
         others = [c for c in best.columns if c not in _ALERT_COLUMNS and c != "(row)"]
         has_explanation = "explanation" in best.columns
-        header = ["#", "row", "score", "p-value", "flagged by", *others]
+        header = ["#", "row", "score", "p-value", "flagged by"]
         if has_explanation:
             header.append("explanation")
+        header += others
         table = []
         for rank, record in enumerate(best.to_dict(orient="records"), start=1):
             cells = [
@@ -118,39 +145,24 @@ def render_alerts(scored: str | Path, *, top: int = 50, batch_rows: int = 65_536
                 f"{record['score']:.4g}",
                 _cell_number(record.get("p_value")),
                 _cell_text(record.get("flagged_by")),
-                *(_cell_text(record[c]) for c in others),
             ]
             if has_explanation:
                 parts = _cell_text(record["explanation"]).split("; ")
-                cells.append(Raw(";<br>".join(html.escape(p, quote=False) for p in parts)))
+                text = ";<br>".join(html.escape(p, quote=False) for p in parts)
+                cells.append(Raw(f'<span class="explain">{text}</span>'))
+            cells += [_cell_text(record[c]) for c in others]
             table.append(cells)
-        body.append(table_html(header, table))
+        body.append(f'<div class="wide">{table_html(header, table)}</div>')
         if not has_explanation:
             body.append(
                 '<p class="meta">The file has no <code>explanation</code> column: it was scored '
                 "without explanations.</p>"
             )
     return page_html(
-        f"Top alerts: {path.name}", f"Scored file <code>{html.escape(str(path))}</code>", body
+        f"Incidents and alerts: {path.name}",
+        f"Scored file <code>{html.escape(str(path))}</code>",
+        body,
     )
-
-
-def _flags(values: pd.Series, path: Path, offset: int) -> np.ndarray:
-    """``is_attack`` as booleans: Parquet's booleans, or CSV's true/false text."""
-    if values.dtype == bool:
-        return values.to_numpy()
-    text = values.astype("string").str.strip().str.lower()
-    known = text.isin(["true", "false", "1", "0"]).fillna(False).to_numpy(dtype=bool)
-    if not known.all():
-        row = int(np.flatnonzero(~known)[0])
-        raise FlowInputError(
-            f"{path}, row {offset + row + 1}, column 'is_attack': {values.iloc[row]!r} is not "
-            "true or false",
-            path=path,
-            line=offset + row + 1,
-            column="is_attack",
-        )
-    return text.isin(["true", "1"]).to_numpy(dtype=bool)
 
 
 def _cell_text(value: Any) -> str:

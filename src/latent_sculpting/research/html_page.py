@@ -19,6 +19,7 @@ __all__ = [
     "Raw",
     "anchor",
     "figure_html",
+    "image_html",
     "markdown_to_html",
     "page_html",
     "strip_inline",
@@ -39,7 +40,11 @@ tr:nth-child(even) td{background:#fafbfc}code{background:#f0f2f5;padding:1px 4px
 border-radius:3px;font-size:.92em}pre{background:#f6f8fa;padding:12px;overflow:auto;
 font-size:.85em;max-height:480px}figure{margin:1.2em 0}figure img{max-width:100%;
 border:1px solid #e3e6eb}figcaption{color:#5b6472;font-size:.9em}
-.meta{color:#5b6472}.bar{display:inline-block;height:.8em;background:#3b73c4;
+.meta{color:#5b6472}.incident{border:1px solid #d9dde3;border-left:4px solid #c0392b;
+border-radius:4px;padding:10px 16px;margin:14px 0}.incident .what{font-size:1.08em;
+font-weight:600;margin:.2em 0}.incident img{max-width:100%;display:block;margin:6px 0}
+details summary{cursor:pointer;color:#3b73c4}.wide{overflow-x:auto}
+.explain{display:block;min-width:24em}.bar{display:inline-block;height:.8em;background:#3b73c4;
 vertical-align:middle;margin-right:6px}
 """
 
@@ -87,6 +92,12 @@ def figure_html(path: Path, caption: str) -> str:
         f"<figcaption>{html.escape(caption)} <code>{html.escape(path.name)}</code>"
         "</figcaption></figure>"
     )
+
+
+def image_html(data: bytes, alt: str) -> str:
+    """PNG bytes embedded as a data URI."""
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
 
 
 def anchor(text: str) -> str:

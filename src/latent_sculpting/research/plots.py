@@ -16,6 +16,7 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 __all__ = [
+    "incident_timeline_png",
     "plot_critical_difference",
     "plot_curves",
     "plot_latent",
@@ -267,3 +268,53 @@ def plot_critical_difference(
     if title:
         ax.set_title(title, fontsize=9, pad=2)
     return save_figure(fig, path)
+
+
+def incident_timeline_png(
+    times: np.ndarray,
+    scores: np.ndarray,
+    flagged: np.ndarray,
+    ports: Sequence[object],
+    *,
+    start: float,
+) -> bytes:
+    """A small PNG of one incident's flows over time: their scores (flagged ones in red) and
+    their destination ports, against the time since the incident's start (s, min or h)."""
+    import io
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 2.8), sharex=True)
+    x = np.asarray(times, dtype=np.float64) - start
+    span = float(x.max()) if len(x) else 0.0
+    unit, size = ("h", 3600.0) if span >= 7200 else ("min", 60.0) if span >= 120 else ("s", 1.0)
+    x = x / size
+    flagged = np.asarray(flagged, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    numeric = np.array([_as_float(p) for p in ports], dtype=np.float64)
+    for mask, colour, label in (
+        (~flagged, "#9aa3ad", "not flagged"),
+        (flagged, "#c0392b", "flagged"),
+    ):
+        if mask.any():
+            top.scatter(x[mask], scores[mask], s=9, c=colour, label=label, lw=0)
+            bottom.scatter(x[mask], numeric[mask], s=9, c=colour, lw=0)
+    top.set_ylabel("flow score", fontsize=8)
+    bottom.set_ylabel("dest. port", fontsize=8)
+    bottom.set_xlabel(f"{unit} since the incident's first flagged flow", fontsize=8)
+    top.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False, ncol=2)
+    for ax in (top, bottom):
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout(pad=0.4)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def _as_float(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")

@@ -37,6 +37,7 @@ __all__ = [
     "default_explainer",
     "drift_monitor",
     "drift_summary",
+    "new_run",
 ]
 
 #: Columns appended to the input's identifier columns, in order; ``explanation`` follows them
@@ -211,6 +212,12 @@ class Scorer:
         What explains flagged flows; None when flows are not explained.
     explain_missing : str or None
         :data:`NO_PROFILE` when explanations were asked for and the model cannot give them.
+    context : ContextState or None
+        For a model with context features: the state of the run the scored records belong to
+        (:func:`new_run`), which whoever encodes them passes to
+        :func:`~latent_sculpting.io.encoding.encode` and so advances (``sculpt score``: the
+        files of one run; ``sculpt serve``: every request of the process, in the order they
+        are scored).
     """
 
     def __init__(
@@ -231,6 +238,7 @@ class Scorer:
         self.drift = drift
         self.spec = model_spec(model)
         self.tally = ScoreTally()
+        self.context = new_run(self.spec)
 
     @property
     def output_columns(self) -> tuple[str, ...]:
@@ -304,6 +312,17 @@ class Scorer:
             for row, explanation in zip(rows.tolist(), explained, strict=True):
                 found[row] = explanation
         return found
+
+
+def new_run(spec: Any) -> Any:
+    """A fresh context state for a run of records of ``spec``; None for a spec without
+    context features. Bounded: each of its tables holds at most the configuration's
+    ``max_entities``, evicting the entities whose last flow is oldest."""
+    if spec.context is None:
+        return None
+    from latent_sculpting.io.context.state import ContextState
+
+    return ContextState(spec.context)
 
 
 def drift_monitor(model: Any, *, window: int | None = None) -> DriftMonitor | None:

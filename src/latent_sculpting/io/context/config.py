@@ -11,8 +11,11 @@ __all__ = [
     "CONFIG_VERSION",
     "ENTITY_KINDS",
     "ContextConfig",
+    "context_option",
     "describe",
+    "describe_feature",
     "feature_names",
+    "parse_context",
 ]
 
 CONFIG_VERSION = 1
@@ -153,6 +156,62 @@ class ContextConfig:
         return feature_names(self)
 
 
+#: The estimator's ``context`` parameter: no context features.
+OFF = "off"
+#: ... the default configuration (:class:`ContextConfig`'s defaults).
+ON = "on"
+
+
+def parse_context(value: Any) -> ContextConfig | None:
+    """The configuration an estimator's ``context`` parameter asks for; None for ``"off"``.
+
+    ``"off"``: no context features. ``"on"``: the default time scales. Otherwise time scales in
+    seconds, comma-separated and increasing (``"10,60,600"``).
+
+    Raises
+    ------
+    ValueError
+        Naming the value, when it is none of these.
+
+    Examples
+    --------
+    >>> parse_context("off") is None
+    True
+    >>> parse_context("30,300").windows_s
+    (30.0, 300.0)
+    """
+    if not isinstance(value, str):
+        raise ValueError(
+            f"context must be text ('off', 'on' or seconds like '10,60,600'), got {value!r}"
+        )
+    text = value.strip().casefold()
+    if text == OFF:
+        return None
+    if text == ON:
+        return ContextConfig()
+    try:
+        windows = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"context={value!r}: expected 'off', 'on' or time scales in seconds, "
+            "comma-separated (e.g. '10,60,600')"
+        ) from None
+    try:
+        return ContextConfig(windows_s=windows)
+    except ValueError as error:
+        raise ValueError(f"context={value!r}: {error}") from None
+
+
+def context_option(config: ContextConfig | None) -> str:
+    """The ``context`` parameter's value for ``config`` (:func:`parse_context` reads it back
+    to the same time scales)."""
+    if config is None:
+        return OFF
+    if config.windows_s == ContextConfig().windows_s:
+        return ON
+    return ",".join(f"{w:g}" for w in config.windows_s)
+
+
 def window_label(seconds: float) -> str:
     """``10`` -> ``"10s"``, ``600`` -> ``"10min"``, ``7200`` -> ``"2h"``, ``0.5`` -> ``"0.5s"``."""
     for unit, size in (("h", 3600.0), ("min", 60.0)):
@@ -252,3 +311,43 @@ def describe(name: str, value: float, config: ContextConfig, entity: str | None 
         f"sizes of the flows of {who} vary by {value:.2g} of their mean (0: all alike; "
         f"last {_window_words(window)})"
     )
+
+
+def _label_seconds(label: str) -> float | None:
+    """Seconds of a :func:`window_label` (``"10min"`` -> 600), None when it is not one."""
+    for unit, size in (("min", 60.0), ("h", 3600.0), ("s", 1.0)):
+        if label.endswith(unit):
+            try:
+                seconds = float(label[: -len(unit)]) * size
+            except ValueError:
+                return None
+            return seconds if window_label(seconds) == label else None
+    return None
+
+
+def describe_feature(name: str, value: float, entity: str | None = None) -> str | None:
+    """Words for a context feature known only by its name (an explanation sees the model's
+    feature names, not its configuration); None when ``name`` is not one.
+
+    Examples
+    --------
+    >>> describe_feature("ctx_src_flows_1min", 412.0)
+    'about 412 flows from this source in the last 1 min'
+    >>> describe_feature("duration", 3.0) is None
+    True
+    """
+    if not name.startswith(f"{_PREFIX}_"):
+        return None
+    for kind in ENTITY_KINDS:
+        head = f"{_PREFIX}_{kind}_"
+        if not name.startswith(head):
+            continue
+        for feature in KIND_FEATURES[kind]:
+            rest = name[len(head) :]
+            if rest.startswith(f"{feature}_"):
+                seconds = _label_seconds(rest[len(feature) + 1 :])
+                if seconds is None or not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
+                    return None
+                config = ContextConfig(windows_s=(seconds,), entities=(kind,))
+                return describe(name, value, config, entity)
+    return None

@@ -23,7 +23,13 @@ from latent_sculpting.io.context.features import context_features
 from latent_sculpting.io.context.state import ContextState
 from latent_sculpting.io.formats.base import FlowFormat, refuse_context_on_samples
 
-__all__ = ["ContextStage", "flow_endpoints"]
+__all__ = [
+    "ContextStage",
+    "flow_endpoints",
+    "missing_endpoints",
+    "start_seconds",
+    "start_times",
+]
 
 _SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
@@ -46,6 +52,9 @@ class ContextStage:
     notes_ : dict of str to int
         Counts of what was decided about the last table's values (e.g. flows with no
         connection state, counted as answered).
+    out_of_order_ : int
+        Records of the last table that started before an earlier row of it (the table was
+        sorted by start time for them).
 
     Examples
     --------
@@ -120,7 +129,9 @@ class ContextStage:
         self.notes_ = endpoints.pop("notes")
         time = endpoints["time"]
         order = None
+        self.out_of_order_ = 0
         if len(time) > 1 and (time[1:] < time[:-1]).any():
+            self.out_of_order_ = int((time[1:] < np.maximum.accumulate(time)[:-1]).sum())
             order = np.argsort(time, kind="stable")
             endpoints = {k: _take(v, order) for k, v in endpoints.items()}
         if len(time) and endpoints["time"][0] < state.time:
@@ -159,7 +170,7 @@ class ContextStage:
         ``10.0.0.9 port 80/tcp``."""
         found = fmt.endpoint_roles(table.column_names)
         if found is None:
-            raise FlowInputError(_no_endpoints(fmt, table.column_names))
+            raise FlowInputError(missing_endpoints(fmt, table.column_names))
         roles, _ = found
         if rows is not None:
             table = table.take(pa.array(np.asarray(rows, np.int64)))
@@ -195,7 +206,7 @@ def _strings(column: pa.ChunkedArray) -> list[str]:
     return [str(v) for v in column.to_pylist()]
 
 
-def _no_endpoints(fmt: FlowFormat, columns: Sequence[str]) -> str:
+def missing_endpoints(fmt: FlowFormat, columns: Sequence[str]) -> str:
     if not fmt.endpoint_columns:
         return (
             f"the {fmt.name} format carries no start time and endpoints, so its records "
@@ -211,6 +222,21 @@ def _no_endpoints(fmt: FlowFormat, columns: Sequence[str]) -> str:
     )
 
 
+def start_times(table: pa.Table, fmt: FlowFormat) -> np.ndarray:
+    """Each record's start time in seconds (float64), as :func:`flow_endpoints` reads it.
+
+    Raises
+    ------
+    FlowInputError
+        When the records lack their endpoint columns or a start time cannot be read.
+    """
+    found = fmt.endpoint_roles(table.column_names)
+    if found is None:
+        raise FlowInputError(missing_endpoints(fmt, table.column_names))
+    roles, units = found
+    return start_seconds(table.column(roles["time"]), units.get("time", "s"), roles["time"], fmt)
+
+
 def flow_endpoints(table: pa.Table, fmt: FlowFormat) -> dict[str, Any]:
     """The start time (float64 seconds), hosts, destination port, protocol (Arrow arrays),
     bytes and packets (float64), and failed flags (or None) of each record, in row order;
@@ -224,11 +250,9 @@ def flow_endpoints(table: pa.Table, fmt: FlowFormat) -> dict[str, Any]:
     """
     found = fmt.endpoint_roles(table.column_names)
     if found is None:
-        raise FlowInputError(_no_endpoints(fmt, table.column_names))
-    roles, units = found
-    out: dict[str, Any] = {
-        "time": _seconds(table.column(roles["time"]), units.get("time", "s"), roles["time"], fmt)
-    }
+        raise FlowInputError(missing_endpoints(fmt, table.column_names))
+    roles, _ = found
+    out: dict[str, Any] = {"time": start_times(table, fmt)}
     for role in ("src", "dst", "dport", "proto"):
         column = table.column(roles[role])
         out[role] = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -255,7 +279,15 @@ def _first_null(column: pa.ChunkedArray) -> int:
     return int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
 
 
-def _seconds(column: pa.ChunkedArray, unit: str, name: str, fmt: FlowFormat) -> np.ndarray:
+def start_seconds(column: pa.ChunkedArray, unit: str, name: str, fmt: FlowFormat) -> np.ndarray:
+    """A format's start-time column (``unit``: one of
+    :data:`~latent_sculpting.io.formats.base.TIME_UNITS`) as float64 epoch seconds.
+
+    Raises
+    ------
+    FlowInputError
+        For a missing, unreadable or non-finite time (column ``name`` and row named).
+    """
     if column.null_count:
         row = _first_null(column)
         raise FlowInputError(
@@ -282,6 +314,19 @@ def _seconds(column: pa.ChunkedArray, unit: str, name: str, fmt: FlowFormat) -> 
                 line=row + 1,
             ) from None
         return parsed.cast(pa.int64()).to_numpy().astype(np.float64) * 1e-6
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # Numbers sent as text (the service keeps identifier fields as the client sent them).
+        try:
+            column = pc.cast(column, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            row = next(i for i, v in enumerate(column.to_pylist()) if not _is_number(v))
+            raise FlowInputError(
+                f"column {name!r}, table row {row + 1}: {column[row].as_py()!r} is not a number "
+                f"of {unit} ({fmt.time_hint})",
+                column=name,
+                line=row + 1,
+            ) from None
+        kind = column.type
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
         raise FlowInputError(
             f"column {name!r} holds {kind}, not a number of {unit} ({fmt.time_hint})", column=name
@@ -296,6 +341,14 @@ def _seconds(column: pa.ChunkedArray, unit: str, name: str, fmt: FlowFormat) -> 
             line=row + 1,
         )
     return values
+
+
+def _is_number(text: Any) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _unparsed(column: pa.ChunkedArray) -> tuple[int, Any]:

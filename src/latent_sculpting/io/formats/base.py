@@ -148,7 +148,7 @@ class FlowFormat:
             If two raw columns map to the same canonical name (the message names them and
             ``source``).
         """
-        _check_unique([(c, normalize_column_name(c)) for c in columns], source)
+        check_unique([(c, normalize_column_name(c)) for c in columns], source)
         return {c: normalize_column_name(c) for c in columns}
 
     def ignored(self, canonical: Sequence[str]) -> dict[str, str]:
@@ -159,7 +159,9 @@ class FlowFormat:
     def labels(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Canonical label strings of a label column (object array); null stays None."""
         values = column.to_pylist()
-        return np.asarray([None if v is None else _text(v).strip() for v in values], dtype=object)
+        return np.asarray(
+            [None if v is None else cell_text(v).strip() for v in values], dtype=object
+        )
 
     def derive(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Engineered features from the (float64) numeric columns named in :meth:`needs`."""
@@ -261,7 +263,8 @@ def refuse_context_on_samples(paths: Iterable[str | os.PathLike]) -> None:
             )
 
 
-def _text(value: object) -> str:
+def cell_text(value: object) -> str:
+    """A cell as text: bytes decoded as UTF-8, else cp1252, else latin-1."""
     if isinstance(value, bytes):
         for encoding in ("utf-8", "cp1252", "latin-1"):
             try:
@@ -271,7 +274,7 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _check_unique(pairs: Sequence[tuple[str, str]], source: object) -> None:
+def check_unique(pairs: Sequence[tuple[str, str]], source: object) -> None:
     """Refuse two raw columns that name the same canonical column."""
     seen: dict[str, str] = {}
     for raw, canonical in pairs:

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from latent_sculpting.io.formats.base import FlowFormat, _check_unique, normalize_column_name
+from latent_sculpting.io.formats.base import FlowFormat, check_unique, normalize_column_name
 
 __all__ = ["ZEEK", "ZeekConn"]
 
@@ -133,7 +133,7 @@ class ZeekConn(FlowFormat):
         for raw, canonical in rename.items():
             if canonical.casefold() in _DETAILED:
                 rename[raw] = "detailed-label"
-        _check_unique(list(rename.items()), source)
+        check_unique(list(rename.items()), source)
         return rename
 
     def labels(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -48,10 +48,12 @@ __all__ = [
     "CaptureScan",
     "batches",
     "columns",
+    "flow_values",
     "meter",
     "progress_bar",
     "scan_capture",
     "schema",
+    "values_batch",
     "warn_truncated",
 ]
 
@@ -332,12 +334,36 @@ def meter(
 ) -> Iterator[pa.RecordBatch]:
     """nfstream's flows of one capture as record batches; ``advance(packets)`` is called as
     flows come out. Checks nothing about the file: :func:`batches` is the checked entry."""
+    rows: list[list] = []
+    for values, packets in flow_values(path, meters=meters):
+        rows.append(values)
+        if advance is not None:
+            advance(packets)
+        if len(rows) == batch_rows:
+            yield values_batch(path, rows, types)
+            rows = []
+    if rows:
+        yield values_batch(path, rows, types)
+
+
+def flow_values(
+    source: Path | str,
+    *,
+    meters: int = 1,
+    settings: Mapping[str, object] | None = None,
+) -> Iterator[tuple[list, int]]:
+    """Each flow nfstream meters from ``source`` (a capture file, or a network interface's
+    name for a live capture), as it comes out: its values in :func:`columns` order and its
+    packet count. ``settings`` override :data:`NFSTREAM_SETTINGS` (nfstream's own keywords).
+
+    Raises
+    ------
+    FlowInputError
+        If nfstream cannot read the source.
+    """
     nfstream = _nfstream()
     if meters < 1:
         raise ValueError(f"meters must be >= 1, got {meters}")
-    target = schema()
-    names = target.names
-    wanted = {name: t for name, t in (types or {}).items() if name in names}
     import multiprocessing
 
     before = set(multiprocessing.active_children())
@@ -345,10 +371,11 @@ def meter(
         # nfstream prints warnings (such as lowering n_meters) on stdout, which a command's
         # output must not carry.
         with contextlib.redirect_stdout(io.StringIO()):
-            streamer = nfstream.NFStreamer(source=str(path), n_meters=meters, **NFSTREAM_SETTINGS)
+            streamer = nfstream.NFStreamer(
+                source=str(source), n_meters=meters, **{**NFSTREAM_SETTINGS, **(settings or {})}
+            )
         flows = iter(streamer)
         try:
-            rows: list[list] = []
             while True:
                 try:
                     flow = next(flows)
@@ -356,30 +383,32 @@ def meter(
                     break
                 except ValueError as error:
                     raise FlowInputError(
-                        f"{path}: nfstream cannot read the capture ({error})", path=path
+                        f"{source}: nfstream cannot read the capture ({error})",
+                        path=source if isinstance(source, Path) else None,
                     ) from None
-                values = flow.values()
-                rows.append(values)
-                if advance is not None:
-                    advance(flow.bidirectional_packets)
-                if len(rows) == batch_rows:
-                    restore()
-                    yield _batch(path, rows, names, target, wanted)
-                    rows = []
+                restore()
+                yield flow.values(), flow.bidirectional_packets
             # nfstream ends its iteration quietly on Ctrl-C; a partial capture must not pass
             # for a whole one.
             if interrupted.is_set():
                 raise KeyboardInterrupt
-            if rows:
-                restore()
-                yield _batch(path, rows, names, target, wanted)
         finally:
             flows.close()
             _stop_meters(before)
 
 
+def values_batch(
+    source: Path | str, rows: list[list], types: Mapping[str, pa.DataType] | None = None
+) -> pa.RecordBatch:
+    """Flows as :func:`flow_values` gives them, as one record batch of :func:`schema`, each
+    column of ``types`` (column name -> wanted type) cast to its type."""
+    target = schema()
+    wanted = {name: t for name, t in (types or {}).items() if name in target.names}
+    return _batch(source, rows, target.names, target, wanted)
+
+
 def _batch(
-    path: Path,
+    path: Path | str,
     rows: list[list],
     names: list[str],
     target: pa.Schema,
@@ -389,7 +418,7 @@ def _batch(
         raise FlowInputError(
             f"{path}: nfstream gave {len(rows[0])} values per flow for {len(names)} columns; "
             "the installed nfstream is not the version this reader was written for (6.6.0)",
-            path=path,
+            path=path if isinstance(path, Path) else None,
         )
     arrays = []
     for values, field in zip(zip(*rows, strict=True), target, strict=True):
@@ -401,7 +430,7 @@ def _batch(
                 raise FlowInputError(
                     f"{path}, column {field.name!r}: does not convert to "
                     f"{wanted[field.name]} ({error})",
-                    path=path,
+                    path=path if isinstance(path, Path) else None,
                     column=field.name,
                 ) from None
         arrays.append(array)

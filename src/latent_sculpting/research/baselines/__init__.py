@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from latent_sculpting.io.context.config import parse_context
 from latent_sculpting.model.channels.deep_sad import DeepSAD
 from latent_sculpting.model.presets import PRESETS
 from latent_sculpting.research.baselines.base import EstimatorMethod, Method, preserve_global_rng
@@ -21,6 +22,7 @@ from latent_sculpting.research.baselines.sculpting import ABLATIONS, SculptingMe
 __all__ = [
     "ABLATIONS",
     "BASELINES",
+    "CONTEXT_SUFFIX",
     "DEFAULT_METHODS",
     "DeepSAD",
     "EstimatorMethod",
@@ -141,7 +143,12 @@ def method_names() -> list[str]:
     """Every name :func:`make_method` accepts (before an optional ``@transform``): the
     baselines, the presets, and each preset with each ablation that applies to it (one whose
     parameters fit together: Stage 1 alone needs a preset with Stage 1, say)."""
-    return [*BASELINES, *PRESETS, *_ablated()]
+    return [*BASELINES, *(f"{b}{CONTEXT_SUFFIX}" for b in BASELINES), *PRESETS, *_ablated()]
+
+
+#: ``rf-context``: a baseline fed the context features after the per-flow ones
+#: (:mod:`latent_sculpting.research.benchmark.context`).
+CONTEXT_SUFFIX = "-context"
 
 
 #: Ablations of Stage 1's training or its rule: meaningless for a preset without Stage 1.
@@ -200,8 +207,9 @@ def make_method(
     spec : str
         A baseline (``"knn"``, ``"rf"``, ...), a preset of our detector (``"default"``,
         ``"paper-v1"``, ...), a preset with an ablation suffix (``"default-stage1"``,
-        ``"default-stage2"``, ``"default-ce"``, ``"default-nosep"``), each optionally followed by
-        ``@none``, ``@log1p`` or ``@quantile`` to change its feature transform.
+        ``"default-stage2"``, ``"default-ce"``, ``"default-nosep"``), a baseline with context
+        features (``"rf-context"``), each optionally followed by ``@none``, ``@log1p`` or
+        ``@quantile`` to change its feature transform.
     random_state : int or None
         Model seed.
     shared : dict, optional
@@ -209,7 +217,8 @@ def make_method(
         :class:`SculptingMethod`).
     overrides : dict, optional
         Estimator arguments that replace a preset's (the command line's ``--set``), before
-        the ablation's and the transform's; baselines ignore them.
+        the ablation's and the transform's; baselines ignore them, but for ``context``: a
+        ``<baseline>-context`` gets the context configuration our presets get (default "on").
 
     Raises
     ------
@@ -218,9 +227,10 @@ def make_method(
         detector's arguments do not fit together.
     """
     name, transform = parse_method(spec)
-    if name in BASELINES:
-        build, trains_on, library, extra = BASELINES[name]
-        return EstimatorMethod(
+    base = name.removesuffix(CONTEXT_SUFFIX)
+    if base in BASELINES:
+        build, trains_on, library, extra = BASELINES[base]
+        method = EstimatorMethod(
             spec,
             build,
             trains_on=trains_on,
@@ -229,6 +239,10 @@ def make_method(
             random_state=random_state,
             **extra,
         )
+        if name != base:  # the configuration --set context=... gives our presets, else "on"
+            setting = (overrides or {}).get("context", "off")
+            method.context_config = parse_context("on" if setting == "off" else setting)
+        return method
     base, ablation = (name, None) if name in PRESETS else name.rsplit("-", 1)
     params = {**PRESETS[base], **(overrides or {})}
     if ablation is not None:

@@ -112,7 +112,12 @@ class EstimatorMethod:
     estimator_ : object
     native_threshold_ : float or None
     n_fit_rows_ : int
+    context_config : ContextConfig or None
+        The context columns the benchmark appends to its features (``rf-context``); None for
+        none.
     """
+
+    context_config = None
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from latent_sculpting.io.context.config import parse_context
 from latent_sculpting.model.channels.registry import SIDE_CHANNELS
 from latent_sculpting.model.estimator import LatentSculpting
 from latent_sculpting.model.params import check_params
@@ -123,6 +124,8 @@ class SculptingMethod:
         )
         self.trains_on = "benign+attacks" if supervised else "benign"
         self.feature_transform = self.params.get("feature_transform", "none")
+        # The context columns the benchmark appends to this method's features (None: none).
+        self.context_config = parse_context(self.params.get("context", "off"))
         self.native_threshold_: float | None = None
 
     def __repr__(self) -> str:

@@ -1,31 +1,19 @@
 """Runs of the zero-day benchmark: every method on every fold and split seed, checkpointed.
 
-The unit of work is one fold of one dataset for one split seed: its rows are drawn
-(:func:`~.protocol.split_fold`), its input spec is fitted on its training records and every row
-it uses is encoded with it, evaluation rows that copy a training row are removed, the fold is
-checked for leaks, and then each method is fitted on the training rows, thresholded on the
-held-out benign rows and measured on the test rows (:func:`run_unit`). Each finished method
-writes one checkpoint file, atomically; a rerun with the same output folder reads it instead of
-fitting again. :func:`benchmark` runs the units (in parallel with ``jobs``) and writes the
-result set (:mod:`.report`).
-
-It is long because running, checkpointing (with keys that say what a result was computed
-from), parallel workers and merging runs are one concern: producing a result set that a rerun
-can trust.
+:func:`benchmark` checks its arguments, loads the datasets, lists the units of work (one fold of
+one dataset for one split seed: :func:`~.units.run_unit`), runs them (in parallel with
+``jobs``, one process each), records the run's provenance and writes the result set
+(:mod:`.report`). A rerun into the same output folder resumes from the units' checkpoints.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
-import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -35,41 +23,29 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from latent_sculpting import __version__
-from latent_sculpting.atomic import write_json
-from latent_sculpting.io.encoding import encode
-from latent_sculpting.research.baselines import Method, make_method, parse_method
+from latent_sculpting.research.baselines import make_method, parse_method
+from latent_sculpting.research.benchmark.context import MAIN_DATASETS, check_context
 from latent_sculpting.research.benchmark.datasets import DATASETS, Dataset, load_dataset
-from latent_sculpting.research.benchmark.report import json_safe
 from latent_sculpting.research.benchmark.splits import (
     BENIGN_TEST_FRACTION,
     CALIBRATION_FRACTION,
     KNOWN_TEST_FRACTION,
     PROTOCOLS,
     Fold,
-    check_fold,
-    drop_duplicates,
-    split_fold,
     test_folds,
     validation_folds,
 )
-from latent_sculpting.research.benchmark.statistics import fold_bootstrap
-from latent_sculpting.research.evaluation import FPRS, fold_metrics
+from latent_sculpting.research.benchmark.units import (
+    MethodFactory,
+    checkpoint_key,
+    checkpoint_path,
+    read_checkpoint,
+    run_unit,
+)
+from latent_sculpting.research.evaluation import FPRS
 from latent_sculpting.threads import available_cpus, limit_threads
 
-__all__ = [
-    "BENCHMARK_METHODS",
-    "QUICK",
-    "MethodFactory",
-    "benchmark",
-    "load_records",
-    "merge_runs",
-    "provenance",
-    "run_unit",
-]
-
-#: ``factory(name, random_state, shared) -> Method``: :func:`make_method` unless a caller (a
-#: test, ``benchmarks/design/preset_search.py``) builds its own.
-MethodFactory = Callable[[str, int | None, dict], Method]
+__all__ = ["BENCHMARK_METHODS", "QUICK", "benchmark", "provenance"]
 
 #: Methods of a full run: our default, its flow channel alone, and every baseline.
 BENCHMARK_METHODS: tuple[str, ...] = (
@@ -98,187 +74,6 @@ QUICK: dict[str, Any] = {
     "methods": ("default", "rf", "knn"),
     "max_per_class": 1000,
 }
-
-#: Bumped when a change makes old checkpoints mean something else.
-CHECKPOINT_VERSION = 2
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._@-]+", "_", text).strip("_") or "_"
-
-
-def _checkpoint(out: Path, fold: Fold, seed: int, method: str) -> Path:
-    return (
-        out / "folds" / fold.dataset / _slug(fold.name) / f"seed-{seed}" / f"{_slug(method)}.json"
-    )
-
-
-def _key(
-    dataset: Dataset, fold: Fold, seed: int, method: str, overrides: Mapping | None = None
-) -> str:
-    """What a checkpoint was computed from: a rerun reuses it only when all of it agrees."""
-    content = {
-        "overrides": dict(overrides or {}),
-        "version": CHECKPOINT_VERSION,
-        "dataset": dataset.name,
-        "sha256": dataset.sha256,
-        "max_per_class": dataset.max_per_class,
-        "fold": [fold.name, list(fold.withheld), list(fold.excluded)],
-        "seed": seed,
-        "method": method,
-        "fractions": [BENIGN_TEST_FRACTION, CALIBRATION_FRACTION, KNOWN_TEST_FRACTION],
-        "fprs": list(FPRS),
-    }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _read_checkpoint(path: Path, key: str) -> dict | None:
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    if record.get("key") != key:
-        raise ValueError(
-            f"{path} was computed with other data or settings (key {record.get('key')} != "
-            f"{key}); write to another --out folder"
-        )
-    return record
-
-
-def run_unit(
-    dataset: Dataset,
-    fold: Fold,
-    seed: int,
-    methods: Sequence[str],
-    *,
-    out: Path,
-    factory: MethodFactory = make_method,
-    overrides: Mapping | None = None,
-) -> list[dict]:
-    """One fold for one split seed: every method fitted, scored and measured, checkpointed.
-
-    ``overrides`` are the parameters ``factory`` applies to our presets (``--set``): part of
-    each checkpoint's key.
-
-    The split seed also seeds the models, so each seed re-draws every split and every fit.
-
-    Returns
-    -------
-    list of dict
-        One record per method (see ``docs/research/protocol.md`` for the keys).
-
-    Raises
-    ------
-    LeakError
-        If the fold's roles overlap, a withheld or sibling class reaches the fitting rows, or an
-        evaluation row copies a fitting row.
-    """
-    keys = {m: _key(dataset, fold, seed, m, overrides) for m in methods}
-    done = {m: _read_checkpoint(_checkpoint(out, fold, seed, m), keys[m]) for m in methods}
-    if all(r is not None for r in done.values()):
-        return [done[m] for m in methods]
-
-    rows = split_fold(dataset, fold, seed)
-    where = f"{dataset.name}, fold {fold.name}"
-    spec = dataset.adapter.fit_spec(dataset.records.take(rows.fit), source=f"{where}: fit rows")
-    used = rows.used()
-    X = encode(spec, dataset.records.take(used), source=where).X
-    rows = drop_duplicates(rows, dataset, used, X)
-    check_fold(rows, dataset, fold, used, X)
-
-    def features(index: np.ndarray) -> np.ndarray:
-        return X[np.searchsorted(used, index)]
-
-    classes = dataset.classes
-    X_fit, labels_fit = features(rows.fit), classes[rows.fit]
-    y_fit = (labels_fit != dataset.benign).astype(np.int64)
-    # Methods learn from the family of each known attack, not its class: a rule that holds
-    # known families out to learn how to meet unseen ones should hold out whole families, as
-    # the protocol does (a class whose sibling stays in training is no unseen attack).
-    family_of = {c: f for f, members in dataset.family_map().items() for c in members}
-    labels_fit = np.asarray([family_of.get(c, c) for c in labels_fit], dtype=object)
-    parts = {
-        "calibration": features(rows.calibration),
-        "test_benign": features(rows.test_benign),
-        "test_attack": features(rows.test_attack),
-        "known_test": features(rows.known_test),
-    }
-    prevalence = dataset.prevalence(fold.withheld)
-    common = {
-        "dataset": dataset.name,
-        "fold": fold.name,
-        "kind": fold.kind,
-        "outer": None if fold.outer is None else fold.outer.name,
-        "withheld": list(fold.withheld),
-        "siblings": list(fold.siblings),
-        "split_seed": seed,
-        "prevalence": prevalence,
-        # Rows used, after the duplicates of fitting rows were removed (counted beside).
-        "rows": rows.counts(),
-        "duplicates_removed": dict(rows.duplicates),
-        "n_features": spec.n_features,
-    }
-    records = []
-    shared: dict = {}
-    for name in methods:
-        if done[name] is not None:
-            records.append(done[name])
-            continue
-        method = factory(name, seed, shared)
-        start = time.perf_counter()
-        method.fit(X_fit, y_fit, labels_fit)
-        fit_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        scores = {part: method.decision_function(Xp) for part, Xp in parts.items()}
-        score_seconds = time.perf_counter() - start
-        for part, values in scores.items():
-            if not np.isfinite(values).all():
-                raise ValueError(f"{where}: {name} gave non-finite scores on the {part} rows")
-        metrics = fold_metrics(
-            scores["calibration"],
-            scores["test_benign"],
-            scores["test_attack"],
-            prevalence=prevalence,
-            attack_labels=classes[rows.test_attack],
-        )
-        known = fold_metrics(
-            scores["calibration"], scores["test_benign"], scores["known_test"], prevalence=0.5
-        )
-        native = getattr(method, "native_threshold_", None)
-        record = {
-            **common,
-            "method": name,
-            "trains_on": getattr(method, "trains_on", ""),
-            "feature_transform": getattr(method, "feature_transform", ""),
-            "library": getattr(method, "library", ""),
-            **metrics,
-            "known": {"auroc": known["auroc"], "recall_at_fpr": known["recall_at_fpr"]},
-            "native": None
-            if native is None
-            else {
-                "threshold": float(native),
-                "recall": float((scores["test_attack"] > native).mean()),
-                "realised_fpr": float((scores["test_benign"] > native).mean()),
-            },
-            "fit_seconds": fit_seconds,
-            "reused_fit": bool(getattr(method, "reused_fit_", False)),
-            "score_seconds": score_seconds,
-            "key": keys[name],
-        }
-        if all(len(scores[p]) for p in ("calibration", "test_benign", "test_attack")):
-            # One seed per fold and split seed, the same for every method: paired resamples.
-            replicates = fold_bootstrap(
-                scores["calibration"],
-                scores["test_benign"],
-                scores["test_attack"],
-                seed=[seed, zlib.crc32(dataset.name.encode()), zlib.crc32(fold.name.encode())],
-            )
-            record["bootstrap"] = {k: np.round(v, 6).tolist() for k, v in replicates.items()}
-        record = json_safe(record)
-        path = _checkpoint(out, fold, seed, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(record, path)
-        records.append(record)
-    return records
 
 
 # Worker state of a parallel run: the datasets and the factory, sent once per process.
@@ -366,7 +161,7 @@ def _resolve_datasets(
 
 def benchmark(
     *,
-    datasets: Sequence[str | Dataset] = tuple(DATASETS),
+    datasets: Sequence[str | Dataset] = MAIN_DATASETS,
     data: Mapping[str, Any] | None = None,
     methods: Sequence[str] = BENCHMARK_METHODS,
     split_seeds: Sequence[int] = (0, 1, 2),
@@ -392,7 +187,7 @@ def benchmark(
     Parameters
     ----------
     datasets : sequence of str or Dataset
-        Keys of :data:`~.datasets.DATASETS`, or datasets already loaded.
+        Keys of :data:`~.datasets.DATASETS` (default all but the ablations), or datasets loaded.
     data : mapping of str to path, optional
         Dataset name -> files or folder (default: each adapter's own place).
     methods : sequence of str
@@ -466,6 +261,7 @@ def benchmark(
     out.mkdir(parents=True, exist_ok=True)
 
     loaded = _resolve_datasets(datasets, data, max_per_class)
+    check_context(loaded, methods, factory)
     if families is not None:
         known = {f for d in loaded for f in d.family_map()}
         unknown = [f for f in families if f not in known]
@@ -568,8 +364,8 @@ def _finished_fits(
     done = 0
     for dataset, fold, seed in units:
         for method in methods:
-            key = _key(dataset, fold, seed, method, overrides)
-            done += _read_checkpoint(_checkpoint(out, fold, seed, method), key) is not None
+            key = checkpoint_key(dataset, fold, seed, method, overrides)
+            done += read_checkpoint(checkpoint_path(out, fold, seed, method), key) is not None
     return done
 
 
@@ -606,66 +402,3 @@ def _run_parallel(
             bar.update()
     # In unit order, as a sequential run gives them.
     return [r for i in range(len(units)) for r in results[i]]
-
-
-def load_records(run: str | Path) -> list[dict]:
-    """Every checkpoint record under ``run/folds``, in a stable order."""
-    folder = Path(run) / "folds"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no benchmark checkpoints in {run} (no folds/ folder)")
-    return [json.loads(p.read_text()) for p in sorted(folder.rglob("*.json"))]
-
-
-def merge_runs(runs: Sequence[str | Path], out: str | Path, *, plots: bool = True) -> dict:
-    """One result set from the checkpoints of several runs (e.g. one split seed per machine).
-
-    Records of the same dataset, fold, split seed and method must agree on their key (the same
-    data and settings); the first is kept.
-
-    Raises
-    ------
-    ValueError
-        If fewer than two runs are given, or two runs computed the same record differently.
-    FileNotFoundError
-        If a run has no checkpoints.
-    """
-    from latent_sculpting.research.benchmark.report import write_results
-
-    if len(runs) < 2:
-        raise ValueError(f"merge needs at least two benchmark runs, got {len(runs)}")
-    out = Path(out)
-    seen: dict[tuple, dict] = {}
-    configs = []
-    for run in runs:
-        summary = Path(run) / "benchmark.json"
-        if summary.is_file():
-            configs.append(json.loads(summary.read_text()))
-        for record in load_records(run):
-            ident = (record["dataset"], record["fold"], record["split_seed"], record["method"])
-            if ident in seen and seen[ident]["key"] != record["key"]:
-                raise ValueError(f"cannot merge {run}: {ident} was computed with other settings")
-            seen.setdefault(ident, record)
-    records = list(seen.values())
-    for record in records:
-        fold = Fold(record["dataset"], record["fold"], record["kind"], (), ())
-        path = _checkpoint(out, fold, record["split_seed"], record["method"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(record, path)
-    first = configs[0] if configs else {"config": {}, "datasets": {}}
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    config = {
-        **first.get("config", {}),
-        "methods": methods,
-        "split_seeds": sorted({r["split_seed"] for r in records}),
-        "merged_from": [str(r) for r in runs],
-    }
-    if config.get("reference") not in methods:
-        config["reference"] = "default" if "default" in methods else methods[0]
-    datasets = {}
-    for c in configs:
-        datasets.update(c.get("datasets", {}))
-    info = provenance()
-    info["seconds"] = sum(c.get("provenance", {}).get("seconds", 0.0) for c in configs)
-    return write_results(
-        records, out, config=config, provenance=info, datasets=datasets, plots=plots
-    )

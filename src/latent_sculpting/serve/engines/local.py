@@ -11,7 +11,7 @@ The drift report of the run (:mod:`latent_sculpting.monitor.drift`) is written b
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from latent_sculpting.atomic import write_json
 from latent_sculpting.io.cleaning import CleaningReport
 from latent_sculpting.io.readers import list_flow_files, sniff
+from latent_sculpting.io.runs import order_by_start
 from latent_sculpting.io.table import iter_flow_batches
 from latent_sculpting.serve.outputs import (
     TABLE_SUFFIXES,
@@ -29,7 +30,7 @@ from latent_sculpting.serve.outputs import (
     check_output,
     terminate_cleanly,
 )
-from latent_sculpting.serve.scoring import Scorer, drift_monitor, drift_summary
+from latent_sculpting.serve.scoring import Scorer, drift_monitor, drift_summary, new_run
 
 __all__ = ["DRIFT_SUFFIX", "drift_path", "score_file_into", "score_files"]
 
@@ -48,6 +49,7 @@ def score_files(
     progress: bool = True,
     explain: bool = True,
     drift: bool = True,
+    on_batch: Callable[[Any, Path], None] | None = None,
 ) -> dict[str, Any]:
     """Score flow files into one Parquet or CSV file, in constant memory.
 
@@ -58,7 +60,10 @@ def score_files(
     inputs : path or list of paths
         Files or folders of any syntax :mod:`latent_sculpting.io.readers` reads. With more than
         one file, a first column ``source_file`` names each row's file, unless the records
-        carry a ``source_file`` identifier of their own (``sculpt extract`` output).
+        carry a ``source_file`` identifier of their own (``sculpt extract`` output). For a
+        model with context features the files are one run: scored in the order of their
+        first flows, one context state carried across them (a file that starts before the
+        flows already scored is refused, named).
     output : path
         ``.parquet`` (or ``.pq``) or ``.csv``; written to a temporary name, then renamed.
         Checked before any work: not a folder, not an input, in a writable folder.
@@ -73,6 +78,9 @@ def score_files(
     drift : bool, default True
         Compare the scored flows with the model's benign training traffic and write the drift
         report beside the output (:func:`drift_path`), once the output is in place.
+    on_batch : callable, optional
+        Called with each scored frame (as written, before ``source_file`` is added) and its
+        input file, in output order (the incidents of ``sculpt score --incidents``).
 
     Returns
     -------
@@ -98,6 +106,9 @@ def score_files(
     files = list_flow_files(inputs)
     output = check_output(output, inputs=files, suffixes=TABLE_SUFFIXES)
     scorer = Scorer(model, explain=explain, drift=drift_monitor(model) if drift else None)
+    context = scorer.context
+    if context is not None:
+        files = order_by_start(files, scorer.spec.format)
     report = CleaningReport()
     started = time.perf_counter()
     bar = tqdm(
@@ -111,7 +122,9 @@ def score_files(
             ) as out,
         ):
             for path in files:
-                for scored in _scored_batches(scorer, path, batch_rows, report):
+                for scored in _scored_batches(scorer, path, batch_rows, report, context):
+                    if on_batch is not None:
+                        on_batch(scored, path)
                     # Records that name their source already (sculpt extract's output) keep
                     # their own, finer source_file.
                     if len(files) > 1 and "source_file" not in scored.columns:
@@ -151,17 +164,22 @@ def drift_path(output: PathLike) -> Path:
 
 
 def score_file_into(scorer: Scorer, path: Path, output: Path, batch_rows: int) -> int:
-    """Score one file into one Parquet file (atomically); the rows written."""
+    """Score one file into one Parquet file (atomically); the rows written. With context
+    features, the file is a run of its own (a fresh state)."""
     with AtomicTableWriter(output, empty_columns=scorer.output_columns) as out:
-        for scored in _scored_batches(scorer, path, batch_rows):
+        for scored in _scored_batches(scorer, path, batch_rows, None, new_run(scorer.spec)):
             out.write(scored, source=path)
         return out.rows
 
 
 def _scored_batches(  # noqa: ANN202 - generator
-    scorer: Scorer, path: Path, batch_rows: int, report: CleaningReport | None = None
+    scorer: Scorer,
+    path: Path,
+    batch_rows: int,
+    report: CleaningReport | None = None,
+    context: Any = None,
 ):
-    for batch in iter_flow_batches(scorer.spec, path, batch_rows, report=report):
+    for batch in iter_flow_batches(scorer.spec, path, batch_rows, report=report, context=context):
         if len(batch):
             yield scorer.score(batch)
 
