@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 #: OPENBLAS_CORETYPE=Prescott against the saved file: fused 1.3e-5, default 8.6e-6, fast
 #: 6.2e-7, paper-v1 0.12, paper-v2 0.024 of the spread; p-values equal for the first three,
 #: 0.093 and 0.0074 apart for the paper presets. (fast failed under Prescott until its knn
-#: prototypes were seeded without BLAS, model/channels/registry.py `_prototypes`; all four
+#: prototypes were seeded without BLAS, model/channels/prototypes.py; all four
 #: settings at once pass since.)
 TOLERANCE = {
     "fused": (5e-5, 0.01),

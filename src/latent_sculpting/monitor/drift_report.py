@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy.special import gammaln
 from scipy.stats import binom, chi2
 
-if TYPE_CHECKING:
-    from latent_sculpting.monitor.drift import DriftMonitor
-
 __all__ = ["PSI_FLOOR_COUNT", "DriftCounts", "DriftReport", "build_report"]
 
 #: An empty bin counts as half a flow, so that ``log(q / p)`` stays finite (see DriftReport).
 PSI_FLOOR_COUNT = 0.5
+
+
+class DriftSettings(Protocol):
+    """What :func:`build_report` reads of a monitor (a
+    :class:`~latent_sculpting.monitor.drift.DriftMonitor`): its reference and thresholds. A
+    protocol, so that the report does not import the monitor that imports it."""
+
+    reference: Any
+    psi_threshold: float
+    out_of_range_threshold: float
+    fpr_factor: float
+    alpha: float
+    n_top: int
 
 
 @dataclass(frozen=True)
@@ -184,7 +194,7 @@ class DriftCounts:
         return DriftCounts(self.bins.copy(), self.n, self.flagged, self.labelled)
 
 
-def build_report(monitor: DriftMonitor, counts: DriftCounts) -> DriftReport:
+def build_report(monitor: DriftSettings, counts: DriftCounts) -> DriftReport:
     """The report of ``counts`` against the monitor's reference, at its thresholds."""
     ref = monitor.reference
     names, n, m = ref.feature_names_, ref.n_reference_, counts.n
