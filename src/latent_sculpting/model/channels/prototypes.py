@@ -41,11 +41,12 @@ def kmeans_prototypes(benign: np.ndarray, n: int, random_state: int | None) -> n
     init, least = None, np.inf
     for _ in range(_KMEANS_RUNS):
         rows = np.sort(rng.choice(len(wide), min(len(wide), _INIT_ROWS), replace=False))
+        sample = wide[rows]
         chosen, inertia = _kmeans_plusplus(
-            wide[rows], int(rng.randint(len(rows))), rng.random_sample((n - 1, trials))
+            sample, int(rng.randint(len(rows))), rng.random_sample((n - 1, trials))
         )
         if inertia < least * (1 - 1e-9):
-            init, least = wide[rows][chosen], inertia
+            init, least = sample[chosen], inertia
     kmeans = MiniBatchKMeans(
         n,
         init=init,
