@@ -108,29 +108,43 @@ def test_neighbour_state_round_trips_and_is_checked():
             NeighbourChannel.from_state(config, bad)
 
 
-@pytest.mark.parametrize("prototypes", [1, 13, 1024])
-def test_nearest_prototype_is_numpys_and_its_distance_is_direct(prototypes):
-    """The one-pass search picks the prototype the plain NumPy expression picks (each term
-    rounded as there), and the distance to it is the direct float64 one."""
-    from latent_sculpting.model.channels.registry import _nearest
+def direct_least(Z: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """The distance to the nearest prototype, every distance computed directly in float64."""
+    wide = P.astype(np.float64)
+    return np.array([np.sqrt(((z.astype(np.float64) - wide) ** 2).sum(axis=1).min()) for z in Z])
 
+
+@pytest.mark.parametrize("prototypes", [1, 13, 1024])
+def test_the_distance_is_the_least_direct_one(prototypes):
+    """The one-pass search gives the least direct float64 distance to any prototype."""
     rng = np.random.default_rng(prototypes)
     Z = rng.normal(size=(300, 20)).astype(np.float32)
     # Prototypes near some rows (distances near 0, where rounding shows) and far from others.
     near = Z[rng.integers(len(Z), size=prototypes)]
     P = (near + rng.normal(scale=1e-3, size=near.shape)).astype(np.float32)
-    squares = (Z.astype(np.float64) ** 2).sum(axis=1)
-    norms = (P.astype(np.float64) ** 2).sum(axis=1)
-    cross = Z @ P.T
-    out = np.empty(len(Z))
-    _nearest(cross, squares, norms, Z, P.astype(np.float64), out)
-    chosen = (squares[:, None] - 2 * cross.astype(np.float64) + norms).argmin(axis=1)
-    direct = np.sqrt(((Z.astype(np.float64) - P[chosen].astype(np.float64)) ** 2).sum(axis=1))
-    np.testing.assert_allclose(out, direct, rtol=1e-13, atol=0)
     channel = NeighbourChannel.from_state({"n_prototypes": prototypes}, {"prototypes": P})
-    np.testing.assert_array_equal(channel.score(Z), out)
+    out = channel.score(Z)
+    np.testing.assert_allclose(out, direct_least(Z, P), rtol=1e-13, atol=0)
     # Near a prototype the direct distance keeps its digits; the expanded form loses them.
     assert np.all(out[out < 0.01] > 0)
+
+
+def test_prototypes_closer_than_float32_can_tell_apart():
+    """Pairs of prototypes 1e-3 apart, far from the origin: the expanded distance's rounding
+    (about 1e-2 here) is larger than the gap between the pair's squared distances, so it picks
+    either. A flow on a prototype is at distance 0 however it is batched (it was not: a Zeek
+    flow's score moved by 0.05 with its batch, failing CI's test_watch)."""
+    rng = np.random.default_rng(7)
+    base = (50.0 + rng.normal(size=(32, 27))).astype(np.float32)
+    twin = base.copy()
+    twin[:, 0] += np.float32(1e-3)
+    P = np.concatenate([base, twin])
+    channel = NeighbourChannel.from_state({"n_prototypes": len(P)}, {"prototypes": P})
+    together = channel.score(P)
+    alone = np.concatenate([channel.score(P[i : i + 1]) for i in range(len(P))])
+    assert np.all(together == 0.0) and np.all(alone == 0.0)
+    Z = (P + rng.normal(scale=3e-4, size=P.shape)).astype(np.float32)
+    np.testing.assert_allclose(channel.score(Z), direct_least(Z, P), rtol=1e-13, atol=0)
 
 
 def test_the_distance_of_a_flow_does_not_depend_on_its_batch():

@@ -190,6 +190,29 @@ def test_a_corrupt_record_mid_stream_is_set_aside_and_the_rest_scored(
     assert_scores_close(flows_of(lines_out)["score"], pd.read_parquet(scored)["score"], share=1e-5)
 
 
+def test_the_zeek_flows_score_the_same_in_batches_of_any_size(zeek_models):
+    """The watcher cuts a stream wherever lines stop arriving, so a flow may come in a batch
+    of one or of thirteen. This log repeats flows (a scan's probes), which puts benign
+    prototypes 1e-3 apart and reference NLLs a float32 step apart: the neighbour channel's
+    choice among the close prototypes and the flow's one-row products each moved a score by
+    0.05 and 5e-4 with the batch (CI's test_watch failed on the first)."""
+    import numpy as np
+
+    from latent_sculpting.io.table import iter_flow_batches
+    from latent_sculpting.model.estimator import LatentSculpting
+    from latent_sculpting.serve.scoring import model_spec, new_run
+
+    log, (model_path, _) = zeek_models
+    model = LatentSculpting.load(model_path)
+    spec = model_spec(model)
+    batches = iter_flow_batches(spec, log, 100_000, context=new_run(spec))
+    X = np.concatenate([batch.X for batch in batches])
+    together = model.decision_function(X)
+    for size in (1, 2, 3, 13):
+        cut = [model.decision_function(X[i : i + size]) for i in range(0, len(X), size)]
+        assert_scores_close(np.concatenate(cut), together, share=1e-6, what=f"batches of {size}")
+
+
 def test_zeek_log_followed_across_rotation(zeek_models, tmp_path):
     log, (model, _) = zeek_models
     text = log.read_bytes().lstrip(b"\t").splitlines(keepends=True)

@@ -144,12 +144,13 @@ class NeighbourChannel:
         out = np.empty(len(Z))
         for start in range(0, len(Z), self._BLOCK):
             block = Z[start : start + self._BLOCK]
-            # The nearest prototype by |z - p|^2 = |z|^2 - 2 z.p + |p|^2, the product in
-            # float32 (BLAS), the sums in float64; then the distance to it computed directly in
-            # float64. The expanded form loses everything to cancellation near a prototype, and
-            # BLAS rounds a one-row product unlike a many-row one, so the distance itself would
-            # depend on the batch a flow came in; the direct one does not. One pass (_nearest)
-            # instead of several over a block x prototypes float64 array.
+            # |z - p|^2 = |z|^2 - 2 z.p + |p|^2 with the product in float32 (BLAS) finds the
+            # prototypes that can be the nearest: those within the product's rounding bound of
+            # the smallest. The distance is then computed directly in float64 to each of them,
+            # and the least taken. The expanded form alone loses everything to cancellation
+            # near a prototype, and BLAS rounds a one-row product unlike a many-row one: two
+            # prototypes 1e-3 apart swapped places with the batch a flow came in, and moved a
+            # Zeek flow's score by 0.05. The exact least distance does not depend on it.
             squares = (block.astype(np.float64) ** 2).sum(axis=1)
             _nearest(
                 block @ P.T,
@@ -157,6 +158,7 @@ class NeighbourChannel:
                 self._norms,
                 block,
                 self._wide,
+                _rounding_slack(squares, self._norms, P.shape[1]),
                 out[start : start + self._BLOCK],
             )
         return out
@@ -345,12 +347,26 @@ class BoostChannel:
         return channel
 
 
+def _rounding_slack(squares: np.ndarray, norms: np.ndarray, width: int) -> np.ndarray:
+    """How far above the smallest expanded squared distance of each row the expanded distance
+    of the truly nearest prototype can be: twice the bound on the error of one expanded
+    distance. A float32 dot product of ``width`` terms, in any order, errs by at most
+    ``width * u * |z| |p|`` (u = 2^-24), doubled in ``-2 z.p``; the float64 sums add
+    ``(width + 3) * 2^-53`` of the magnitudes. Each bound is doubled again for safety: a wider
+    slack only computes a few more direct distances."""
+    u32, u64 = 2.0**-24, 2.0**-53
+    z, p = np.sqrt(squares), np.sqrt(norms.max())
+    product = 2.0 * width * u32 / (1.0 - width * u32) * z * p
+    sums = (width + 3) * u64 * (squares + 2.0 * z * p + norms.max())
+    return 4.0 * (product + sums)
+
+
 @numba.njit(nogil=True, cache=True)
-def _nearest(cross, squares, norms, Z, P, out):
-    """``out[i] = |Z[i] - P[j]|`` in float64, summed feature by feature, for the first ``j``
-    that minimises ``(squares[i] - 2 cross[i, j]) + norms[j]`` (each term rounded as NumPy's
-    ``squares[:, None] - 2 * cross + norms`` rounds it; ``cross`` is float32, widened exactly).
-    The minimum keeps eight running minima, which the processor updates in parallel; the order
+def _nearest(cross, squares, norms, Z, P, slack, out):
+    """``out[i] = min |Z[i] - P[j]|`` in float64, summed feature by feature, over the ``j``
+    whose ``(squares[i] - 2 cross[i, j]) + norms[j]`` (``cross`` float32, widened exactly) is
+    within ``slack[i]`` of the least such value: the prototypes that can be the nearest. The
+    least value keeps eight running minima, which the processor updates in parallel; the order
     of a minimum does not change it (the scaled features are finite, so there is no NaN)."""
     m = cross.shape[1]
     row = np.empty(m)
@@ -372,15 +388,16 @@ def _nearest(cross, squares, norms, Z, P, out):
         while j < m:
             b0 = min(b0, row[j])
             j += 1
-        best = min(min(min(b0, b1), min(b2, b3)), min(min(b4, b5), min(b6, b7)))
-        j = 0
-        while row[j] != best:
-            j += 1
-        total = 0.0
-        for k in range(Z.shape[1]):
-            d = np.float64(Z[i, k]) - P[j, k]
-            total += d * d
-        out[i] = np.sqrt(total)
+        limit = min(min(min(b0, b1), min(b2, b3)), min(min(b4, b5), min(b6, b7))) + slack[i]
+        least = np.inf
+        for j in range(m):
+            if row[j] <= limit:
+                total = 0.0
+                for k in range(Z.shape[1]):
+                    d = np.float64(Z[i, k]) - P[j, k]
+                    total += d * d
+                least = min(least, total)
+        out[i] = np.sqrt(least)
 
 
 #: Every side channel, in the order they are fitted (which fixes the order of seed draws).

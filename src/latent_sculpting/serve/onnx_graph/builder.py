@@ -58,6 +58,13 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], domain=domain, **attrs))
         return out
 
+    def ops(self, op_type: str, *inputs: str, outputs: int, **attrs: Any) -> list[str]:
+        """Append one node with ``outputs`` outputs (``TopK``'s values and indices); their
+        names."""
+        names = [self._name(op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, **attrs))
+        return names
+
     def cast(self, value: str, to: int) -> str:
         return self.op("Cast", value, to=to)
 

@@ -111,12 +111,18 @@ def boost(g: GraphBuilder, channel: Any, z: str) -> str:
     return tree_ensemble(g, state, state["values"], z, first=baseline)
 
 
+#: Prototypes nearest by the expanded distance whose direct distance the export computes.
+#: The model takes those within the product's rounding bound of the nearest (a few at most on
+#: every model we hold); more than this many within it would be prototypes closer together
+#: than float32 can tell at that distance.
+NEIGHBOUR_CANDIDATES = 16
+
+
 def neighbours(g: GraphBuilder, channel: Any, z: str) -> str:
     """The distance (float64) of scaled features ``z`` to the nearest benign prototype, as
-    :meth:`~latent_sculpting.model.channels.registry.NeighbourChannel.score` finds it: the first
-    prototype
-    minimising ``|z|^2 - 2 z.p + |p|^2`` (the product in float32, the rest in float64), then
-    the distance to it computed directly in float64."""
+    :meth:`~latent_sculpting.model.channels.registry.NeighbourChannel.score` finds it: the
+    prototypes least by ``|z|^2 - 2 z.p + |p|^2`` (the product in float32, the rest in
+    float64) are the candidates, and the least of their direct float64 distances is taken."""
     prototypes = np.asarray(channel.prototypes_, np.float32)
     norms = (prototypes.astype(np.float64) ** 2).sum(axis=1)
     axis = g.const(np.array([1], np.int64))
@@ -125,11 +131,17 @@ def neighbours(g: GraphBuilder, channel: Any, z: str) -> str:
     squares = g.op("ReduceSum", g.op("Mul", z64, z64), axis, keepdims=1)
     twice = g.op("Mul", g.const(np.float64(2.0)), g.cast(cross, DOUBLE))
     d2 = g.op("Add", g.op("Sub", squares, twice), g.const(norms, "prototype_norms"))
-    nearest = g.op("ArgMin", d2, axis=1, keepdims=0, select_last_index=0)
-    chosen = g.op("Gather", g.const(prototypes.astype(np.float64), "prototypes_wide"), nearest)
-    difference = g.op("Sub", z64, chosen)
-    total = g.op("ReduceSum", g.op("Mul", difference, difference), axis, keepdims=0)
-    return g.op("Sqrt", total)
+    k = g.const(np.array([min(NEIGHBOUR_CANDIDATES, len(prototypes))], np.int64))
+    topk = g.ops("TopK", d2, k, outputs=2, axis=1, largest=0, sorted=1)[1]
+    chosen = g.op("Gather", g.const(prototypes.astype(np.float64), "prototypes_wide"), topk)
+    difference = g.op("Sub", g.op("Unsqueeze", z64, axis), chosen)
+    total = g.op(
+        "ReduceSum",
+        g.op("Mul", difference, difference),
+        g.const(np.array([2], np.int64)),
+        keepdims=0,
+    )
+    return g.op("Sqrt", g.op("ReduceMin", total, axis, keepdims=0))
 
 
 #: Side channel name -> function adding its score (float64) of the scaled features.
