@@ -24,13 +24,23 @@ def flows(rows: list[tuple]) -> pd.DataFrame:
 
 
 def run(frame: pd.DataFrame, cuts: list[int], config: IncidentConfig) -> list[dict]:
+    return run_raised(frame, cuts, config)[0]
+
+
+def run_raised(
+    frame: pd.DataFrame, cuts: list[int], config: IncidentConfig
+) -> tuple[list[dict], list[dict]]:
+    """The incidents closed, and those raised while open, over batches cut at ``cuts``."""
     grouper = IncidentGrouper(config)
     out: list[Incident] = []
+    raised: list[Incident] = []
     bounds = [0, *sorted(set(cuts)), len(frame)]
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         out += grouper.add(frame.iloc[a:b])
+        raised += grouper.take_raised()
     out += grouper.flush()
-    return [i.to_dict() for i in out]
+    assert grouper.take_raised() == []
+    return [i.to_dict() for i in out], [i.to_dict() for i in raised]
 
 
 def test_a_scan_is_one_incident_with_its_sentence():
@@ -171,13 +181,35 @@ def test_batching_never_changes_the_incidents(steps, cuts, key, max_open, late):
     ]
     frame = flows(rows) if rows else flows([]).astype({"time": float, "flagged": bool})
     config = IncidentConfig(gap_s=10, key=key, max_open=max_open, lateness_s=2)
-    whole = run(frame, [], config)
-    assert run(frame, [c for c in cuts if c <= len(frame)], config) == whole
-    assert run(frame, list(range(len(frame))), config) == whole
+    whole, raised = run_raised(frame, [], config)
+    assert run_raised(frame, [c for c in cuts if c <= len(frame)], config) == (whole, raised)
+    assert run_raised(frame, list(range(len(frame))), config) == (whole, raised)
+    # Each incident is raised once, at its first flagged flow, and closes with the same id.
+    assert sorted(i["id"] for i in raised) == sorted(i["id"] for i in whole)
+    assert all(i["n_flagged"] == 1 for i in raised)
     # Every flagged flow is in exactly one incident (no budget small enough to lose any).
     assert sum(i["n_flagged"] for i in whole) == int(frame["flagged"].sum())
     for i in whole:
         assert i["start"] <= i["end"] and i["n_flows"] >= i["n_flagged"] >= 1
+
+
+def test_an_open_incident_is_raised_once_it_is_reportable():
+    """A live sensor reports a long scan while it goes on: the incident is raised with the
+    flow that makes it reportable (here its third flagged flow), once, and closes later with
+    the same id and all its flows."""
+    rows = [(float(i), "a", "b", i, True) for i in range(10)]
+    rows.insert(1, (0.5, "c", "b", 80, True))  # one flagged flow: never reportable
+    grouper = IncidentGrouper(IncidentConfig(gap_s=5, min_flagged=3))
+    grouper.add(flows(rows[:3]))
+    assert grouper.take_raised() == []
+    grouper.add(flows(rows[3:4]))
+    (raised,) = grouper.take_raised()
+    assert (raised.source, raised.n_flagged, raised.end) == ("a", 3, 2.0)
+    grouper.add(flows(rows[4:]))
+    assert grouper.take_raised() == []
+    (closed,) = grouper.flush()
+    assert closed.id == raised.id and closed.n_flagged == 10
+    assert grouper.stats["raised"] == 1 and grouper.stats["below_min_flagged"] == 1
 
 
 def test_calibration_rate_threshold_and_suppression():
@@ -207,6 +239,9 @@ def test_calibration_rate_threshold_and_suppression():
     grouper = IncidentGrouper(config, calibration)
     out = grouper.add(flows(rows)) + grouper.flush()
     assert [i.source for i in out] == ["c"] and grouper.stats["suppressed"] == 1
+    # Raised as soon as its evidence reached the target's threshold, not before.
+    (raised,) = grouper.take_raised()
+    assert raised.id == out[0].id and raised.score == math.ceil(calibration.threshold(0.5))
     assert out[0].calibrated and out[0].rate == 0.0 and out[0].score == 6.0
     assert out[0].rate_resolution == 0.5  # no benign incident scored as high in 2 host-days
     with pytest.raises(ValueError, match="grouping"):

@@ -7,6 +7,7 @@ operational measurements, never pooled with the real datasets.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -339,3 +340,27 @@ def test_replay_reaches_the_capture_end_whole():
     assert sent == len(_pcap_times(pcap, "")) and result["tcpreplay"]["failed_packets"] == 0
     assert result["capture"] == {"captured": sent, "dropped_by_kernel": 0}
     _nothing_left([f"{prefix}-tap"])
+
+
+@pytest.mark.slow
+@pytest.mark.lab
+def test_live_sensor_raises_every_withheld_tool_and_nothing_on_benign_traffic(tmp_path):
+    """Issue #33 end to end (benchmarks/lab/live.py): `sculpt watch --interface` on the lab's
+    veth raises an incident for each withheld tool's attacker within 30 s of its start, and
+    none in a benign-only run (LAB_LIVE_BENIGN_S seconds: 60 by default, 600 for the issue's
+    ten minutes). About 14 minutes with the default, beyond what CI may spend: it runs when
+    LAB_LIVE=1 (README, Tests)."""
+    import live
+
+    if os.environ.get("LAB_LIVE") != "1":
+        pytest.skip("the live end-to-end run takes about 14 minutes: set LAB_LIVE=1 to run it")
+    reasons = _skip_reasons(attacks=[e.attack for e in live.KNOWN + live.WITHHELD])
+    if reasons:
+        pytest.skip("lab unavailable: " + "; ".join(reasons))
+    seconds = float(os.environ.get("LAB_LIVE_BENIGN_S", "60"))
+    result = live.run(tmp_path / "live", benign_seconds=seconds)
+    print(live.describe(result))
+    attack, benign = result["attack"], result["benign"]
+    assert attack["recall"] == 1.0, attack["attacks"]
+    assert attack["false_incidents"] == [] and benign["false_incidents"] == []
+    assert benign["sensor"]["flows"] > 100 and benign["sensor"].get("capture_drops", 0) == 0

@@ -8,6 +8,7 @@ import os
 import signal
 import struct
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,9 +23,13 @@ from latent_sculpting.io.extract import extract  # noqa: E402
 from latent_sculpting.io.formats.nfstream import NFSTREAM  # noqa: E402
 from latent_sculpting.io.readers import iter_batches, pcap, read_columns  # noqa: E402
 from latent_sculpting.io.readers import sniff as sniff_file  # noqa: E402
+from latent_sculpting.io.readers.meter_process import kept_affinity  # noqa: E402
 
 #: Fits models, reads shared data or starts servers: `pytest -m "not slow"` leaves it out.
 pytestmark = pytest.mark.slow
+
+
+PCAPS = Path(__file__).resolve().parent / "data" / "pcaps"
 
 
 def capture(name: str):
@@ -213,9 +218,25 @@ def test_without_nfstream_the_message_says_what_to_install(monkeypatch):
 )
 def test_affinity_guard_restores_a_narrowed_affinity():
     kept = os.sched_getaffinity(0)
-    with pcap._kept_affinity() as restore:
+    with kept_affinity() as restore:
         os.sched_setaffinity(0, {min(kept)})  # what nfstream does to its caller
         restore()
         assert os.sched_getaffinity(0) == kept
         os.sched_setaffinity(0, {min(kept)})
     assert os.sched_getaffinity(0) == kept
+
+
+def test_meter_timeouts_cut_flows_sooner(tmp_path):
+    """--idle-timeout/--active-timeout reach nfstream: mDNS announcements every few seconds
+    are one flow per address pair by default, many with a 1 s idle timeout; no flow then lasts
+    longer than the active timeout allows."""
+    path = PCAPS / "mdns.pcap"
+    default, short = tmp_path / "default.parquet", tmp_path / "short.parquet"
+    extract(path, default, progress=False)
+    extract(path, short, progress=False, idle_timeout=1, active_timeout=2)
+    a, b = pq.read_table(default).to_pandas(), pq.read_table(short).to_pandas()
+    assert len(a) == 33 and len(b) > 3 * len(a)
+    assert a["bidirectional_packets"].sum() == b["bidirectional_packets"].sum()
+    assert (b["bidirectional_duration_ms"] <= 3000).all()
+    with pytest.raises(ValueError, match="--idle-timeout must be a whole number"):
+        extract(path, tmp_path / "x.parquet", progress=False, idle_timeout=0)

@@ -1095,3 +1095,38 @@ def test_answer_columns_are_json_safe_whatever_their_arrow_type():
     assert _arrow_json_list(pa.array([1.5, float("nan"), None])) == [1.5, None, None]
     when = dt.datetime(2017, 7, 7, 9, 30)
     assert _arrow_json_list(pa.array([when])) == ["2017-07-07T09:30:00"]
+
+
+def test_incidents_group_the_flows_of_every_request_as_sculpt_score_does(model, raw_rows):
+    """`GET /v1/incidents`: the flows of several requests are one stream, grouped as `sculpt
+    score --incidents` groups the same flows at once; a request without start times or
+    endpoints is refused, naming them; a service that does not group answers 404."""
+    from fastapi.testclient import TestClient
+
+    from latent_sculpting.io.encoding import encode
+    from latent_sculpting.io.flowspec import model_spec
+    from latent_sculpting.monitor.incident_io import incident_frame
+    from latent_sculpting.monitor.incidents import IncidentConfig, IncidentGrouper
+
+    config = IncidentConfig(gap_s=3600.0)
+    rows = raw_rows.sort_values("Timestamp", kind="stable").reset_index(drop=True)
+    records = json.loads(rows.to_json(orient="records"))
+    with TestClient(create_app(model, incidents=config)) as client:
+        for part in (records[:7], records[7:20], records[20:]):
+            assert client.post("/v1/score", json=part).status_code == 200
+        listed = client.get("/v1/incidents").json()
+        missing = [{k: v for k, v in r.items() if k != "Src IP"} for r in records[:2]]
+        refused = client.post("/v1/score", json=missing)
+    assert refused.status_code == 422 and "Src IP" in refused.json()["detail"]
+
+    spec = model_spec(model)
+    scored = Scorer(model).score(encode(spec, pa.Table.from_pandas(rows)))
+    grouper = IncidentGrouper(config)
+    closed = grouper.add(incident_frame(scored, spec.format))
+    expected = [i.to_dict() for i in closed + grouper.open_incidents()]
+    got = listed["closed"] + listed["open"]
+    fields = ("id", "source", "start", "end", "n_flows", "n_flagged", "n_ports", "score")
+    assert [{k: i[k] for k in fields} for i in got] == [{k: i[k] for k in fields} for i in expected]
+    assert len(got) >= 1 and listed["counts"]["flows"] == len(rows)
+    with TestClient(create_app(model)) as client:
+        assert client.get("/v1/incidents").status_code == 404

@@ -1172,9 +1172,16 @@ def label_flows(flows, rows: Sequence[LabelRow], *, slack_s: float = 2.0):
 
 
 def label_capture(
-    pcap: str | Path, labels: str | Path, output: str | Path, *, slack_s: float = 2.0
+    pcap: str | Path,
+    labels: str | Path,
+    output: str | Path,
+    *,
+    slack_s: float = 2.0,
+    idle_timeout: int | None = None,
+    active_timeout: int | None = None,
 ) -> dict:
-    """``sculpt extract`` a capture, label its flows and write them; per-label counts."""
+    """``sculpt extract`` a capture (with nfstream's timeouts, when given), label its flows and
+    write them; per-label counts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -1184,7 +1191,13 @@ def label_capture(
     output = Path(output)
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         flows_path = Path(tmp) / "flows.parquet"
-        summary = extract([pcap], flows_path, progress=False)
+        summary = extract(
+            [pcap],
+            flows_path,
+            progress=False,
+            idle_timeout=idle_timeout,
+            active_timeout=active_timeout,
+        )
         flows = pq.read_table(flows_path).to_pandas()
     labelled = label_flows(flows, rows, slack_s=slack_s)
     table = pa.Table.from_pandas(labelled, preserve_index=False)
@@ -1441,7 +1454,14 @@ def cmd_down(args) -> int:
 
 
 def cmd_label(args) -> int:
-    result = label_capture(args.pcap, args.labels, args.output, slack_s=args.slack)
+    result = label_capture(
+        args.pcap,
+        args.labels,
+        args.output,
+        slack_s=args.slack,
+        idle_timeout=args.idle_timeout,
+        active_timeout=args.active_timeout,
+    )
     print(json.dumps(result, indent=2))
     return 0
 
@@ -1510,6 +1530,8 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("labels")
     label.add_argument("-o", "--output", required=True, help="labelled .parquet to write")
     label.add_argument("--slack", type=float, default=2.0, help="seconds around each window")
+    label.add_argument("--idle-timeout", type=int, help="nfstream's idle timeout, seconds")
+    label.add_argument("--active-timeout", type=int, help="nfstream's active timeout, seconds")
     label.set_defaults(func=cmd_label)
 
     rep = sub.add_parser("replay", help="tcpreplay a pcap onto a veth whose peer a sensor reads")

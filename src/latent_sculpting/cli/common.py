@@ -156,6 +156,32 @@ THREADS_PER_JOB_HELP = (
 )
 
 
+def add_meter_flags(parser: argparse.ArgumentParser) -> None:
+    """nfstream's timeouts, for the commands that meter packets (``extract``, ``watch``)."""
+    group = parser.add_argument_group("flow meter (packets to flows)")
+    group.add_argument(
+        "--idle-timeout",
+        type=int,
+        metavar="S",
+        help="a flow silent this many seconds ends (default 120, as CIC-IDS-2017's meter)",
+    )
+    group.add_argument(
+        "--active-timeout",
+        type=int,
+        metavar="S",
+        help="a flow still active after this many seconds is reported and a new one starts "
+        "(default 1800). A live sensor sees a flow only when it ends: shorter timeouts raise "
+        "alerts sooner, and the model must be trained on flows extracted with the same ones",
+    )
+
+
+def meter_settings_from_args(args: argparse.Namespace) -> dict[str, int]:
+    """The nfstream settings :func:`add_meter_flags` asks for (checked)."""
+    from latent_sculpting.io.readers.pcap import meter_settings
+
+    return meter_settings(args.idle_timeout, args.active_timeout)
+
+
 def add_threads_flag(parser: argparse.ArgumentParser, help: str = THREADS_HELP) -> None:
     """``--threads N|auto`` (default auto, kept as None); :func:`threads_from_args` reads it."""
     parser.add_argument("--threads", type=_threads, metavar="N|auto", help=help)

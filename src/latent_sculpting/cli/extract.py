@@ -7,13 +7,16 @@ import json
 import sys
 import warnings
 
+from latent_sculpting.cli.common import add_meter_flags, meter_settings_from_args
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "extract",
         help="turn pcap/pcapng captures into a Parquet file of flow records (nfstream)",
         description="Meter packet captures into bidirectional flows with nfstream (statistical "
-        "features, nDPI application names; idle timeout 120 s, active timeout 1800 s) and write "
+        "features, nDPI application names; idle timeout 120 s, active timeout 1800 s unless "
+        "--idle-timeout/--active-timeout say otherwise) and write "
         "them, with a source_file column, to one Parquet file renamed into place at the end. "
         "Needs the capture extra: pip install 'latent-sculpting[capture]'.",
     )
@@ -36,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="N",
         help="flows held in memory and written at a time (default 65536)",
     )
+    add_meter_flags(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_rows=args.batch_rows,
                 meters=args.meters,
                 progress=not args.quiet,
+                **meter_settings_from_args(args),
             )
         except ImportError as error:
             raise ValueError(str(error)) from None

@@ -121,6 +121,22 @@ def calibration_from_args(args: argparse.Namespace, model):  # noqa: ANN001, ANN
     return load_calibration(Path(path), model)
 
 
+def describe_target(calibration, target: float) -> str:  # noqa: ANN001 - IncidentCalibration
+    """What ``--target-incidents`` means with this calibration: the score reported at least,
+    and whether the calibration can resolve the target at all."""
+    text = (
+        f"target {target:g} false incidents per benign host-day: incidents scoring >= "
+        f"{calibration.threshold(target):.4g}"
+    )
+    if 0 < target < calibration.resolution:
+        text += (
+            f" (the calibration resolves rates down to {calibration.resolution:.3g} per "
+            "host-day only: these are the incidents above every benign one it saw; a longer "
+            "benign calibration resolves lower rates)"
+        )
+    return text
+
+
 def describe_incidents(summary: dict) -> str:
     """The line ``sculpt score`` prints about the incidents it wrote."""
     n = summary["incidents"]

@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from latent_sculpting.cli.common import add_threads_flag, threads_from_args
+from latent_sculpting.cli.incidents import (
+    add_grouping_flags,
+    calibration_from_args,
+    config_from_args,
+)
 
 TOKEN_ENV = "SCULPT_TOKEN"
 
@@ -86,6 +91,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "machine cannot reach the service (DNS rebinding); on any other address: any host. "
         "'*' allows any",
     )
+    parser.add_argument(
+        "--incidents",
+        action="store_true",
+        help="group the flows of every request into incidents, listed at GET /v1/incidents "
+        "(requests must carry start times and endpoints; one worker)",
+    )
+    add_grouping_flags(parser)
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     add_threads_flag(
         parser,
@@ -132,6 +144,16 @@ def run(args: argparse.Namespace) -> int:
     # Built here also with several workers, so that a bad model file or option is one clear
     # error before any worker starts, not one per worker restart.
     model = LatentSculpting.load(args.model, device=args.device)
+    incidents = calibration = None
+    if args.incidents:
+        if args.workers != 1:
+            raise ValueError(
+                "--incidents needs one worker (--workers 1): a host's flows must all reach "
+                "the process that groups them"
+            )
+        incidents, calibration = config_from_args(args), calibration_from_args(args, model)
+    elif args.target_incidents is not None or args.incident_calibration is not None:
+        raise ValueError("--target-incidents and --incident-calibration need --incidents")
     app = create_app(
         model,
         token=token,
@@ -139,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         limits=limits,
         drift_window=args.drift_window,
         allowed_hosts=allowed_hosts,
+        incidents=incidents,
+        incident_calibration=calibration,
     )
     where = f"http://{args.host}:{args.port}"
     if args.workers == 1:

@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from latent_sculpting.cli.common import add_threads_flag, threads_from_args, warn_cleaning
+from latent_sculpting.cli.common import (
+    add_meter_flags,
+    add_threads_flag,
+    meter_settings_from_args,
+    threads_from_args,
+    warn_cleaning,
+)
+from latent_sculpting.cli.incidents import add_grouping_flags
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -45,13 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="--zeek-dir: read the conn.log there from its first line (default: from its end)",
     )
     source.add_argument("--interface", metavar="IFACE", help="live capture (root or CAP_NET_RAW)")
-    source.add_argument(
-        "--idle-timeout",
-        type=int,
-        metavar="S",
-        help="--interface: nfstream's idle timeout in seconds (default 120, as `sculpt "
-        "extract`; shorter ends flows sooner but makes them unlike the training captures')",
-    )
+    add_meter_flags(parser)
     batching = parser.add_argument_group("batching")
     batching.add_argument("--batch-rows", type=int, default=1024, metavar="N")
     batching.add_argument(
@@ -99,8 +100,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="M",
         help="... or every M minutes with flows (default 10)",
     )
+    out.add_argument(
+        "--incidents",
+        action="store_true",
+        help="group flagged flows into incidents (by source host and time gap) and write "
+        "each as an ECS alert: event.type 'start' as soon as it is reportable, 'end' when it "
+        "closes (same id)",
+    )
     out.add_argument("--json", action="store_true", help="the run's summary as JSON on stderr")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_grouping_flags(parser)
     add_threads_flag(parser)
     return parser
 
@@ -131,12 +140,14 @@ def run(args: argparse.Namespace) -> int:
     )
     from latent_sculpting.model.estimator import LatentSculpting
 
+    incidents = _incident_grouper(args)
     watcher = Watcher(
         args.model,
         source,
         writer,
         config=config,
         metrics=metrics,
+        incidents=incidents,
         load=lambda path: LatentSculpting.load(path, device=args.device),
     )
     if args.metrics_port is not None:
@@ -182,11 +193,44 @@ def _source(args: argparse.Namespace):  # noqa: ANN202 - a Source
         )
     if args.pcap:
         try:
-            return sources.PcapSource(args.pcap, pace=args.pace, speed=args.speed)
+            return sources.PcapSource(
+                args.pcap, pace=args.pace, speed=args.speed, settings=meter_settings_from_args(args)
+            )
         except ImportError as error:
             raise ValueError(str(error)) from None
     if args.zeek_dir:
         return sources.ZeekDirSource(args.zeek_dir, from_start=args.from_start)
     if args.interface:
-        return sources.InterfaceSource(args.interface, idle_timeout=args.idle_timeout)
+        return sources.InterfaceSource(args.interface, settings=meter_settings_from_args(args))
     return sources.StdinSource()
+
+
+def _incident_grouper(args: argparse.Namespace):  # noqa: ANN202 - IncidentGrouper or None
+    """The grouper ``--incidents`` asks for, with the model's calibration when there is one."""
+    from latent_sculpting.cli.incidents import (
+        calibration_from_args,
+        config_from_args,
+        describe_target,
+    )
+
+    if not args.incidents:
+        if args.target_incidents is not None or args.incident_calibration is not None:
+            raise ValueError("--target-incidents and --incident-calibration need --incidents")
+        return None
+    from latent_sculpting.model.estimator import LatentSculpting
+    from latent_sculpting.monitor.incidents import IncidentGrouper
+
+    # The calibration names the model it was measured with; checking it needs the model.
+    model = LatentSculpting.load(args.model, device=args.device)
+    calibration = calibration_from_args(args, model)
+    if calibration is None:
+        print(
+            "sculpt watch: incidents are grouped but uncalibrated: no incident calibration "
+            "for this model, so no rate of false incidents (`sculpt incidents` measures one)",
+            file=sys.stderr,
+        )
+    elif args.target_incidents is not None:
+        print(
+            f"sculpt watch: {describe_target(calibration, args.target_incidents)}", file=sys.stderr
+        )
+    return IncidentGrouper(config_from_args(args), calibration)

@@ -74,6 +74,8 @@ def extract(
     batch_rows: int = 65_536,
     meters: int = 1,
     progress: bool = True,
+    idle_timeout: int | None = None,
+    active_timeout: int | None = None,
 ) -> ExtractSummary:
     """Meter packet captures into one Parquet file of flows, ``source_file`` first.
 
@@ -89,6 +91,9 @@ def extract(
     meters : int, default 1
         nfstream metering processes per capture; more is faster on large captures, but the
         order of the rows may then vary from run to run.
+    idle_timeout, active_timeout : int, optional
+        nfstream's timeouts in seconds, when not the defaults (120, 1800):
+        :data:`~latent_sculpting.io.readers.pcap.METER_TIMEOUTS` says when to change them.
     progress : bool, default True
         A progress bar of packets on stderr when the captures total
         :data:`~latent_sculpting.io.readers.pcap.LARGE_CAPTURE_BYTES` or more.
@@ -110,6 +115,7 @@ def extract(
     output = Path(output)
     if output.suffix.lower() not in (".parquet", ".pq"):
         raise ValueError(f"output {output}: use a .parquet file name")
+    settings = pcap.meter_settings(idle_timeout, active_timeout)
     files = list_flow_files(captures)
     scans = [pcap.scan_capture(path) for path in files]
     for path, scan in zip(files, scans, strict=True):
@@ -131,7 +137,9 @@ def extract(
         ):
             for path, scan in zip(files, scans, strict=True):
                 began, flows = time.perf_counter(), 0
-                for batch in pcap.meter(path, batch_rows, meters=meters, advance=bar.update):
+                for batch in pcap.meter(
+                    path, batch_rows, meters=meters, advance=bar.update, settings=settings
+                ):
                     source = pa.array([str(path)] * batch.num_rows, type=pa.string())
                     writer.write_batch(
                         pa.RecordBatch.from_arrays([source, *batch.columns], schema=schema)

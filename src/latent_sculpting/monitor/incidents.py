@@ -8,6 +8,11 @@ when it comes at most ``gap_s`` seconds after the incident's latest flagged flow
 new one otherwise. An incident closes once the stream's clock (the latest flow time seen) has
 passed its latest flagged flow by more than ``gap_s + lateness_s``.
 
+A live sensor cannot wait for that: a scan that goes on for an hour is an incident from its
+first minutes. :meth:`IncidentGrouper.take_raised` gives each incident once, as soon as it is
+reportable (``min_flagged`` flagged flows and, with a calibration's target, a score at the
+threshold), while it is still open; it is given again when it closes, with the same ``id``.
+
 The grouping depends only on the sequence of flows, never on how the stream is cut into
 batches: the same flows in one batch or in many give the same incidents, in the same order.
 Memory is bounded by ``max_open`` open incidents; opening one more evicts (closes early) the
@@ -217,6 +222,7 @@ class _Open:
         "end",
         "evidence",
         "features",
+        "first",
         "indices",
         "key",
         "max_score",
@@ -224,13 +230,17 @@ class _Open:
         "n_flows",
         "pending",
         "ports",
+        "raised",
         "seq",
         "start",
     )
 
     def __init__(self, key: tuple[str, str | None], seq: int, time: float) -> None:
         self.key, self.seq = key, seq
-        self.start = self.end = time
+        # The id hashes the first flagged flow's time: an out-of-order flow may move ``start``
+        # earlier after the incident was raised, and the id must not change with it.
+        self.start = self.end = self.first = time
+        self.raised = False
         self.n_flows = self.n_flagged = self.pending = 0
         self.evidence = 0.0
         self.max_score = -math.inf
@@ -256,7 +266,8 @@ class IncidentGrouper:
     Attributes
     ----------
     stats : dict of str to int
-        ``flows``, ``flagged``, ``opened``, ``closed`` (returned), ``evicted``,
+        ``flows``, ``flagged``, ``opened``, ``raised`` (reportable while open),
+        ``closed`` (returned), ``evicted``,
         ``below_min_flagged`` and ``suppressed`` (closed, not returned), ``late_flows``
         (flows older than the clock minus ``gap_s + lateness_s``: grouped all the same, but
         their incident may already have closed).
@@ -277,11 +288,13 @@ class IncidentGrouper:
         self._clock = -math.inf
         self._seq = 0
         self._position = 0
+        self._raised: list[Incident] = []
         self.stats = dict.fromkeys(
             (
                 "flows",
                 "flagged",
                 "opened",
+                "raised",
                 "closed",
                 "evicted",
                 "below_min_flagged",
@@ -343,6 +356,10 @@ class IncidentGrouper:
                 self._open[key] = state
                 self.stats["opened"] += 1
             self._join(state, i, columns)
+            if not state.raised and self._reportable(state):
+                state.raised = True
+                self.stats["raised"] += 1
+                self._raised.append(self._incident(state, evicted=False))
             state.deadline = state.end + window
             heapq.heappush(self._heap, (state.deadline, state.seq, key))
         self._close_until(clock[-1] - window, closed)
@@ -351,6 +368,12 @@ class IncidentGrouper:
         self.stats["flows"] += n
         self.stats["flagged"] += int(flagged.sum())
         return closed
+
+    def take_raised(self) -> list[Incident]:
+        """The incidents that became reportable since the last call, as they stood then (each
+        once; it closes later with the same ``id``), in the order they did."""
+        raised, self._raised = self._raised, []
+        return raised
 
     def flush(self) -> list[Incident]:
         """Close every open incident (end of the stream); the clock is kept."""
@@ -384,6 +407,13 @@ class IncidentGrouper:
         if len(state.indices) < self.config.max_flow_indices:
             state.indices.append(self._position + i)
 
+    def _reportable(self, state: _Open) -> bool:
+        """Enough flagged flows, and with a target, a score at the threshold (the one rule
+        for raising an open incident and for reporting a closed one)."""
+        if state.n_flagged < self.config.min_flagged:
+            return False
+        return self.threshold is None or state.evidence >= self.threshold
+
     def _close_until(self, limit: float, closed: list[Incident]) -> None:
         while self._heap and self._heap[0][0] < limit:
             deadline, seq, key = heapq.heappop(self._heap)
@@ -404,13 +434,11 @@ class IncidentGrouper:
         self, key: tuple[str, str | None], closed: list[Incident], *, evicted: bool
     ) -> None:
         state = self._open.pop(key)
-        if state.n_flagged < self.config.min_flagged:
-            self.stats["below_min_flagged"] += 1
+        if not self._reportable(state):
+            below = state.n_flagged < self.config.min_flagged
+            self.stats["below_min_flagged" if below else "suppressed"] += 1
             return
         incident = self._incident(state, evicted=evicted)
-        if self.threshold is not None and incident.score < self.threshold:
-            self.stats["suppressed"] += 1
-            return
         self.stats["closed"] += 1
         closed.append(incident)
 
@@ -425,7 +453,7 @@ class IncidentGrouper:
             "context_features": [name for name, _ in features if name.startswith(_CONTEXT_PREFIX)],
         }
         ident = hashlib.sha256(
-            f"{self.config.key}|{source}|{destination}|{state.start!r}".encode()
+            f"{self.config.key}|{source}|{destination}|{state.first!r}".encode()
         ).hexdigest()[:16]
         incident = Incident(
             id=ident,

@@ -13,8 +13,11 @@ Records go through the model's :class:`~latent_sculpting.io.flowspec.FlowSpec` a
 :class:`~latent_sculpting.serve.scoring.Scorer`, so the numbers are those of ``sculpt score``.
 ``GET /v1/model`` describes the model; ``GET /v1/drift`` compares the last flows scored with the
 model's benign training traffic (:mod:`latent_sculpting.monitor.drift`, over a rolling window; the
-verdict is looked at after every tenth of the window and logged when it changes); ``GET /health``
-answers when it is up.
+verdict is looked at after every tenth of the window and logged when it changes); ``GET
+/v1/incidents`` (when the app groups incidents) lists the open incidents and the most recently
+closed ones of the flows scored so far, grouped as ``sculpt score --incidents`` groups them
+(every request must then carry the flows' start times and endpoints); ``GET /health`` answers
+when it is up.
 
 Requests are untrusted (docs/reference/security.md): every limit below is checked before the work it
 bounds, and a bad request gets a 4xx answer naming the record and field, never a 500 and never
@@ -45,6 +48,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio.to_thread
+import numpy as np
+import pandas as pd
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -113,6 +118,9 @@ def create_app(
     limits: dict[str, int] | None = None,
     drift_window: int = 10_000,
     allowed_hosts: Sequence[str] | None = None,
+    incidents: Any = None,
+    incident_calibration: Any = None,
+    incident_memory: int = 1_000,
 ) -> FastAPI:
     """Build the service around a fitted ``model``.
 
@@ -135,6 +143,15 @@ def create_app(
         ``TrustedHostMiddleware``). None: any host. A service on loopback without a token
         should name its own names, so that a web page whose name was rebound to 127.0.0.1
         cannot use it (DNS rebinding); ``sculpt serve`` does so by default.
+    incidents : IncidentConfig, optional
+        Group the flows of every request into incidents (one stream, in the order the requests
+        are scored) and list them at ``GET /v1/incidents``. A request whose records lack the
+        start time or endpoints is then refused (422, naming what is wanted). One process must
+        see every flow of a host: ``sculpt serve --incidents`` runs one worker.
+    incident_calibration : IncidentCalibration, optional
+        Checked against the model and ``incidents``; gives each incident its rate.
+    incident_memory : int, default 1000
+        Closed incidents kept for ``GET /v1/incidents`` (the most recent).
 
     Returns
     -------
@@ -157,6 +174,7 @@ def create_app(
     card = model_card(model)
     parser = RecordParser(model_spec(model), limits)
     scorer = Scorer(model, drift=drift_monitor(model, window=drift_window))
+    grouping = _incident_grouping(model, incidents, incident_calibration, incident_memory)
     if scorer.explain_missing:
         logger.warning("%s", scorer.explain_missing)
     # The verdict is looked at again after every tenth of the window, and logged when it changed.
@@ -199,6 +217,15 @@ def create_app(
     @app.get("/v1/model", dependencies=[Depends(authorize)])
     def describe() -> dict[str, Any]:
         return card
+
+    @app.get("/v1/incidents", dependencies=[Depends(authorize)])
+    def incident_list() -> dict[str, Any]:
+        if grouping is None:
+            raise RequestError(
+                404, "this service does not group incidents: start it with sculpt serve --incidents"
+            )
+        with lock:
+            return grouping.listing()
 
     @app.get("/v1/drift", dependencies=[Depends(authorize)])
     def drift() -> dict[str, Any]:
@@ -249,6 +276,8 @@ def create_app(
         body = decoded_body(body, request.headers.get("content-encoding"), limits["max_body_bytes"])
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         records = parser.parse(body, kind)
+        if grouping is not None:
+            roles = grouping.roles(records.table.column_names)
 
         def _score() -> ScoredBatch:
             with lock:
@@ -257,6 +286,8 @@ def create_app(
         def _score_locked() -> ScoredBatch:
             scored = scorer.score_columns(parser.encode(records, scorer.context), explain=explain)
             check_drift()
+            if grouping is not None:
+                grouping.add(scored.frame(), roles)
             return scored
 
         try:
@@ -385,3 +416,74 @@ def _json_schema(spec: Any) -> dict[str, Any]:
     }
     record = {"type": "object", "properties": properties, "required": list(properties)}
     return {"type": "array", "items": record, "minItems": 1}
+
+
+class _Incidents:
+    """The service's incident grouping: one grouper over every request, and the closed
+    incidents it keeps for ``GET /v1/incidents``."""
+
+    def __init__(self, model: Any, grouper: Any, memory: int) -> None:
+        from collections import deque
+
+        self.format = model_spec(model).format
+        self.grouper = grouper
+        self.closed: deque = deque(maxlen=memory)
+
+    def roles(self, columns: Sequence[str]) -> tuple[dict[str, str], str]:
+        """The records' time and endpoint columns; 422 when they lack them."""
+        from latent_sculpting.monitor.incident_io import incident_columns
+
+        try:
+            return incident_columns(self.format, columns)
+        except ValueError as error:
+            raise RequestError(422, str(error)) from None
+
+    def add(self, scored: Any, roles: tuple[dict[str, str], str]) -> None:
+        from latent_sculpting.monitor.incident_io import incident_frame
+
+        # The identifiers come back as the text sent: a numeric time is read as a number.
+        names, unit = roles
+        column = scored[names["time"]]
+        if unit != "datetime" and column.dtype == object:
+            numbers = pd.to_numeric(column, errors="coerce")
+            bad = numbers.isna() | ~np.isfinite(numbers.to_numpy(dtype=float))
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise RequestError(
+                    422,
+                    f"record {row + 1}, field {names['time']!r}: {column.iat[row]!r} is "
+                    "not a start time (a number)",
+                )
+            scored[names["time"]] = numbers.astype(np.float64)
+        self.closed.extend(self.grouper.add(incident_frame(scored, self.format, roles)))
+        self.grouper.take_raised()  # the listing shows open incidents as they stand
+
+    def listing(self) -> dict[str, Any]:
+        grouper = self.grouper
+        return {
+            "open": [i.to_dict() for i in grouper.open_incidents()],
+            "closed": [i.to_dict() for i in self.closed],
+            "calibrated": grouper.calibrated,
+            "threshold": grouper.threshold,
+            "grouping": grouper.config.grouping(),
+            "counts": dict(grouper.stats),
+        }
+
+
+def _incident_grouping(model: Any, config: Any, calibration: Any, memory: int) -> _Incidents | None:
+    if config is None:
+        if calibration is not None:
+            raise ValueError("an incident calibration needs an incident grouping (incidents=)")
+        return None
+    from latent_sculpting.io.formats import get_format
+    from latent_sculpting.monitor.incident_io import incident_columns
+    from latent_sculpting.monitor.incidents import IncidentGrouper
+
+    if not isinstance(memory, int) or isinstance(memory, bool) or memory < 1:
+        raise ValueError(f"incident_memory must be a positive integer, got {memory!r}")
+    fmt = model_spec(model).format
+    if not get_format(fmt).endpoint_columns:
+        incident_columns(fmt, [])  # raises, naming the format
+    if calibration is not None:
+        calibration.check_model(model)
+    return _Incidents(model, IncidentGrouper(config, calibration), memory)

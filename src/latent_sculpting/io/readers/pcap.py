@@ -28,11 +28,8 @@ from __future__ import annotations
 import contextlib
 import io
 import mmap
-import os
-import signal
 import struct
 import sys
-import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -41,15 +38,18 @@ from pathlib import Path
 import pyarrow as pa
 
 from latent_sculpting.errors import FlowInputError
+from latent_sculpting.io.readers.meter_process import interrupt_guard, kept_affinity, stop_meters
 
 __all__ = [
     "LARGE_CAPTURE_BYTES",
+    "METER_TIMEOUTS",
     "NFSTREAM_SETTINGS",
     "CaptureScan",
     "batches",
     "columns",
     "flow_values",
     "meter",
+    "meter_settings",
     "progress_bar",
     "scan_capture",
     "schema",
@@ -69,6 +69,26 @@ NFSTREAM_SETTINGS = {
     "splt_analysis": 0,
     "accounting_mode": 0,
 }
+
+#: The settings a user may change (``--idle-timeout``, ``--active-timeout``), in seconds. A
+#: live sensor reports a flow only when it ends: with the defaults a port scan's probes reach
+#: it two minutes late. Shorter timeouts report sooner but cut flows differently, so a model
+#: must be trained on flows metered with the timeouts it watches with.
+METER_TIMEOUTS = ("idle_timeout", "active_timeout")
+
+
+def meter_settings(idle_timeout: int | None = None, active_timeout: int | None = None) -> dict:
+    """The timeouts given (whole seconds, at least 1) as nfstream settings."""
+    settings = {}
+    for name, value in zip(METER_TIMEOUTS, (idle_timeout, active_timeout), strict=True):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be a whole number of seconds >= 1, got {value!r}")
+        settings[name] = value
+    return settings
+
 
 #: A capture at least this large gets a progress bar (about ten seconds of metering and more).
 LARGE_CAPTURE_BYTES = 16 << 20
@@ -331,11 +351,13 @@ def meter(
     *,
     meters: int = 1,
     advance: Callable[[int], object] | None = None,
+    settings: Mapping[str, object] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """nfstream's flows of one capture as record batches; ``advance(packets)`` is called as
-    flows come out. Checks nothing about the file: :func:`batches` is the checked entry."""
+    flows come out; ``settings`` as :func:`flow_values` takes them. Checks nothing about the
+    file: :func:`batches` is the checked entry."""
     rows: list[list] = []
-    for values, packets in flow_values(path, meters=meters):
+    for values, packets in flow_values(path, meters=meters, settings=settings):
         rows.append(values)
         if advance is not None:
             advance(packets)
@@ -367,7 +389,7 @@ def flow_values(
     import multiprocessing
 
     before = set(multiprocessing.active_children())
-    with _interrupt_guard() as interrupted, _kept_affinity() as restore:
+    with interrupt_guard() as interrupted, kept_affinity() as restore:
         # nfstream prints warnings (such as lowering n_meters) on stdout, which a command's
         # output must not carry.
         with contextlib.redirect_stdout(io.StringIO()):
@@ -394,7 +416,7 @@ def flow_values(
                 raise KeyboardInterrupt
         finally:
             flows.close()
-            _stop_meters(before)
+            stop_meters(before)
 
 
 def values_batch(
@@ -435,64 +457,3 @@ def _batch(
                 ) from None
         arrays.append(array)
     return pa.RecordBatch.from_arrays(arrays, names=names)
-
-
-@contextlib.contextmanager
-def _interrupt_guard() -> Iterator[threading.Event]:
-    """Note a Ctrl-C during metering (and raise it as usual)."""
-    seen = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield seen
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_interrupt(signum: int, frame: object) -> None:
-        seen.set()
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def _kept_affinity() -> Iterator[Callable[[], None]]:
-    """Undo nfstream's pinning of the calling process to CPU 0 (and its sibling).
-
-    nfstream sets the CPU affinity of the process that iterates it, which would leave the rest
-    of the program (model scoring after reading a capture) on one core pair. ``restore`` is
-    called before each batch is handed out and on exit.
-    """
-    if not hasattr(os, "sched_getaffinity"):
-        yield lambda: None
-        return
-    kept = os.sched_getaffinity(0)
-
-    def restore() -> None:
-        if os.sched_getaffinity(0) != kept:
-            os.sched_setaffinity(0, kept)
-
-    try:
-        yield restore
-    finally:
-        restore()
-
-
-def _stop_meters(before: set) -> None:
-    """End the metering processes nfstream started that still run.
-
-    A consumer that stops early leaves them blocked on a full queue; they are daemons, so only
-    a long-lived program would notice. multiprocessing forgets a process's target once started,
-    so ours are the children born since metering began.
-    """
-    import multiprocessing
-
-    for child in multiprocessing.active_children():
-        if child not in before and child.daemon:
-            child.terminate()
-            child.join(timeout=5)

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 
 from latent_sculpting.io.encoding import FlowBatch
+from latent_sculpting.monitor.incident_io import incident_frame
 from latent_sculpting.serve.scoring import Scorer
 from latent_sculpting.serve.watch.ecs import EventWriter, flow_events, incident_event
 from latent_sculpting.serve.watch.metrics import WatchMetrics
 
-__all__ = ["Delivery", "IncidentGrouper", "incident_frame"]
+__all__ = ["Delivery", "IncidentGrouper"]
 
 #: Corrupt records reported one by one; after that, one line per this many.
 REPORT_EACH = 20
@@ -30,30 +31,18 @@ REPORT_EVERY = 1000
 class IncidentGrouper(Protocol):
     """What the loop needs of an incident grouper
     (``latent_sculpting.monitor.incidents.IncidentGrouper``): ``add`` takes the scored flows
-    as :func:`incident_frame` gives them and returns the incidents it closed; ``flush`` closes
-    and returns the rest. Each incident has ``to_dict()``."""
+    as :func:`~latent_sculpting.monitor.incident_io.incident_frame` gives them (the one rule
+    ``sculpt score``, ``sculpt incidents`` and the service read them by, so that an incident
+    scores the same everywhere and a calibration holds here) and returns the incidents it
+    closed;
+    ``take_raised`` returns those that became reportable while open; ``flush`` closes and
+    returns the rest. Each incident has ``to_dict()``."""
 
     def add(self, frame: pd.DataFrame) -> list: ...
 
+    def take_raised(self) -> list: ...
+
     def flush(self) -> list: ...
-
-
-def incident_frame(scored: pd.DataFrame, endpoints: pd.DataFrame) -> pd.DataFrame:
-    """The columns an incident grouper reads: ``time`` (epoch seconds, the flow's start),
-    ``source``, ``destination``, ``destination_port``, ``score``, ``flagged`` and ``reason``
-    (the explanation, empty for flows not flagged)."""
-    reason = scored["explanation"] if "explanation" in scored.columns else ""
-    return pd.DataFrame(
-        {
-            "time": endpoints["time"].to_numpy(),
-            "source": endpoints["source"].to_numpy(),
-            "destination": endpoints["destination"].to_numpy(),
-            "destination_port": endpoints["destination_port"].to_numpy(),
-            "score": scored["score"].to_numpy(),
-            "flagged": scored["is_attack"].to_numpy(dtype=bool),
-            "reason": reason,
-        }
-    )
 
 
 class Delivery:
@@ -140,22 +129,29 @@ class Delivery:
         self.metrics.flows.inc(len(scored))
         self.metrics.alerts.inc(int(flagged.sum()))
         if self.incidents is not None:
-            self._write_incidents(self.incidents.add(incident_frame(scored, endpoints)))
+            frame = incident_frame(scored, scorer.spec.format)
+            closed = self.incidents.add(frame)
+            self._write_incidents(self.incidents.take_raised(), phase="start")
+            self._write_incidents(closed, phase="end")
         self.drift_verdict(scorer)
 
     def finish(self, scorer: Scorer) -> None:
         """Close the incidents still open, write a last drift verdict, flush the output."""
         if self.incidents is not None:
-            self._write_incidents(self.incidents.flush())
+            self._write_incidents(self.incidents.flush(), phase="end")
         self.drift_verdict(scorer, force=True)
         self.writer.flush()
 
-    def _write_incidents(self, closed: list) -> None:
-        for incident in closed:
-            stamp, fields = incident_event(incident.to_dict(), model=self.model_path)
+    def _write_incidents(self, incidents: list, *, phase: str) -> None:
+        """One event per incident: ``start`` when it is raised while open, ``end`` when it
+        closes. Every incident reported at its close was raised first (one rule decides both),
+        so the raised ones are the ones counted."""
+        for incident in incidents:
+            stamp, fields = incident_event(incident.to_dict(), model=self.model_path, phase=phase)
             self.writer.write(stamp, fields)
-        self.counts["incidents"] += len(closed)
-        self.metrics.incidents.inc(len(closed))
+        counted = len(incidents) if phase == "start" else 0
+        self.counts["incidents"] += counted
+        self.metrics.incidents.inc(counted)
 
     def drift_verdict(self, scorer: Scorer, *, force: bool = False) -> None:
         """A drift verdict (stderr and an ECS metric event) when one is due, or ``force``."""

@@ -174,16 +174,20 @@ def flow_events(
     return out
 
 
-def incident_event(incident: dict[str, Any], *, model: str) -> tuple[float, dict[str, Any]]:
+def incident_event(
+    incident: dict[str, Any], *, model: str, phase: str = "info"
+) -> tuple[float, dict[str, Any]]:
     """ECS fields of one incident (its ``to_dict()``), with its ``@timestamp`` (epoch seconds:
-    its end, else now): ``event.kind: alert``, ``event.dataset: latent_sculpting.incident``,
+    its end, else now): ``event.kind: alert``, ``event.type: [phase]`` (``start`` when a live
+    sensor raises an open incident, ``end`` when it closes, ``info`` for a finished list),
+    ``event.dataset: latent_sculpting.incident``,
     ``event.start``/``event.end``, ``source.ip``, ``destination.ip`` when the incident has one
     destination, ``event.risk_score`` and ``message`` (its explanation) where the incident has
     them; the whole incident under ``latent_sculpting.incident``."""
     fields: dict[str, Any] = {
         "event.kind": "alert",
         "event.category": ["network", "intrusion_detection"],
-        "event.type": ["info"],
+        "event.type": [phase],
         "event.dataset": "latent_sculpting.incident",
         "event.created": _iso(time.time()),
     }

@@ -214,6 +214,16 @@ class Watcher:
         self.counts["reloads"] += 1
         self.metrics.reloads.labels(result="loaded").inc()
         self.log(f"reloaded {self.model_path}; the {self._queued} flows pending are scored by it")
+        calibration = getattr(self.delivery.incidents, "calibration", None)
+        if calibration is not None:
+            try:
+                calibration.check_model(scorer.model)
+            except ValueError:
+                self.log(
+                    "the incident calibration was measured with the previous model: the "
+                    "incidents' rates and --target-incidents are its, until `sculpt incidents` "
+                    "measures this one and the sensor restarts"
+                )
 
     # -- the source's side ------------------------------------------------------------------
 
@@ -271,6 +281,7 @@ class Watcher:
                     break
             # The source stops within a poll; one still inside a read must not be at shutdown.
             reader.join(timeout=5)
+            self.source.close()
         self.delivery.finish(self.scorer)
         if self._source_error is not None and not isinstance(self._source_error, KeyboardInterrupt):
             raise self._source_error

@@ -5,7 +5,7 @@ metric                                      type    what
 =========================================== ======= ==========================================
 ``sculpt_watch_flows_total``                counter flows scored
 ``sculpt_watch_alerts_total``               counter flows flagged (alert lines written)
-``sculpt_watch_incidents_total``            counter incidents closed and written
+``sculpt_watch_incidents_total``            counter incidents raised (written when reportable)
 ``sculpt_watch_corrupt_records_total``      counter records set aside as unreadable
 ``sculpt_watch_shed_flows_total``           counter flows a live capture had no room for
 ``sculpt_watch_capture_drops``              gauge   packets the kernel dropped (nfstream)
@@ -36,7 +36,7 @@ class WatchMetrics:
         r = self.registry
         self.flows = Counter("sculpt_watch_flows", "Flows scored", registry=r)
         self.alerts = Counter("sculpt_watch_alerts", "Flows flagged", registry=r)
-        self.incidents = Counter("sculpt_watch_incidents", "Incidents closed", registry=r)
+        self.incidents = Counter("sculpt_watch_incidents", "Incidents raised", registry=r)
         self.corrupt = Counter(
             "sculpt_watch_corrupt_records", "Records set aside as unreadable", registry=r
         )

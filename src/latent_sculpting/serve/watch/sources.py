@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.readers import pcap
+from latent_sculpting.io.readers.meter_process import stop_meters
 from latent_sculpting.serve.watch.decoders import (
     CsvDecoder,
     Decoder,
@@ -112,6 +113,10 @@ class Source:
         """Counters the source keeps (a live capture's packet drops)."""
         return {}
 
+    def close(self) -> None:
+        """Release what :meth:`run` may still hold after ``stop`` (its thread may be blocked
+        in a read that never returns)."""
+
 
 class PcapSource(Source):
     """Packet captures, metered by nfstream with ``sculpt extract``'s settings.
@@ -124,11 +129,20 @@ class PcapSource(Source):
         capture's own clock reaches its last packet (``speed`` times faster), from the first
         flow's start.
     speed : float, default 1.0
+    settings : dict, optional
+        nfstream's timeouts when not ``sculpt extract``'s defaults
+        (:func:`~latent_sculpting.io.readers.pcap.meter_settings`).
     """
 
     name = "pcap"
 
-    def __init__(self, paths: Sequence[str | Path], pace: str = "fast", speed: float = 1.0):
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        pace: str = "fast",
+        speed: float = 1.0,
+        settings: dict | None = None,
+    ):
         if pace not in ("fast", "capture"):
             raise ValueError(f"pace must be 'fast' or 'capture', got {pace!r}")
         if not speed > 0:
@@ -137,6 +151,7 @@ class PcapSource(Source):
         for path in self.paths:
             pcap.warn_truncated(path, pcap.scan_capture(path))
         self.pace, self.speed = pace, speed
+        self.settings = dict(settings or {})
         self.decoder = NfstreamDecoder()
 
     def columns(self) -> list[str]:
@@ -155,7 +170,8 @@ class PcapSource(Source):
         for path in self.paths:
             chunk: list[list] = []
             lines: list[int] = []
-            for number, (values, _) in enumerate(pcap.flow_values(path), start=1):
+            flows = pcap.flow_values(path, settings=self.settings)
+            for number, (values, _) in enumerate(flows, start=1):
                 if stop.is_set():
                     return
                 if self.pace == "capture":
@@ -178,15 +194,15 @@ class InterfaceSource(Source):
     """A live capture on a network interface through nfstream (root or CAP_NET_RAW).
 
     Each flow is handed over when nfstream ends it (idle or active timeout, as in ``sculpt
-    extract``; ``idle_timeout`` may shorten the idle one, in seconds, at the cost of flows that
-    differ from the training captures'). nfstream's count of packets the kernel dropped is
-    kept in :meth:`stats` (``capture_drops``).
+    extract``, or ``settings``' timeouts: shorter ones end flows sooner, and the model must
+    have been trained on flows metered with them). nfstream's count of packets the kernel
+    dropped is kept in :meth:`stats` (``capture_drops``).
     """
 
     name = "interface"
     lossless = False
 
-    def __init__(self, interface: str, idle_timeout: int | None = None) -> None:
+    def __init__(self, interface: str, settings: dict | None = None) -> None:
         if not Path("/sys/class/net", interface).exists():
             raise ValueError(f"--interface {interface!r}: no such network interface")
         if not _can_capture():
@@ -196,9 +212,7 @@ class InterfaceSource(Source):
                 "binary, or the systemd unit's AmbientCapabilities=CAP_NET_RAW)"
             )
         self.interface = interface
-        self.settings = {"performance_report": 1}
-        if idle_timeout is not None:
-            self.settings["idle_timeout"] = idle_timeout
+        self.settings = {**(settings or {}), "performance_report": 1}
         self.decoder = NfstreamDecoder()
         self.drops = 0
 
@@ -209,6 +223,9 @@ class InterfaceSource(Source):
         return f"interface {self.interface}"
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
+        import multiprocessing
+
+        self._before = set(multiprocessing.active_children())
         with _performance_reports(self):
             for number, (values, _) in enumerate(
                 pcap.flow_values(self.interface, settings=self.settings), start=1
@@ -219,6 +236,12 @@ class InterfaceSource(Source):
 
     def stats(self) -> dict[str, int]:
         return {"capture_drops": self.drops}
+
+    def close(self) -> None:
+        """End nfstream's meters: on a quiet interface the reading thread waits for a flow
+        that may never come, and stopping it means stopping what would send one."""
+        if hasattr(self, "_before"):
+            stop_meters(self._before)
 
 
 class StdinSource(Source):
@@ -416,17 +439,31 @@ def _performance_reports(source: InterfaceSource) -> Iterator[None]:
     nfstream prints the report as JSON on stdout from a timer thread, which would mix into the
     alert stream. Its reporting function, looked up by name in its streamer module when the
     streamer starts, is swapped for one that stores the figure, for the capture's lifetime.
+
+    Its timer class is swapped too, for one whose threads are daemons. nfstream's timer
+    restarts itself every second on a non-daemon thread and is stopped only when the flow
+    iterator ends; a sensor stopped while the iterator waits for the next flow of a quiet
+    interface printed its summary and then never exited (the interpreter waits for non-daemon
+    threads).
     """
     from nfstream import streamer
 
-    kept = streamer.update_performances
+    kept = streamer.update_performances, streamer.RepeatedTimer
 
     def keep(performances, is_linux, flows_count) -> None:  # noqa: ANN001 - nfstream's call
         values = [meter[0].value for meter in performances]
         source.drops = sum(values) if is_linux else max(values, default=0)
 
-    streamer.update_performances = keep
+    class DaemonTimer(kept[1]):
+        def start(self) -> None:
+            if not self.is_running:
+                self._timer = threading.Timer(self.interval, self._run)
+                self._timer.daemon = True
+                self._timer.start()
+                self.is_running = True
+
+    streamer.update_performances, streamer.RepeatedTimer = keep, DaemonTimer
     try:
         yield
     finally:
-        streamer.update_performances = kept
+        streamer.update_performances, streamer.RepeatedTimer = kept
