@@ -1325,17 +1325,23 @@ def replay(pcap: str | Path, *, prefix: str, delay: float, verify: bool, **rate)
 
 
 def parse_tcpreplay(text: str) -> dict:
-    """The totals tcpreplay prints: packets, bytes, seconds, rates, failures."""
+    """The totals tcpreplay prints: packets, bytes, seconds, rates, failures. With ``--stats``
+    it prints running figures too; the totals are the last."""
+
+    def last(pattern: str) -> re.Match | None:
+        found = list(re.finditer(pattern, text))
+        return found[-1] if found else None
+
     out: dict = {}
-    match = re.search(r"Actual: (\d+) packets \((\d+) bytes\) sent in ([\d.]+) seconds", text)
+    match = last(r"Actual: (\d+) packets \((\d+) bytes\) sent in ([\d.]+) seconds")
     if match:
         out.update(
             packets=int(match.group(1)), bytes=int(match.group(2)), seconds=float(match.group(3))
         )
-    match = re.search(r"Rated: [\d.]+ Bps, ([\d.]+) Mbps, ([\d.]+) pps", text)
+    match = last(r"Rated: [\d.]+ Bps, ([\d.]+) Mbps, ([\d.]+) pps")
     if match:
         out.update(mbps=float(match.group(1)), pps=float(match.group(2)))
-    match = re.search(r"Failed packets:\s+(\d+)", text)
+    match = last(r"Failed packets:\s+(\d+)")
     if match:
         out["failed_packets"] = int(match.group(1))
     if "packets" not in out:

@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         "commit": commit,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "load_average": os.getloadavg(),
-        "notice": L.SYNTHETIC_NOTICE,
+        "notice": "the captures given, looped by tcpreplay with new addresses each loop "
+        "(--unique-ip): a throughput measurement, not a detection one",
         "timeouts_s": [args.idle_timeout, args.active_timeout],
     }
     pcap = Path(tempfile.mkdtemp(prefix="sclab-bench-")) / "replayed.pcap"
