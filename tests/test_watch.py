@@ -252,6 +252,27 @@ def test_the_zeek_flows_score_the_same_in_batches_of_any_size(zeek_models):
         assert_scores_close(np.concatenate(cut), together, share=1e-6, what=f"batches of {size}")
 
 
+def test_a_calibration_of_another_model_is_refused_at_start(zeek_models, tmp_path):
+    """The sensor checks the incident calibration against the model it loads: one measured
+    with the P99 model does not hold for the P95 one (its threshold differs)."""
+    from latent_sculpting.monitor.incident_calibration import load_calibration
+    from latent_sculpting.monitor.incidents import IncidentConfig, IncidentGrouper
+
+    log, (p95, p99) = zeek_models
+    calibration_file = tmp_path / "p99.incidents.json"
+    assert main(["incidents", str(p99), str(log), "-o", str(calibration_file)]) == 0
+    calibration = load_calibration(calibration_file)
+
+    def watcher(model):
+        grouper = IncidentGrouper(IncidentConfig(), calibration)
+        return Watcher(model, StdinSource(BytesIO(b"")), EventWriter(tmp_path / "a.jsonl"),
+                       incidents=grouper)  # fmt: skip
+
+    watcher(p99)
+    with pytest.raises(ValueError, match="another model"):
+        watcher(p95)
+
+
 def test_zeek_log_followed_across_rotation(zeek_models, tmp_path):
     log, (model, _) = zeek_models
     text = log.read_bytes().lstrip(b"\t").splitlines(keepends=True)

@@ -100,6 +100,13 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - IncidentConfig
     )
 
 
+def refuse_unused_incident_flags(args: argparse.Namespace, switch: str) -> None:
+    """``--target-incidents`` and ``--incident-calibration`` mean nothing without ``switch``
+    (the flag that turns incidents on): say so rather than ignore them."""
+    if args.target_incidents is not None or args.incident_calibration is not None:
+        raise ValueError(f"--target-incidents and --incident-calibration need {switch}")
+
+
 def calibration_from_args(args: argparse.Namespace, model):  # noqa: ANN001, ANN201
     """The calibration ``--incident-calibration`` names, else the model's default file when
     it exists, else None; ``--target-incidents`` without one is an error."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from latent_sculpting.cli.common import add_threads_flag, threads_from_args, warn_cleaning
-from latent_sculpting.cli.incidents import add_grouping_flags
+from latent_sculpting.cli.incidents import add_grouping_flags, refuse_unused_incident_flags
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -117,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
         config = config_from_args(args)
         sink = IncidentSink(model, args.incidents, config, calibration_from_args(args, model))
-    elif args.target_incidents is not None or args.incident_calibration is not None:
-        raise ValueError("--target-incidents and --incident-calibration need --incidents PATH")
+    else:
+        refuse_unused_incident_flags(args, "--incidents PATH")
     # Each chunk's blocks are scored by up to --threads worker threads, each with one
     # intra-op thread (latent_sculpting.threads); the scores do not depend on how many.
     previous = set_scoring_workers(threads_from_args(args))

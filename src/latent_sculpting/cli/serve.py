@@ -20,6 +20,7 @@ from latent_sculpting.cli.incidents import (
     add_grouping_flags,
     calibration_from_args,
     config_from_args,
+    refuse_unused_incident_flags,
 )
 
 TOKEN_ENV = "SCULPT_TOKEN"
@@ -152,8 +153,8 @@ def run(args: argparse.Namespace) -> int:
                 "the process that groups them"
             )
         incidents, calibration = config_from_args(args), calibration_from_args(args, model)
-    elif args.target_incidents is not None or args.incident_calibration is not None:
-        raise ValueError("--target-incidents and --incident-calibration need --incidents")
+    else:
+        refuse_unused_incident_flags(args, "--incidents")
     app = create_app(
         model,
         token=token,

@@ -211,18 +211,16 @@ def _incident_grouper(args: argparse.Namespace):  # noqa: ANN202 - IncidentGroup
         calibration_from_args,
         config_from_args,
         describe_target,
+        refuse_unused_incident_flags,
     )
 
     if not args.incidents:
-        if args.target_incidents is not None or args.incident_calibration is not None:
-            raise ValueError("--target-incidents and --incident-calibration need --incidents")
+        refuse_unused_incident_flags(args, "--incidents")
         return None
-    from latent_sculpting.model.estimator import LatentSculpting
     from latent_sculpting.monitor.incidents import IncidentGrouper
 
-    # The calibration names the model it was measured with; checking it needs the model.
-    model = LatentSculpting.load(args.model, device=args.device)
-    calibration = calibration_from_args(args, model)
+    # Checked against the model by the Watcher, which loads it (here it would be loaded twice).
+    calibration = calibration_from_args(args, None)
     if calibration is None:
         print(
             "sculpt watch: incidents are grouped but uncalibrated: no incident calibration "

@@ -158,7 +158,7 @@ class NeighbourChannel:
                 self._norms,
                 block,
                 self._wide,
-                _rounding_slack(squares, self._norms, P.shape[1]),
+                _rounding_slack(squares, self._largest_norm, P.shape[1]),
                 out[start : start + self._BLOCK],
             )
         return out
@@ -178,6 +178,7 @@ class NeighbourChannel:
         the prototypes themselves), computed once."""
         self.prototypes_ = prototypes
         self._norms = (prototypes.astype(np.float64) ** 2).sum(axis=1)
+        self._largest_norm = float(self._norms.max())
         self._wide = prototypes.astype(np.float64)
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -347,17 +348,18 @@ class BoostChannel:
         return channel
 
 
-def _rounding_slack(squares: np.ndarray, norms: np.ndarray, width: int) -> np.ndarray:
+def _rounding_slack(squares: np.ndarray, largest_norm: float, width: int) -> np.ndarray:
     """How far above the smallest expanded squared distance of each row the expanded distance
     of the truly nearest prototype can be: twice the bound on the error of one expanded
-    distance. A float32 dot product of ``width`` terms, in any order, errs by at most
+    distance (``largest_norm``: the largest squared prototype norm). A float32 dot product of
+    ``width`` terms, in any order, errs by at most
     ``width * u * |z| |p|`` (u = 2^-24), doubled in ``-2 z.p``; the float64 sums add
     ``(width + 3) * 2^-53`` of the magnitudes. Each bound is doubled again for safety: a wider
     slack only computes a few more direct distances."""
     u32, u64 = 2.0**-24, 2.0**-53
-    z, p = np.sqrt(squares), np.sqrt(norms.max())
+    z, p = np.sqrt(squares), np.sqrt(largest_norm)
     product = 2.0 * width * u32 / (1.0 - width * u32) * z * p
-    sums = (width + 3) * u64 * (squares + 2.0 * z * p + norms.max())
+    sums = (width + 3) * u64 * (squares + 2.0 * z * p + largest_norm)
     return 4.0 * (product + sums)
 
 

@@ -140,8 +140,15 @@ class Watcher:
             load = LatentSculpting.load
         self.load = load
         self.log = log or (lambda line: print(f"sculpt watch: {line}", file=sys.stderr))
+        self._incidents = incidents
         self.scorer = self._scorer(self._load())
         self._check_source(self.scorer)
+        if not self._calibration_holds(self.scorer.model):
+            raise ValueError(
+                f"the incident calibration was measured with another model than "
+                f"{self.model_path} (or before it was adapted): calibrate it again with "
+                "`sculpt incidents`"
+            )
         self.report = CleaningReport()
         self.delivery = Delivery(
             writer,
@@ -185,6 +192,17 @@ class Watcher:
         drift = drift_monitor(model, window=self.config.drift_window)
         return Scorer(model, explain=self.config.explain, drift=drift)
 
+    def _calibration_holds(self, model: Any) -> bool:
+        """Whether the incident grouper's calibration (if any) was measured with ``model``."""
+        calibration = getattr(self._incidents, "calibration", None)
+        if calibration is None:
+            return True
+        try:
+            calibration.check_model(model)
+        except ValueError:
+            return False
+        return True
+
     def _check_source(self, scorer: Scorer) -> None:
         columns = self.source.columns()
         if columns is not None:
@@ -214,16 +232,12 @@ class Watcher:
         self.counts["reloads"] += 1
         self.metrics.reloads.labels(result="loaded").inc()
         self.log(f"reloaded {self.model_path}; the {self._queued} flows pending are scored by it")
-        calibration = getattr(self.delivery.incidents, "calibration", None)
-        if calibration is not None:
-            try:
-                calibration.check_model(scorer.model)
-            except ValueError:
-                self.log(
-                    "the incident calibration was measured with the previous model: the "
-                    "incidents' rates and --target-incidents are its, until `sculpt incidents` "
-                    "measures this one and the sensor restarts"
-                )
+        if not self._calibration_holds(scorer.model):
+            self.log(
+                "the incident calibration was measured with the previous model: the "
+                "incidents' rates and --target-incidents are its, until `sculpt incidents` "
+                "measures this one and the sensor restarts"
+            )
 
     # -- the source's side ------------------------------------------------------------------
 

@@ -215,6 +215,7 @@ class InterfaceSource(Source):
         self.settings = {**(settings or {}), "performance_report": 1}
         self.decoder = NfstreamDecoder()
         self.drops = 0
+        self._before: set | None = None  # the processes before the capture started
 
     def columns(self) -> list[str]:
         return self.decoder.columns
@@ -240,7 +241,7 @@ class InterfaceSource(Source):
     def close(self) -> None:
         """End nfstream's meters: on a quiet interface the reading thread waits for a flow
         that may never come, and stopping it means stopping what would send one."""
-        if hasattr(self, "_before"):
+        if self._before is not None:
             stop_meters(self._before)
 
 
