@@ -189,6 +189,62 @@ def test_per_fold_intervals_average_the_seeds_replicates(tmp_path):
     assert "bootstrap" not in (tmp_path / "benchmark.json").read_text()
 
 
+def paired_fold(*, pair_rows: bool) -> list[dict]:
+    """One fold, two split seeds: "b" scores every attack row of "a" 0.1 higher, which lifts
+    about 10 of 300 rows over the 1 % threshold. Replicates from ``fold_bootstrap`` with one seed
+    for both methods (``pair_rows``), or another seed for "b" (what an unpaired comparison has)."""
+    records = []
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        cal, benign = rng.normal(size=1500), rng.normal(size=1500)
+        attacks = rng.uniform(1.0, 4.0, 300)
+        for method, shift in (("a", 0.0), ("b", 0.1)):
+            boot_seed = seed if pair_rows or method == "a" else seed + 100
+            reps = fold_bootstrap(cal, benign, attacks + shift, seed=boot_seed)
+            threshold = np.quantile(cal, 0.99)
+            rec = record(
+                "F",
+                method,
+                seed,
+                recall=float((attacks + shift > threshold).mean()),
+                auroc=0.9,
+                boot={k: v.tolist() for k, v in reps.items()},
+            )
+            rec["bootstrap_pairing"] = "rows"
+            records.append(rec)
+    return records
+
+
+def test_per_fold_paired_interval_tells_a_small_consistent_difference_from_noise(tmp_path):
+    """The reference's recall is below "b"'s on the same rows by about 0.03: a paired bootstrap
+    on the fold's rows resolves it (lower), independent resamples of the two cannot (tie)."""
+    config = {
+        "methods": ["a", "b"],
+        "reference": "a",
+        "split_seeds": [0, 1],
+        "fractions": {"calibration": 0.2},
+    }
+    paired = paired_fold(pair_rows=True)
+    stats = summarise(paired, ["a", "b"], "a")
+    by_metric = {c["metric"]: c for c in stats["fold_comparisons"]}
+    recall = by_metric["recall@0.01"]
+    assert recall["difference"] < 0 and recall["high"] < 0 and recall["verdict"] == "lower"
+    assert recall["split_seeds"] == 2
+    unpaired = summarise(paired_fold(pair_rows=False), ["a", "b"], "a")
+    loose = next(c for c in unpaired["fold_comparisons"] if c["metric"] == "recall@0.01")
+    assert loose["verdict"] == "tie" and loose["high"] - loose["low"] > 3 * (
+        recall["high"] - recall["low"]
+    )
+    write_results(paired, tmp_path, config=config, provenance={}, datasets={"toy": {}}, plots=False)
+    text = (tmp_path / "benchmark.md").read_text()
+    assert "## Per fold, `a` minus each method: recall at 1 % FPR" in text
+    assert "**lower**" in text and "Folds and methods where `a` is lower: 1." in text
+    # Replicates from before row pairing (sorted scores resampled) pair nothing: no cell.
+    for r in paired:
+        del r["bootstrap_pairing"]
+    assert summarise(paired, ["a", "b"], "a")["fold_comparisons"] == []
+
+
 @pytest.mark.parametrize("n_benign, n_attack", [(120, 80), (60, 150)])
 def test_fold_bootstrap_recomputes_each_resample(n_benign, n_attack):
     """Each replicate equals the metrics recomputed on its resampled rows, whichever side the
@@ -207,9 +263,9 @@ def test_fold_bootstrap_recomputes_each_resample(n_benign, n_attack):
     cal_i = draw.integers(0, len(cal), (50, len(cal)))
     benign_i = draw.integers(0, len(benign), (50, len(benign)))
     attack_i = draw.integers(0, len(attacks), (50, len(attacks)))
-    sorted_benign, sorted_attacks = np.sort(benign), np.sort(attacks)
     for r in range(50):
-        b, a = sorted_benign[benign_i[r]], sorted_attacks[attack_i[r]]
+        # Rows drawn by position: what makes two methods' replicates paired row by row.
+        b, a = benign[benign_i[r]], attacks[attack_i[r]]
         y = np.r_[np.zeros(len(b)), np.ones(len(a))]
         assert out["auroc"][r] == pytest.approx(roc_auc_score(y, np.r_[b, a]), abs=1e-12)
         for f in (0.05, 0.01):

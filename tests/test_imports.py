@@ -52,3 +52,18 @@ def test_the_import_graph_has_no_cycle():
         if node not in state:
             visit(node, [node])
     assert cycles == []
+
+
+def test_the_command_line_starts_without_torch_or_scikit_learn():
+    """Building `sculpt`'s parser (every command's start, `sculpt --help`) imports neither: a
+    benchmark or compare parser that listed its methods by importing them cost every command
+    about 4 s."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import latent_sculpting.cli as c; c.build_parser(); "
+        "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -24,12 +24,18 @@ reading, scoring, explanations, drift, writing) and the context stage on the sam
 (reading excluded: scoring pays for it already). Context may cost at most half of the scoring
 time, so that scoring with it keeps at least 2/3 of today's rate.
 
+With ``--context-model MODEL`` as well (the same training data and preset with ``--context
+on``), both whole commands are timed on the same file, one after the other, with and without
+explanations: the ratio of the two rates is the cost of context inside `sculpt score` (the
+wider model's extra columns included).
+
 The machine, load average before and after, date and commit are printed with the figures; on
 a shared machine figures are comparable only within one run.
 
 Usage::
 
-    python benchmarks/speed/bench_context.py [--flows 1000000] [--batch 65536] [--score-model M]
+    python benchmarks/speed/bench_context.py [--flows 1000000] [--batch 65536]
+        [--score-model M [--context-model MC]]
 """
 
 from __future__ import annotations
@@ -151,9 +157,9 @@ def scenario(name: str, flows: int, batch: int) -> dict:
     }
 
 
-def write_scoring_file(path: Path, flows: int) -> None:
-    """The ``1M sources`` stream's times and hosts on real IoT-23 records (resampled), so that
-    everything the model reads is as real as it can be."""
+def write_scoring_file(path: Path, flows: int, scenario_name: str) -> None:
+    """A stream's times and hosts on real IoT-23 records (resampled), so that everything else
+    the model reads is as real as it can be."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -161,7 +167,7 @@ def write_scoring_file(path: Path, flows: int) -> None:
     from latent_sculpting.io.table import read_records
 
     real, _, _, _ = read_records(Path("../shared/data/iot23_zeek"), format="zeek")
-    stream = synthetic_stream(flows, "1M sources")
+    stream = synthetic_stream(flows, scenario_name)
     rows = np.random.default_rng(2).integers(0, real.num_rows, flows)
     sampled = real.take(pa.array(rows))
     for name in ("ts", "id.orig_h", "id.resp_h"):
@@ -191,7 +197,7 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "context-on-file":
         result = context_on_file(Path(args.file), args.batch)
     elif args.child == "write-file":
-        write_scoring_file(Path(args.file), args.flows)
+        write_scoring_file(Path(args.file), args.flows, args.stream)
         result = {}
     else:
         result = scenario(args.child, args.flows, args.batch)
@@ -207,13 +213,61 @@ def in_child(*extra: str, args: argparse.Namespace) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def time_scoring(stream: str, args: argparse.Namespace) -> None:
+    """`sculpt score` with and without context on one SYNTHETIC stream's file."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    models = {"without context": args.score_model}
+    if args.context_model:
+        models["with context"] = args.context_model
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "SYNTHETIC-1M-conn.parquet"
+        in_child("--child", "write-file", "--file", str(data), "--stream", stream, args=args)
+        out = Path(folder) / "scored.parquet"
+        sculpt = Path(sys.executable).with_name("sculpt")
+        seconds, flagged = {}, {}
+        for explain in ([], ["--no-explain"]):
+            for label, model in models.items():
+                command = [str(sculpt), "score", model, str(data), "-o", str(out)]
+                command += ["--threads", "1", "--quiet", "--batch-rows", str(args.batch)]
+                wall = time.perf_counter()
+                subprocess.run(
+                    command + explain,
+                    env={**os.environ, **ONE_THREAD},
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                seconds[label, " ".join(["sculpt score", *explain])] = time.perf_counter() - wall
+                # Explanations are written for flagged flows only: their share sets the cost.
+                flagged[label] = float(np.mean(pq.read_table(out, columns=["is_attack"])[0]))
+        ctx = in_child("--child", "context-on-file", "--file", str(data), args=args)
+    n = ctx["flows"]
+    print(f"\n{n:,} SYNTHETIC conn.log flows, hosts and times of the {stream} stream, one thread:")
+    print(f"- the context stage alone on the table (reading excluded): {ctx['wall_s']:.1f} s")
+    for (label, name), score_s in seconds.items():
+        print(
+            f"- `{name}`, model {label} ({Path(models[label]).name}, flags "
+            f"{100 * flagged[label]:.1f} %): {score_s:.1f} s, {n / score_s:,.0f} flows/s"
+        )
+    for name in sorted({name for _, name in seconds}):
+        if ("with context", name) in seconds:
+            ratio = seconds["without context", name] / seconds["with context", name]
+            print(f"- `{name}`: with context {ratio:.2f} of the rate without (target >= 0.67)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flows", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=65_536)
     parser.add_argument("--score-model", help="a model trained on Zeek conn.logs")
+    parser.add_argument(
+        "--context-model", help="the same model trained with --context on (needs --score-model)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
+    parser.add_argument("--stream", default="1M sources", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -234,38 +288,8 @@ def main() -> None:
         )
         print(f"<!-- {name}: entities {r['entities']} -->")
     if args.score_model:
-        with tempfile.TemporaryDirectory() as folder:
-            data = Path(folder) / "SYNTHETIC-1M-conn.parquet"
-            in_child("--child", "write-file", "--file", str(data), args=args)
-            out = Path(folder) / "scored.parquet"
-            sculpt = Path(sys.executable).with_name("sculpt")
-            command = [str(sculpt), "score", args.score_model, str(data), "-o", str(out)]
-            command += ["--threads", "1", "--quiet", "--batch-rows", str(args.batch)]
-            seconds = {}
-            for name, extra in (
-                ("sculpt score", []),
-                ("sculpt score --no-explain", ["--no-explain"]),
-            ):
-                wall = time.perf_counter()
-                subprocess.run(
-                    command + extra,
-                    env={**os.environ, **ONE_THREAD},
-                    check=True,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                seconds[name] = time.perf_counter() - wall
-            ctx = in_child("--child", "context-on-file", "--file", str(data), args=args)
-        n = ctx["flows"]
-        print(f"\n{n:,} SYNTHETIC conn.log flows, model {Path(args.score_model).name}, one thread:")
-        print(f"- the context stage on the table (reading excluded): {ctx['wall_s']:.1f} s")
-        for name, score_s in seconds.items():
-            with_context = n / (score_s + ctx["wall_s"])
-            print(
-                f"- `{name}`: {score_s:.1f} s, {n / score_s:,.0f} flows/s; with context "
-                f"{with_context:,.0f} flows/s, {with_context / (n / score_s):.2f} of the rate "
-                "without (target >= 0.67)"
-            )
+        for stream in SCENARIOS:
+            time_scoring(stream, args)
     print(f"\nload average after: {load_average()}")
 
 

@@ -19,15 +19,16 @@ from latent_sculpting.cli.common import (
 
 
 def add_run_flags(
-    parser: argparse.ArgumentParser, *, methods: Sequence[str], seeds: Sequence[int]
+    parser: argparse.ArgumentParser, *, methods: Sequence[str] | str, seeds: Sequence[int]
 ) -> None:
-    """Flags of every view of the benchmark engine."""
+    """Flags of every view of the benchmark engine (``methods``: the default methods, or
+    words that name them)."""
     parser.add_argument(
         "--methods",
         nargs="+",
         metavar="NAME",
         help="methods, e.g. default rf knn knn@none default-noforest "
-        f"(default: {' '.join(methods)})",
+        f"(default: {methods if isinstance(methods, str) else ' '.join(methods)})",
     )
     parser.add_argument(
         "--split-seeds",

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import time
@@ -32,6 +31,7 @@ from latent_sculpting.model.estimator import LatentSculpting
 from latent_sculpting.model.fusion import STAGE1_OFFSET
 from latent_sculpting.model.presets import preset as get_preset
 from latent_sculpting.research.evaluation import aggregate, binary_metrics, per_class_recall
+from latent_sculpting.research.provenance import sha256
 from latent_sculpting.threads import limit_threads
 
 __all__ = ["PAPER", "evaluate_detector", "reproduce", "write_json"]
@@ -47,14 +47,6 @@ PAPER = {
     "supervised_mlp_zero_shot_f1": 0.30,
     "ocsvm_zero_shot_f1": 0.76,
 }
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def evaluate_detector(model: LatentSculpting, splits: ZeroShotSplits) -> tuple[dict, dict]:

@@ -1,11 +1,13 @@
-"""What benchmark scripts and reports print beside their figures: the commit measured."""
+"""What benchmark scripts and reports print beside their figures: the commit measured and the
+digests of the data files read."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
-__all__ = ["commit"]
+__all__ = ["commit", "sha256"]
 
 
 def commit() -> str:
@@ -20,3 +22,12 @@ def commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -14,33 +14,52 @@
 ``docs/research/protocol.md``.
 """
 
-# Registers the ablation dataset unsw-nb15-noct beside the datasets.
-from latent_sculpting.research.benchmark.context import ABLATION_DATASETS
-from latent_sculpting.research.benchmark.datasets import (
-    DATASETS,
-    Dataset,
-    DatasetAdapter,
-    get_adapter,
-    load_dataset,
-)
-from latent_sculpting.research.benchmark.engine import BENCHMARK_METHODS, QUICK, benchmark
-from latent_sculpting.research.benchmark.runs import (
-    compare_markdown,
-    compare_runs,
-    load_records,
-    merge_runs,
-)
-from latent_sculpting.research.benchmark.splits import (
-    PROTOCOLS,
-    Fold,
-    FoldRows,
-    LeakError,
-    check_fold,
-    split_fold,
-    test_folds,
-    validation_folds,
-)
-from latent_sculpting.research.benchmark.units import run_unit
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Where each public name lives. Imported on first use (PEP 562): the command line lists the
+# datasets and methods without importing the engine, torch or scikit-learn.
+_HOMES = {
+    "ABLATION_DATASETS": "context",
+    "BENCHMARK_METHODS": "methods",
+    "DATASETS": "datasets",
+    "PROTOCOLS": "splits",
+    "QUICK": "methods",
+    "Dataset": "datasets",
+    "DatasetAdapter": "datasets",
+    "Fold": "splits",
+    "FoldRows": "splits",
+    "LeakError": "splits",
+    "benchmark": "engine",
+    "check_fold": "splits",
+    "compare_markdown": "runs",
+    "compare_runs": "runs",
+    "get_adapter": "datasets",
+    "load_dataset": "datasets",
+    "load_records": "runs",
+    "merge_runs": "runs",
+    "run_unit": "units",
+    "split_fold": "splits",
+    "test_folds": "splits",
+    "validation_folds": "splits",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # The context module registers the ablation dataset unsw-nb15-noct beside the datasets.
+    importlib.import_module(f"{__name__}.context")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
 
 __all__ = [
     "ABLATION_DATASETS",

@@ -22,7 +22,7 @@ from latent_sculpting.research.benchmark.adapters import (
     data_root,
     get_adapter,
 )
-from latent_sculpting.research.experiment import sha256
+from latent_sculpting.research.provenance import sha256
 
 __all__ = [
     "DATASETS",

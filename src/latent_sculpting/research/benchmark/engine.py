@@ -26,6 +26,7 @@ from latent_sculpting import __version__
 from latent_sculpting.research.baselines import make_method, parse_method
 from latent_sculpting.research.benchmark.context import MAIN_DATASETS, check_context
 from latent_sculpting.research.benchmark.datasets import DATASETS, Dataset, load_dataset
+from latent_sculpting.research.benchmark.methods import BENCHMARK_METHODS, QUICK
 from latent_sculpting.research.benchmark.splits import (
     BENIGN_TEST_FRACTION,
     CALIBRATION_FRACTION,
@@ -46,35 +47,6 @@ from latent_sculpting.research.evaluation import FPRS
 from latent_sculpting.threads import available_cpus, limit_threads
 
 __all__ = ["BENCHMARK_METHODS", "QUICK", "benchmark", "provenance"]
-
-#: Methods of a full run: our default, its flow channel alone, and every baseline.
-BENCHMARK_METHODS: tuple[str, ...] = (
-    "default",
-    "default-noboost",
-    "default-noknn",
-    "default-noflow",
-    "default-fisher",
-    "default-sculpt",
-    "fused",
-    "rf",
-    "hgb",
-    "mlp",
-    "knn",
-    "iforest",
-    "ocsvm",
-    "ecod",
-    "autoencoder",
-    "deep-svdd",
-    "deep-sad",
-)
-
-#: ``--quick``: every dataset, two split seeds, three methods, rows capped per class.
-QUICK: dict[str, Any] = {
-    "split_seeds": (0, 1),
-    "methods": ("default", "rf", "knn"),
-    "max_per_class": 1000,
-}
-
 
 # Worker state of a parallel run: the datasets and the factory, sent once per process.
 _WORKER: dict = {}

@@ -113,13 +113,15 @@ def fold_bootstrap(
 
     The model stays fixed: the replicates say how much the figure would move with other rows
     drawn from the same traffic, not with another fit (that is the spread over split seeds).
-    The same ``seed`` for every method of a fold draws the same resamples for each, so their
-    replicates are paired.
+    Rows are drawn by their position in the arrays given, so the same ``seed`` for every method
+    of a fold, with each method's scores of the same rows in the same order, draws the same
+    rows for each: replicate ``i`` of two methods is the same resample, and the difference of
+    their replicates is a paired bootstrap of the difference on that fold.
 
-    Each chunk of ``chunk`` replicates draws, in this order, indices into the calibration
-    scores, the sorted benign scores and the sorted attack scores with ``rng.integers`` (shape
-    ``(chunk, n_rows)``); the AUROC of a replicate is the Mann-Whitney statistic of the
-    resampled rows (ties count one half), computed from how many times each row was drawn.
+    Each chunk of ``chunk`` replicates draws, in this order, indices into the calibration,
+    benign and attack scores as given, with ``rng.integers`` (shape ``(chunk, n_rows)``); the
+    AUROC of a replicate is the Mann-Whitney statistic of the resampled rows (ties count one
+    half), computed from how many times each row was drawn.
 
     Returns
     -------
@@ -134,15 +136,19 @@ def fold_bootstrap(
     """
     parts = {
         "calibration": np.asarray(calibration, dtype=np.float64).ravel(),
-        "benign": np.sort(np.asarray(benign, dtype=np.float64).ravel()),
-        "attacks": np.sort(np.asarray(attacks, dtype=np.float64).ravel()),
+        "benign": np.asarray(benign, dtype=np.float64).ravel(),
+        "attacks": np.asarray(attacks, dtype=np.float64).ravel(),
     }
     for name, values in parts.items():
         if len(values) == 0 or not np.isfinite(values).all():
             raise ValueError(f"fold_bootstrap needs {name} scores, all finite; got {len(values)}")
     if n_resamples < 1 or chunk < 1:
         raise ValueError(f"n_resamples and chunk must be >= 1, got {n_resamples}, {chunk}")
-    cal, benign, attacks = parts["calibration"], parts["benign"], parts["attacks"]
+    cal = parts["calibration"]
+    # The counts below walk sorted scores; draws are by row, then carried to the sorted order.
+    benign_order = np.argsort(parts["benign"], kind="stable")
+    attack_order = np.argsort(parts["attacks"], kind="stable")
+    benign, attacks = parts["benign"][benign_order], parts["attacks"][attack_order]
     n_cal, n_benign, n_attack = len(cal), len(benign), len(attacks)
     ranks = {fpr_key(f): threshold_rank(n_cal, f) for f in fprs}
     # The Mann-Whitney count walks the smaller side against the cumulative draws of the other:
@@ -158,6 +164,7 @@ def fold_bootstrap(
         cal_r = np.sort(cal[rng.integers(0, n_cal, size=(size, n_cal))], axis=1)
         w_benign = _draw_counts(rng.integers(0, n_benign, size=(size, n_benign)), n_benign)
         w_attack = _draw_counts(rng.integers(0, n_attack, size=(size, n_attack)), n_attack)
+        w_benign, w_attack = w_benign[:, benign_order], w_attack[:, attack_order]
         cum_attack = _cumulative(w_attack)
         w_walk, cum_other = (
             (w_attack, _cumulative(w_benign)) if attacks_walk else (w_benign, cum_attack)

@@ -19,11 +19,13 @@ from latent_sculpting.research.benchmark.statistics import (
     mean_std,
     paired_bootstrap,
     percentile_interval,
+    verdict,
 )
 from latent_sculpting.research.evaluation import FPRS, fpr_key, resolvable
 
 __all__ = [
     "COMPARED",
+    "FOLD_COMPARED",
     "GAP_MARGIN",
     "GAP_METRIC",
     "INTERVALS",
@@ -54,6 +56,8 @@ COMPARED = ("auroc", "auprc", "recall@0.05", "recall@0.01", "recall@0.001")
 RANKED = ("auroc", "recall@0.01")
 #: Metrics with a per-fold bootstrap interval (:func:`.statistics.fold_bootstrap`).
 INTERVALS = ("auroc", *(f"recall@{fpr_key(f)}" for f in FPRS))
+#: Metrics on which the reference is compared with every method fold by fold.
+FOLD_COMPARED = ("recall@0.01", "auroc")
 
 #: The target for a withheld family (docs/research/presets.md): the reference's recall at 1 %
 #: FPR no more than :data:`GAP_MARGIN` below the best baseline's on that family.
@@ -129,6 +133,39 @@ def _fold_interval(records: list[dict], metric: str) -> list[float] | None:
     return [low, high]
 
 
+def _paired_fold_interval(mine: list[dict], theirs: list[dict], metric: str) -> dict | None:
+    """The fold's ``metric`` of one method minus another's (each averaged over the split seeds
+    both have), with the 95 % percentile interval of the replicates' differences: a paired
+    bootstrap on the fold's rows, since both methods' replicates of a seed resample the same
+    rows (:func:`.statistics.fold_bootstrap`). None unless every such seed resolves the metric
+    for both and kept row-paired replicates."""
+    by_seed = {r["split_seed"]: r for r in theirs}
+    pairs = [(r, by_seed[r["split_seed"]]) for r in mine if r["split_seed"] in by_seed]
+    if not pairs:
+        return None
+    differences, observed = [], []
+    for a, b in pairs:
+        values = metric_value(a, metric), metric_value(b, metric)
+        if not all(np.isfinite(values)) or any(
+            r.get("bootstrap_pairing") != "rows" for r in (a, b)
+        ):
+            return None
+        ra = np.asarray((a.get("bootstrap") or {}).get(metric, []), float)
+        rb = np.asarray((b.get("bootstrap") or {}).get(metric, []), float)
+        if len(ra) == 0 or len(ra) != len(rb):
+            return None
+        differences.append(ra - rb)
+        observed.append(values[0] - values[1])
+    low, high = percentile_interval(np.mean(differences, axis=0))
+    return {
+        "difference": float(np.mean(observed)),
+        "low": low,
+        "high": high,
+        "split_seeds": len(pairs),
+        "verdict": verdict(low, high),
+    }
+
+
 def summarise(records: list[dict], methods: Sequence[str], reference: str) -> dict:
     """Per-fold and per-dataset aggregates, comparisons with ``reference`` and ranks."""
     datasets = list(dict.fromkeys(r["dataset"] for r in records))
@@ -180,6 +217,18 @@ def summarise(records: list[dict], methods: Sequence[str], reference: str) -> di
                 )
             summary.append(entry)
 
+    # Per fold, the reference against every other method on its own rows.
+    fold_comparisons = []
+    for (dataset, fold, method), rs in groups.items():
+        if method == reference or (dataset, fold, reference) not in groups:
+            continue
+        for metric in FOLD_COMPARED:
+            paired = _paired_fold_interval(groups[(dataset, fold, reference)], rs, metric)
+            if paired is not None:
+                fold_comparisons.append(
+                    {"dataset": dataset, "fold": fold, "method": method, "metric": metric} | paired
+                )
+
     comparisons = []
     for metric in COMPARED:
         units = unit_values(records, metric)
@@ -215,6 +264,7 @@ def summarise(records: list[dict], methods: Sequence[str], reference: str) -> di
         "per_fold": per_fold,
         "summary": summary,
         "comparisons": comparisons,
+        "fold_comparisons": fold_comparisons,
         "ranks": ranks,
         "family_gaps": family_gaps(records, methods, reference),
     }

@@ -229,6 +229,9 @@ def run_unit(
                 seed=[seed, zlib.crc32(dataset.name.encode()), zlib.crc32(fold.name.encode())],
             )
             record["bootstrap"] = {k: np.round(v, 6).tolist() for k, v in replicates.items()}
+            # Replicates drawn by row position (not by sorted score, as before 2026-12-07):
+            # only these pair with another method's row by row.
+            record["bootstrap_pairing"] = "rows"
         record = json_safe(record)
         path = checkpoint_path(out, fold, seed, name)
         path.parent.mkdir(parents=True, exist_ok=True)
