@@ -1108,7 +1108,7 @@ def session(
     return sorted(logs, key=lambda log: log.address), rows
 
 
-def _install_signal_handlers() -> None:
+def install_signal_handlers() -> None:
     # SIGTERM and SIGHUP become exceptions, so that every `finally` tears the lab down.
     def raise_exit(signum, _frame):
         raise SystemExit(128 + signum)
@@ -1394,7 +1394,7 @@ def cmd_run(args) -> int:
     reasons = missing_requirements(attacks=sorted({e.attack for e in schedule}))
     if reasons:
         raise LabError("cannot run the lab: " + "; ".join(reasons))
-    _install_signal_handlers()
+    install_signal_handlers()
     with Lab(args.prefix, clients=args.clients, attackers=args.attackers) as lab:
         print(json.dumps({"ready": True, **lab.describe()}), flush=True)
         capture = Capture(lab.procs, lab.router, CAPTURE_INTERFACE, out / "lab.pcap")
@@ -1429,7 +1429,7 @@ def cmd_up(args) -> int:
     reasons = missing_requirements(attacks=sorted({e.attack for e in schedule}))
     if reasons:
         raise LabError("cannot run the lab: " + "; ".join(reasons))
-    _install_signal_handlers()
+    install_signal_handlers()
     with Lab(args.prefix, clients=args.clients, attackers=args.attackers) as lab:
         print(json.dumps({"ready": True, **lab.describe()}), flush=True)
         if args.benign or schedule:
@@ -1476,7 +1476,7 @@ def cmd_replay(args) -> int:
     reasons = missing_requirements(replay=True)
     if reasons:
         raise LabError("cannot replay: " + "; ".join(reasons))
-    _install_signal_handlers()
+    install_signal_handlers()
     result = replay(
         args.pcap,
         prefix=args.prefix,

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print("cannot replay: " + "; ".join(missing), file=sys.stderr)
         return 2
-    L._install_signal_handlers()
+    L.install_signal_handlers()
     timeouts = [
         "--idle-timeout",
         str(args.idle_timeout),
