@@ -473,3 +473,26 @@ def test_interface_errors_are_clear():
         cwd="/",
     )
     assert "CAP_NET_RAW" in done.stdout, done.stderr
+
+
+def test_the_event_file_rotates_by_size_without_losing_or_splitting_a_line(tmp_path):
+    """--rotate-mb: the file is rotated before a line would pass the size; path.1 .. path.N
+    are kept; every event is one whole JSON line in exactly one file, none lost within the
+    backups kept."""
+    out = tmp_path / "alerts.jsonl"
+    out.write_text("")  # appended to, as a restarted sensor does
+    writer = EventWriter(out, max_bytes=2_000, backups=3)
+    for i in range(80):  # about 145 bytes each: more than the four files hold
+        writer.write(1_700_000_000.0 + i, {"event.kind": "alert", "latent_sculpting": {"i": i}})
+    writer.close()
+    files = [out, *(out.with_name(f"{out.name}.{k}") for k in (1, 2, 3))]
+    assert all(f.exists() for f in files) and not out.with_name(f"{out.name}.4").exists()
+    seen = []
+    for f in reversed(files):  # oldest first
+        text = f.read_text()
+        assert len(text.encode()) <= 2_000 and text.endswith("\n")
+        seen += [json.loads(line)["latent_sculpting"]["i"] for line in text.splitlines()]
+    # The newest events, in order, with nothing missing between the oldest kept and the last.
+    assert seen == list(range(seen[0], 80)) and 40 < len(seen) < 80
+    with pytest.raises(ValueError, match="max_bytes"):
+        EventWriter(out, max_bytes=-1)

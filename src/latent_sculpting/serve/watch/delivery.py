@@ -134,6 +134,8 @@ class Delivery:
             self._write_incidents(self.incidents.take_raised(), phase="start")
             self._write_incidents(closed, phase="end")
         self.drift_verdict(scorer)
+        # A batch's lines reach the reader together, within the batch's latency bound.
+        self.writer.flush()
 
     def finish(self, scorer: Scorer) -> None:
         """Close the incidents still open, write a last drift verdict, flush the output."""

@@ -134,40 +134,53 @@ def flow_events(
     created = time.time() if created is None else created
     stamp = _iso(created)
     explained = "explanation" in scored.columns
+    # Columns read once as arrays and lists: a cell lookup through pandas per field and row
+    # cost more than everything else here.
+    flagged_all = scored["is_attack"].to_numpy(dtype=bool)
+    scores = scored["score"].to_numpy(dtype=np.float64)
+    p_values = scored["p_value"].to_numpy(dtype=np.float64)
+    flagged_by = scored["flagged_by"].tolist()
+    explanations = scored["explanation"].tolist() if explained else None
+    starts = endpoints["time"].to_numpy(dtype=np.float64)
+    ends_all = endpoints["end"].to_numpy(dtype=np.float64)
+    hosts = {name: endpoints[name].tolist() for name in ("source", "destination")}
+    ports = {name: endpoints[f"{name}_port"].tolist() for name in ("source", "destination")}
+    transports = endpoints["transport"].tolist()
+    numbers = endpoints["iana_number"].tolist()
     out = []
     for row in rows.tolist():
-        ends = endpoints.iat[row, 1]
-        flagged = bool(scored["is_attack"].iat[row])
+        ends = ends_all[row]
+        flagged = bool(flagged_all[row])
         fields: dict[str, Any] = {
             "event.kind": "alert" if flagged else "event",
             "event.category": ["network"],
             "event.type": ["connection"],
             "event.dataset": "latent_sculpting.flow",
-            "event.risk_score": float(scored["score"].iat[row]),
+            "event.risk_score": float(scores[row]),
             "event.created": stamp,
         }
-        start = endpoints.iat[row, 0]
+        start = starts[row]
         if not np.isnan(start):
             fields["event.start"] = _iso(start)
             fields["event.end"] = _iso(ends)
             fields["event.duration"] = int(round((ends - start) * 1e9))
         for name in ("source", "destination"):
-            address = endpoints[name].iat[row]
+            address = hosts[name][row]
             if address is not None:
                 fields[f"{name}.ip"] = address
-            port = endpoints[f"{name}_port"].iat[row]
+            port = ports[name][row]
             if not pd.isna(port):
                 fields[f"{name}.port"] = int(port)
-        if endpoints["transport"].iat[row] is not None:
-            fields["network.transport"] = endpoints["transport"].iat[row]
-        if endpoints["iana_number"].iat[row] is not None:
-            fields["network.iana_number"] = str(endpoints["iana_number"].iat[row])
-        if explained and flagged:
-            fields["message"] = scored["explanation"].iat[row]
+        if transports[row] is not None:
+            fields["network.transport"] = transports[row]
+        if numbers[row] is not None:
+            fields["network.iana_number"] = str(numbers[row])
+        if explanations is not None and flagged:
+            fields["message"] = explanations[row]
         fields["latent_sculpting"] = {
-            "p_value": float(scored["p_value"].iat[row]),
+            "p_value": float(p_values[row]),
             "threshold": float(threshold),
-            "flagged_by": scored["flagged_by"].iat[row] or None,
+            "flagged_by": flagged_by[row] or None,
             "model": model,
         }
         out.append((created if np.isnan(ends) else float(ends), fields))
@@ -223,15 +236,19 @@ def _iso(seconds: float) -> str:
 class EventWriter:
     """Writes ECS events as JSON lines, one per event, through ecs-logging's formatter.
 
+    Lines reach the file or stream when :meth:`flush` is called (the sensor flushes after each
+    scored batch) or the buffer fills, not line by line.
+
     Parameters
     ----------
     path : path, optional
-        A file to append to, rotated when it reaches ``max_bytes`` (``path.1`` ...
-        ``path.<backups>`` kept, as :class:`logging.handlers.RotatingFileHandler` does); None:
-        standard output.
+        A file to append to, rotated before a line would take it past ``max_bytes``
+        (``path.1`` ... ``path.<backups>`` kept, by
+        :meth:`logging.handlers.RotatingFileHandler.doRollover`); None: standard output.
     max_bytes : int, default 100 MiB
         0 never rotates.
     backups : int, default 5
+        0 never rotates either (as the standard library's handler).
     """
 
     def __init__(
@@ -241,17 +258,23 @@ class EventWriter:
 
         if max_bytes < 0 or backups < 0:
             raise ValueError(f"max_bytes and backups must be >= 0, got {max_bytes}, {backups}")
+        # The standard library's handlers only open, rename and reopen the files here: their
+        # emit formats each record twice (once to measure it for rotation), stats the file and
+        # flushes per record, which took more time than scoring at the sensor's rates.
+        self._rotating: logging.handlers.RotatingFileHandler | None = None
         if path is None:
-            self.handler: logging.Handler = logging.StreamHandler(sys.stdout)
+            self._stream: Any = sys.stdout
+            self._size = 0
         else:
-            self.handler = logging.handlers.RotatingFileHandler(
+            self._rotating = logging.handlers.RotatingFileHandler(
                 path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
             )
+            self._stream = self._rotating.stream
+            self._size = Path(path).stat().st_size
+        self._rotate_at = max_bytes if max_bytes and backups and path is not None else 0
         # What the logging call site was (file, line, process) says nothing about a flow.
-        self.handler.setFormatter(
-            ecs_logging.StdlibFormatter(
-                exclude_fields=["log.origin", "log.original", "process", "log.logger"]
-            )
+        self._formatter = ecs_logging.StdlibFormatter(
+            exclude_fields=["log.origin", "log.original", "process", "log.logger"]
         )
         self.written = 0
 
@@ -266,11 +289,20 @@ class EventWriter:
         if text:
             record.msg = text
         record.__dict__.update(fields)
-        self.handler.handle(record)
+        line = self._formatter.format(record) + "\n"
+        size = len(line.encode("utf-8"))
+        if self._rotate_at and self._size and self._size + size > self._rotate_at:
+            self._stream.flush()
+            self._rotating.doRollover()
+            self._stream, self._size = self._rotating.stream, 0
+        self._stream.write(line)
+        self._size += size
         self.written += 1
 
     def flush(self) -> None:
-        self.handler.flush()
+        self._stream.flush()
 
     def close(self) -> None:
-        self.handler.close()
+        self.flush()
+        if self._rotating is not None:
+            self._rotating.close()
