@@ -92,6 +92,35 @@ def lab(tmp_path_factory):
     return folder, model
 
 
+def covered_host_days(path, window_s: float) -> float:
+    """Host-days as the calibration counts them, computed here independently: each host's active
+    windows, each for its overlap with the file's first-to-last flow span."""
+    flows = pd.read_csv(path)
+    lo, hi = flows["ts"].min(), flows["ts"].max()
+    windows = set(zip(flows["id.orig_h"], np.floor(flows["ts"] / window_s).astype(int)))
+    seconds = sum(
+        max(0.0, min((w + 1) * window_s, hi) - max(w * window_s, lo)) for _, w in windows
+    )
+    return seconds / 86_400
+
+
+def test_a_capture_shorter_than_a_window_counts_its_own_span(lab, capsys):
+    """20 minutes of 6 hosts are 2 host-hours, not 6 (one hour-window each): counting whole
+    windows would understate every false-incident rate threefold."""
+    folder, model = lab
+    flows = pd.read_csv(folder / "benign.csv")
+    short = flows[flows["ts"] < flows["ts"].min() + 1200]
+    short.to_csv(folder / "short.csv", index=False)
+    out = folder / "short.incidents.json"
+    assert main(["incidents", str(model), str(folder / "short.csv"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    data = json.loads(out.read_text())
+    span = short["ts"].max() - short["ts"].min()
+    assert data["hosts"] == 6 and data["windows"] == 6
+    assert data["host_days"] == pytest.approx(6 * span / 86_400)
+    assert data["host_days"] == pytest.approx(covered_host_days(folder / "short.csv", 3600))
+
+
 def test_score_without_calibration_says_uncalibrated(lab, capsys):
     folder, model = lab
     out = folder / "plain.jsonl"
@@ -116,7 +145,10 @@ def test_calibrate_then_target(lab, capsys):
     printed = capsys.readouterr().out
     assert "benign hosts over" in printed
     calibration = load_calibration(calibration_path(model), LatentSculpting.load(model))
-    assert calibration.hosts == 6 and calibration.host_days == pytest.approx(6 * 36 * 600 / 86400)
+    # 6 hosts active in all 36 windows; the first and last covered from the first and last flow.
+    assert calibration.hosts == 6 and calibration.windows == 6 * 36
+    assert calibration.host_days == pytest.approx(covered_host_days(folder / "benign.csv", 600))
+    assert 6 * 35 * 600 / 86400 < calibration.host_days < 6 * 36 * 600 / 86400
     assert calibration.scores == tuple(sorted(calibration.scores))
     target = 1.0
     out = folder / "target.jsonl"

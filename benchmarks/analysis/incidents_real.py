@@ -12,7 +12,8 @@ measured on the calibration quarters, and the test quarters scored and grouped
   that raise an incident holding one of their Malicious flows; by campaign: the same per
   (capture, source, detailed-label);
 - false incidents per benign host-day: incidents of sources with no Malicious flow in their
-  capture, per host-day (1 h host-windows in which the host sent a flow, / 24); beside it, the
+  capture, per host-day (1 h host-windows in which the host sent a flow, each for the part its
+  capture covers, as ``sculpt incidents`` counts them: ``HostTime``); beside it, the
   per-flow detector's false alerts (flagged benign flows) per benign host-day;
 
 for every incident (uncalibrated) and for ``--target-incidents`` 1 and 0.1.
@@ -46,6 +47,7 @@ import pandas as pd
 from latent_sculpting import LatentSculpting
 from latent_sculpting.cli import main as sculpt
 from latent_sculpting.io.table import iter_flow_batches
+from latent_sculpting.monitor.incident_calibration import HostTime
 from latent_sculpting.monitor.incident_io import incident_frame
 from latent_sculpting.monitor.incidents import IncidentConfig, IncidentGrouper
 from latent_sculpting.serve.incident_runs import measure_calibration
@@ -105,7 +107,7 @@ def new_tally() -> dict:
         "rows": {
             t: {"hosts": [0, 0], "campaigns": [0, 0], "false": 0, "delays": []} for t in TARGETS
         },
-        "host_windows": 0,
+        "host_time": HostTime(WINDOW_S),
         "benign_flagged": 0,
         "detail": [],
         "calibrations": [],
@@ -128,11 +130,12 @@ def evaluate_iot23(model, calibration, tests: list[Path], tally: dict) -> None:
         malicious = frame["label"].to_numpy() == "Malicious"
         incidents = group(frame)
         benign_hosts = frame.loc[~frame["source"].isin(attackers)]
-        windows = {
-            (s, int(t // WINDOW_S))
-            for s, t in zip(benign_hosts["source"], benign_hosts["time"], strict=True)
-        }
-        tally["host_windows"] += len(windows)
+        times = frame["time"].to_numpy(dtype=float)
+        tally["host_time"].add_capture(
+            benign_hosts["source"].tolist(),
+            benign_hosts["time"],
+            (float(np.nanmin(times)), float(np.nanmax(times))),
+        )
         tally["benign_flagged"] += int(benign_hosts["flagged"].sum())
         campaigns = frame[malicious].groupby(["source", "detail"])["time"].min()
         hosts = frame[malicious].groupby("source")["time"].min()
@@ -181,7 +184,7 @@ def poisson_interval(count: int) -> tuple[float, float]:
 
 def tally_rows(tally: dict) -> list[dict]:
     """Recall and false incidents per target, over every fold of a tally."""
-    host_days = tally["host_windows"] * WINDOW_S / 86_400
+    host_days = tally["host_time"].seconds() / 86_400
     out = []
     for target in TARGETS:
         r = tally["rows"][target]
@@ -258,7 +261,7 @@ def fold(work: Path, train: Path, calib: Path, tests: list[Path], tally: dict) -
 
 
 def table(tally: dict) -> list[str]:
-    host_days = tally["host_windows"] * WINDOW_S / 86_400
+    host_days = tally["host_time"].seconds() / 86_400
     flagged = tally["benign_flagged"]
     cal_days = [c.host_days for c in tally["calibrations"]]
     lines = [
@@ -298,7 +301,7 @@ def table(tally: dict) -> list[str]:
 
 def reading(tally: dict) -> list[str]:
     """What the leave-one-capture-out table says, in words, from its numbers."""
-    host_days = tally["host_windows"] * WINDOW_S / 86_400
+    host_days = tally["host_time"].seconds() / 86_400
     rows = tally_rows(tally)
     every, one = rows[0], rows[1]
     per_flow = tally["benign_flagged"] / host_days

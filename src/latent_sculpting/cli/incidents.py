@@ -31,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=float,
         default=3600.0,
         metavar="S",
-        help="host-window length: a host's benign time is the windows in which it sent a flow "
-        "(default 3600)",
+        help="host-window length: a host's benign time is the windows in which it sent a flow, "
+        "each counted for the part its capture covers (default 3600)",
     )
     parser.add_argument("--batch-rows", type=int, default=65_536, metavar="N")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")

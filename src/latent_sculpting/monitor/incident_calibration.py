@@ -6,7 +6,9 @@ minutes), so the score cannot be read as a probability. It is calibrated empiric
 benign traffic held out from training (its own files: a later day, other hosts) is scored by
 the model and grouped exactly as live traffic is; each benign source host's activity is cut
 into windows of ``window_s`` seconds, and the benign *host-days* are the windows in which the
-host sent any flow, times ``window_s / 86400``. Every incident these benign hosts raise is a
+host sent any flow, each counted for the part of it that its capture covers (from the file's
+first flow to its last: a 20-minute capture is 20 minutes of each host, not an hour), over
+86,400 s. Every incident these benign hosts raise is a
 false incident; :meth:`IncidentCalibration.rate` is the number of them scoring at least a given
 score, per benign host-day, and :meth:`IncidentCalibration.threshold` the lowest score whose
 rate is at most a target (``--target-incidents``).
@@ -33,10 +35,10 @@ from latent_sculpting.monitor.incidents import IncidentConfig
 
 __all__ = [
     "CALIBRATION_SUFFIX",
+    "HostTime",
     "CALIBRATION_VERSION",
     "IncidentCalibration",
     "calibration_path",
-    "host_days",
     "load_calibration",
     "model_fingerprint",
     "save_calibration",
@@ -275,6 +277,54 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def host_days(windows: int, window_s: float) -> float:
-    """Benign host-days of ``windows`` active host-windows of ``window_s`` seconds."""
-    return windows * window_s / 86_400.0
+class HostTime:
+    """Benign host-time: per (host, window of ``window_s`` seconds) in which the host sent a
+    flow, the seconds of that window its capture covers (from the capture's first flow to its
+    last), so that a 20-minute capture counts 20 minutes of each host, not a whole window.
+    The same host-window seen in several captures counts at most ``window_s``.
+
+    >>> time = HostTime(3600.0)
+    >>> time.add_capture(["a", "a", "b"], [0.0, 600.0, 1200.0])
+    >>> time.windows(), round(time.seconds(), 1)
+    (2, 2400.0)
+    """
+
+    def __init__(self, window_s: float) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be positive, got {window_s!r}")
+        self.window_s = float(window_s)
+        self._covered: dict[tuple[str, int], float] = {}
+
+    def add_capture(
+        self, sources: Any, times: Any, span: tuple[float, float] | None = None
+    ) -> None:
+        """The flows of one capture: their source hosts and start times (epoch seconds);
+        ``span`` is the capture's first and last flow time when ``times`` are only some of its
+        flows (default: the least and greatest of ``times``)."""
+        times = np.asarray(times, dtype=np.float64)
+        if span is None:
+            finite = times[np.isfinite(times)]
+            if not len(finite):
+                return
+            span = (float(finite.min()), float(finite.max()))
+        lo, hi = span
+        index = np.floor(times / self.window_s)
+        for source, window in set(zip(list(sources), index.tolist(), strict=True)):
+            if not np.isfinite(window):
+                continue
+            start = window * self.window_s
+            seen = max(0.0, min(start + self.window_s, hi) - max(start, lo))
+            key = (source, int(window))
+            self._covered[key] = min(self.window_s, self._covered.get(key, 0.0) + seen)
+
+    def hosts(self) -> set:
+        """Every host seen."""
+        return {source for source, _ in self._covered}
+
+    def windows(self, exclude: set | frozenset = frozenset()) -> int:
+        """Host-windows of the hosts not in ``exclude``."""
+        return sum(1 for source, _ in self._covered if source not in exclude)
+
+    def seconds(self, exclude: set | frozenset = frozenset()) -> float:
+        """Seconds covered of the hosts not in ``exclude``."""
+        return float(sum(v for (source, _), v in self._covered.items() if source not in exclude))

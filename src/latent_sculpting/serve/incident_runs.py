@@ -19,8 +19,8 @@ import pandas as pd
 
 from latent_sculpting.io.formats import get_format
 from latent_sculpting.monitor.incident_calibration import (
+    HostTime,
     IncidentCalibration,
-    host_days,
     model_fingerprint,
 )
 from latent_sculpting.monitor.incident_io import IncidentLog, incident_columns, incident_frame
@@ -137,7 +137,7 @@ def measure_calibration(
     unlabelled = set(get_format(spec.format).unlabelled_labels)
     files = list_flow_files(inputs)
     scores: dict[str, list[float]] = {}
-    windows: dict[str, set[int]] = {}
+    host_time = HostTime(window_s)
     attackers: set[str] = set()
     excluded = {"attack_flows": 0, "unlabelled_flows": 0, "attack_hosts": 0}
     counts: dict[str, list[int]] = {}
@@ -145,12 +145,17 @@ def measure_calibration(
         grouper = IncidentGrouper(config)
         roles = None
         found = []
+        span = [np.inf, -np.inf]
+        benign_rows: list[pd.DataFrame] = []
         for batch in iter_flow_batches(spec, path, batch_rows):
             if not len(batch):
                 continue
             scored = scorer.score(batch)
             roles = roles or incident_columns(spec.format, list(scored.columns))
             frame = incident_frame(scored, spec.format, roles)
+            times = frame["time"].to_numpy(dtype=np.float64)
+            if np.isfinite(times).any():
+                span = [min(span[0], np.nanmin(times)), max(span[1], np.nanmax(times))]
             if batch.labels is not None:
                 labels = batch.labels.astype(str)
                 benign = labels == spec.benign_label
@@ -164,27 +169,34 @@ def measure_calibration(
                 total = counts.setdefault(source, [0, 0])
                 total[0] += int(n)
                 total[1] += int(k)
-            index = np.floor(frame["time"].to_numpy() / window_s).astype(np.int64)
-            for source, window in set(zip(frame["source"].tolist(), index.tolist(), strict=True)):
-                windows.setdefault(source, set()).add(window)
+            benign_rows.append(frame[["source", "time"]])
             found += grouper.add(frame)
         found += grouper.flush()
+        if benign_rows and np.isfinite(span).all():
+            rows = pd.concat(benign_rows)
+            host_time.add_capture(rows["source"].tolist(), rows["time"], (span[0], span[1]))
         for incident in found:
             scores.setdefault(incident.source, []).append(incident.score)
-    excluded["attack_hosts"] = len(attackers & set(windows))
-    benign_hosts = sorted(set(windows) - attackers)
-    n_windows = sum(len(windows[h]) for h in benign_hosts)
+    hosts = host_time.hosts()
+    excluded["attack_hosts"] = len(attackers & hosts)
+    benign_hosts = sorted(hosts - attackers)
+    n_windows, seconds = host_time.windows(attackers), host_time.seconds(attackers)
     if not n_windows:
         raise ValueError(
             f"no benign host left to calibrate on in {', '.join(str(f) for f in files)} "
             f"(left out: {excluded})"
+        )
+    if not seconds > 0:
+        raise ValueError(
+            f"the benign flows of {', '.join(str(f) for f in files)} all start at one instant: "
+            "no host-time to count false incidents over"
         )
     kept = sorted(s for h in benign_hosts for s in scores.get(h, []))
     return IncidentCalibration(
         grouping=config.grouping(),
         model=model_fingerprint(model),
         scores=tuple(float(s) for s in kept),
-        host_days=host_days(n_windows, window_s),
+        host_days=seconds / 86_400.0,
         hosts=len(benign_hosts),
         windows=n_windows,
         window_s=float(window_s),
