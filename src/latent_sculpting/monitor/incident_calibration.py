@@ -35,8 +35,8 @@ from latent_sculpting.monitor.incidents import IncidentConfig
 
 __all__ = [
     "CALIBRATION_SUFFIX",
-    "HostTime",
     "CALIBRATION_VERSION",
+    "HostTime",
     "IncidentCalibration",
     "calibration_path",
     "load_calibration",
@@ -283,6 +283,10 @@ class HostTime:
     last), so that a 20-minute capture counts 20 minutes of each host, not a whole window.
     The same host-window seen in several captures counts at most ``window_s``.
 
+    A capture's flows are given in batches (:meth:`add_flows`, only their host-windows are
+    kept) and the capture is closed with its span (:meth:`end_capture`);
+    :meth:`add_capture` does both for flows at hand.
+
     >>> time = HostTime(3600.0)
     >>> time.add_capture(["a", "a", "b"], [0.0, 600.0, 1200.0])
     >>> time.windows(), round(time.seconds(), 1)
@@ -294,28 +298,43 @@ class HostTime:
             raise ValueError(f"window_s must be positive, got {window_s!r}")
         self.window_s = float(window_s)
         self._covered: dict[tuple[str, int], float] = {}
+        # The capture being read: its host-windows and the span of the flows given so far.
+        self._active: set[tuple[str, int]] = set()
+        self._span = (math.inf, -math.inf)
+
+    def add_flows(self, sources: Any, times: Any) -> None:
+        """Flows of the current capture: their source hosts and start times (epoch seconds;
+        NaN times are left out)."""
+        times = np.asarray(times, dtype=np.float64)
+        finite = np.isfinite(times)
+        if not finite.any():
+            return
+        self._span = (
+            min(self._span[0], float(times[finite].min())),
+            max(self._span[1], float(times[finite].max())),
+        )
+        index = np.floor(times / self.window_s)
+        for source, window in zip(list(sources), index.tolist(), strict=True):
+            if math.isfinite(window):
+                self._active.add((source, int(window)))
+
+    def end_capture(self, span: tuple[float, float] | None = None) -> None:
+        """Count the current capture's host-windows, each for its overlap with ``span`` (the
+        capture's first and last flow time; default: those of the flows given)."""
+        lo, hi = self._span if span is None else span
+        for source, window in self._active:
+            start = window * self.window_s
+            seen = max(0.0, min(start + self.window_s, hi) - max(start, lo))
+            key = (source, window)
+            self._covered[key] = min(self.window_s, self._covered.get(key, 0.0) + seen)
+        self._active, self._span = set(), (math.inf, -math.inf)
 
     def add_capture(
         self, sources: Any, times: Any, span: tuple[float, float] | None = None
     ) -> None:
-        """The flows of one capture: their source hosts and start times (epoch seconds);
-        ``span`` is the capture's first and last flow time when ``times`` are only some of its
-        flows (default: the least and greatest of ``times``)."""
-        times = np.asarray(times, dtype=np.float64)
-        if span is None:
-            finite = times[np.isfinite(times)]
-            if not len(finite):
-                return
-            span = (float(finite.min()), float(finite.max()))
-        lo, hi = span
-        index = np.floor(times / self.window_s)
-        for source, window in set(zip(list(sources), index.tolist(), strict=True)):
-            if not np.isfinite(window):
-                continue
-            start = window * self.window_s
-            seen = max(0.0, min(start + self.window_s, hi) - max(start, lo))
-            key = (source, int(window))
-            self._covered[key] = min(self.window_s, self._covered.get(key, 0.0) + seen)
+        """The flows of one capture at once (:meth:`add_flows` then :meth:`end_capture`)."""
+        self.add_flows(sources, times)
+        self.end_capture(span)
 
     def hosts(self) -> set:
         """Every host seen."""

@@ -146,7 +146,6 @@ def measure_calibration(
         roles = None
         found = []
         span = [np.inf, -np.inf]
-        benign_rows: list[pd.DataFrame] = []
         for batch in iter_flow_batches(spec, path, batch_rows):
             if not len(batch):
                 continue
@@ -169,12 +168,12 @@ def measure_calibration(
                 total = counts.setdefault(source, [0, 0])
                 total[0] += int(n)
                 total[1] += int(k)
-            benign_rows.append(frame[["source", "time"]])
+            host_time.add_flows(frame["source"].tolist(), frame["time"])
             found += grouper.add(frame)
         found += grouper.flush()
-        if benign_rows and np.isfinite(span).all():
-            rows = pd.concat(benign_rows)
-            host_time.add_capture(rows["source"].tolist(), rows["time"], (span[0], span[1]))
+        # The span is of every flow of the capture, the attacks' too: the hosts were watched
+        # for all of it.
+        host_time.end_capture((span[0], span[1]))
         for incident in found:
             scores.setdefault(incident.source, []).append(incident.score)
     hosts = host_time.hosts()

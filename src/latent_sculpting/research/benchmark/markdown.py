@@ -72,6 +72,15 @@ def _signed(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:+.{digits}f}"
 
 
+def _difference_cell(comparison: dict, words: dict[str, str]) -> str:
+    """A paired difference with its interval and its verdict in ``words``."""
+    c = comparison
+    return (
+        f"{_signed(c['difference'])} [{_signed(c['low'])}, {_signed(c['high'])}] "
+        f"{words.get(c['verdict'], c['verdict'])}"
+    )
+
+
 def benchmark_markdown(results: dict) -> str:
     """The result set as one markdown page; comparisons worded by their intervals."""
     cfg, prov = results["config"], results["provenance"]
@@ -232,10 +241,7 @@ def _comparison_lines(results: dict, reference: str) -> list[str]:
                     cells.append("n/a (no fold resolves it)")
                     continue
                 n = max(n, c["n"])
-                cells.append(
-                    f"{_signed(c['difference'])} [{_signed(c['low'])}, {_signed(c['high'])}] "
-                    f"{words.get(c['verdict'], c['verdict'])}"
-                )
+                cells.append(_difference_cell(c, words))
             lines.append(f"| {other} | {scope} | {n} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
@@ -353,10 +359,7 @@ def _fold_comparison_lines(results: dict, reference: str) -> list[str]:
                     cells.append("–")
                     continue
                 lower += c["verdict"] == "lower"
-                cells.append(
-                    f"{_signed(c['difference'])} [{_signed(c['low'])}, {_signed(c['high'])}] "
-                    f"{words.get(c['verdict'], c['verdict'])}"
-                )
+                cells.append(_difference_cell(c, words))
             lines.append(f"| {dataset} | {fold} | " + " | ".join(cells) + " |")
         lines += ["", f"Folds and methods where `{reference}` is lower: {lower}.", ""]
     return lines

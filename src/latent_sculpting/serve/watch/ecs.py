@@ -271,7 +271,7 @@ class EventWriter:
             )
             self._stream = self._rotating.stream
             self._size = Path(path).stat().st_size
-        self._rotate_at = max_bytes if max_bytes and backups and path is not None else 0
+        self._rotate_at = max_bytes if self._rotating is not None and backups else 0
         # What the logging call site was (file, line, process) says nothing about a flow.
         self._formatter = ecs_logging.StdlibFormatter(
             exclude_fields=["log.origin", "log.original", "process", "log.logger"]
