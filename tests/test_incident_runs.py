@@ -97,10 +97,10 @@ def covered_host_days(path, window_s: float) -> float:
     windows, each for its overlap with the file's first-to-last flow span."""
     flows = pd.read_csv(path)
     lo, hi = flows["ts"].min(), flows["ts"].max()
-    windows = set(zip(flows["id.orig_h"], np.floor(flows["ts"] / window_s).astype(int)))
-    seconds = sum(
-        max(0.0, min((w + 1) * window_s, hi) - max(w * window_s, lo)) for _, w in windows
+    windows = set(
+        zip(flows["id.orig_h"], np.floor(flows["ts"] / window_s).astype(int), strict=True)
     )
+    seconds = sum(max(0.0, min((w + 1) * window_s, hi) - max(w * window_s, lo)) for _, w in windows)
     return seconds / 86_400
 
 
@@ -163,6 +163,30 @@ def test_calibrate_then_target(lab, capsys):
     assert all(i["rate"] <= target for i in incidents)
     # The benign rate on held-out benign traffic is what the calibration promised, at most.
     assert calibration.rate(summary["threshold"]) <= target
+
+
+def test_a_windowed_calibration_and_its_scoring(lab, capsys):
+    """``--incident-window`` reaches the calibration and the scoring alike: the calibration
+    records it and scoring without it is refused (what a window does to a score:
+    tests/test_incidents.py)."""
+    folder, model = lab
+    whole, windowed = folder / "whole.json", folder / "windowed.json"
+    argv = ["incidents", str(model), str(folder / "benign.csv"), "--json"]
+    assert main([*argv, "-o", str(whole)]) == 0
+    assert main([*argv, "-o", str(windowed), "--incident-window", "30"]) == 0
+    capsys.readouterr()
+    whole, windowed = load_calibration(whole), load_calibration(windowed)
+    assert windowed.grouping["window_s"] == 30.0 and "window_s" not in whole.grouping
+    assert (windowed.flows, windowed.host_days) == (whole.flows, whole.host_days)
+    out = folder / "w.jsonl"
+    argv = ["score", str(model), str(folder / "test.csv"), "-o", str(folder / "w.parquet")]
+    argv += ["--incidents", str(out), "--incident-calibration", str(folder / "windowed.json")]
+    argv += ["--target-incidents", "1", "--quiet", "--no-drift"]
+    assert main(argv) != 0
+    assert "'window_s': 30.0" in capsys.readouterr().err
+    assert main([*argv, "--incident-window", "30"]) == 0
+    scans = [i for i in read_incidents(out) if i["source"] == "10.0.0.66"]
+    assert len(scans) == 1 and scans[0]["score"] >= windowed.threshold(1.0)
 
 
 def test_calibration_file_is_checked(lab, tmp_path):

@@ -171,8 +171,9 @@ stream = st.lists(
     st.sampled_from(["source", "pair"]),
     st.integers(1, 3),
     st.booleans(),
+    st.sampled_from([None, 5.0]),
 )
-def test_batching_never_changes_the_incidents(steps, cuts, key, max_open, late):
+def test_batching_never_changes_the_incidents(steps, cuts, key, max_open, late, window):
     # Times increase by the steps; with `late`, every fifth flow comes 40 s late.
     times = np.cumsum([s[0] for s in steps]) if steps else np.zeros(0)
     rows = [
@@ -180,7 +181,7 @@ def test_batching_never_changes_the_incidents(steps, cuts, key, max_open, late):
         for j, (t, s) in enumerate(zip(times, steps, strict=True))
     ]
     frame = flows(rows) if rows else flows([]).astype({"time": float, "flagged": bool})
-    config = IncidentConfig(gap_s=10, key=key, max_open=max_open, lateness_s=2)
+    config = IncidentConfig(gap_s=10, key=key, max_open=max_open, lateness_s=2, window_s=window)
     whole, raised = run_raised(frame, [], config)
     assert run_raised(frame, [c for c in cuts if c <= len(frame)], config) == (whole, raised)
     assert run_raised(frame, list(range(len(frame))), config) == (whole, raised)
@@ -191,6 +192,34 @@ def test_batching_never_changes_the_incidents(steps, cuts, key, max_open, late):
     assert sum(i["n_flagged"] for i in whole) == int(frame["flagged"].sum())
     for i in whole:
         assert i["start"] <= i["end"] and i["n_flows"] >= i["n_flagged"] >= 1
+
+
+def test_a_windowed_score_does_not_grow_with_a_busy_hosts_time():
+    """A benign host flagged every 10 s for 1,000 s keeps one incident open (gap 60 s): its
+    whole-incident score is 100, its score over 30 s windows 3 (the most flagged flows any
+    30 s hold). A scan of 20 flagged flows within 5 s scores 20 either way."""
+    busy = [(float(t), "busy", "b", 80, True) for t in range(0, 1000, 10)]
+    scan = [(2000.0 + 0.25 * i, "scan", "b", i, True) for i in range(20)]
+    frame = flows(busy + scan)
+    scores = {}
+    for window in (None, 30.0):
+        grouper = IncidentGrouper(IncidentConfig(gap_s=60, window_s=window))
+        out = grouper.add(frame) + grouper.flush()
+        scores[window] = {i.source: i.score for i in out}
+        assert {i.source: i.n_flagged for i in out} == {"busy": 100, "scan": 20}
+    assert scores[None] == {"busy": 100.0, "scan": 20.0}
+    assert scores[30.0] == {"busy": 3.0, "scan": 20.0}
+
+
+def test_a_windowed_score_is_its_own_grouping():
+    """A calibration measured on whole incidents does not fit a windowed grouping (nor the
+    reverse); a grouping without a window reads as it did before windows existed."""
+    plain, windowed = IncidentConfig(gap_s=10), IncidentConfig(gap_s=10, window_s=30)
+    assert "window_s" not in plain.grouping() and windowed.grouping()["window_s"] == 30.0
+    assert IncidentConfig(**windowed.grouping()) == windowed
+    for bad in (0, -1.0, math.inf, True, "30"):
+        with pytest.raises((ValueError, TypeError), match="window_s"):
+            IncidentConfig(window_s=bad)
 
 
 def test_an_open_incident_is_raised_once_it_is_reportable():

@@ -54,8 +54,15 @@ IDLE_TIMEOUT, ACTIVE_TIMEOUT = 5, 10
 DEADLINE_S = 30.0
 #: The grouping, fixed before any run: a gap of a minute, five flagged flows, and a target of
 #: one false incident per benign host-day (the calibration says when that is below what it
-#: can resolve: then only scores above every benign incident it saw are reported).
-GROUPING = ["--incident-gap", "60", "--incident-min-flagged", "5"]
+#: can resolve: then only scores above every benign incident it saw are reported). An
+#: incident scores the most evidence it gathers within DEADLINE_S (``--incident-window``):
+#: what a tool shows within the deadline is all that can raise it in time, and with
+#: whole-incident sums (up to d85c327) one benign host, flagged now and then for the 20
+#: minutes of the calibration, summed to 216 and set a bar of 94 flagged flows that two
+#: tools never reached. Set from that run's calibration side before the next runs.
+GROUPING = [
+    "--incident-gap", "60", "--incident-min-flagged", "5", "--incident-window", f"{DEADLINE_S:g}",
+]  # fmt: skip
 TARGET_INCIDENTS = "1"
 PERCENTILE = "99"
 

@@ -66,6 +66,14 @@ def add_grouping_flags(parser: argparse.ArgumentParser, *, target: bool = True) 
         help="flagged flows an incident needs (default 1)",
     )
     group.add_argument(
+        "--incident-window",
+        type=float,
+        metavar="S",
+        help="score an incident by the most evidence it gathers within any S seconds, not by "
+        "all of it: a busy benign host's long incident then scores no higher than a short "
+        "one (default: all of it)",
+    )
+    group.add_argument(
         "--incident-lateness",
         type=float,
         default=0.0,
@@ -96,6 +104,7 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - IncidentConfig
         key=args.incident_key,
         min_flagged=args.incident_min_flagged,
         lateness_s=args.incident_lateness,
+        window_s=args.incident_window,
         target_incidents=getattr(args, "target_incidents", None),
     )
 

@@ -20,7 +20,12 @@ incident whose deadline is nearest, and evictions are counted.
 
 An incident's ``score`` is the evidence of its flagged flows: the sum over them of
 ``-log10(p_value)`` when the scored flows carry conformal p-values (``sculpt score`` writes
-them), else their number. Flows of one host are not independent, so the score is not read as a
+them), else their number. With ``window_s`` it is the most evidence its flagged flows gather
+within any ``window_s`` seconds instead: a benign host that trips the detector now and then
+keeps one incident open for as long as it is busy, and its whole-incident sum grows with that
+time, so a calibration on long captures sets the bar by the busiest host's hours, above what a
+scan gathers in its first half minute. A windowed score measures how dense the evidence is,
+whatever the incident's length. Flows of one host are not independent, so the score is not read as a
 probability: :mod:`latent_sculpting.monitor.incident_calibration` measures how often benign
 hosts reach it, on held-out benign traffic, and gives each incident its rate of false
 incidents per benign host-day.
@@ -57,6 +62,9 @@ __all__ = [
 GROUP_KEYS = ("source", "pair")
 #: The smallest p-value counted, so that one flow's evidence is finite.
 P_FLOOR = 1e-12
+#: A windowed score sums evidence in bins of ``window_s / WINDOW_BINS`` seconds, so that an
+#: open incident keeps at most this many (plus one) bins whatever its flow rate.
+WINDOW_BINS = 60
 
 _CONTEXT_PREFIX = "ctx_"
 
@@ -86,6 +94,10 @@ class IncidentConfig:
     target_incidents : float or None, default None
         With a calibration: report only incidents whose score benign hosts reach at most this
         often (false incidents per benign host-day); the others are counted as suppressed.
+    window_s : float or None, default None
+        Score an incident by the most evidence its flagged flows gather within any
+        ``window_s`` seconds (counted in bins of ``window_s / 60``), not by all of it (module
+        docstring). None: all of it.
     """
 
     gap_s: float = 300.0
@@ -96,6 +108,7 @@ class IncidentConfig:
     max_flow_indices: int = 1000
     max_distinct: int = 65_536
     target_incidents: float | None = None
+    window_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("gap_s", "lateness_s"):
@@ -118,15 +131,28 @@ class IncidentConfig:
             or target < 0
         ):
             raise ValueError(f"target_incidents must be a number >= 0, got {target!r}")
+        window = self.window_s
+        if window is not None and (
+            isinstance(window, bool)
+            or not isinstance(window, int | float)
+            or not math.isfinite(window)
+            or window <= 0
+        ):
+            raise ValueError(f"window_s must be a number of seconds > 0, got {window!r}")
 
     def grouping(self) -> dict[str, Any]:
-        """The settings an incident's score depends on (a calibration must match them)."""
-        return {
+        """The settings an incident's score depends on (a calibration must match them).
+        ``window_s`` appears only when set, so calibrations measured before it existed (whole
+        incidents) still match the same grouping."""
+        out: dict[str, Any] = {
             "gap_s": float(self.gap_s),
             "key": self.key,
             "min_flagged": self.min_flagged,
             "lateness_s": float(self.lateness_s),
         }
+        if self.window_s is not None:
+            out["window_s"] = float(self.window_s)
+        return out
 
 
 @dataclass
@@ -227,12 +253,14 @@ class _Open:
         "key",
         "max_score",
         "n_flagged",
+        "bins",
         "n_flows",
         "pending",
         "ports",
         "raised",
         "seq",
         "start",
+        "window_evidence",
     )
 
     def __init__(self, key: tuple[str, str | None], seq: int, time: float) -> None:
@@ -243,6 +271,9 @@ class _Open:
         self.raised = False
         self.n_flows = self.n_flagged = self.pending = 0
         self.evidence = 0.0
+        # Windowed scores only: evidence per time bin of the current window, and its sum.
+        self.bins: dict[int, float] = {}
+        self.window_evidence = 0.0
         self.max_score = -math.inf
         self.destinations: Counter = Counter()
         self.ports: Counter = Counter()
@@ -391,7 +422,11 @@ class IncidentGrouper:
         state.start = min(state.start, t)
         state.end = max(state.end, t)
         p = columns["p_value"]
-        state.evidence += 1.0 if p is None else -math.log10(max(float(p[i]), P_FLOOR))
+        weight = 1.0 if p is None else -math.log10(max(float(p[i]), P_FLOOR))
+        if self.config.window_s is None:
+            state.evidence += weight
+        else:
+            self._add_windowed(state, t, weight)
         state.max_score = max(state.max_score, float(columns["score"][i]))
         cap = self.config.max_distinct
         for counter, value in (
@@ -406,6 +441,24 @@ class IncidentGrouper:
             state.features.update(reason_features(columns["reason"][i]))
         if len(state.indices) < self.config.max_flow_indices:
             state.indices.append(self._position + i)
+
+    def _add_windowed(self, state: _Open, t: float, weight: float) -> None:
+        """Add a flagged flow's evidence to its bin; the score is the largest sum over the
+        latest :data:`WINDOW_BINS` bins seen. A flow older than the current window (out of
+        time order) adds to no window: it depends only on the sequence of flows."""
+        width = self.config.window_s / WINDOW_BINS
+        latest = math.floor(state.end / width)
+        oldest = latest - WINDOW_BINS + 1
+        stale = [b for b in state.bins if b < oldest]
+        for b in stale:
+            state.window_evidence -= state.bins.pop(b)
+        if not state.bins:
+            state.window_evidence = 0.0  # no rounding left over from removed bins
+        b = math.floor(t / width)
+        if b >= oldest:
+            state.bins[b] = state.bins.get(b, 0.0) + weight
+            state.window_evidence += weight
+        state.evidence = max(state.evidence, state.window_evidence)
 
     def _reportable(self, state: _Open) -> bool:
         """Enough flagged flows, and with a target, a score at the threshold (the one rule
