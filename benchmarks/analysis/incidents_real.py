@@ -96,9 +96,9 @@ def score_frames(model, path: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def group(frame: pd.DataFrame) -> list[dict]:
+def group(frame: pd.DataFrame, config: IncidentConfig) -> list[dict]:
     """Incidents of one file (one stream), every flow index kept."""
-    grouper = IncidentGrouper(IncidentConfig(max_flow_indices=1 << 30))
+    grouper = IncidentGrouper(IncidentConfig(**config.grouping(), max_flow_indices=1 << 30))
     return [i.to_dict() for i in grouper.add(frame) + grouper.flush()]
 
 
@@ -114,7 +114,9 @@ def new_tally() -> dict:
     }
 
 
-def evaluate_iot23(model, calibration, tests: list[Path], tally: dict) -> None:
+def evaluate_iot23(
+    model, calibration, tests: list[Path], tally: dict, config: IncidentConfig
+) -> None:
     """Score and group each test file; add what was found to ``tally``."""
     rows = tally["rows"]
     detail_rows = tally["detail"]
@@ -128,7 +130,7 @@ def evaluate_iot23(model, calibration, tests: list[Path], tally: dict) -> None:
         capture = pd.read_csv(IOT23 / path.name, usecols=["id.orig_h", "label"], dtype=str)
         attackers = set(capture.loc[capture["label"] == "Malicious", "id.orig_h"])
         malicious = frame["label"].to_numpy() == "Malicious"
-        incidents = group(frame)
+        incidents = group(frame, config)
         benign_hosts = frame.loc[~frame["source"].isin(attackers)]
         times = frame["time"].to_numpy(dtype=float)
         tally["host_time"].add_capture(
@@ -215,7 +217,7 @@ def tally_rows(tally: dict) -> list[dict]:
     return out
 
 
-def evaluate_zeek_logs(model) -> list[dict]:
+def evaluate_zeek_logs(model, config: IncidentConfig) -> list[dict]:
     out = []
     for name, attacker in (
         ("ctu-sme-11-conn.log.labeled", "192.168.1.107"),
@@ -228,7 +230,7 @@ def evaluate_zeek_logs(model) -> list[dict]:
         frame = frame.iloc[np.argsort(frame["time"].to_numpy(), kind="stable")].reset_index(
             drop=True
         )
-        incidents = group(frame)
+        incidents = group(frame, config)
         mine = [i for i in incidents if i["source"] == attacker]
         out.append(
             {
@@ -248,15 +250,17 @@ def evaluate_zeek_logs(model) -> list[dict]:
     return out
 
 
-def fold(work: Path, train: Path, calib: Path, tests: list[Path], tally: dict) -> Path:
+def fold(
+    work: Path, train: Path, calib: Path, tests: list[Path], tally: dict, config: IncidentConfig
+) -> Path:
     """Train on ``train``, calibrate on ``calib``, evaluate on ``tests``; the model file."""
     model_path = work / "model.sculpt"
     argv = ["train", "--data", str(train), "--preset", "fast", "--target-fpr", "0.01"]
     if sculpt([*argv, "--seed", "0", "-o", str(model_path), "--quiet"]):
         raise SystemExit("training failed")
     model = LatentSculpting.load(model_path)
-    calibration = measure_calibration(model, calib, window_s=WINDOW_S)
-    evaluate_iot23(model, calibration, tests, tally)
+    calibration = measure_calibration(model, calib, config=config, window_s=WINDOW_S)
+    evaluate_iot23(model, calibration, tests, tally, config)
     return model_path
 
 
@@ -321,7 +325,9 @@ def reading(tally: dict) -> list[str]:
     ]
 
 
-def markdown(unseen: dict, later: dict, zeek: list[dict], command: str, seconds: float) -> str:
+def markdown(
+    unseen: dict, later: dict, zeek: list[dict], command: str, seconds: float, window: str
+) -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -332,7 +338,7 @@ def markdown(unseen: dict, later: dict, zeek: list[dict], command: str, seconds:
         f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, no GPU), in "
         f"{seconds / 60:.1f} min. Script: `benchmarks/analysis/incidents_real.py` (its "
         "docstring says what is measured and how). Incidents: default grouping (by source "
-        "host, 300 s gap, one flagged flow enough). Models: `sculpt train --preset fast "
+        f"host, 300 s gap, one flagged flow enough), {window}. Models: `sculpt train --preset fast "
         "--target-fpr 0.01 --seed 0`.",
         "",
         "## IoT-23, each capture unseen (leave one capture out)",
@@ -378,7 +384,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="docs/results/incidents.md")
     parser.add_argument("--work", help="folder for the splits and models (default: temporary)")
+    parser.add_argument(
+        "--incident-window",
+        type=float,
+        metavar="S",
+        help="score incidents over their densest S seconds (default: whole incidents)",
+    )
     args = parser.parse_args()
+    config = IncidentConfig(window_s=args.incident_window)
+    window = (
+        "each incident scored by all its flagged flows' evidence"
+        if args.incident_window is None
+        else f"each incident scored by the most evidence it gathers within "
+        f"{args.incident_window:g} s (`--incident-window {args.incident_window:g}`)"
+    )
     started = time.perf_counter()
     captures = sorted(IOT23.glob("*.csv"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -391,17 +410,17 @@ def main() -> int:
             test = folder / "test"
             test.mkdir(exist_ok=True)
             read_sorted(capture).to_csv(test / capture.name, index=False)
-            fold(folder, parts["train"], parts["calib"], [test / capture.name], unseen)
+            fold(folder, parts["train"], parts["calib"], [test / capture.name], unseen, config)
         later = new_tally()
         folder = work / "later"
         cuts = {"train": (0, 0.5), "calib": (0.5, 0.75), "test": (0.75, 1.01)}
         parts = split_iot23(folder, cuts, captures)
         tests = sorted(parts["test"].glob("*.csv"))
-        model_path = fold(folder, parts["train"], parts["calib"], tests, later)
-        zeek = evaluate_zeek_logs(LatentSculpting.load(model_path))
+        model_path = fold(folder, parts["train"], parts["calib"], tests, later, config)
+        zeek = evaluate_zeek_logs(LatentSculpting.load(model_path), config)
     command = "nice -n 19 python benchmarks/analysis/incidents_real.py " + " ".join(sys.argv[1:])
     seconds = time.perf_counter() - started
-    text = markdown(unseen, later, zeek, command.strip(), seconds)
+    text = markdown(unseen, later, zeek, command.strip(), seconds, window)
     Path(args.out).write_text(text, encoding="utf-8")
     print(text)
     return 0
