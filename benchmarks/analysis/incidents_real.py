@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import platform
 import subprocess
@@ -283,9 +284,10 @@ def table(tally: dict) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in tally_rows(tally):
+        delay = "–" if math.isnan(r["median_delay_s"]) else f"{r['median_delay_s']:.0f}"
         lines.append(
             f"| {r['target']} | {r['host_recall']} | {r['campaign_recall']} | "
-            f"{r['median_delay_s']:.0f} | {r['false_incidents']} | "
+            f"{delay} | {r['false_incidents']} | "
             f"{r['false_per_host_day']:.2f} ({r['interval']}) | {r['promised']} |"
         )
     lines += [
