@@ -180,9 +180,9 @@ def one_rate(pcap: Path, model: Path, pps: float, seconds: float, timeouts: list
                     capture_output=True, text=True, check=False,
                 ).stdout  # fmt: skip
                 lag = _lag(text)
-                if lag is not None:
-                    lags.append(lag)
                 now = time.monotonic() - began
+                if lag is not None:
+                    lags.append((now, lag))
                 if not rss or now - rss[-1][0] >= 10:
                     value = _rss_kib(sensor.pid)
                     if value is not None:
@@ -223,7 +223,11 @@ def one_rate(pcap: Path, model: Path, pps: float, seconds: float, timeouts: list
             "alerts": summary["alerts"],
             "capture_drops": summary.get("capture_drops", 0),
             "shed": summary["shed"],
-            "lag_max_s": max(lags) if lags else None,
+            "lag_max_s": max(lag for _, lag in lags) if lags else None,
+            # When the lag was over 1 s (seconds since the replay began, and the lag): a
+            # first batch waits for numba's and torch's first calls, a steady one does not.
+            "lag_over_1s": [(round(t), round(lag, 2)) for t, lag in lags if lag > 1.0],
+            "lag_p50_s": float(np.median([lag for _, lag in lags])) if lags else None,
             "latency_s": {
                 "p50": float(np.percentile(latency, 50)) if latency else None,
                 "p99": float(np.percentile(latency, 99)) if latency else None,
