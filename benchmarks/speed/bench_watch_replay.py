@@ -130,7 +130,14 @@ def _unique(argv: list[str]) -> list[str]:
     return [*argv[:-1], "--unique-ip", argv[-1]]
 
 
-def one_rate(pcap: Path, model: Path, pps: float, seconds: float, timeouts: list[str]) -> dict:
+def one_rate(
+    pcap: Path,
+    model: Path,
+    pps: float,
+    seconds: float,
+    timeouts: list[str],
+    extra: tuple[str, ...] = (),
+) -> dict:
     """Replay ``pcap`` at ``pps`` for ``seconds`` onto a fresh sensor; what it measured."""
     out = Path(tempfile.mkdtemp(prefix="sclab-bench-"))
     events, errors = out / "events.jsonl", out / "stderr.txt"
@@ -156,7 +163,7 @@ def one_rate(pcap: Path, model: Path, pps: float, seconds: float, timeouts: list
             L._sh(["ip", "-n", NETNS, "link", "set", link, "up"])
         argv = [
             "ip", "netns", "exec", NETNS, *SCULPT, "watch", str(model), "--interface", CAPTURE_IF,
-            *timeouts, "--metrics-port", str(METRICS_PORT), "-o", str(events), "--json",
+            *timeouts, "--metrics-port", str(METRICS_PORT), "-o", str(events), "--json", *extra,
         ]  # fmt: skip
         with open(errors, "wb") as err:
             sensor = procs.start(argv, stdout=subprocess.DEVNULL, stderr=err)
@@ -250,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--active-timeout", type=int, default=10)
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument(
+        "--sensor-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for `sculpt watch` (repeat: --sensor-arg=--no-explain)",
+    )
+    parser.add_argument(
         "--mtu-trunc",
         action="store_true",
         help="cut frames longer than the veth's MTU (a lab capture's offloaded segments)",
@@ -277,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         "notice": "the captures given, looped by tcpreplay with new addresses each loop "
         "(--unique-ip): a throughput measurement, not a detection one",
         "timeouts_s": [args.idle_timeout, args.active_timeout],
+        "sensor_args": args.sensor_arg,
     }
     pcap = Path(tempfile.mkdtemp(prefix="sclab-bench-")) / "replayed.pcap"
     header["capture"] = concatenate(args.pcaps, pcap)
@@ -287,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(header))
     results = []
     for pps in args.pps:
-        result = one_rate(pcap, args.model, pps, args.seconds, timeouts)
+        result = one_rate(pcap, args.model, pps, args.seconds, timeouts, tuple(args.sensor_arg))
         result["load_average_after"] = os.getloadavg()
         results.append(result)
         print(json.dumps(result), flush=True)
