@@ -4,6 +4,7 @@ the Prometheus metrics."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import queue
@@ -439,7 +440,11 @@ def test_sigterm_ends_a_live_capture_promptly(tmp_path):
     )
     args = ["train", "--data", str(flows), "--unlabeled", "--preset", "fast", "--quiet"]
     assert main([*args, "-o", str(model)]) == 0
-    watch = Watch(str(model), "--interface", "lo", "--idle-timeout", "1", "-o", str(tmp_path / "a"))
+    # A capture buffer given: nfstream takes it and the capture starts with it.
+    watch = Watch(
+        str(model), "--interface", "lo", "--idle-timeout", "1", "--capture-buffer-mb", "8",
+        "-o", str(tmp_path / "a"),
+    )  # fmt: skip
     watch.expect("watching interface lo")
     time.sleep(2.0)
     began = time.monotonic()
@@ -452,6 +457,24 @@ def test_sigterm_ends_a_live_capture_promptly(tmp_path):
             "sculpt watch --interface did not end within 20 s of SIGTERM"
         ) from None
     assert code == 0 and time.monotonic() - began < 20
+
+
+def test_the_capture_buffer_reaches_the_meter_and_is_checked(capsys):
+    """--capture-buffer-mb becomes nfstream's socket_buffer_size (bytes) for a live capture, and
+    is refused with the flag named elsewhere or out of range."""
+    from latent_sculpting.cli.watch import _source, register
+
+    parser = register(argparse.ArgumentParser().add_subparsers())
+    args = parser.parse_args(["m.sculpt", "--interface", "lo", "--capture-buffer-mb", "64"])
+    if os.geteuid() == 0:
+        assert _source(args).settings["socket_buffer_size"] == 64 << 20
+    for argv, message in (
+        (["--pcap", "x.pcap", "--capture-buffer-mb", "64"], "is for a live capture"),
+        (["--interface", "lo", "--capture-buffer-mb", "0"], "1..2047"),
+        (["--interface", "lo", "--capture-buffer-mb", "4096"], "1..2047"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            _source(parser.parse_args(["m.sculpt", *argv]))
 
 
 def test_interface_errors_are_clear():

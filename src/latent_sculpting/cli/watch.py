@@ -198,6 +198,8 @@ def _source(args: argparse.Namespace):  # noqa: ANN202 - a Source
             "give exactly one source: --interface IFACE, --pcap FILE..., --zeek-dir DIR or '-' "
             f"(got {', '.join(given) if given else 'none'})"
         )
+    if args.capture_buffer_mb is not None and not args.interface:
+        raise ValueError("--capture-buffer-mb is for a live capture (--interface)")
     if args.pcap:
         try:
             return sources.PcapSource(
@@ -207,8 +209,6 @@ def _source(args: argparse.Namespace):  # noqa: ANN202 - a Source
             raise ValueError(str(error)) from None
     if args.zeek_dir:
         return sources.ZeekDirSource(args.zeek_dir, from_start=args.from_start)
-    if args.capture_buffer_mb is not None and not args.interface:
-        raise ValueError("--capture-buffer-mb is for a live capture (--interface)")
     if args.interface:
         settings = meter_settings_from_args(args)
         if args.capture_buffer_mb is not None:
