@@ -348,7 +348,7 @@ def test_live_sensor_raises_every_withheld_tool_and_nothing_on_benign_traffic(tm
     """Issue #33 end to end (benchmarks/lab/live.py): `sculpt watch --interface` on the lab's
     veth raises an incident for each withheld tool's attacker within 30 s of its start, and
     none in a benign-only run (LAB_LIVE_BENIGN_S seconds: 60 by default, 600 for the issue's
-    ten minutes; the calibration capture lasts twice that, at least 240 s). About 14 minutes
+    ten minutes; the calibration capture lasts four times that, at least 240 s). About 14 minutes
     with the default, beyond what CI may spend: it runs when LAB_LIVE=1 (README, Tests)."""
     import live
 
