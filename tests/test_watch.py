@@ -19,6 +19,7 @@ import urllib.request
 from io import BytesIO
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.csv as pacsv
 import pytest
@@ -272,6 +273,30 @@ def test_a_calibration_of_another_model_is_refused_at_start(zeek_models, tmp_pat
     watcher(p99)
     with pytest.raises(ValueError, match="another model"):
         watcher(p95)
+
+
+def test_the_model_is_warmed_before_the_first_flow(zeek_models, tmp_path):
+    """The sensor calls the model once before reading a flow, so that the first batch does not
+    pay for torch's and numba's first runs; the call changes nothing a flow is scored with."""
+    from latent_sculpting import LatentSculpting
+
+    _, (path, _) = zeek_models
+    calls: list[tuple[int, ...]] = []
+
+    def load(file):  # noqa: ANN001, ANN202
+        model = LatentSculpting.load(file)
+        score = model.decision_function
+
+        def recorded(X):  # noqa: ANN001, ANN202
+            calls.append(np.asarray(X).shape)
+            return score(X)
+
+        model.decision_function = recorded
+        return model
+
+    Watcher(str(path), StdinSource(BytesIO(b"")), EventWriter(tmp_path / "a.jsonl"), load=load)
+    model = LatentSculpting.load(path)
+    assert calls == [(2, model.n_features_in_)]
 
 
 def test_zeek_log_followed_across_rotation(zeek_models, tmp_path):
