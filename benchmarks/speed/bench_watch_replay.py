@@ -81,11 +81,16 @@ def _lag(metrics: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+#: The replay veth's MTU plus the Ethernet header: the longest frame it carries.
+MAX_FRAME = 1514
+
+
 def concatenate(paths: list[Path], out: Path) -> dict:
     """Classic pcap files of one link type, records one after another, into ``out``
-    (tcpreplay replays one file); pcapng and other link types are left out and named."""
+    (tcpreplay replays one file); pcapng and other link types are left out and named. Frames
+    longer than :data:`MAX_FRAME` (which the veth cannot carry) are counted."""
     magics = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">"}
-    header, packets, skipped = None, 0, []
+    header, packets, longer, skipped = None, 0, 0, []
     with open(out, "wb") as sink:
         for path in paths:
             data = path.read_bytes()
@@ -101,26 +106,20 @@ def concatenate(paths: list[Path], out: Path) -> dict:
                 size = int.from_bytes(data[at + 8 : at + 12], "little" if order == "<" else "big")
                 sink.write(data[at : at + 16 + size])
                 packets += 1
+                longer += size > MAX_FRAME
                 at += 16 + size
-    return {"files": len(paths) - len(skipped), "packets": packets, "left_out": skipped}
+    return {
+        "files": len(paths) - len(skipped),
+        "packets": packets,
+        "frames_over_mtu": longer,
+        "left_out": skipped,
+    }
 
 
-#: The replay veth's MTU plus the Ethernet header: the longest frame it carries.
-MAX_FRAME = 1514
-
-
-def truncate_to_mtu(pcap: Path, out: Path) -> dict:
+def truncate_to_mtu(pcap: Path, out: Path) -> None:
     """``pcap`` with every frame longer than :data:`MAX_FRAME` cut to it (tcprewrite
-    ``--mtu-trunc``), and how many were."""
-    data = pcap.read_bytes()
-    order = "little" if data[:4] == b"\xd4\xc3\xb2\xa1" else "big"
-    longer, at = 0, 24
-    while at + 16 <= len(data):
-        size = int.from_bytes(data[at + 8 : at + 12], order)
-        longer += size > MAX_FRAME
-        at += 16 + size
+    ``--mtu-trunc``; :func:`concatenate` counted them)."""
     L._sh(["tcprewrite", "--mtu=1500", "--mtu-trunc", "-i", str(pcap), "-o", str(out)])
-    return {"frames_cut_to_mtu": longer}
 
 
 def _unique(argv: list[str]) -> list[str]:
@@ -297,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     header["capture"] = concatenate(args.pcaps, pcap)
     if args.mtu_trunc:
         cut = pcap.with_name("replayed-mtu.pcap")
-        header["capture"].update(truncate_to_mtu(pcap, cut))
+        truncate_to_mtu(pcap, cut)
+        header["capture"]["cut_to_mtu"] = True
         pcap = cut
     print(json.dumps(header))
     results = []
