@@ -16,9 +16,8 @@ from latent_sculpting.io.context import ContextConfig, ContextState
 from latent_sculpting.io.encoding import context_matrix
 from latent_sculpting.research.baselines import make_method, method_names
 from latent_sculpting.research.benchmark import DATASETS, load_dataset
+from latent_sculpting.research.benchmark.ablations import MAIN_DATASETS, UNSW_CONNECTION_COUNTS
 from latent_sculpting.research.benchmark.context import (
-    MAIN_DATASETS,
-    UNSW_CONNECTION_COUNTS,
     check_context,
     context_columns,
     with_context,
@@ -102,3 +101,37 @@ def test_the_unsw_ablation_leaves_out_the_connection_counts_only(tmp_path):
     spec_ablated = ablated.adapter.fit_spec(ablated.records)
     assert set(spec_full.numeric) - set(spec_ablated.numeric) == set(UNSW_CONNECTION_COUNTS)
     assert {"ct_state_ttl", "ct_ftp_cmd", "ct_flw_http_mthd"} <= set(spec_ablated.numeric)
+
+
+def test_the_iot23_ablation_leaves_out_benign_flows_to_a_c2_network_only(tmp_path):
+    frame = capture(300, seed=2)
+    frame["id.resp_h"] = frame["id.resp_h"].astype(object)
+    frame["label"] = frame["label"].astype(object)
+    frame["detailed-label"] = frame["detailed-label"].astype(object)
+    benign = np.flatnonzero(frame["label"] == "Benign")
+    # A labelled C&C server, a Benign flow to it, one to its /24, one to the next /24.
+    frame.loc[benign[:5], ["id.resp_h", "label", "detailed-label"]] = [
+        "185.244.25.235",
+        "Malicious",
+        "C&C",
+    ]
+    frame.loc[benign[5], "id.resp_h"] = "185.244.25.235"
+    frame.loc[benign[6], "id.resp_h"] = "185.244.25.183"
+    frame.loc[benign[7], "id.resp_h"] = "185.244.26.1"
+    frame.to_csv(tmp_path / "capture.csv", index=False)
+    full = load_dataset("iot-23", tmp_path)
+    ablated = load_dataset("iot-23-doubtful-out", tmp_path)
+    assert "iot-23-doubtful-out" in DATASETS and "iot-23-doubtful-out" not in MAIN_DATASETS
+    assert len(full) - len(ablated) == 2
+    assert ablated.counts["C&C"] == full.counts["C&C"] == 5
+    assert ablated.counts["Benign"] == full.counts["Benign"] - 2
+    kept = set(ablated.records.column("uid").to_pylist())
+    uid = frame["uid"].to_numpy()
+    assert uid[benign[5]] not in kept and uid[benign[6]] not in kept and uid[benign[7]] in kept
+    assert ablated.notes == {"Benign flows to a network C&C flows reach, left out": 2}
+    # Context still comes from every flow: the rows left out were traffic.
+    config = ContextConfig()
+    table = pa.csv.read_csv(tmp_path / "capture.csv")
+    block = context_matrix(config, "zeek", table, ContextState(config))
+    left_out = np.isin(np.arange(len(frame)), benign[5:7])
+    np.testing.assert_array_equal(context_columns(ablated, config), block[~left_out])

@@ -71,7 +71,7 @@ def add_run_flags(
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from latent_sculpting.research.benchmark import BENCHMARK_METHODS, DATASETS, PROTOCOLS, QUICK
-    from latent_sculpting.research.benchmark.context import ABLATION_DATASETS, MAIN_DATASETS
+    from latent_sculpting.research.benchmark.ablations import ABLATION_DATASETS, MAIN_DATASETS
 
     parser = subparsers.add_parser(
         "benchmark",
@@ -89,8 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         choices=list(DATASETS),
         default=list(MAIN_DATASETS),
         metavar="NAME",
-        help=f"datasets (default: {' '.join(MAIN_DATASETS)}; also the ablation "
-        f"{' '.join(ABLATION_DATASETS)}, UNSW-NB15 without its connection counts)",
+        help=f"datasets (default: {' '.join(MAIN_DATASETS)}; also the ablations "
+        f"{' '.join(ABLATION_DATASETS)}: UNSW-NB15 without its connection counts, IoT-23 "
+        "without the Benign flows to a C&C server's network)",
     )
     parser.add_argument(
         "--data",

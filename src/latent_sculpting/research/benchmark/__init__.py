@@ -22,7 +22,7 @@ from typing import Any
 # Where each public name lives. Imported on first use (PEP 562): the command line lists the
 # datasets and methods without importing the engine, torch or scikit-learn.
 _HOMES = {
-    "ABLATION_DATASETS": "context",
+    "ABLATION_DATASETS": "ablations",
     "BENCHMARK_METHODS": "methods",
     "DATASETS": "datasets",
     "PROTOCOLS": "splits",
@@ -50,8 +50,8 @@ _HOMES = {
 def __getattr__(name: str) -> Any:
     if name not in _HOMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    # The context module registers the ablation dataset unsw-nb15-noct beside the datasets.
-    importlib.import_module(f"{__name__}.context")
+    # The ablations module registers the ablation datasets beside the datasets.
+    importlib.import_module(f"{__name__}.ablations")
     value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
     globals()[name] = value
     return value

@@ -1,5 +1,4 @@
-"""Context features in the benchmark: which methods use them, computed once per dataset, and
-UNSW-NB15 without its own context columns (an ablation).
+"""Context features in the benchmark: which methods use them, computed once per dataset.
 
 A method uses context features when it says so (``context_config``: a preset whose ``context``
 parameter is on, ``default-context``, or a baseline named ``<baseline>-context``). Its fold
@@ -25,49 +24,13 @@ import numpy as np
 
 from latent_sculpting.errors import FlowInputError
 from latent_sculpting.io.context.config import ContextConfig
-from latent_sculpting.research.benchmark.adapters import DATASETS, UNSWNB15Adapter
 from latent_sculpting.research.benchmark.datasets import Dataset
 
 __all__ = [
-    "ABLATION_DATASETS",
-    "MAIN_DATASETS",
-    "UNSW_CONNECTION_COUNTS",
-    "UNSWWithoutCounts",
     "check_context",
     "context_columns",
     "with_context",
 ]
-
-#: UNSW-NB15's connection features (its authors' context, features 36-42 of the dataset's
-#: description): counts of connections of the same source, destination, service or ports
-#: among the last 100 connections. ``ct_state_ttl``, ``ct_flw_http_mthd`` and ``ct_ftp_cmd``
-#: describe the flow itself and stay.
-UNSW_CONNECTION_COUNTS = (
-    "ct_srv_src",
-    "ct_srv_dst",
-    "ct_dst_ltm",
-    "ct_src_ltm",
-    "ct_src_dport_ltm",
-    "ct_dst_sport_ltm",
-    "ct_dst_src_ltm",
-)
-
-
-class UNSWWithoutCounts(UNSWNB15Adapter):
-    """UNSW-NB15 with its connection counts (:data:`UNSW_CONNECTION_COUNTS`) left out of the
-    features: what the per-flow features alone detect."""
-
-    name = "unsw-nb15-noct"
-    title = "UNSW-NB15 without its connection counts (ct_*)"
-    identifiers = (*UNSWNB15Adapter.identifiers, *UNSW_CONNECTION_COUNTS)
-    keep = tuple(c for c in UNSWNB15Adapter.keep if c not in UNSW_CONNECTION_COUNTS)
-
-
-#: Datasets that are ablations of another: selectable, never run by default.
-ABLATION_DATASETS = ("unsw-nb15-noct",)
-#: What a benchmark runs by default: every dataset but the ablations.
-MAIN_DATASETS = tuple(n for n in DATASETS if n not in ABLATION_DATASETS)
-DATASETS.setdefault(UNSWWithoutCounts.name, UNSWWithoutCounts())
 
 
 def method_context(method: Any) -> ContextConfig | None:

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from latent_sculpting import __version__
 from latent_sculpting.research.baselines import make_method, parse_method
-from latent_sculpting.research.benchmark.context import MAIN_DATASETS, check_context
+from latent_sculpting.research.benchmark.ablations import MAIN_DATASETS
+from latent_sculpting.research.benchmark.context import check_context
 from latent_sculpting.research.benchmark.datasets import DATASETS, Dataset, load_dataset
 from latent_sculpting.research.benchmark.methods import BENCHMARK_METHODS, QUICK
 from latent_sculpting.research.benchmark.splits import (
