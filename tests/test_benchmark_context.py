@@ -128,7 +128,7 @@ def test_the_iot23_ablation_leaves_out_benign_flows_to_a_c2_network_only(tmp_pat
     kept = set(ablated.records.column("uid").to_pylist())
     uid = frame["uid"].to_numpy()
     assert uid[benign[5]] not in kept and uid[benign[6]] not in kept and uid[benign[7]] in kept
-    assert ablated.notes == {"Benign flows to a network C&C flows reach, left out": 2}
+    assert ablated.notes == {"Benign flows to a network C&C flows reach": 2}
     # Context still comes from every flow: the rows left out were traffic.
     config = ContextConfig()
     table = pa.csv.read_csv(tmp_path / "capture.csv")

@@ -31,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from latent_sculpting.io.context.config import parse_context
 from latent_sculpting.io.encoding import encode
 from latent_sculpting.model.calibration import TailPValue
 from latent_sculpting.research import provenance
 from latent_sculpting.research.benchmark import load_dataset
+from latent_sculpting.research.benchmark.context import context_columns
 from latent_sculpting.research.benchmark.splits import (
     check_fold,
     drop_duplicates,
@@ -136,7 +138,18 @@ def fit_channels(X, y, seed, names, ref_rows):
         elif name == "sculpt":
             from latent_sculpting import LatentSculpting, preset
 
-            params = {**preset("default"), "score": "nll", "forest_trees": 0}
+            # The flow on the sculpted code: the default's flow with Stage 1 in front of it
+            # (the default itself no longer sculpts, since this search).
+            params = {
+                **preset("default"),
+                "stage1": True,
+                "flow_standardize": True,
+                "score": "nll",
+                "forest_trees": 0,
+                "boost_iter": 0,
+                "knn_prototypes": 0,
+                "stack_folds": 0,
+            }
             params.update(calibration="train", target_fpr=None, random_state=seed)
             model = LatentSculpting(**params).fit(Xf, yf)
             out[name] = lambda A, m=model: np.minimum(m.score_details(A)["nll"], 1e6)
@@ -166,7 +179,7 @@ def fit_channels(X, y, seed, names, ref_rows):
     return out
 
 
-def run_fold(dataset, fold, seed, names, out: Path) -> Path | None:
+def run_fold(dataset, fold, seed, names, out: Path, context=None) -> Path | None:
     path = out / dataset.name / f"{_slug(fold.name)}-seed{seed}.npz"
     if path.exists():
         have = set(np.load(path).files)
@@ -182,6 +195,10 @@ def run_fold(dataset, fold, seed, names, out: Path) -> Path | None:
     X = encode(spec, dataset.records.take(used), source=fold.name).X
     rows = drop_duplicates(rows, dataset, used, X)
     check_fold(rows, dataset, fold, used, X)
+    if context is not None:
+        # As in the benchmark: duplicates are judged on the per-flow features, and the
+        # dataset's context columns follow them.
+        X = np.hstack([X, context_columns(dataset, context)[used].astype(X.dtype)])
     if len(rows.test_attack) == 0:
         print(f"skip {fold.name}: no test attack left")
         return None
@@ -299,15 +316,16 @@ def evaluate(arrays, design):
 
 def cmd_fit(args):
     out = Path(args.out)
+    context = parse_context(args.context)
     for name in args.datasets:
-        dataset = load_dataset(name, max_per_class=args.max_per_class)
-        outers, _ = test_folds(dataset, ["families"])
+        dataset = load_dataset(name, max_per_class=args.max_per_class or None)
+        outers, _ = test_folds(dataset, ["families"], families=args.families)
         for outer in outers:
             folds = validation_folds(dataset, outer) if not args.test else [outer]
             for fold in folds:
                 for seed in args.seeds:
                     with limit_threads(1):
-                        run_fold(dataset, fold, seed, args.channels, out)
+                        run_fold(dataset, fold, seed, args.channels, out, context)
 
 
 WEIGHTS = (0.0, 0.5, 1.0)
@@ -798,8 +816,15 @@ def main() -> None:
     fit.add_argument("--datasets", nargs="+", default=["cicids2017", "unsw-nb15", "iot-23"])
     fit.add_argument("--seeds", nargs="+", type=int, default=[0])
     fit.add_argument("--channels", nargs="+", default=["rf", "knn5", "knn1", "maf", "svdd"])
-    fit.add_argument("--max-per-class", type=int, default=3000)
+    fit.add_argument("--max-per-class", type=int, default=3000, help="0: every row")
     fit.add_argument("--test", action="store_true", help="the test folds (for the final table)")
+    fit.add_argument("--families", nargs="+", help="only the test folds withholding these families")
+    fit.add_argument(
+        "--context",
+        default="off",
+        help="context features after the per-flow ones ('on' or time scales, as `sculpt "
+        "train --context`; complete captures only, and with --max-per-class 0)",
+    )
     fit.add_argument("--out", default="runs/channel-search")
     rank = sub.add_parser("rank")
     rank.add_argument(

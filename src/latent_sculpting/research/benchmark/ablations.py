@@ -84,9 +84,7 @@ class IoT23DoubtfulOut(IoT23Adapter):
         doubtful = keep & (classes == self.benign) & np.isin(networks, list(servers))
         keep = keep & ~doubtful
         if doubtful.any():
-            notes[f"Benign flows to a network {self.family} flows reach, left out"] = int(
-                doubtful.sum()
-            )
+            notes[f"Benign flows to a network {self.family} flows reach"] = int(doubtful.sum())
         return classes, keep, notes
 
     def _network(self, address: object) -> str | None:
