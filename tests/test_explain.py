@@ -430,21 +430,42 @@ def test_on_the_sample_the_model_guided_features_lower_the_score_most(sample_tab
     assert all(len(e.reasons) == 3 and e.text() for e in guided)
 
 
+def _reference_position(profile, X):
+    """Shares below and above from numpy's searchsorted, column by column (what the kernel
+    computes in one pass)."""
+    q, lv = profile.quantiles_.astype(np.float64), profile.levels_
+    last = len(lv) - 1
+    below, above = np.empty(X.shape), np.empty(X.shape)
+    for j in range(X.shape[1]):
+        x = X[:, j].astype(np.float64)
+        left = np.searchsorted(profile.quantiles_[:, j], X[:, j], side="left")
+        right = np.searchsorted(profile.quantiles_[:, j], X[:, j], side="right")
+        k = np.clip(left, 1, last)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.clip((x - q[k - 1, j]) / (q[k, j] - q[k - 1, j]), 0.0, 1.0)
+        level = lv[k - 1] + frac * (lv[k] - lv[k - 1])
+        level = np.where(left == 0, 0.0, np.where(left > last, 1.0, level))
+        tied = right > left
+        below[:, j] = np.where(tied, np.where(left > 0, lv[np.maximum(left - 1, 0)], 0.0), level)
+        above[:, j] = np.where(
+            tied, np.where(right <= last, 1.0 - lv[np.minimum(right, last)], 0.0), 1.0 - level
+        )
+    return below, above
+
+
 @pytest.mark.parametrize("levels", [LEVELS, tuple(np.linspace(0.0, 1.0, 201))])
-def test_ranks_by_comparison_and_by_search_are_searchsorted(levels):
-    # Few levels are counted by comparing the whole matrix level by level, many by searching
-    # column by column; both must be searchsorted's left and right counts, ties included.
+def test_positions_are_searchsorted_shares(levels):
+    # Values between grid quantiles, beyond them and on them (where left and right differ).
     rng = np.random.default_rng(4)
     fit = np.c_[rng.lognormal(size=(3000, 3)), rng.integers(0, 3, 3000)].astype(np.float32)
     profile = BenignProfile(levels=levels).fit(fit, ["a", "b", "c", "d"])
     X = np.c_[rng.lognormal(size=(200, 3)), rng.integers(-1, 4, 200)].astype(np.float32)
     on_grid = profile.quantiles_[rng.integers(0, len(levels), (100, 4)), np.arange(4)]
-    X = np.vstack([X, on_grid])  # values equal to grid quantiles: where left and right differ
-    left, right = profile._ranks(X)
-    for j in range(4):
-        q = profile.quantiles_[:, j]
-        np.testing.assert_array_equal(left[:, j], np.searchsorted(q, X[:, j], side="left"))
-        np.testing.assert_array_equal(right[:, j], np.searchsorted(q, X[:, j], side="right"))
+    X = np.vstack([X, on_grid, np.float32([[-1e30, 1e30, 0.0, 7.0]])])
+    below, above = profile.position(X)
+    want_below, want_above = _reference_position(profile, X)
+    np.testing.assert_allclose(below, want_below, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(above, want_above, rtol=1e-12, atol=0)
     # A row's position does not depend on the rows scored with it.
     below, above = profile.position(X)
     for i in (0, 150, 299):

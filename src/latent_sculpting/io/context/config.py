@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -232,6 +233,9 @@ def feature_names(config: ContextConfig) -> list[str]:
     ]
 
 
+# Explanations name the same few dozen features for every flagged flow: the name parsing and
+# the window words are cached (a miss costs a walk over every name of the configuration).
+@functools.lru_cache(maxsize=4096)
 def parse_feature_name(name: str, config: ContextConfig) -> tuple[str, str, float]:
     """(kind, feature, window in seconds) of a context feature name.
 
@@ -248,6 +252,7 @@ def parse_feature_name(name: str, config: ContextConfig) -> tuple[str, str, floa
     raise ValueError(f"{name!r} is not a context feature of this configuration")
 
 
+@functools.lru_cache(maxsize=256)
 def _window_words(seconds: float) -> str:
     label = window_label(seconds)
     number = label.rstrip("hmins")
@@ -283,6 +288,10 @@ def describe(name: str, value: float, config: ContextConfig, entity: str | None 
     'gaps between flows of 10.0.0.3 -> 10.0.0.9 vary by 0.02 of'
     """
     kind, feature, window = parse_feature_name(name, config)
+    return _words(kind, feature, window, value, entity)
+
+
+def _words(kind: str, feature: str, window: float, value: float, entity: str | None) -> str:
     who = entity if entity is not None else _WHO[kind]
     within = f"in the last {_window_words(window)}"
     if feature == "flows":
@@ -336,6 +345,14 @@ def describe_feature(name: str, value: float, entity: str | None = None) -> str 
     >>> describe_feature("duration", 3.0) is None
     True
     """
+    parts = _any_feature_name(name)
+    return None if parts is None else _words(*parts, value, entity)
+
+
+@functools.lru_cache(maxsize=4096)
+def _any_feature_name(name: str) -> tuple[str, str, float] | None:
+    """(kind, feature, window in seconds) of a context feature name of any configuration;
+    None when ``name`` is not one."""
     if not name.startswith(f"{_PREFIX}_"):
         return None
     for kind in ENTITY_KINDS:
@@ -348,6 +365,5 @@ def describe_feature(name: str, value: float, entity: str | None = None) -> str 
                 seconds = _label_seconds(rest[len(feature) + 1 :])
                 if seconds is None or not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
                     return None
-                config = ContextConfig(windows_s=(seconds,), entities=(kind,))
-                return describe(name, value, config, entity)
+                return kind, feature, seconds
     return None
