@@ -118,6 +118,7 @@ def test_the_iot23_ablation_leaves_out_benign_flows_to_a_c2_network_only(tmp_pat
     frame.loc[benign[5], "id.resp_h"] = "185.244.25.235"
     frame.loc[benign[6], "id.resp_h"] = "185.244.25.183"
     frame.loc[benign[7], "id.resp_h"] = "185.244.26.1"
+    frame.loc[benign[8], "id.resp_h"] = "-"  # unset: matches no network
     frame.to_csv(tmp_path / "capture.csv", index=False)
     full = load_dataset("iot-23", tmp_path)
     ablated = load_dataset("iot-23-doubtful-out", tmp_path)
@@ -127,7 +128,8 @@ def test_the_iot23_ablation_leaves_out_benign_flows_to_a_c2_network_only(tmp_pat
     assert ablated.counts["Benign"] == full.counts["Benign"] - 2
     kept = set(ablated.records.column("uid").to_pylist())
     uid = frame["uid"].to_numpy()
-    assert uid[benign[5]] not in kept and uid[benign[6]] not in kept and uid[benign[7]] in kept
+    assert uid[benign[5]] not in kept and uid[benign[6]] not in kept
+    assert uid[benign[7]] in kept and uid[benign[8]] in kept
     assert ablated.notes == {"Benign flows to a network C&C flows reach": 2}
     # Context still comes from every flow: the rows left out were traffic.
     config = ContextConfig()

@@ -75,13 +75,16 @@ class IoT23DoubtfulOut(IoT23Adapter):
                 f"{source}: no column 'id.resp_h' (the responder address this dataset needs)",
                 column="id.resp_h",
             )
-        networks = np.asarray(
-            [self._network(h) for h in records.column("id.resp_h").to_pylist()], dtype=object
-        )
+        networks = [self._network(h) for h in records.column("id.resp_h").to_pylist()]
         present = sorted({str(c) for c in classes[keep]})
-        c2 = np.isin(classes, self.family_map(present).get(self.family, ())) & keep
-        servers = {n for n in networks[c2] if n is not None}
-        doubtful = keep & (classes == self.benign) & np.isin(networks, list(servers))
+        members = set(self.family_map(present).get(self.family, ()))
+        servers = {n for n, c, k in zip(networks, classes, keep, strict=True) if k and c in members}
+        servers.discard(None)
+        doubtful = (
+            keep
+            & (classes == self.benign)
+            & np.fromiter((n in servers for n in networks), dtype=bool, count=len(networks))
+        )
         keep = keep & ~doubtful
         if doubtful.any():
             notes[f"Benign flows to a network {self.family} flows reach"] = int(doubtful.sum())
