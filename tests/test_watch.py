@@ -276,8 +276,9 @@ def test_a_calibration_of_another_model_is_refused_at_start(zeek_models, tmp_pat
 
 
 def test_the_model_is_warmed_before_the_first_flow(zeek_models, tmp_path):
-    """The sensor calls the model once before reading a flow, so that the first batch does not
-    pay for torch's and numba's first runs; the call changes nothing a flow is scored with."""
+    """The sensor calls the model and its benign profile once before reading a flow, so that
+    the first batch and the first alert do not pay for torch's and numba's first runs; the
+    calls change nothing a flow is scored with."""
     from latent_sculpting import LatentSculpting
 
     _, (path, _) = zeek_models
@@ -292,11 +293,19 @@ def test_the_model_is_warmed_before_the_first_flow(zeek_models, tmp_path):
             return score(X)
 
         model.decision_function = recorded
+        place = model.benign_profile_.position
+
+        def placed(X):  # noqa: ANN001, ANN202
+            calls.append(("profile", *np.asarray(X).shape))
+            return place(X)
+
+        model.benign_profile_.position = placed
         return model
 
     Watcher(str(path), StdinSource(BytesIO(b"")), EventWriter(tmp_path / "a.jsonl"), load=load)
     model = LatentSculpting.load(path)
-    assert calls == [(2, model.n_features_in_)]
+    n = len(model.benign_profile_.feature_names_)
+    assert calls == [(2, model.n_features_in_), ("profile", 2, n)]
 
 
 def test_zeek_log_followed_across_rotation(zeek_models, tmp_path):

@@ -196,6 +196,11 @@ class Watcher:
         n = getattr(model, "n_features_in_", None)
         if isinstance(n, int) and n > 0:
             model.decision_function(np.zeros((2, n), dtype=np.float32))
+        # ... and the first alert for the explainer's numba kernel (placing values on the
+        # benign profile's quantile grid).
+        profile = getattr(model, "benign_profile_", None)
+        if self.config.explain and profile is not None:
+            profile.position(np.zeros((2, len(profile.feature_names_)), dtype=np.float32))
         return Scorer(model, explain=self.config.explain, drift=drift)
 
     def _calibration_holds(self, model: Any) -> bool:
