@@ -1,8 +1,9 @@
 """Why a `LatentSculpting` preset misses a benchmark fold: its channels one by one.
 
-Builds one test fold of ``sculpt benchmark`` exactly as the benchmark does (split, fold spec on
-the fitting rows, duplicates removed on the per-flow features, context columns appended for a
-preset with ``context`` on), fits the preset, and prints the channel weights its fit learned
+Builds one test fold of ``sculpt benchmark`` with the benchmark's own pieces
+(``prepare_fold``, ``fit_targets``, ``with_context``: split, fold spec on the fitting rows,
+duplicates removed, the fold checked, context columns appended for a preset with ``context``
+on), fits the preset, and prints the channel weights its fit learned
 (``history_["fusion_weights"]``) and, for every score the model exposes
 (:meth:`~latent_sculpting.LatentSculpting.score_details`), the 99th percentile of the held-out
 benign rows and the share of the fold's withheld attacks above it. A channel that flags the
@@ -24,11 +25,11 @@ import os
 
 import numpy as np
 
-from latent_sculpting.io.encoding import encode
 from latent_sculpting.research.baselines import make_method
 from latent_sculpting.research.benchmark import load_dataset
-from latent_sculpting.research.benchmark.context import context_columns
-from latent_sculpting.research.benchmark.splits import drop_duplicates, split_fold, test_folds
+from latent_sculpting.research.benchmark.context import with_context
+from latent_sculpting.research.benchmark.splits import test_folds
+from latent_sculpting.research.benchmark.units import fit_targets, prepare_fold
 from latent_sculpting.research.provenance import commit
 
 
@@ -50,34 +51,21 @@ def main() -> None:
     folds, skipped = test_folds(dataset, ("families",), families=[args.family])
     if not folds:
         raise SystemExit(f"no fold {args.family!r}: {skipped}")
-    rows = split_fold(dataset, folds[0], args.seed)
-    spec = dataset.adapter.fit_spec(dataset.records.take(rows.fit))
-    used = rows.used()
-    X = encode(spec, dataset.records.take(used)).X
-    rows = drop_duplicates(rows, dataset, used, X)
-    y = (dataset.classes[rows.fit] != dataset.benign).astype(np.int64)
-    family_of = {c: f for f, members in dataset.family_map().items() for c in members}
-    labels = np.asarray([family_of.get(c, c) for c in dataset.classes[rows.fit]])
+    rows, _, features = prepare_fold(dataset, folds[0], args.seed)
+    y, labels = fit_targets(dataset, rows)
     print(
         f"{len(rows.fit):,} fitting rows, {len(rows.calibration):,} held-out benign, "
         f"{len(rows.test_attack):,} withheld attacks\n"
     )
     for name in args.preset:
         method = make_method(name, args.seed)
-        config = getattr(method, "context_config", None)
-        context = None if config is None else context_columns(dataset, config)
-
-        def features(index: np.ndarray, context: np.ndarray | None = context) -> np.ndarray:
-            part = X[np.searchsorted(used, index)]
-            if context is None:
-                return part
-            return np.hstack([part, context[index].astype(part.dtype)])
-
-        method.fit(features(rows.fit), y, labels)
+        parts = {p: features(getattr(rows, p)) for p in ("calibration", "test_attack")}
+        X_fit, parts = with_context(method, dataset, rows, features(rows.fit), parts)
+        method.fit(X_fit, y, labels)
         model = method.model_
         print(f"## {name}: weights {model.history_.get('fusion_weights')}\n")
-        held = model.score_details(features(rows.calibration))
-        attacks = model.score_details(features(rows.test_attack))
+        held = model.score_details(parts["calibration"])
+        attacks = model.score_details(parts["test_attack"])
         print(f"| score | held-out benign q{args.quantile:g} | attacks' median | attacks above |")
         print("|---|---:|---:|---:|")
         for key, values in held.items():

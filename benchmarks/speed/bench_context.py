@@ -180,8 +180,8 @@ def looped_capture(flows: int):
 
     real, _, _, _ = read_records(CAPTURE, format="zeek")
     ts = real.column("ts").to_numpy()
-    real = real.take(pa.array(np.argsort(ts, kind="stable")))
-    ts = np.sort(ts)
+    order = np.argsort(ts, kind="stable")
+    real, ts = real.take(pa.array(order)), ts[order]
     span = float(ts[-1] - ts[0]) + 1.0
     field = real.schema.field("ts")
     index = real.column_names.index("ts")

@@ -22,6 +22,7 @@ import numpy as np
 
 from latent_sculpting.atomic import write_json
 from latent_sculpting.io.encoding import encode
+from latent_sculpting.io.flowspec import FlowSpec
 from latent_sculpting.research.baselines import Method, make_method
 from latent_sculpting.research.benchmark.context import with_context
 from latent_sculpting.research.benchmark.datasets import Dataset
@@ -31,6 +32,7 @@ from latent_sculpting.research.benchmark.splits import (
     CALIBRATION_FRACTION,
     KNOWN_TEST_FRACTION,
     Fold,
+    FoldRows,
     check_fold,
     drop_duplicates,
     split_fold,
@@ -43,6 +45,8 @@ __all__ = [
     "MethodFactory",
     "checkpoint_key",
     "checkpoint_path",
+    "fit_targets",
+    "prepare_fold",
     "read_checkpoint",
     "run_unit",
 ]
@@ -99,6 +103,51 @@ def read_checkpoint(path: Path, key: str) -> dict | None:
     return record
 
 
+def prepare_fold(
+    dataset: Dataset, fold: Fold, seed: int
+) -> tuple[FoldRows, FlowSpec, Callable[[np.ndarray], np.ndarray]]:
+    """A fold's rows for one split seed, as every method of the benchmark sees them.
+
+    The spec is fitted on the fitting rows only and encodes every row the fold uses;
+    evaluation rows that copy a fitting row are removed, and the fold is checked.
+
+    Returns
+    -------
+    rows : FoldRows
+    spec : FlowSpec
+    features : callable
+        Dataset row indices (of ``rows``) -> their per-flow features, in that order.
+
+    Raises
+    ------
+    LeakError
+        As :func:`run_unit`.
+    """
+    rows = split_fold(dataset, fold, seed)
+    where = f"{dataset.name}, fold {fold.name}"
+    spec = dataset.adapter.fit_spec(dataset.records.take(rows.fit), source=f"{where}: fit rows")
+    used = rows.used()
+    X = encode(spec, dataset.records.take(used), source=where).X
+    rows = drop_duplicates(rows, dataset, used, X)
+    check_fold(rows, dataset, fold, used, X)
+
+    def features(index: np.ndarray) -> np.ndarray:
+        return X[np.searchsorted(used, index)]
+
+    return rows, spec, features
+
+
+def fit_targets(dataset: Dataset, rows: FoldRows) -> tuple[np.ndarray, np.ndarray]:
+    """The fitting rows' targets: 1 for an attack, 0 for benign, and each row's family."""
+    classes = dataset.classes[rows.fit]
+    y = (classes != dataset.benign).astype(np.int64)
+    # Methods learn from the family of each known attack, not its class: a rule that holds
+    # known families out to learn how to meet unseen ones should hold out whole families, as
+    # the protocol does (a class whose sibling stays in training is no unseen attack).
+    family_of = {c: f for f, members in dataset.family_map().items() for c in members}
+    return y, np.asarray([family_of.get(c, c) for c in classes], dtype=object)
+
+
 def run_unit(
     dataset: Dataset,
     fold: Fold,
@@ -132,25 +181,10 @@ def run_unit(
     if all(r is not None for r in done.values()):
         return [done[m] for m in methods]
 
-    rows = split_fold(dataset, fold, seed)
+    rows, spec, features = prepare_fold(dataset, fold, seed)
     where = f"{dataset.name}, fold {fold.name}"
-    spec = dataset.adapter.fit_spec(dataset.records.take(rows.fit), source=f"{where}: fit rows")
-    used = rows.used()
-    X = encode(spec, dataset.records.take(used), source=where).X
-    rows = drop_duplicates(rows, dataset, used, X)
-    check_fold(rows, dataset, fold, used, X)
-
-    def features(index: np.ndarray) -> np.ndarray:
-        return X[np.searchsorted(used, index)]
-
     classes = dataset.classes
-    X_fit, labels_fit = features(rows.fit), classes[rows.fit]
-    y_fit = (labels_fit != dataset.benign).astype(np.int64)
-    # Methods learn from the family of each known attack, not its class: a rule that holds
-    # known families out to learn how to meet unseen ones should hold out whole families, as
-    # the protocol does (a class whose sibling stays in training is no unseen attack).
-    family_of = {c: f for f, members in dataset.family_map().items() for c in members}
-    labels_fit = np.asarray([family_of.get(c, c) for c in labels_fit], dtype=object)
+    X_fit, y_fit, labels_fit = features(rows.fit), *fit_targets(dataset, rows)
     parts = {
         "calibration": features(rows.calibration),
         "test_benign": features(rows.test_benign),
